@@ -1,0 +1,42 @@
+# intemporal — `make` lists the targets.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-slow lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	@command -v $(PY) >/dev/null 2>&1 || { echo "python3.11 not found; set PY=/path/to/python3.11"; exit 1; }
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP) ## run a workflow that crashes and resumes, then list the runs
+	rm -rf .intemporal-demo
+	$(BIN)/python samples/crash_and_resume.py --store .intemporal-demo
+	$(BIN)/intemporal --store .intemporal-demo list
+
+test: $(STAMP) ## run the test suite (skips the slow soak/fuzz tests)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP) ## run only the slow soak/fuzz tests
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check intemporal tests samples bench
+	$(BIN)/ruff format --check intemporal tests samples bench
+	$(BIN)/mypy
+
+bench: $(STAMP) ## benchmarks, side by side with DBOS (installed in bench/.venv-dbos)
+	$(BIN)/python bench/run.py
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info .intemporal-demo

@@ -1,0 +1,234 @@
+"""The decorators and stubs users write workflows with.
+
+    @intemporal.activity(retry=intemporal.RetryPolicy(max_attempts=5), timeout=30.0)
+    def book_hotel(order: dict) -> str: ...
+
+    @intemporal.workflow
+    def booking(order: dict) -> str:
+        return book_hotel(order)          # durable inside a run, a plain call outside
+
+Decorated functions keep their signature (`Activity[P, R]`, `Workflow[P, R]`), so type
+checkers and IDEs still see the user's function.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+
+from . import replay
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How an activity is retried: attempt n waits `min(initial_interval * backoff**(n-1), max_interval)`.
+
+    >>> RetryPolicy(max_attempts=5, initial_interval=0.5).delay(3)
+    2.0
+
+    An exception whose type is in `non_retryable` (or a subclass) fails at once;
+    `max_attempts=1` means no retry.
+    """
+
+    max_attempts: int = 3
+    initial_interval: float = 1.0
+    backoff: float = 2.0
+    max_interval: float = 60.0
+    non_retryable: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+        if self.initial_interval < 0 or self.max_interval < 0 or self.backoff < 1:
+            raise ValueError("RetryPolicy intervals must be >= 0 and backoff >= 1")
+        object.__setattr__(self, "non_retryable", tuple(self.non_retryable))
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        return float(min(self.initial_interval * self.backoff ** (attempt - 1), self.max_interval))
+
+    def retries(self, exc: BaseException, attempt: int) -> bool:
+        """Tell whether failed attempt `attempt` with `exc` is followed by another one."""
+        return attempt < self.max_attempts and not isinstance(exc, self.non_retryable)
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class Activity(Generic[P, R]):
+    """A function made durable: inside a workflow each call is journaled and replayed.
+
+    Called outside a workflow (or inside another activity) it simply runs.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.fn = fn
+        self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        self.retry = retry or DEFAULT_RETRY
+        self.timeout = timeout
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = replay.current()
+        if ctx is None:
+            return self.fn(*args, **kwargs)
+        return cast(
+            R, ctx.call_activity(self.name, self.fn, args, kwargs, self.retry, self.timeout)
+        )
+
+    def __repr__(self) -> str:
+        return f"<intemporal.activity {self.name}>"
+
+
+class Workflow(Generic[P, R]):
+    """A function that runs durably when started on an `Engine`.
+
+    Called outside a workflow it runs plainly; inside one it runs as a child run.
+    """
+
+    def __init__(self, fn: Callable[P, R], name: str | None = None, queue: str | None = None):
+        self.fn = fn
+        self.name = name or fn.__qualname__
+        self.queue = queue
+        functools.update_wrapper(self, fn)
+        REGISTRY[self.name] = self
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = replay.current()
+        if ctx is None:
+            return self.fn(*args, **kwargs)
+        return cast(R, ctx.call_child(self, args, kwargs))
+
+    def __repr__(self) -> str:
+        return f"<intemporal.workflow {self.name}>"
+
+
+#: every workflow defined in this process, by name: how a resumed run finds its code
+REGISTRY: dict[str, Workflow[Any, Any]] = {}
+
+
+@overload
+def activity(fn: Callable[P, R], /) -> Activity[P, R]: ...
+@overload
+def activity(
+    *, name: str | None = None, retry: RetryPolicy | None = None, timeout: float | None = None
+) -> Callable[[Callable[P, R]], Activity[P, R]]: ...
+def activity(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+) -> Activity[P, R] | Callable[[Callable[P, R]], Activity[P, R]]:
+    """Make a function a durable activity: `@activity` or `@activity(retry=..., timeout=...)`."""
+
+    def wrap(f: Callable[P, R]) -> Activity[P, R]:
+        return Activity(f, name=name, retry=retry, timeout=timeout)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+@overload
+def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
+@overload
+def workflow(
+    *, name: str | None = None, queue: str | None = None
+) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
+def workflow(
+    fn: Callable[P, R] | None = None, /, *, name: str | None = None, queue: str | None = None
+) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
+    """Make a function a workflow: `@workflow` or `@workflow(name=..., queue=...)`."""
+
+    def wrap(f: Callable[P, R]) -> Workflow[P, R]:
+        return Workflow(f, name=name, queue=queue)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def as_workflow(fn: Any) -> Workflow[Any, Any]:
+    """Return `fn` as a `Workflow`, decorating a plain function on the fly."""
+    if isinstance(fn, Workflow):
+        return fn
+    if callable(fn):
+        return Workflow(fn)
+    raise TypeError(f"{fn!r} is not a workflow function")
+
+
+def stub(
+    fn: Callable[P, R], *, retry: RetryPolicy | None = None, timeout: float | None = None
+) -> Activity[P, R]:
+    """Make any callable a durable activity; options override the decorator's.
+
+    >>> pay = stub(charge, timeout=5.0)
+    """
+    if isinstance(fn, Activity):
+        return Activity(
+            fn.fn,
+            name=fn.name,
+            retry=retry or fn.retry,
+            timeout=timeout if timeout is not None else fn.timeout,
+        )
+    return Activity(fn, retry=retry, timeout=timeout)
+
+
+class _ProtocolStub:
+    """A proxy whose public method calls are durable activities named "Proto.method"."""
+
+    def __init__(
+        self,
+        proto: type,
+        retry: RetryPolicy | None,
+        timeout: float | None,
+        methods: dict[str, dict[str, Any]],
+    ) -> None:
+        self._proto, self._retry, self._timeout, self._methods = proto, retry, timeout, methods
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        proto = self._proto
+        if method.startswith("_") or not callable(getattr(proto, method, None)):
+            raise AttributeError(f"{proto.__qualname__} has no public method {method!r}")
+        opts = self._methods.get(method, {})
+        name = f"{proto.__qualname__}.{method}"
+
+        def call_impl(*args: Any, **kwargs: Any) -> Any:
+            ctx = replay.current() or replay.activity_context()
+            if ctx is None:
+                raise RuntimeError(f"{name} called outside a workflow: no implementation")
+            return getattr(ctx.protocol_impl(proto), method)(*args, **kwargs)
+
+        call_impl.__qualname__ = name
+        act: Activity[..., Any] = Activity(
+            call_impl,
+            name=name,
+            retry=opts.get("retry", self._retry),
+            timeout=opts.get("timeout", self._timeout),
+        )
+        return act
+
+
+def stub_protocol(
+    proto: type[T],
+    *,
+    retry: RetryPolicy | None = None,
+    timeout: float | None = None,
+    methods: dict[str, dict[str, Any]] | None = None,
+) -> T:
+    """Return a proxy of `proto` whose method calls are durable activities "Proto.method".
+
+    The implementation is registered at start: `engine.start(wf, protocols={Proto: Impl()})`.
+    `methods={"query": {"retry": RetryPolicy(max_attempts=1)}}` sets one method's options.
+    """
+    return cast(T, _ProtocolStub(proto, retry, timeout, dict(methods or {})))

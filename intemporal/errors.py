@@ -1,0 +1,140 @@
+"""The errors intemporal raises, as one rooted tree.
+
+    Exception
+     +-- IntemporalError                 every library error below derives from it
+     |    +-- RunNotFound                no run has that id
+     |    +-- RunConflict                the id is taken by a run of another workflow
+     |    +-- NonDeterminismError        the code asks for a different step than the journal holds
+     |    +-- JournalCorrupted           a journal line in the middle cannot be read
+     |    +-- SerializationError         a value cannot be stored
+     |    +-- ActivityTimeout            (also a TimeoutError) one attempt ran out of time
+     |    +-- SignalTimeout              (also a TimeoutError) no signal came in time
+     |    +-- WorkflowNotFound           the code of a recorded workflow cannot be loaded
+     |    +-- RemoteError                an exception whose type cannot be rebuilt on replay
+     |    +-- CompensationError          one or more saga compensations failed
+     +-- Cancelled                       the run was cancelled (an Exception, so sagas see it)
+    BaseException
+     +-- Suspend                         engine control flow: the run stops here for now
+
+`Suspend` and its subclasses are never raised at user code that catches `Exception`:
+they unwind the workflow's thread when it waits, or when the engine shuts down.
+`is_suspension(exc)` tells them apart for code that catches `BaseException`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class IntemporalError(Exception):
+    """Raised for any error of the library itself; the root of the tree above."""
+
+
+class RunNotFound(IntemporalError, KeyError):
+    """Raised when no run has the given id."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+    def __str__(self) -> str:
+        return f"no run with id {self.run_id!r}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id,))
+
+
+class RunConflict(IntemporalError):
+    """Raised when a run id is already taken by a run of another workflow."""
+
+    def __init__(self, run_id: str, existing: str, requested: str) -> None:
+        super().__init__(
+            f"run {run_id!r} already exists for workflow {existing!r}, not {requested!r}"
+        )
+        self.run_id, self.existing, self.requested = run_id, existing, requested
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.existing, self.requested))
+
+
+class NonDeterminismError(IntemporalError):
+    """Raised when replay finds the code asking for another step than the journal recorded.
+
+    The journal is left untouched: restore the code (or fix it) and resume again.
+    """
+
+    def __init__(self, seq: int, recorded: str, new: str) -> None:
+        super().__init__(
+            f"non-deterministic workflow at step {seq}: the journal recorded {recorded!r}, "
+            f"the code now asks for {new!r}"
+        )
+        self.seq, self.recorded, self.new = seq, recorded, new
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.seq, self.recorded, self.new))
+
+
+class JournalCorrupted(IntemporalError):
+    """Raised when a journal line that is not the torn last line cannot be read."""
+
+    def __init__(self, path: str, line: int, reason: str = "") -> None:
+        msg = f"journal {path} is corrupted at line {line}"
+        super().__init__(msg + (f": {reason}" if reason else ""))
+        self.path, self.line, self.reason = path, line, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.line, self.reason))
+
+
+class SerializationError(IntemporalError, TypeError):
+    """Raised when a value (an argument, a result) cannot be stored in the journal."""
+
+
+class ActivityTimeout(IntemporalError, TimeoutError):
+    """Raised when one attempt of an activity runs longer than its `timeout`."""
+
+
+class SignalTimeout(IntemporalError, TimeoutError):
+    """Raised when `wait_for_signal(name, timeout=...)` sees no signal in time."""
+
+
+class WorkflowNotFound(IntemporalError):
+    """Raised when the code of a recorded workflow cannot be found or imported."""
+
+
+class RemoteError(IntemporalError):
+    """Raised on replay for a recorded exception whose type cannot be rebuilt here."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name, self.message = type_name, message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, self.message))
+
+
+class CompensationError(IntemporalError):
+    """Raised (as the `__context__`-free note on a saga's error) when compensations fail."""
+
+
+class Cancelled(Exception):
+    """Raised inside a workflow (or by `heartbeat()` in an activity) when its run is cancelled.
+
+    An `Exception`, so `except Exception:` and sagas see it and can roll back.
+    """
+
+
+class Suspend(BaseException):
+    """Raised by the engine to unwind a workflow that must stop for now (wait or shutdown).
+
+    Derives from `BaseException` so `except Exception:` in user code never swallows it.
+    """
+
+
+class _Shutdown(Suspend):
+    """Raised at a workflow's next durable operation when its engine is closing."""
+
+
+def is_suspension(exc: BaseException) -> bool:
+    """Tell whether `exc` is the engine's own control flow, which user code must re-raise."""
+    return isinstance(exc, Suspend)

@@ -1,0 +1,316 @@
+"""The per-run context: sequence numbers, the recorded journal, and durable activity calls.
+
+Every durable operation a workflow performs gets the next sequence number, in program
+order. If the journal already holds an event at that number (the run is being replayed
+after a crash or a suspension) its recorded result is returned without running anything;
+a recorded name that differs from what the code now asks for raises
+`NonDeterminismError`. Otherwise the operation runs and its outcome is appended to the
+journal before the workflow proceeds.
+
+The workflow function runs top to bottom once per execution: replay happens only when a
+run starts again, so a run of N activities costs O(N), not O(N^2).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .codec import decode, decode_error, encode, encode_error
+from .errors import (
+    ActivityTimeout,
+    Cancelled,
+    NonDeterminismError,
+    SerializationError,
+    Suspend,
+    _Shutdown,
+)
+from .store.base import Event, Lease
+
+if TYPE_CHECKING:
+    from .api import RetryPolicy, Workflow
+
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "intemporal_run", default=None
+)
+_activity: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "intemporal_activity", default=None
+)
+
+
+def current() -> RunContext | None:
+    """The context of the workflow running on this thread, or None outside workflows."""
+    return _current.get()
+
+
+def activity_context() -> RunContext | None:
+    """The context of the run whose activity is executing on this thread, if any."""
+    return _activity.get()
+
+
+class StoreFailure(Suspend):
+    """Raised when the journal cannot be written: the run stops, unrecorded and resumable."""
+
+
+class Host(Protocol):
+    """What a run context needs from the engine that executes it."""
+
+    codec: str
+    sync: bool
+
+    @property
+    def closing(self) -> bool: ...
+
+    def pause(self, ctx: RunContext, seconds: float) -> None:
+        """Wait `seconds`, returning early (and raising) on shutdown or cancellation."""
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """What `intemporal.info()` tells a workflow about its own run."""
+
+    run_id: str
+    workflow: str
+    parent: str | None
+
+
+def _is_cancelled_error(err: dict[str, Any]) -> bool:
+    return err.get("type") == "Cancelled" and err.get("module") == Cancelled.__module__
+
+
+class RunContext:
+    """One execution of one run: its lease on the journal and the replay position."""
+
+    def __init__(
+        self,
+        host: Host,
+        lease: Lease,
+        events: list[Event],
+        protocols: dict[type, Any] | None = None,
+    ) -> None:
+        first = events[0]
+        self.host, self.lease = host, lease
+        self.run_id: str = lease.run_id
+        self.workflow: str = first.get("workflow", "?")
+        self.parent: str | None = first.get("parent")
+        self.protocols = protocols or {}
+        self.seq = 0
+        self.poisoned: NonDeterminismError | None = None
+        self.cancel_requested = threading.Event()
+        self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
+        self.cancel_delivered = False
+        self._index(events)
+
+    def _index(self, events: list[Event]) -> None:
+        # Resuming a failed run retries what failed: failures recorded before the last
+        # `run_resumed` marker are forgotten, completed steps are kept.
+        resumed_at = max((i for i, e in enumerate(events) if e["type"] == "run_resumed"), default=0)
+        self.recorded: dict[int, Event] = {}
+        self.failed_attempts: dict[int, int] = {}
+        for i, ev in enumerate(events):
+            seq = ev.get("seq")
+            if seq is None:
+                continue
+            if ev["type"] == "attempt_failed":
+                if i > resumed_at:
+                    self.failed_attempts[seq] = ev["attempt"]
+            elif ev["type"] != "activity_failed" or i > resumed_at:
+                self.recorded[seq] = ev
+        self.last_recorded = max(self.recorded, default=0)
+
+    # -- the journal --------------------------------------------------------------------
+    def append(self, event: Event, sync: bool | None = None) -> None:
+        """Append an event stamped with the time; a storage failure stops the run unrecorded."""
+        event["ts"] = round(time.time(), 6)
+        try:
+            self.lease.append(event, self.host.sync if sync is None else sync)
+        except OSError as exc:
+            raise StoreFailure(f"cannot write the journal of run {self.run_id!r}: {exc}") from exc
+
+    def next(self, name: str) -> tuple[int, Event | None]:
+        """Take the next sequence number for operation `name`; return it and its record."""
+        if self.poisoned is not None:
+            raise self.poisoned
+        seq = self.seq = self.seq + 1
+        rec = self.recorded.get(seq)
+        if rec is not None:
+            if rec["type"] == "cancel_delivered":
+                self.cancel_delivered = True
+                raise Cancelled(f"run {self.run_id!r} was cancelled")
+            if rec.get("name") != name:
+                self.poisoned = NonDeterminismError(seq, str(rec.get("name", rec["type"])), name)
+                raise self.poisoned
+            return seq, rec
+        if self.host.closing:
+            raise _Shutdown("the engine is shutting down")
+        if self.cancel_requested.is_set() and not self.cancel_delivered:
+            self.cancel_delivered = True
+            self.append({"type": "cancel_delivered", "seq": seq, "name": "intemporal.cancel"})
+            raise Cancelled(f"run {self.run_id!r} was cancelled")
+        return seq, None
+
+    def check_complete(self) -> None:
+        """Raise `NonDeterminismError` if the workflow returned before replaying its journal."""
+        if self.poisoned is not None:
+            raise self.poisoned
+        if self.seq < self.last_recorded:
+            rec = self.recorded.get(self.seq + 1) or self.recorded[self.last_recorded]
+            self.poisoned = NonDeterminismError(
+                self.seq + 1, str(rec.get("name", rec["type"])), "<workflow returned>"
+            )
+            raise self.poisoned
+
+    def replayed(self, rec: Event) -> Any:
+        """The recorded outcome of an operation: its value, or its exception raised again."""
+        err = rec.get("error")
+        if err is not None:
+            if _is_cancelled_error(err):
+                self.cancel_delivered = True
+            raise decode_error(err)
+        return decode(rec.get("result"))
+
+    # -- activities ---------------------------------------------------------------------
+    def call_activity(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retry: RetryPolicy,
+        timeout: float | None,
+    ) -> Any:
+        """Run activity `name` durably: replay its record, or execute it with retries."""
+        seq, rec = self.next(name)
+        if rec is not None:
+            return self.replayed(rec)
+        attempt = self.failed_attempts.get(seq, 0) + 1
+        while True:
+            started = round(time.time(), 6)
+            try:
+                result = self._attempt(name, fn, args, kwargs, timeout)
+                value = encode(result, self.host.codec)
+            except Exception as exc:
+                cancelled = isinstance(exc, Cancelled) or self._cancel_pending()
+                if not cancelled and not isinstance(exc, SerializationError):
+                    if retry.retries(exc, attempt):
+                        delay = retry.delay(attempt)
+                        self.append(
+                            {
+                                "type": "attempt_failed",
+                                "seq": seq,
+                                "name": name,
+                                "attempt": attempt,
+                                "error": encode_error(exc),
+                                "retry_in": delay,
+                            }
+                        )
+                        self.host.pause(self, delay)
+                        if not self._cancel_pending():
+                            attempt += 1
+                            continue
+                        exc = Cancelled(f"run {self.run_id!r} was cancelled")
+                if isinstance(exc, Cancelled):
+                    self.cancel_delivered = True
+                self.append(
+                    {
+                        "type": "activity_failed",
+                        "seq": seq,
+                        "name": name,
+                        "attempts": attempt,
+                        "started": started,
+                        "error": encode_error(exc),
+                    }
+                )
+                raise exc
+            self.append(
+                {
+                    "type": "activity_completed",
+                    "seq": seq,
+                    "name": name,
+                    "attempts": attempt,
+                    "started": started,
+                    "result": value,
+                }
+            )
+            return result
+
+    def _cancel_pending(self) -> bool:
+        return self.cancel_requested.is_set() and not self.cancel_delivered
+
+    def _attempt(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+    ) -> Any:
+        # Inside an activity, decorated calls run plainly and heartbeat() finds this run.
+        t_run, t_act = _current.set(None), _activity.set(self)
+        try:
+            if timeout is None:
+                return fn(*args, **kwargs)  # inline: no thread hand-off on the hot path
+            return _run_with_timeout(name, fn, args, kwargs, timeout)
+        finally:
+            _activity.reset(t_act)
+            _current.reset(t_run)
+
+    # -- other operations, provided by the engine's features -----------------------------
+    def protocol_impl(self, proto: type) -> Any:
+        """The implementation of `proto` registered for this run at start."""
+        try:
+            return self.protocols[proto]
+        except KeyError:
+            raise RuntimeError(
+                f"no implementation of {proto.__qualname__} for run {self.run_id!r}: "
+                f"pass protocols={{{proto.__qualname__}: Impl()}} to start/resume"
+            ) from None
+
+    def call_child(
+        self, wf: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a workflow as a child run (see the engine's child-run support)."""
+        raise NotImplementedError("child workflows are not supported yet; call wf.fn(...) inline")
+
+    def info(self) -> WorkflowInfo:
+        """What this run knows about itself."""
+        return WorkflowInfo(self.run_id, self.workflow, self.parent)
+
+
+def _run_with_timeout(
+    name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float
+) -> Any:
+    """Run one attempt on a daemon thread and give up waiting after `timeout` seconds.
+
+    Python cannot kill a thread: a timed-out attempt is abandoned, not stopped, which is
+    why activities should be idempotent and why the thread is a daemon.
+    """
+    done = threading.Event()
+    box: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(fn, *args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"intemporal-activity-{name}", daemon=True).start()
+    if not done.wait(timeout):
+        raise ActivityTimeout(f"activity {name!r} timed out after {timeout} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def heartbeat() -> None:
+    """Tell the engine an activity is alive; raise `Cancelled` if its run was cancelled."""
+    ctx = _activity.get()
+    if ctx is not None and ctx._cancel_pending():
+        raise Cancelled(f"run {ctx.run_id!r} was cancelled")

@@ -1,0 +1,36 @@
+"""Storage backends behind one `Store` interface, and `open_store` to pick one."""
+
+from __future__ import annotations
+
+import os
+
+from .base import Event, Lease, RunInfo, RunStatus, Store, check_run_id, summarize
+from .file import FileStore
+from .memory import MemoryStore
+
+__all__ = [
+    "Event",
+    "FileStore",
+    "Lease",
+    "MemoryStore",
+    "RunInfo",
+    "RunStatus",
+    "Store",
+    "check_run_id",
+    "open_store",
+    "summarize",
+]
+
+
+def open_store(store: Store | str | os.PathLike[str] | None = None) -> Store:
+    """Return a `Store` for a path, a URL, an instance, or None ($INTEMPORAL_HOME, else ./.intemporal)."""
+    if isinstance(store, Store):
+        return store
+    if store is None:
+        store = os.environ.get("INTEMPORAL_HOME") or ".intemporal"
+    text = os.fspath(store)
+    if text.startswith(("postgresql://", "postgres://")):
+        raise NotImplementedError("the PostgreSQL store is not available yet")
+    if text == "memory:":
+        return MemoryStore()
+    return FileStore(text)

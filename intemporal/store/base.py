@@ -1,0 +1,233 @@
+"""The storage interface every backend implements, and the run summary built on top of it.
+
+A `Store` keeps, per run, an append-only journal of events (dicts that JSON can hold), an
+inbox that any process may append messages to (signals, cancellation), and an ownership
+claim: the process executing a run holds its `Lease` until it stops, and only the lease
+appends to the journal. Replay, retries and locking policy live above, in the engine.
+
+    store = MemoryStore()
+    store.create("r1", {"type": "run_started", "workflow": "wf", "ts": 0.0})
+    lease = store.claim("r1")        # None when another owner holds the run
+    lease.append({"type": "run_completed", "result": 1, "ts": 1.0}, sync=True)
+    lease.release()
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..codec import decode
+
+Event = dict[str, Any]
+
+_RUN_ID = re.compile(r"[A-Za-z0-9\-_.:@/]{1,200}")
+
+
+def check_run_id(run_id: object) -> str:
+    """Return `run_id` if it is safe as a name (and a path); raise `ValueError` otherwise.
+
+    1-200 characters of letters, digits and `-_.:@/`, no leading `/`, no empty, `.` or `..`
+    segment: a run id becomes a file path in the file store and must never escape it.
+    """
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ValueError(
+            f"invalid run id {run_id!r}: use 1-200 letters, digits and -_.:@/ characters"
+        )
+    if any(part in ("", ".", "..") for part in run_id.split("/")):
+        raise ValueError(f"invalid run id {run_id!r}: no leading '/', '//', '.' or '..' segment")
+    return run_id
+
+
+class RunStatus(StrEnum):
+    """The state of a run; the values are the lower-case names (`RunStatus.COMPLETED == "completed"`)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def finished(self) -> bool:
+        """True for the terminal states, which nothing changes any more."""
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+TERMINAL_EVENTS = {
+    "run_completed": RunStatus.COMPLETED,
+    "run_failed": RunStatus.FAILED,
+    "run_cancelled": RunStatus.CANCELLED,
+}
+
+
+@dataclass
+class RunInfo:
+    """What a run looks like from outside: `engine.get_run(id)`, `engine.list_runs()`."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    created_at: float
+    updated_at: float
+    result: Any = None
+    error: str | None = None
+    parent: str | None = None
+    steps: int = 0
+    orphaned: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from creation to the last recorded event."""
+        return self.updated_at - self.created_at
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict of the summary (the result stays in its stored form)."""
+        return {
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "duration": round(self.duration, 6),
+            "steps": self.steps,
+            "parent": self.parent,
+            "orphaned": self.orphaned,
+            "result": self.raw.get("result"),
+            "error": self.error,
+        }
+
+
+def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
+    """Fold a run's journal into a `RunInfo`; `claimed` says whether an owner holds it now."""
+    first = events[0]
+    status = RunStatus.PENDING
+    steps = 0
+    raw: dict[str, Any] = {}
+    for ev in events[1:]:
+        t = ev["type"]
+        if t in TERMINAL_EVENTS:
+            status = TERMINAL_EVENTS[t]
+            raw = ev
+        elif t == "run_suspended":
+            status = RunStatus.WAITING
+        elif t == "run_resumed":
+            status = RunStatus.RUNNING
+            raw = {}
+        elif t == "activity_completed":
+            steps += 1
+            status = RunStatus.RUNNING
+        elif "seq" in ev:
+            status = RunStatus.RUNNING
+    if claimed and not status.finished:
+        status = RunStatus.RUNNING
+    orphaned = not claimed and status is RunStatus.RUNNING
+    err = raw.get("error")
+    return RunInfo(
+        run_id=run_id,
+        workflow=first.get("workflow", "?"),
+        status=status,
+        created_at=first.get("ts", 0.0),
+        updated_at=events[-1].get("ts", 0.0),
+        result=decode(raw["result"]) if "result" in raw else None,
+        error=f"{err['type']}: {err['message']}" if err else None,
+        parent=first.get("parent"),
+        steps=steps,
+        orphaned=orphaned,
+        raw=raw,
+    )
+
+
+class Lease(ABC):
+    """Ownership of one run: the right to append to its journal, held until `release()`."""
+
+    run_id: str
+
+    @abstractmethod
+    def append(self, event: Event, sync: bool) -> None:
+        """Append one event; with `sync`, return only once it is on stable storage."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the run up so another process (or a later resume) may claim it."""
+
+
+class Store(ABC):
+    """The storage interface: journals, inboxes and ownership, per run id."""
+
+    #: a URL or path that names this store for another process (None: not shareable)
+    location: str | None = None
+
+    @abstractmethod
+    def create(self, run_id: str, first: Event) -> bool:
+        """Create a run whose journal starts with `first`, durably; False if it exists."""
+
+    @abstractmethod
+    def read(self, run_id: str) -> list[Event]:
+        """Return a run's events, oldest first; raise `RunNotFound` if there is no such run."""
+
+    @abstractmethod
+    def exists(self, run_id: str) -> bool:
+        """Tell whether a run with this id exists."""
+
+    @abstractmethod
+    def claim(self, run_id: str) -> Lease | None:
+        """Take ownership of a run to execute it; None when another owner holds it."""
+
+    @abstractmethod
+    def is_claimed(self, run_id: str) -> bool:
+        """Tell whether some live owner (this process or another) holds the run."""
+
+    @abstractmethod
+    def send(self, run_id: str, message: Event) -> None:
+        """Append a message (a signal, a cancellation request) to the run's inbox, durably."""
+
+    @abstractmethod
+    def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
+        """Return the inbox messages after `cursor`, and the cursor to pass next time."""
+
+    @abstractmethod
+    def run_ids(self) -> Iterator[str]:
+        """Yield the id of every run in the store, in no particular order."""
+
+    @abstractmethod
+    def delete(self, run_id: str) -> None:
+        """Remove a run and everything stored for it."""
+
+    def summary(self, run_id: str) -> RunInfo:
+        """Return the run's `RunInfo`; backends may override with a cheaper read."""
+        return summarize(run_id, self.read(run_id), self.is_claimed(run_id))
+
+    def list_runs(
+        self,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunInfo]:
+        """Return run summaries, newest first, filtered by status and workflow name."""
+        want = RunStatus(status) if status is not None else None
+        out = []
+        for rid in self.run_ids():
+            try:
+                info = self.summary(rid)
+            except Exception:  # a run deleted while listing, or unreadable: skip it here
+                continue
+            if want is not None and info.status is not want:
+                continue
+            if workflow is not None and info.workflow != workflow:
+                continue
+            out.append(info)
+        out.sort(key=lambda i: (i.created_at, i.run_id), reverse=True)
+        return out[:limit] if limit is not None else out
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
+        """Release whatever the store holds open."""

@@ -1,0 +1,94 @@
+"""An in-memory `Store` for tests and throw-away runs: nothing survives the process.
+
+engine = Engine(store=MemoryStore())
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterator
+
+from ..errors import RunNotFound
+from .base import Event, Lease, Store, check_run_id
+
+
+class MemoryLease(Lease):
+    """An owned run of a `MemoryStore`."""
+
+    def __init__(self, store: MemoryStore, run_id: str) -> None:
+        self.run_id, self._store, self._held = run_id, store, True
+
+    def append(self, event: Event, sync: bool) -> None:
+        # Round-trip through JSON so the memory store accepts exactly what the file store does.
+        line = json.loads(json.dumps(event))
+        with self._store._mutex:
+            self._store._journals[self.run_id].append(line)
+
+    def release(self) -> None:
+        with self._store._mutex:
+            if self._held:
+                self._held = False
+                self._store._claimed.discard(self.run_id)
+
+
+class MemoryStore(Store):
+    """Journals, inboxes and claims kept in dicts, guarded by one mutex."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._journals: dict[str, list[Event]] = {}
+        self._inboxes: dict[str, list[Event]] = {}
+        self._claimed: set[str] = set()
+
+    def create(self, run_id: str, first: Event) -> bool:
+        check_run_id(run_id)
+        with self._mutex:
+            if run_id in self._journals:
+                return False
+            self._journals[run_id] = [json.loads(json.dumps(first))]
+            return True
+
+    def read(self, run_id: str) -> list[Event]:
+        with self._mutex:
+            try:
+                return copy.deepcopy(self._journals[run_id])
+            except KeyError:
+                raise RunNotFound(run_id) from None
+
+    def exists(self, run_id: str) -> bool:
+        return run_id in self._journals
+
+    def claim(self, run_id: str) -> Lease | None:
+        with self._mutex:
+            if run_id not in self._journals:
+                raise RunNotFound(run_id)
+            if run_id in self._claimed:
+                return None
+            self._claimed.add(run_id)
+        return MemoryLease(self, run_id)
+
+    def is_claimed(self, run_id: str) -> bool:
+        return run_id in self._claimed
+
+    def send(self, run_id: str, message: Event) -> None:
+        with self._mutex:
+            if run_id not in self._journals:
+                raise RunNotFound(run_id)
+            self._inboxes.setdefault(run_id, []).append(json.loads(json.dumps(message)))
+
+    def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
+        with self._mutex:
+            box = self._inboxes.get(run_id, [])
+            return copy.deepcopy(box[cursor:]), len(box)
+
+    def run_ids(self) -> Iterator[str]:
+        with self._mutex:
+            ids = list(self._journals)
+        yield from ids
+
+    def delete(self, run_id: str) -> None:
+        with self._mutex:
+            self._journals.pop(run_id, None)
+            self._inboxes.pop(run_id, None)
