@@ -14,7 +14,7 @@ with intemporal.Engine(store=".intemporal") as engine:
 """
 
 from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
-from .engine import Engine, RunHandle
+from .engine import Engine
 from .errors import (
     ActivityTimeout,
     Cancelled,
@@ -29,14 +29,30 @@ from .errors import (
     WorkflowNotFound,
     is_suspension,
 )
+from .handle import RunHandle
 from .replay import heartbeat
+from .saga import Saga, saga
 from .store import FileStore, MemoryStore, RunInfo, RunStatus, Store
-from .workflow_api import info, run_id
+from .workflow_api import (
+    DurableFuture,
+    info,
+    join_all,
+    join_any,
+    now,
+    run_id,
+    set_event,
+    side_effect,
+    sleep,
+    submit,
+    uuid4,
+    wait_for_signal,
+)
 
 __all__ = [
     "Activity",
     "ActivityTimeout",
     "Cancelled",
+    "DurableFuture",
     "Engine",
     "FileStore",
     "IntemporalError",
@@ -50,6 +66,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "RunStatus",
+    "Saga",
     "SerializationError",
     "SignalTimeout",
     "Store",
@@ -59,8 +76,18 @@ __all__ = [
     "heartbeat",
     "info",
     "is_suspension",
+    "join_all",
+    "join_any",
+    "now",
     "run_id",
+    "saga",
+    "set_event",
+    "side_effect",
+    "sleep",
     "stub",
     "stub_protocol",
+    "submit",
+    "uuid4",
+    "wait_for_signal",
     "workflow",
 ]

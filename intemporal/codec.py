@@ -92,6 +92,9 @@ def encode_error(exc: BaseException) -> dict[str, Any]:
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
     }
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        out["notes"] = [str(n) for n in notes]
     try:  # plain pickle first: it stores the class by reference and needs no dill
         blob = pickle.dumps(exc, protocol=4)
         pickle.loads(blob)  # some exceptions pickle but cannot be rebuilt (bad __init__)

@@ -1,18 +1,21 @@
-"""The engine: starts runs, executes them on threads, resumes and recovers them.
+"""The engine: starts runs, executes them on threads, suspends, wakes, resumes and recovers them.
 
     with intemporal.Engine(store=".intemporal", threads=8) as engine:
         handle = engine.start(booking, order, run_id="order-42")   # returns at once
         result = handle.result(timeout=60)
 
 A run executes on one pool thread, top to bottom, holding its store lease from start to
-stop; activities run inline on that thread unless they have a timeout. `RunHandle` waits
-on the in-process execution when there is one, and otherwise reads the store, so a handle
-works for runs executed by another process too.
+stop; activities run inline on that thread unless they have a timeout or were submitted.
+A run that waits (a long sleep, a signal, a child run) gives its thread and its lease back:
+the engine keeps it in `_sleeping` and executes it again, replaying its journal, when its
+timer is due or a message reaches its inbox. A watcher thread looks at the timers and at
+the store's doorbell every `WATCH_INTERVAL` seconds, so another process can reach a run.
 """
 
 from __future__ import annotations
 
-import inspect
+import contextlib
+import heapq
 import threading
 import time
 import uuid
@@ -20,132 +23,52 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .api import Workflow, as_workflow
-from .codec import decode, decode_error, encode, encode_error
-from .errors import Cancelled, NonDeterminismError, SerializationError, Suspend
-from .loader import load_workflow, workflow_ref
-from .replay import RunContext, _current
+from .codec import decode, encode, encode_error
+from .errors import (
+    Cancelled,
+    IntemporalError,
+    RunConflict,
+    RunNotFound,
+    SerializationError,
+    Suspend,
+    _Shutdown,
+    _Wait,
+)
+from .handle import RunHandle, final_outcome
+from .loader import load_workflow
+from .replay import ChildNotFinished, RunContext, _current, child_id
+from .runs import first_event, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
-from .store.base import TERMINAL_EVENTS
 
-WATCH_INTERVAL = 0.1  # seconds between looks at the inboxes of the runs executing here
+WATCH_INTERVAL = 0.02  # seconds between looks at timers and the doorbell: bounds wake-up latency
 
 
 class _Execution:
     """One run executing (or queued to execute) in this engine, and how it ended."""
 
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+    def __init__(
+        self,
+        run_id: str,
+        wf: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        protocols: dict[type, Any],
+        parent: str | None = None,
+    ) -> None:
+        self.run_id, self.wf, self.args, self.kwargs = run_id, wf, args, kwargs
+        self.protocols, self.parent = protocols, parent
         self.done = threading.Event()
         self.ctx: RunContext | None = None
         self.outcome: tuple[str, Any] | None = (
-            None  # ("ok", value) | ("error", exc) | ("stopped", None)
+            None  # ("ok", value) | ("error", exc) | ("stopped", exc)
         )
         self.inbox_cursor = 0
+        self.rewake = False  # a message came while executing: execute again if it suspends
+        self.inline = False  # executed on its parent's thread
+        self.terminal = False  # this execution recorded the run's end
 
-    def finish(self, kind: str, value: Any = None) -> None:
-        self.outcome = (kind, value)
-
-
-class RunHandle:
-    """A reference to one run: its id, status and result, from any process.
-
-    >>> handle = engine.start(booking, order)
-    >>> handle.result(timeout=60)
-    """
-
-    def __init__(self, engine: Engine, run_id: str, execution: _Execution | None = None) -> None:
-        self.engine, self.run_id, self._exe = engine, run_id, execution
-
-    def __repr__(self) -> str:
-        return f"<RunHandle {self.run_id}>"
-
-    def status(self) -> RunStatus:
-        """The run's current `RunStatus`."""
-        return self.engine.get_run(self.run_id).status
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the run to finish: return its value, or raise its exception (or `Cancelled`).
-
-        Raises `TimeoutError` if it has not finished within `timeout` seconds.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poll = 0.005
-        while True:
-            exe = self._exe or self.engine._active.get(self.run_id)
-            if exe is not None:
-                if not exe.done.wait(_remaining(deadline)):
-                    break
-                self._exe = None
-                if exe.outcome is not None and exe.outcome[0] == "ok":
-                    return exe.outcome[1]
-                if exe.outcome is not None and exe.outcome[0] == "error":
-                    raise exe.outcome[1]
-            info = self.engine.get_run(self.run_id)
-            if info.status.finished:
-                return _final(info)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            # Executed elsewhere (another process, or waiting): poll the store with a deadline.
-            time.sleep(min(poll, _remaining(deadline) or poll))
-            poll = min(poll * 2, 0.1)
-        raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
-
-    def cancel(self) -> None:
-        """Request cancellation of the run (see `Engine.cancel`)."""
-        self.engine.cancel(self.run_id)
-
-    def signal(self, name: str, payload: Any = None, signal_id: str | None = None) -> None:
-        """Send the run a signal (see `Engine.signal`)."""
-        self.engine.signal(self.run_id, name, payload, signal_id=signal_id)
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _final(info: RunInfo) -> Any:
-    """The value of a finished run, or its exception raised again."""
-    if info.status is RunStatus.COMPLETED:
-        return info.result
-    err = info.raw.get("error")
-    exc = decode_error(err) if err else Cancelled(f"run {info.run_id!r} was cancelled")
-    if info.status is RunStatus.CANCELLED and not isinstance(exc, Cancelled):
-        exc = Cancelled(f"run {info.run_id!r} was cancelled")
-    raise exc
-
-
-def _encode_args(
-    wf: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], codec: str
-) -> tuple[list[Any], dict[str, Any]]:
-    """Encode a run's arguments, naming the one that cannot be stored."""
-    try:
-        names = list(inspect.signature(wf.fn).parameters)
-    except (TypeError, ValueError):
-        names = []
-    out_args, out_kwargs = [], {}
-    for i, value in enumerate(args):
-        label = f"{names[i]!r} (position {i})" if i < len(names) else f"at position {i}"
-        out_args.append(_encode_arg(wf, label, value, codec))
-    for key, value in kwargs.items():
-        out_kwargs[key] = _encode_arg(wf, repr(key), value, codec)
-    return out_args, out_kwargs
-
-
-def _encode_arg(wf: Workflow[Any, Any], label: str, value: Any, codec: str) -> Any:
-    try:
-        return encode(value, codec)
-    except SerializationError as exc:
-        raise SerializationError(
-            f"argument {label} of workflow {wf.name!r} cannot be stored: {exc}"
-        ) from exc
-
-
-def _protocol_refs(protocols: dict[type, Any]) -> dict[str, Any]:
-    """Where to find each protocol implementation again: its class, by import path."""
-    return {
-        f"{p.__module__}:{p.__qualname__}": f"{type(i).__module__}:{type(i).__qualname__}"
-        for p, i in protocols.items()
-    }
+    def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
+        self.outcome, self.terminal = (kind, value), terminal
 
 
 class Engine:
@@ -155,8 +78,9 @@ class Engine:
     `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
     once its result is on disk; `"flush"` once the OS has it (survives a killed process,
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
-    dill; `"json"` never uses dill. Leaving `with` stops taking work, lets in-flight
-    activities finish and leaves every unfinished run durable and resumable.
+    dill; `"json"` never uses dill. `worker=False` makes a client that records runs
+    without executing them. Leaving `with` stops taking work, lets in-flight activities
+    finish and leaves every unfinished run durable and resumable.
     """
 
     def __init__(
@@ -179,10 +103,15 @@ class Engine:
         self.threads, self.queues, self.worker = threads, queues, worker
         self.durability, self.codec, self.sync = durability, codec, durability == "fsync"
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intemporal-run")
+        self._activity_pool: ThreadPoolExecutor | None = None
         self._active: dict[str, _Execution] = {}
-        self._mutex = threading.Lock()
+        self._sleeping: dict[str, tuple[_Execution, float | None]] = {}
+        self._timers: list[tuple[float, str]] = []
+        self._mutex = threading.RLock()
+        self.changed = threading.Condition(self._mutex)  # notified whenever an execution stops
         self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._doorbell = self.store.changes(None)[1]
 
     # -- Host protocol, used by RunContext ------------------------------------------------
     @property
@@ -193,11 +122,20 @@ class Engine:
     def pause(self, ctx: RunContext, seconds: float) -> None:
         """Wait `seconds` on the run's thread; cut short by cancellation or shutdown."""
         if seconds > 0:
-            ctx.wake.wait(seconds)
+            ctx.wake.clear()
+            if not ctx._cancel_pending():
+                ctx.wake.wait(seconds)
         if self.closing:
-            from .errors import _Shutdown
-
             raise _Shutdown("the engine is shutting down")
+
+    def submit_activity(self, job: Any) -> None:
+        """Run a submitted activity on the activity pool (never the run pool: no deadlock)."""
+        with self._mutex:
+            if self._activity_pool is None:
+                self._activity_pool = ThreadPoolExecutor(
+                    max(self.threads, 4), thread_name_prefix="intemporal-activity"
+                )
+        self._activity_pool.submit(job)
 
     # -- starting and resuming -------------------------------------------------------------
     def start(
@@ -216,39 +154,29 @@ class Engine:
         """
         wf = as_workflow(fn)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
-        kwargs = dict(kwargs or {})
-        protocols = dict(protocols or {})
-        enc_args, enc_kwargs = _encode_args(wf, args, kwargs, self.codec)
-        first: Event = {
-            "type": "run_started",
-            "run_id": run_id,
-            "workflow": wf.name,
-            "args": enc_args,
-            "kwargs": enc_kwargs,
-            "ref": workflow_ref(wf),
-            "queue": queue or wf.queue,
-            "ts": round(time.time(), 6),
-        }
-        if protocols:
-            first["protocols"] = _protocol_refs(protocols)
+        kwargs, protocols = dict(kwargs or {}), dict(protocols or {})
+        first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols)
         if not self.store.create(run_id, first):
             return self._existing(run_id, wf, protocols)
         if not self.worker:
             return RunHandle(self, run_id)
-        return RunHandle(self, run_id, self._launch(run_id, wf, args, kwargs, protocols, [first]))
+        exe = _Execution(run_id, wf, args, kwargs, protocols)
+        return RunHandle(self, run_id, self._launch(exe, [first]))
 
     def _existing(
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
     ) -> RunHandle:
         recorded = self.store.read(run_id)[0].get("workflow")
         if recorded != wf.name:
-            from .errors import RunConflict
-
             raise RunConflict(run_id, str(recorded), wf.name)
         info = self.store.summary(run_id)
-        if self.worker and not info.status.finished and info.status is not RunStatus.WAITING:
-            if not self.store.is_claimed(run_id):
-                return self.resume(run_id, protocols=protocols)
+        if (
+            self.worker
+            and info.status in (RunStatus.PENDING, RunStatus.RUNNING)
+            and run_id not in self._active
+            and not self.store.is_claimed(run_id)
+        ):
+            return self.resume(run_id, protocols=protocols or None)
         return RunHandle(self, run_id, self._active.get(run_id))
 
     def run(self, fn: Any, *args: Any, **options: Any) -> Any:
@@ -262,28 +190,32 @@ class Engine:
         protocols: dict[type, Any] | None = None,
         imports: list[str] | None = None,
     ) -> RunHandle:
-        """Continue a run that is not completed (crashed, failed, or left behind).
+        """Continue a run that is not completed (crashed, failed, waiting, or left behind).
 
         Completed activities are not run again; the one in flight at a crash runs again.
-        A finished run is left as it is (a failed one is retried from its failed step).
+        A completed or cancelled run is left as it is; a failed one is retried from its
+        failed step with a fresh retry budget.
         """
         events = self.store.read(check_run_id(run_id))
-        info = self.store.summary(run_id)
-        if info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+        if events[-1]["type"] in ("run_completed", "run_cancelled"):
             return RunHandle(self, run_id)
-        wf = load_workflow(events[0], imports)
-        args = [decode(a) for a in events[0].get("args", [])]
-        kwargs = {k: decode(v) for k, v in events[0].get("kwargs", {}).items()}
+        with self._mutex:
+            if run_id in self._active:
+                return RunHandle(self, run_id, self._active[run_id])
+        first = events[0]
+        wf = load_workflow(first, imports)
+        args = tuple(decode(a) for a in first.get("args", []))
+        kwargs = {k: decode(v) for k, v in first.get("kwargs", {}).items()}
         if protocols is None:
-            protocols = _rebuild_protocols(events[0].get("protocols", {}))
-        exe = self._launch(run_id, wf, tuple(args), kwargs, protocols, None)
-        return RunHandle(self, run_id, exe)
+            protocols = rebuild_protocols(first)
+        exe = _Execution(run_id, wf, args, kwargs, protocols, first.get("parent"))
+        return RunHandle(self, run_id, self._launch(exe, None))
 
     def recover(self) -> list[RunHandle]:
-        """Resume every unfinished run whose owner is gone; return their handles."""
+        """Resume every unfinished run that no live process owns; return their handles."""
         handles = []
         for run_id in list(self.store.run_ids()):
-            if run_id in self._active:
+            if run_id in self._active or run_id in self._sleeping:
                 continue
             try:
                 info = self.store.summary(run_id)
@@ -293,35 +225,20 @@ class Engine:
                 handles.append(self.resume(run_id))
         return handles
 
-    def _launch(
-        self,
-        run_id: str,
-        wf: Workflow[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        protocols: dict[type, Any],
-        events: list[Event] | None,
-    ) -> _Execution:
+    def _launch(self, exe: _Execution, events: list[Event] | None) -> _Execution:
         with self._mutex:
             if self.closing:
                 raise RuntimeError("the engine is closed; start a new Engine to run more work")
-            exe = self._active.get(run_id)
-            if exe is not None:
-                return exe
-            exe = self._active[run_id] = _Execution(run_id)
-        self._pool.submit(self._execute, exe, wf, args, kwargs, protocols, events)
+            running = self._active.get(exe.run_id)
+            if running is not None:
+                return running
+            self._active[exe.run_id] = exe
+            self._sleeping.pop(exe.run_id, None)
+        self._pool.submit(self._execute, exe, events)
         self._ensure_watcher()
         return exe
 
-    def _execute(
-        self,
-        exe: _Execution,
-        wf: Workflow[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        protocols: dict[type, Any],
-        events: list[Event] | None,
-    ) -> None:
+    def _execute(self, exe: _Execution, events: list[Event] | None) -> None:
         lease: Lease | None = None
         try:
             lease = self.store.claim(exe.run_id)
@@ -330,26 +247,45 @@ class Engine:
                 return
             if events is None:
                 events = self.store.read(exe.run_id)
-            self._run_body(exe, lease, events, wf, args, kwargs, protocols)
+            self._run_body(exe, lease, events)
         except BaseException as exc:  # store errors: report to the waiting handle
             exe.finish("error", exc)
         finally:
             if lease is not None:
                 lease.release()
-            with self._mutex:
-                self._active.pop(exe.run_id, None)
-            exe.done.set()
+            self._stopped(exe)
 
-    def _run_body(
-        self,
-        exe: _Execution,
-        lease: Lease,
-        events: list[Event],
-        wf: Workflow[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        protocols: dict[type, Any],
-    ) -> None:
+    def _stopped(self, exe: _Execution) -> None:
+        """Bookkeeping once an execution ends: park a waiting run, wake a parent, notify."""
+        value = exe.outcome[1] if exe.outcome else None
+        with self._mutex:
+            self._active.pop(exe.run_id, None)
+            if isinstance(value, _Wait) and not self.closing:
+                if exe.rewake:
+                    exe.rewake = False
+                    exe.done.set()
+                    self._relaunch(exe)
+                else:
+                    self._sleeping[exe.run_id] = (exe, value.until)
+                    if value.until is not None:
+                        heapq.heappush(self._timers, (value.until, exe.run_id))
+            exe.done.set()
+            self.changed.notify_all()
+        if exe.terminal and exe.parent and not exe.inline:
+            try:  # the parent may wait for this child, here or in another process
+                self.store.send(
+                    exe.parent, {"type": "child_done", "child_id": exe.run_id, "ts": time.time()}
+                )
+                self.poke(exe.parent)
+            except Exception:  # a parent that was deleted: nobody waits any more
+                pass
+
+    def _relaunch(self, exe: _Execution) -> None:
+        fresh = _Execution(exe.run_id, exe.wf, exe.args, exe.kwargs, exe.protocols, exe.parent)
+        if not self.closing:
+            self._launch(fresh, None)
+
+    def _run_body(self, exe: _Execution, lease: Lease, events: list[Event]) -> None:
         last = events[-1]["type"]
         if last in ("run_completed", "run_cancelled"):
             exe.finish("stopped")  # finished by someone else meanwhile
@@ -358,72 +294,147 @@ class Engine:
             resumed: Event = {"type": "run_resumed", "ts": round(time.time(), 6)}
             lease.append(resumed, True)
             events.append(resumed)
-        ctx = exe.ctx = RunContext(self, lease, events, protocols)
+        ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
         messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
-        self._deliver(exe, messages)
+        ctx.deliver(messages)
         if ctx.cancel_requested.is_set() and len(events) == 1:
-            # cancelled before it began: the body never runs
             exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
             ctx.append({"type": "run_cancelled", "error": encode_error(exc)}, True)
-            exe.finish("error", exc)
+            exe.finish("error", exc, terminal=True)
             return
         token = _current.set(ctx)
         try:
-            result = wf.fn(*args, **kwargs)
+            result = exe.wf.fn(*exe.args, **exe.kwargs)
             ctx.check_complete()
+            self._wait_inflight(ctx)
             try:
                 value = encode(result, self.codec)
             except SerializationError as exc:
                 raise SerializationError(
-                    f"the result of workflow {wf.name!r} cannot be stored: {exc}"
+                    f"the result of workflow {exe.wf.name!r} cannot be stored: {exc}"
                 ) from exc
             ctx.append({"type": "run_completed", "result": value}, True)
-            exe.finish("ok", result)
-        except Suspend:
-            exe.finish("stopped")
+            exe.finish("ok", result, terminal=True)
+        except Suspend as exc:
+            self._wait_inflight(ctx)
+            if isinstance(exc, _Wait):
+                ctx.append(
+                    {"type": "run_suspended", "reason": exc.reason, "until": exc.until}, False
+                )
+            exe.finish("stopped", exc)
         except BaseException as exc:
+            self._wait_inflight(ctx)
             if ctx.poisoned is not None:  # never record a verdict reached by divergent code
                 exe.finish("error", ctx.poisoned)
             elif isinstance(exc, Exception):
                 kind = "run_cancelled" if isinstance(exc, Cancelled) else "run_failed"
                 ctx.append({"type": kind, "error": encode_error(exc)}, True)
-                exe.finish("error", exc)
+                exe.finish("error", exc, terminal=True)
             else:
-                exe.finish("error", exc)  # KeyboardInterrupt & co: stop, leave it resumable
+                exe.finish("stopped", exc)  # KeyboardInterrupt & co: stop, leave it resumable
         finally:
             _current.reset(token)
 
-    # -- messages from outside: cancellation (and signals) ----------------------------------
-    def _deliver(self, exe: _Execution, messages: list[Event]) -> None:
-        ctx = exe.ctx
-        if ctx is None:
+    @staticmethod
+    def _wait_inflight(ctx: RunContext) -> None:
+        # Submitted activities append to this lease: let them finish before it is released.
+        for fut in list(ctx.inflight):
+            fut._done.wait()
+
+    # -- child runs -----------------------------------------------------------------------------
+    def run_child(
+        self,
+        ctx: RunContext,
+        seq: int,
+        wf: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait: bool,
+    ) -> Any:
+        """Create child run `<parent>/<seq>` once, execute it, and return its result if `wait`.
+
+        A child the parent waits for runs inline on the parent's thread (no hand-off, no
+        pool deadlock); if it must wait itself, the parent waits for it without a thread.
+        """
+        cid = child_id(ctx.run_id, seq)
+        if not self.store.exists(cid):
+            first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id)
+            self.store.create(cid, first)
+        info = self.store.summary(cid)
+        if info.status.finished:
+            return final_outcome(info) if wait else None
+        exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
+        with self._mutex:
+            idle = cid not in self._active and not self.closing
+        if not wait:
+            if idle:
+                self._launch(exe, None)
+            return None
+        if idle and cid not in self._sleeping and not self.store.is_claimed(cid):
+            with self._mutex:
+                self._active[cid] = exe
+            exe.inline = True
+            self._execute(exe, None)
+            kind, value = exe.outcome or ("stopped", None)
+            if exe.terminal and kind == "ok":
+                return value
+            if exe.terminal and isinstance(value, BaseException):
+                raise value
+        raise _Wait(f"child {cid}", None)
+
+    def child_result(self, ctx: RunContext, seq: int) -> Any:
+        """The result of child `<parent>/<seq>` if it finished; else raise `ChildNotFinished`."""
+        info = self.store.summary(child_id(ctx.run_id, seq))
+        if not info.status.finished:
+            raise ChildNotFinished(info.run_id)
+        return final_outcome(info)
+
+    # -- messages from outside: cancellation, signals, child completions --------------------------
+    def poke(self, run_id: str) -> None:
+        """Look at a run's inbox now: deliver to it if executing here, wake it if waiting here."""
+        with self._mutex:
+            exe = self._active.get(run_id)
+            if exe is None:
+                parked = self._sleeping.get(run_id)
+                if parked is not None and not self.closing:
+                    self._relaunch(parked[0])
+                return
+        if exe.ctx is None:
+            exe.rewake = True
             return
-        for msg in messages:
-            if msg.get("type") == "cancel":
-                ctx.cancel_requested.set()
-                ctx.wake.set()
+        try:
+            messages, exe.inbox_cursor = self.store.inbox(run_id, exe.inbox_cursor)
+        except Exception:  # a run deleted under us: its execution reports it
+            return
+        if exe.ctx.deliver(messages):
+            exe.rewake = True
 
     def _ensure_watcher(self) -> None:
-        if self._watcher is None:
-            with self._mutex:
-                if self._watcher is None:
-                    self._watcher = threading.Thread(
-                        target=self._watch, name="intemporal-watcher", daemon=True
-                    )
-                    self._watcher.start()
+        with self._mutex:
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch, name="intemporal-watcher", daemon=True
+                )
+                self._watcher.start()
 
     def _watch(self) -> None:
-        """Look at the inboxes of the runs executing here, so other processes can reach them."""
+        """Fire due timers and follow the doorbell, until the engine closes."""
         while not self._closing.wait(WATCH_INTERVAL):
-            for exe in list(self._active.values()):
-                if exe.ctx is None:
-                    continue
-                try:
-                    messages, exe.inbox_cursor = self.store.inbox(exe.run_id, exe.inbox_cursor)
-                except Exception:  # a run deleted under us; its execution reports it
-                    continue
-                if messages:
-                    self._deliver(exe, messages)
+            try:
+                ids, self._doorbell = self.store.changes(self._doorbell)
+                if ids is None:  # the doorbell was reset: look at every run we hold
+                    ids = list(self._active) + list(self._sleeping)
+                for run_id in ids:
+                    self.poke(run_id)
+                now = time.time()
+                with self._mutex:
+                    while self._timers and self._timers[0][0] <= now:
+                        until, run_id = heapq.heappop(self._timers)
+                        parked = self._sleeping.get(run_id)
+                        if parked is not None and parked[1] == until:
+                            self._relaunch(parked[0])
+            except Exception:  # keep watching: one bad run must not stop every timer
+                continue
 
     # -- looking at runs ---------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunInfo:
@@ -446,31 +457,71 @@ class Engine:
     def handle(self, run_id: str) -> RunHandle:
         """A handle to an existing run; raises `RunNotFound` for an unknown id."""
         if not self.store.exists(check_run_id(run_id)):
-            from .errors import RunNotFound
-
             raise RunNotFound(run_id)
         return RunHandle(self, run_id, self._active.get(run_id))
+
+    def get_event(self, run_id: str, key: str, timeout: float | None = None) -> Any:
+        """The latest value the run published under `key` with `intemporal.set_event`.
+
+        Waits up to `timeout` seconds (None: until the run finishes) for a first value;
+        returns None if there is none by then.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = 0.005
+        while True:
+            events = self.history(run_id)
+            values = [
+                e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key
+            ]
+            if values:
+                return decode(values[-1])
+            if events[-1]["type"] in ("run_completed", "run_failed", "run_cancelled"):
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            left = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
+            time.sleep(left)  # another process may be the writer: poll with a deadline
+            poll = min(poll * 2, 0.1)
 
     # -- control -------------------------------------------------------------------------------
     def cancel(self, run_id: str) -> None:
         """Request cancellation: the workflow gets `Cancelled` at its next durable operation.
 
-        Cancelling a finished run changes nothing; an unknown id raises `RunNotFound`.
+        A sleeping or signal-waiting run gets it at once; running children are cancelled
+        too. Cancelling a finished run changes nothing; an unknown id raises `RunNotFound`.
         """
-        info = self.get_run(run_id)
-        if info.status.finished:
+        events = self.history(run_id)
+        if events[-1]["type"] in ("run_completed", "run_failed", "run_cancelled"):
             return
         self.store.send(run_id, {"type": "cancel", "ts": round(time.time(), 6)})
-        exe = self._active.get(run_id)
-        if exe is not None and exe.ctx is not None:
-            exe.ctx.cancel_requested.set()
-            exe.ctx.wake.set()
+        self.poke(run_id)
+        for ev in events:
+            if ev["type"] == "child_started":
+                with contextlib.suppress(RunNotFound):  # recorded, never created: nothing to do
+                    self.cancel(ev["child_id"])
 
     def signal(
         self, run_id: str, name: str, payload: Any = None, signal_id: str | None = None
     ) -> None:
-        """Deliver a signal to a run (see `wait_for_signal`)."""
-        raise NotImplementedError("signals are not supported yet")
+        """Deliver a signal to a run; `wait_for_signal(name)` in the workflow returns `payload`.
+
+        Sending the same `signal_id` twice delivers it once. An unknown run raises
+        `RunNotFound`; a finished run refuses signals with `IntemporalError`.
+        """
+        info = self.get_run(run_id)
+        if info.status.finished:
+            raise IntemporalError(
+                f"run {run_id!r} is {info.status.value}: it takes no more signals"
+            )
+        message = {
+            "type": "signal",
+            "name": name,
+            "payload": encode(payload, self.codec),
+            "signal_id": signal_id or uuid.uuid4().hex,
+            "ts": round(time.time(), 6),
+        }
+        self.store.send(run_id, message)
+        self.poke(run_id)
 
     def close(self) -> None:
         """Stop taking work, let in-flight activities finish, leave unfinished runs resumable."""
@@ -480,6 +531,8 @@ class Engine:
                 if exe.ctx is not None:
                     exe.ctx.wake.set()
         self._pool.shutdown(wait=True)
+        if self._activity_pool is not None:
+            self._activity_pool.shutdown(wait=True)
 
     def __enter__(self) -> Engine:
         return self
@@ -488,26 +541,4 @@ class Engine:
         self.close()
 
 
-def _rebuild_protocols(refs: dict[str, str]) -> dict[type, Any]:
-    """Recreate protocol implementations recorded at start, where their class takes no arguments."""
-    import importlib
-
-    out: dict[type, Any] = {}
-    for proto_ref, impl_ref in refs.items():
-        try:
-            pm, pq = proto_ref.split(":", 1)
-            im, iq = impl_ref.split(":", 1)
-            proto = _dotted(importlib.import_module(pm), pq)
-            out[proto] = _dotted(importlib.import_module(im), iq)()
-        except Exception:  # reported when the workflow calls the protocol without an implementation
-            continue
-    return out
-
-
-def _dotted(obj: Any, qualname: str) -> Any:
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-__all__ = ["TERMINAL_EVENTS", "Engine", "NonDeterminismError", "RunHandle"]
+__all__ = ["Engine", "RunConflict", "RunHandle"]

@@ -15,6 +15,9 @@
      +-- Cancelled                       the run was cancelled (an Exception, so sagas see it)
     BaseException
      +-- Suspend                         engine control flow: the run stops here for now
+          +-- _Wait                      waiting for a timer, a signal or a child run
+          +-- _Shutdown                  the engine is closing
+          +-- StoreFailure (replay.py)   the journal cannot be written
 
 `Suspend` and its subclasses are never raised at user code that catches `Exception`:
 they unwind the workflow's thread when it waits, or when the engine shuts down.
@@ -129,6 +132,18 @@ class Suspend(BaseException):
 
     Derives from `BaseException` so `except Exception:` in user code never swallows it.
     """
+
+
+class _Wait(Suspend):
+    """Raised when a workflow must wait (a timer, a signal, a child run) without a thread.
+
+    The engine records the run as waiting and executes it again, replaying its journal,
+    when `until` (epoch seconds, or None for "no timer") passes or a message arrives.
+    """
+
+    def __init__(self, reason: str, until: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.until = reason, until
 
 
 class _Shutdown(Suspend):

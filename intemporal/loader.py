@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import os
 import sys
+from types import ModuleType
 from typing import Any
 
 from . import codec
@@ -52,11 +53,11 @@ def _attr_path(obj: Any, qualname: str) -> Any:
     return obj
 
 
-def load_script(path: str) -> None:
+def load_script(path: str) -> ModuleType:
     """Execute a script as a module without running its `if __name__ == "__main__":` block."""
     name = "__intemporal_script_" + hashlib.sha1(path.encode()).hexdigest()[:12]
     if name in sys.modules:
-        return
+        return sys.modules[name]
     folder = os.path.dirname(path)
     if folder not in sys.path:
         sys.path.insert(0, folder)  # so the script's own sibling imports work
@@ -70,6 +71,7 @@ def load_script(path: str) -> None:
     except BaseException:
         del sys.modules[name]
         raise
+    return module
 
 
 def load_workflow(first: dict[str, Any], imports: list[str] | None = None) -> Workflow[Any, Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,6 +29,7 @@ from .errors import (
     SerializationError,
     Suspend,
     _Shutdown,
+    _Wait,
 )
 from .store.base import Event, Lease
 
@@ -68,6 +70,26 @@ class Host(Protocol):
     def pause(self, ctx: RunContext, seconds: float) -> None:
         """Wait `seconds`, returning early (and raising) on shutdown or cancellation."""
 
+    def run_child(
+        self,
+        ctx: RunContext,
+        seq: int,
+        wf: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait: bool,
+    ) -> Any:
+        """Create (once) and execute child run `<ctx.run_id>/<seq>`; with `wait`, return its result."""
+
+    def submit_activity(self, job: Callable[[], None]) -> None:
+        """Run `job` on a thread of the engine's activity pool."""
+
+    def child_result(self, ctx: RunContext, seq: int) -> Any:
+        """The result of child `<ctx.run_id>/<seq>` if finished, else raise `ChildNotFinished`."""
+
+
+INLINE_WAIT = 1.0  # a wait shorter than this keeps its thread; a longer one suspends the run
+
 
 @dataclass(frozen=True)
 class WorkflowInfo:
@@ -103,6 +125,9 @@ class RunContext:
         self.cancel_requested = threading.Event()
         self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
         self.cancel_delivered = False
+        self.signals: dict[str, deque[Event]] = {}  # unconsumed signals, FIFO per name
+        self._seen_signals: set[str] = set()
+        self.inflight: set[Any] = set()  # futures of submitted activities not yet finished
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
@@ -111,10 +136,13 @@ class RunContext:
         resumed_at = max((i for i, e in enumerate(events) if e["type"] == "run_resumed"), default=0)
         self.recorded: dict[int, Event] = {}
         self.failed_attempts: dict[int, int] = {}
+        self.consumed_signals: set[str] = set()
         for i, ev in enumerate(events):
             seq = ev.get("seq")
             if seq is None:
                 continue
+            if ev["type"] == "signal_received":
+                self.consumed_signals.add(ev["signal_id"])
             if ev["type"] == "attempt_failed":
                 if i > resumed_at:
                     self.failed_attempts[seq] = ev["attempt"]
@@ -187,6 +215,19 @@ class RunContext:
         seq, rec = self.next(name)
         if rec is not None:
             return self.replayed(rec)
+        return self.execute_activity(seq, name, fn, args, kwargs, retry, timeout)
+
+    def execute_activity(
+        self,
+        seq: int,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        retry: RetryPolicy,
+        timeout: float | None,
+    ) -> Any:
+        """Execute activity `name` as operation `seq` with retries; journal its outcome."""
         attempt = self.failed_attempts.get(seq, 0) + 1
         while True:
             started = round(time.time(), 6)
@@ -195,24 +236,24 @@ class RunContext:
                 value = encode(result, self.host.codec)
             except Exception as exc:
                 cancelled = isinstance(exc, Cancelled) or self._cancel_pending()
-                if not cancelled and not isinstance(exc, SerializationError):
-                    if retry.retries(exc, attempt):
-                        delay = retry.delay(attempt)
-                        self.append(
-                            {
-                                "type": "attempt_failed",
-                                "seq": seq,
-                                "name": name,
-                                "attempt": attempt,
-                                "error": encode_error(exc),
-                                "retry_in": delay,
-                            }
-                        )
-                        self.host.pause(self, delay)
-                        if not self._cancel_pending():
-                            attempt += 1
-                            continue
-                        exc = Cancelled(f"run {self.run_id!r} was cancelled")
+                retry_it = not cancelled and not isinstance(exc, SerializationError)
+                if retry_it and retry.retries(exc, attempt):
+                    delay = retry.delay(attempt)
+                    self.append(
+                        {
+                            "type": "attempt_failed",
+                            "seq": seq,
+                            "name": name,
+                            "attempt": attempt,
+                            "error": encode_error(exc),
+                            "retry_in": delay,
+                        }
+                    )
+                    self.host.pause(self, delay)
+                    if not self._cancel_pending():
+                        attempt += 1
+                        continue
+                    exc = Cancelled(f"run {self.run_id!r} was cancelled")
                 if isinstance(exc, Cancelled):
                     self.cancel_delivered = True
                 self.append(
@@ -271,14 +312,96 @@ class RunContext:
             ) from None
 
     def call_child(
-        self, wf: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        wf: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait: bool = True,
     ) -> Any:
-        """Run a workflow as a child run (see the engine's child-run support)."""
-        raise NotImplementedError("child workflows are not supported yet; call wf.fn(...) inline")
+        """Run `wf` as the durable child run `"<run_id>/<seq>"`; return its result when `wait`."""
+        seq, rec = self.next(wf.name)
+        if rec is None:
+            cid = child_id(self.run_id, seq)
+            self.append({"type": "child_started", "seq": seq, "name": wf.name, "child_id": cid})
+        return self.host.run_child(self, seq, wf, args, kwargs, wait)
+
+    # -- waiting ----------------------------------------------------------------------------
+    def deliver(self, messages: list[Event]) -> bool:
+        """Take inbox messages (signals, cancellation) in; tell whether any matters to the run."""
+        news = False
+        for msg in messages:
+            kind = msg.get("type")
+            if kind == "cancel":
+                news = news or not self.cancel_requested.is_set()
+                self.cancel_requested.set()
+            elif kind == "signal":
+                sid = msg.get("signal_id") or ""
+                if sid in self._seen_signals:
+                    continue  # the same signal_id sent twice is delivered once
+                self._seen_signals.add(sid)
+                if sid not in self.consumed_signals:
+                    self.signals.setdefault(msg["name"], deque()).append(msg)
+                    news = True
+            else:
+                news = True  # a child finished, or something a newer engine understands
+        if news:
+            self.wake.set()
+        return news
+
+    def block(
+        self, seq: int, name: str, until: float | None, ready: Callable[[], Any], hold: bool = False
+    ) -> Any:
+        """Wait at operation `seq` until `ready()` gives a value (returned) or `until` passes.
+
+        Returns `TIMED_OUT` when `until` passes. A short wait (or one that must `hold` its
+        thread, such as waiting for activities running beside it) keeps the thread; a long
+        one raises `_Wait` and the engine executes the run again when it is due or poked.
+        Cancellation is delivered here, recorded at `seq`.
+        """
+        while True:
+            self.wake.clear()  # before looking, so a poke after the look is not lost
+            value = ready()
+            if value is not NOT_READY:
+                return value
+            remaining = None if until is None else until - time.time()
+            if remaining is not None and remaining <= 0:
+                return TIMED_OUT
+            if self._cancel_pending():
+                self.cancel_delivered = True
+                self.append({"type": "cancel_delivered", "seq": seq, "name": name})
+                raise Cancelled(f"run {self.run_id!r} was cancelled")
+            if self.host.closing:
+                raise _Shutdown("the engine is shutting down")
+            if hold:
+                self.wake.wait(
+                    min(remaining, INLINE_WAIT) if remaining is not None else INLINE_WAIT
+                )
+                continue
+            if remaining is None or remaining > INLINE_WAIT:
+                raise _Wait(name, until)
+            self.wake.wait(remaining)
+
+    def pop_signal(self, name: str) -> Event | None:
+        """The oldest unconsumed signal called `name`, taken off its queue; None if none."""
+        queue = self.signals.get(name)
+        return queue.popleft() if queue else None
 
     def info(self) -> WorkflowInfo:
         """What this run knows about itself."""
         return WorkflowInfo(self.run_id, self.workflow, self.parent)
+
+
+class ChildNotFinished(Exception):
+    """Raised by the engine's `child_result` when a child run has not finished yet."""
+
+
+NOT_READY: Any = object()  # `block`'s "keep waiting"
+TIMED_OUT: Any = object()  # `block`'s "the deadline passed"
+
+
+def child_id(parent: str, seq: int) -> str:
+    """The id of the child run started at operation `seq` of run `parent`."""
+    return f"{parent}/{seq}"
 
 
 def _run_with_timeout(

@@ -1,8 +1,35 @@
-"""Functions a workflow calls on its own run: `intemporal.run_id()`, `intemporal.info()`."""
+"""What a workflow calls on its own run: timers, signals, events, recorded values, fan-out.
+
+    @intemporal.workflow
+    def expense(report: dict) -> str:
+        intemporal.set_event("state", "waiting for approval")
+        try:
+            decision = intemporal.wait_for_signal("approve", timeout=3 * 86400)
+        except intemporal.SignalTimeout:
+            return "expired"
+        intemporal.sleep(60)                       # durable: a crash does not restart it
+        return decision["by"]
+
+Each of these is a durable operation with a sequence number: recorded once, replayed after.
+Outside a workflow they behave plainly (`sleep` sleeps, `now` reads the clock) where that
+makes sense, and raise `RuntimeError` where it does not.
+"""
 
 from __future__ import annotations
 
-from .replay import RunContext, WorkflowInfo, current
+import threading
+import time
+import uuid as _uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from .api import Activity, Workflow, stub
+from .codec import decode, encode
+from .errors import SignalTimeout
+from .replay import NOT_READY, TIMED_OUT, ChildNotFinished, RunContext, WorkflowInfo, current
+
+T = TypeVar("T")
 
 
 def _ctx(what: str) -> RunContext:
@@ -20,3 +47,254 @@ def run_id() -> str:
 def info() -> WorkflowInfo:
     """The current run's id, workflow name and parent."""
     return _ctx("info").info()
+
+
+# -- timers ------------------------------------------------------------------------------------
+def sleep(seconds: float) -> None:
+    """Sleep durably: the fire time is journaled once, so after a crash only the rest is waited.
+
+    A long sleep holds no thread: the run is suspended and woken when the timer fires.
+    """
+    ctx = current()
+    if ctx is None:
+        time.sleep(seconds)
+        return
+    name = "intemporal.sleep"
+    seq, rec = ctx.next(name)
+    if rec is None:
+        fire_at = round(time.time() + max(0.0, seconds), 6)
+        ctx.append(
+            {
+                "type": "timer_started",
+                "seq": seq,
+                "name": name,
+                "fire_at": fire_at,
+                "seconds": seconds,
+            }
+        )
+    else:
+        fire_at = rec["fire_at"]
+    ctx.block(seq, name, fire_at, lambda: NOT_READY)
+
+
+# -- signals ------------------------------------------------------------------------------------
+def wait_for_signal(name: str, timeout: float | None = None) -> Any:
+    """Return the payload of the oldest unconsumed signal `name`, waiting for one if needed.
+
+    Signals sent before the wait are queued FIFO per name; each wait consumes one. With a
+    `timeout` (seconds) that passes, raises `SignalTimeout`. A waiting run holds no thread.
+    """
+    ctx = _ctx("wait_for_signal")
+    op = f"intemporal.signal:{name}"
+    seq, rec = ctx.next(op)
+    if rec is not None:
+        if rec["type"] == "signal_received":
+            return decode(rec.get("payload"))
+        if rec["type"] == "signal_timeout":
+            raise SignalTimeout(f"no signal {name!r} within {rec.get('timeout')} s")
+        deadline = rec.get("deadline")
+    else:
+        deadline = None if timeout is None else round(time.time() + timeout, 6)
+
+    def take() -> Any:
+        msg = ctx.pop_signal(name)
+        if msg is None:
+            return NOT_READY
+        ctx.append(
+            {
+                "type": "signal_received",
+                "seq": seq,
+                "name": op,
+                "signal": name,
+                "signal_id": msg.get("signal_id"),
+                "payload": msg.get("payload"),
+            }
+        )
+        return decode(msg.get("payload"))
+
+    if rec is None:
+        value = take()  # already queued: consume it without recording a wait
+        if value is not NOT_READY:
+            return value
+        ctx.append({"type": "signal_wait", "seq": seq, "name": op, "deadline": deadline})
+    value = ctx.block(seq, op, deadline, take)
+    if value is TIMED_OUT:
+        ctx.append({"type": "signal_timeout", "seq": seq, "name": op, "timeout": timeout})
+        raise SignalTimeout(f"no signal {name!r} within {timeout} s")
+    return value
+
+
+# -- events --------------------------------------------------------------------------------------
+def set_event(key: str, value: Any) -> None:
+    """Publish `value` under `key`, readable from outside with `engine.get_event(run_id, key)`."""
+    ctx = _ctx("set_event")
+    op = f"intemporal.set_event:{key}"
+    seq, rec = ctx.next(op)
+    if rec is None:
+        ctx.append(
+            {
+                "type": "event_set",
+                "seq": seq,
+                "name": op,
+                "key": key,
+                "value": encode(value, ctx.host.codec),
+            }
+        )
+
+
+# -- recorded values ------------------------------------------------------------------------------
+def side_effect(fn: Callable[..., T], *args: Any) -> T:
+    """Call `fn(*args)` once and record its value; a replay returns the recorded value."""
+    ctx = current()
+    if ctx is None:
+        return fn(*args)
+    op = f"intemporal.side_effect:{getattr(fn, '__qualname__', 'fn')}"
+    seq, rec = ctx.next(op)
+    if rec is not None:
+        return ctx.replayed(rec)
+    value = fn(*args)
+    ctx.append(
+        {"type": "side_effect", "seq": seq, "name": op, "result": encode(value, ctx.host.codec)}
+    )
+    return value
+
+
+def now() -> datetime:
+    """The current time (UTC), recorded once: a replay sees the same instant."""
+    ctx = current()
+    if ctx is None:
+        return datetime.now(UTC)
+    seq, rec = ctx.next("intemporal.now")
+    if rec is None:
+        ts = time.time()
+        ctx.append({"type": "side_effect", "seq": seq, "name": "intemporal.now", "result": ts})
+    else:
+        ts = rec["result"]
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def uuid4() -> _uuid.UUID:
+    """A random UUID, recorded once: a replay sees the same value."""
+    ctx = current()
+    if ctx is None:
+        return _uuid.uuid4()
+    seq, rec = ctx.next("intemporal.uuid4")
+    if rec is None:
+        value = _uuid.uuid4().hex
+        ctx.append({"type": "side_effect", "seq": seq, "name": "intemporal.uuid4", "result": value})
+    else:
+        value = rec["result"]
+    return _uuid.UUID(value)
+
+
+# -- fan-out ------------------------------------------------------------------------------------------
+class DurableFuture(Generic[T]):
+    """The pending result of `intemporal.submit(...)`: an activity or a child run."""
+
+    def __init__(self, ctx: RunContext, seq: int) -> None:
+        self.ctx, self.seq = ctx, seq
+        self._done = threading.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._child: Callable[[], Any] | None = None
+
+    def _set(self, value: Any = None, error: BaseException | None = None) -> None:
+        self._value, self._error = value, error
+        self._done.set()
+        self.ctx.wake.set()  # join_any waits on the run's wake-up
+
+    def done(self) -> bool:
+        """True once the result is known (for a child run: once it has finished)."""
+        if self._child is not None and not self._done.is_set():
+            self._poll_child(wait=False)
+        return self._done.is_set()
+
+    def _poll_child(self, wait: bool) -> None:
+        assert self._child is not None
+        try:
+            value = self._child() if wait else self.ctx.host.child_result(self.ctx, self.seq)
+        except BaseException as exc:
+            if not wait and isinstance(exc, ChildNotFinished):
+                return
+            if isinstance(exc, Exception):
+                self._set(error=exc)
+                return
+            raise
+        self._set(value)
+
+    def result(self) -> T:
+        """Wait for the result and return it, or raise the activity's or child's exception."""
+        if self._child is not None and not self._done.is_set():
+            self._poll_child(wait=True)
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def submit(fn: Callable[..., T], *args: Any, **kwargs: Any) -> DurableFuture[T]:
+    """Start an activity (or a child workflow) without waiting; returns its future.
+
+    Each gets its sequence number now, in program order, so replay is deterministic
+    whatever order they finish in. Outside a workflow, `fn` runs at once.
+    """
+    ctx = _ctx("submit")
+    if isinstance(fn, Workflow):
+        seq = ctx.seq + 1
+        ctx.call_child(fn, args, kwargs, wait=False)
+        fut: DurableFuture[T] = DurableFuture(ctx, seq)
+        fut._child = lambda: ctx.host.run_child(ctx, seq, fn, args, kwargs, True)
+        return fut
+    act = fn if isinstance(fn, Activity) else stub(fn)
+    seq, rec = ctx.next(act.name)
+    fut = DurableFuture(ctx, seq)
+    if rec is not None:
+        try:
+            fut._set(ctx.replayed(rec))
+        except Exception as exc:
+            fut._set(error=exc)
+        return fut
+
+    def job() -> None:
+        try:
+            fut._set(
+                ctx.execute_activity(seq, act.name, act.fn, args, kwargs, act.retry, act.timeout)
+            )
+        except BaseException as exc:
+            fut._set(error=exc)
+        finally:
+            ctx.inflight.discard(fut)
+
+    ctx.inflight.add(fut)
+    ctx.host.submit_activity(job)
+    return fut
+
+
+def join_all(futures: Sequence[DurableFuture[Any]]) -> list[Any]:
+    """Wait for every future; return their results in order (raising the first error, in order)."""
+    return [f.result() for f in futures]
+
+
+def join_any(futures: Sequence[DurableFuture[Any]]) -> tuple[int, Any]:
+    """Wait for the first future to finish; return `(index, result)`.
+
+    The choice is recorded, so a replay returns the same index whatever the timing.
+    """
+    if not futures:
+        raise ValueError("join_any() needs at least one future")
+    ctx = _ctx("join_any")
+    op = "intemporal.join_any"
+    seq, rec = ctx.next(op)
+    if rec is not None:
+        index = rec["index"]
+    else:
+
+        def first_done() -> Any:
+            for i, f in enumerate(futures):
+                if f.done():
+                    return i
+            return NOT_READY
+
+        index = ctx.block(seq, op, None, first_done, hold=True)
+        ctx.append({"type": "join_any", "seq": seq, "name": op, "index": index})
+    return index, futures[index].result()

@@ -139,12 +139,17 @@ def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
         created_at=first.get("ts", 0.0),
         updated_at=events[-1].get("ts", 0.0),
         result=decode(raw["result"]) if "result" in raw else None,
-        error=f"{err['type']}: {err['message']}" if err else None,
+        error=_error_text(err) if err else None,
         parent=first.get("parent"),
         steps=steps,
         orphaned=orphaned,
         raw=raw,
     )
+
+
+def _error_text(err: dict[str, Any]) -> str:
+    text = f"{err['type']}: {err['message']}"
+    return "; ".join([text, *err.get("notes", [])])
 
 
 class Lease(ABC):
@@ -194,6 +199,14 @@ class Store(ABC):
     @abstractmethod
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         """Return the inbox messages after `cursor`, and the cursor to pass next time."""
+
+    @abstractmethod
+    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
+        """Which runs got inbox messages since `cursor`: the ids, or None for "look at all".
+
+        A cheap doorbell for engines holding waiting runs: with `cursor=None` it returns
+        `([], now)`, the cursor to start from.
+        """
 
     @abstractmethod
     def run_ids(self) -> Iterator[str]:

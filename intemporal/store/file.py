@@ -32,6 +32,8 @@ from ..errors import JournalCorrupted, RunNotFound
 from .base import Event, Lease, Store, check_run_id
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
+DOORBELL = ".doorbell"  # one line per message sent: which run to look at
+DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then look at all runs
 
 
 def dumps(event: Event) -> bytes:
@@ -94,11 +96,20 @@ class FileStore(Store):
         """The file of `run_id` with `suffix`; the id is checked so it cannot escape the root."""
         return self.root / (check_run_id(run_id) + suffix)
 
+    def _mkdirs(self, folder: Path) -> None:
+        """Create `folder` and its missing parents, each one private (0700)."""
+        missing = []
+        while not folder.is_dir() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        for d in reversed(missing):  # Path.mkdir(parents=True) ignores `mode` for parents
+            d.mkdir(mode=0o700, exist_ok=True)
+
     def create(self, run_id: str, first: Event) -> bool:
         path = self.path(run_id)
         if path.exists():
             return False
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._mkdirs(path.parent)
         # Write aside then hard-link into place: readers never see a half-written first
         # line, and of two processes creating the same id exactly one wins.
         tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
@@ -179,6 +190,35 @@ class FileStore(Store):
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._ring(run_id)
+
+    def _ring(self, run_id: str) -> None:
+        # Engines stat this one file instead of every waiting run's inbox. Not fsynced: after
+        # a power cut, engines restart and look at every run anyway.
+        fd = os.open(self.root / DOORBELL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (run_id + "\n").encode())
+            if os.fstat(fd).st_size > DOORBELL_MAX:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+
+    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
+        path = self.root / DOORBELL
+        try:
+            size = os.stat(path).st_size  # the idle case: one stat, nothing to open
+            if cursor is None or size == cursor:
+                return [], size
+            if size < cursor:  # truncated by a sender: something may have been missed
+                return None, 0
+            with open(path, "rb") as f:
+                f.seek(cursor)
+                data = f.read(size - cursor)
+        except FileNotFoundError:
+            return ([], 0) if cursor in (None, 0) else (None, 0)
+        end = data.rfind(b"\n") + 1
+        ids = list(dict.fromkeys(data[:end].decode(errors="replace").splitlines()))
+        return ids, cursor + end
 
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         path = self.path(run_id, INBOX)
@@ -205,7 +245,7 @@ class FileStore(Store):
             rel = os.path.relpath(dirpath, root)
             prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
             for name in filenames:
-                if name.endswith(JOURNAL) and not name.startswith("."):
+                if name.endswith(JOURNAL):  # temporary files end in .tmp, never .jsonl
                     yield prefix + name[: -len(JOURNAL)]
 
     def delete(self, run_id: str) -> None:

@@ -41,6 +41,7 @@ class MemoryStore(Store):
         self._journals: dict[str, list[Event]] = {}
         self._inboxes: dict[str, list[Event]] = {}
         self._claimed: set[str] = set()
+        self._doorbell: list[str] = []
 
     def create(self, run_id: str, first: Event) -> bool:
         check_run_id(run_id)
@@ -77,6 +78,14 @@ class MemoryStore(Store):
             if run_id not in self._journals:
                 raise RunNotFound(run_id)
             self._inboxes.setdefault(run_id, []).append(json.loads(json.dumps(message)))
+            self._doorbell.append(run_id)
+
+    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
+        with self._mutex:
+            end = len(self._doorbell)
+            if cursor is None:
+                return [], end
+            return list(dict.fromkeys(self._doorbell[cursor:])), end
 
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         with self._mutex:

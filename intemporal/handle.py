@@ -1,0 +1,85 @@
+"""`RunHandle`: a reference to one run, its status and its result, from any process."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .codec import decode_error
+from .errors import Cancelled
+from .store import RunInfo, RunStatus
+
+if TYPE_CHECKING:
+    from .engine import Engine, _Execution
+
+
+class RunHandle:
+    """A reference to one run: its id, status and result.
+
+    >>> handle = engine.start(booking, order)
+    >>> handle.result(timeout=60)
+    """
+
+    def __init__(self, engine: Engine, run_id: str, execution: _Execution | None = None) -> None:
+        self.engine, self.run_id, self._exe = engine, run_id, execution
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id}>"
+
+    def status(self) -> RunStatus:
+        """The run's current `RunStatus`."""
+        return self.engine.get_run(self.run_id).status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to finish: return its value, or raise its exception (or `Cancelled`).
+
+        Raises `TimeoutError` if it has not finished within `timeout` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = 0.005
+        while True:
+            exe = self._exe or self.engine._active.get(self.run_id)
+            self._exe = None
+            if exe is not None:
+                if not exe.done.wait(_remaining(deadline)):
+                    break
+                if exe.outcome is not None and exe.outcome[0] == "ok":
+                    return exe.outcome[1]
+                if exe.outcome is not None and exe.outcome[0] == "error":
+                    raise exe.outcome[1]
+            info = self.engine.get_run(self.run_id)
+            if info.status.finished:
+                return final_outcome(info)
+            left = _remaining(deadline)
+            if left == 0:
+                break
+            # Waiting here, or executed elsewhere: wake on any local change, poll the store.
+            with self.engine.changed:
+                if self.run_id not in self.engine._active:
+                    self.engine.changed.wait(poll if left is None else min(poll, left))
+            poll = min(poll * 2, 0.1)
+        raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
+
+    def cancel(self) -> None:
+        """Request cancellation of the run (see `Engine.cancel`)."""
+        self.engine.cancel(self.run_id)
+
+    def signal(self, name: str, payload: Any = None, signal_id: str | None = None) -> None:
+        """Send the run a signal (see `Engine.signal`)."""
+        self.engine.signal(self.run_id, name, payload, signal_id=signal_id)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def final_outcome(info: RunInfo) -> Any:
+    """The value of a finished run, or its exception raised again."""
+    if info.status is RunStatus.COMPLETED:
+        return info.result
+    err = info.raw.get("error")
+    exc = decode_error(err) if err else None
+    if info.status is RunStatus.CANCELLED and not isinstance(exc, Cancelled):
+        exc = Cancelled(f"run {info.run_id!r} was cancelled")
+    assert exc is not None
+    raise exc

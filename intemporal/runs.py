@@ -1,0 +1,99 @@
+"""How a run is recorded at its start: the first journal event, and finding protocols again."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import time
+from typing import Any
+
+from .api import Workflow
+from .codec import encode
+from .errors import SerializationError
+from .loader import load_script, workflow_ref
+from .store import Event
+
+
+def first_event(
+    run_id: str,
+    wf: Workflow[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    codec: str,
+    queue: str | None,
+    protocols: dict[type, Any],
+    parent: str | None = None,
+) -> Event:
+    """The `run_started` event: what a later process needs to execute the run again."""
+    enc_args, enc_kwargs = _encode_args(wf, args, kwargs, codec)
+    first: Event = {
+        "type": "run_started",
+        "run_id": run_id,
+        "workflow": wf.name,
+        "args": enc_args,
+        "kwargs": enc_kwargs,
+        "ref": workflow_ref(wf),
+        "queue": queue or wf.queue,
+        "ts": round(time.time(), 6),
+    }
+    if parent is not None:
+        first["parent"] = parent
+    if protocols:
+        first["protocols"] = {
+            f"{p.__module__}:{p.__qualname__}": f"{type(i).__module__}:{type(i).__qualname__}"
+            for p, i in protocols.items()
+        }
+    return first
+
+
+def _encode_args(
+    wf: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], codec: str
+) -> tuple[list[Any], dict[str, Any]]:
+    """Encode a run's arguments, naming the one that cannot be stored."""
+    try:
+        names = list(inspect.signature(wf.fn).parameters)
+    except (TypeError, ValueError):
+        names = []
+    labelled = [
+        (f"{names[i]!r} (position {i})" if i < len(names) else f"at position {i}", v)
+        for i, v in enumerate(args)
+    ]
+    out = [_encode_arg(wf, label, v, codec) for label, v in labelled]
+    return out, {k: _encode_arg(wf, repr(k), v, codec) for k, v in kwargs.items()}
+
+
+def _encode_arg(wf: Workflow[Any, Any], label: str, value: Any, codec: str) -> Any:
+    try:
+        return encode(value, codec)
+    except SerializationError as exc:
+        raise SerializationError(
+            f"argument {label} of workflow {wf.name!r} cannot be stored: {exc}"
+        ) from exc
+
+
+def rebuild_protocols(first: Event) -> dict[type, Any]:
+    """Recreate protocol implementations recorded at start, where their class takes no arguments.
+
+    Classes defined in a script run as `__main__` are found in that script, loaded as a module.
+    """
+    out: dict[type, Any] = {}
+    script = (first.get("ref") or {}).get("script")
+    for proto_ref, impl_ref in first.get("protocols", {}).items():
+        try:
+            proto = _resolve(proto_ref, script)
+            out[proto] = _resolve(impl_ref, script)()
+        except Exception:  # reported when the workflow calls the protocol without one
+            continue
+    return out
+
+
+def _resolve(ref: str, script: str | None) -> Any:
+    module, qualname = ref.split(":", 1)
+    obj: Any
+    if module == "__main__" and script:
+        obj = load_script(script)
+    else:
+        obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj

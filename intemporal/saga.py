@@ -1,0 +1,82 @@
+"""Sagas: undo completed steps, last first, when a multi-step business process fails.
+
+    @intemporal.workflow
+    def booking(order):
+        with intemporal.saga() as saga:          # compensates on any Exception, re-raises
+            h = book_hotel(order)
+            saga.add_compensation(cancel_hotel, h)
+            f = book_flight(order)
+            saga.add_compensation(cancel_flight, f)
+            charge_card(order)                   # fails: cancel_flight(f), then cancel_hotel(h)
+        return "booked"
+
+Compensations run as durable activities, so a crash in the middle of compensating resumes
+with the compensations still owed: none skipped, none of the completed ones repeated. A
+compensation that fails after its retries is recorded; the rest still run, and the error
+being handled gets a note naming the failed ones (or, with no error being handled,
+`compensate()` raises `CompensationError`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .api import Activity, stub
+from .errors import CompensationError
+
+
+class Saga:
+    """A stack of compensations; `compensate()` runs them last-registered first."""
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[Activity[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self.failures: list[tuple[str, BaseException]] = []
+
+    def add_compensation(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Register `fn(*args, **kwargs)` to run, as a durable activity, if the saga compensates."""
+        act = fn if isinstance(fn, Activity) else stub(fn)
+        self._steps.append((act, args, kwargs))
+
+    def compensate(self) -> None:
+        """Run the registered compensations, last first; each runs once even if others fail."""
+        failures = []
+        while self._steps:
+            act, args, kwargs = self._steps.pop()
+            try:
+                act(*args, **kwargs)
+            except Exception as exc:  # recorded in the journal by the activity; keep going
+                failures.append((act.name, exc))
+        self.failures.extend(failures)
+        if not failures:
+            return
+        summary = "compensations failed: " + "; ".join(
+            f"{name} ({type(exc).__name__}: {exc})" for name, exc in failures
+        )
+        handling = sys.exc_info()[1]
+        if isinstance(handling, Exception):
+            handling.add_note(summary)  # re-raised by the caller's `raise`, note included
+            return
+        raise CompensationError(summary)
+
+    def __enter__(self) -> Saga:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Exception):
+            try:
+                raise exc  # so compensate() sees it as the error being handled
+            except Exception:
+                self.compensate()
+
+
+def saga() -> Saga:
+    """A new `Saga`: use it with try/except and `compensate()`, or as `with saga() as s:`."""
+    return Saga()
