@@ -1,0 +1,112 @@
+"""Crash soak: many concurrent runs, SIGKILLed at random moments, resumed until all finish.
+
+Given N workflows of K activities started at once in a child process on `threads=8`, when
+that process (and each process resuming the runs) is SIGKILLed at a random moment a few
+times, and a last process finishes the job, then every run completed with the result of an
+uninterrupted run, every activity ran at least once, and activities ran again only as
+often as a kill can catch them in flight (at most `threads` per kill).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from intemporal import Engine, RunStatus
+
+THREADS = 8
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys
+    import intemporal
+
+    STORE, SIDE, N, K = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+    @intemporal.activity
+    def step(run, i, x):
+        fd = os.open(SIDE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(fd, f"{run} {i}\\n".encode())
+        os.close(fd)
+        return {"i": i, "x": x, "y": x + i}
+
+    @intemporal.workflow(name="soak")
+    def soak(k, x):
+        run = intemporal.run_id()
+        return sum(step(run, i, x)["y"] for i in range(k))
+
+    if __name__ == "__main__":
+        with intemporal.Engine(STORE, threads=THREADS) as engine:
+            # Idempotent starts: new runs start, orphaned ones resume, finished ones return.
+            handles = [engine.start(soak, K, j, run_id=f"r{j}") for j in range(N)]
+            for h in handles:
+                h.result(timeout=120)
+        print("all done", flush=True)
+    """
+).replace("THREADS", str(THREADS))
+
+
+def soak(tmp_path: Path, n: int, k: int, kills: int, seed: int) -> None:
+    rng = random.Random(seed)
+    script = tmp_path / "soak_worker.py"
+    script.write_text(WORKER)
+    store, side = tmp_path / "store", tmp_path / "side.txt"
+    cmd = [sys.executable, str(script), str(store), str(side), str(n), str(k)]
+    done_kills = 0
+    total = n * k
+    # Each kill lands when the side-effect file reaches a random, growing number of lines.
+    targets = sorted(rng.sample(range(1, int(total * 0.9)), kills))
+    for target in targets:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while _lines(side) < target and proc.poll() is None:
+                assert time.monotonic() < deadline, f"never reached {target} side effects"
+                time.sleep(0.002)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                done_kills += 1
+            proc.communicate(timeout=30)
+    assert done_kills == kills, "a worker finished before its kill: the kills landed nowhere"
+    last = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert last.returncode == 0, last.stderr[-3000:]
+
+    counts = collections.Counter(tuple(line.split()) for line in side.read_text().splitlines())
+    with Engine(store) as engine:
+        for j in range(n):
+            info = engine.get_run(f"r{j}")
+            assert info.status is RunStatus.COMPLETED, (info.run_id, info.status, info.error)
+            assert info.result == sum(j + i for i in range(k))
+    missing = [
+        (f"r{j}", str(i)) for j in range(n) for i in range(k) if (f"r{j}", str(i)) not in counts
+    ]
+    assert not missing, f"activities never ran: {missing[:5]}"
+    again = sum(c - 1 for c in counts.values())
+    assert again <= done_kills * THREADS, f"{again} re-runs for {done_kills} kills"
+
+
+def _lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def test_concurrent_runs_survive_random_kills(tmp_path: Path) -> None:
+    soak(tmp_path, n=40, k=10, kills=3, seed=7)
+
+
+@pytest.mark.slow
+def test_concurrent_runs_survive_many_random_kills(tmp_path: Path) -> None:
+    soak(tmp_path, n=300, k=10, kills=12, seed=int(time.time()))
