@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import threading
 import time
 import uuid
@@ -39,6 +40,8 @@ from .loader import load_workflow
 from .replay import ChildNotFinished, RunContext, _current, child_id
 from .runs import first_event, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
+
+log = logging.getLogger("intemporal")
 
 WATCH_INTERVAL = 0.02  # seconds between looks at timers and the doorbell: bounds wake-up latency
 
@@ -112,6 +115,8 @@ class Engine:
         self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
         self._doorbell = self.store.changes(None)[1]
+        self.engine_id = uuid.uuid4().hex[:16]
+        self._release_hold: Any = None
 
     # -- Host protocol, used by RunContext ------------------------------------------------
     @property
@@ -122,8 +127,8 @@ class Engine:
     def pause(self, ctx: RunContext, seconds: float) -> None:
         """Wait `seconds` on the run's thread; cut short by cancellation or shutdown."""
         if seconds > 0:
-            ctx.wake.clear()
-            if not ctx._cancel_pending():
+            ctx.wake.clear()  # then look: a close() or cancel() after the look sets it again
+            if not ctx._cancel_pending() and not self.closing:
                 ctx.wake.wait(seconds)
         if self.closing:
             raise _Shutdown("the engine is shutting down")
@@ -219,10 +224,13 @@ class Engine:
                 continue
             try:
                 info = self.store.summary(run_id)
-            except Exception:  # unreadable journal: `intemporal show` reports it
-                continue
-            if not info.status.finished and not self.store.is_claimed(run_id):
+                if info.status.finished or self.store.is_claimed(run_id):
+                    continue
+                if info.status is RunStatus.WAITING and not info.orphaned:
+                    continue  # parked by a live engine, which wakes it
                 handles.append(self.resume(run_id))
+            except Exception as exc:  # one unreadable or unloadable run must not stop the rest
+                log.warning("cannot recover run %r: %s", run_id, exc)
         return handles
 
     def _launch(self, exe: _Execution, events: list[Event] | None) -> _Execution:
@@ -319,7 +327,13 @@ class Engine:
             self._wait_inflight(ctx)
             if isinstance(exc, _Wait):
                 ctx.append(
-                    {"type": "run_suspended", "reason": exc.reason, "until": exc.until}, False
+                    {
+                        "type": "run_suspended",
+                        "reason": exc.reason,
+                        "until": exc.until,
+                        "owner": self._hold(),
+                    },
+                    False,
                 )
             exe.finish("stopped", exc)
         except BaseException as exc:
@@ -400,14 +414,26 @@ class Engine:
                     self._relaunch(parked[0])
                 return
         if exe.ctx is None:
-            exe.rewake = True
+            self._rewake(exe)
             return
         try:
             messages, exe.inbox_cursor = self.store.inbox(run_id, exe.inbox_cursor)
         except Exception:  # a run deleted under us: its execution reports it
             return
         if exe.ctx.deliver(messages):
-            exe.rewake = True
+            self._rewake(exe)
+
+    def _rewake(self, exe: _Execution) -> None:
+        # The execution may have stopped since `poke` looked: set the flag under the mutex
+        # `_stopped` reads it with, or wake the run now if it was parked meanwhile (else a
+        # message delivered to a context that just suspended is lost until the next one).
+        with self._mutex:
+            if self._active.get(exe.run_id) is exe:
+                exe.rewake = True
+                return
+            parked = self._sleeping.get(exe.run_id)
+            if parked is not None and parked[0] is exe and not self.closing:
+                self._relaunch(exe)
 
     def _ensure_watcher(self) -> None:
         with self._mutex:
@@ -533,6 +559,17 @@ class Engine:
         self._pool.shutdown(wait=True)
         if self._activity_pool is not None:
             self._activity_pool.shutdown(wait=True)
+        with self._mutex:
+            if self._release_hold is not None:
+                self._release_hold()  # its parked runs become orphans another engine recovers
+                self._release_hold = None
+
+    def _hold(self) -> str:
+        """This engine's id, marked alive in the store so no other engine takes its parked runs."""
+        with self._mutex:
+            if self._release_hold is None:
+                self._release_hold = self.store.hold_engine(self.engine_id)
+        return self.engine_id
 
     def __enter__(self) -> Engine:
         return self

@@ -131,9 +131,7 @@ class RunContext:
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
-        # Resuming a failed run retries what failed: failures recorded before the last
-        # `run_resumed` marker are forgotten, completed steps are kept.
-        resumed_at = max((i for i, e in enumerate(events) if e["type"] == "run_resumed"), default=0)
+        forgotten = _failures_to_retry(events)
         self.recorded: dict[int, Event] = {}
         self.failed_attempts: dict[int, int] = {}
         self.consumed_signals: set[str] = set()
@@ -144,9 +142,10 @@ class RunContext:
             if ev["type"] == "signal_received":
                 self.consumed_signals.add(ev["signal_id"])
             if ev["type"] == "attempt_failed":
-                if i > resumed_at:
-                    self.failed_attempts[seq] = ev["attempt"]
-            elif ev["type"] != "activity_failed" or i > resumed_at:
+                self.failed_attempts[seq] = ev["attempt"]
+                if seq in forgotten and i < forgotten[seq]:
+                    del self.failed_attempts[seq]  # retried with a fresh budget
+            elif forgotten.get(seq) != i:
                 self.recorded[seq] = ev
         self.last_recorded = max(self.recorded, default=0)
 
@@ -389,6 +388,33 @@ class RunContext:
     def info(self) -> WorkflowInfo:
         """What this run knows about itself."""
         return WorkflowInfo(self.run_id, self.workflow, self.parent)
+
+
+def _failures_to_retry(events: list[Event]) -> dict[int, int]:
+    """The activity failures that a `run_resumed` marker retries: {seq: index of the event}.
+
+    Resuming a failed run retries the step that failed it: the activity failure that is
+    the last operation before a `run_failed` and carries the same error. Failures the
+    workflow handled (caught, or compensated after) stay part of its history.
+    """
+    out: dict[int, int] = {}
+    last_op: tuple[int, Event] | None = None
+    pending: tuple[int, Event, Event] | None = None
+    for i, ev in enumerate(events):
+        t = ev["type"]
+        if t == "run_failed" and last_op is not None and last_op[1]["type"] == "activity_failed":
+            err, run_err = last_op[1].get("error") or {}, ev.get("error") or {}
+            same = (err.get("type"), err.get("message")) == (
+                run_err.get("type"),
+                run_err.get("message"),
+            )
+            pending = (last_op[0], last_op[1], ev) if same else None
+        elif t == "run_resumed" and pending is not None:
+            out[pending[1]["seq"]] = pending[0]
+            pending = None
+        elif "seq" in ev and t != "attempt_failed":
+            last_op = (i, ev)
+    return out
 
 
 class ChildNotFinished(Exception):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -83,6 +83,7 @@ class RunInfo:
     parent: str | None = None
     steps: int = 0
     orphaned: bool = False
+    owner: str | None = None  # the engine that parked a waiting run
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -102,6 +103,7 @@ class RunInfo:
             "steps": self.steps,
             "parent": self.parent,
             "orphaned": self.orphaned,
+            "owner": self.owner,
             "result": self.raw.get("result"),
             "error": self.error,
         }
@@ -113,6 +115,7 @@ def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
     status = RunStatus.PENDING
     steps = 0
     raw: dict[str, Any] = {}
+    owner = None
     for ev in events[1:]:
         t = ev["type"]
         if t in TERMINAL_EVENTS:
@@ -120,6 +123,7 @@ def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
             raw = ev
         elif t == "run_suspended":
             status = RunStatus.WAITING
+            owner = ev.get("owner")
         elif t == "run_resumed":
             status = RunStatus.RUNNING
             raw = {}
@@ -143,6 +147,7 @@ def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
         parent=first.get("parent"),
         steps=steps,
         orphaned=orphaned,
+        owner=owner if status is RunStatus.WAITING else None,
         raw=raw,
     )
 
@@ -216,9 +221,23 @@ class Store(ABC):
     def delete(self, run_id: str) -> None:
         """Remove a run and everything stored for it."""
 
+    @abstractmethod
+    def hold_engine(self, engine_id: str) -> Callable[[], None]:
+        """Mark engine `engine_id` alive until the returned function is called (or it dies)."""
+
+    @abstractmethod
+    def engine_alive(self, engine_id: str) -> bool:
+        """Tell whether the engine that parked a waiting run still lives (in any process)."""
+
     def summary(self, run_id: str) -> RunInfo:
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
-        return summarize(run_id, self.read(run_id), self.is_claimed(run_id))
+        return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))
+
+    def adopt(self, info: RunInfo) -> RunInfo:
+        """Mark a waiting run orphaned when the engine that parked it is gone."""
+        if info.status is RunStatus.WAITING and info.owner and not self.engine_alive(info.owner):
+            info.orphaned = True
+        return info
 
     def list_runs(
         self,

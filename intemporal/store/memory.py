@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import RunNotFound
 from .base import Event, Lease, Store, check_run_id
@@ -42,6 +42,7 @@ class MemoryStore(Store):
         self._inboxes: dict[str, list[Event]] = {}
         self._claimed: set[str] = set()
         self._doorbell: list[str] = []
+        self._engines: set[str] = set()
 
     def create(self, run_id: str, first: Event) -> bool:
         check_run_id(run_id)
@@ -91,6 +92,13 @@ class MemoryStore(Store):
         with self._mutex:
             box = self._inboxes.get(run_id, [])
             return copy.deepcopy(box[cursor:]), len(box)
+
+    def hold_engine(self, engine_id: str) -> Callable[[], None]:
+        self._engines.add(engine_id)
+        return lambda: self._engines.discard(engine_id)
+
+    def engine_alive(self, engine_id: str) -> bool:
+        return engine_id in self._engines
 
     def run_ids(self) -> Iterator[str]:
         with self._mutex:

@@ -1,0 +1,77 @@
+"""Recovery: which unfinished runs `Engine.recover()` takes, and which it leaves alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import intemporal
+from intemporal import Engine, FileStore, RunStatus
+from tests.process_helpers import wait_until
+
+
+@intemporal.workflow(name="recover.parked")
+def parked(x: int) -> int:
+    intemporal.sleep(2.0)  # long enough to be parked, not held on a thread
+    return x + 1
+
+
+@intemporal.workflow(name="recover.broken")
+def broken(x: int) -> int:
+    return x
+
+
+def test_a_run_parked_by_a_live_engine_is_not_taken_by_another(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    first = Engine(store, threads=2)
+    try:
+        h = first.start(parked, 1, run_id="p1")
+        wait_until(lambda: h.status() is RunStatus.WAITING, what="the run to be parked")
+        assert not first.get_run("p1").orphaned
+        with Engine(store, threads=2) as other:
+            assert other.recover() == []
+    finally:
+        first.close()
+    # Its engine is gone: the waiting run is now an orphan that another engine recovers.
+    assert FileStore(tmp_path / "store").summary("p1").orphaned
+    with Engine(store, threads=2) as rescuer:
+        handles = rescuer.recover()
+        assert [x.run_id for x in handles] == ["p1"]
+        assert handles[0].result(timeout=10) == 2
+
+
+def test_recover_skips_a_run_whose_code_cannot_be_found(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "store")
+    with Engine(store, worker=False) as client:
+        client.start(broken, 1, run_id="a-lost")
+        client.start(broken, 2, run_id="b-fine")
+    # Make the first run's code unfindable: another workflow name, no import path, no copy.
+    journal = tmp_path / "store" / "a-lost.jsonl"
+    first, *rest = journal.read_text().splitlines(keepends=True)
+    event = json.loads(first)
+    event["workflow"] = "nowhere.to.be.found"
+    event["ref"] = {"module": "no_such_module_here", "qualname": "broken", "script": None}
+    journal.write_text(json.dumps(event) + "\n" + "".join(rest))
+    with Engine(store, threads=2) as engine:
+        handles = engine.recover()
+        assert [x.run_id for x in handles] == ["b-fine"]
+        assert handles[0].result(timeout=10) == 2
+        assert engine.get_run("a-lost").status is RunStatus.PENDING
+
+
+def test_gc_of_children_leaves_no_empty_folders(tmp_path: Path) -> None:
+    @intemporal.workflow(name="recover.kid")
+    def kid(x: int) -> int:
+        return x
+
+    @intemporal.workflow(name="recover.mom")
+    def mom() -> int:
+        return kid(1) + kid(2)
+
+    store = FileStore(tmp_path / "store")
+    with Engine(store, threads=2) as engine:
+        assert engine.run(mom, run_id="m") == 3
+    for run_id in ("m/1", "m/2"):
+        store.delete(run_id)
+    assert not (tmp_path / "store" / "m").exists()
+    assert store.exists("m")
