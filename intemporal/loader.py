@@ -41,10 +41,35 @@ def workflow_ref(wf: Workflow[Any, Any]) -> dict[str, Any]:
             path = getattr(main, "__file__", None)
             script = os.path.abspath(path) if path else None
     out: dict[str, Any] = {"module": module, "qualname": fn.__qualname__, "script": script}
+    if script is None:
+        out["path"] = _import_root(module)
     if by_value:
         out["dill"] = codec.dill_copy(fn)
     _refs[id(wf)] = {"_wf": wf, "ref": out}
     return out
+
+
+def _import_root(module: str) -> str | None:
+    """The folder to put on `sys.path` so that `module` imports (None if unknown)."""
+    path = getattr(sys.modules.get(module), "__file__", None)
+    if not path:
+        return None
+    root = os.path.dirname(os.path.abspath(path))
+    depth = module.count(".") + (os.path.basename(path) == "__init__.py")
+    for _ in range(depth):
+        root = os.path.dirname(root)
+    return root
+
+
+def _import(module: str, root: str | None) -> Any:
+    """Import `module`, from `root` too if it is not importable from here."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        if not root or root in sys.path or not os.path.isdir(root):
+            raise
+        sys.path.append(root)
+        return importlib.import_module(module)
 
 
 def _attr_path(obj: Any, qualname: str) -> Any:
@@ -86,7 +111,7 @@ def load_workflow(first: dict[str, Any], imports: list[str] | None = None) -> Wo
     module, qualname = ref.get("module"), ref.get("qualname")
     if module and module != "__main__" and qualname:
         try:
-            return as_workflow(_attr_path(importlib.import_module(module), qualname))
+            return as_workflow(_attr_path(_import(module, ref.get("path")), qualname))
         except Exception as exc:
             tried.append(f"import {module}:{qualname} ({type(exc).__name__}: {exc})")
     script = ref.get("script")

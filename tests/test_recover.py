@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import intemporal
@@ -75,3 +77,34 @@ def test_gc_of_children_leaves_no_empty_folders(tmp_path: Path) -> None:
         store.delete(run_id)
     assert not (tmp_path / "store" / "m").exists()
     assert store.exists("m")
+
+
+def test_a_workflow_in_a_package_resumes_from_another_folder(tmp_path: Path) -> None:
+    # Given a run started from a package that is importable only from its own folder
+    pkg = tmp_path / "proj" / "shop" / "flows"
+    pkg.mkdir(parents=True)
+    (tmp_path / "proj" / "shop" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "checkout.py").write_text(
+        "import intemporal\n\n"
+        "@intemporal.activity\ndef double(x):\n    return x * 2\n\n"
+        "@intemporal.workflow(name='pkg.checkout')\ndef checkout(x):\n    return double(x)\n"
+    )
+    store = tmp_path / "store"
+    start = (
+        "import intemporal\nfrom shop.flows.checkout import checkout\n"
+        f"with intemporal.Engine({str(store)!r}, worker=False) as e:\n"
+        "    e.start(checkout, 21, run_id='pkg-1')\n"
+    )
+    subprocess.run([sys.executable, "-c", start], cwd=tmp_path / "proj", check=True, timeout=30)
+    # When another process, elsewhere, resumes it: the journal says where the package lives
+    resume = (
+        f"import intemporal\nwith intemporal.Engine({str(store)!r}) as e:\n"
+        "    print(e.resume('pkg-1').result(timeout=10))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", resume], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    # Then it completes
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "42"
