@@ -280,7 +280,8 @@ class FileStore(Store):
         events = self.read(run_id)
         # A finished run's summary does not depend on an owner: skip the lock probe.
         finished = len(events) > 1 and events[-1]["type"] in TERMINAL_EVENTS
-        return summarize(run_id, events, False if finished else self.is_claimed(run_id))
+        claimed = False if finished else self.is_claimed(run_id)
+        return self.adopt(summarize(run_id, events, claimed))
 
     def _journals(self) -> Iterator[tuple[float, str]]:
         """(mtime, run id) of every journal, child runs' subfolders included."""
