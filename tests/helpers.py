@@ -1,0 +1,67 @@
+"""In-process helpers for the engine tests (the crash helpers are in `process_helpers`)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+from intemporal import Store
+
+
+class Calls:
+    """A thread-safe tally of side effects: `calls.hit(key)` in an activity, `calls[key]` after."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self.counts: collections.Counter[Any] = collections.Counter()
+        self.order: list[Any] = []
+
+    def hit(self, key: Any) -> None:
+        with self._mutex:
+            self.counts[key] += 1
+            self.order.append(key)
+
+    def __getitem__(self, key: Any) -> int:
+        return self.counts[key]
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def clone_prefix(store: Store, src: str, dst: str, keep: int) -> list[dict[str, Any]]:
+    """Make run `dst` a copy of the first `keep` events of run `src`: a run cut short by a crash.
+
+    The copy is unclaimed and unfinished, exactly what a SIGKILL between two appends
+    leaves behind. Returns the copied events.
+    """
+    events = store.read(src)[:keep]
+    first = dict(events[0], run_id=dst)
+    assert store.create(dst, first)
+    lease = store.claim(dst)
+    assert lease is not None
+    try:
+        for event in events[1:]:
+            lease.append(dict(event), sync=True)
+    finally:
+        lease.release()
+    return [first, *events[1:]]
+
+
+def index_of(events: list[dict[str, Any]], type_: str, nth: int = 1) -> int:
+    """The position of the `nth` event of type `type_` (1-based `nth`)."""
+    seen = 0
+    for i, event in enumerate(events):
+        if event["type"] == type_:
+            seen += 1
+            if seen == nth:
+                return i
+    raise AssertionError(f"no event #{nth} of type {type_!r} in {[e['type'] for e in events]}")
+
+
+def snapshot(store: Store, run_id: str) -> Any:
+    """Something equal before and after iff the run's journal did not change."""
+    root = getattr(store, "root", None)
+    if root is not None:
+        return (root / f"{run_id}.jsonl").read_bytes()
+    return store.read(run_id)

@@ -1,0 +1,289 @@
+"""Values through the journal: exact JSON stays JSON, everything else comes back with its type."""
+
+from __future__ import annotations
+
+import collections
+import enum
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from helpers import Calls, clone_prefix
+
+import intemporal
+from intemporal import Engine, FileStore, SerializationError, Store
+from intemporal.codec import decode, decode_error, encode, encode_error, is_exact_json
+
+
+@dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+@dataclass
+class Order:
+    id: str
+    lines: list[tuple[str, int]] = field(default_factory=list)
+    placed: datetime | None = None
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+ROUND_TRIP = [
+    ("tuple", (1, "a", (2, 3.5))),
+    ("set", {1, 2, 3}),
+    ("frozenset", frozenset({"a", "b"})),
+    ("dataclass", Point(1, 2)),
+    ("nested-dataclass", Order("o-1", [("sock", 2)], datetime(2024, 1, 2, 3, 4, 5))),
+    ("bytes", b"\x00\xffbinary"),
+    ("bytearray", bytearray(b"abc")),
+    ("datetime-utc", datetime(2024, 5, 17, 12, 30, 1, 123456, tzinfo=UTC)),
+    ("datetime-naive", datetime(2024, 5, 17, 12, 30)),
+    ("date", date(2024, 2, 29)),
+    ("timedelta", timedelta(days=1, seconds=3)),
+    ("decimal", Decimal("1.10")),
+    ("tuple-keys", {"a": {(1, 2): [3, (4, 5)]}, "b": {frozenset({1}): None}}),
+    ("int-keys", {1: "one", 2: "two"}),
+    ("inf", float("inf")),
+    ("-inf", float("-inf")),
+    ("list-with-tuple", [1, [2, (3, 4)]]),
+    ("int-enum", Color.RED),
+    ("dill-tag-lookalike", {"$dill": "not base64 at all"}),
+    ("nested-dill-tag-lookalike", {"user": [{"$dill": "gASV"}]}),
+    ("ordered-dict", collections.OrderedDict([("b", 1), ("a", 2)])),
+    ("defaultdict", collections.defaultdict(int, {"a": 1})),
+    ("complex", 1 + 2j),
+]
+
+PLAIN = [
+    ("none", None),
+    ("bool", True),
+    ("int", 42),
+    ("big-int", 2**100),
+    ("float", 2.5),
+    ("negative-zero", -0.0),
+    ("str", 'héllo ☃ \n "quoted"'),
+    ("list", [1, "a", None, [False]]),
+    ("dict", {"a": [1, 2.5, "x", None, True, {"b": -3}], "": {}}),
+]
+
+
+def same(a: Any, b: Any) -> None:
+    """Assert `a` and `b` are equal and of the same types all the way down."""
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, dict):
+        assert set(a) == set(b)
+        for k in a:
+            same(a[k], b[k])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            same(x, y)
+    elif isinstance(a, float) and math.isnan(a):
+        assert math.isnan(b)
+    else:
+        assert a == b
+        if isinstance(a, Decimal):
+            assert str(a) == str(b)
+
+
+def _echo_workflow(calls: Calls) -> intemporal.Workflow[Any, Any]:
+    @intemporal.activity
+    def echo(value: Any) -> Any:
+        calls.hit("echo")
+        return value
+
+    @intemporal.workflow
+    def wf(value: Any) -> list[Any]:
+        return [value, echo(value)]
+
+    return wf
+
+
+# -- through real runs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "value"), ROUND_TRIP + PLAIN, ids=[n for n, _ in ROUND_TRIP + PLAIN]
+)
+def test_values_round_trip_through_a_run_and_its_replay(
+    store: Store, engine: Engine, label: str, value: Any
+) -> None:
+    calls = Calls()
+    wf = _echo_workflow(calls)
+    assert engine.run(wf, value, run_id="rt") == [value, value]
+    # read back from the store, as another process would see it
+    same(engine.get_run("rt").result, [value, value])
+    done = next(e for e in engine.history("rt") if e["type"] == "activity_completed")
+    same(decode(done["result"]), value)
+    with Engine(store, worker=False) as client:
+        same(client.start(wf, value, run_id="rt").result(timeout=10), [value, value])
+    # replayed: the argument comes from `run_started`, the activity's value from the journal
+    clone_prefix(store, "rt", "rt-replayed", keep=2)
+    same(engine.resume("rt-replayed").result(timeout=10), [value, value])
+    assert calls["echo"] == 1
+
+
+def test_nan_round_trips(engine: Engine) -> None:
+    calls = Calls()
+    wf = _echo_workflow(calls)
+    engine.run(wf, float("nan"), run_id="nan")
+    arg, result = engine.get_run("nan").result
+    assert math.isnan(arg) and math.isnan(result)
+
+
+@pytest.mark.parametrize(("label", "value"), PLAIN, ids=[n for n, _ in PLAIN])
+def test_plain_json_values_stay_plain_json_in_the_journal(
+    file_store: FileStore, label: str, value: Any
+) -> None:
+    calls = Calls()
+    wf = _echo_workflow(calls)
+    with Engine(file_store, threads=2) as engine:
+        engine.run(wf, value, run_id="plain")
+    raw_lines = (file_store.root / "plain.jsonl").read_text().splitlines()
+    assert not any("$dill" in line for line in raw_lines)
+    events = [json.loads(line) for line in raw_lines]
+    started, completed, finished = events[0], events[1], events[-1]
+    same(started["args"], [value])
+    same(completed["result"], value)
+    same(finished["result"], [value, value])
+    # the raw line holds the value exactly as `json.dumps` writes it
+    assert json.dumps(value, separators=(",", ":")) in raw_lines[1]
+
+
+@pytest.mark.parametrize("value", [(1, 2), {1, 2}, b"x", {"k": (1,)}, {1: 2}], ids=repr)
+def test_values_json_cannot_hold_are_tagged_dill(file_store: FileStore, value: Any) -> None:
+    calls = Calls()
+    wf = _echo_workflow(calls)
+    with Engine(file_store, threads=2) as engine:
+        engine.run(wf, value, run_id="tagged")
+    events = [
+        json.loads(line) for line in (file_store.root / "tagged.jsonl").read_text().splitlines()
+    ]
+    completed = events[1]
+    assert set(completed["result"]) == {"$dill"}
+    assert isinstance(completed["result"]["$dill"], str)
+    same(decode(completed["result"]), value)
+
+
+def test_memory_store_holds_plain_values_like_the_file_store(store: Store, engine: Engine) -> None:
+    calls = Calls()
+    wf = _echo_workflow(calls)
+    engine.run(wf, {"a": [1, None]}, run_id="plain")
+    engine.run(wf, (1, 2), run_id="tagged")
+    assert engine.history("plain")[1]["result"] == {"a": [1, None]}
+    assert set(engine.history("tagged")[1]["result"]) == {"$dill"}
+
+
+# -- codec="json" ----------------------------------------------------------------------------
+
+
+def test_json_codec_refuses_a_tuple_argument_at_start(store: Store) -> None:
+    calls = Calls()
+    wf = _echo_workflow(calls)
+    with Engine(store, codec="json") as engine:
+        with pytest.raises(SerializationError, match="'value'"):
+            engine.start(wf, (1, 2), run_id="json-arg")
+        assert list(store.run_ids()) == []
+        assert engine.run(wf, [1, 2], run_id="json-list") == [[1, 2], [1, 2]]
+    assert calls["echo"] == 1
+
+
+def test_json_codec_refuses_a_tuple_result(store: Store) -> None:
+    calls = Calls()
+
+    @intemporal.activity
+    def pair() -> tuple[int, int]:
+        calls.hit("pair")
+        return (1, 2)
+
+    @intemporal.workflow
+    def act_returns_tuple() -> Any:
+        return pair()
+
+    @intemporal.workflow
+    def wf_returns_set() -> Any:
+        return {1, 2}
+
+    with Engine(store, codec="json", threads=2) as engine:
+        with pytest.raises(SerializationError):
+            engine.run(act_returns_tuple, run_id="json-act")
+        assert calls["pair"] == 1  # not retried: retrying cannot make it storable
+        with pytest.raises(SerializationError):
+            engine.run(wf_returns_set, run_id="json-wf")
+        assert engine.get_run("json-wf").status == "failed"
+        assert engine.get_run("json-act").status == "failed"
+
+
+# -- the codec itself ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("label", "value"), ROUND_TRIP, ids=[n for n, _ in ROUND_TRIP])
+def test_encode_decode_round_trip(label: str, value: Any) -> None:
+    data = encode(value)
+    assert not is_exact_json(value)
+    assert json.loads(json.dumps(data)) == data  # journal-ready
+    same(decode(json.loads(json.dumps(data))), value)
+    with pytest.raises(SerializationError):
+        encode(value, "json")
+
+
+@pytest.mark.parametrize(("label", "value"), PLAIN, ids=[n for n, _ in PLAIN])
+def test_exact_json_is_stored_as_itself(label: str, value: Any) -> None:
+    assert is_exact_json(value)
+    assert encode(value) is value
+    assert encode(value, "json") is value
+
+
+def test_unstorable_values_raise_serialization_error() -> None:
+    with pytest.raises(SerializationError) as info:
+        encode(i for i in range(3))
+    assert "generator" in str(info.value)
+    assert isinstance(info.value, intemporal.IntemporalError)
+
+
+def test_errors_round_trip_with_type_and_message() -> None:
+    for exc in (ValueError("bad value"), KeyError("k"), intemporal.ActivityTimeout("slow")):
+        back = decode_error(json.loads(json.dumps(encode_error(exc))))
+        assert type(back) is type(exc)
+        assert str(back) == str(exc)
+    data = encode_error(ValueError("x"))
+    assert data["type"] == "ValueError" and data["module"] == "builtins"
+    assert data["message"] == "x" and "ValueError" in data["traceback"]
+
+
+def test_unstorable_activity_result_fails_the_step_without_retry(engine: Engine) -> None:
+    calls = Calls()
+
+    @intemporal.activity
+    def gen() -> Any:
+        calls.hit("gen")
+        return (i for i in range(3))
+
+    @intemporal.workflow
+    def wf() -> Any:
+        return gen()
+
+    with pytest.raises(SerializationError):
+        engine.run(wf, run_id="gen-result")
+    assert calls["gen"] == 1
+    assert engine.get_run("gen-result").status == "failed"
+
+
+def test_unstorable_workflow_result_fails_the_run(engine: Engine) -> None:
+    @intemporal.workflow
+    def wf() -> Any:
+        return (i for i in range(3))
+
+    with pytest.raises(SerializationError, match="result"):
+        engine.run(wf, run_id="gen-wf")
+    info = engine.get_run("gen-wf")
+    assert info.status == "failed"
+    assert info.error is not None and info.error.startswith("SerializationError")

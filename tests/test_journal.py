@@ -1,0 +1,215 @@
+"""The file store's journal: JSON lines, private files, torn tails and corrupt lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Calls, clone_prefix
+
+import intemporal
+from intemporal import Engine, FileStore, JournalCorrupted, RetryPolicy, RunStatus
+
+
+@intemporal.activity
+def square(i: int) -> int:
+    return i * i
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _steps_workflow(calls: Calls) -> intemporal.Workflow[Any, Any]:
+    @intemporal.activity
+    def step(i: int) -> int:
+        calls.hit(i)
+        return i * i
+
+    @intemporal.workflow
+    def wf(n: int) -> list[int]:
+        return [step(i) for i in range(n)]
+
+    return wf
+
+
+def test_journal_is_json_lines_named_after_the_run(file_store: FileStore) -> None:
+    calls = Calls()
+    wf = _steps_workflow(calls)
+    with Engine(file_store, threads=2) as engine:
+        assert engine.run(wf, 3, run_id="jl") == [0, 1, 4]
+        history = engine.history("jl")
+    path = file_store.root / "jl.jsonl"
+    raw = path.read_bytes()
+    assert raw.endswith(b"\n")
+    lines = raw.decode().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events == history
+    assert [e["type"] for e in events] == ["run_started"] + ["activity_completed"] * 3 + [
+        "run_completed"
+    ]
+    assert all("\n" not in line for line in lines)
+
+
+def test_child_like_run_ids_make_subfolders(file_store: FileStore) -> None:
+    @intemporal.workflow
+    def wf() -> int:
+        return square(3)
+
+    with Engine(file_store, threads=2) as engine:
+        assert engine.run(wf, run_id="batch/7/item") == 9
+    assert (file_store.root / "batch" / "7" / "item.jsonl").is_file()
+    assert list(file_store.run_ids()) == ["batch/7/item"]
+
+
+def test_files_are_private(file_store: FileStore) -> None:
+    @intemporal.workflow
+    def wf() -> int:
+        return square(2)
+
+    with Engine(file_store, threads=2) as engine:
+        engine.run(wf, run_id="private")
+        engine.run(wf, run_id="nested/deeper/run")
+        with Engine(file_store, worker=False) as client:
+            client.start(wf, run_id="pending")
+            client.cancel("pending")  # writes the run's inbox
+    root = file_store.root
+    assert _mode(root) == 0o700
+    for path in [root / "nested", root / "nested" / "deeper"]:
+        assert path.is_dir()
+        assert _mode(path) == 0o700, path
+    files = [p for p in root.rglob("*") if p.is_file()]
+    suffixes = {p.suffix for p in files}
+    assert {".jsonl", ".lock", ".inbox"} <= suffixes
+    for path in files:
+        assert _mode(path) == 0o600, path
+
+
+def test_torn_tail_is_ignored_then_repaired_on_resume(file_store: FileStore) -> None:
+    calls = Calls()
+    wf = _steps_workflow(calls)
+    with Engine(file_store, threads=2) as engine:
+        engine.run(wf, 4, run_id="whole")
+        clone_prefix(file_store, "whole", "torn", keep=3)  # started + 2 steps
+        path = file_store.root / "torn.jsonl"
+        good = path.read_bytes()
+        torn = b'{"type":"activity_completed","seq":3,"name":"st'
+        with open(path, "ab") as f:
+            f.write(torn)
+
+        # the run still reads: the torn last line is left out
+        events = engine.history("torn")
+        assert [e.get("seq") for e in events] == [None, 1, 2]
+        info = engine.get_run("torn")
+        assert info.status is RunStatus.RUNNING and info.orphaned
+        assert path.read_bytes() == good + torn  # reading does not write
+
+        assert engine.resume("torn").result(timeout=10) == [0, 1, 4, 9]
+    assert calls.counts == {0: 1, 1: 1, 2: 2, 3: 2}  # only the steps after the cut ran again
+    raw = path.read_bytes()
+    assert raw.startswith(good)
+    assert torn not in raw
+    assert raw.endswith(b"\n")
+    events = [json.loads(line) for line in raw.decode().splitlines()]
+    assert [e.get("seq") for e in events] == [None, 1, 2, 3, 4, None]
+
+
+def test_torn_tail_on_a_finished_run_is_harmless(file_store: FileStore) -> None:
+    calls = Calls()
+    wf = _steps_workflow(calls)
+    with Engine(file_store, threads=2) as engine:
+        engine.run(wf, 2, run_id="done")
+        with open(file_store.root / "done.jsonl", "ab") as f:
+            f.write(b'{"type":"ru')
+        assert engine.get_run("done").status is RunStatus.COMPLETED
+        assert engine.get_run("done").result == [0, 1]
+        assert engine.resume("done").result(timeout=10) == [0, 1]
+    assert calls.total() == 2
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"{not json", b"[1, 2, 3]", b'{"no_type": 1}', b"\x00\x00\x00"],
+    ids=["syntax", "not-an-object", "no-type", "nul-bytes"],
+)
+def test_corrupt_middle_line_raises_journal_corrupted(
+    file_store: FileStore, garbage: bytes
+) -> None:
+    calls = Calls()
+    wf = _steps_workflow(calls)
+    with Engine(file_store, threads=2) as engine:
+        engine.run(wf, 3, run_id="bad")
+        path = file_store.root / "bad.jsonl"
+        lines = path.read_bytes().splitlines(keepends=True)
+        lines[2] = garbage + b"\n"  # line 3 of 5
+        path.write_bytes(b"".join(lines))
+        before = path.read_bytes()
+
+        for call in (engine.history, engine.get_run, engine.resume):
+            with pytest.raises(JournalCorrupted) as info:
+                call("bad")
+            assert info.value.path == str(path)
+            assert info.value.line == 3
+            assert str(path) in str(info.value) and "line 3" in str(info.value)
+            assert isinstance(info.value, intemporal.IntemporalError)
+        assert engine.list_runs() == []  # unreadable runs are left out, not fatal
+        assert engine.recover() == []
+    assert path.read_bytes() == before  # nothing dropped or rewritten
+    assert calls.total() == 3
+
+
+def test_corrupt_last_complete_line_is_not_a_torn_tail(file_store: FileStore) -> None:
+    # A damaged line that ends with its newline was fully written: it is corruption.
+    calls = Calls()
+    wf = _steps_workflow(calls)
+    with Engine(file_store, threads=2) as engine:
+        engine.run(wf, 1, run_id="bad-end")
+        path = file_store.root / "bad-end.jsonl"
+        with open(path, "ab") as f:
+            f.write(b"{oops\n")
+        with pytest.raises(JournalCorrupted) as info:
+            engine.history("bad-end")
+    assert info.value.line == 4
+
+
+def test_failed_attempts_are_journaled(file_store: FileStore) -> None:
+    calls = Calls()
+
+    @intemporal.activity(retry=RetryPolicy(max_attempts=3, initial_interval=0.01))
+    def flaky() -> str:
+        calls.hit("flaky")
+        if calls["flaky"] < 3:
+            raise ValueError(f"attempt {calls['flaky']}")
+        return "ok"
+
+    @intemporal.workflow
+    def wf() -> str:
+        return flaky()
+
+    with Engine(file_store, threads=2) as engine:
+        assert engine.run(wf, run_id="attempts") == "ok"
+    lines = (file_store.root / "attempts.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    failed = [e for e in events if e["type"] == "attempt_failed"]
+    assert [(e["seq"], e["attempt"]) for e in failed] == [(1, 1), (1, 2)]
+    assert [e["error"]["type"] for e in failed] == ["ValueError", "ValueError"]
+    assert [e["error"]["message"] for e in failed] == ["attempt 1", "attempt 2"]
+    assert events[-2]["type"] == "activity_completed" and events[-2]["attempts"] == 3
+
+
+def test_journal_lines_are_appended_not_rewritten(file_store: FileStore) -> None:
+    calls = Calls()
+    wf = _steps_workflow(calls)
+    with Engine(file_store, threads=2) as engine:
+        engine.run(wf, 2, run_id="append")
+        clone_prefix(file_store, "append", "append-cut", keep=2)
+        path = file_store.root / "append-cut.jsonl"
+        prefix = path.read_bytes()
+        inode = os.stat(path).st_ino
+        engine.resume("append-cut").result(timeout=10)
+    assert path.read_bytes().startswith(prefix)
+    assert os.stat(path).st_ino == inode
