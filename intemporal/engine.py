@@ -160,6 +160,8 @@ class Engine:
         wf = as_workflow(fn)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         kwargs, protocols = dict(kwargs or {}), dict(protocols or {})
+        if self.worker and self.closing:  # before anything is written: nobody would run it
+            raise RuntimeError("the engine is closed; start a new Engine to run more work")
         first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols)
         if not self.store.create(run_id, first):
             return self._existing(run_id, wf, protocols)

@@ -750,11 +750,6 @@ def test_flush_durability_runs_the_same(store: intemporal.Store) -> None:
         assert eng.get_run("flushed").status is RunStatus.COMPLETED
 
 
-@pytest.mark.xfail(
-    reason="engine bug: Engine.start writes the run to the store before _launch refuses "
-    "a closed engine",
-    strict=True,
-)
 def test_start_on_a_closed_engine_raises_and_writes_nothing(store: intemporal.Store) -> None:
     @intemporal.workflow
     def wf() -> int:
