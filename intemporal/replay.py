@@ -134,6 +134,7 @@ class RunContext:
         forgotten = _failures_to_retry(events)
         self.recorded: dict[int, Event] = {}
         self.failed_attempts: dict[int, int] = {}
+        self.retry_at: dict[int, float] = {}  # when a resumed retry is due (epoch seconds)
         self.consumed_signals: set[str] = set()
         for i, ev in enumerate(events):
             seq = ev.get("seq")
@@ -143,8 +144,9 @@ class RunContext:
                 self.consumed_signals.add(ev["signal_id"])
             if ev["type"] == "attempt_failed":
                 self.failed_attempts[seq] = ev["attempt"]
+                self.retry_at[seq] = ev.get("ts", 0.0) + ev.get("retry_in", 0.0)
                 if seq in forgotten and i < forgotten[seq]:
-                    del self.failed_attempts[seq]  # retried with a fresh budget
+                    del self.failed_attempts[seq], self.retry_at[seq]  # a fresh budget
             elif forgotten.get(seq) != i:
                 self.recorded[seq] = ev
         self.last_recorded = max(self.recorded, default=0)
@@ -228,6 +230,11 @@ class RunContext:
     ) -> Any:
         """Execute activity `name` as operation `seq` with retries; journal its outcome."""
         attempt = self.failed_attempts.get(seq, 0) + 1
+        if attempt > 1:
+            # Resumed in the middle of retries: wait out the rest of the recorded backoff,
+            # or the current policy's, if the code now asks for a shorter one.
+            left = self.retry_at.get(seq, 0.0) - time.time()
+            self.host.pause(self, min(left, retry.delay(attempt - 1)))
         while True:
             started = round(time.time(), 6)
             try:

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from process_helpers import wait_until
+
 import intemporal
 from intemporal import Engine, FileStore, RunStatus
-from tests.process_helpers import wait_until
 
 
 @intemporal.workflow(name="recover.parked")

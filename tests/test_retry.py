@@ -449,3 +449,31 @@ def test_attempt_count_survives_a_sigkill_during_backoff(
     events = crash.events()
     assert [e["attempt"] for e in events if e["type"] == "attempt_failed"] == [1, 2]
     assert [e["attempts"] for e in events if e["type"] == "activity_failed"] == [3]
+
+
+def test_a_resumed_run_waits_out_the_rest_of_its_backoff(store: intemporal.Store) -> None:
+    # Given a run whose attempt 1 failed and whose retry is due in 0.6 s, then stopped
+    calls = Calls()
+    policy = RetryPolicy(max_attempts=2, initial_interval=0.6, backoff=1.0)
+
+    @intemporal.activity(name="backoff.flaky", retry=policy)
+    def flaky() -> str:
+        calls.hit("flaky")
+        if calls["flaky"] == 1:
+            raise ValueError("down")
+        return "up"
+
+    @intemporal.workflow(name="backoff.wf")
+    def wf() -> str:
+        return flaky()
+
+    engine = Engine(store, threads=2)
+    engine.start(wf, run_id="later")
+    wait_until(lambda: calls["flaky"] == 1, what="the first attempt")
+    engine.close()  # cuts the backoff short; the run stays resumable
+    failed = next(e for e in engine.history("later") if e["type"] == "attempt_failed")
+    # When it is resumed, then attempt 2 starts no earlier than the recorded retry time
+    with Engine(store, threads=2) as again:
+        assert again.resume("later").result(timeout=10) == "up"
+        done = next(e for e in again.history("later") if e["type"] == "activity_completed")
+    assert done["started"] >= failed["ts"] + failed["retry_in"] - 0.01
