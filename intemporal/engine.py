@@ -37,7 +37,7 @@ from .errors import (
 )
 from .handle import RunHandle, final_outcome
 from .loader import load_workflow
-from .replay import ChildNotFinished, RunContext, _current, child_id
+from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id
 from .runs import first_event, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 
@@ -125,7 +125,14 @@ class Engine:
         return self._closing.is_set()
 
     def pause(self, ctx: RunContext, seconds: float) -> None:
-        """Wait `seconds` on the run's thread; cut short by cancellation or shutdown."""
+        """Wait `seconds` (a retry backoff); cut short by cancellation or shutdown.
+
+        A long backoff on the workflow's own thread parks the run instead of holding the
+        thread: the attempt count is journaled, so the run picks up where it stopped.
+        """
+        parkable = seconds > INLINE_WAIT and threading.get_ident() == ctx.thread
+        if parkable and not ctx._cancel_pending() and not self.closing:
+            raise _Wait("retry backoff", round(time.time() + seconds, 6))
         if seconds > 0:
             ctx.wake.clear()  # then look: a close() or cancel() after the look sets it again
             if not ctx._cancel_pending() and not self.closing:

@@ -124,6 +124,7 @@ class RunContext:
         self.poisoned: NonDeterminismError | None = None
         self.cancel_requested = threading.Event()
         self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
+        self.thread = threading.get_ident()  # the workflow's own thread: it may park the run
         self.cancel_delivered = False
         self.signals: dict[str, deque[Event]] = {}  # unconsumed signals, FIFO per name
         self._seen_signals: set[str] = set()
