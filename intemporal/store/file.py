@@ -54,14 +54,22 @@ CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_cla
 
 MTIME_SLACK = 2.0  # seconds a journal's mtime may trail the `ts` stamped in its first line
 
-# json.dumps(..., separators=...) builds a new encoder per call; one shared encoder gives
-# the same bytes (same defaults) a few µs sooner on the per-activity path.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_default = json.JSONEncoder().default
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 
 
 def dumps(event: Event) -> bytes:
-    """One journal line: compact JSON and a newline."""
-    return (_encode(event) + "\n").encode()
+    """One journal line: compact JSON and a newline (the bytes of `json.dumps(event,
+    separators=(",", ":"))`, built with the C encoder directly: ~1 µs less per append)."""
+    if _c_make_encoder is None:
+        return (_encode(event) + "\n").encode()
+    # The arguments of JSONEncoder.iterencode's one-shot path, with the default options;
+    # a fresh markers dict per call, as there, for the circular-reference check.
+    chunks = _c_make_encoder(
+        {}, _default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )(event, 0)
+    return ("".join(chunks) + "\n").encode()
 
 
 def parse_lines(data: bytes, path: str, start_line: int = 1) -> tuple[list[Event], int]:
@@ -283,9 +291,11 @@ class FileStore(Store):
         claimed = False if finished else self.is_claimed(run_id)
         return self.adopt(summarize(run_id, events, claimed))
 
-    def _journals(self) -> Iterator[tuple[float, str]]:
-        """(mtime, run id) of every journal, child runs' subfolders included."""
+    def _journals_newest_first(self) -> list[tuple[float, str]]:
+        """(-mtime, run id) of every journal, child runs' folders included, as a heap."""
+        out: list[tuple[float, str]] = []
         stack = [("", str(self.root))]
+        cut = -len(JOURNAL)
         while stack:
             prefix, folder = stack.pop()
             try:
@@ -296,12 +306,13 @@ class FileStore(Store):
                 name = entry.name
                 if name.endswith(JOURNAL):  # temporary files end in .tmp, never .jsonl
                     try:
-                        mtime = entry.stat().st_mtime
+                        out.append((-entry.stat().st_mtime, prefix + name[:cut]))
                     except FileNotFoundError:
                         continue
-                    yield mtime, prefix + name[: -len(JOURNAL)]
                 elif entry.is_dir(follow_symlinks=False):
                     stack.append((prefix + name + "/", entry.path))
+        heapq.heapify(out)  # O(n); only the few newest are popped, in order
+        return out
 
     def list_runs(
         self,
@@ -319,8 +330,10 @@ class FileStore(Store):
             return super().list_runs(status=status, workflow=workflow, limit=limit)
         want = RunStatus(status) if status is not None else None
         best: list[tuple[float, str, RunInfo]] = []  # a min-heap of the newest `limit`
-        for mtime, rid in sorted(self._journals(), reverse=True):
-            if limit == 0 or (len(best) >= limit and mtime + MTIME_SLACK < best[0][0]):
+        journals = self._journals_newest_first()
+        while journals and limit:
+            neg_mtime, rid = heapq.heappop(journals)
+            if len(best) >= limit and -neg_mtime + MTIME_SLACK < best[0][0]:
                 break
             try:
                 info = self.summary(rid)
