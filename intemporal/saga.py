@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 from .api import Activity, stub
-from .errors import CompensationError
+from .errors import Cancelled, CompensationError
 
 
 class Saga:
@@ -41,12 +41,21 @@ class Saga:
         self._steps.append((act, args, kwargs))
 
     def compensate(self) -> None:
-        """Run the registered compensations, last first; each runs once even if others fail."""
+        """Run the registered compensations, last first; each runs once even if others fail.
+
+        A cancellation requested while compensating is delivered once, to the compensation
+        that was next or running (`heartbeat()`); that compensation then runs again.
+        """
         failures = []
         while self._steps:
             act, args, kwargs = self._steps.pop()
             try:
-                act(*args, **kwargs)
+                try:
+                    act(*args, **kwargs)
+                except Cancelled:
+                    # A cancellation requested mid-rollback is delivered here, once: run
+                    # the compensation it stopped again rather than skip it.
+                    act(*args, **kwargs)
             except Exception as exc:  # recorded in the journal by the activity; keep going
                 failures.append((act.name, exc))
         self.failures.extend(failures)

@@ -29,6 +29,22 @@ def check_protocols(out: str) -> None:
     assert out.count("attempt_failed") == 2  # the flaky warehouse, retried per its policy
 
 
+def check_booking_saga(out: str) -> None:
+    # the failure roll-back: LIFO, in the call log and in the journal; the card error
+    assert "calls:   book_hotel, book_flight, charge_card, cancel_flight, cancel_hotel\n" in out
+    assert (
+        "journal: book_hotel ok, book_flight ok, charge_card failed, cancel_flight ok, "
+        "cancel_hotel ok\n"
+    ) in out
+    assert "result() raised CardDeclined: card declined for trip-declined-" in out
+    assert re.search(r"run trip-declined-\w+ is failed: CardDeclined: card declined", out), out
+    # the cancellation roll-back: the sleeping run is woken at once, undone, cancelled
+    assert "calls:   book_hotel, book_flight, cancel_flight, cancel_hotel\n" in out
+    took = re.search(r"result\(\) raised Cancelled after ([0-9.]+) s", out)
+    assert took is not None and float(took.group(1)) < 1.0, out
+    assert re.search(r"run trip-cancelled-\w+ is cancelled: Cancelled", out), out
+
+
 def check_crash_and_resume(out: str) -> None:
     assert "Killed the worker with SIGKILL" in out
     assert "orphaned=True" in out
@@ -43,6 +59,7 @@ EXPECTED: dict[str, Callable[[str], None]] = {
     "hello.py": check_hello,
     "protocols.py": check_protocols,
     "crash_and_resume.py": check_crash_and_resume,
+    "booking_saga.py": check_booking_saga,
 }
 
 
