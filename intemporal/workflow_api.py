@@ -295,6 +295,11 @@ def join_any(futures: Sequence[DurableFuture[Any]]) -> tuple[int, Any]:
                     return i
             return NOT_READY
 
-        index = ctx.block(seq, op, None, first_done, hold=True)
+        # Submitted activities report to the workflow's thread and lease: hold the thread
+        # while waiting for them. Child runs alone are waited for without a thread, as
+        # `result()` does: a child's end wakes the run, which replays to here (holding it
+        # would deadlock a pool of N threads under N such parents).
+        only_children = all(f._child is not None for f in futures)
+        index = ctx.block(seq, op, None, first_done, hold=not only_children)
         ctx.append({"type": "join_any", "seq": seq, "name": op, "index": index})
     return index, futures[index].result()

@@ -55,10 +55,22 @@ def check_crash_and_resume(out: str) -> None:
     assert int(twice.group(1)) <= 1  # at most the step in flight at the kill
 
 
+def check_fan_out(out: str) -> None:
+    assert "map-reduce over 10 inputs in 5 chunks, one child run each:" in out
+    rows = re.findall(
+        r"^  (fan-out-[0-9a-f]{8})/(\d+)  \[.*\]  -> (\d+)  \(completed\)$", out, re.M
+    )
+    assert [int(seq) for _, seq, _ in rows] == [1, 2, 3, 4, 5], out  # "<parent>/<seq>"
+    assert len({parent for parent, _, _ in rows}) == 1
+    assert sum(int(value) for _, _, value in rows) == 385
+    assert "result: 385 (sum of the squares of 1..10)" in out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
     "hello.py": check_hello,
     "protocols.py": check_protocols,
     "crash_and_resume.py": check_crash_and_resume,
+    "fan_out.py": check_fan_out,
     "booking_saga.py": check_booking_saga,
 }
 
