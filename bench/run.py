@@ -73,6 +73,7 @@ def machine(tmp: Path) -> dict[str, Any]:
         "filesystem": fs,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "loadavg_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -123,11 +124,6 @@ class Table:
             "—" if met is None else ("yes" if met else "**NO**"),
         ]
         self.rows.append(row)
-        print(
-            f"  [{n}] {metric}: intemporal {row[2]} | DBOS {row[3]} | ratio {row[4]} "
-            f"| target {row[5]} | met {row[6]}",
-            flush=True,
-        )
 
     def markdown(self) -> str:
         head = ["scenario", "metric", "intemporal", "DBOS", "ratio (x better)", "target", "met"]
@@ -218,7 +214,18 @@ def main() -> int:
         help="where to write the results (default bench/RESULTS.md; with --quick, "
         "bench/.tmp/RESULTS-quick.md so a smoke run never overwrites the real figures)",
     )
+    ap.add_argument(
+        "--rerender",
+        metavar="RESULTS_MD",
+        help="rebuild a results file from the raw figures it holds (after changing the notes)",
+    )
     args = ap.parse_args()
+    if args.rerender:
+        path = Path(args.rerender)
+        raw = json.loads(path.read_text().split("```json\n", 1)[1].split("\n```", 1)[0])
+        path.write_text(render(raw))
+        print(f"re-rendered {path}")
+        return 0
     only = parse_only(args.only)
     sizes = sc.Sizes.quick_sizes() if args.quick else sc.Sizes()
     if args.reps:
@@ -275,16 +282,62 @@ def _run(
     plain_us = plain["us_per_step"]
     log(f"plain Python: {plain_us:.3f} µs per step ({plain['source']})")
 
-    table = Table()
     res: dict[str, Any] = {}
+    raw["intemporal"] = res
+    measure = {
+        "1": lambda: sc.sequential(ctx, "fsync"),
+        "2": lambda: sc.concurrent(ctx),
+        "3": lambda: sc.sequential(ctx, "flush"),
+        "4": lambda: sc.recovery(ctx),
+        "5": lambda: sc.replay(ctx),
+        "6": lambda: sc.waiting(ctx),
+        "7": lambda: measure_list(ctx),
+    }
+    for n in only:
+        log(f"\n[{n}] {TITLES[n]} ...")
+        t0 = time.perf_counter()
+        res[n] = measure[n]()
+        for row in tabulate({**raw, "intemporal": {n: res[n]}}).rows:
+            log(
+                f"  [{n}] {row[1]}: intemporal {row[2]} | DBOS {row[3]} | ratio {row[4]} "
+                f"| target {row[5]} | met {row[6]}"
+            )
+        log(f"  ({time.perf_counter() - t0:.0f} s)")
+
+    mach["loadavg_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    raw["elapsed_s"] = time.perf_counter() - t_begin
+    raw["command"], raw["why_no_dbos"] = command, why
+    report = render(raw)
+    print("\n" + report)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(report)
+    log(f"written to {results_path}")
+    return 0
+
+
+def measure_list(ctx: sc.Ctx) -> dict[str, Any]:
+    """Scenario 7: the listing, and the import time of the package."""
+    r = sc.list_big(ctx)
+    r["import_s"] = sc.import_time(
+        sys.executable, "intemporal", ctx.sizes.import_reps, sc.child_env()
+    )
+    r["import_top_ms"] = sc.import_top("intemporal")
+    return r
+
+
+def tabulate(raw: dict[str, Any]) -> Table:
+    """The results table (and notes) from the raw figures of a run."""
+    table = Table()
+    res, dbos, mach = raw["intemporal"], raw["dbos"], raw["machine"]
+    sizes = sc.Sizes(**raw["sizes"])
+    plain_us = raw["plain"]["us_per_step"]
     d_seq = dbos.get("seq") or {}
 
     def vs_plain(n: str, what: str, us: float) -> None:
         table.plain.append([f"{n} {TITLES[n]}", what, f"{us:,.1f} µs", f"{us / plain_us:,.0f}x"])
 
-    if "1" in only:
-        log("\n[1] sequential, durable ...")
-        r = res["1"] = sc.sequential(ctx, "fsync")
+    if "1" in res:
+        r = res["1"]
         d = d_seq.get("steps_per_s")
         table.add(
             "1",
@@ -319,17 +372,24 @@ def _run(
             ratio=ratio_lo(r["us_per_workflow_K0"], d_seq.get("us_per_workflow_K0")),
             unit="µs",
         )
+        table.add(
+            "1",
+            f"µs per activity in long runs (W={r['long_W']}, K={r['long_K']:,})",
+            r["us_per_step_long_runs"],
+            None,
+            unit="µs",
+        )
         vs_plain("1", "per activity, all-in", r["us_per_step_all_in"])
         syncs = r["K"] + 3  # K activity fdatasyncs + run_completed + create's file and dir fsyncs
         floor = syncs * mach["fdatasync_us"] / r["K"]
         table.notes.append(
             f"1: each workflow costs {r['K'] + 1} fdatasyncs (K activities + the result) and two "
             f"fsyncs to create its journal; at {mach['fdatasync_us']:.0f} µs per sync on this disk "
-            f"that alone is ≥ {floor:.0f} µs per activity."
+            f"that alone is ≥ {floor:.0f} µs per activity (the journal creation's two fsyncs "
+            f"cost more than an append's: see the K=0 row)."
         )
-    if "2" in only:
-        log("\n[2] concurrent, durable ...")
-        r = res["2"] = sc.concurrent(ctx)
+    if "2" in res:
+        r = res["2"]
         dc = dbos.get("conc") or {}
         d_best = (
             max(
@@ -357,15 +417,41 @@ def _run(
             "2", "time to start all (main thread)", r["start_phase_s"], None, unit="s", digits=2
         )
         vs_plain("2", "per activity (wall / steps)", 1e6 / r["steps_per_s"])
+        total = r["W"] * r["K"] / r["steps_per_s"]
+        table.notes.append(
+            f"2: the start loop on the caller's thread took {r['start_phase_s']:.2f} s of the "
+            f"{total:.2f} s: every `start()` creates the run's journal durably (file and folder "
+            "fsynced) before returning, one after another, while 32 run threads contend for the "
+            "GIL and the disk; the runs finish almost as soon as the last one is started."
+        )
         if dc:
             table.notes.append(
                 f"2: DBOS's figure is the better of start_workflow and a queue "
                 f"(concurrency {dc.get('queue_worker_concurrency')}), at W={dc.get('W')}, "
                 f"{max(3, sizes.reps // 2)} reps each."
             )
-    if "3" in only:
-        log("\n[3] sequential, flush ...")
-        r = res["3"] = sc.sequential(ctx, "flush")
+    if "3" in res:
+        r = res["3"]
+        da = d_seq.get("us_per_step_all_in")
+        table.add(
+            "3",
+            f"µs per activity, all-in (W={r['W']}, K={r['K']})",
+            r["us_per_step_all_in"],
+            da,
+            ratio=ratio_lo(r["us_per_step_all_in"], da),
+            target="≤ 30 µs",
+            met=r["us_per_step_all_in"] <= 30,
+            unit="µs",
+        )
+        table.add(
+            "3",
+            f"µs per activity in long runs (W={r['long_W']}, K={r['long_K']:,})",
+            r["us_per_step_long_runs"],
+            None,
+            target="(≤ 30 µs)",
+            met=r["us_per_step_long_runs"] <= 30,
+            unit="µs",
+        )
         dm = d_seq.get("us_per_step_marginal")
         table.add(
             "3",
@@ -373,33 +459,30 @@ def _run(
             r["us_per_step_marginal"],
             dm,
             ratio=ratio_lo(r["us_per_step_marginal"], dm),
-            target="≤ 30 µs",
-            met=r["us_per_step_marginal"] <= 30,
             unit="µs",
         )
         table.add(
             "3",
-            "µs per activity, all-in",
-            r["us_per_step_all_in"],
-            d_seq.get("us_per_step_all_in"),
-            ratio=ratio_lo(r["us_per_step_all_in"], d_seq.get("us_per_step_all_in")),
+            "µs per workflow with K=0",
+            r["us_per_workflow_K0"],
+            d_seq.get("us_per_workflow_K0"),
+            ratio=ratio_lo(r["us_per_workflow_K0"], d_seq.get("us_per_workflow_K0")),
             unit="µs",
         )
-        table.add(
-            "3",
-            "steps/s",
-            r["steps_per_s"],
-            d_seq.get("steps_per_s"),
-            ratio=ratio_hi(r["steps_per_s"], d_seq.get("steps_per_s")),
-        )
-        vs_plain("3", "per activity, marginal", r["us_per_step_marginal"])
+        vs_plain("3", "per activity, long runs", r["us_per_step_long_runs"])
         table.notes.append(
             "3: DBOS has no flush mode; its column is its default (synchronous=FULL) run. "
-            "The per-workflow cost (journal creation: two fsyncs) is outside the marginal figure."
+            "The target is judged on the all-in figure of the W=300, K=10 workload; the long-run "
+            "row shows the activity's own cost with the per-workflow cost spread thin. The "
+            "marginal figure (K=10 minus K=0 batches) is noisy: it subtracts two timings "
+            f"dominated by fsyncs. Per workflow {r['us_per_workflow_K0']:,.0f} µs "
+            f"(= {r['us_per_workflow_K0'] / r['K']:,.0f} µs per activity at K={r['K']}) even in "
+            "flush mode: the journal is still created with two fsyncs and the final event is "
+            "still fdatasync'ed (the engine syncs them whatever `durability` says), plus the "
+            "hand-off to a pool thread and back."
         )
-    if "4" in only:
-        log("\n[4] recovery ...")
-        r = res["4"] = sc.recovery(ctx)
+    if "4" in res:
+        r = res["4"]
         drs = dbos.get("recovery") or []
         key = "spawn_to_last_step_s (recovery complete)"
         d = sc.med([x[key] for x in drs]) if drs else None
@@ -438,9 +521,8 @@ def _run(
             "processes); the activity kills its own process inside activity kill_at, so "
             "exactly one activity is in flight."
         )
-    if "5" in only:
-        log("\n[5] replay ...")
-        r = res["5"] = sc.replay(ctx)
+    if "5" in res:
+        r = res["5"]
         table.add(
             "5",
             f"resume → next new activity ({r['completed_activities']:,} done)",
@@ -463,9 +545,8 @@ def _run(
             f"5: {r['reps']} reps, each a fresh process on a copy of the journal "
             f"({r['journal_bytes'] or 0:,} bytes)."
         )
-    if "6" in only:
-        log("\n[6] waiting at scale ...")
-        r = res["6"] = sc.waiting(ctx)
+    if "6" in res:
+        r = res["6"]
         if not r.get("available"):
             table.add(
                 "6",
@@ -510,9 +591,8 @@ def _run(
                 f"({r['not_waiting']} never waiting), {r['woken']:,} woken, "
                 f"{r['not_finished']} not finished."
             )
-    if "7" in only:
-        log("\n[7] list and import ...")
-        r = res["7"] = sc.list_big(ctx)
+    if "7" in res:
+        r = res["7"]
         if r["cli"]:
             table.add(
                 "7",
@@ -542,9 +622,8 @@ def _run(
         table.add(
             "7", "Engine.list_runs(limit=50) call alone", r["api_list_s"], None, unit="s", digits=3
         )
-        ours_imp = sc.import_time(sys.executable, "intemporal", sizes.import_reps, sc.child_env())
+        ours_imp = r["import_s"]
         d_imp = dbos.get("import_s")
-        r["import_s"] = ours_imp
         table.add(
             "7",
             '`python -c "import intemporal"` (vs `import dbos`)',
@@ -555,7 +634,6 @@ def _run(
             met=ours_imp <= 0.150,
             unit="ms",
         )
-        r["import_top_ms"] = sc.import_top("intemporal")
         table.notes.append(
             f"7: the store was written directly in the engine's journal format "
             f"({r['runs']:,} runs + lock files, {r['build_s']:.1f} s to build), runs created 0.1 s "
@@ -564,29 +642,17 @@ def _run(
             f"{sizes.import_reps} fresh interpreters; slowest imports (ms, cumulative): "
             + ", ".join(f"{n} {ms:.0f}" for n, ms in r["import_top_ms"][:5])
         )
-    raw["intemporal"] = res
-
-    elapsed = time.perf_counter() - t_begin
-    report = render(command, mach, dbos, why, plain, table, sizes, elapsed, raw)
-    print("\n" + report)
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(report)
-    log(f"written to {results_path}")
-    return 0
+    return table
 
 
-def render(
-    command: str,
-    mach: dict[str, Any],
-    dbos: dict[str, Any],
-    why: str,
-    plain: dict[str, Any],
-    table: Table,
-    sizes: sc.Sizes,
-    elapsed: float,
-    raw: dict[str, Any],
-) -> str:
-    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+def render(raw: dict[str, Any]) -> str:
+    """RESULTS.md: the command, the machine, the table, the notes and the raw figures."""
+    table = tabulate(raw)
+    mach, dbos, plain = raw["machine"], raw["dbos"], raw["plain"]
+    why = raw.get("why_no_dbos", "" if dbos else "not measured")
+    sizes = sc.Sizes(**raw["sizes"])
+    command, elapsed = raw.get("command", "?"), raw.get("elapsed_s", 0.0)
+    now = raw.setdefault("date", datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
     lines = [
         "# Benchmark results",
         "",
@@ -595,7 +661,9 @@ def render(
         "",
         f"Machine: nproc {mach['nproc']}, filesystem {mach['filesystem']} (bench dir), "
         f"Python {mach['python']}, {mach['platform']}; append + fdatasync of one line: "
-        f"{mach['fdatasync_us']:.0f} µs (median of 200).",
+        f"{mach['fdatasync_us']:.0f} µs (median of 200); 1-minute load average "
+        f"{num(mach['loadavg_start'], 2)} at the start, {num(mach['loadavg_end'], 2)} at the end "
+        "(anything else running competes for the same cores and disk).",
         "",
     ]
     if dbos and not why:

@@ -36,6 +36,8 @@ class Sizes:
     reps: int = 5
     seq_w: int = 300
     seq_k: int = 10
+    long_w: int = 5
+    long_k: int = 1000
     conc_w: int = 1000
     conc_k: int = 10
     conc_threads: int = 32
@@ -59,6 +61,8 @@ class Sizes:
             reps=3,
             seq_w=20,
             seq_k=3,
+            long_w=2,
+            long_k=100,
             conc_w=40,
             conc_k=3,
             rec_k=60,
@@ -151,9 +155,19 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
             times_k.append(batch(k))
         for _ in range(sz.reps):
             times_0.append(batch(0))
+        # long runs: the per-workflow cost spread over many activities
+        times_long = []
+        for _ in range(sz.reps):
+            t0 = time.perf_counter()
+            for j in range(sz.long_w):
+                engine.run(workload.seq_workflow, sz.long_k, j)
+            times_long.append(time.perf_counter() - t0)
     shutil.rmtree(store, ignore_errors=True)
     t_k, t_0 = med(times_k), med(times_0)
     return {
+        "long_W": sz.long_w,
+        "long_K": sz.long_k,
+        "us_per_step_long_runs": med(times_long) / (sz.long_w * sz.long_k) * 1e6,
         "W": w,
         "K": k,
         "reps": sz.reps,
