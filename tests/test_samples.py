@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,20 @@ def check_crash_and_resume(out: str) -> None:
     assert int(twice.group(1)) <= 1  # at most the step in flight at the kill
 
 
+def check_approval(out: str) -> None:
+    run = re.search(r"Started run (expense-[0-9a-f]{8})", out)
+    assert run is not None, out
+    assert "progress: 0.5, status: waiting" in out
+    # the exact command a user runs to approve it, then its output
+    assert re.search(
+        rf"intemporal --store \S+ signal {run.group(1)} approve '{{\"by\": \"alice\"}}'", out
+    ), out
+    assert f"signal 'approve' sent to {run.group(1)}" in out
+    assert "progress: 1.0" in out
+    assert "'status': 'paid'" in out
+    assert "paid 240 EUR to bob (approved by alice)" in out
+
+
 def check_fan_out(out: str) -> None:
     assert "map-reduce over 10 inputs in 5 chunks, one child run each:" in out
     rows = re.findall(
@@ -72,6 +87,11 @@ EXPECTED: dict[str, Callable[[str], None]] = {
     "crash_and_resume.py": check_crash_and_resume,
     "fan_out.py": check_fan_out,
     "booking_saga.py": check_booking_saga,
+    "approval.py": check_approval,
+}
+
+ARGS: dict[str, list[str]] = {  # extra arguments, so that no sample waits for a person
+    "approval.py": ["--auto"],
 }
 
 
@@ -81,6 +101,7 @@ def run_sample(path: Path, tmp_path: Path, *args: str) -> subprocess.CompletedPr
         [sys.executable, str(path), *args],
         cwd=tmp_path,
         env=env,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -93,7 +114,7 @@ def test_sample_runs(sample: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
 
     # When it runs as `python samples/X.py --store DIR`
-    proc = run_sample(sample, tmp_path, "--store", str(store))
+    proc = run_sample(sample, tmp_path, "--store", str(store), *ARGS.get(sample.name, []))
 
     # Then it exits 0 and prints what it promises
     assert proc.returncode == 0, f"{sample.name} failed:\n{proc.stdout}\n{proc.stderr}"
@@ -111,3 +132,15 @@ def test_hello_runs_without_a_store_argument(tmp_path: Path) -> None:
     proc = run_sample(SAMPLES / "hello.py", tmp_path)
     assert proc.returncode == 0, proc.stderr
     check_hello(proc.stdout)
+
+
+def test_approval_is_signalled_from_the_cli_within_seconds(tmp_path: Path) -> None:
+    # Given the approval sample, approved by the CLI in a subprocess
+    started = time.monotonic()
+    proc = run_sample(SAMPLES / "approval.py", tmp_path, "--store", str(tmp_path / "store"))
+
+    # Then (auto mode: stdin is not a terminal) it finishes in a few seconds
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--auto: running that command in a subprocess" in proc.stdout
+    check_approval(proc.stdout)
+    assert time.monotonic() - started < 5
