@@ -184,10 +184,12 @@ class Engine:
         if recorded != wf.name:
             raise RunConflict(run_id, str(recorded), wf.name)
         info = self.store.summary(run_id)
+        left_behind = info.status in (RunStatus.PENDING, RunStatus.RUNNING) or info.orphaned
         if (
             self.worker
-            and info.status in (RunStatus.PENDING, RunStatus.RUNNING)
+            and left_behind
             and run_id not in self._active
+            and run_id not in self._sleeping
             and not self.store.is_claimed(run_id)
         ):
             return self.resume(run_id, protocols=protocols or None)

@@ -109,3 +109,15 @@ def test_a_workflow_in_a_package_resumes_from_another_folder(tmp_path: Path) -> 
     # Then it completes
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "42"
+
+
+def test_starting_again_a_run_whose_engine_died_while_it_waited_resumes_it(
+    tmp_path: Path,
+) -> None:
+    store = FileStore(tmp_path / "store")
+    first = Engine(store, threads=2)
+    h = first.start(parked, 5, run_id="again")
+    wait_until(lambda: h.status() is RunStatus.WAITING, what="the run to be parked")
+    first.close()  # its engine is gone: the waiting run is an orphan
+    with Engine(store, threads=2) as second:
+        assert second.start(parked, 5, run_id="again").result(timeout=10) == 6
