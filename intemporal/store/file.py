@@ -52,6 +52,8 @@ DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then loo
 CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_claimed` probe
 
 
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until linked
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 MTIME_SLACK = 2.0  # seconds a journal's mtime may trail the `ts` stamped in its first line
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -200,6 +202,7 @@ class FileStore(Store):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.location = str(self.root)
+        self._tmpfile_ok = _O_TMPFILE != 0  # until the system says otherwise
         if not self.root.is_dir():
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -217,29 +220,60 @@ class FileStore(Store):
             d.mkdir(mode=0o700, exist_ok=True)
 
     def create(self, run_id: str, first: Event) -> bool:
+        # Few system calls: under load each one may hand the GIL to another thread and
+        # wait to get it back, and `Engine.start` calls this on the caller's thread.
         path = self.path(run_id)
-        if path.exists():
-            return False
-        self._mkdirs(path.parent)
-        # Write aside then hard-link into place: readers never see a half-written first
-        # line, and of two processes creating the same id exactly one wins.
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        data = dumps(first)
         try:
-            os.write(fd, dumps(first))
-            os.fsync(fd)
-            os.close(fd)
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-        dfd = os.open(path.parent, os.O_RDONLY)
+            dfd = os.open(path.parent, os.O_RDONLY | _O_DIRECTORY)
+        except FileNotFoundError:
+            self._mkdirs(path.parent)
+            dfd = os.open(path.parent, os.O_RDONLY | _O_DIRECTORY)
         try:
+            if not self._link_new(dfd, path.name, data):
+                return False
             os.fsync(dfd)  # the new name itself must survive a power cut
         finally:
             os.close(dfd)
         return True
+
+    def _link_new(self, dfd: int, name: str, data: bytes) -> bool:
+        """Write `data` aside, sync it, then hard-link it as `name` in folder `dfd`.
+
+        Readers never see a half-written first line, and of two processes creating the same
+        name exactly one wins (the other's link fails: False). An unnamed O_TMPFILE needs
+        no temporary name, nor its removal, and leaves nothing behind after a crash; where
+        the kernel, the filesystem or /proc cannot do that, a named temporary file is used.
+        """
+        if self._tmpfile_ok:
+            try:
+                fd = os.open(".", os.O_WRONLY | _O_TMPFILE, 0o600, dir_fd=dfd)
+            except OSError:
+                self._tmpfile_ok = False
+            else:
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd)  # linkat, FOLLOW
+                    return True
+                except FileExistsError:
+                    return False
+                except FileNotFoundError:  # no /proc here: the named way below
+                    self._tmpfile_ok = False
+                finally:
+                    os.close(fd)
+        tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.close(fd)
+            os.unlink(tmp, dir_fd=dfd)
 
     def read(self, run_id: str) -> list[Event]:
         path = self.path(run_id)
