@@ -85,3 +85,22 @@ def test_claim_probe_and_release_with_flock(tmp_path: Path) -> None:
     lease.append({"type": "run_completed", "result": 1, "ts": 2.0}, sync=True)
     lease.release()
     assert [e["type"] for e in store.read("r1")] == ["run_started", "run_completed"]
+
+
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["O_TMPFILE", "named-temporary"])
+def test_create_once_private_and_without_leftovers(tmp_path: Path, tmpfile: bool) -> None:
+    # Given a store, with or without unnamed temporary files
+    store = FileStore(tmp_path)
+    store._tmpfile_ok = store._tmpfile_ok and tmpfile
+    first = {"type": "run_started", "workflow": "w", "ts": 1.0}
+
+    # When a run (and a child run in a new folder) is created, then created again
+    assert store.create("r1", first)
+    assert store.create("r1/2", first)
+    assert not store.create("r1", {**first, "ts": 2.0})
+
+    # Then the first creation stands, private, with no temporary file left behind
+    assert store.read("r1") == [first]
+    assert stat.S_IMODE(os.stat(tmp_path / "r1.jsonl").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "r1").st_mode) == 0o700
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["2.jsonl", "r1", "r1.jsonl"]
