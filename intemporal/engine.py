@@ -37,7 +37,7 @@ from .errors import (
 )
 from .handle import RunHandle, final_outcome
 from .loader import load_workflow
-from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id
+from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
 from .runs import first_event, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 
@@ -164,17 +164,38 @@ class Engine:
         Starting an existing `run_id` returns a handle to that run (and resumes it if it
         was left behind); the same id for another workflow raises `RunConflict`.
         """
+        return self._start(fn, args, run_id, protocols, queue, kwargs, inline=False)
+
+    def _start(
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        run_id: str | None,
+        protocols: dict[type, Any] | None,
+        queue: str | None,
+        kwargs: dict[str, Any] | None,
+        inline: bool,
+    ) -> RunHandle:
         wf = as_workflow(fn)
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         kwargs, protocols = dict(kwargs or {}), dict(protocols or {})
         if self.worker and self.closing:  # before anything is written: nobody would run it
             raise RuntimeError("the engine is closed; start a new Engine to run more work")
         first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols)
-        if not self.store.create(run_id, first):
+        if not self.store.create(run_id, first, self.sync):
             return self._existing(run_id, wf, protocols)
         if not self.worker:
             return RunHandle(self, run_id)
         exe = _Execution(run_id, wf, args, kwargs, protocols)
+        if inline and current() is None:
+            # `run()` waits anyway: execute on the caller's thread, no pool hand-off.
+            with self._mutex:
+                if self.closing:
+                    raise RuntimeError("the engine is closed; start a new Engine to run more work")
+                self._active[run_id] = exe
+            self._ensure_watcher()
+            self._execute(exe, [first])
+            return RunHandle(self, run_id, exe)
         return RunHandle(self, run_id, self._launch(exe, [first]))
 
     def _existing(
@@ -195,9 +216,20 @@ class Engine:
             return self.resume(run_id, protocols=protocols or None)
         return RunHandle(self, run_id, self._active.get(run_id))
 
-    def run(self, fn: Any, *args: Any, **options: Any) -> Any:
-        """Start `fn(*args)` and wait for its result: `start(...).result()`."""
-        return self.start(fn, *args, **options).result()
+    def run(
+        self,
+        fn: Any,
+        *args: Any,
+        run_id: str | None = None,
+        protocols: dict[type, Any] | None = None,
+        queue: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        """Start `fn(*args)` and wait for its result: `start(...).result()`.
+
+        The run executes on the calling thread until it finishes or waits.
+        """
+        return self._start(fn, args, run_id, protocols, queue, kwargs, inline=True).result()
 
     def resume(
         self,
@@ -311,14 +343,14 @@ class Engine:
             return
         if last == "run_failed":  # resuming a failed run: retry what failed
             resumed: Event = {"type": "run_resumed", "ts": round(time.time(), 6)}
-            lease.append(resumed, True)
+            lease.append(resumed, self.sync)
             events.append(resumed)
         ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
         messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
         ctx.deliver(messages)
         if ctx.cancel_requested.is_set() and len(events) == 1:
             exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
-            ctx.append({"type": "run_cancelled", "error": encode_error(exc)}, True)
+            ctx.append({"type": "run_cancelled", "error": encode_error(exc)})
             exe.finish("error", exc, terminal=True)
             return
         token = _current.set(ctx)
@@ -332,7 +364,7 @@ class Engine:
                 raise SerializationError(
                     f"the result of workflow {exe.wf.name!r} cannot be stored: {exc}"
                 ) from exc
-            ctx.append({"type": "run_completed", "result": value}, True)
+            ctx.append({"type": "run_completed", "result": value})
             exe.finish("ok", result, terminal=True)
         except Suspend as exc:
             self._wait_inflight(ctx)
@@ -353,7 +385,7 @@ class Engine:
                 exe.finish("error", ctx.poisoned)
             elif isinstance(exc, Exception):
                 kind = "run_cancelled" if isinstance(exc, Cancelled) else "run_failed"
-                ctx.append({"type": kind, "error": encode_error(exc)}, True)
+                ctx.append({"type": kind, "error": encode_error(exc)})
                 exe.finish("error", exc, terminal=True)
             else:
                 exe.finish("stopped", exc)  # KeyboardInterrupt & co: stop, leave it resumable
@@ -384,7 +416,7 @@ class Engine:
         cid = child_id(ctx.run_id, seq)
         if not self.store.exists(cid):
             first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id)
-            self.store.create(cid, first)
+            self.store.create(cid, first, self.sync)
         info = self.store.summary(cid)
         if info.status.finished:
             return final_outcome(info) if wait else None

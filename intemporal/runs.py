@@ -50,25 +50,29 @@ def _encode_args(
     wf: Workflow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], codec: str
 ) -> tuple[list[Any], dict[str, Any]]:
     """Encode a run's arguments, naming the one that cannot be stored."""
-    try:
-        names = list(inspect.signature(wf.fn).parameters)
-    except (TypeError, ValueError):
-        names = []
-    labelled = [
-        (f"{names[i]!r} (position {i})" if i < len(names) else f"at position {i}", v)
-        for i, v in enumerate(args)
-    ]
-    out = [_encode_arg(wf, label, v, codec) for label, v in labelled]
+    out = []
+    for i, value in enumerate(args):
+        try:
+            out.append(encode(value, codec))
+        except SerializationError as exc:  # only now pay for the signature, to name it
+            try:
+                names = list(inspect.signature(wf.fn).parameters)
+            except (TypeError, ValueError):
+                names = []
+            label = f"{names[i]!r} (position {i})" if i < len(names) else f"at position {i}"
+            raise _arg_error(wf, label, exc) from exc
     return out, {k: _encode_arg(wf, repr(k), v, codec) for k, v in kwargs.items()}
+
+
+def _arg_error(wf: Workflow[Any, Any], label: str, exc: SerializationError) -> SerializationError:
+    return SerializationError(f"argument {label} of workflow {wf.name!r} cannot be stored: {exc}")
 
 
 def _encode_arg(wf: Workflow[Any, Any], label: str, value: Any, codec: str) -> Any:
     try:
         return encode(value, codec)
     except SerializationError as exc:
-        raise SerializationError(
-            f"argument {label} of workflow {wf.name!r} cannot be stored: {exc}"
-        ) from exc
+        raise _arg_error(wf, label, exc) from exc
 
 
 def rebuild_protocols(first: Event) -> dict[type, Any]:

@@ -178,8 +178,11 @@ class Store(ABC):
     location: str | None = None
 
     @abstractmethod
-    def create(self, run_id: str, first: Event) -> bool:
-        """Create a run whose journal starts with `first`, durably; False if it exists."""
+    def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
+        """Create a run whose journal starts with `first`; False if it exists.
+
+        With `sync`, return only once the run is on stable storage.
+        """
 
     @abstractmethod
     def read(self, run_id: str) -> list[Event]:

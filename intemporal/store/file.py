@@ -219,7 +219,7 @@ class FileStore(Store):
         for d in reversed(missing):  # Path.mkdir(parents=True) ignores `mode` for parents
             d.mkdir(mode=0o700, exist_ok=True)
 
-    def create(self, run_id: str, first: Event) -> bool:
+    def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
         # Few system calls: under load each one may hand the GIL to another thread and
         # wait to get it back, and `Engine.start` calls this on the caller's thread.
         path = self.path(run_id)
@@ -230,14 +230,15 @@ class FileStore(Store):
             self._mkdirs(path.parent)
             dfd = os.open(path.parent, os.O_RDONLY | _O_DIRECTORY)
         try:
-            if not self._link_new(dfd, path.name, data):
+            if not self._link_new(dfd, path.name, data, sync):
                 return False
-            os.fsync(dfd)  # the new name itself must survive a power cut
+            if sync:
+                os.fsync(dfd)  # the new name itself must survive a power cut
         finally:
             os.close(dfd)
         return True
 
-    def _link_new(self, dfd: int, name: str, data: bytes) -> bool:
+    def _link_new(self, dfd: int, name: str, data: bytes, sync: bool) -> bool:
         """Write `data` aside, sync it, then hard-link it as `name` in folder `dfd`.
 
         Readers never see a half-written first line, and of two processes creating the same
@@ -253,7 +254,8 @@ class FileStore(Store):
             else:
                 try:
                     os.write(fd, data)
-                    os.fsync(fd)
+                    if sync:
+                        os.fsync(fd)
                     os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd)  # linkat, FOLLOW
                     return True
                 except FileExistsError:
@@ -266,7 +268,8 @@ class FileStore(Store):
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
             os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             return True
         except FileExistsError:

@@ -44,7 +44,7 @@ class MemoryStore(Store):
         self._doorbell: list[str] = []
         self._engines: set[str] = set()
 
-    def create(self, run_id: str, first: Event) -> bool:
+    def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
         check_run_id(run_id)
         with self._mutex:
             if run_id in self._journals:
