@@ -110,7 +110,7 @@ def parse_lines(data: bytes, path: str, start_line: int = 1) -> tuple[list[Event
     return events, end
 
 
-def _try_lock(path: Path, patience: float = 0.0, probe: bool = False) -> Any:
+def _try_lock(path: str, patience: float = 0.0, probe: bool = False) -> Any:
     """Take the exclusive lock on `path`, waiting up to `patience` s; its handle, or None.
 
     `probe`: only to test it (`_is_locked`): opened read-only, never created.
@@ -149,10 +149,10 @@ def _unlock(handle: Any) -> None:
         handle.release()
 
 
-def _is_locked(path: Path) -> bool:
+def _is_locked(path: str) -> bool:
     """Whether some process (this one included) holds the lock on `path` now."""
     try:
-        if fcntl is None and not path.exists():
+        if fcntl is None and not os.path.exists(path):
             return False
         handle = _try_lock(path, probe=True)
     except FileNotFoundError:  # never claimed: nobody holds it
@@ -202,13 +202,24 @@ class FileStore(Store):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.location = str(self.root)
+        self._root = str(self.root)
+        self._bases: dict[str, str] = {}
         self._tmpfile_ok = _O_TMPFILE != 0  # until the system says otherwise
         if not self.root.is_dir():
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def path(self, run_id: str, suffix: str = JOURNAL) -> Path:
         """The file of `run_id` with `suffix`; the id is checked so it cannot escape the root."""
-        return self.root / (check_run_id(run_id) + suffix)
+        return Path(self._base(run_id) + suffix)
+
+    def _base(self, run_id: str) -> str:
+        """`<root>/<run_id>` as a string, the id checked once: pathlib costs µs per call."""
+        base = self._bases.get(run_id)
+        if base is None:
+            if len(self._bases) > 4096:
+                self._bases.clear()
+            base = self._bases[run_id] = os.path.join(self._root, check_run_id(run_id))
+        return base
 
     def _mkdirs(self, folder: Path) -> None:
         """Create `folder` and its missing parents, each one private (0700)."""
@@ -290,20 +301,20 @@ class FileStore(Store):
         return events
 
     def exists(self, run_id: str) -> bool:
-        return self.path(run_id).exists()
+        return os.path.exists(self._base(run_id) + JOURNAL)
 
     def claim(self, run_id: str) -> Lease | None:
-        path = self.path(run_id)
-        if not path.exists():
+        base = self._base(run_id)
+        if not os.path.exists(base + JOURNAL):
             raise RunNotFound(run_id)
         # `is_claimed` probes by taking the lock for a moment: wait out such a probe
         # (from any process) instead of mistaking it for an owner and dropping the run.
-        lock = _try_lock(self.path(run_id, LOCK), patience=CLAIM_PATIENCE)
+        lock = _try_lock(base + LOCK, patience=CLAIM_PATIENCE)
         if lock is None:
             return None
         fd = -1
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            fd = os.open(base + JOURNAL, os.O_RDWR | os.O_APPEND)
             size = os.fstat(fd).st_size
             # Only the tail matters here (readers parse and check every line): a last line
             # without its newline is a torn write from a crash; cut it before appending.
@@ -319,7 +330,7 @@ class FileStore(Store):
         return FileLease(run_id, lock, fd)
 
     def is_claimed(self, run_id: str) -> bool:
-        return _is_locked(self.path(run_id, LOCK))
+        return _is_locked(self._base(run_id) + LOCK)
 
     def summary(self, run_id: str) -> RunInfo:
         events = self.read(run_id)
@@ -390,7 +401,7 @@ class FileStore(Store):
     def send(self, run_id: str, message: Event) -> None:
         if not self.exists(run_id):
             raise RunNotFound(run_id)
-        fd = os.open(self.path(run_id, INBOX), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self._base(run_id) + INBOX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, dumps(message))
             os.fsync(fd)
@@ -427,7 +438,7 @@ class FileStore(Store):
         return ids, cursor + end
 
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
-        path = self.path(run_id, INBOX)
+        path = self._base(run_id) + INBOX
         try:
             with open(path, "rb") as f:
                 f.seek(cursor)
