@@ -261,7 +261,7 @@ def list_runs(
     if not runs:
         out.print("no runs" + (" match" if status or workflow else " yet"))
         return
-    out.print(render.runs_table(runs))
+    out.print(render.runs_table(runs, out.width))
     orphans = sum(info.orphaned for info in runs)
     if orphans:
         note = (

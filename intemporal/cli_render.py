@@ -11,6 +11,7 @@ each one ended.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -70,9 +71,16 @@ TIMELINE_WIDTH = 60  # characters of a value shown in the timeline
 HEADER_WIDTH = 400  # characters of args and result shown above it
 
 
+PIPE_WIDTH = 160  # columns when writing to a file or a pipe: tables are not squeezed to 80
+WIDE = 130  # from this width on, `intemporal list` shows every column
+
+
 def console(stderr: bool = False) -> Console:
     """A console on stdout (or stderr), made per call so it sees the current streams and $COLUMNS."""
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    out = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = PIPE_WIDTH
+    return out
 
 
 def elide(text: str, width: int) -> str:
@@ -139,28 +147,37 @@ def status_text(info: RunInfo) -> Text:
     return Text(info.status.value, style=STATUS_STYLE.get(info.status, ""))
 
 
-def runs_table(runs: list[RunInfo]) -> Table:
-    """The `intemporal list` table: one row per run, in the order given (newest first)."""
+def runs_table(runs: list[RunInfo], width: int = PIPE_WIDTH) -> Table:
+    """The `intemporal list` table: one row per run, in the order given (newest first).
+
+    Narrower than `WIDE` columns, it leaves out "updated" and "parent" (`show` has them)
+    rather than squeezing the run ids out of sight.
+    """
+    wide = width >= WIDE
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    table.add_column("run id", overflow="fold")
-    table.add_column("workflow", overflow="fold")
+    table.add_column("run id", overflow="fold", min_width=12)
+    table.add_column("workflow", overflow="fold", min_width=8)
     table.add_column("status", no_wrap=True)
     table.add_column("started", no_wrap=True)
-    table.add_column("updated", no_wrap=True)
+    if wide:
+        table.add_column("updated", no_wrap=True)
     table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("activities", justify="right", no_wrap=True)
-    table.add_column("parent", overflow="fold")
+    table.add_column("steps" if not wide else "activities", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("parent", overflow="fold")
     for info in runs:
-        table.add_row(
+        row = [
             Text(info.run_id, style=ORPHANED_STYLE if info.orphaned else ""),
             info.workflow,
             status_text(info),
-            fmt_time(info.created_at),
-            fmt_time(info.updated_at),
-            fmt_duration(info.duration),
-            str(info.steps),
-            info.parent or "",
-        )
+            fmt_time(info.created_at) if wide else fmt_time(info.created_at)[5:],
+        ]
+        if wide:
+            row.append(fmt_time(info.updated_at))
+        row += [fmt_duration(info.duration), str(info.steps)]
+        if wide:
+            row.append(info.parent or "")
+        table.add_row(*row)
     return table
 
 

@@ -251,6 +251,16 @@ def test_list_table_shows_runs_and_marks_orphans(cli: Cli, engine: intemporal.En
     assert cli("list", "--status", "bogus").exit_code == 2  # a usage error
 
 
+def test_list_in_a_narrow_terminal_still_shows_every_run_id(engine: intemporal.Engine) -> None:
+    # Given a run with a long id, When listing in 80 columns
+    engine.run(doubler, 1, run_id="a-rather-long-run-identifier-0042")
+    runner = CliRunner(env={"COLUMNS": "80", "INTEMPORAL_HOME": str(engine.store.location)})
+    out = runner.invoke(app, ["list"]).stdout
+    # Then the id is there (folded, not dropped), and no line is wider than the terminal
+    assert "a-rather-long" in out and "0042" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
 def test_read_commands_refuse_a_missing_store(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     runner = CliRunner(env={"INTEMPORAL_HOME": None})
