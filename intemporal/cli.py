@@ -570,8 +570,8 @@ def worker(
     """Execute runs until stopped (Ctrl-C): every pending run and every orphaned one.
 
     Every second it calls Engine.recover(), which resumes each unfinished run no process
-    owns (started with --detach, or crashed), and prints how each ended. --queue is passed
-    to the Engine; serving only some queues comes with queue workers (the workers issue).
+    owns (started with --detach, or crashed), and prints how each ended; runs recorded
+    meanwhile are taken at once. With --queue it serves only those queues.
     On Ctrl-C the runs stop at their next durable operation and stay resumable.
 
     Examples:

@@ -166,7 +166,7 @@ def runs_table(runs: list[RunInfo], width: int = PIPE_WIDTH) -> Table:
     if wide:
         table.add_column("parent", overflow="fold")
     for info in runs:
-        row = [
+        row: list[Text | str] = [
             Text(info.run_id, style=ORPHANED_STYLE if info.orphaned else ""),
             info.workflow,
             status_text(info),

@@ -185,6 +185,7 @@ class Engine:
         if not self.store.create(run_id, first, self.sync):
             return self._existing(run_id, wf, protocols)
         if not self.worker:
+            self.store.notify(run_id)  # so a running worker takes it without polling
             return RunHandle(self, run_id)
         exe = _Execution(run_id, wf, args, kwargs, protocols)
         if inline and current() is None:
@@ -260,7 +261,12 @@ class Engine:
         return RunHandle(self, run_id, self._launch(exe, None))
 
     def recover(self) -> list[RunHandle]:
-        """Resume every unfinished run that no live process owns; return their handles."""
+        """Resume every unfinished run that no live process owns; return their handles.
+
+        From then on the engine also follows the store's doorbell, so it takes new pending
+        runs recorded by clients (`Engine(worker=False)`) of the queues it serves.
+        """
+        self._ensure_watcher()
         handles = []
         for run_id in list(self.store.run_ids()):
             if run_id in self._active or run_id in self._sleeping:
@@ -271,6 +277,8 @@ class Engine:
                     continue
                 if info.status is RunStatus.WAITING and not info.orphaned:
                     continue  # parked by a live engine, which wakes it
+                if not self._serves(run_id):
+                    continue
                 handles.append(self.resume(run_id))
             except Exception as exc:  # one unreadable or unloadable run must not stop the rest
                 log.warning("cannot recover run %r: %s", run_id, exc)
@@ -448,13 +456,18 @@ class Engine:
 
     # -- messages from outside: cancellation, signals, child completions --------------------------
     def poke(self, run_id: str) -> None:
-        """Look at a run's inbox now: deliver to it if executing here, wake it if waiting here."""
+        """Look at a run's inbox now: deliver to it if executing here, wake it if waiting here.
+
+        A worker also takes a pending run that a client (`worker=False`) just recorded.
+        """
         with self._mutex:
             exe = self._active.get(run_id)
             if exe is None:
                 parked = self._sleeping.get(run_id)
                 if parked is not None and not self.closing:
                     self._relaunch(parked[0])
+                elif parked is None:
+                    self._adopt(run_id)
                 return
         if exe.ctx is None:
             self._rewake(exe)
@@ -477,6 +490,24 @@ class Engine:
             parked = self._sleeping.get(exe.run_id)
             if parked is not None and parked[0] is exe and not self.closing:
                 self._relaunch(exe)
+
+    def _adopt(self, run_id: str) -> None:
+        """Execute a pending or orphaned run of a queue this engine serves, if nobody owns it."""
+        if not self.worker or self.closing:
+            return
+        try:
+            info = self.store.summary(run_id)
+            left_behind = info.status is RunStatus.PENDING or info.orphaned
+            if left_behind and self._serves(run_id) and not self.store.is_claimed(run_id):
+                self.resume(run_id)
+        except Exception as exc:  # not ours to report to anyone: the run stays pending
+            log.warning("cannot take run %r: %s", run_id, exc)
+
+    def _serves(self, run_id: str) -> bool:
+        """Whether this engine takes runs of that run's queue (`Engine(queues=...)`)."""
+        if self.queues is None:
+            return True
+        return self.store.read(run_id)[0].get("queue") in self.queues
 
     def _ensure_watcher(self) -> None:
         with self._mutex:

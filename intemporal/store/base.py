@@ -208,6 +208,9 @@ class Store(ABC):
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         """Return the inbox messages after `cursor`, and the cursor to pass next time."""
 
+    def notify(self, run_id: str) -> None:  # noqa: B027 - optional: a store may have no doorbell
+        """Ring the doorbell for `run_id` with no message (a new pending run, say)."""
+
     @abstractmethod
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         """Which runs got inbox messages since `cursor`: the ids, or None for "look at all".

@@ -409,6 +409,9 @@ class FileStore(Store):
             os.close(fd)
         self._ring(run_id)
 
+    def notify(self, run_id: str) -> None:
+        self._ring(run_id)
+
     def _ring(self, run_id: str) -> None:
         # Engines stat this one file instead of every waiting run's inbox. Not fsynced: after
         # a power cut, engines restart and look at every run anyway.

@@ -81,6 +81,10 @@ class MemoryStore(Store):
             self._inboxes.setdefault(run_id, []).append(json.loads(json.dumps(message)))
             self._doorbell.append(run_id)
 
+    def notify(self, run_id: str) -> None:
+        with self._mutex:
+            self._doorbell.append(run_id)
+
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         with self._mutex:
             end = len(self._doorbell)

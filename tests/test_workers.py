@@ -1,0 +1,65 @@
+"""Workers: engines that execute runs recorded by clients (`Engine(worker=False)`), by queue."""
+
+from __future__ import annotations
+
+from process_helpers import wait_until
+
+import intemporal
+from intemporal import Engine, RunStatus, Store
+
+
+@intemporal.activity(name="workers.double")
+def double(x: int) -> int:
+    return x * 2
+
+
+@intemporal.workflow(name="workers.job")
+def job(x: int) -> int:
+    return double(x)
+
+
+def test_a_serving_worker_takes_a_run_a_client_records(store: Store) -> None:
+    # Given a worker that serves the store (recover() starts following its doorbell)
+    with Engine(store, threads=2) as worker:
+        assert worker.recover() == []
+        # When a client only records a run
+        with Engine(store, worker=False) as client:
+            handle = client.start(job, 21, run_id="from-client")
+            # Then the worker executes it without being asked again
+            assert handle.result(timeout=10) == 42
+    assert Engine(store, worker=False).get_run("from-client").status is RunStatus.COMPLETED
+
+
+def test_a_worker_serves_only_its_queues(store: Store) -> None:
+    with Engine(store, threads=2, queues=["emails"]) as worker:
+        worker.recover()
+        with Engine(store, worker=False) as client:
+            billing = client.start(job, 1, run_id="bill-1", queue="billing")
+            emails = client.start(job, 2, run_id="mail-1", queue="emails")
+            assert emails.result(timeout=10) == 4
+            # the billing run is left for a worker of its queue, by the doorbell and recover()
+            assert worker.recover() == []
+            assert billing.status() is RunStatus.PENDING
+    with Engine(store, threads=2, queues=["billing"]) as billing_worker:
+        assert [h.run_id for h in billing_worker.recover()] == ["bill-1"]
+        assert billing_worker.handle("bill-1").result(timeout=10) == 2
+
+
+def test_runs_started_on_an_engine_run_there_whatever_its_queues(store: Store) -> None:
+    with Engine(store, threads=2, queues=["emails"]) as engine:
+        assert engine.run(job, 5, queue="billing") == 10
+
+
+def test_a_workflow_queue_from_its_decorator_is_recorded(store: Store) -> None:
+    @intemporal.workflow(name="workers.queued", queue="reports")
+    def queued(x: int) -> int:
+        return double(x)
+
+    with Engine(store, worker=False) as client:
+        client.start(queued, 3, run_id="q-1")
+        assert client.history("q-1")[0]["queue"] == "reports"
+    with Engine(store, threads=2, queues=["reports"]) as worker:
+        worker.recover()
+        wait_until(
+            lambda: worker.get_run("q-1").status is RunStatus.COMPLETED, what="the queued run"
+        )
