@@ -84,7 +84,7 @@ def test_files_are_private(file_store: FileStore) -> None:
         assert _mode(path) == 0o700, path
     files = [p for p in root.rglob("*") if p.is_file()]
     suffixes = {p.suffix for p in files}
-    assert {".jsonl", ".lock", ".inbox"} <= suffixes
+    assert {".jsonl", ".inbox"} <= suffixes
     for path in files:
         assert _mode(path) == 0o600, path
 

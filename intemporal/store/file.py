@@ -1,17 +1,19 @@
 """The embedded store: a directory of append-only JSON-lines journals.
 
     .intemporal/
-      order-42.jsonl          the journal: one event per line, `cat` and `jq` friendly
-      order-42.lock           held (flock) by the process executing the run
+      order-42.jsonl          the journal: one event per line, `cat` and `jq` friendly;
+                              flocked by the process executing the run
       order-42.inbox          signals and cancellation requests from any process
       order-42/3.jsonl        a child run "order-42/3"
+      .doorbell               which runs got a message: engines stat this one file
+      .engines/ID.lock        held by each live engine that parks waiting runs
 
 Ownership is taken once per execution, not per append, with a plain `fcntl.flock` on the
-lock file: what `filelock` does on Unix, without its ~80 µs of bookkeeping (`filelock` is
-the fallback where there is no `fcntl`). The OS drops a flock when its process dies, so
-"lock free and status running" means "orphaned, resumable"; there is no stale lock to
-clean. Lock files are never deleted while a run exists (deleting a lock file others may
-hold breaks mutual exclusion; see filelock's `_unix.py`).
+journal itself, through the descriptor the run appends with: what `filelock` does on
+Unix, without its ~80 µs of bookkeeping and without a lock file per run (creating a file
+is the dearest system call a run makes). `filelock` on `<run>.lock` is the fallback where
+there is no `fcntl`. The OS drops a flock when its process dies, so "lock free and status
+running" means "orphaned, resumable"; there is no stale lock to clean.
 
 Listing newest-first with a limit reads journals in descending mtime order and stops once
 no older file can hold a newer run: a run's `created_at` is stamped just before its first
@@ -110,10 +112,11 @@ def parse_lines(data: bytes, path: str, start_line: int = 1) -> tuple[list[Event
     return events, end
 
 
-def _try_lock(path: str, patience: float = 0.0, probe: bool = False) -> Any:
+def _try_lock(path: str, patience: float = 0.0, probe: bool = False, flags: int = 0) -> Any:
     """Take the exclusive lock on `path`, waiting up to `patience` s; its handle, or None.
 
-    `probe`: only to test it (`_is_locked`): opened read-only, never created.
+    `probe`: only to test it (`_is_locked`): opened read-only, never created. `flags`:
+    how to open the file instead (a journal locked and appended through one descriptor).
     """
     if fcntl is None:
         lock = filelock.FileLock(path, mode=0o600, thread_local=False, preserve_lock_file=True)
@@ -122,7 +125,7 @@ def _try_lock(path: str, patience: float = 0.0, probe: bool = False) -> Any:
         except filelock.Timeout:
             return None
         return lock
-    flags = os.O_RDONLY if probe else os.O_RDWR | os.O_CREAT
+    flags = flags or (os.O_RDONLY if probe else os.O_RDWR | os.O_CREAT)
     fd = os.open(path, flags, 0o600)  # not inherited by child processes (PEP 446)
     deadline = None
     try:
@@ -179,7 +182,7 @@ class FileLease(Lease):
     """An owned run of a `FileStore`: the held lock and an O_APPEND descriptor."""
 
     def __init__(self, run_id: str, lock: Any, fd: int) -> None:
-        self.run_id, self._lock, self._fd = run_id, lock, fd
+        self.run_id, self._lock, self._fd = run_id, lock, fd  # lock None: the fd holds it
 
     def append(self, event: Event, sync: bool) -> None:
         os.write(self._fd, dumps(event))  # one write: O_APPEND keeps the line whole
@@ -188,9 +191,10 @@ class FileLease(Lease):
 
     def release(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            os.close(self._fd)  # drops a flock taken through it
             self._fd = -1
-            _unlock(self._lock)
+            if self._lock is not None:
+                _unlock(self._lock)
 
 
 class FileStore(Store):
@@ -305,16 +309,27 @@ class FileStore(Store):
 
     def claim(self, run_id: str) -> Lease | None:
         base = self._base(run_id)
-        if not os.path.exists(base + JOURNAL):
-            raise RunNotFound(run_id)
         # `is_claimed` probes by taking the lock for a moment: wait out such a probe
         # (from any process) instead of mistaking it for an owner and dropping the run.
-        lock = _try_lock(base + LOCK, patience=CLAIM_PATIENCE)
-        if lock is None:
-            return None
+        lock: Any = None
         fd = -1
         try:
-            fd = os.open(base + JOURNAL, os.O_RDWR | os.O_APPEND)
+            if fcntl is not None:
+                # The journal itself is the lock: no lock file to create per run (creating a
+                # file is the dearest system call here), one descriptor to lock and append.
+                fd = _try_lock(base + JOURNAL, CLAIM_PATIENCE, flags=os.O_RDWR | os.O_APPEND)
+                if fd is None:
+                    return None
+            else:
+                if not os.path.exists(base + JOURNAL):
+                    raise RunNotFound(run_id)
+                lock = _try_lock(base + LOCK, patience=CLAIM_PATIENCE)
+                if lock is None:
+                    return None
+                fd = os.open(base + JOURNAL, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
+            raise RunNotFound(run_id) from None
+        try:
             size = os.fstat(fd).st_size
             # Only the tail matters here (readers parse and check every line): a last line
             # without its newline is a torn write from a crash; cut it before appending.
@@ -323,14 +338,14 @@ class FileStore(Store):
                 os.ftruncate(fd, good)
                 os.fsync(fd)
         except BaseException:
-            if fd >= 0:
-                os.close(fd)
-            _unlock(lock)
+            os.close(fd)
+            if lock is not None:
+                _unlock(lock)
             raise
         return FileLease(run_id, lock, fd)
 
     def is_claimed(self, run_id: str) -> bool:
-        return _is_locked(self._base(run_id) + LOCK)
+        return _is_locked(self._base(run_id) + (JOURNAL if fcntl is not None else LOCK))
 
     def summary(self, run_id: str) -> RunInfo:
         events = self.read(run_id)
