@@ -540,3 +540,22 @@ def fdatasync_us(ctx: Ctx, n: int = 200) -> float:
         os.close(fd)
         path.unlink(missing_ok=True)
     return med(lat) * 1e6
+
+
+def create_file_us(ctx: Ctx, n: int = 200) -> float:
+    """Median cost of creating (and closing) one empty file in the bench's directory.
+
+    Every run creates one journal file; on some machines (a watched folder, say) creating
+    a file costs far more than writing one, which no engine-level change can avoid.
+    """
+    folder = ctx.tmp / "create-probe"
+    folder.mkdir(exist_ok=True)
+    lat = []
+    try:
+        for i in range(n):
+            t0 = time.perf_counter()
+            os.close(os.open(folder / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            lat.append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return med(lat) * 1e6
