@@ -103,6 +103,7 @@ class Engine:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.store = open_store(store)
+        self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close
         self.threads, self.queues, self.worker = threads, queues, worker
         self.durability, self.codec, self.sync = durability, codec, durability == "fsync"
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intemporal-run")
@@ -637,6 +638,8 @@ class Engine:
             if self._release_hold is not None:
                 self._release_hold()  # its parked runs become orphans another engine recovers
                 self._release_hold = None
+        if self._owns_store:
+            self.store.close()
 
     def _hold(self) -> str:
         """This engine's id, marked alive in the store so no other engine takes its parked runs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,14 @@ def test_journal_lines_are_appended_not_rewritten(file_store: FileStore) -> None
         engine.resume("append-cut").result(timeout=10)
     assert path.read_bytes().startswith(prefix)
     assert os.stat(path).st_ino == inode
+
+
+def test_a_store_folder_deleted_under_a_live_store_is_made_again(tmp_path: Path) -> None:
+    # Given a file store that created a run, When its folder is deleted
+    store = FileStore(tmp_path / "store")
+    assert store.create("one", {"type": "run_started", "workflow": "w", "ts": 1.0})
+    shutil.rmtree(tmp_path / "store")
+    # Then the next run is created in a new folder, where it can be read, not lost
+    assert store.create("two", {"type": "run_started", "workflow": "w", "ts": 2.0})
+    assert store.read("two")[0]["workflow"] == "w"
+    assert (tmp_path / "store" / "two.jsonl").exists()

@@ -31,6 +31,7 @@ import contextlib
 import heapq
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -208,6 +209,8 @@ class FileStore(Store):
         self.location = str(self.root)
         self._root = str(self.root)
         self._bases: dict[str, str] = {}
+        self._root_fd = -1
+        self._root_lock = threading.Lock()
         self._tmpfile_ok = _O_TMPFILE != 0  # until the system says otherwise
         if not self.root.is_dir():
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -237,21 +240,57 @@ class FileStore(Store):
     def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
         # Few system calls: under load each one may hand the GIL to another thread and
         # wait to get it back, and `Engine.start` calls this on the caller's thread.
-        path = self.path(run_id)
         data = dumps(first)
+        folder, _, name = self._base(run_id).rpartition("/")
+        top = folder == self._root
+        if top:  # the root's descriptor stays open: system calls fewer per run
+            dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
+        else:
+            try:
+                dfd = os.open(folder, os.O_RDONLY | _O_DIRECTORY)
+            except FileNotFoundError:
+                self._mkdirs(Path(folder))
+                dfd = os.open(folder, os.O_RDONLY | _O_DIRECTORY)
+        tmpfile_ok = self._tmpfile_ok
         try:
-            dfd = os.open(path.parent, os.O_RDONLY | _O_DIRECTORY)
-        except FileNotFoundError:
-            self._mkdirs(path.parent)
-            dfd = os.open(path.parent, os.O_RDONLY | _O_DIRECTORY)
-        try:
-            if not self._link_new(dfd, path.name, data, sync):
+            try:
+                created = self._link_new(dfd, name + JOURNAL, data, sync)
+            except FileNotFoundError:
+                if not top or os.fstat(dfd).st_nlink:
+                    raise
+                # The store's folder was deleted under us (Linux refuses to create in a
+                # deleted folder): make it again rather than lose the run.
+                self._tmpfile_ok = tmpfile_ok
+                self.close()
+                self._mkdirs(self.root)
+                dfd = self._open_root()
+                created = self._link_new(dfd, name + JOURNAL, data, sync)
+            if not created:
                 return False
             if sync:
                 os.fsync(dfd)  # the new name itself must survive a power cut
         finally:
-            os.close(dfd)
+            if not top:
+                os.close(dfd)
         return True
+
+    def _open_root(self) -> int:
+        fd = os.open(self._root, os.O_RDONLY | _O_DIRECTORY)
+        with self._root_lock:
+            if self._root_fd < 0:
+                self._root_fd = fd
+                return fd
+        os.close(fd)  # another thread opened it first
+        return self._root_fd
+
+    def close(self) -> None:
+        fd, self._root_fd = self._root_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     def _link_new(self, dfd: int, name: str, data: bytes, sync: bool) -> bool:
         """Write `data` aside, sync it, then hard-link it as `name` in folder `dfd`.
