@@ -7,15 +7,13 @@
 A run executes on one pool thread, top to bottom, holding its store lease from start to
 stop; activities run inline on that thread unless they have a timeout or were submitted.
 A run that waits (a long sleep, a signal, a child run) gives its thread and its lease back:
-the engine keeps it in `_sleeping` and executes it again, replaying its journal, when its
-timer is due or a message reaches its inbox. A watcher thread looks at the timers and at
-the store's doorbell every `WATCH_INTERVAL` seconds, so another process can reach a run.
+the engine parks it (`parking.py`) and executes it again, replaying its journal, when its
+timer is due or a message reaches its inbox.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import logging
 import threading
 import time
@@ -35,15 +33,14 @@ from .errors import (
     _Shutdown,
     _Wait,
 )
-from .handle import RunHandle, final_outcome
+from .handle import RunHandle, final_outcome, wait_for_event
 from .loader import load_workflow
+from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
 from .runs import first_event, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 
 log = logging.getLogger("intemporal")
-
-WATCH_INTERVAL = 0.02  # seconds between looks at timers and the doorbell: bounds wake-up latency
 
 
 class _Execution:
@@ -109,13 +106,18 @@ class Engine:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intemporal-run")
         self._activity_pool: ThreadPoolExecutor | None = None
         self._active: dict[str, _Execution] = {}
-        self._sleeping: dict[str, tuple[_Execution, float | None]] = {}
-        self._timers: list[tuple[float, str]] = []
         self._mutex = threading.RLock()
         self.changed = threading.Condition(self._mutex)  # notified whenever an execution stops
         self._closing = threading.Event()
-        self._watcher: threading.Thread | None = None
-        self._doorbell = self.store.changes(None)[1]
+        self._parking = Parking(
+            self.store,
+            self._mutex,
+            self._closing,
+            on_message=self.poke,
+            on_due=self._relaunch,
+            held=lambda: list(self._active) + list(self._sleeping),
+        )
+        self._sleeping = self._parking.parked  # run id -> (execution, due): parked runs
         self.engine_id = uuid.uuid4().hex[:16]
         self._release_hold: Any = None
 
@@ -191,12 +193,7 @@ class Engine:
         exe = _Execution(run_id, wf, args, kwargs, protocols)
         if inline and current() is None:
             # `run()` waits anyway: execute on the caller's thread, no pool hand-off.
-            with self._mutex:
-                if self.closing:
-                    raise RuntimeError("the engine is closed; start a new Engine to run more work")
-                self._active[run_id] = exe
-            self._ensure_watcher()
-            self._execute(exe, [first])
+            self._execute_here(exe, [first])
             return RunHandle(self, run_id, exe)
         return RunHandle(self, run_id, self._launch(exe, [first]))
 
@@ -267,7 +264,7 @@ class Engine:
         From then on the engine also follows the store's doorbell, so it takes new pending
         runs recorded by clients (`Engine(worker=False)`) of the queues it serves.
         """
-        self._ensure_watcher()
+        self._parking.start()
         handles = []
         for run_id in list(self.store.run_ids()):
             if run_id in self._active or run_id in self._sleeping:
@@ -295,8 +292,20 @@ class Engine:
             self._active[exe.run_id] = exe
             self._sleeping.pop(exe.run_id, None)
         self._pool.submit(self._execute, exe, events)
-        self._ensure_watcher()
+        self._parking.start()
         return exe
+
+    def _execute_here(self, exe: _Execution, events: list[Event] | None) -> bool:
+        """Execute on the calling thread; False if the run is already executing here."""
+        with self._mutex:
+            if self.closing:
+                raise RuntimeError("the engine is closed; start a new Engine to run more work")
+            if exe.run_id in self._active:
+                return False
+            self._active[exe.run_id] = exe
+        self._parking.start()
+        self._execute(exe, events)
+        return True
 
     def _execute(self, exe: _Execution, events: list[Event] | None) -> None:
         lease: Lease | None = None
@@ -326,9 +335,7 @@ class Engine:
                     exe.done.set()
                     self._relaunch(exe)
                 else:
-                    self._sleeping[exe.run_id] = (exe, value.until)
-                    if value.until is not None:
-                        heapq.heappush(self._timers, (value.until, exe.run_id))
+                    self._parking.park(exe, value.until)
             exe.done.set()
             self.changed.notify_all()
         if exe.terminal and exe.parent and not exe.inline:
@@ -436,11 +443,9 @@ class Engine:
             if idle:
                 self._launch(exe, None)
             return None
-        if idle and cid not in self._sleeping and not self.store.is_claimed(cid):
-            with self._mutex:
-                self._active[cid] = exe
-            exe.inline = True
-            self._execute(exe, None)
+        exe.inline = True
+        idle = idle and cid not in self._sleeping and not self.store.is_claimed(cid)
+        if idle and self._execute_here(exe, None):
             kind, value = exe.outcome or ("stopped", None)
             if exe.terminal and kind == "ok":
                 return value
@@ -510,33 +515,6 @@ class Engine:
             return True
         return self.store.read(run_id)[0].get("queue") in self.queues
 
-    def _ensure_watcher(self) -> None:
-        with self._mutex:
-            if self._watcher is None:
-                self._watcher = threading.Thread(
-                    target=self._watch, name="intemporal-watcher", daemon=True
-                )
-                self._watcher.start()
-
-    def _watch(self) -> None:
-        """Fire due timers and follow the doorbell, until the engine closes."""
-        while not self._closing.wait(WATCH_INTERVAL):
-            try:
-                ids, self._doorbell = self.store.changes(self._doorbell)
-                if ids is None:  # the doorbell was reset: look at every run we hold
-                    ids = list(self._active) + list(self._sleeping)
-                for run_id in ids:
-                    self.poke(run_id)
-                now = time.time()
-                with self._mutex:
-                    while self._timers and self._timers[0][0] <= now:
-                        until, run_id = heapq.heappop(self._timers)
-                        parked = self._sleeping.get(run_id)
-                        if parked is not None and parked[1] == until:
-                            self._relaunch(parked[0])
-            except Exception:  # keep watching: one bad run must not stop every timer
-                continue
-
     # -- looking at runs ---------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunInfo:
         """The run's `RunInfo`; raises `RunNotFound` for an unknown id."""
@@ -567,22 +545,7 @@ class Engine:
         Waits up to `timeout` seconds (None: until the run finishes) for a first value;
         returns None if there is none by then.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        poll = 0.005
-        while True:
-            events = self.history(run_id)
-            values = [
-                e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key
-            ]
-            if values:
-                return decode(values[-1])
-            if events[-1]["type"] in ("run_completed", "run_failed", "run_cancelled"):
-                return None
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            left = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
-            time.sleep(left)  # another process may be the writer: poll with a deadline
-            poll = min(poll * 2, 0.1)
+        return wait_for_event(self, run_id, key, timeout)
 
     # -- control -------------------------------------------------------------------------------
     def cancel(self, run_id: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from .codec import decode_error
+from .codec import decode, decode_error
 from .errors import Cancelled
 from .store import RunInfo, RunStatus
 
@@ -83,3 +83,21 @@ def final_outcome(info: RunInfo) -> Any:
         exc = Cancelled(f"run {info.run_id!r} was cancelled")
     assert exc is not None
     raise exc
+
+
+def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None) -> Any:
+    """The latest value run `run_id` set under `key`, waiting for a first one (`get_event`)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll = 0.005
+    while True:
+        events = engine.history(run_id)
+        values = [e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key]
+        if values:
+            return decode(values[-1])
+        if events[-1]["type"] in ("run_completed", "run_failed", "run_cancelled"):
+            return None
+        left = _remaining(deadline)
+        if left == 0:
+            return None
+        time.sleep(poll if left is None else min(poll, left))  # the writer may be elsewhere
+        poll = min(poll * 2, 0.1)
