@@ -225,3 +225,23 @@ def test_a_store_folder_deleted_under_a_live_store_is_made_again(tmp_path: Path)
     assert store.create("two", {"type": "run_started", "workflow": "w", "ts": 2.0})
     assert store.read("two")[0]["workflow"] == "w"
     assert (tmp_path / "store" / "two.jsonl").exists()
+
+
+@pytest.mark.parametrize("dsync", [True, False], ids=["pwritev-RWF_DSYNC", "write+fdatasync"])
+def test_durable_appends_land_whole_and_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dsync: bool
+) -> None:
+    # Given a claimed run, with one-call durable appends or the two-call fallback
+    import intemporal.store.file as file_store
+
+    monkeypatch.setattr(file_store, "_dsync_ok", file_store._dsync_ok and dsync)
+    store = FileStore(tmp_path / "store")
+    store.create("r", {"type": "run_started", "workflow": "w", "ts": 0.0})
+    lease = store.claim("r")
+    assert lease is not None
+    # When events are appended, synced or not
+    for i in range(5):
+        lease.append({"type": "side_effect", "seq": i + 1, "name": "n", "ts": 1.0}, sync=i % 2 == 0)
+    lease.release()
+    # Then each is one whole line, after the first, in order
+    assert [e.get("seq") for e in store.read("r")] == [None, 1, 2, 3, 4, 5]

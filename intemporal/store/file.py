@@ -28,9 +28,11 @@ raises `JournalCorrupted` with the file and line number.
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -113,6 +115,15 @@ def parse_lines(data: bytes, path: str, start_line: int = 1) -> tuple[list[Event
     return events, end
 
 
+_RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
+_dsync_ok = bool(_RWF_DSYNC) and hasattr(os, "pwritev") and sys.platform.startswith("linux")
+
+
+def _no_dsync() -> None:
+    global _dsync_ok
+    _dsync_ok = False
+
+
 def _try_lock(path: str, patience: float = 0.0, probe: bool = False, flags: int = 0) -> Any:
     """Take the exclusive lock on `path`, waiting up to `patience` s; its handle, or None.
 
@@ -186,7 +197,19 @@ class FileLease(Lease):
         self.run_id, self._lock, self._fd = run_id, lock, fd  # lock None: the fd holds it
 
     def append(self, event: Event, sync: bool) -> None:
-        os.write(self._fd, dumps(event))  # one write: O_APPEND keeps the line whole
+        line = dumps(event)
+        if sync and _dsync_ok:
+            # One system call instead of write + fdatasync (one GIL hand-back, not two):
+            # RWF_DSYNC is O_DSYNC for this write, and with O_APPEND Linux appends whatever
+            # the offset says.
+            try:
+                os.pwritev(self._fd, [line], 0, _RWF_DSYNC)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+                _no_dsync()  # an old kernel or a filesystem without it: the two calls
+        os.write(self._fd, line)  # one write: O_APPEND keeps the line whole
         if sync:
             os.fdatasync(self._fd)
 
