@@ -18,6 +18,7 @@ from .engine import Engine
 from .errors import (
     ActivityTimeout,
     Cancelled,
+    CompensationError,
     IntemporalError,
     JournalCorrupted,
     NonDeterminismError,
@@ -52,6 +53,7 @@ __all__ = [
     "Activity",
     "ActivityTimeout",
     "Cancelled",
+    "CompensationError",
     "DurableFuture",
     "Engine",
     "FileStore",

@@ -39,6 +39,7 @@ from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
 from .runs import first_event, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
+from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 
 log = logging.getLogger("intemporal")
 
@@ -244,7 +245,7 @@ class Engine:
         failed step with a fresh retry budget.
         """
         events = self.store.read(check_run_id(run_id))
-        if events[-1]["type"] in ("run_completed", "run_cancelled"):
+        if events[-1]["type"] in FINAL_EVENTS:
             return RunHandle(self, run_id)
         with self._mutex:
             if run_id in self._active:
@@ -354,7 +355,7 @@ class Engine:
 
     def _run_body(self, exe: _Execution, lease: Lease, events: list[Event]) -> None:
         last = events[-1]["type"]
-        if last in ("run_completed", "run_cancelled"):
+        if last in FINAL_EVENTS:
             exe.finish("stopped")  # finished by someone else meanwhile
             return
         if last == "run_failed":  # resuming a failed run: retry what failed
@@ -555,7 +556,7 @@ class Engine:
         too. Cancelling a finished run changes nothing; an unknown id raises `RunNotFound`.
         """
         events = self.history(run_id)
-        if events[-1]["type"] in ("run_completed", "run_failed", "run_cancelled"):
+        if events[-1]["type"] in TERMINAL_EVENTS:
             return
         self.store.send(run_id, {"type": "cancel", "ts": round(time.time(), 6)})
         self.poke(run_id)
@@ -618,4 +619,4 @@ class Engine:
         self.close()
 
 
-__all__ = ["Engine", "RunConflict", "RunHandle"]
+__all__ = ["Engine"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .codec import decode, decode_error
 from .errors import Cancelled
 from .store import RunInfo, RunStatus
+from .store.base import TERMINAL_EVENTS
 
 if TYPE_CHECKING:
     from .engine import Engine, _Execution
@@ -94,7 +95,7 @@ def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None)
         values = [e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key]
         if values:
             return decode(values[-1])
-        if events[-1]["type"] in ("run_completed", "run_failed", "run_cancelled"):
+        if events[-1]["type"] in TERMINAL_EVENTS:
             return None
         left = _remaining(deadline)
         if left == 0:

@@ -20,11 +20,12 @@ from .errors import NonDeterminismError, Suspend
 from .loader import load_workflow
 from .replay import RunContext, _current
 from .store import Event, Lease, Store, check_run_id, open_store
+from .store.base import FINAL_EVENTS
 
 if TYPE_CHECKING:
     from .api import Workflow
 
-_FINAL = ("run_completed", "run_cancelled")  # a run that ended so; "failed" may be resumed
+_FINAL = FINAL_EVENTS  # a run that ended so; "failed" may be resumed
 
 
 class _ReachedEnd(BaseException):

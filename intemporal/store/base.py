@@ -157,6 +157,10 @@ def _error_text(err: dict[str, Any]) -> str:
     return "; ".join([text, *err.get("notes", [])])
 
 
+#: the events that end a run for good; a failed run may still be resumed
+FINAL_EVENTS = frozenset({"run_completed", "run_cancelled"})
+
+
 class Lease(ABC):
     """Ownership of one run: the right to append to its journal, held until `release()`."""
 

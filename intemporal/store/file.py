@@ -530,13 +530,6 @@ class FileStore(Store):
         messages, used = parse_lines(data, str(path))
         return messages, cursor + used
 
-    def inbox_mtime(self, run_id: str) -> float:
-        """The inbox's modification time (0 if none): a cheap "anything new?" probe."""
-        try:
-            return os.stat(self.path(run_id, INBOX)).st_mtime
-        except FileNotFoundError:
-            return 0.0
-
     def _engine_lock(self, engine_id: str) -> filelock.BaseFileLock:
         folder = self.root / ENGINES
         folder.mkdir(mode=0o700, exist_ok=True)
