@@ -405,7 +405,7 @@ class Engine:
                 ctx.append({"type": kind, "error": encode_error(exc)})
                 exe.finish("error", exc, terminal=True)
             else:
-                exe.finish("stopped", exc)  # KeyboardInterrupt & co: stop, leave it resumable
+                exe.finish("error", exc)  # KeyboardInterrupt & co: raised to the waiter, resumable
         finally:
             _current.reset(token)
 

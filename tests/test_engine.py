@@ -761,3 +761,26 @@ def test_start_on_a_closed_engine_raises_and_writes_nothing(store: intemporal.St
         eng.start(wf, run_id="too-late")
     # the caller was told it failed: no run may linger for recover() to execute later
     assert list(store.run_ids()) == []
+
+
+def test_ctrl_c_inside_run_stops_it_resumable_and_reaches_the_caller(
+    store: intemporal.Store,
+) -> None:
+    # Given a workflow interrupted (as by Ctrl-C) while `engine.run` executes it here
+    @intemporal.activity(name="kbd.step")
+    def step(x: int) -> int:
+        if x == 2:
+            raise KeyboardInterrupt
+        return x
+
+    @intemporal.workflow(name="kbd.wf")
+    def wf() -> list[int]:
+        return [step(1), step(2)]
+
+    with Engine(store, threads=2) as engine:
+        # When it runs, Then the interrupt reaches the caller instead of a hang
+        with pytest.raises(KeyboardInterrupt):
+            engine.run(wf, run_id="kbd")
+        # and the run is left unfinished, its first step kept, resumable
+        info = engine.get_run("kbd")
+        assert not info.status.finished and info.steps == 1
