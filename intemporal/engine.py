@@ -267,7 +267,7 @@ class Engine:
         """
         self._parking.start()
         handles = []
-        for run_id in list(self.store.run_ids()):
+        for run_id in list(self.store.unfinished()):
             if run_id in self._active or run_id in self._sleeping:
                 continue
             try:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from process_helpers import wait_until
 
@@ -121,3 +122,25 @@ def test_starting_again_a_run_whose_engine_died_while_it_waited_resumes_it(
     first.close()  # its engine is gone: the waiting run is an orphan
     with Engine(store, threads=2) as second:
         assert second.start(parked, 5, run_id="again").result(timeout=10) == 6
+
+
+def test_unfinished_lists_exactly_the_runs_without_an_end(store: intemporal.Store) -> None:
+    # Given runs that ended in each way, runs still open, and a long last line
+    def run(run_id: str, *tail: dict[str, Any]) -> None:
+        assert store.create(run_id, {"type": "run_started", "workflow": "w", "ts": 0.0})
+        if tail:
+            lease = store.claim(run_id)
+            assert lease is not None
+            for event in tail:
+                lease.append(dict(event, ts=1.0), sync=False)
+            lease.release()
+
+    run("done", {"type": "run_completed", "result": 1})
+    run("big", {"type": "run_completed", "result": "x" * 10_000})
+    run("failed", {"type": "run_failed", "error": {"type": "E", "message": "m"}})
+    run("cancelled", {"type": "run_cancelled", "error": {"type": "C", "message": "m"}})
+    run("pending")
+    run("midway", {"type": "activity_completed", "seq": 1, "name": "a", "result": 1})
+    run("parked", {"type": "run_suspended", "reason": "sleep", "until": None})
+    # When listing the unfinished ones, Then exactly the open runs come back
+    assert sorted(store.unfinished()) == ["midway", "parked", "pending"]

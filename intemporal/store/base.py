@@ -239,6 +239,15 @@ class Store(ABC):
     def engine_alive(self, engine_id: str) -> bool:
         """Tell whether the engine that parked a waiting run still lives (in any process)."""
 
+    def unfinished(self) -> Iterator[str]:
+        """Yield the ids of runs not finished (no terminal event); backends may read less."""
+        for run_id in self.run_ids():
+            try:
+                if self.read(run_id)[-1]["type"] not in TERMINAL_EVENTS:
+                    yield run_id
+            except Exception:  # deleted meanwhile, or unreadable: `show` reports it
+                continue
+
     def summary(self, run_id: str) -> RunInfo:
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
         return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))

@@ -52,6 +52,7 @@ except ImportError:  # no flock (Windows): filelock's lock instead
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
+TAIL = 4096  # bytes read from a journal's end to find its last event
 DOORBELL = ".doorbell"  # one line per message sent: which run to look at
 DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then look at all runs
 CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_claimed` probe
@@ -417,6 +418,28 @@ class FileStore(Store):
         finished = len(events) > 1 and events[-1]["type"] in TERMINAL_EVENTS
         claimed = False if finished else self.is_claimed(run_id)
         return self.adopt(summarize(run_id, events, claimed))
+
+    def unfinished(self) -> Iterator[str]:
+        # Only each journal's last line: a store of 100,000 finished runs is a few reads
+        # of 4 KiB each, not 100,000 whole journals parsed (`recover()` calls this).
+        for run_id in self.run_ids():
+            try:
+                with open(self._base(run_id) + JOURNAL, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    tail = os.pread(f.fileno(), min(size, TAIL), max(0, size - TAIL))
+            except OSError:
+                continue
+            end = tail.rfind(b"\n")
+            start = tail.rfind(b"\n", 0, end) + 1 if end > 0 else 0
+            try:
+                if start == 0 and size > TAIL:  # a last line longer than the tail: read it all
+                    last = self.read(run_id)[-1]
+                else:
+                    last = json.loads(tail[start:end]) if end > 0 else None
+            except Exception:  # deleted meanwhile, or damaged: `show` reports it
+                continue
+            if not isinstance(last, dict) or last.get("type") not in TERMINAL_EVENTS:
+                yield run_id
 
     def _journals_newest_first(self) -> list[tuple[float, str]]:
         """(-mtime, run id) of every journal, child runs' folders included, as a heap."""
