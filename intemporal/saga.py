@@ -24,6 +24,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from . import replay
 from .api import Activity, stub
 from .errors import Cancelled, CompensationError
 
@@ -47,6 +48,20 @@ class Saga:
         that was next or running (`heartbeat()`); that compensation then runs again.
         """
         failures = []
+        ctx = replay.current()
+        if ctx is not None and self._steps:
+            # A marker in the journal, so `intemporal show` tells compensations apart.
+            seq, rec = ctx.next("intemporal.compensate")
+            if rec is None:
+                names = [act.name for act, _, _ in reversed(self._steps)]
+                ctx.append(
+                    {
+                        "type": "compensation_started",
+                        "seq": seq,
+                        "name": "intemporal.compensate",
+                        "compensations": names,
+                    }
+                )
         while self._steps:
             act, args, kwargs = self._steps.pop()
             try:

@@ -178,7 +178,9 @@ def test_cancel_during_activity_loop_rolls_back_and_ends_cancelled(engine: Engin
     delivered = events[index_of(events, "cancel_delivered")]
     assert delivered["seq"] == 5  # step 0..3 had 1..4: the next operation got it
     after = events[index_of(events, "cancel_delivered") + 1 : -1]
-    assert [(e["type"], e["name"]) for e in after] == [("activity_completed", "undo")] * 4
+    assert [(e["type"], e["name"]) for e in after] == [
+        ("compensation_started", "intemporal.compensate")
+    ] + [("activity_completed", "undo")] * 4
     with pytest.raises(Cancelled):  # from the store too, as another process would see it
         engine.handle("loop").result(timeout=1)
 

@@ -396,3 +396,16 @@ def test_sigkill_while_compensating_resumes_the_rollback_without_repeats(
         if e["type"] == "activity_completed" and e["name"] == "undo"
     ]
     assert undone == undo_order  # one journal record per compensation
+
+
+def test_the_journal_marks_where_compensating_begins(engine: Engine) -> None:
+    # Given a saga that rolls back
+    with pytest.raises(CardDeclined):
+        engine.run(booking_saga, {"id": "o9", "fail": "charge_card"}, run_id="o9")
+    # Then one marker, right after the failed step, names the compensations in the order they run
+    events = engine.history("o9")
+    marks = [e for e in events if e["type"] == "compensation_started"]
+    assert len(marks) == 1
+    assert marks[0]["compensations"] == ["cancel_flight", "cancel_hotel"]
+    failed = next(i for i, e in enumerate(events) if e["type"] == "activity_failed")
+    assert events[failed + 1] is marks[0]

@@ -431,6 +431,7 @@ class FileStore(Store):
                 continue
             end = tail.rfind(b"\n")
             start = tail.rfind(b"\n", 0, end) + 1 if end > 0 else 0
+            last: Any
             try:
                 if start == 0 and size > TAIL:  # a last line longer than the tail: read it all
                     last = self.read(run_id)[-1]
