@@ -232,7 +232,7 @@ def test_durable_appends_land_whole_and_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dsync: bool
 ) -> None:
     # Given a claimed run, with one-call durable appends or the two-call fallback
-    import intemporal.store.file as file_store
+    import intemporal.store.fileio as file_store
 
     monkeypatch.setattr(file_store, "_dsync_ok", file_store._dsync_ok and dsync)
     store = FileStore(tmp_path / "store")

@@ -28,13 +28,10 @@ raises `JournalCorrupted` with the file and line number.
 from __future__ import annotations
 
 import contextlib
-import errno
 import heapq
 import json
 import os
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,11 +41,16 @@ import filelock
 
 from ..errors import JournalCorrupted, RunNotFound
 from .base import TERMINAL_EVENTS, Event, Lease, RunInfo, RunStatus, Store, check_run_id, summarize
-
-try:
-    import fcntl
-except ImportError:  # no flock (Windows): filelock's lock instead
-    fcntl = None  # type: ignore[assignment]
+from .fileio import (
+    complete_length,
+    dumps,
+    fcntl,
+    is_locked,
+    parse_lines,
+    try_lock,
+    unlock,
+    write,
+)
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
@@ -62,154 +64,6 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until l
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 MTIME_SLACK = 2.0  # seconds a journal's mtime may trail the `ts` stamped in its first line
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode
-_default = json.JSONEncoder().default
-_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
-
-
-def dumps(event: Event) -> bytes:
-    """One journal line: compact JSON and a newline (the bytes of `json.dumps(event,
-    separators=(",", ":"))`, built with the C encoder directly: ~1 µs less per append)."""
-    if _c_make_encoder is None:
-        return (_encode(event) + "\n").encode()
-    # The arguments of JSONEncoder.iterencode's one-shot path, with the default options;
-    # a fresh markers dict per call, as there, for the circular-reference check.
-    chunks = _c_make_encoder(
-        {}, _default, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
-    )(event, 0)
-    return ("".join(chunks) + "\n").encode()
-
-
-def parse_lines(data: bytes, path: str, start_line: int = 1) -> tuple[list[Event], int]:
-    """Parse JSON lines; return the events and the byte length of the complete part.
-
-    The last line without a newline is a torn write and is left out; an unreadable
-    complete line raises `JournalCorrupted`.
-    """
-    end = data.rfind(b"\n") + 1
-    if end and b"\r" not in data:
-        # Fast path: the complete lines as one JSON array, parsed in one C call. Taken only
-        # when it is exactly equivalent: one event object per line (a blank line, or a line
-        # holding two values, fails a check and falls back to the line-by-line path below,
-        # which names the bad line).
-        try:
-            parsed = json.loads(b"[" + data[: end - 1].replace(b"\n", b",") + b"]")
-        except ValueError:
-            parsed = None
-        if (
-            parsed is not None
-            and len(parsed) == data.count(b"\n", 0, end)
-            and all(type(ev) is dict and "type" in ev for ev in parsed)
-        ):
-            return parsed, end
-    events: list[Event] = []
-    for n, line in enumerate(data[:end].splitlines(), start_line):
-        if not line.strip():
-            continue
-        try:
-            ev = json.loads(line)
-        except ValueError as exc:
-            raise JournalCorrupted(path, n, str(exc)) from None
-        if not isinstance(ev, dict) or "type" not in ev:
-            raise JournalCorrupted(path, n, "not an event object")
-        events.append(ev)
-    return events, end
-
-
-_RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
-_dsync_ok = bool(_RWF_DSYNC) and hasattr(os, "pwritev") and sys.platform.startswith("linux")
-
-
-def _no_dsync() -> None:
-    global _dsync_ok
-    _dsync_ok = False
-
-
-def _write(fd: int, data: bytes, sync: bool) -> None:
-    """Write `data` in one call; with `sync`, it is on disk (fdatasync) when this returns.
-
-    Where Linux has it, a synced write is one `pwritev(RWF_DSYNC)` instead of write +
-    fdatasync: one system call, one GIL hand-back. RWF_DSYNC is O_DSYNC for this write;
-    offset 0 writes a new file from its start, and with O_APPEND Linux appends anyway.
-    """
-    if sync and _dsync_ok:
-        try:
-            os.pwritev(fd, [data], 0, _RWF_DSYNC)
-            return
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
-                raise
-            _no_dsync()  # an old kernel or a filesystem without it: the two calls
-    os.write(fd, data)
-    if sync:
-        os.fdatasync(fd)
-
-
-def _try_lock(path: str, patience: float = 0.0, probe: bool = False, flags: int = 0) -> Any:
-    """Take the exclusive lock on `path`, waiting up to `patience` s; its handle, or None.
-
-    `probe`: only to test it (`_is_locked`): opened read-only, never created. `flags`:
-    how to open the file instead (a journal locked and appended through one descriptor).
-    """
-    if fcntl is None:
-        lock = filelock.FileLock(path, mode=0o600, thread_local=False, preserve_lock_file=True)
-        try:
-            lock.acquire(timeout=patience, poll_interval=0.001)
-        except filelock.Timeout:
-            return None
-        return lock
-    flags = flags or (os.O_RDONLY if probe else os.O_RDWR | os.O_CREAT)
-    fd = os.open(path, flags, 0o600)  # not inherited by child processes (PEP 446)
-    deadline = None
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                now = time.monotonic()
-                deadline = now + patience if deadline is None else deadline
-                if now >= deadline:
-                    os.close(fd)
-                    return None
-                time.sleep(0.001)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _unlock(handle: Any) -> None:
-    if isinstance(handle, int):
-        os.close(handle)  # closing the descriptor drops its flock
-    else:
-        handle.release()
-
-
-def _is_locked(path: str) -> bool:
-    """Whether some process (this one included) holds the lock on `path` now."""
-    try:
-        if fcntl is None and not os.path.exists(path):
-            return False
-        handle = _try_lock(path, probe=True)
-    except FileNotFoundError:  # never claimed: nobody holds it
-        return False
-    if handle is None:
-        return True
-    _unlock(handle)
-    return False
-
-
-def _complete_length(fd: int, size: int, chunk: int = 1 << 16) -> int:
-    """The byte length of a journal up to and including its last newline."""
-    end = size
-    while end > 0:
-        start = max(0, end - chunk)
-        nl = os.pread(fd, end - start, start).rfind(b"\n")
-        if nl >= 0:
-            return start + nl + 1
-        end = start
-    return 0
-
 
 class FileLease(Lease):
     """An owned run of a `FileStore`: the held lock and an O_APPEND descriptor."""
@@ -218,14 +72,14 @@ class FileLease(Lease):
         self.run_id, self._lock, self._fd = run_id, lock, fd  # lock None: the fd holds it
 
     def append(self, event: Event, sync: bool) -> None:
-        _write(self._fd, dumps(event), sync)  # one write: O_APPEND keeps the line whole
+        write(self._fd, dumps(event), sync)  # one write: O_APPEND keeps the line whole
 
     def release(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # drops a flock taken through it
             self._fd = -1
             if self._lock is not None:
-                _unlock(self._lock)
+                unlock(self._lock)
 
 
 class FileStore(Store):
@@ -337,7 +191,7 @@ class FileStore(Store):
                 self._tmpfile_ok = False
             else:
                 try:
-                    _write(fd, data, sync)
+                    write(fd, data, sync)
                     os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd)  # linkat, FOLLOW
                     return True
                 except FileExistsError:
@@ -349,7 +203,7 @@ class FileStore(Store):
         tmp = f".{name}.{uuid.uuid4().hex}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
         try:
-            _write(fd, data, sync)
+            write(fd, data, sync)
             os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             return True
         except FileExistsError:
@@ -382,13 +236,13 @@ class FileStore(Store):
             if fcntl is not None:
                 # The journal itself is the lock: no lock file to create per run (creating a
                 # file is the dearest system call here), one descriptor to lock and append.
-                fd = _try_lock(base + JOURNAL, CLAIM_PATIENCE, flags=os.O_RDWR | os.O_APPEND)
+                fd = try_lock(base + JOURNAL, CLAIM_PATIENCE, flags=os.O_RDWR | os.O_APPEND)
                 if fd is None:
                     return None
             else:
                 if not os.path.exists(base + JOURNAL):
                     raise RunNotFound(run_id)
-                lock = _try_lock(base + LOCK, patience=CLAIM_PATIENCE)
+                lock = try_lock(base + LOCK, patience=CLAIM_PATIENCE)
                 if lock is None:
                     return None
                 fd = os.open(base + JOURNAL, os.O_RDWR | os.O_APPEND)
@@ -398,19 +252,19 @@ class FileStore(Store):
             size = os.fstat(fd).st_size
             # Only the tail matters here (readers parse and check every line): a last line
             # without its newline is a torn write from a crash; cut it before appending.
-            good = _complete_length(fd, size)
+            good = complete_length(fd, size)
             if good < size:
                 os.ftruncate(fd, good)
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
             if lock is not None:
-                _unlock(lock)
+                unlock(lock)
             raise
         return FileLease(run_id, lock, fd)
 
     def is_claimed(self, run_id: str) -> bool:
-        return _is_locked(self._base(run_id) + (JOURNAL if fcntl is not None else LOCK))
+        return is_locked(self._base(run_id) + (JOURNAL if fcntl is not None else LOCK))
 
     def summary(self, run_id: str) -> RunInfo:
         events = self.read(run_id)
