@@ -33,7 +33,7 @@ from .errors import (
     _Shutdown,
     _Wait,
 )
-from .handle import RunHandle, final_outcome, wait_for_event
+from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
 from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
@@ -42,34 +42,6 @@ from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_s
 from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 
 log = logging.getLogger("intemporal")
-
-
-class _Execution:
-    """One run executing (or queued to execute) in this engine, and how it ended."""
-
-    def __init__(
-        self,
-        run_id: str,
-        wf: Workflow[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        protocols: dict[type, Any],
-        parent: str | None = None,
-    ) -> None:
-        self.run_id, self.wf, self.args, self.kwargs = run_id, wf, args, kwargs
-        self.protocols, self.parent = protocols, parent
-        self.done = threading.Event()
-        self.ctx: RunContext | None = None
-        self.outcome: tuple[str, Any] | None = (
-            None  # ("ok", value) | ("error", exc) | ("stopped", exc)
-        )
-        self.inbox_cursor = 0
-        self.rewake = False  # a message came while executing: execute again if it suspends
-        self.inline = False  # executed on its parent's thread
-        self.terminal = False  # this execution recorded the run's end
-
-    def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
-        self.outcome, self.terminal = (kind, value), terminal
 
 
 class Engine:

@@ -1,7 +1,12 @@
-"""`RunHandle`: a reference to one run, its status and its result, from any process."""
+"""`RunHandle`: a reference to one run, its status and its result, from any process.
+
+Also the record of one execution of a run in this process (`_Execution`), which a handle
+waits on when the run executes here.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +16,36 @@ from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
 
 if TYPE_CHECKING:
-    from .engine import Engine, _Execution
+    from .api import Workflow
+    from .engine import Engine
+    from .replay import RunContext
+
+
+class _Execution:
+    """One run executing (or queued to execute) in this engine, and how it ended."""
+
+    def __init__(
+        self,
+        run_id: str,
+        wf: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        protocols: dict[type, Any],
+        parent: str | None = None,
+    ) -> None:
+        self.run_id, self.wf, self.args, self.kwargs = run_id, wf, args, kwargs
+        self.protocols, self.parent = protocols, parent
+        self.done = threading.Event()
+        self.ctx: RunContext | None = None
+        # ("ok", value) | ("error", exc) | ("stopped", exc); None while executing
+        self.outcome: tuple[str, Any] | None = None
+        self.inbox_cursor = 0
+        self.rewake = False  # a message came while executing: execute again if it suspends
+        self.inline = False  # executed on its parent's thread
+        self.terminal = False  # this execution recorded the run's end
+
+    def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
+        self.outcome, self.terminal = (kind, value), terminal
 
 
 class RunHandle:
