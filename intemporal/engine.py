@@ -441,13 +441,13 @@ class Engine:
         """
         with self._mutex:
             exe = self._active.get(run_id)
-            if exe is None:
-                parked = self._sleeping.get(run_id)
-                if parked is not None and not self.closing:
-                    self._relaunch(parked[0])
-                elif parked is None:
-                    self._adopt(run_id)
-                return
+            parked = self._sleeping.get(run_id) if exe is None else None
+            if parked is not None and not self.closing:
+                self._relaunch(parked[0])
+        if exe is None:
+            if parked is None:
+                self._adopt(run_id)  # store reads and maybe imports: not under the mutex
+            return
         if exe.ctx is None:
             self._rewake(exe)
             return
