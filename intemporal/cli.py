@@ -479,6 +479,10 @@ def worker(
                         if handle.run_id not in watching:
                             out.print(f"resumed {handle.run_id}", soft_wrap=True)
                             watching[handle.run_id] = handle
+                    while engine.adopted:  # recorded by clients meanwhile, taken at once
+                        handle = engine.adopted.popleft()
+                        out.print(f"took {handle.run_id}", soft_wrap=True)
+                        watching[handle.run_id] = handle
                 except _USER_ERRORS as exc:
                     if str(exc) not in reported:  # say it once, keep serving the rest
                         reported.add(str(exc))

@@ -13,6 +13,7 @@ timer is due or a message reaches its inbox.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -82,6 +83,8 @@ class Engine:
         self._mutex = threading.RLock()
         self.changed = threading.Condition(self._mutex)  # notified whenever an execution stops
         self._closing = threading.Event()
+        self.adopted: collections.deque[RunHandle] = collections.deque(maxlen=10_000)
+        """Handles of runs this worker took as clients recorded them (for `intemporal worker`)."""
         self._parking = Parking(
             self.store,
             self._mutex,
@@ -478,7 +481,7 @@ class Engine:
             info = self.store.summary(run_id)
             left_behind = info.status is RunStatus.PENDING or info.orphaned
             if left_behind and self._serves(run_id) and not self.store.is_claimed(run_id):
-                self.resume(run_id)
+                self.adopted.append(self.resume(run_id))
         except Exception as exc:  # not ours to report to anyone: the run stays pending
             log.warning("cannot take run %r: %s", run_id, exc)
 

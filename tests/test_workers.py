@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 from process_helpers import wait_until
 
 import intemporal
-from intemporal import Engine, RunStatus, Store
+from intemporal import Engine, FileStore, RunStatus, Store
 
 
 @intemporal.activity(name="workers.double")
@@ -63,3 +69,42 @@ def test_a_workflow_queue_from_its_decorator_is_recorded(store: Store) -> None:
         wait_until(
             lambda: worker.get_run("q-1").status is RunStatus.COMPLETED, what="the queued run"
         )
+
+
+def test_the_worker_command_takes_and_reports_a_run_a_client_records(tmp_path: Path) -> None:
+    # Given `intemporal worker` serving a store, with the workflow's module importable
+    (tmp_path / "wflows.py").write_text(
+        "import intemporal\n\n"
+        "@intemporal.activity\ndef triple(x):\n    return x * 3\n\n"
+        "@intemporal.workflow(name='wflows.job')\ndef job(x):\n    return triple(x)\n"
+    )
+    store, log = tmp_path / "store", tmp_path / "worker.log"
+    cmd = [sys.executable, "-m", "intemporal.cli", "--store", str(store), "worker"]
+    with open(log, "w") as out:
+        worker = subprocess.Popen(
+            [*cmd, "--import", "wflows"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: "serving" in log.read_text(), what="the worker to start")
+        # When a client records a run
+        with Engine(FileStore(store), worker=False) as client:
+            client.start(_load(tmp_path), 14, run_id="w-1")
+        # Then the worker takes it at once and prints how it ended
+        wait_until(lambda: "w-1 completed: 42" in log.read_text(), what="the worker's report")
+        assert "took w-1" in log.read_text()
+    finally:
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _load(folder: Path) -> Any:
+    sys.path.insert(0, str(folder))
+    try:
+        import wflows  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(folder))
+    return wflows.job
