@@ -45,6 +45,10 @@ from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 log = logging.getLogger("intemporal")
 
 
+def _closed() -> RuntimeError:
+    return RuntimeError("the engine is closed; start a new Engine to run more work")
+
+
 class Engine:
     """Runs workflows durably on a thread pool over a `Store`.
 
@@ -159,7 +163,7 @@ class Engine:
         run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
         kwargs, protocols = dict(kwargs or {}), dict(protocols or {})
         if self.worker and self.closing:  # before anything is written: nobody would run it
-            raise RuntimeError("the engine is closed; start a new Engine to run more work")
+            raise _closed()
         first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols)
         if not self.store.create(run_id, first, self.sync):
             return self._existing(run_id, wf, protocols)
@@ -261,7 +265,7 @@ class Engine:
     def _launch(self, exe: _Execution, events: list[Event] | None) -> _Execution:
         with self._mutex:
             if self.closing:
-                raise RuntimeError("the engine is closed; start a new Engine to run more work")
+                raise _closed()
             running = self._active.get(exe.run_id)
             if running is not None:
                 return running
@@ -275,7 +279,7 @@ class Engine:
         """Execute on the calling thread; False if the run is already executing here."""
         with self._mutex:
             if self.closing:
-                raise RuntimeError("the engine is closed; start a new Engine to run more work")
+                raise _closed()
             if exe.run_id in self._active:
                 return False
             self._active[exe.run_id] = exe

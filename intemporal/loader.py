@@ -72,7 +72,8 @@ def _import(module: str, root: str | None) -> Any:
         return importlib.import_module(module)
 
 
-def _attr_path(obj: Any, qualname: str) -> Any:
+def attr_path(obj: Any, qualname: str) -> Any:
+    """`obj.a.b.c` for qualname "a.b.c": a nested class or function found by its qualname."""
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
@@ -111,7 +112,7 @@ def load_workflow(first: dict[str, Any], imports: list[str] | None = None) -> Wo
     module, qualname = ref.get("module"), ref.get("qualname")
     if module and module != "__main__" and qualname:
         try:
-            return as_workflow(_attr_path(_import(module, ref.get("path")), qualname))
+            return as_workflow(attr_path(_import(module, ref.get("path")), qualname))
         except Exception as exc:
             tried.append(f"import {module}:{qualname} ({type(exc).__name__}: {exc})")
     script = ref.get("script")

@@ -10,7 +10,7 @@ from typing import Any
 from .api import Workflow
 from .codec import encode
 from .errors import SerializationError
-from .loader import load_script, workflow_ref
+from .loader import attr_path, load_script, workflow_ref
 from .store import Event
 
 
@@ -98,6 +98,4 @@ def _resolve(ref: str, script: str | None) -> Any:
         obj = load_script(script)
     else:
         obj = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
+    return attr_path(obj, qualname)
