@@ -596,6 +596,3 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-__all__ = ["Engine"]
