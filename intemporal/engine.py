@@ -165,17 +165,20 @@ class Engine:
         if self.worker and self.closing:  # before anything is written: nobody would run it
             raise _closed()
         first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols)
-        if not self.store.create(run_id, first, self.sync):
-            return self._existing(run_id, wf, protocols)
-        if not self.worker:
-            self.store.notify(run_id)  # so a running worker takes it without polling
-            return RunHandle(self, run_id)
         exe = _Execution(run_id, wf, args, kwargs, protocols)
-        if inline and current() is None:
-            # `run()` waits anyway: execute on the caller's thread, no pool hand-off.
-            self._execute_here(exe, [first])
-            return RunHandle(self, run_id, exe)
-        return RunHandle(self, run_id, self._launch(exe, [first]))
+        if inline and self.worker and current() is None:
+            # `run()` waits anyway: execute on the caller's thread, no pool hand-off; the
+            # run is durable by its first durable step, before `run()` can return.
+            lease = self.store.create_claimed(run_id, first, self.sync)
+            if lease is not None:
+                self._execute_here(exe, [first], lease)
+                return RunHandle(self, run_id, exe)
+        elif self.store.create(run_id, first, self.sync):
+            if not self.worker:
+                self.store.notify(run_id)  # so a running worker takes it without polling
+                return RunHandle(self, run_id)
+            return RunHandle(self, run_id, self._launch(exe, [first]))
+        return self._existing(run_id, wf, protocols)
 
     def _existing(
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
@@ -185,13 +188,8 @@ class Engine:
             raise RunConflict(run_id, str(recorded), wf.name)
         info = self.store.summary(run_id)
         left_behind = info.status in (RunStatus.PENDING, RunStatus.RUNNING) or info.orphaned
-        if (
-            self.worker
-            and left_behind
-            and run_id not in self._active
-            and run_id not in self._sleeping
-            and not self.store.is_claimed(run_id)
-        ):
+        busy = run_id in self._active or run_id in self._sleeping
+        if self.worker and left_behind and not busy and not self.store.is_claimed(run_id):
             return self.resume(run_id, protocols=protocols or None)
         return RunHandle(self, run_id, self._active.get(run_id))
 
@@ -275,22 +273,30 @@ class Engine:
         self._parking.start()
         return exe
 
-    def _execute_here(self, exe: _Execution, events: list[Event] | None) -> bool:
-        """Execute on the calling thread; False if the run is already executing here."""
+    def _execute_here(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> bool:
+        """Execute on the calling thread (claimed by the caller: `lease`); False if it is already."""
         with self._mutex:
+            admitted = not self.closing and exe.run_id not in self._active
+            if admitted:
+                self._active[exe.run_id] = exe
+        if not admitted:
+            if lease is not None:
+                lease.release()
             if self.closing:
                 raise _closed()
-            if exe.run_id in self._active:
-                return False
-            self._active[exe.run_id] = exe
+            return False
         self._parking.start()
-        self._execute(exe, events)
+        self._execute(exe, events, lease)
         return True
 
-    def _execute(self, exe: _Execution, events: list[Event] | None) -> None:
-        lease: Lease | None = None
+    def _execute(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> None:
         try:
-            lease = self.store.claim(exe.run_id)
+            if lease is None:
+                lease = self.store.claim(exe.run_id)
             if lease is None:  # another process owns it: the handle follows the store
                 exe.finish("stopped")
                 return

@@ -245,3 +245,110 @@ def test_durable_appends_land_whole_and_in_order(
     lease.release()
     # Then each is one whole line, after the first, in order
     assert [e.get("seq") for e in store.read("r")] == [None, 1, 2, 3, 4, 5]
+
+
+def _started(workflow: str = "w") -> dict[str, Any]:
+    return {"type": "run_started", "workflow": workflow, "ts": 0.0}
+
+
+def test_create_claimed_owns_the_new_run_until_released(store: intemporal.Store) -> None:
+    # Given a run created already claimed (how `Engine.run` starts what it executes)
+    lease = store.create_claimed("r", _started())
+    assert lease is not None
+    # Then nobody else may claim it or create it again, and others can read it
+    assert store.is_claimed("r")
+    assert store.claim("r") is None
+    assert store.create_claimed("r", _started("other")) is None
+    assert not store.create("r", _started("other"))
+    # When it appends and lets go
+    lease.append({"type": "side_effect", "seq": 1, "name": "n", "ts": 1.0}, sync=True)
+    lease.release()
+    # Then the journal holds both events, and the run can be claimed again
+    assert [e["type"] for e in store.read("r")] == ["run_started", "side_effect"]
+    again = store.claim("r")
+    assert again is not None
+    again.release()
+
+
+class _SyncSpy:
+    """Counts fdatasync and fsync calls on descriptors, as the store makes them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[str] = []
+        real_fdatasync, real_fsync = os.fdatasync, os.fsync
+
+        def fdatasync(fd: int) -> None:
+            self.calls.append("fdatasync")
+            real_fdatasync(fd)
+
+        def fsync(fd: int) -> None:
+            self.calls.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_run_created_claimed_is_synced_with_its_folder_at_its_first_durable_append(
+    file_store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a durable run created claimed: nothing synced yet
+    spy = _SyncSpy(monkeypatch)
+    lease = file_store.create_claimed("r", _started(), sync=True)
+    assert lease is not None
+    assert spy.calls == []
+    # When it appends without sync, then with sync, twice
+    lease.append({"type": "side_effect", "seq": 1, "name": "n", "ts": 1.0}, sync=False)
+    assert spy.calls == []
+    lease.append({"type": "side_effect", "seq": 2, "name": "n", "ts": 1.0}, sync=True)
+    # Then the first durable append syncs every line and the journal's name, once
+    assert spy.calls == ["fdatasync", "dir"]
+    lease.append({"type": "side_effect", "seq": 3, "name": "n", "ts": 1.0}, sync=True)
+    lease.release()
+    assert spy.calls[:2] == ["fdatasync", "dir"] and "dir" not in spy.calls[2:]
+    assert [e.get("seq") for e in file_store.read("r")] == [None, 1, 2, 3]
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["fsync", "flush"])
+def test_a_run_created_claimed_and_released_unsynced_is_synced_by_the_release(
+    file_store: FileStore, monkeypatch: pytest.MonkeyPatch, sync: bool
+) -> None:
+    # Given a run created claimed, released before any durable append
+    spy = _SyncSpy(monkeypatch)
+    lease = file_store.create_claimed("r", _started(), sync=sync)
+    assert lease is not None
+    lease.release()
+    # Then a durable store synced it (file and folder) on release; a flush one did not
+    assert spy.calls == (["fdatasync", "dir"] if sync else [])
+    assert file_store.read("r")[0]["type"] == "run_started"
+
+
+def test_concurrent_first_durable_appends_all_wait_for_the_folder_sync(
+    file_store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run created claimed, and 8 threads appending durably at once
+    import threading
+
+    spy = _SyncSpy(monkeypatch)
+    lease = file_store.create_claimed("r", _started(), sync=True)
+    assert lease is not None
+    gate = threading.Barrier(8)
+    early: list[int] = []
+
+    def append(i: int) -> None:
+        gate.wait()
+        lease.append({"type": "side_effect", "seq": i + 1, "name": "n", "ts": 1.0}, sync=True)
+        if "dir" not in spy.calls:
+            early.append(i)
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lease.release()
+    # Then none returned before the journal's name was on disk
+    assert early == []
+    # And the folder was synced exactly once, every line landed whole
+    assert spy.calls.count("dir") == 1
+    assert sorted(e.get("seq") or 0 for e in file_store.read("r")) == list(range(9))

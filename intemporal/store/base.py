@@ -188,6 +188,17 @@ class Store(ABC):
         With `sync`, return only once the run is on stable storage.
         """
 
+    def create_claimed(self, run_id: str, first: Event, sync: bool = True) -> Lease | None:
+        """Create a run and claim it, to execute it at once; None if it exists or is taken.
+
+        With `sync`, the run reaches stable storage no later than the lease's first synced
+        append (or its release): the caller executes it before telling anyone it exists
+        (`Engine.run`), so a store may fold the creation's sync into that append.
+        """
+        if not self.create(run_id, first, sync):
+            return None
+        return self.claim(run_id)
+
     @abstractmethod
     def read(self, run_id: str) -> list[Event]:
         """Return a run's events, oldest first; raise `RunNotFound` if there is no such run."""
