@@ -38,7 +38,7 @@ from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
 from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
-from .runs import first_event, rebuild_protocols
+from .runs import first_event, new_run_id, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 
@@ -160,7 +160,7 @@ class Engine:
         inline: bool,
     ) -> RunHandle:
         wf = as_workflow(fn)
-        run_id = check_run_id(run_id) if run_id is not None else uuid.uuid4().hex
+        run_id = check_run_id(run_id) if run_id is not None else new_run_id()
         kwargs, protocols = dict(kwargs or {}), dict(protocols or {})
         if self.worker and self.closing:  # before anything is written: nobody would run it
             raise _closed()
@@ -567,7 +567,7 @@ class Engine:
             "type": "signal",
             "name": name,
             "payload": encode(payload, self.codec),
-            "signal_id": signal_id or uuid.uuid4().hex,
+            "signal_id": signal_id or new_run_id(),
             "ts": round(time.time(), 6),
         }
         self.store.send(run_id, message)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import threading
 import time
 from typing import Any
 
@@ -12,6 +14,25 @@ from .codec import encode
 from .errors import SerializationError
 from .loader import attr_path, load_script, workflow_ref
 from .store import Event
+
+_ID_BYTES = 16
+_random = bytearray()  # OS randomness not handed out yet
+_random_lock = threading.Lock()
+os.register_at_fork(after_in_child=_random.clear)  # a child must not repeat its parent's ids
+
+
+def new_run_id() -> str:
+    """A new random run id: 32 hex digits (128 bits from the OS, like a uuid4's hex).
+
+    The bytes come from a buffer refilled 256 ids at a time: `uuid.uuid4()` costs a
+    system call per id, and `start()` on a busy engine waits for the GIL after each one.
+    """
+    with _random_lock:
+        if len(_random) < _ID_BYTES:
+            _random.extend(os.urandom(_ID_BYTES * 256))
+        chunk = _random[-_ID_BYTES:]
+        del _random[-_ID_BYTES:]
+    return chunk.hex()
 
 
 def first_event(

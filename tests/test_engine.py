@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -784,3 +785,27 @@ def test_ctrl_c_inside_run_stops_it_resumable_and_reaches_the_caller(
         # and the run is left unfinished, its first step kept, resumable
         info = engine.get_run("kbd")
         assert not info.status.finished and info.steps == 1
+
+
+def test_default_run_ids_are_random_hex_and_a_forked_child_does_not_repeat_them() -> None:
+    # Given ids drawn from the buffered OS randomness
+    import re
+
+    from intemporal.runs import new_run_id
+
+    ids = [new_run_id() for _ in range(2000)]
+    # Then each is 32 hex digits, and none repeats
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    assert len(set(ids)) == len(ids)
+    # When the process forks with ids still buffered
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write_end, new_run_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.close(write_end)
+    # Then the child's next id is not the parent's next id
+    assert child_id != new_run_id()
