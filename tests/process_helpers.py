@@ -65,8 +65,14 @@ MAIN = """
 
 if __name__ == "__main__":
     with intemporal.Engine(STORE, threads=2) as engine:
-        engine.start(WORKFLOW, *{args!r}, run_id={run_id!r}).result()
+        {call}
 """
+
+
+_CALLS = {
+    "start": "engine.start(WORKFLOW, *{args!r}, run_id={run_id!r}).result()",
+    "run": "engine.run(WORKFLOW, *{args!r}, run_id={run_id!r})",
+}
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
@@ -125,11 +131,13 @@ def run_and_kill(
     run_id: str = "crash-run",
     ready: Callable[[Path, str], bool] | None = None,
     timeout: float = 20.0,
+    via: str = "start",
 ) -> Crash:
     """Run `body`'s workflow (`WORKFLOW`) in a child; SIGKILL it after `lines` side effects.
 
     `ready(store, run_id)`, if given, must also hold before the kill (e.g. a journal event
-    is on disk). Fails if the child exits by itself first or the deadline passes.
+    is on disk). Fails if the child exits by itself first or the deadline passes. `via`:
+    the child executes the run with `engine.start(...).result()` or `engine.run(...)`.
     """
     tag = uuid.uuid4().hex[:10]
     store = tmp_path / "store"
@@ -141,7 +149,7 @@ def run_and_kill(
             store=str(store), side_effects=str(side_effects), wf_name=wf_name, env=CHILD_ENV
         )
         + textwrap.dedent(body)
-        + MAIN.format(args=tuple(args), run_id=run_id)
+        + MAIN.format(call=_CALLS[via].format(args=tuple(args), run_id=run_id))
     )
     script.write_text(source)
     stderr_path = tmp_path / f"crash_{tag}.stderr"

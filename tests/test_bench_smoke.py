@@ -41,3 +41,21 @@ def test_quick_bench_prints_a_figure_for_every_scenario(tmp_path: Path) -> None:
     assert "python bench/run.py --quick --no-dbos" in text
     assert "| scenario | metric | intemporal | DBOS |" in text
     assert "DBOS not measured" in text
+
+
+def test_start_profile_splits_the_callers_time_by_system_call(tmp_path: Path) -> None:
+    # Given the scenario-2 profile at its smoke size
+    cmd = [sys.executable, str(REPO / "bench" / "start_profile.py"), "--quick"]
+    # When it runs
+    proc = subprocess.run(
+        [*cmd, "--tmp", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    # Then it prints the whole call, create's share, each timed call and a throughput
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = dict(re.findall(r"^  (\S.*?\S)\s{2,}(\d+)\s", proc.stdout, re.MULTILINE))
+    for row in ("start(), the whole call", "FileStore.create, all of it", "fsync"):
+        assert row in rows, proc.stdout
+    assert "pwritev" in rows or "fdatasync" in rows, proc.stdout  # the journal's first line
+    assert 0 < int(rows["FileStore.create, all of it"]) <= int(rows["start(), the whole call"])
+    assert re.search(r"throughput of the busy engine: [\d,]+ steps/s", proc.stdout), proc.stdout
+    assert list(tmp_path.iterdir()) == []  # its stores removed

@@ -64,12 +64,15 @@ def _completed_steps(crash: Crash) -> set[int]:
     return {e["seq"] for e in crash.events() if e["type"] == "activity_completed"}
 
 
+@pytest.mark.parametrize("via", ["start", "run"])
 @pytest.mark.parametrize("kill_at", [0, 9, 19])
 def test_sigkill_mid_activity_then_resume_runs_only_the_unfinished_steps(
-    tmp_path: Path, kill_at: int
+    tmp_path: Path, kill_at: int, via: str
 ) -> None:
+    # Given a run executed by `start().result()` or by `run()` (its journal created
+    # claimed, synced at its first durable step), SIGKILLed inside step `kill_at`
     crash = run_and_kill(
-        tmp_path, TWENTY.replace("KILL_AT", str(kill_at)), lines=kill_at + 1, args=(20,)
+        tmp_path, TWENTY.replace("KILL_AT", str(kill_at)), lines=kill_at + 1, args=(20,), via=via
     )
     # the journal holds exactly the steps that finished before the kill (seq = i + 1)
     assert _completed_steps(crash) == set(range(1, kill_at + 1))
@@ -108,11 +111,12 @@ WORKFLOW = many
 """
 
 
+@pytest.mark.parametrize("via", ["start", "run"])
 def test_sigkill_at_an_arbitrary_point_is_at_least_once_and_at_most_one_rerun(
-    tmp_path: Path,
+    tmp_path: Path, via: str
 ) -> None:
     n = 300  # far more than can run between the 20th side effect and the kill
-    crash = run_and_kill(tmp_path, FREE_RUNNING, lines=20, args=(n,))
+    crash = run_and_kill(tmp_path, FREE_RUNNING, lines=20, args=(n,), via=via)
     completed = _completed_steps(crash)
     ran_before = crash.counts()
     assert len(completed) >= 19 and len(completed) < n
