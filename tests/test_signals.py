@@ -200,6 +200,22 @@ def test_duplicate_signal_id_is_delivered_once(engine: Engine) -> None:
     assert handle.result(timeout=5) == ["first", "second"]
 
 
+def test_signals_sent_through_the_store_without_an_id_are_each_delivered(engine: Engine) -> None:
+    # Given a run waiting for two signals
+    handle = engine.start(sig_wait_n, "raw", 2, run_id="raw-sends")
+    wait_for_status(engine, "raw-sends", RunStatus.WAITING)
+
+    # When two signals with no signal_id are written straight into the store's inbox
+    for value in ("one", "two"):
+        engine.store.send("raw-sends", {"type": "signal", "name": "raw", "payload": value})
+        engine.poke("raw-sends")
+
+    # Then they are two signals, not one sent twice
+    assert handle.result(timeout=5) == ["one", "two"]
+    received = [e for e in engine.history("raw-sends") if e["type"] == "signal_received"]
+    assert len({e["signal_id"] for e in received}) == 2
+
+
 def test_duplicate_signal_id_after_it_was_consumed_is_ignored(engine: Engine) -> None:
     # Given a run that consumed signal "hook-1" and waits for another
     handle = engine.start(sig_wait_n, "pay", 2, run_id="dupes-later")

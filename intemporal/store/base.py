@@ -15,6 +15,7 @@ appends to the journal. Replay, retries and locking policy live above, in the en
 from __future__ import annotations
 
 import re
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -161,6 +162,17 @@ def _error_text(err: dict[str, Any]) -> str:
 FINAL_EVENTS = frozenset({"run_completed", "run_cancelled"})
 
 
+def with_signal_id(message: Event) -> Event:
+    """`message`, with a fresh `signal_id` if it is a signal without one.
+
+    A run takes each signal id once (a retried send is not a second signal): a signal sent
+    without an id gets its own, so two of them are two signals, not one.
+    """
+    if message.get("type") == "signal" and not message.get("signal_id"):
+        return {**message, "signal_id": uuid.uuid4().hex}
+    return message
+
+
 class Lease(ABC):
     """Ownership of one run: the right to append to its journal, held until `release()`."""
 
@@ -217,7 +229,10 @@ class Store(ABC):
 
     @abstractmethod
     def send(self, run_id: str, message: Event) -> None:
-        """Append a message (a signal, a cancellation request) to the run's inbox, durably."""
+        """Append a message (a signal, a cancellation request) to the run's inbox, durably.
+
+        A signal without a `signal_id` gets a fresh one (`with_signal_id`).
+        """
 
     @abstractmethod
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:

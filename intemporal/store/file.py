@@ -40,7 +40,17 @@ from typing import Any
 import filelock
 
 from ..errors import JournalCorrupted, RunNotFound
-from .base import TERMINAL_EVENTS, Event, Lease, RunInfo, RunStatus, Store, check_run_id, summarize
+from .base import (
+    TERMINAL_EVENTS,
+    Event,
+    Lease,
+    RunInfo,
+    RunStatus,
+    Store,
+    check_run_id,
+    summarize,
+    with_signal_id,
+)
 from .fileio import (
     complete_length,
     dumps,
@@ -410,7 +420,7 @@ class FileStore(Store):
             raise RunNotFound(run_id)
         fd = os.open(self._base(run_id) + INBOX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, dumps(message))
+            os.write(fd, dumps(with_signal_id(message)))
             os.fsync(fd)
         finally:
             os.close(fd)

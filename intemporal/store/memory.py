@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ..errors import RunNotFound
-from .base import Event, Lease, Store, check_run_id
+from .base import Event, Lease, Store, check_run_id, with_signal_id
 
 
 class MemoryLease(Lease):
@@ -78,7 +78,8 @@ class MemoryStore(Store):
         with self._mutex:
             if run_id not in self._journals:
                 raise RunNotFound(run_id)
-            self._inboxes.setdefault(run_id, []).append(json.loads(json.dumps(message)))
+            stamped = json.loads(json.dumps(with_signal_id(message)))
+            self._inboxes.setdefault(run_id, []).append(stamped)
             self._doorbell.append(run_id)
 
     def notify(self, run_id: str) -> None:
