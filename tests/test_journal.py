@@ -261,7 +261,7 @@ def test_create_claimed_owns_the_new_run_until_released(store: intemporal.Store)
     assert store.create_claimed("r", _started("other")) is None
     assert not store.create("r", _started("other"))
     # When it appends and lets go
-    lease.append({"type": "side_effect", "seq": 1, "name": "n", "ts": 1.0}, sync=True)
+    lease.append(_effect(1), sync=True)
     lease.release()
     # Then the journal holds both events, and the run can be claimed again
     assert [e["type"] for e in store.read("r")] == ["run_started", "side_effect"]
@@ -289,21 +289,33 @@ class _SyncSpy:
         monkeypatch.setattr(os, "fsync", fsync)
 
 
+def _created_claimed(
+    store: FileStore, monkeypatch: pytest.MonkeyPatch, sync: bool = True
+) -> tuple[_SyncSpy, intemporal.Lease]:
+    """A run "r" created claimed, and a spy on the syncs made from now on."""
+    spy = _SyncSpy(monkeypatch)
+    lease = store.create_claimed("r", _started(), sync=sync)
+    assert lease is not None
+    return spy, lease
+
+
+def _effect(seq: int) -> dict[str, Any]:
+    return {"type": "side_effect", "seq": seq, "name": "n", "ts": 1.0}
+
+
 def test_a_run_created_claimed_is_synced_with_its_folder_at_its_first_durable_append(
     file_store: FileStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a durable run created claimed: nothing synced yet
-    spy = _SyncSpy(monkeypatch)
-    lease = file_store.create_claimed("r", _started(), sync=True)
-    assert lease is not None
+    spy, lease = _created_claimed(file_store, monkeypatch)
     assert spy.calls == []
     # When it appends without sync, then with sync, twice
-    lease.append({"type": "side_effect", "seq": 1, "name": "n", "ts": 1.0}, sync=False)
+    lease.append(_effect(1), sync=False)
     assert spy.calls == []
-    lease.append({"type": "side_effect", "seq": 2, "name": "n", "ts": 1.0}, sync=True)
+    lease.append(_effect(2), sync=True)
     # Then the first durable append syncs every line and the journal's name, once
     assert spy.calls == ["fdatasync", "dir"]
-    lease.append({"type": "side_effect", "seq": 3, "name": "n", "ts": 1.0}, sync=True)
+    lease.append(_effect(3), sync=True)
     lease.release()
     assert spy.calls[:2] == ["fdatasync", "dir"] and "dir" not in spy.calls[2:]
     assert [e.get("seq") for e in file_store.read("r")] == [None, 1, 2, 3]
@@ -314,9 +326,7 @@ def test_a_run_created_claimed_and_released_unsynced_is_synced_by_the_release(
     file_store: FileStore, monkeypatch: pytest.MonkeyPatch, sync: bool
 ) -> None:
     # Given a run created claimed, released before any durable append
-    spy = _SyncSpy(monkeypatch)
-    lease = file_store.create_claimed("r", _started(), sync=sync)
-    assert lease is not None
+    spy, lease = _created_claimed(file_store, monkeypatch, sync)
     lease.release()
     # Then a durable store synced it (file and folder) on release; a flush one did not
     assert spy.calls == (["fdatasync", "dir"] if sync else [])
@@ -329,15 +339,13 @@ def test_concurrent_first_durable_appends_all_wait_for_the_folder_sync(
     # Given a run created claimed, and 8 threads appending durably at once
     import threading
 
-    spy = _SyncSpy(monkeypatch)
-    lease = file_store.create_claimed("r", _started(), sync=True)
-    assert lease is not None
+    spy, lease = _created_claimed(file_store, monkeypatch)
     gate = threading.Barrier(8)
     early: list[int] = []
 
     def append(i: int) -> None:
         gate.wait()
-        lease.append({"type": "side_effect", "seq": i + 1, "name": "n", "ts": 1.0}, sync=True)
+        lease.append(_effect(i + 1), sync=True)
         if "dir" not in spy.calls:
             early.append(i)
 
