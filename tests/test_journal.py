@@ -14,6 +14,7 @@ from helpers import Calls, clone_prefix
 
 import intemporal
 from intemporal import Engine, FileStore, JournalCorrupted, RetryPolicy, RunStatus
+from intemporal.store import Lease
 
 
 @intemporal.activity
@@ -291,7 +292,7 @@ class _SyncSpy:
 
 def _created_claimed(
     store: FileStore, monkeypatch: pytest.MonkeyPatch, sync: bool = True
-) -> tuple[_SyncSpy, intemporal.Lease]:
+) -> tuple[_SyncSpy, Lease]:
     """A run "r" created claimed, and a spy on the syncs made from now on."""
     spy = _SyncSpy(monkeypatch)
     lease = store.create_claimed("r", _started(), sync=sync)
