@@ -108,11 +108,8 @@ class Engine:
         return self._closing.is_set()
 
     def pause(self, ctx: RunContext, seconds: float) -> None:
-        """Wait `seconds` (a retry backoff); cut short by cancellation or shutdown.
-
-        A long backoff on the workflow's own thread parks the run instead of holding the
-        thread: the attempt count is journaled, so the run picks up where it stopped.
-        """
+        """Wait `seconds` (a retry backoff), cut short by cancellation or shutdown; a long one
+        on the workflow's thread parks the run (its attempt count is journaled) instead."""
         parkable = seconds > INLINE_WAIT and threading.get_ident() == ctx.thread
         if parkable and not ctx._cancel_pending() and not self.closing:
             raise _Wait("retry backoff", round(time.time() + seconds, 6))
@@ -249,13 +246,11 @@ class Engine:
                 continue
             try:
                 info = self.store.summary(run_id)
-                if info.status.finished or self.store.is_claimed(run_id):
+                parked = info.status is RunStatus.WAITING and not info.orphaned  # a live engine's
+                if info.status.finished or parked or self.store.is_claimed(run_id):
                     continue
-                if info.status is RunStatus.WAITING and not info.orphaned:
-                    continue  # parked by a live engine, which wakes it
-                if not self._serves(run_id):
-                    continue
-                handles.append(self.resume(run_id))
+                if self._serves(run_id):
+                    handles.append(self.resume(run_id))
             except Exception as exc:  # one unreadable or unloadable run must not stop the rest
                 log.warning("cannot recover run %r: %s", run_id, exc)
         return handles
