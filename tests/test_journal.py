@@ -327,10 +327,14 @@ def test_a_run_created_claimed_and_released_unsynced_is_synced_by_the_release(
     file_store: FileStore, monkeypatch: pytest.MonkeyPatch, sync: bool
 ) -> None:
     # Given a run created claimed, released before any durable append
+    file_store.create("warm-up", _started())  # opens the store's folder descriptor, once
+    open_before = len(os.listdir("/proc/self/fd"))
     spy, lease = _created_claimed(file_store, monkeypatch, sync)
     lease.release()
     # Then a durable store synced it (file and folder) on release; a flush one did not
     assert spy.calls == (["fdatasync", "dir"] if sync else [])
+    # And the lease left no descriptor open behind it
+    assert len(os.listdir("/proc/self/fd")) == open_before
     assert file_store.read("r")[0]["type"] == "run_started"
 
 
@@ -361,3 +365,18 @@ def test_concurrent_first_durable_appends_all_wait_for_the_folder_sync(
     # And the folder was synced exactly once, every line landed whole
     assert spy.calls.count("dir") == 1
     assert sorted(e.get("seq") or 0 for e in file_store.read("r")) == list(range(9))
+
+
+def test_a_run_created_claimed_is_synced_even_if_its_store_was_closed_meanwhile(
+    file_store: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a durable run created claimed, and its store closed (an engine closing under
+    # a `run()` on another thread closes the store's own folder descriptor)
+    spy, lease = _created_claimed(file_store, monkeypatch)
+    file_store.close()
+    # When the run makes its first durable append
+    lease.append(_effect(1), sync=True)
+    lease.release()
+    # Then the journal and its folder were still synced, through the lease's own descriptor
+    assert spy.calls == ["fdatasync", "dir"]
+    assert [e.get("seq") for e in file_store.read("r")] == [None, 1]

@@ -78,9 +78,10 @@ MTIME_SLACK = 2.0  # seconds a journal's mtime may trail the `ts` stamped in its
 class FileLease(Lease):
     """An owned run of a `FileStore`: the held lock and an O_APPEND descriptor.
 
-    `unsynced_dir`: the descriptor of the folder of a journal created by `create_claimed`
-    and not yet on disk; the first synced append (or the release) syncs the whole journal
-    and that folder, so the new name survives a power cut too.
+    `unsynced_dir`: a descriptor of the folder of a journal created by `create_claimed`
+    and not yet on disk, owned by the lease (the store may close its own meanwhile); the
+    first synced append (or the release) syncs the whole journal and that folder, so the
+    new name survives a power cut too, then closes it.
     """
 
     def __init__(self, run_id: str, lock: Any, fd: int, unsynced_dir: int = -1) -> None:
@@ -100,6 +101,7 @@ class FileLease(Lease):
             os.fdatasync(self._fd)  # every line so far, the first one included
             if self._unsynced_dir >= 0:  # cleared only once the name is on disk too
                 os.fsync(self._unsynced_dir)
+                os.close(self._unsynced_dir)
                 self._unsynced_dir = -1
 
     def release(self) -> None:
@@ -109,6 +111,9 @@ class FileLease(Lease):
                     self._sync_new()
             finally:
                 os.close(self._fd)  # drops a flock taken through it
+                if self._unsynced_dir >= 0:  # the sync failed: the error is raised
+                    os.close(self._unsynced_dir)
+                    self._unsynced_dir = -1
             self._fd = -1
             if self._lock is not None:
                 unlock(self._lock)
@@ -216,7 +221,7 @@ class FileStore(Store):
         except BaseException:
             os.close(fd)
             raise
-        return FileLease(run_id, None, fd, dfd if sync else -1)
+        return FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
 
     def _open_root(self) -> int:
         fd = os.open(self._root, os.O_RDONLY | _O_DIRECTORY)
