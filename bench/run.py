@@ -174,6 +174,7 @@ def dbos_figures(
     try:
         if {"1", "3"} & set(only):
             log("DBOS sequential ...")
+            sc.settle()
             res = dbos_side.run(py, work, ["seq", "--w", w, "--k", k, "--reps", str(reps)])
             out["seq"], out["pragmas"], out["version"] = (
                 res["sequential"],
@@ -182,10 +183,12 @@ def dbos_figures(
             )
         if "2" in only:
             log("DBOS concurrent ...")
+            sc.settle()
             res = dbos_side.run(py, work, ["conc", "--w", w, "--k", k, "--reps", str(reps)])
             out["conc"], out["version"] = res["concurrent"], res.get("dbos")
         if "4" in only:
             log("DBOS recovery ...")
+            sc.settle()
             rk, kill, rr = ("60", "30", "1") if quick else ("1000", "500", "3")
             res = dbos_side.run(
                 py, work, ["recovery", "--rk", rk, "--kill-at", kill, "--rec-reps", rr]
@@ -327,6 +330,7 @@ def _run(
     probes: dict[str, float] = {}
     raw["create_file_us_before"] = probes  # this disk's mood drifts: see scenario 3's note
     for n in only:
+        sc.settle()
         probes[n] = sc.create_file_us(ctx)
         log(f"\n[{n}] {TITLES[n]} (creating a file costs {probes[n]:.0f} µs now) ...")
         t0 = time.perf_counter()
@@ -532,10 +536,12 @@ def tabulate(raw: dict[str, Any]) -> Table:
             f"({mach.get('create_file_us', 0):.0f} µs to create an empty file in this folder "
             "on this machine at the start of the bench, "
             f"{raw.get('create_file_us_before', {}).get('3', 0):.0f} µs just before scenario 3), "
-            "then the run's bookkeeping. On this VM that cost drifts between ~5 and ~250 µs "
-            "within minutes (seen with `bench/run.py`'s probe and a bare `os.open` loop on "
-            "2026-11-25), which moves the all-in figure between ~17 and ~40 µs; the long-run "
-            "row, one file per 1,000 activities, does not move with it."
+            "then the run's bookkeeping. On this disk (ext4 without a journal) creating a file "
+            "costs ~300 µs instead of ~10 µs while the kernel writes back the metadata of "
+            "thousands of files created or deleted ~30 s before (measured on 2026-11-25), "
+            "which moved this all-in figure between 15 and 47 µs over runs of the bench: each "
+            "scenario now starts after `os.sync()`, so it no longer pays for the previous "
+            "one's files. The long-run row, one file per 1,000 activities, does not move."
         )
     if "4" in res:
         r = res["4"]
