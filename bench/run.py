@@ -199,9 +199,7 @@ def dbos_figures(
             out["import_s"] = sc.import_time(str(py), "dbos", 3 if quick else 5)
     except (RuntimeError, ValueError, KeyError, OSError, subprocess.SubprocessError) as exc:
         return out, f"DBOS failed to run: {str(exc).strip().splitlines()[0][:300]}"
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out, ""
+    return out, ""  # its folder is deleted with the bench's, at the end (`sc.settle`)
 
 
 def scratch_folder(asked: str | None) -> Path:

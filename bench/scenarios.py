@@ -82,11 +82,12 @@ class Sizes:
 def settle() -> None:
     """Write back now what earlier work left dirty (`os.sync`), before a measurement.
 
-    On the bench's disk (ext4 without a journal) the kernel writes metadata back ~30 s
-    after it changed, and while it writes back thousands of created or deleted files,
-    creating a file costs ~300 µs instead of ~10 µs (measured on 2026-11-25). Without
-    this, a scenario would pay for the writeback of the files the one before it made and
-    removed; its own writeback it still pays.
+    On the bench's disk (ext4 without a journal, mounted with `discard`) creating a file
+    cost ~150-300 µs instead of ~10 µs for several seconds after thousands of files were
+    deleted, and while the kernel wrote back thousands of new ones ~30 s after they were
+    made (measured on 2026-11-25). So no scenario pays for another's files: stores are
+    set aside (`Ctx.drop`) and deleted only when the bench ends, and each scenario starts
+    after this sync. Its own files a scenario still pays for.
     """
     if hasattr(os, "sync"):
         os.sync()
@@ -100,11 +101,20 @@ class Ctx:
     sizes: Sizes
     log: Any = print
     notes: list[str] = field(default_factory=list)
+    dropped: int = 0
 
     def store(self, name: str) -> Path:
         path = self.tmp / name
-        shutil.rmtree(path, ignore_errors=True)
+        self.drop(path)
         return path
+
+    def drop(self, path: Path) -> None:
+        """Set `path` aside, to be deleted when the whole bench ends (see `settle`)."""
+        if path.exists():
+            trash = self.tmp / ".trash"
+            trash.mkdir(exist_ok=True)
+            self.dropped += 1
+            path.rename(trash / f"{self.dropped}-{path.name}")
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -175,7 +185,7 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
             for j in range(sz.long_w):
                 engine.run(workload.seq_workflow, sz.long_k, j)
             times_long.append(time.perf_counter() - t0)
-    shutil.rmtree(store, ignore_errors=True)
+    ctx.drop(store)
     t_k, t_0 = med(times_k), med(times_0)
     return {
         "long_W": sz.long_w,
@@ -218,7 +228,7 @@ def concurrent(ctx: Ctx) -> dict[str, Any]:
         starts.append(t1 - t0)
         p50s.append(pct(lat, 0.5) * 1e6)
         p99s.append(pct(lat, 0.99) * 1e6)
-    shutil.rmtree(store, ignore_errors=True)
+    ctx.drop(store)
     t = med(totals)
     return {
         "W": w,
@@ -285,7 +295,7 @@ def recovery(ctx: Ctx) -> dict[str, Any]:
                 "recover_to_done_s": out["recover_to_done_s"],
             }
         )
-        shutil.rmtree(store, ignore_errors=True)
+        ctx.drop(store)
         side.unlink(missing_ok=True)
     return {
         "K": sz.rec_k,
@@ -335,9 +345,9 @@ def replay(ctx: Ctx) -> dict[str, Any]:
             raise RuntimeError(f"the resumed run never reached activity {n}: {out}")
         out["spawn_to_first_new_s"] = out["first_new_wall"] - t_spawn
         reps.append(out)
-        shutil.rmtree(store, ignore_errors=True)
+        ctx.drop(store)
     size = journal.stat().st_size
-    shutil.rmtree(built, ignore_errors=True)
+    ctx.drop(built)
     return {
         "completed_activities": completed,
         "journal_bytes": size,
@@ -370,7 +380,7 @@ def waiting(ctx: Ctx) -> dict[str, Any]:
         )
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         out = {"available": True, "error": str(exc).strip().splitlines()[-1][:300]}
-    shutil.rmtree(store, ignore_errors=True)
+    ctx.drop(store)
     return out
 
 
@@ -388,7 +398,7 @@ def build_store(ctx: Ctx, root: Path, n: int, spacing: float = 0.1) -> list[str]
     with intemporal.Engine(sample, threads=1, durability="flush") as engine:
         engine.run(workload.seq_workflow, 10, 0, run_id="template")
         template = engine.history("template")
-    shutil.rmtree(sample, ignore_errors=True)
+    ctx.drop(sample)
     t_first = template[0]["ts"]
     offsets = [ev["ts"] - t_first for ev in template]
     started = [ev.get("started", t_first) - t_first for ev in template]
@@ -475,7 +485,7 @@ def list_big(ctx: Ctx) -> dict[str, Any]:
         except (ValueError, KeyError):
             got = []
         out["cli_correct"] = proc.returncode == 0 and got == expected
-    shutil.rmtree(store, ignore_errors=True)
+    ctx.drop(store)
     return out
 
 
@@ -570,5 +580,5 @@ def create_file_us(ctx: Ctx, n: int = 200) -> float:
             os.close(os.open(folder / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             lat.append(time.perf_counter() - t0)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        ctx.drop(folder)
     return med(lat) * 1e6

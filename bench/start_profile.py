@@ -98,7 +98,6 @@ def profile(
                 for h in handles if worker else ():
                     h.result(timeout=600)
                 total = time.perf_counter() - t0
-            shutil.rmtree(store, ignore_errors=True)
             for name, seconds in spent.items():
                 per_rep[name].append(seconds / runs * 1e6)
             per_rep["start(), the whole call"].append(loop / runs * 1e6)
@@ -120,8 +119,14 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.runs, a.reps = 50, 1
-    busy = profile(a.runs, a.k, a.threads, a.reps, a.tmp, worker=True)
-    alone = profile(a.runs, a.k, a.threads, a.reps, a.tmp, worker=False)
+    # Stores are deleted at the end only: deleting thousands of files slowed the creation
+    # of new ones for seconds on this disk (see `settle` in scenarios.py).
+    root = Path(tempfile.mkdtemp(prefix="start-profile-", dir=a.tmp))
+    try:
+        busy = profile(a.runs, a.k, a.threads, a.reps, root, worker=True)
+        alone = profile(a.runs, a.k, a.threads, a.reps, root, worker=False)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     whole = busy.pop("start(), the whole call")
     steps = busy.pop("steps/s")
     print(f"{a.runs} start() calls, K={a.k}, threads={a.threads}, {a.reps} reps (medians, µs)")
