@@ -212,16 +212,16 @@ class FileStore(Store):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
             os.write(fd, dumps(first))
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
+            return FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
         except FileExistsError:
             os.close(fd)
             return None
         except FileNotFoundError:  # no /proc, or the store's folder deleted: `create` copes
             os.close(fd)
             return super().create_claimed(run_id, first, sync)
-        except BaseException:
+        except BaseException:  # the run stays, pending and unlocked: `recover` takes it
             os.close(fd)
             raise
-        return FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
 
     def _open_root(self) -> int:
         fd = os.open(self._root, os.O_RDONLY | _O_DIRECTORY)
