@@ -32,7 +32,7 @@ WORKER = textwrap.dedent(
     import os, sys
     import intemporal
 
-    STORE, SIDE, N, K = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    STORE, SIDE, N, K, VIA = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 
     @intemporal.activity
     def step(run, i, x):
@@ -48,22 +48,30 @@ WORKER = textwrap.dedent(
 
     if __name__ == "__main__":
         with intemporal.Engine(STORE, threads=THREADS) as engine:
-            # Idempotent starts: new runs start, orphaned ones resume, finished ones return.
-            handles = [engine.start(soak, K, j, run_id=f"r{j}") for j in range(N)]
-            for h in handles:
-                h.result(timeout=120)
+            # Idempotent: new runs start, orphaned ones resume, finished ones return.
+            if VIA == "start":
+                handles = [engine.start(soak, K, j, run_id=f"r{j}") for j in range(N)]
+                for h in handles:
+                    h.result(timeout=120)
+            else:  # THREADS callers executing runs inline, as a web server's threads would
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(THREADS) as callers:
+                    list(callers.map(lambda j: engine.run(soak, K, j, run_id=f"r{j}"), range(N)))
         print("all done", flush=True)
     """
 ).replace("THREADS", str(THREADS))
 
 
-def soak(tmp_path: Path, n: int, k: int, kills: int, seed: int) -> None:
+def soak(tmp_path: Path, n: int, k: int, kills: int, seed: int, via: str = "start") -> None:
+    """`via="start"`: one thread starts every run (scenario 2); `via="run"`: THREADS caller
+    threads execute them inline with `engine.run`, while the pool resumes orphaned ones."""
     rng = random.Random(seed)
     tmp_path.mkdir(parents=True, exist_ok=True)
     script = tmp_path / "soak_worker.py"
     script.write_text(WORKER)
     store, side = tmp_path / "store", tmp_path / "side.txt"
-    cmd = [sys.executable, str(script), str(store), str(side), str(n), str(k)]
+    cmd = [sys.executable, str(script), str(store), str(side), str(n), str(k), via]
     done_kills = 0
     total = n * k
     # The first kill lands in the start loop, once a random number of journals exist; the
@@ -99,7 +107,8 @@ def soak(tmp_path: Path, n: int, k: int, kills: int, seed: int) -> None:
     ]
     assert not missing, f"activities never ran: {missing[:5]}"
     again = sum(c - 1 for c in counts.values())
-    assert again <= done_kills * THREADS, f"{again} re-runs for {done_kills} kills"
+    in_flight = THREADS * (2 if via == "run" else 1)  # the callers' runs and the pool's
+    assert again <= done_kills * in_flight, f"{again} re-runs for {done_kills} kills"
 
 
 def _journals(store: Path) -> int:
@@ -121,7 +130,13 @@ def test_concurrent_runs_survive_random_kills(tmp_path: Path) -> None:
     soak(tmp_path, n=1000, k=10, kills=4, seed=7)
 
 
+def test_runs_executed_by_caller_threads_survive_random_kills(tmp_path: Path) -> None:
+    # `engine.run` creates each journal claimed and syncs it at its first durable step
+    soak(tmp_path, n=300, k=10, kills=4, seed=11, via="run")
+
+
 @pytest.mark.slow
 def test_concurrent_runs_survive_many_random_kills(tmp_path: Path) -> None:
     for seed in range(int(time.time()), int(time.time()) + 5):
         soak(tmp_path / str(seed), n=1000, k=10, kills=12, seed=seed)
+        soak(tmp_path / f"{seed}-run", n=1000, k=10, kills=12, seed=seed, via="run")
