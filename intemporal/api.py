@@ -14,6 +14,7 @@ checkers and IDEs still see the user's function.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
@@ -43,19 +44,49 @@ class RetryPolicy:
     non_retryable: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("RetryPolicy.max_attempts must be at least 1")
-        if self.initial_interval < 0 or self.max_interval < 0 or self.backoff < 1:
-            raise ValueError("RetryPolicy intervals must be >= 0 and backoff >= 1")
-        object.__setattr__(self, "non_retryable", tuple(self.non_retryable))
+        object.__setattr__(self, "non_retryable", _check_policy(self))
 
     def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        return float(min(self.initial_interval * self.backoff ** (attempt - 1), self.max_interval))
+        """Seconds to wait after failed attempt number `attempt` (1-based); never raises.
+
+        Always between 0 and `max_interval`, however large `attempt` is (no overflow).
+        """
+        initial, cap, backoff = self.initial_interval, self.max_interval, self.backoff
+        if initial >= cap or initial == 0:
+            return float(min(initial, cap))
+        exponent = max(int(attempt), 1) - 1
+        # Compared in logarithms first: past the cap, `backoff ** exponent` may overflow.
+        log_delay = math.log(initial) + exponent * math.log(backoff)
+        if log_delay >= math.log(cap):
+            return float(cap)
+        try:
+            return float(min(initial * backoff**exponent, cap))
+        except OverflowError:  # a tiny initial_interval times a huge power: still below the cap
+            return float(min(math.exp(log_delay), cap))
 
     def retries(self, exc: BaseException, attempt: int) -> bool:
         """Tell whether failed attempt `attempt` with `exc` is followed by another one."""
         return attempt < self.max_attempts and not isinstance(exc, self.non_retryable)
+
+
+def _check_policy(policy: RetryPolicy) -> tuple[type[BaseException], ...]:
+    """The policy's `non_retryable` as a tuple; `ValueError` naming a field that makes no sense."""
+    attempts = policy.max_attempts
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ValueError(f"RetryPolicy.max_attempts must be an int >= 1, not {attempts!r}")
+    for field, low in (("initial_interval", 0.0), ("max_interval", 0.0), ("backoff", 1.0)):
+        value = getattr(policy, field)
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (ok and math.isfinite(value) and value >= low):
+            raise ValueError(
+                f"RetryPolicy.{field} must be a finite number >= {low:g}, not {value!r}"
+            )
+    given: Any = policy.non_retryable
+    classes = tuple(given) if isinstance(given, tuple | list | set | frozenset) else (given,)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise ValueError(f"RetryPolicy.non_retryable must hold exception classes, not {cls!r}")
+    return classes
 
 
 DEFAULT_RETRY = RetryPolicy()

@@ -133,6 +133,7 @@ class RunContext:
 
     def _index(self, events: list[Event]) -> None:
         forgotten = _failures_to_retry(events)
+        last_forgotten = {events[i]["seq"]: i for i in sorted(forgotten)}
         self.recorded: dict[int, Event] = {}
         self.failed_attempts: dict[int, int] = {}
         self.retry_at: dict[int, float] = {}  # when a resumed retry is due (epoch seconds)
@@ -146,9 +147,9 @@ class RunContext:
             if ev["type"] == "attempt_failed":
                 self.failed_attempts[seq] = ev["attempt"]
                 self.retry_at[seq] = ev.get("ts", 0.0) + ev.get("retry_in", 0.0)
-                if seq in forgotten and i < forgotten[seq]:
+                if i < last_forgotten.get(seq, -1):
                     del self.failed_attempts[seq], self.retry_at[seq]  # a fresh budget
-            elif forgotten.get(seq) != i:
+            elif i not in forgotten:
                 self.recorded[seq] = ev
         self.last_recorded = max(self.recorded, default=0)
 
@@ -398,16 +399,17 @@ class RunContext:
         return WorkflowInfo(self.run_id, self.workflow, self.parent)
 
 
-def _failures_to_retry(events: list[Event]) -> dict[int, int]:
-    """The activity failures that a `run_resumed` marker retries: {seq: index of the event}.
+def _failures_to_retry(events: list[Event]) -> set[int]:
+    """The activity failures that `run_resumed` markers retry: the indexes of their events.
 
-    Resuming a failed run retries the step that failed it: the activity failure that is
-    the last operation before a `run_failed` and carries the same error. Failures the
-    workflow handled (caught, or compensated after) stay part of its history.
+    Every resume of a failed run retries the step that failed it: the activity failure that
+    is the last operation before a `run_failed` and carries the same error, however many
+    resumes failed before. Failures the workflow handled (caught, or compensated after)
+    stay part of its history.
     """
-    out: dict[int, int] = {}
+    out: set[int] = set()
     last_op: tuple[int, Event] | None = None
-    pending: tuple[int, Event, Event] | None = None
+    pending: int | None = None
     for i, ev in enumerate(events):
         t = ev["type"]
         if t == "run_failed" and last_op is not None and last_op[1]["type"] == "activity_failed":
@@ -416,9 +418,9 @@ def _failures_to_retry(events: list[Event]) -> dict[int, int]:
                 run_err.get("type"),
                 run_err.get("message"),
             )
-            pending = (last_op[0], last_op[1], ev) if same else None
+            pending = last_op[0] if same else None
         elif t == "run_resumed" and pending is not None:
-            out[pending[1]["seq"]] = pending[0]
+            out.add(pending)
             pending = None
         elif "seq" in ev and t != "attempt_failed":
             last_op = (i, ev)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from helpers import Calls
 from process_helpers import journal_events, run_and_kill, wait_until
 
@@ -480,3 +482,144 @@ def test_a_resumed_run_waits_out_the_rest_of_its_backoff(store: intemporal.Store
         assert again.resume("later").result(timeout=10) == "up"
         done = next(e for e in again.history("later") if e["type"] == "activity_completed")
     assert done["started"] >= failed["ts"] + failed["retry_in"] - 0.01
+
+
+# -- any policy: `delay` never raises; nonsense is refused when the policy is made -----------
+def test_delay_of_a_tiny_interval_at_a_huge_attempt_is_the_cap_not_an_overflow() -> None:
+    policy = RetryPolicy(max_attempts=2000, initial_interval=0.001, max_interval=0.001)
+    assert policy.delay(1025) == 0.001
+    assert RetryPolicy(max_attempts=2000, initial_interval=0.002, max_interval=7.0).delay(2000) == 7
+    assert RetryPolicy(initial_interval=1e-300, max_interval=1e300, backoff=1.5).delay(10**9) == 1e300
+
+
+finite = st.floats(min_value=0, max_value=1e308, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    attempts=st.integers(min_value=1, max_value=10**6),
+    initial=finite,
+    cap=finite,
+    backoff=st.floats(min_value=1, max_value=1e308, allow_nan=False, allow_infinity=False),
+    attempt=st.integers(min_value=1, max_value=10**12),
+)
+def test_delay_never_raises_and_stays_within_zero_and_the_cap(
+    attempts: int, initial: float, cap: float, backoff: float, attempt: int
+) -> None:
+    policy = RetryPolicy(
+        max_attempts=attempts, initial_interval=initial, max_interval=cap, backoff=backoff
+    )
+    delay = policy.delay(attempt)
+    assert 0 <= delay <= cap and delay == delay
+    if attempt == 1:
+        assert delay == min(initial, cap)
+
+
+NONSENSE = [
+    dict(max_attempts=0),
+    dict(max_attempts=-3),
+    dict(max_attempts=2.5),
+    dict(max_attempts=True),
+    dict(max_attempts="3"),
+    dict(initial_interval=-0.001),
+    dict(initial_interval=float("nan")),
+    dict(initial_interval=float("inf")),
+    dict(max_interval=float("nan")),
+    dict(max_interval=float("inf")),
+    dict(max_interval=-1),
+    dict(backoff=float("nan")),
+    dict(backoff=float("inf")),
+    dict(backoff=0.999),
+    dict(backoff=-2),
+    dict(non_retryable=("ValueError",)),
+    dict(non_retryable=(ValueError, 3)),
+]
+
+
+@pytest.mark.parametrize("fields", NONSENSE, ids=[repr(f) for f in NONSENSE])
+def test_nonsense_policy_values_raise_value_error_when_the_policy_is_made(
+    fields: dict[str, Any],
+) -> None:
+    with pytest.raises(ValueError, match=f"RetryPolicy.{next(iter(fields))}"):
+        RetryPolicy(**fields)
+
+
+@given(value=st.one_of(st.floats(max_value=-1e-9), st.just(float("nan"))))
+def test_any_negative_or_nan_interval_is_refused(value: float) -> None:
+    for field in ("initial_interval", "max_interval", "backoff"):
+        with pytest.raises(ValueError):
+            RetryPolicy(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_single_non_retryable_class_is_taken_as_a_tuple_of_one() -> None:
+    assert RetryPolicy(non_retryable=KeyError).non_retryable == (KeyError,)  # type: ignore[arg-type]
+
+
+# -- every resume of a failed run retries the step that failed it ------------------------------
+LOADER: dict[str, Any] = {"broken": True, "calls": Calls()}
+
+
+@intemporal.activity(retry=RetryPolicy(max_attempts=1))
+def load_once() -> str:
+    LOADER["calls"].hit("load")
+    if LOADER["broken"]:
+        raise ConnectionError("the warehouse is down")
+    return "loaded"
+
+
+@intemporal.activity(retry=RetryPolicy(max_attempts=2, initial_interval=0.001))
+def load_twice() -> str:
+    return load_once.fn()
+
+
+@intemporal.activity
+def prepare() -> str:
+    LOADER["calls"].hit("prepare")
+    return "ready"
+
+
+@intemporal.workflow(name="retry.import_once")
+def import_once() -> str:
+    return load_once()
+
+
+@intemporal.workflow(name="retry.import_after_prepare")
+def import_after_prepare() -> str:
+    return prepare() + " " + load_twice()
+
+
+def test_each_resume_of_a_failed_run_retries_its_failed_step(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run failed by an activity with max_attempts=1
+    monkeypatch.setitem(LOADER, "broken", True)
+    calls = LOADER["calls"] = Calls()
+    with pytest.raises(ConnectionError):
+        engine.run(import_once, run_id="load")
+    # When it is resumed while the cause persists, it fails again (the activity ran again)
+    with pytest.raises(ConnectionError):
+        engine.resume("load").result(timeout=10)
+    assert calls["load"] == 2
+    # And once the cause is fixed, the next resume runs it a third time and succeeds
+    LOADER["broken"] = False
+    assert engine.resume("load").result(timeout=10) == "loaded"
+    assert calls["load"] == 3
+    assert engine.get_run("load").status is RunStatus.COMPLETED
+
+
+@pytest.mark.parametrize("failing_resumes", [2, 4])
+def test_many_failing_resumes_each_retry_with_a_fresh_budget(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, failing_resumes: int
+) -> None:
+    monkeypatch.setitem(LOADER, "broken", True)
+    calls = LOADER["calls"] = Calls()
+    with pytest.raises(ConnectionError):
+        engine.run(import_after_prepare, run_id="prep")
+    for _ in range(failing_resumes):
+        with pytest.raises(ConnectionError):
+            engine.resume("prep").result(timeout=10)
+    LOADER["broken"] = False
+    assert engine.resume("prep").result(timeout=10) == "ready loaded"
+    # two attempts per failing execution, one for the last; the completed step ran once
+    assert calls["load"] == 2 * (1 + failing_resumes) + 1
+    assert calls["prepare"] == 1
