@@ -43,6 +43,7 @@ from .cli_support import (
 )
 from .errors import IntemporalError
 from .handle import RunHandle
+from .housekeeping import collectable, delete_trees, resumable
 from .store import RunStatus, check_run_id
 from .verify import verify_replay
 
@@ -404,8 +405,12 @@ def gc(
 ) -> None:
     """Delete finished runs (completed, failed, cancelled) that ended longer ago than AGE.
 
-    Unfinished runs are never deleted, nor runs a process owns. Prints how many runs were
-    removed.
+    A parent run reads its child runs again when it is replayed, so runs go by whole
+    trees: a top-level run with all its child runs, once every one of them is finished
+    and no process owns any, the last ended longer ago than AGE, and the top-level run
+    ended with --status. A child run is never deleted while its parent is unfinished
+    (waiting, crashed, pending), nor on its own. Prints how many runs were removed;
+    --dry-run lists them (children included) and deletes nothing.
 
     Examples:
 
@@ -415,21 +420,20 @@ def gc(
     """
     seconds = parse_age(older_than)
     store = _open(ctx)
-    cutoff = time.time() - seconds
-    doomed = [
-        info
-        for info in store.list_runs(status=status and RunStatus(status))
-        if info.status.finished and info.updated_at <= cutoff and not store.is_claimed(info.run_id)
-    ]
+    doomed = collectable(store, older_than=seconds, status=status and RunStatus(status))
     out = render.console()
-    for info in doomed:
-        if dry_run:
-            out.print(
-                f"would remove {info.run_id} ({info.status}, {info.workflow})", soft_wrap=True
-            )
-        else:
-            store.delete(info.run_id)
-    out.print(f"{'would remove' if dry_run else 'removed'} {len(doomed)} run(s)")
+    if dry_run:
+        for tree in doomed:
+            for info in reversed(tree.runs):  # the top-level run first, then what it started
+                below = f", child of {info.parent}" if info.parent else ""
+                out.print(
+                    f"would remove {info.run_id} ({info.status}, {info.workflow}{below})",
+                    soft_wrap=True,
+                )
+    else:
+        doomed = delete_trees(store, doomed)
+    count = sum(len(tree.runs) for tree in doomed)
+    out.print(f"{'would remove' if dry_run else 'removed'} {count} run(s)")
 
 
 @_command()

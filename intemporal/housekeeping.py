@@ -1,0 +1,144 @@
+"""Which runs `gc` may delete and which ones `resume --all` takes: rules over `Store` calls.
+
+Written once, above the stores, with nothing but `Store` operations (`run_ids`, `summary`,
+`is_claimed`, `claim`, `read`, `delete`), so every backend (the file store, memory, a
+future PostgreSQL store) follows the same rules.
+
+    trees = collectable(store, older_than=7 * 86400, status="completed")
+    delete_trees(store, trees)
+
+**Deleting.** A parent run reads its child runs again whenever it is replayed (after a
+crash, a suspension, or the resume of a failed run), and a child that is not there any
+more is started again: its activities run twice. So `gc` deletes whole trees: a top-level
+run (one with no parent in the store) together with every run below it (children,
+grandchildren). A tree goes only when every run in it is finished (completed, failed or
+cancelled), none is owned by a live process, the last of them ended before the cutoff, and
+the top-level run has the status asked for. A child is never deleted on its own, and a
+parent never without its children.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .store.base import TERMINAL_EVENTS, RunInfo, RunStatus, Store
+
+
+@dataclass
+class Tree:
+    """A top-level run and every run below it; `runs` lists the deepest first (deletion order)."""
+
+    root: RunInfo
+    runs: list[RunInfo] = field(default_factory=list)
+
+    @property
+    def ended(self) -> float:
+        """When the last run of the tree recorded its last event (epoch seconds)."""
+        return max(info.updated_at for info in self.runs)
+
+
+def trees(store: Store) -> tuple[list[Tree], set[str]]:
+    """Every run of the store grouped in trees, and the ids of the runs that cannot be read.
+
+    A run whose recorded parent is not in the store is a top-level run.
+    """
+    infos: dict[str, RunInfo] = {}
+    unreadable: set[str] = set()
+    for rid in store.run_ids():
+        try:
+            infos[rid] = store.summary(rid)
+        except Exception:  # damaged, or deleted meanwhile: never collected blindly
+            unreadable.add(rid)
+    children: dict[str, list[RunInfo]] = {}
+    roots = []
+    for info in infos.values():
+        if info.parent is not None and info.parent in infos:
+            children.setdefault(info.parent, []).append(info)
+        else:
+            roots.append(info)
+
+    def deepest_first(info: RunInfo) -> list[RunInfo]:
+        below = [r for child in children.get(info.run_id, []) for r in deepest_first(child)]
+        return [*below, info]
+
+    return [Tree(root, deepest_first(root)) for root in roots], unreadable
+
+
+def collectable(
+    store: Store,
+    *,
+    older_than: float,
+    status: RunStatus | str | None = None,
+    now: float | None = None,
+) -> list[Tree]:
+    """The trees `gc` may delete: see the module docstring for the rule.
+
+    `older_than`: seconds since the tree's last run ended; `status`: the status its
+    top-level run must have (a finished one), or None for any finished status.
+    """
+    want = RunStatus(status) if status is not None else None
+    cutoff = (time.time() if now is None else now) - older_than
+    found, unreadable = trees(store)
+    out = []
+    for tree in found:
+        if want is not None and tree.root.status is not want:
+            continue
+        if not all(info.status.finished for info in tree.runs) or tree.ended > cutoff:
+            continue
+        # A run that cannot be read may be a child: keep every run its id may sit under.
+        if any(u.startswith(info.run_id + "/") for u in unreadable for info in tree.runs):
+            continue
+        if any(store.is_claimed(info.run_id) for info in tree.runs):
+            continue  # a failed run being resumed right now
+        out.append(tree)
+    return out
+
+
+def delete_trees(store: Store, doomed: list[Tree]) -> list[Tree]:
+    """Delete each tree whole, deepest run first; return the trees deleted.
+
+    Every run of a tree is claimed first and read again: a tree one of whose runs another
+    process took meanwhile (a resume), or that changed since it was looked at, is left
+    whole.
+    """
+    deleted = []
+    for tree in doomed:
+        leases = []
+        try:
+            for info in tree.runs:
+                lease = store.claim(info.run_id)
+                if lease is None:
+                    break
+                leases.append(lease)
+                last = store.read(info.run_id)[-1]
+                if last["type"] not in TERMINAL_EVENTS or last.get("ts", 0.0) != info.updated_at:
+                    break
+            else:
+                for info in tree.runs:
+                    store.delete(info.run_id)
+                deleted.append(tree)
+        finally:
+            for lease in leases:
+                lease.release()
+    return deleted
+
+
+def resumable(store: Store, info: RunInfo, failed: bool = False) -> bool:
+    """Whether `resume --all` takes this run: unfinished and nobody's, or failed with `failed`.
+
+    Unfinished and nobody's: pending, running with no owner (orphaned), or waiting with
+    no live engine holding it. Child runs are left to their parent, which resumes them
+    (a child whose parent is gone is taken like a top-level run).
+    """
+    if info.parent is not None and store.exists(info.parent):
+        return False
+    if info.status is RunStatus.FAILED:
+        wanted = failed
+    elif info.status is RunStatus.PENDING:
+        wanted = True
+    elif info.status is RunStatus.WAITING:
+        wanted = info.orphaned or info.owner is None
+    else:
+        wanted = info.status is RunStatus.RUNNING and info.orphaned
+    return wanted and not store.is_claimed(info.run_id)
