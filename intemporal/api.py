@@ -114,7 +114,9 @@ class Activity(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx = replay.current()
         if ctx is None:
-            return self.fn(*args, **kwargs)
+            if replay.activity_context() is not None:  # inside a run's activity: plain call
+                return self.fn(*args, **kwargs)
+            return cast(R, replay.run_plainly(self.fn, args, kwargs))
         return cast(
             R, ctx.call_activity(self.name, self.fn, args, kwargs, self.retry, self.timeout)
         )

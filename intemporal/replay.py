@@ -25,6 +25,7 @@ from .codec import decode, decode_error, encode, encode_error
 from .errors import (
     ActivityTimeout,
     Cancelled,
+    IntemporalError,
     NonDeterminismError,
     SerializationError,
     Suspend,
@@ -42,6 +43,11 @@ _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
 _activity: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "intemporal_activity", default=None
 )
+
+
+_plain: contextvars.ContextVar[bool] = contextvars.ContextVar("intemporal_plain", default=False)
+# The threads executing an attempt of a run's activity now (`heartbeat` checks for helpers).
+_ATTEMPT_THREADS: set[int] = set()
 
 
 def current() -> RunContext | None:
@@ -300,11 +306,14 @@ class RunContext:
     ) -> Any:
         # Inside an activity, decorated calls run plainly and heartbeat() finds this run.
         t_run, t_act = _current.set(None), _activity.set(self)
+        me = threading.get_ident()
+        _ATTEMPT_THREADS.add(me)
         try:
             if timeout is None:
                 return fn(*args, **kwargs)  # inline: no thread hand-off on the hot path
             return _run_with_timeout(name, fn, args, kwargs, timeout)
         finally:
+            _ATTEMPT_THREADS.discard(me)
             _activity.reset(t_act)
             _current.reset(t_run)
 
@@ -468,8 +477,38 @@ def _run_with_timeout(
     return box["value"]
 
 
+def run_plainly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call an activity outside any run (a test, a REPL): `heartbeat()` in it does nothing."""
+    token = _plain.set(True)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _plain.reset(token)
+
+
+HEARTBEAT_THREAD = (
+    "intemporal.heartbeat() was called on a thread that has no activity context (a thread "
+    "or a pool the activity started), so it cannot see the run's cancellation. Call it on "
+    "the activity's own thread, or run the helper under the activity's context: "
+    "threading.Thread(target=contextvars.copy_context().run, args=(fn, ...)) or "
+    "pool.submit(contextvars.copy_context().run, fn, ...), with copy_context() called on "
+    "the activity's thread"
+)
+
+
 def heartbeat() -> None:
-    """Tell the engine an activity is alive; raise `Cancelled` if its run was cancelled."""
+    """Tell the engine an activity is alive; raise `Cancelled` if its run was cancelled.
+
+    It must run on the activity's thread, or in a thread that runs under a copy of the
+    activity's context (`contextvars.copy_context().run`). Called on another thread while
+    this process executes activities, it raises `IntemporalError` saying so, instead of
+    silently missing a cancellation. In a workflow, or in an activity called plainly
+    outside any run, it does nothing.
+    """
     ctx = _activity.get()
-    if ctx is not None and ctx._cancel_pending():
-        raise Cancelled(f"run {ctx.run_id!r} was cancelled")
+    if ctx is not None:
+        if ctx._cancel_pending():
+            raise Cancelled(f"run {ctx.run_id!r} was cancelled")
+        return
+    if _ATTEMPT_THREADS and _current.get() is None and not _plain.get():
+        raise IntemporalError(HEARTBEAT_THREAD)

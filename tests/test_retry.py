@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Calls
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from helpers import Calls
 from process_helpers import journal_events, run_and_kill, wait_until
 
 import intemporal
