@@ -25,7 +25,7 @@ import typer
 from rich.text import Text
 
 from . import cli_render as render
-from .cli_render import Outcome, describe, final_outcome, report
+from .cli_render import Outcome, describe, exit_code, final_outcome, report
 from .cli_support import (
     _USER_ERRORS,
     Finished,
@@ -41,10 +41,11 @@ from .cli_support import (
     _user_errors,
     parse_age,
 )
+from .engine import Engine
 from .errors import IntemporalError
 from .handle import RunHandle
 from .housekeeping import collectable, delete_trees, resumable
-from .store import RunStatus, check_run_id
+from .store import RunInfo, RunStatus, check_run_id
 from .verify import verify_replay
 
 app = typer.Typer(
@@ -191,7 +192,13 @@ def resume(
         typer.Argument(metavar="RUN", help="The ids of the runs to resume.", show_default=False),
     ] = None,
     all_runs: Annotated[
-        bool, typer.Option("--all", help="Resume every orphaned, failed or pending run.")
+        bool,
+        typer.Option(
+            "--all", help="Resume every unfinished run nobody executes: pending, orphaned, waiting."
+        ),
+    ] = False,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="With --all (implied): retry failed runs too.")
     ] = False,
     imports: ImportOption = None,
     timeout: TimeoutOption = None,
@@ -203,45 +210,100 @@ def resume(
     code is found as recorded at start: its module, the script run as `python script.py`
     (without its `__main__` block), or the journal's copy; --import MODULE names it. A
     failed run is retried from its failed step; a run that comes to wait for a signal (or
-    a timer over a minute off) is left to `intemporal worker`. Exits 1 if a run failed.
+    a timer over a minute off) is left to `intemporal worker`. A run another live process
+    executes (or keeps waiting) is left to it: "another process has it", exit 0.
+
+    --all takes every unfinished run that no live process has: pending, orphaned
+    (running, its process gone), and waiting with its engine gone; failed runs only with
+    --failed. Child runs are left to their parent. Runs it does not take are not touched.
+
+    Exit codes: 0 every run completed, was cancelled, or was left waiting or to another
+    process; 1 a run resumed here ended failed (or could not go on); 2 usage error; 3
+    --timeout passed with a run still going (it stays resumable).
 
     Examples:
 
         intemporal resume order-42
         intemporal resume order-42 order-43 --import shop.flows
         intemporal resume --all
+        intemporal resume --all --failed --timeout 600
     """
-    if bool(runs) == all_runs:
-        raise UserError("give the RUN ids to resume, or --all (not both)", 2)
+    if bool(runs) == (all_runs or failed):
+        raise UserError("give the RUN ids to resume, or --all / --failed (not both)", 2)
     for module in imports or []:
         _import(module)
     out = render.console()
     with _engine(ctx) as engine:
-        if all_runs:  # oldest first; child runs are left to their parent, which resumes them
+        if not runs:  # oldest first; child runs are left to their parent, which resumes them
             targets = [
-                i.run_id
-                for i in reversed(engine.list_runs())
-                if i.parent is None
-                and (i.orphaned or i.status in (RunStatus.FAILED, RunStatus.PENDING))
-                and not engine.store.is_claimed(i.run_id)
+                i for i in reversed(engine.list_runs()) if resumable(engine.store, i, failed)
             ]
             if not targets:
-                out.print("nothing to resume: no orphaned, failed or pending runs")
+                what = "unfinished or failed" if failed else "unfinished"
+                out.print(f"nothing to resume: no {what} run that no process has")
                 return
         else:
-            targets = [engine.get_run(rid).run_id for rid in runs or []]  # all known, or none run
+            targets = [engine.get_run(rid) for rid in runs]  # all known, or none run
         started: list[RunHandle | Outcome] = []
-        for rid in targets:
-            if engine.store.is_claimed(rid):
-                note = f"{rid}: another process is executing it; waiting for it to end"
-                render.console(stderr=True).print(note, soft_wrap=True)
+        for info in targets:
             try:
-                started.append(engine.resume(rid, imports=imports))
+                started.append(
+                    _elsewhere(engine, info) or engine.resume(info.run_id, imports=imports)
+                )
             except _USER_ERRORS as exc:  # this run cannot go on; the others still may
-                started.append(Outcome(rid, "error", error=describe(exc)))
-        outcomes = render.follow(engine, started, timeout, out, as_json, bar=all_runs)
-    if not all(o.ok for o in outcomes):
-        raise typer.Exit(1)
+                started.append(Outcome(info.run_id, "error", error=describe(exc)))
+        outcomes = render.follow(engine, started, timeout, out, as_json, bar=not runs)
+    code = exit_code(outcomes)
+    if code:
+        raise typer.Exit(code)
+
+
+def _elsewhere(engine: Engine, info: RunInfo) -> Outcome | None:
+    """An outcome saying another live process has the run (executes it, or keeps it waiting)."""
+    claimed = not info.status.finished and engine.store.is_claimed(info.run_id)
+    parked = info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned
+    if not (claimed or parked):
+        return None
+    note = (
+        f"another process has it ({'executing' if claimed else 'keeping it waiting'}); "
+        f"`intemporal result {info.run_id}` waits for its end"
+    )
+    return Outcome(info.run_id, info.status.value, note=note)
+
+
+@_command()
+def result(
+    ctx: typer.Context,
+    run: RunArg,
+    timeout: TimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Wait for a run to end, wherever it executes, and print its result.
+
+    Runs nothing itself: a worker, or the process that started it, executes the run.
+    Prints the result (JSON, else its repr), or the error; --json prints one object.
+    Exit codes as for `resume`: 0 completed (or cancelled), 1 failed, 3 --timeout passed
+    first (the run goes on).
+
+    Examples:
+
+        intemporal result order-42
+        intemporal result order-42 --timeout 30 --json | jq .result
+    """
+    with _engine(ctx, worker=False) as engine:
+        handle = engine.handle(run)
+        outcome = render.wait(engine, handle, timeout, long_waits=True)
+    _print_outcome(outcome, as_json)
+
+
+def _print_outcome(outcome: Outcome, as_json: bool) -> None:
+    """The result alone on stdout when the run completed, else the outcome; exit its code."""
+    if outcome.status == RunStatus.COMPLETED and not as_json:
+        typer.echo(render.value_text(outcome.value))
+    else:
+        report(render.console(), outcome, as_json)
+    if outcome.code:
+        raise typer.Exit(outcome.code)
 
 
 @_command()
@@ -377,12 +439,7 @@ def start(
         if not as_json:
             typer.echo(handle.run_id)
         outcome = render.wait(engine, handle, timeout)
-    if outcome.status == RunStatus.COMPLETED and not as_json:
-        typer.echo(render.value_text(outcome.value))
-    else:
-        report(render.console(), outcome, as_json)
-    if not outcome.ok:
-        raise typer.Exit(1)
+    _print_outcome(outcome, as_json)
 
 
 @_command()
@@ -460,6 +517,8 @@ def worker(
     owns (started with --detach, or crashed), and prints how each ended; runs recorded
     meanwhile are taken at once. With --queue it serves only those queues.
     On Ctrl-C the runs stop at their next durable operation and stay resumable.
+    --once exits with the codes of `resume`: 1 if a run it executed ended failed (or could
+    not be resumed), else 0.
 
     Examples:
 
@@ -472,6 +531,7 @@ def worker(
     out = render.console()
     watching: dict[str, RunHandle] = {}
     reported: set[str] = set()
+    ended: list[Outcome] = []  # how each run ended, for --once's exit code
     with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
         where = engine.store.location or _location(ctx)
         served = f"queues {', '.join(queues)}" if queues else "every queue"
@@ -490,11 +550,13 @@ def worker(
                 except _USER_ERRORS as exc:
                     if str(exc) not in reported:  # say it once, keep serving the rest
                         reported.add(str(exc))
+                        ended.append(Outcome("?", "error", error=describe(exc)))
                         out.print(Text(f"cannot resume a run: {exc}", style="red"), soft_wrap=True)
                 for rid in list(watching):
                     info = engine.get_run(rid)
                     if info.status.finished:
-                        report(out, final_outcome(info), False)
+                        ended.append(final_outcome(info))
+                        report(out, ended[-1], False)
                         del watching[rid]
                     elif once and info.status is RunStatus.WAITING:  # it may take days
                         what = render.long_wait(engine.history(rid))
@@ -502,7 +564,7 @@ def worker(
                             report(out, Outcome(rid, info.status.value, waiting_for=what), False)
                             del watching[rid]
                 if once and not watching:
-                    return
+                    raise typer.Exit(exit_code(ended))
                 time.sleep(interval)
         except KeyboardInterrupt:
             out.print("stopping: unfinished runs stay durable and resumable")

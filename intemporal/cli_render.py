@@ -1,6 +1,7 @@
 """How the `intemporal` command shows runs: the `list` table, the `show` timeline, outcomes.
 
-No exit codes and no argument parsing (those live in `cli.py`). Values are shown as JSON
+No argument parsing (that lives in `cli.py`); the exit code an outcome calls for is here
+(`Outcome.code`, `exit_code`), so every command maps outcomes to codes the same way. Values are shown as JSON
 when they are plain JSON, else as `repr`, and elided past a width so one huge result
 cannot flood a terminal. `follow` waits for runs under a progress bar and prints how
 each one ended.
@@ -309,18 +310,43 @@ class Outcome:
     value: Any = None
     error: str | None = None  # "Type: message"
     waiting_for: str | None = None  # what a waiting run waits for: "signal 'x'", "a timer ..."
+    note: str | None = None  # why nothing was done here: "another process has it"
 
     @property
     def ok(self) -> bool:
-        """False for a failure: the command then exits 1."""
-        return self.status not in ("failed", "error", "still-running")
+        """False for a failure, or a run still going when --timeout passed."""
+        return self.code == EXIT_OK
+
+    @property
+    def code(self) -> int:
+        """The exit code this outcome calls for (the README's table)."""
+        if self.status in ("failed", "error"):
+            return EXIT_FAILED
+        return EXIT_TIMEOUT if self.status == "still-running" else EXIT_OK
 
     def to_json(self) -> dict[str, Any]:
         value = self.value if is_exact_json(self.value) else repr(self.value)
         out = {"run_id": self.run_id, "status": self.status, "result": value, "error": self.error}
         if self.waiting_for is not None:
             out["waiting_for"] = self.waiting_for
+        if self.note is not None:
+            out["note"] = self.note
         return out
+
+
+# Exit codes, the same for `resume`, `result`, `start` and `worker --once` (README table).
+EXIT_OK = (
+    0  # completed or cancelled; or left on purpose (waits for a signal, another process has it)
+)
+EXIT_FAILED = 1  # a run ended failed, or could not go on; or a user error
+EXIT_USAGE = 2  # a usage error: a bad option value, a missing argument
+EXIT_TIMEOUT = 3  # --timeout passed first: the run goes on (or stays resumable)
+
+
+def exit_code(outcomes: list[Outcome]) -> int:
+    """The exit code for a command that followed `outcomes`: a failure first, then a timeout."""
+    codes = {o.code for o in outcomes}
+    return next((c for c in (EXIT_FAILED, EXIT_TIMEOUT) if c in codes), EXIT_OK)
 
 
 OUTCOME_STYLE = {"error": "bold red", "still-running": "yellow"}
@@ -348,6 +374,8 @@ def report(out: Console, o: Outcome, as_json: bool) -> None:
         detail = value_text(o.value)
     elif o.error is not None:
         detail = o.error
+    elif o.note is not None:
+        detail = o.note
     elif o.status == RunStatus.WAITING:
         detail = (
             f"waits for {o.waiting_for}; `intemporal worker` (or `intemporal resume "
@@ -382,10 +410,13 @@ def long_wait(events: list[Event]) -> str | None:
     return None
 
 
-def wait(engine: Engine, handle: RunHandle, timeout: float | None) -> Outcome:
+def wait(
+    engine: Engine, handle: RunHandle, timeout: float | None, long_waits: bool = False
+) -> Outcome:
     """Wait for a run to end, or for `timeout`; not for a signal or a timer far off.
 
     Short timers and child runs are waited for: the engine here executes them when due.
+    With `long_waits` (`intemporal result`), signals and far timers are waited for too.
     """
     rid = handle.run_id
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -397,7 +428,11 @@ def wait(engine: Engine, handle: RunHandle, timeout: float | None) -> Outcome:
             info = engine.get_run(rid)
             if info.status.finished:
                 return Outcome(rid, info.status.value, error=describe(exc))
-            if info.status is RunStatus.WAITING and not engine.store.is_claimed(rid):
+            if (
+                not long_waits
+                and info.status is RunStatus.WAITING
+                and not engine.store.is_claimed(rid)
+            ):
                 what = long_wait(engine.history(rid))
                 if what is not None:  # may take days: do not hold the terminal
                     return Outcome(rid, info.status.value, waiting_for=what)

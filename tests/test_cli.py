@@ -509,7 +509,7 @@ def test_worker_once_executes_pending_runs(cli: Cli, module: str) -> None:
     }
 
 
-def test_resume_all_takes_orphaned_and_failed_runs_only(
+def test_resume_all_takes_unfinished_runs_and_failed_ones_only_with_failed(
     cli: Cli, engine: intemporal.Engine
 ) -> None:
     engine.run(doubler, 5, run_id="ok")
@@ -519,16 +519,22 @@ def test_resume_all_takes_orphaned_and_failed_runs_only(
     BROKEN["fail"] = False  # the bug is fixed; resuming retries the failed step
     CALLS.clear()
     untouched = snapshot(engine.store, "ok")
+    failed_before = snapshot(engine.store, "broken")
 
     result = cli("resume", "--all", "--json")
 
     assert result.exit_code == 0, result.output
-    outcomes = {o["run_id"]: o for o in json_lines(result)}
-    assert set(outcomes) == {"orphan", "broken"}
-    assert outcomes["orphan"]["result"] == 20 and outcomes["broken"]["result"] == "FIXME"
+    assert [(o["run_id"], o["result"]) for o in json_lines(result)] == [("orphan", 20)]
+    assert snapshot(engine.store, "broken") == failed_before  # failed: only with --failed
+    assert CALLS == {"double": 1}
+
+    retried = cli("resume", "--all", "--failed", "--json")
+
+    assert retried.exit_code == 0, retried.output
+    assert [(o["run_id"], o["result"]) for o in json_lines(retried)] == [("broken", "FIXME")]
     assert CALLS == {"double": 1, "flaky": 1}  # only the steps the journals lacked
     assert snapshot(engine.store, "ok") == untouched
-    assert cli("resume", "--all").stdout.startswith("nothing to resume")
+    assert cli("resume", "--all", "--failed").stdout.startswith("nothing to resume")
 
 
 def test_resume_of_a_still_failing_run_exits_1(cli: Cli, engine: intemporal.Engine) -> None:
