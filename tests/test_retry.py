@@ -489,7 +489,9 @@ def test_delay_of_a_tiny_interval_at_a_huge_attempt_is_the_cap_not_an_overflow()
     policy = RetryPolicy(max_attempts=2000, initial_interval=0.001, max_interval=0.001)
     assert policy.delay(1025) == 0.001
     assert RetryPolicy(max_attempts=2000, initial_interval=0.002, max_interval=7.0).delay(2000) == 7
-    assert RetryPolicy(initial_interval=1e-300, max_interval=1e300, backoff=1.5).delay(10**9) == 1e300
+    assert (
+        RetryPolicy(initial_interval=1e-300, max_interval=1e300, backoff=1.5).delay(10**9) == 1e300
+    )
 
 
 finite = st.floats(min_value=0, max_value=1e308, allow_nan=False, allow_infinity=False)

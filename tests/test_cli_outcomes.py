@@ -1,0 +1,287 @@
+"""Exit codes of `resume`, `result` and `worker --once`, and what `resume --all` takes.
+
+| outcome of a run the command followed                         | exit |
+| ------------------------------------------------------------- | ---- |
+| completed, or cancelled                                       | 0    |
+| left on purpose: waits for a signal, another process has it   | 0    |
+| failed (in this invocation), or cannot go on                  | 1    |
+| usage error                                                   | 2    |
+| still going when --timeout passed                             | 3    |
+
+`resume --all` takes pending runs, orphaned ones and waiting ones whose engine is gone;
+failed runs only with `--failed`; it touches no other run (`updated_at` unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from process_helpers import wait_until
+from typer.testing import CliRunner, Result
+
+import intemporal
+from intemporal import Engine, FileStore, RetryPolicy, RunStatus
+from intemporal.cli import app
+
+STATE = {"broken": True}
+
+
+@pytest.fixture(autouse=True)
+def _reset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(STATE, "broken", True)
+
+
+@intemporal.activity(retry=RetryPolicy(max_attempts=1))
+def fetch(x: int) -> int:
+    if STATE["broken"]:
+        raise ConnectionError(f"cannot fetch {x}")
+    return x * 10
+
+
+@intemporal.workflow(name="outcomes.fetching")
+def fetching(x: int) -> int:
+    return fetch(x)
+
+
+@intemporal.workflow(name="outcomes.approval")
+def approval(x: int) -> int:
+    return x + intemporal.wait_for_signal("ok")
+
+
+@intemporal.workflow(name="outcomes.plain")
+def plain(x: int) -> int:
+    return x
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def cli(home: Path) -> Cli:
+    runner = CliRunner(env={"COLUMNS": "200", "INTEMPORAL_HOME": None, "INTEMPORAL_DEBUG": None})
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, ["--store", str(home), *args])
+
+    return invoke
+
+
+@pytest.fixture
+def engine(home: Path) -> Iterator[Engine]:
+    with Engine(str(home), threads=4) as eng:
+        yield eng
+
+
+def objects(result: Result) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def updated(store: intemporal.Store) -> dict[str, float]:
+    return {rid: store.summary(rid).updated_at for rid in store.run_ids()}
+
+
+def pending(home: Path, wf: Any, x: int, run_id: str) -> None:
+    with Engine(str(home), worker=False) as client:
+        client.start(wf, x, run_id=run_id)
+
+
+def left_waiting(home: Path, run_id: str) -> None:
+    """A run waiting for a signal whose engine is gone (closed)."""
+    with Engine(str(home), threads=2) as gone:
+        gone.start(approval, 1, run_id=run_id)
+        wait_until(lambda: gone.get_run(run_id).status is RunStatus.WAITING, what="a wait")
+
+
+# -- another live process has the run ----------------------------------------------------------
+HOLDER = """
+import sys, time
+from intemporal import FileStore
+lease = FileStore(sys.argv[1]).claim(sys.argv[2])
+print("held" if lease else "taken", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def held(home: Path) -> Iterator[str]:
+    """A pending run `busy` that another live process has claimed (is executing)."""
+    pending(home, plain, 4, "busy")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(home), "busy"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield "busy"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_resume_of_a_run_another_process_executes_exits_0_and_touches_nothing(
+    cli: Cli, home: Path, held: str
+) -> None:
+    before = (home / "busy.jsonl").read_bytes()
+
+    result = cli("resume", held)
+
+    assert result.exit_code == 0, result.output
+    assert "busy running: another process has it (executing)" in result.stdout
+    as_json = cli("resume", held, "--json")
+    assert as_json.exit_code == 0
+    [outcome] = objects(as_json)
+    assert outcome["status"] == "running" and "another process has it" in outcome["note"]
+    assert (home / "busy.jsonl").read_bytes() == before
+
+
+def test_result_of_a_run_still_going_when_the_timeout_passes_exits_3(cli: Cli, held: str) -> None:
+    result = cli("result", held, "--timeout", "0.3")
+    assert result.exit_code == 3, result.output
+    assert "still running when --timeout passed" in result.stdout
+
+
+def test_resume_of_a_run_a_live_engine_keeps_waiting_exits_0(
+    cli: Cli, home: Path, engine: Engine
+) -> None:
+    engine.start(approval, 1, run_id="parked")
+    wait_until(lambda: engine.get_run("parked").status is RunStatus.WAITING, what="a wait")
+    before = (home / "parked.jsonl").read_bytes()
+
+    result = cli("resume", "parked")
+
+    assert result.exit_code == 0, result.output
+    assert "another process has it (keeping it waiting)" in result.stdout
+    assert (home / "parked.jsonl").read_bytes() == before
+
+
+# -- result ----------------------------------------------------------------------------------------
+def test_result_prints_the_value_of_a_completed_run(cli: Cli, engine: Engine) -> None:
+    engine.run(plain, 7, run_id="seven")
+    result = cli("result", "seven")
+    assert result.exit_code == 0 and result.stdout == "7\n"
+    assert objects(cli("result", "seven", "--json")) == [
+        {"run_id": "seven", "status": "completed", "result": 7, "error": None}
+    ]
+
+
+def test_result_of_a_failed_run_exits_1_with_its_error(cli: Cli, engine: Engine) -> None:
+    with pytest.raises(ConnectionError):
+        engine.run(fetching, 3, run_id="broken")
+    result = cli("result", "broken")
+    assert result.exit_code == 1
+    assert "broken failed: ConnectionError: cannot fetch 3" in result.stdout
+    [outcome] = objects(cli("result", "broken", "--json"))
+    assert outcome["status"] == "failed" and outcome["error"] == "ConnectionError: cannot fetch 3"
+
+
+def test_result_waits_for_a_run_executed_elsewhere(cli: Cli, engine: Engine) -> None:
+    handle = engine.start(approval, 2, run_id="later")
+    wait_until(lambda: handle.status() is RunStatus.WAITING, what="a wait")
+    assert cli("result", "later", "--timeout", "0.2").exit_code == 3  # waits, unlike resume
+    handle.signal("ok", 40)
+    result = cli("result", "later", "--timeout", "10")
+    assert result.exit_code == 0 and result.stdout == "42\n"
+
+
+def test_result_of_an_unknown_run_is_a_user_error(cli: Cli, engine: Engine) -> None:
+    result = cli("result", "nope")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "nope" in result.stderr
+
+
+# -- resume --all ----------------------------------------------------------------------------------
+def test_resume_all_takes_unfinished_runs_and_leaves_the_rest_untouched(
+    cli: Cli, home: Path
+) -> None:
+    # Given runs of every kind
+    with Engine(str(home), threads=2) as first:
+        first.run(plain, 1, run_id="done")
+        with pytest.raises(ConnectionError):
+            first.run(fetching, 2, run_id="failed")
+    pending(home, plain, 3, "queued")
+    left_waiting(home, "abandoned")
+    with Engine(str(home), threads=2) as live:  # a live engine keeps this one waiting
+        live.start(approval, 5, run_id="kept")
+        wait_until(lambda: live.get_run("kept").status is RunStatus.WAITING, what="a wait")
+        store = FileStore(home)
+        before = updated(store)
+
+        # When resume --all runs (the failed run's cause still there)
+        result = cli("resume", "--all", "--json")
+
+        # Then it took the pending and the abandoned waiting run, and exits 0
+        assert result.exit_code == 0, result.output
+        outcomes = {o["run_id"]: o for o in objects(result)}
+        assert outcomes["queued"]["result"] == 3
+        assert outcomes["abandoned"]["status"] == "waiting"
+        assert set(outcomes) == {"queued", "abandoned"}
+        after = updated(store)
+        for rid in ("done", "failed", "kept"):
+            assert after[rid] == before[rid], rid
+
+        # And with --failed it retries the failed run: failing again, it exits 1
+        again = cli("resume", "--all", "--failed", "--json")
+        assert again.exit_code == 1, again.output
+        assert {o["run_id"]: o["status"] for o in objects(again)}["failed"] == "failed"
+        assert updated(store)["kept"] == before["kept"]
+
+        # And once the cause is fixed, `--failed` alone (it implies --all) completes it
+        STATE["broken"] = False
+        fixed = cli("resume", "--failed", "--json")
+        assert fixed.exit_code == 0, fixed.output
+        assert {o["run_id"]: o["result"] for o in objects(fixed)}["failed"] == 20
+
+
+def test_resume_all_exits_0_while_failed_runs_exist(cli: Cli, engine: Engine) -> None:
+    with pytest.raises(ConnectionError):
+        engine.run(fetching, 1, run_id="f")
+    result = cli("resume", "--all")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("nothing to resume")
+
+
+def test_resume_names_or_all_and_failed_goes_with_all_only(cli: Cli, engine: Engine) -> None:
+    engine.run(plain, 1, run_id="r")
+    assert cli("resume").exit_code == 2
+    assert cli("resume", "r", "--all").exit_code == 2
+    assert cli("resume", "r", "--failed").exit_code == 2
+
+
+# -- worker --once -----------------------------------------------------------------------------
+def test_worker_once_exits_1_when_a_run_it_executed_failed(cli: Cli, home: Path) -> None:
+    pending(home, fetching, 1, "w-fail")
+    pending(home, plain, 2, "w-ok")
+    result = cli("worker", "--once", "--interval", "0.05")
+    assert result.exit_code == 1, result.output
+    assert "w-fail failed: ConnectionError" in result.stdout
+    assert "w-ok completed: 2" in result.stdout
+
+    pending(home, plain, 3, "w-ok-2")
+    assert cli("worker", "--once", "--interval", "0.05").exit_code == 0
+
+
+@intemporal.workflow(name="outcomes.slow")
+def slow(x: int) -> int:
+    intemporal.sleep(0.8)  # a short timer: held on the run's thread
+    return x
+
+
+def test_resume_with_a_timeout_that_passes_first_exits_3_and_the_run_stays_resumable(
+    cli: Cli, home: Path
+) -> None:
+    pending(home, slow, 9, "slow")
+    result = cli("resume", "slow", "--timeout", "0.1")
+    assert result.exit_code == 3, result.output
+    assert "still running when --timeout passed" in result.stdout
+    done = cli("resume", "slow", "--json")
+    assert done.exit_code == 0 and objects(done)[0]["result"] == 9
