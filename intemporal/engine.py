@@ -415,7 +415,7 @@ class Engine:
             first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id)
             self.store.create(cid, first, self.sync)
         info = self.store.summary(cid)
-        if info.status.finished:
+        if info.status.finished and not (wait and ctx.retries_child(seq, info)):
             return final_outcome(info) if wait else None
         exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
         with self._mutex:

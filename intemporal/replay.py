@@ -32,7 +32,7 @@ from .errors import (
     _Shutdown,
     _Wait,
 )
-from .store.base import Event, Lease
+from .store.base import Event, Lease, RunInfo, RunStatus
 
 if TYPE_CHECKING:
     from .api import RetryPolicy, Workflow
@@ -138,7 +138,7 @@ class RunContext:
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
-        forgotten = _failures_to_retry(events)
+        forgotten, self.retry_children = _failures_to_retry(events)
         last_forgotten = {events[i]["seq"]: i for i in sorted(forgotten)}
         self.recorded: dict[int, Event] = {}
         self.failed_attempts: dict[int, int] = {}
@@ -403,37 +403,52 @@ class RunContext:
         queue = self.signals.get(name)
         return queue.popleft() if queue else None
 
+    def retries_child(self, seq: int, info: RunInfo) -> bool:
+        """Whether this resume retries child run `info` (at `seq`): it failed this run."""
+        failure = self.retry_children.get(seq)
+        return info.status is RunStatus.FAILED and _same_error(info.raw.get("error"), failure)
+
     def info(self) -> WorkflowInfo:
         """What this run knows about itself."""
         return WorkflowInfo(self.run_id, self.workflow, self.parent)
 
 
-def _failures_to_retry(events: list[Event]) -> set[int]:
-    """The activity failures that `run_resumed` markers retry: the indexes of their events.
+def _failures_to_retry(events: list[Event]) -> tuple[set[int], dict[int, Event]]:
+    """What `run_resumed` markers retry: activity failures (the indexes of their events),
+    and child runs ({seq: the parent's `run_failed` error}).
 
-    Every resume of a failed run retries the step that failed it: the activity failure that
-    is the last operation before a `run_failed` and carries the same error, however many
-    resumes failed before. Failures the workflow handled (caught, or compensated after)
-    stay part of its history.
+    Every resume of a failed run retries the step that failed it, however many resumes
+    failed before: the operation right before a `run_failed`, when it is an activity
+    failure with the same error, or a child run (retried if it failed with that error,
+    `RunContext.retries_child`). Failures the workflow handled (caught, or compensated
+    after) stay part of its history.
     """
     out: set[int] = set()
+    children: dict[int, Event] = {}
     last_op: tuple[int, Event] | None = None
-    pending: int | None = None
+    pending: tuple[int, Event] | None = None  # (index of the failed operation, run_failed)
     for i, ev in enumerate(events):
         t = ev["type"]
-        if t == "run_failed" and last_op is not None and last_op[1]["type"] == "activity_failed":
-            err, run_err = last_op[1].get("error") or {}, ev.get("error") or {}
-            same = (err.get("type"), err.get("message")) == (
-                run_err.get("type"),
-                run_err.get("message"),
-            )
-            pending = last_op[0] if same else None
+        if t == "run_failed" and last_op is not None:
+            op, run_err = last_op[1], ev.get("error") or {}
+            retried = op["type"] == "child_started" or _same_error(op.get("error"), run_err)
+            pending = (last_op[0], run_err) if retried else None
         elif t == "run_resumed" and pending is not None:
-            out.add(pending)
+            op = events[pending[0]]
+            if op["type"] == "child_started":
+                children[op["seq"]] = pending[1]
+            elif op["type"] == "activity_failed":
+                out.add(pending[0])
             pending = None
         elif "seq" in ev and t != "attempt_failed":
             last_op = (i, ev)
-    return out
+    return out, children
+
+
+def _same_error(a: Event | None, b: Event | None) -> bool:
+    """Whether two recorded errors have the same type and message."""
+    a, b = a or {}, b or {}
+    return bool(a) and (a.get("type"), a.get("message")) == (b.get("type"), b.get("message"))
 
 
 class ChildNotFinished(Exception):
