@@ -81,7 +81,13 @@ def check_fan_out(out: str) -> None:
     assert "result: 385 (sum of the squares of 1..10)" in out
 
 
+def check_cancel_worker_threads(out: str) -> None:
+    assert "helpers stopped by their heartbeat: 3" in out
+    assert re.search(r"run thumbs-[0-9a-f]{8} is cancelled", out), out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "cancel_worker_threads.py": check_cancel_worker_threads,
     "hello.py": check_hello,
     "protocols.py": check_protocols,
     "crash_and_resume.py": check_crash_and_resume,
