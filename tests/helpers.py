@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from typer.testing import CliRunner, Result
+
 from intemporal import Store
+from intemporal.cli import app
+
+Cli = Callable[..., Result]
+
+
+def cli_on(home: Path) -> Cli:
+    """Run `intemporal --store HOME ARGS...` in this process; wide, so tables do not wrap."""
+    runner = CliRunner(env={"COLUMNS": "200", "INTEMPORAL_HOME": None, "INTEMPORAL_DEBUG": None})
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, ["--store", str(home), *args])
+
+    return invoke
 
 
 class Calls:

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
 import typer.main
+from helpers import Cli, cli_on
 from typer.testing import CliRunner, Result
 
 import intemporal
@@ -115,18 +116,10 @@ def engine(home: Path) -> Iterator[intemporal.Engine]:
         yield eng
 
 
-Cli = Callable[..., Result]
-
-
 @pytest.fixture
 def cli(home: Path) -> Cli:
     """Run `intemporal --store HOME ARGS...` in this process; wide, so tables do not wrap."""
-    runner = CliRunner(env={"COLUMNS": "200", "INTEMPORAL_HOME": None, "INTEMPORAL_DEBUG": None})
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--store", str(home), *args])
-
-    return invoke
+    return cli_on(home)
 
 
 def json_lines(result: Result) -> list[dict[str, Any]]:

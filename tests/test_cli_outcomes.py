@@ -17,17 +17,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import Cli, cli_on
 from process_helpers import wait_until
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 import intemporal
 from intemporal import Engine, FileStore, RetryPolicy, RunStatus
-from intemporal.cli import app
 
 STATE = {"broken": True}
 
@@ -59,9 +59,6 @@ def plain(x: int) -> int:
     return x
 
 
-Cli = Callable[..., Result]
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "store"
@@ -69,12 +66,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cli(home: Path) -> Cli:
-    runner = CliRunner(env={"COLUMNS": "200", "INTEMPORAL_HOME": None, "INTEMPORAL_DEBUG": None})
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--store", str(home), *args])
-
-    return invoke
+    return cli_on(home)
 
 
 @pytest.fixture

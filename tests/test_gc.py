@@ -21,13 +21,12 @@ import collections
 from pathlib import Path
 
 import pytest
-from helpers import Calls
+from helpers import Calls, cli_on
 from process_helpers import journal_events, run_and_kill, wait_until
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 import intemporal
 from intemporal import Engine, FileStore, RetryPolicy, RunStatus, Store
-from intemporal.cli import app
 from intemporal.housekeeping import collectable, delete_trees
 
 CALLS = Calls()
@@ -104,8 +103,7 @@ def paid_then_failed() -> str:
 
 
 def gc(store: Path, *args: str) -> Result:
-    runner = CliRunner(env={"COLUMNS": "200", "INTEMPORAL_HOME": None, "INTEMPORAL_DEBUG": None})
-    result = runner.invoke(app, ["--store", str(store), "gc", *args])
+    result = cli_on(store)("gc", *args)
     assert result.exit_code == 0, result.output
     return result
 
