@@ -410,7 +410,8 @@ def start(
     MODULE is imported from the current folder. Prints the run id, then the result (JSON,
     else its repr); --json prints one object. --detach only records the run as pending and
     returns, like `temporal workflow start`: `intemporal worker` (or `resume RUN`) runs it.
-    An existing run id is not started again. Exits 1 if the run fails.
+    An existing run id is not started again. Exits 1 if the run fails, 3 if --timeout passes
+    first (as `resume`).
 
     Examples:
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from helpers import Cli, cli_on
-from process_helpers import wait_until
+from process_helpers import journal_events, run_and_kill, wait_until
 from typer.testing import Result
 
 import intemporal
@@ -277,3 +277,44 @@ def test_resume_with_a_timeout_that_passes_first_exits_3_and_the_run_stays_resum
     assert "still running when --timeout passed" in result.stdout
     done = cli("resume", "slow", "--json")
     assert done.exit_code == 0 and objects(done)[0]["result"] == 9
+
+
+WAITING_SCRIPT = """
+@intemporal.activity
+def note(x):
+    record("note", x)
+    return x
+
+
+@intemporal.workflow(name=WF_NAME)
+def approval(x):
+    note(x)
+    got = intemporal.wait_for_signal("ok")
+    return note(x + got)
+
+
+WORKFLOW = approval
+"""
+
+
+def test_resume_all_takes_a_waiting_run_whose_process_was_killed(tmp_path: Path) -> None:
+    # Given a run parked waiting for a signal by a process that was then SIGKILLed
+    def parked(store: Path, run_id: str) -> bool:
+        events = journal_events(store, run_id)
+        return bool(events) and events[-1]["type"] == "run_suspended"
+
+    crash = run_and_kill(tmp_path, WAITING_SCRIPT, lines=1, args=(1,), run_id="w", ready=parked)
+    cli = cli_on(crash.store)
+    assert objects(cli("list", "--json"))[0]["status"] == "waiting"
+
+    # When resume --all runs: it takes it (its engine is gone), and it waits again
+    first = cli("resume", "--all", "--json")  # the script is found as recorded
+    assert first.exit_code == 0, first.output
+    assert [(o["run_id"], o["status"]) for o in objects(first)] == [("w", "waiting")]
+
+    # Then, signalled, the next resume --all completes it without repeating the first step
+    assert cli("signal", "w", "ok", "41").exit_code == 0
+    done = cli("resume", "--all", "--json")
+    assert done.exit_code == 0, done.output
+    assert [(o["run_id"], o["result"]) for o in objects(done)] == [("w", 42)]
+    assert crash.lines() == ["note 1", "note 42"]
