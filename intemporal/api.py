@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
@@ -34,7 +35,10 @@ class RetryPolicy:
     2.0
 
     An exception whose type is in `non_retryable` (or a subclass) fails at once;
-    `max_attempts=1` means no retry.
+    `max_attempts=1` means no retry. Intervals are in seconds. Raises `ValueError`, naming
+    the field, for values that make no sense: `max_attempts` not an int >= 1, an interval
+    negative, NaN or infinite, `backoff` below 1 (or NaN, infinite), `non_retryable`
+    holding anything but exception classes.
     """
 
     max_attempts: int = 3
@@ -71,8 +75,12 @@ class RetryPolicy:
 
 def _check_policy(policy: RetryPolicy) -> tuple[type[BaseException], ...]:
     """The policy's `non_retryable` as a tuple; `ValueError` naming a field that makes no sense."""
-    attempts = policy.max_attempts
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+    attempts: Any = policy.max_attempts
+    try:
+        whole = None if isinstance(attempts, bool) else operator.index(attempts)
+    except TypeError:
+        whole = None
+    if whole is None or whole < 1:
         raise ValueError(f"RetryPolicy.max_attempts must be an int >= 1, not {attempts!r}")
     for field, low in (("initial_interval", 0.0), ("max_interval", 0.0), ("backoff", 1.0)):
         value = getattr(policy, field)
