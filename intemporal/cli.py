@@ -41,11 +41,10 @@ from .cli_support import (
     _user_errors,
     parse_age,
 )
-from .engine import Engine
 from .errors import IntemporalError
 from .handle import RunHandle
 from .housekeeping import collectable, delete_trees, resumable
-from .store import RunInfo, RunStatus, check_run_id
+from .store import RunStatus, check_run_id
 from .verify import verify_replay
 
 app = typer.Typer(
@@ -217,9 +216,8 @@ def resume(
     (running, its process gone), and waiting with its engine gone; failed runs only with
     --failed. Child runs are left to their parent. Runs it does not take are not touched.
 
-    Exit codes: 0 every run completed, was cancelled, or was left waiting or to another
-    process; 1 a run resumed here ended failed (or could not go on); 2 usage error; 3
-    --timeout passed with a run still going (it stays resumable).
+    Exits 0 unless a run resumed here ends failed or cannot go on (1), or --timeout
+    passes with a run still going (3); usage errors exit 2.
 
     Examples:
 
@@ -248,7 +246,7 @@ def resume(
         for info in targets:
             try:
                 started.append(
-                    _elsewhere(engine, info) or engine.resume(info.run_id, imports=imports)
+                    render.elsewhere(engine, info) or engine.resume(info.run_id, imports=imports)
                 )
             except _USER_ERRORS as exc:  # this run cannot go on; the others still may
                 started.append(Outcome(info.run_id, "error", error=describe(exc)))
@@ -256,19 +254,6 @@ def resume(
     code = exit_code(outcomes)
     if code:
         raise typer.Exit(code)
-
-
-def _elsewhere(engine: Engine, info: RunInfo) -> Outcome | None:
-    """An outcome saying another live process has the run (executes it, or keeps it waiting)."""
-    claimed = not info.status.finished and engine.store.is_claimed(info.run_id)
-    parked = info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned
-    if not (claimed or parked):
-        return None
-    note = (
-        f"another process has it ({'executing' if claimed else 'keeping it waiting'}); "
-        f"`intemporal result {info.run_id}` waits for its end"
-    )
-    return Outcome(info.run_id, info.status.value, note=note)
 
 
 @_command()
@@ -480,16 +465,13 @@ def gc(
     store = _open(ctx)
     doomed = collectable(store, older_than=seconds, status=status and RunStatus(status))
     out = render.console()
-    if dry_run:
-        for tree in doomed:
-            for info in reversed(tree.runs):  # the top-level run first, then what it started
-                below = f", child of {info.parent}" if info.parent else ""
-                out.print(
-                    f"would remove {info.run_id} ({info.status}, {info.workflow}{below})",
-                    soft_wrap=True,
-                )
-    else:
-        doomed = delete_trees(store, doomed)
+    # the top-level run first, then what it started
+    for info in [i for tree in doomed for i in reversed(tree.runs)] if dry_run else []:
+        below = f", child of {info.parent}" if info.parent else ""
+        out.print(
+            f"would remove {info.run_id} ({info.status}, {info.workflow}{below})", soft_wrap=True
+        )
+    doomed = doomed if dry_run else delete_trees(store, doomed)
     count = sum(len(tree.runs) for tree in doomed)
     out.print(f"{'would remove' if dry_run else 'removed'} {count} run(s)")
 

@@ -474,3 +474,16 @@ def follow(
             outcomes.append(item)
             progress.advance(task)
     return outcomes
+
+
+def elsewhere(engine: Engine, info: RunInfo) -> Outcome | None:
+    """An outcome saying another live process has the run (executes it, or keeps it waiting)."""
+    claimed = not info.status.finished and engine.store.is_claimed(info.run_id)
+    parked = info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned
+    if not (claimed or parked):
+        return None
+    note = (
+        f"another process has it ({'executing' if claimed else 'keeping it waiting'}); "
+        f"`intemporal result {info.run_id}` waits for its end"
+    )
+    return Outcome(info.run_id, info.status.value, note=note)
