@@ -478,7 +478,8 @@ def follow(
 
 def elsewhere(engine: Engine, info: RunInfo) -> Outcome | None:
     """An outcome saying another live process has the run (executes it, or keeps it waiting)."""
-    claimed = not info.status.finished and engine.store.is_claimed(info.run_id)
+    final = info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED)  # a failed run may resume
+    claimed = not final and engine.store.is_claimed(info.run_id)
     parked = info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned
     if not (claimed or parked):
         return None
@@ -486,4 +487,5 @@ def elsewhere(engine: Engine, info: RunInfo) -> Outcome | None:
         f"another process has it ({'executing' if claimed else 'keeping it waiting'}); "
         f"`intemporal result {info.run_id}` waits for its end"
     )
-    return Outcome(info.run_id, info.status.value, note=note)
+    status = RunStatus.RUNNING if claimed else info.status  # a failed run it retries runs
+    return Outcome(info.run_id, status.value, note=note)

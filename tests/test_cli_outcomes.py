@@ -318,3 +318,18 @@ def test_resume_all_takes_a_waiting_run_whose_process_was_killed(tmp_path: Path)
     assert done.exit_code == 0, done.output
     assert [(o["run_id"], o["result"]) for o in objects(done)] == [("w", 42)]
     assert crash.lines() == ["note 1", "note 42"]
+
+
+def test_resume_of_a_failed_run_another_process_is_resuming_exits_0(
+    cli: Cli, home: Path, engine: Engine
+) -> None:
+    with pytest.raises(ConnectionError):
+        engine.run(fetching, 5, run_id="retrying")
+    lease = engine.store.claim("retrying")  # as a resume in another process does
+    assert lease is not None
+    try:
+        result = cli("resume", "retrying")
+    finally:
+        lease.release()
+    assert result.exit_code == 0, result.output
+    assert "retrying running: another process has it (executing)" in result.stdout
