@@ -249,7 +249,8 @@ def test_status_selects_by_the_top_level_run_and_a_child_never_goes_alone(
     assert removed(failed) == 1  # the failed top-level run only
     assert ids(FileStore(home)) == {"fg", "fg/1"}
 
-    # --status completed takes the completed parent, and its failed child with it
+    # --status completed takes the completed parent, and its failed child with it, once old
+    assert removed(gc(home, "--older-than", "1d", "--status", "completed")) == 0
     assert removed(gc(home, "--older-than", "0s", "--status", "completed")) == 2
     assert ids(FileStore(home)) == set()
 
