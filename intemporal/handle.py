@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import decode, decode_error
 from .errors import Cancelled
+from .replay import store_call
 from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
 
@@ -68,7 +69,10 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to finish: return its value, or raise its exception (or `Cancelled`).
 
-        Raises `TimeoutError` if it has not finished within `timeout` seconds.
+        Raises `TimeoutError` if it has not finished within `timeout` seconds, and
+        `StoreUnavailable` if the store failed under the run (it stays resumable), instead
+        of waiting; an interrupt the workflow raised (`KeyboardInterrupt`, `SystemExit`)
+        is raised again here.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
@@ -82,9 +86,13 @@ class RunHandle:
                     return exe.outcome[1]
                 if exe.outcome is not None and exe.outcome[0] == "error":
                     raise exe.outcome[1]
-            info = self.engine.get_run(self.run_id)
+            with store_call(self.run_id, f"read run {self.run_id!r}", caller=True):
+                info = self.engine.get_run(self.run_id)
             if info.status.finished:
                 return final_outcome(info)
+            halted = self.engine.halted.get(self.run_id)
+            if halted is not None and self.run_id not in self.engine._active:
+                raise halted  # it stopped here unrecorded (the store failed, an interrupt)
             left = _remaining(deadline)
             if left == 0:
                 break

@@ -13,11 +13,12 @@ run starts again, so a run of N activities costs O(N), not O(N^2).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,11 +26,14 @@ from .codec import decode, decode_error, encode, encode_error
 from .errors import (
     ActivityTimeout,
     Cancelled,
+    IntemporalError,
     NonDeterminismError,
     SerializationError,
+    StoreError,
     Suspend,
     _Shutdown,
     _Wait,
+    store_error,
 )
 from .store.base import Event, Lease
 
@@ -55,7 +59,41 @@ def activity_context() -> RunContext | None:
 
 
 class StoreFailure(Suspend):
-    """Raised when the journal cannot be written: the run stops, unrecorded and resumable."""
+    """Raised when the store fails under a run: the run stops, unrecorded and resumable.
+
+    A `BaseException` (a `Suspend`), so the workflow's own `except Exception` never sees
+    the store's error; `error` is the `StoreError` the run's caller gets instead.
+    """
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextlib.contextmanager
+def store_call(
+    run_id: str, doing: str, *, caller: bool = False, started: bool = True
+) -> Iterator[None]:
+    """Turn a store's failure inside the block into `StoreFailure`, the engine's control flow
+    that stops a run; with `caller`, into the `StoreError` itself, for the caller to get.
+
+    `doing` says what failed ("write the journal of run 'r'"); `started` whether the run
+    exists (see `store_error`). Errors of the library that say something about the run
+    (`RunNotFound`, `JournalCorrupted`) and the engine's own control flow pass unchanged.
+    """
+    try:
+        yield
+    except (IntemporalError, Suspend) as exc:
+        if not isinstance(exc, StoreError):
+            raise
+        err: StoreError = exc
+    except Exception as exc:
+        err = store_error(exc, doing, run_id, started)
+    else:
+        return
+    if caller:
+        raise err from err.__cause__
+    raise StoreFailure(err) from err
 
 
 class Host(Protocol):
@@ -122,6 +160,7 @@ class RunContext:
         self.protocols = protocols or {}
         self.seq = 0
         self.poisoned: NonDeterminismError | None = None
+        self.store_failed: StoreFailure | None = None  # once set, nothing more is written
         self.cancel_requested = threading.Event()
         self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
         self.thread = threading.get_ident()  # the workflow's own thread: it may park the run
@@ -154,15 +193,27 @@ class RunContext:
 
     # -- the journal --------------------------------------------------------------------
     def append(self, event: Event, sync: bool | None = None) -> None:
-        """Append an event stamped with the time; a storage failure stops the run unrecorded."""
+        """Append an event stamped with the time; a storage failure stops the run unrecorded.
+
+        Any exception of the store (an `OSError`, a database driver's) raises `StoreFailure`,
+        which user code does not catch, and every later append of this execution raises it
+        again: after a failed append nothing more is written, so at most the step in flight
+        runs again when the run is resumed.
+        """
+        if self.store_failed is not None:
+            raise self.store_failed
         event["ts"] = round(time.time(), 6)
         try:
-            self.lease.append(event, self.host.sync if sync is None else sync)
-        except OSError as exc:
-            raise StoreFailure(f"cannot write the journal of run {self.run_id!r}: {exc}") from exc
+            with store_call(self.run_id, f"write the journal of run {self.run_id!r}"):
+                self.lease.append(event, self.host.sync if sync is None else sync)
+        except StoreFailure as failure:
+            self.store_failed = failure
+            raise
 
     def next(self, name: str) -> tuple[int, Event | None]:
         """Take the next sequence number for operation `name`; return it and its record."""
+        if self.store_failed is not None:
+            raise self.store_failed
         if self.poisoned is not None:
             raise self.poisoned
         seq = self.seq = self.seq + 1

@@ -28,6 +28,7 @@ raises `JournalCorrupted` with the file and line number.
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import json
 import os
@@ -88,13 +89,52 @@ class FileLease(Lease):
         self.run_id, self._lock, self._fd = run_id, lock, fd  # lock None: the fd holds it
         self._unsynced_dir = unsynced_dir
         self._first_sync = threading.Lock()  # submitted activities append concurrently
+        self._writing = threading.Lock()  # one write at a time: each knows where it began
+        self._size = -1  # the journal's length (its lines so far); -1 until the first append
+        self._failed: OSError | None = None  # an append failed: nothing more is written
 
     def append(self, event: Event, sync: bool) -> None:
-        if sync and self._unsynced_dir >= 0:
-            os.write(self._fd, dumps(event))
-            self._sync_new()
-            return
-        write(self._fd, dumps(event), sync)  # one write: O_APPEND keeps the line whole
+        """Append one line; on any failure (a short write too) cut the journal back to what
+        it was before, refuse every later append, and raise `OSError`."""
+        data = dumps(event)
+        # Alone (the usual case): one synced write under the lock. Behind another append
+        # (submitted activities): write under the lock, sync after it, so syncs overlap.
+        alone = self._writing.acquire(blocking=False)
+        if not alone:
+            self._writing.acquire()
+        try:
+            if self._failed is not None:
+                raise OSError(
+                    errno.EIO,
+                    f"the journal of run {self.run_id!r} takes no more lines after a failed "
+                    f"append ({self._failed})",
+                )
+            if self._size < 0:
+                self._size = os.fstat(self._fd).st_size
+            sync_here = sync and alone and self._unsynced_dir < 0
+            try:
+                write(self._fd, data, sync_here)  # one write: O_APPEND keeps the line whole
+            except OSError as exc:
+                self._cut(exc)
+                raise
+            self._size += len(data)
+        finally:
+            self._writing.release()
+        if sync and not sync_here:
+            try:
+                if self._unsynced_dir >= 0:
+                    self._sync_new()
+                else:
+                    os.fdatasync(self._fd)
+            except OSError as exc:  # the line is whole; whether it reached the disk is unknown
+                self._failed = exc
+                raise
+
+    def _cut(self, exc: OSError) -> None:
+        """After a failed or short write: the journal back to its length before it."""
+        self._failed = exc
+        with contextlib.suppress(OSError):  # read-only now: a torn tail is cut by the next claim
+            os.ftruncate(self._fd, self._size)
 
     def _sync_new(self) -> None:
         with self._first_sync:
@@ -423,10 +463,19 @@ class FileStore(Store):
     def send(self, run_id: str, message: Event) -> None:
         if not self.exists(run_id):
             raise RunNotFound(run_id)
+        data = dumps(with_signal_id(message))
         fd = os.open(self._base(run_id) + INBOX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, dumps(with_signal_id(message)))
-            os.fsync(fd)
+            before = os.fstat(fd).st_size
+            try:
+                write(fd, data, True)
+            except OSError:
+                # Cut a torn message away, unless another sender appended after it meanwhile
+                # (then it stays a torn line in the middle, which reading the inbox reports).
+                with contextlib.suppress(OSError):
+                    if before < os.fstat(fd).st_size < before + len(data):
+                        os.ftruncate(fd, before)
+                raise
         finally:
             os.close(fd)
         self._ring(run_id)
