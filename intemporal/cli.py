@@ -468,6 +468,7 @@ def worker(
     out = render.console()
     watching: dict[str, RunHandle] = {}
     reported: set[str] = set()
+    failed = False  # a run could not finish: the store failed, or an interrupt
     with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
         where = engine.store.location or _location(ctx)
         served = f"queues {', '.join(queues)}" if queues else "every queue"
@@ -488,6 +489,12 @@ def worker(
                         reported.add(str(exc))
                         out.print(Text(f"cannot resume a run: {exc}", style="red"), soft_wrap=True)
                 for rid in list(watching):
+                    stopped = render.halted(engine, rid)
+                    if stopped is not None:  # the store failed, or the workflow interrupted
+                        report(out, stopped, False)  # itself: say so once; it stays resumable
+                        del watching[rid]
+                        failed = True
+                        continue
                     info = engine.get_run(rid)
                     if info.status.finished:
                         report(out, final_outcome(info), False)
@@ -498,6 +505,8 @@ def worker(
                             report(out, Outcome(rid, info.status.value, waiting_for=what), False)
                             del watching[rid]
                 if once and not watching:
+                    if failed:
+                        raise typer.Exit(1)
                     return
                 time.sleep(interval)
         except KeyboardInterrupt:
