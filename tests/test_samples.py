@@ -81,6 +81,13 @@ def check_fan_out(out: str) -> None:
     assert "result: 385 (sum of the squares of 1..10)" in out
 
 
+def check_disk_full(out: str) -> None:
+    assert "run() raised StoreUnavailable: store unavailable: cannot write the journal" in out
+    assert "status: running, journal: run_started, activity_completed\n" in out
+    assert "after freeing the disk: shipped order-7\n" in out
+    assert "calls: reserve 1, charge 2, ship 1\n" in out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
     "hello.py": check_hello,
     "protocols.py": check_protocols,
@@ -88,6 +95,7 @@ EXPECTED: dict[str, Callable[[str], None]] = {
     "fan_out.py": check_fan_out,
     "booking_saga.py": check_booking_saga,
     "approval.py": check_approval,
+    "disk_full.py": check_disk_full,
 }
 
 ARGS: dict[str, list[str]] = {  # extra arguments, so that no sample waits for a person
