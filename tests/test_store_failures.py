@@ -13,7 +13,8 @@ resumable, and once the store is back at most the step in flight runs again.
 | an OSError or a driver's own exception  | the lease's append (or create) raises  | test_a_store_failure_at_*              |
 |   at the run's creation (start)         |   create / create_claimed              |                                        |
 |   at an activity's result / retry       |   activity_completed, attempt_failed,  |                                        |
-|                                         |   activity_failed                      |                                        |
+|                                         |   activity_failed; from a pool thread  |                                        |
+|                                         |   (submit), joined or not              |                                        |
 |   at a timer / signal / child event     |   timer_started, signal_wait,          |                                        |
 |                                         |   child_started, a child's own append  |                                        |
 |   at recorded values, events            |   side_effect, event_set               |                                        |
@@ -108,6 +109,12 @@ def kinds(kind: str, tag: str) -> Any:
             intemporal.set_event("state", "half way")
         if kind == "run_failed":
             raise LookupError("the workflow's own failure")
+        if kind == "submitted":  # the record is appended on an activity pool thread
+            futures = [intemporal.submit(step, f"{tag}-b"), intemporal.submit(step, f"{tag}-c")]
+            return [first, *intemporal.join_all(futures)]
+        if kind == "submitted_unjoined":  # the workflow returns without its result
+            intemporal.submit(step, f"{tag}-b")
+            return [first, "not joined"]
         return [first, step(f"{tag}-b")]
     except LookupError:
         raise
@@ -122,6 +129,10 @@ def expected(kind: str, tag: str) -> Any:
         return [f"{tag}-a", "no signal"]
     if kind in ("child_started", "child_append"):
         return [f"{tag}-a", f"{tag}-c"]
+    if kind == "submitted":
+        return [f"{tag}-a", f"{tag}-b", f"{tag}-c"]
+    if kind == "submitted_unjoined":
+        return [f"{tag}-a", "not joined"]
     return [f"{tag}-a", f"{tag}-b"]
 
 
@@ -211,6 +222,8 @@ KINDS = [
     "event_set",
     "run_completed",
     "run_failed",
+    "submitted",
+    "submitted_unjoined",
 ]
 
 
@@ -236,7 +249,10 @@ def test_a_store_failure_at_any_append_stops_the_run_resumable_and_reaches_the_c
     what = getattr(cause, "errno", None) or type(cause).__name__
     tag = f"{kind}-{caller}-{durability}-{what}-{type(store).__name__}"
     # Given a store that fails at the first append of one kind of event
-    b = breaker(kind, error, nth=2 if kind == "activity_completed" else 1)  # b's, not a's
+    nth = 2 if kind in ("activity_completed", "submitted", "submitted_unjoined") else 1
+    b = breaker(  # at the nth event of that kind: an activity's record is b's, not a's
+        "activity_completed" if kind.startswith("submitted") else kind, error, nth
+    )
     with Engine(store, threads=2, durability=durability) as engine:
         # When a workflow that swallows every Exception runs into it
         with pytest.raises(StoreUnavailable) as caught:
