@@ -30,25 +30,17 @@ from .errors import (
     RunConflict,
     RunNotFound,
     SerializationError,
-    StoreError,
+    StoreFailure,
     Suspend,
     _Shutdown,
     _Wait,
+    store_call,
     store_error,
 )
 from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
 from .parking import Parking
-from .replay import (
-    INLINE_WAIT,
-    ChildNotFinished,
-    RunContext,
-    StoreFailure,
-    _current,
-    child_id,
-    current,
-    store_call,
-)
+from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
 from .runs import first_event, new_run_id, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
@@ -101,9 +93,8 @@ class Engine:
         self.adopted: collections.deque[RunHandle] = collections.deque(maxlen=10_000)
         """Handles of runs this worker took as clients recorded them (for `intemporal worker`)."""
         self.halted: dict[str, BaseException] = {}
-        """Runs whose execution here stopped unrecorded on an error (the store failed, the
-        workflow raised KeyboardInterrupt or SystemExit, ...): run id -> that error. Their
-        handles raise it; `recover()` leaves them alone until `resume()` is asked for them."""
+        """Run id -> the error its execution here stopped on, unrecorded (a store failure, the
+        workflow's KeyboardInterrupt): handles raise it, `recover()` leaves it to `resume()`."""
         self._parking = Parking(
             self.store,
             self._mutex,
@@ -332,8 +323,7 @@ class Engine:
                 try:
                     lease.release()
                 except Exception as exc:  # a last sync failed: the run may not be durable
-                    if exe.outcome is None or exe.outcome[0] != "error" or exe.terminal:
-                        exe.finish("error", store_error(exc, f"release run {exe.run_id!r}"))
+                    exe.finish("error", store_error(exc, f"sync run {exe.run_id!r}", exe.run_id))
             self._stopped(exe)
 
     def _stopped(self, exe: _Execution) -> None:
@@ -475,11 +465,7 @@ class Engine:
                 return value
             if exe.terminal and isinstance(value, BaseException):
                 raise value
-            if isinstance(value, StoreError):  # the child stopped on the store: so does the parent
-                raise StoreFailure(value)
-            interrupt = value if kind == "error" and not isinstance(value, Exception) else None
-            if isinstance(interrupt, BaseException):  # KeyboardInterrupt & co: the parent too
-                raise interrupt
+            exe.raise_halt()  # stopped unrecorded (the store, an interrupt): so does the parent
         raise _Wait(f"child {cid}", None)
 
     def child_result(self, ctx: RunContext, seq: int) -> Any:
@@ -535,7 +521,7 @@ class Engine:
         try:
             info = self.store.summary(run_id)
             left_behind = info.status is RunStatus.PENDING or info.orphaned
-            left_behind = left_behind and run_id not in self.halted
+            left_behind &= run_id not in self.halted
             if left_behind and self._serves(run_id) and not self.store.is_claimed(run_id):
                 self.adopted.append(self.resume(run_id))
         except Exception as exc:  # not ours to report to anyone: the run stays pending

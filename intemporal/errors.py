@@ -21,7 +21,7 @@
      +-- Suspend                         engine control flow: the run stops here for now
           +-- _Wait                      waiting for a timer, a signal or a child run
           +-- _Shutdown                  the engine is closing
-          +-- StoreFailure (replay.py)   the store failed: the run stops, its `StoreError` goes
+          +-- StoreFailure               the store failed: the run stops, its `StoreError` goes
                                          to the caller, never to the workflow's `except Exception`
 
 `Suspend` and its subclasses are never raised at user code that catches `Exception`:
@@ -31,6 +31,8 @@ they unwind the workflow's thread when it waits, or when the engine shuts down.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -214,3 +216,41 @@ class _Shutdown(Suspend):
 def is_suspension(exc: BaseException) -> bool:
     """Tell whether `exc` is the engine's own control flow, which user code must re-raise."""
     return isinstance(exc, Suspend)
+
+
+class StoreFailure(Suspend):
+    """Raised when the store fails under a run: the run stops, unrecorded and resumable.
+
+    A `BaseException` (a `Suspend`), so the workflow's own `except Exception` never sees
+    the store's error; `error` is the `StoreError` the run's caller gets instead.
+    """
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextlib.contextmanager
+def store_call(
+    run_id: str, doing: str, *, caller: bool = False, started: bool = True
+) -> Iterator[None]:
+    """Turn a store's failure inside the block into `StoreFailure`, the engine's control flow
+    that stops a run; with `caller`, into the `StoreError` itself, for the caller to get.
+
+    `doing` says what failed ("write the journal of run 'r'"); `started` whether the run
+    exists (see `store_error`). Errors of the library that say something about the run
+    (`RunNotFound`, `JournalCorrupted`) and the engine's own control flow pass unchanged.
+    """
+    try:
+        yield
+    except (IntemporalError, Suspend) as exc:
+        if not isinstance(exc, StoreError):
+            raise
+        err: StoreError = exc
+    except Exception as exc:
+        err = store_error(exc, doing, run_id, started)
+    else:
+        return
+    if caller:
+        raise err from err.__cause__
+    raise StoreFailure(err) from err

@@ -11,8 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .codec import decode, decode_error
-from .errors import Cancelled
-from .replay import store_call
+from .errors import Cancelled, StoreError, StoreFailure, store_call
 from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
 
@@ -47,6 +46,17 @@ class _Execution:
 
     def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
         self.outcome, self.terminal = (kind, value), terminal
+
+    def raise_halt(self) -> None:
+        """Raise what stopped this execution unrecorded, to a parent that executed it inline:
+        a store failure as `StoreFailure`, an interrupt (KeyboardInterrupt & co) as it is."""
+        kind, value = self.outcome or ("stopped", None)
+        if kind != "error" or self.terminal:
+            return
+        if isinstance(value, StoreError):
+            raise StoreFailure(value)
+        if isinstance(value, BaseException) and not isinstance(value, Exception):
+            raise value
 
 
 class RunHandle:

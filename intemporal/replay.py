@@ -13,12 +13,11 @@ run starts again, so a run of N activities costs O(N), not O(N^2).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,14 +25,12 @@ from .codec import decode, decode_error, encode, encode_error
 from .errors import (
     ActivityTimeout,
     Cancelled,
-    IntemporalError,
     NonDeterminismError,
     SerializationError,
-    StoreError,
-    Suspend,
+    StoreFailure,
     _Shutdown,
     _Wait,
-    store_error,
+    store_call,
 )
 from .store.base import Event, Lease
 
@@ -56,44 +53,6 @@ def current() -> RunContext | None:
 def activity_context() -> RunContext | None:
     """The context of the run whose activity is executing on this thread, if any."""
     return _activity.get()
-
-
-class StoreFailure(Suspend):
-    """Raised when the store fails under a run: the run stops, unrecorded and resumable.
-
-    A `BaseException` (a `Suspend`), so the workflow's own `except Exception` never sees
-    the store's error; `error` is the `StoreError` the run's caller gets instead.
-    """
-
-    def __init__(self, error: StoreError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-@contextlib.contextmanager
-def store_call(
-    run_id: str, doing: str, *, caller: bool = False, started: bool = True
-) -> Iterator[None]:
-    """Turn a store's failure inside the block into `StoreFailure`, the engine's control flow
-    that stops a run; with `caller`, into the `StoreError` itself, for the caller to get.
-
-    `doing` says what failed ("write the journal of run 'r'"); `started` whether the run
-    exists (see `store_error`). Errors of the library that say something about the run
-    (`RunNotFound`, `JournalCorrupted`) and the engine's own control flow pass unchanged.
-    """
-    try:
-        yield
-    except (IntemporalError, Suspend) as exc:
-        if not isinstance(exc, StoreError):
-            raise
-        err: StoreError = exc
-    except Exception as exc:
-        err = store_error(exc, doing, run_id, started)
-    else:
-        return
-    if caller:
-        raise err from err.__cause__
-    raise StoreFailure(err) from err
 
 
 class Host(Protocol):

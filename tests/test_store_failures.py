@@ -24,8 +24,8 @@ resumable, and once the store is back at most the step in flight runs again.
 |   (start + result), with durability "fsync" and "flush"                                   |
 | a store's own exception type            | a MemoryStore subclass (a "database")  | test_a_database_error_*                |
 | a relaunched run (after a wait) fails   | signal_received on a pool thread       | test_a_failure_after_a_wait_*          |
-| the workflow raises KeyboardInterrupt / | run, start + result, worker --once     | test_an_interrupt_*, test_worker_once_*|
-|   SystemExit                            |                                        |                                        |
+| the workflow raises KeyboardInterrupt / | run, start + result, worker --once,    | test_an_interrupt_*, test_worker_once_*|
+|   SystemExit                            | in a child run executed inline         |                                        |
 """
 
 from __future__ import annotations
@@ -515,3 +515,38 @@ def test_worker_once_exits_with_one_line_when_runs_interrupt_themselves(tmp_path
         for rid in ("kbd", "exit"):
             assert not engine.get_run(rid).status.finished
         assert engine.get_run("fine").status is intemporal.RunStatus.COMPLETED
+
+
+@intemporal.workflow(name="sf.interrupting_child")
+def interrupting_child(tag: str) -> str:
+    step(f"{tag}-c")
+    if INTERRUPT["on"]:
+        raise KeyboardInterrupt
+    return f"{tag}-c"
+
+
+@intemporal.workflow(name="sf.parent_of_interrupting")
+def parent_of_interrupting(tag: str) -> list[str]:
+    try:
+        return [step(f"{tag}-a"), interrupting_child(tag)]
+    except Exception:
+        return ["swallowed"]
+
+
+@pytest.mark.parametrize("caller", ["run", "start"])
+def test_an_interrupt_in_a_child_run_stops_its_parent_too(store: Store, caller: str) -> None:
+    # Given a parent whose child (executed inline) raises KeyboardInterrupt
+    tag = f"child-intr-{caller}-{type(store).__name__}"
+    INTERRUPT["on"] = True
+    try:
+        with Engine(store, threads=2) as engine:
+            # Then the caller gets it at once, instead of the parent waiting for the child
+            with pytest.raises(KeyboardInterrupt):
+                execute(engine, caller, parent_of_interrupting, tag, run_id=tag)
+            assert not engine.get_run(tag).status.finished
+            # and both resume once the cause is gone, no step run twice but the child's
+            INTERRUPT["on"] = False
+            assert engine.resume(tag).result(timeout=30) == [f"{tag}-a", f"{tag}-c"]
+    finally:
+        INTERRUPT["on"] = False
+    assert calls[f"{tag}-a"] == 1 and calls[f"{tag}-c"] == 1
