@@ -30,7 +30,7 @@ from .errors import (
     StoreFailure,
     _Shutdown,
     _Wait,
-    store_call,
+    store_error,
 )
 from .store.base import Event, Lease
 
@@ -163,11 +163,11 @@ class RunContext:
             raise self.store_failed
         event["ts"] = round(time.time(), 6)
         try:
-            with store_call(self.run_id, f"write the journal of run {self.run_id!r}"):
-                self.lease.append(event, self.host.sync if sync is None else sync)
-        except StoreFailure as failure:
-            self.store_failed = failure
-            raise
+            self.lease.append(event, self.host.sync if sync is None else sync)
+        except Exception as exc:  # whatever the store raises: the workflow never sees it
+            doing = f"write the journal of run {self.run_id!r}"
+            self.store_failed = StoreFailure(store_error(exc, doing, self.run_id))
+            raise self.store_failed from exc
 
     def next(self, name: str) -> tuple[int, Event | None]:
         """Take the next sequence number for operation `name`; return it and its record."""

@@ -99,7 +99,7 @@ class FileLease(Lease):
         data = dumps(event)
         # Alone (the usual case): one synced write under the lock. Behind another append
         # (submitted activities): write under the lock, sync after it, so syncs overlap.
-        alone = self._writing.acquire(blocking=False)
+        alone = self._writing.acquire(False)  # positional: half the cost of blocking=False
         if not alone:
             self._writing.acquire()
         try:

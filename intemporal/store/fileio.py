@@ -100,23 +100,27 @@ def write(fd: int, data: bytes, sync: bool) -> None:
     """
     if sync and _dsync_ok:
         try:
-            _whole(os.pwritev(fd, [data], 0, _RWF_DSYNC), data)
-            return
+            written = os.pwritev(fd, [data], 0, _RWF_DSYNC)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
             _no_dsync()  # an old kernel or a filesystem without it: the two calls
-    _whole(os.write(fd, data), data)
+        else:
+            if written != len(data):
+                raise _short(written, data)
+            return
+    written = os.write(fd, data)
+    if written != len(data):
+        raise _short(written, data)
     if sync:
         os.fdatasync(fd)
 
 
-def _whole(written: int, data: bytes) -> None:
-    """Raise `OSError(ENOSPC)` unless all of `data` was `written` (a count of bytes)."""
-    if written != len(data):
-        raise OSError(
-            errno.ENOSPC, f"short write: {written} of {len(data)} bytes written (is the disk full?)"
-        )
+def _short(written: int, data: bytes) -> OSError:
+    """The error of a write that wrote only `written` bytes of `data`."""
+    return OSError(
+        errno.ENOSPC, f"short write: {written} of {len(data)} bytes written (is the disk full?)"
+    )
 
 
 def try_lock(path: str, patience: float = 0.0, probe: bool = False, flags: int = 0) -> Any:
