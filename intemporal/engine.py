@@ -393,12 +393,14 @@ class Engine:
             if ctx.store_failed is not None or isinstance(exc, StoreFailure):
                 raise ctx.store_failed or exc from None  # `_execute` reports it
             if isinstance(exc, _Wait):
+                with store_call(exe.run_id, "mark this engine alive in the store"):
+                    owner = self._hold()
                 ctx.append(
                     {
                         "type": "run_suspended",
                         "reason": exc.reason,
                         "until": exc.until,
-                        "owner": self._hold(),
+                        "owner": owner,
                     },
                     False,
                 )

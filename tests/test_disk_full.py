@@ -13,6 +13,7 @@ finishes the run, running again at most the step that was in flight.
 | disk full at the run's creation        | test_disk_full_at_the_runs_creation_*                  |
 | disk full at the final record          | test_disk_full_at_the_final_record_*                   |
 | read-only store: start, resume         | test_read_only_store_*                                 |
+| disk full when a signal is sent        | test_disk_full_when_a_signal_is_sent_*                 |
 | a short write (os.write, os.pwritev)   | test_a_short_write_leaves_the_journal_as_it_was_*      |
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -343,3 +345,31 @@ def test_a_short_write_leaves_the_journal_as_it_was_and_stops_the_run(
         assert engine.resume(tag).result(timeout=30) == [f"{tag}-a", f"{tag}-b"]
     assert (calls[f"{tag}-a"], calls[f"{tag}-b"]) == (1, 2)
     assert [e["type"] for e in store.read(tag)][-1] == "run_completed"
+
+
+@intemporal.workflow(name="df.waits")
+def waits(tag: str) -> list[str]:
+    return [step(f"{tag}-a"), intemporal.wait_for_signal("go"), step(f"{tag}-b")]
+
+
+def test_disk_full_when_a_signal_is_sent_raises_store_unavailable_and_loses_nothing(
+    disk: Disk,
+) -> None:
+    # Given a run waiting for a signal on a disk that then fills up
+    tag = "signal-full"
+    with Engine(disk.path, threads=2) as engine:
+        handle = engine.start(waits, tag, run_id=tag)
+        deadline = time.monotonic() + 10
+        while engine.get_run(tag).status is not intemporal.RunStatus.WAITING:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        disk.fill()
+        # When the signal is sent, Then the sender is told it was not delivered
+        with pytest.raises(StoreUnavailable, match="send signal 'go'"):
+            engine.signal(tag, "go", "now")
+        assert engine.get_run(tag).status is intemporal.RunStatus.WAITING
+        # and once space is freed, the same signal is delivered once and the run finishes
+        disk.free()
+        engine.signal(tag, "go", "now")
+        assert handle.result(timeout=30) == [f"{tag}-a", "now", f"{tag}-b"]
+    assert calls[f"{tag}-a"] == 1 and calls[f"{tag}-b"] == 1

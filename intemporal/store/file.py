@@ -486,13 +486,20 @@ class FileStore(Store):
     def _ring(self, run_id: str) -> None:
         # Engines stat this one file instead of every waiting run's inbox. Not fsynced: after
         # a power cut, engines restart and look at every run anyway.
-        fd = os.open(self.root / DOORBELL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (run_id + "\n").encode())
-            if os.fstat(fd).st_size > DOORBELL_MAX:
-                os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)
+        # Best effort: the message itself is already stored. A ring that cannot be written
+        # whole (disk full) empties the doorbell, which tells readers to look at every run.
+        line = (run_id + "\n").encode()
+        with contextlib.suppress(OSError):
+            fd = os.open(self.root / DOORBELL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                try:
+                    whole = os.write(fd, line) == len(line)
+                except OSError:
+                    whole = False
+                if not whole or os.fstat(fd).st_size > DOORBELL_MAX:
+                    os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
 
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         path = self.root / DOORBELL
