@@ -73,6 +73,8 @@ CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_cla
 
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until linked
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+# A failure of the store itself, not of the O_TMPFILE feature: the named way fails too.
+_STORE_DOWN = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE})
 MTIME_SLACK = 2.0  # seconds a journal's mtime may trail the `ts` stamped in its first line
 
 
@@ -292,7 +294,9 @@ class FileStore(Store):
         if self._tmpfile_ok:
             try:
                 fd = os.open(".", os.O_WRONLY | _O_TMPFILE, 0o600, dir_fd=dfd)
-            except OSError:
+            except OSError as exc:
+                if exc.errno in _STORE_DOWN:  # not a missing feature: tell the caller
+                    raise
                 self._tmpfile_ok = False
             else:
                 try:
