@@ -550,3 +550,17 @@ def test_an_interrupt_in_a_child_run_stops_its_parent_too(store: Store, caller: 
     finally:
         INTERRUPT["on"] = False
     assert calls[f"{tag}-a"] == 1 and calls[f"{tag}-c"] == 1
+
+
+@pytest.mark.parametrize("caller", ["run", "start"])
+def test_a_lease_lost_reaches_the_caller_as_it_is(
+    store: Store, breaker: Callable[..., Breaker], caller: str
+) -> None:
+    # Given a store that fences this process out of the run (another worker took it over)
+    tag = f"fenced-{caller}-{type(store).__name__}"
+    breaker("activity_completed", lambda: intemporal.LeaseLost(f"run {tag!r} taken over"), 2)
+    with Engine(store, threads=2) as engine:
+        # Then the caller gets LeaseLost itself, and the run is left to its new owner
+        with pytest.raises(intemporal.LeaseLost, match="taken over"):
+            execute(engine, caller, kinds, "plain", tag, run_id=tag)
+        assert engine.history(tag)[-1]["type"] == "activity_completed"
