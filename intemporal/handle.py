@@ -100,9 +100,7 @@ class RunHandle:
                 info = self.engine.get_run(self.run_id)
             if info.status.finished:
                 return final_outcome(info)
-            halted = self.engine.halted.get(self.run_id)
-            if halted is not None and self.run_id not in self.engine._active:
-                raise halted  # it stopped here unrecorded (the store failed, an interrupt)
+            raise_if_halted(self.engine, self.run_id)
             left = _remaining(deadline)
             if left == 0:
                 break
@@ -124,6 +122,14 @@ class RunHandle:
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def raise_if_halted(engine: Engine, run_id: str) -> None:
+    """Raise the error the run's execution here stopped on, unrecorded (`Engine.halted`):
+    a store failure, an interrupt. Nothing will change the run until it is resumed."""
+    halted = engine.halted.get(run_id)
+    if halted is not None and run_id not in engine._active:
+        raise halted
 
 
 def final_outcome(info: RunInfo) -> Any:
@@ -149,6 +155,7 @@ def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None)
             return decode(values[-1])
         if events[-1]["type"] in TERMINAL_EVENTS:
             return None
+        raise_if_halted(engine, run_id)
         left = _remaining(deadline)
         if left == 0:
             return None

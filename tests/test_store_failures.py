@@ -24,6 +24,8 @@ resumable, and once the store is back at most the step in flight runs again.
 |   (start + result), with durability "fsync" and "flush"                                   |
 | a store's own exception type            | a MemoryStore subclass (a "database")  | test_a_database_error_*                |
 | a relaunched run (after a wait) fails   | signal_received on a pool thread       | test_a_failure_after_a_wait_*          |
+| the store fences this process out       | the lease raises LeaseLost             | test_a_lease_lost_*                    |
+| a client waits for an event of the run  | get_event(timeout=None)                | test_get_event_on_a_run_stopped_*      |
 | the workflow raises KeyboardInterrupt / | run, start + result, worker --once,    | test_an_interrupt_*, test_worker_once_*|
 |   SystemExit                            | in a child run executed inline         |                                        |
 """
@@ -564,3 +566,23 @@ def test_a_lease_lost_reaches_the_caller_as_it_is(
         with pytest.raises(intemporal.LeaseLost, match="taken over"):
             execute(engine, caller, kinds, "plain", tag, run_id=tag)
         assert engine.history(tag)[-1]["type"] == "activity_completed"
+
+
+@intemporal.workflow(name="sf.publishes")
+def publishes(tag: str) -> str:
+    step(f"{tag}-a")
+    intemporal.set_event("done", True)
+    return tag
+
+
+def test_get_event_on_a_run_stopped_by_the_store_raises_instead_of_waiting(
+    store: Store, breaker: Callable[..., Breaker]
+) -> None:
+    # Given a run that stops on the store before it publishes its event
+    tag = f"event-{type(store).__name__}"
+    breaker("activity_completed", enospc)
+    with Engine(store, threads=2) as engine:
+        engine.start(publishes, tag, run_id=tag)
+        # When a client waits for the event with no timeout, Then it is told, not left waiting
+        with pytest.raises(StoreUnavailable):
+            engine.get_event(tag, "done")
