@@ -15,6 +15,7 @@ finishes the run, running again at most the step that was in flight.
 | read-only store: start, resume         | test_read_only_store_*                                 |
 | disk full when a signal is sent        | test_disk_full_when_a_signal_is_sent_*                 |
 | a short write (os.write, os.pwritev)   | test_a_short_write_leaves_the_journal_as_it_was_*      |
+| a short write of a run's first line    | test_a_short_write_of_a_runs_first_line_*              |
 """
 
 from __future__ import annotations
@@ -375,3 +376,32 @@ def test_disk_full_when_a_signal_is_sent_raises_store_unavailable_and_loses_noth
         engine.signal(tag, "go", "now")
         assert handle.result(timeout=30) == [f"{tag}-a", "now", f"{tag}-b"]
     assert calls[f"{tag}-a"] == 1 and calls[f"{tag}-b"] == 1
+
+
+@pytest.mark.parametrize("caller", ["run", "start"])
+def test_a_short_write_of_a_runs_first_line_records_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caller: str
+) -> None:
+    # Given a disk that takes only half of the run's first line
+    real_write = os.write
+    shorted: list[int] = []
+
+    def write(fd: int, data: Any) -> int:
+        if bytes(data[:21]) == b'{"type":"run_started"' and not shorted:
+            shorted.append(fd)
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        return real_write(fd, data)
+
+    monkeypatch.setattr(fileio, "_dsync_ok", False)  # every write through os.write
+    monkeypatch.setattr(os, "write", write)
+    with Engine(FileStore(tmp_path / "store"), threads=2) as engine:
+        # When a run is started, Then the caller is told, and no half journal is left
+        with pytest.raises(StoreUnavailable, match="short write"):
+            if caller == "run":
+                engine.run(echo, "half", run_id="half")
+            else:
+                engine.start(echo, "half", run_id="half")
+        assert shorted and engine.list_runs() == []
+        assert sorted(p.name for p in (tmp_path / "store").iterdir()) == []
+        # and the same start then succeeds
+        assert engine.run(echo, "half", run_id="half") == 4

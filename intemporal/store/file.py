@@ -252,7 +252,7 @@ class FileStore(Store):
             return super().create_claimed(run_id, first, sync)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
-            os.write(fd, dumps(first))
+            write(fd, dumps(first), False)  # whole, or OSError: a short write is refused
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
             return FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
         except FileExistsError:
