@@ -536,6 +536,12 @@ def worker(
                         ended.append(Outcome("?", "error", error=describe(exc)))
                         out.print(Text(f"cannot resume a run: {exc}", style="red"), soft_wrap=True)
                 for rid in list(watching):
+                    stopped = render.halted(engine, rid)
+                    if stopped is not None:  # the store failed, or the workflow interrupted
+                        ended.append(stopped)  # itself: say so once; it stays resumable
+                        report(out, stopped, False)
+                        del watching[rid]
+                        continue
                     info = engine.get_run(rid)
                     if info.status.finished:
                         ended.append(final_outcome(info))

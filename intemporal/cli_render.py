@@ -357,6 +357,26 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def halted(engine: Engine, run_id: str, exc: BaseException | None = None) -> Outcome | None:
+    """The outcome of a run whose execution here stopped unrecorded (`Engine.halted`), or None.
+
+    With `exc`: only if that is the error it stopped on (a Ctrl-C of this very command
+    is not the run's). A store failure, or an interrupt the workflow raised itself.
+    """
+    err = engine.halted.get(run_id)
+    if err is None or (exc is not None and err is not exc):
+        return None
+    if isinstance(err, Exception):
+        return Outcome(run_id, "error", error=describe(err))
+    what = repr(err) if err.args else type(err).__name__
+    return Outcome(
+        run_id,
+        "error",
+        error=f"the workflow raised {what}: it stopped unrecorded and stays resumable "
+        f"(intemporal resume {run_id})",
+    )
+
+
 def final_outcome(info: RunInfo) -> Outcome:
     """The outcome of a run as its summary records it."""
     if info.status is RunStatus.COMPLETED:
@@ -442,6 +462,11 @@ def wait(
             info = engine.get_run(rid)
             status = info.status.value if info.status.finished else "error"
             return Outcome(rid, status, error=describe(exc))
+        except BaseException as exc:  # the workflow's KeyboardInterrupt or SystemExit
+            stopped = halted(engine, rid, exc)
+            if stopped is None:
+                raise
+            return stopped
 
 
 def follow(

@@ -30,9 +30,12 @@ from .errors import (
     RunConflict,
     RunNotFound,
     SerializationError,
+    StoreFailure,
     Suspend,
     _Shutdown,
     _Wait,
+    store_call,
+    store_error,
 )
 from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
@@ -89,6 +92,9 @@ class Engine:
         self._closing = threading.Event()
         self.adopted: collections.deque[RunHandle] = collections.deque(maxlen=10_000)
         """Handles of runs this worker took as clients recorded them (for `intemporal worker`)."""
+        self.halted: dict[str, BaseException] = {}
+        """Run id -> the error its execution here stopped on, unrecorded (a store failure, the
+        workflow's KeyboardInterrupt): handles raise it, `recover()` leaves it to `resume()`."""
         self._parking = Parking(
             self.store,
             self._mutex,
@@ -166,16 +172,21 @@ class Engine:
         if inline and self.worker and current() is None:
             # `run()` waits anyway: execute on the caller's thread, no pool hand-off; the
             # run is durable by its first durable step, before `run()` can return.
-            lease = self.store.create_claimed(run_id, first, self.sync)
+            with store_call(run_id, f"create run {run_id!r}", caller=True, started=False):
+                lease = self.store.create_claimed(run_id, first, self.sync)
             if lease is not None:
                 self._execute_here(exe, [first], lease)
                 return RunHandle(self, run_id, exe)
-        elif self.store.create(run_id, first, self.sync):
+        elif self._create(run_id, first):
             if not self.worker:
                 self.store.notify(run_id)  # so a running worker takes it without polling
                 return RunHandle(self, run_id)
             return RunHandle(self, run_id, self._launch(exe, [first]))
         return self._existing(run_id, wf, protocols)
+
+    def _create(self, run_id: str, first: Event) -> bool:
+        with store_call(run_id, f"create run {run_id!r}", caller=True, started=False):
+            return self.store.create(run_id, first, self.sync)
 
     def _existing(
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
@@ -218,7 +229,9 @@ class Engine:
         A completed or cancelled run is left as it is; a failed one is retried from its
         failed step with a fresh retry budget.
         """
-        events = self.store.read(check_run_id(run_id))
+        check_run_id(run_id)
+        with store_call(run_id, f"read the journal of run {run_id!r}", caller=True):
+            events = self.store.read(run_id)
         if events[-1]["type"] in FINAL_EVENTS:
             return RunHandle(self, run_id)
         with self._mutex:
@@ -242,7 +255,7 @@ class Engine:
         self._parking.start()
         handles = []
         for run_id in list(self.store.unfinished()):
-            if run_id in self._active or run_id in self._sleeping:
+            if run_id in self._active or run_id in self._sleeping or run_id in self.halted:
                 continue
             try:
                 info = self.store.summary(run_id)
@@ -264,6 +277,7 @@ class Engine:
                 return running
             self._active[exe.run_id] = exe
             self._sleeping.pop(exe.run_id, None)
+            self.halted.pop(exe.run_id, None)
         self._pool.submit(self._execute, exe, events)
         self._parking.start()
         return exe
@@ -276,6 +290,7 @@ class Engine:
             admitted = not self.closing and exe.run_id not in self._active
             if admitted:
                 self._active[exe.run_id] = exe
+                self.halted.pop(exe.run_id, None)
         if not admitted:
             if lease is not None:
                 lease.release()
@@ -290,26 +305,34 @@ class Engine:
         self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
     ) -> None:
         try:
-            if lease is None:
-                lease = self.store.claim(exe.run_id)
-            if lease is None:  # another process owns it: the handle follows the store
-                exe.finish("stopped")
+            with store_call(exe.run_id, f"claim run {exe.run_id!r}"):
+                if lease is None:
+                    lease = self.store.claim(exe.run_id)
+                if lease is not None and events is None:
+                    events = self.store.read(exe.run_id)
+            if lease is None or events is None:  # another process owns it: the handle
+                exe.finish("stopped")  # follows the store
                 return
-            if events is None:
-                events = self.store.read(exe.run_id)
             self._run_body(exe, lease, events)
-        except BaseException as exc:  # store errors: report to the waiting handle
+        except StoreFailure as failure:  # the store failed: the caller gets why, not a hang
+            exe.finish("error", failure.error)
+        except BaseException as exc:  # KeyboardInterrupt & co: raised to the waiting handle
             exe.finish("error", exc)
         finally:
             if lease is not None:
-                lease.release()
+                try:
+                    lease.release()
+                except Exception as exc:  # a last sync failed: the run may not be durable
+                    exe.finish("error", store_error(exc, f"sync run {exe.run_id!r}", exe.run_id))
             self._stopped(exe)
 
     def _stopped(self, exe: _Execution) -> None:
         """Bookkeeping once an execution ends: park a waiting run, wake a parent, notify."""
-        value = exe.outcome[1] if exe.outcome else None
+        kind, value = exe.outcome or ("stopped", None)
         with self._mutex:
             self._active.pop(exe.run_id, None)
+            if kind == "error" and isinstance(value, BaseException) and not exe.terminal:
+                self.halted[exe.run_id] = value  # unrecorded: its handles raise it
             if isinstance(value, _Wait) and not self.closing:
                 if exe.rewake:
                     exe.rewake = False
@@ -340,10 +363,12 @@ class Engine:
             return
         if last == "run_failed":  # resuming a failed run: retry what failed
             resumed: Event = {"type": "run_resumed", "ts": round(time.time(), 6)}
-            lease.append(resumed, self.sync)
+            with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
+                lease.append(resumed, self.sync)
             events.append(resumed)
         ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
-        messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
+        with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
+            messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
         ctx.deliver(messages)
         if ctx.cancel_requested.is_set() and len(events) == 1:
             exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
@@ -365,19 +390,25 @@ class Engine:
             exe.finish("ok", result, terminal=True)
         except Suspend as exc:
             self._wait_inflight(ctx)
+            if ctx.store_failed is not None or isinstance(exc, StoreFailure):
+                raise ctx.store_failed or exc from None  # `_execute` reports it
             if isinstance(exc, _Wait):
+                with store_call(exe.run_id, "mark this engine alive in the store"):
+                    owner = self._hold()
                 ctx.append(
                     {
                         "type": "run_suspended",
                         "reason": exc.reason,
                         "until": exc.until,
-                        "owner": self._hold(),
+                        "owner": owner,
                     },
                     False,
                 )
             exe.finish("stopped", exc)
         except BaseException as exc:
             self._wait_inflight(ctx)
+            if ctx.store_failed is not None:  # the workflow caught it: still no verdict
+                raise ctx.store_failed from None
             if ctx.poisoned is not None:  # never record a verdict reached by divergent code
                 exe.finish("error", ctx.poisoned)
             elif isinstance(exc, Exception):
@@ -411,10 +442,13 @@ class Engine:
         pool deadlock); if it must wait itself, the parent waits for it without a thread.
         """
         cid = child_id(ctx.run_id, seq)
-        if not self.store.exists(cid):
-            first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id)
-            self.store.create(cid, first, self.sync)
-        info = self.store.summary(cid)
+        with store_call(cid, f"create child run {cid!r}"):
+            if not self.store.exists(cid):
+                first = first_event(
+                    cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id
+                )
+                self.store.create(cid, first, self.sync)
+            info = self.store.summary(cid)
         if info.status.finished and not (wait and ctx.retries_child(seq, info)):
             return final_outcome(info) if wait else None
         exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
@@ -425,18 +459,22 @@ class Engine:
                 self._launch(exe, None)
             return None
         exe.inline = True
-        idle = idle and cid not in self._sleeping and not self.store.is_claimed(cid)
+        with store_call(cid, f"read child run {cid!r}"):
+            idle = idle and cid not in self._sleeping and not self.store.is_claimed(cid)
         if idle and self._execute_here(exe, None):
             kind, value = exe.outcome or ("stopped", None)
             if exe.terminal and kind == "ok":
                 return value
             if exe.terminal and isinstance(value, BaseException):
                 raise value
+            exe.raise_halt()  # stopped unrecorded (the store, an interrupt): so does the parent
         raise _Wait(f"child {cid}", None)
 
     def child_result(self, ctx: RunContext, seq: int) -> Any:
         """The result of child `<parent>/<seq>` if it finished; else raise `ChildNotFinished`."""
-        info = self.store.summary(child_id(ctx.run_id, seq))
+        cid = child_id(ctx.run_id, seq)
+        with store_call(cid, f"read child run {cid!r}"):
+            info = self.store.summary(cid)
         if not info.status.finished:
             raise ChildNotFinished(info.run_id)
         return final_outcome(info)
@@ -485,6 +523,7 @@ class Engine:
         try:
             info = self.store.summary(run_id)
             left_behind = info.status is RunStatus.PENDING or info.orphaned
+            left_behind &= run_id not in self.halted
             if left_behind and self._serves(run_id) and not self.store.is_claimed(run_id):
                 self.adopted.append(self.resume(run_id))
         except Exception as exc:  # not ours to report to anyone: the run stays pending
@@ -538,7 +577,8 @@ class Engine:
         events = self.history(run_id)
         if events[-1]["type"] in TERMINAL_EVENTS:
             return
-        self.store.send(run_id, {"type": "cancel", "ts": round(time.time(), 6)})
+        with store_call(run_id, f"send a cancellation to run {run_id!r}", caller=True):
+            self.store.send(run_id, {"type": "cancel", "ts": round(time.time(), 6)})
         self.poke(run_id)
         for ev in events:
             if ev["type"] == "child_started":
@@ -565,7 +605,8 @@ class Engine:
             "signal_id": signal_id or new_run_id(),
             "ts": round(time.time(), 6),
         }
-        self.store.send(run_id, message)
+        with store_call(run_id, f"send signal {name!r} to run {run_id!r}", caller=True):
+            self.store.send(run_id, message)
         self.poke(run_id)
 
     def close(self) -> None:

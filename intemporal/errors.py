@@ -12,12 +12,17 @@
      |    +-- WorkflowNotFound           the code of a recorded workflow cannot be loaded
      |    +-- RemoteError                an exception whose type cannot be rebuilt on replay
      |    +-- CompensationError          one or more saga compensations failed
+     |    +-- StoreError                 the store failed under a run, which stops unrecorded
+     |         +-- StoreUnavailable      the store cannot be read or written (disk full,
+     |         |                         read-only, database down): free it, then resume
+     |         +-- LeaseLost             this process no longer owns the run: it writes nothing more
      +-- Cancelled                       the run was cancelled (an Exception, so sagas see it)
     BaseException
      +-- Suspend                         engine control flow: the run stops here for now
           +-- _Wait                      waiting for a timer, a signal or a child run
           +-- _Shutdown                  the engine is closing
-          +-- StoreFailure (replay.py)   the journal cannot be written
+          +-- StoreFailure               the store failed: the run stops, its `StoreError` goes
+                                         to the caller, never to the workflow's `except Exception`
 
 `Suspend` and its subclasses are never raised at user code that catches `Exception`:
 they unwind the workflow's thread when it waits, or when the engine shuts down.
@@ -26,6 +31,8 @@ they unwind the workflow's thread when it waits, or when the engine shuts down.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -120,6 +127,62 @@ class CompensationError(IntemporalError):
     """Raised (as the `__context__`-free note on a saga's error) when compensations fail."""
 
 
+class StoreError(IntemporalError):
+    """Raised when the store fails under a run: the run stops where it is, unrecorded.
+
+    What was journaled before stays; the step in flight is not recorded and runs again
+    when the run is resumed. The store's own exception is chained as `__cause__`.
+    """
+
+    def __init__(self, message: str, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.run_id))
+
+
+class StoreUnavailable(StoreError):
+    """Raised when the store cannot be read or written (disk full, read-only, database down).
+
+    Raised by `engine.run()`, `handle.result()`, `engine.start()` and `resume` instead of
+    waiting: the run stays resumable. Free the disk (or bring the store back), then
+    `engine.resume(run_id)` or `intemporal resume RUN`; at most the step in flight runs again.
+    """
+
+
+class LeaseLost(StoreError):
+    """Raised when this process no longer owns a run (another worker took it over).
+
+    The run's execution here stops and writes nothing more; its new owner carries on.
+    """
+
+
+def store_error(
+    exc: BaseException, doing: str, run_id: str | None = None, started: bool = True
+) -> StoreError:
+    """`exc`, raised by a store while `doing` something, as the `StoreError` a caller gets.
+
+    A `StoreError` is returned as it is; any other exception (an `OSError`, a database
+    driver's error) becomes a `StoreUnavailable` naming it, with `exc` as its `__cause__`.
+    `started`: whether the run exists (it stays resumable) or was not created at all.
+    """
+    if isinstance(exc, StoreError):
+        return exc
+    if started:
+        after = (
+            "the run stopped unrecorded and stays resumable; "
+            "free the disk or fix the store, then resume it"
+        )
+    else:
+        after = "nothing was recorded; free the disk or fix the store, then start it again"
+    err = StoreUnavailable(
+        f"store unavailable: cannot {doing}: {type(exc).__name__}: {exc} ({after})", run_id
+    )
+    err.__cause__ = exc
+    return err
+
+
 class Cancelled(Exception):
     """Raised inside a workflow (or by `heartbeat()` in an activity) when its run is cancelled.
 
@@ -153,3 +216,41 @@ class _Shutdown(Suspend):
 def is_suspension(exc: BaseException) -> bool:
     """Tell whether `exc` is the engine's own control flow, which user code must re-raise."""
     return isinstance(exc, Suspend)
+
+
+class StoreFailure(Suspend):
+    """Raised when the store fails under a run: the run stops, unrecorded and resumable.
+
+    A `BaseException` (a `Suspend`), so the workflow's own `except Exception` never sees
+    the store's error; `error` is the `StoreError` the run's caller gets instead.
+    """
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@contextlib.contextmanager
+def store_call(
+    run_id: str, doing: str, *, caller: bool = False, started: bool = True
+) -> Iterator[None]:
+    """Turn a store's failure inside the block into `StoreFailure`, the engine's control flow
+    that stops a run; with `caller`, into the `StoreError` itself, for the caller to get.
+
+    `doing` says what failed ("write the journal of run 'r'"); `started` whether the run
+    exists (see `store_error`). Errors of the library that say something about the run
+    (`RunNotFound`, `JournalCorrupted`) and the engine's own control flow pass unchanged.
+    """
+    try:
+        yield
+    except (IntemporalError, Suspend) as exc:
+        if not isinstance(exc, StoreError):
+            raise
+        err: StoreError = exc
+    except Exception as exc:
+        err = store_error(exc, doing, run_id, started)
+    else:
+        return
+    if caller:
+        raise err from err.__cause__
+    raise StoreFailure(err) from err

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .codec import decode, decode_error
-from .errors import Cancelled
+from .errors import Cancelled, StoreError, StoreFailure, store_call
 from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
 
@@ -47,6 +47,17 @@ class _Execution:
     def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
         self.outcome, self.terminal = (kind, value), terminal
 
+    def raise_halt(self) -> None:
+        """Raise what stopped this execution unrecorded, to a parent that executed it inline:
+        a store failure as `StoreFailure`, an interrupt (KeyboardInterrupt & co) as it is."""
+        kind, value = self.outcome or ("stopped", None)
+        if kind != "error" or self.terminal:
+            return
+        if isinstance(value, StoreError):
+            raise StoreFailure(value)
+        if isinstance(value, BaseException) and not isinstance(value, Exception):
+            raise value
+
 
 class RunHandle:
     """A reference to one run: its id, status and result.
@@ -68,7 +79,10 @@ class RunHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to finish: return its value, or raise its exception (or `Cancelled`).
 
-        Raises `TimeoutError` if it has not finished within `timeout` seconds.
+        Raises `TimeoutError` if it has not finished within `timeout` seconds, and
+        `StoreUnavailable` if the store failed under the run (it stays resumable), instead
+        of waiting; an interrupt the workflow raised (`KeyboardInterrupt`, `SystemExit`)
+        is raised again here.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
@@ -82,9 +96,11 @@ class RunHandle:
                     return exe.outcome[1]
                 if exe.outcome is not None and exe.outcome[0] == "error":
                     raise exe.outcome[1]
-            info = self.engine.get_run(self.run_id)
+            with store_call(self.run_id, f"read run {self.run_id!r}", caller=True):
+                info = self.engine.get_run(self.run_id)
             if info.status.finished:
                 return final_outcome(info)
+            raise_if_halted(self.engine, self.run_id)
             left = _remaining(deadline)
             if left == 0:
                 break
@@ -106,6 +122,14 @@ class RunHandle:
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def raise_if_halted(engine: Engine, run_id: str) -> None:
+    """Raise the error the run's execution here stopped on, unrecorded (`Engine.halted`):
+    a store failure, an interrupt. Nothing will change the run until it is resumed."""
+    halted = engine.halted.get(run_id)
+    if halted is not None and run_id not in engine._active:
+        raise halted
 
 
 def final_outcome(info: RunInfo) -> Any:
@@ -131,6 +155,7 @@ def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None)
             return decode(values[-1])
         if events[-1]["type"] in TERMINAL_EVENTS:
             return None
+        raise_if_halted(engine, run_id)
         left = _remaining(deadline)
         if left == 0:
             return None

@@ -28,9 +28,10 @@ from .errors import (
     IntemporalError,
     NonDeterminismError,
     SerializationError,
-    Suspend,
+    StoreFailure,
     _Shutdown,
     _Wait,
+    store_error,
 )
 from .store.base import Event, Lease, RunInfo, RunStatus
 
@@ -58,10 +59,6 @@ def current() -> RunContext | None:
 def activity_context() -> RunContext | None:
     """The context of the run whose activity is executing on this thread, if any."""
     return _activity.get()
-
-
-class StoreFailure(Suspend):
-    """Raised when the journal cannot be written: the run stops, unrecorded and resumable."""
 
 
 class Host(Protocol):
@@ -128,6 +125,7 @@ class RunContext:
         self.protocols = protocols or {}
         self.seq = 0
         self.poisoned: NonDeterminismError | None = None
+        self.store_failed: StoreFailure | None = None  # once set, nothing more is written
         self.cancel_requested = threading.Event()
         self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
         self.thread = threading.get_ident()  # the workflow's own thread: it may park the run
@@ -161,15 +159,27 @@ class RunContext:
 
     # -- the journal --------------------------------------------------------------------
     def append(self, event: Event, sync: bool | None = None) -> None:
-        """Append an event stamped with the time; a storage failure stops the run unrecorded."""
+        """Append an event stamped with the time; a storage failure stops the run unrecorded.
+
+        Any exception of the store (an `OSError`, a database driver's) raises `StoreFailure`,
+        which user code does not catch, and every later append of this execution raises it
+        again: after a failed append nothing more is written, so at most the step in flight
+        runs again when the run is resumed.
+        """
+        if self.store_failed is not None:
+            raise self.store_failed
         event["ts"] = round(time.time(), 6)
         try:
             self.lease.append(event, self.host.sync if sync is None else sync)
-        except OSError as exc:
-            raise StoreFailure(f"cannot write the journal of run {self.run_id!r}: {exc}") from exc
+        except Exception as exc:  # whatever the store raises: the workflow never sees it
+            doing = f"write the journal of run {self.run_id!r}"
+            self.store_failed = StoreFailure(store_error(exc, doing, self.run_id))
+            raise self.store_failed from exc
 
     def next(self, name: str) -> tuple[int, Event | None]:
         """Take the next sequence number for operation `name`; return it and its record."""
+        if self.store_failed is not None:
+            raise self.store_failed
         if self.poisoned is not None:
             raise self.poisoned
         seq = self.seq = self.seq + 1

@@ -86,6 +86,13 @@ def check_cancel_worker_threads(out: str) -> None:
     assert re.search(r"run thumbs-[0-9a-f]{8} is cancelled", out), out
 
 
+def check_disk_full(out: str) -> None:
+    assert "run() raised StoreUnavailable: store unavailable: cannot write the journal" in out
+    assert "status: running, journal: run_started, activity_completed\n" in out
+    assert "after freeing the disk: shipped order-7\n" in out
+    assert "calls: reserve 1, charge 2, ship 1\n" in out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
     "cancel_worker_threads.py": check_cancel_worker_threads,
     "hello.py": check_hello,
@@ -94,6 +101,7 @@ EXPECTED: dict[str, Callable[[str], None]] = {
     "fan_out.py": check_fan_out,
     "booking_saga.py": check_booking_saga,
     "approval.py": check_approval,
+    "disk_full.py": check_disk_full,
 }
 
 ARGS: dict[str, list[str]] = {  # extra arguments, so that no sample waits for a person

@@ -28,6 +28,7 @@ raises `JournalCorrupted` with the file and line number.
 from __future__ import annotations
 
 import contextlib
+import errno
 import heapq
 import json
 import os
@@ -72,6 +73,8 @@ CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_cla
 
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until linked
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+# A failure of the store itself, not of the O_TMPFILE feature: the named way fails too.
+_STORE_DOWN = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE})
 MTIME_SLACK = 2.0  # seconds a journal's mtime may trail the `ts` stamped in its first line
 
 
@@ -88,13 +91,52 @@ class FileLease(Lease):
         self.run_id, self._lock, self._fd = run_id, lock, fd  # lock None: the fd holds it
         self._unsynced_dir = unsynced_dir
         self._first_sync = threading.Lock()  # submitted activities append concurrently
+        self._writing = threading.Lock()  # one write at a time: each knows where it began
+        self._size = -1  # the journal's length (its lines so far); -1 until the first append
+        self._failed: OSError | None = None  # an append failed: nothing more is written
 
     def append(self, event: Event, sync: bool) -> None:
-        if sync and self._unsynced_dir >= 0:
-            os.write(self._fd, dumps(event))
-            self._sync_new()
-            return
-        write(self._fd, dumps(event), sync)  # one write: O_APPEND keeps the line whole
+        """Append one line; on any failure (a short write too) cut the journal back to what
+        it was before, refuse every later append, and raise `OSError`."""
+        data = dumps(event)
+        # Alone (the usual case): one synced write under the lock. Behind another append
+        # (submitted activities): write under the lock, sync after it, so syncs overlap.
+        alone = self._writing.acquire(False)  # positional: half the cost of blocking=False
+        if not alone:
+            self._writing.acquire()
+        try:
+            if self._failed is not None:
+                raise OSError(
+                    errno.EIO,
+                    f"the journal of run {self.run_id!r} takes no more lines after a failed "
+                    f"append ({self._failed})",
+                )
+            if self._size < 0:
+                self._size = os.fstat(self._fd).st_size
+            sync_here = sync and alone and self._unsynced_dir < 0
+            try:
+                write(self._fd, data, sync_here)  # one write: O_APPEND keeps the line whole
+            except OSError as exc:
+                self._cut(exc)
+                raise
+            self._size += len(data)
+        finally:
+            self._writing.release()
+        if sync and not sync_here:
+            try:
+                if self._unsynced_dir >= 0:
+                    self._sync_new()
+                else:
+                    os.fdatasync(self._fd)
+            except OSError as exc:  # the line is whole; whether it reached the disk is unknown
+                self._failed = exc
+                raise
+
+    def _cut(self, exc: OSError) -> None:
+        """After a failed or short write: the journal back to its length before it."""
+        self._failed = exc
+        with contextlib.suppress(OSError):  # read-only now: a torn tail is cut by the next claim
+            os.ftruncate(self._fd, self._size)
 
     def _sync_new(self) -> None:
         with self._first_sync:
@@ -210,7 +252,7 @@ class FileStore(Store):
             return super().create_claimed(run_id, first, sync)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
-            os.write(fd, dumps(first))
+            write(fd, dumps(first), False)  # whole, or OSError: a short write is refused
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
             return FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
         except FileExistsError:
@@ -252,7 +294,9 @@ class FileStore(Store):
         if self._tmpfile_ok:
             try:
                 fd = os.open(".", os.O_WRONLY | _O_TMPFILE, 0o600, dir_fd=dfd)
-            except OSError:
+            except OSError as exc:
+                if exc.errno in _STORE_DOWN:  # not a missing feature: tell the caller
+                    raise
                 self._tmpfile_ok = False
             else:
                 try:
@@ -423,10 +467,19 @@ class FileStore(Store):
     def send(self, run_id: str, message: Event) -> None:
         if not self.exists(run_id):
             raise RunNotFound(run_id)
+        data = dumps(with_signal_id(message))
         fd = os.open(self._base(run_id) + INBOX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, dumps(with_signal_id(message)))
-            os.fsync(fd)
+            before = os.fstat(fd).st_size
+            try:
+                write(fd, data, True)
+            except OSError:
+                # Cut a torn message away, unless another sender appended after it meanwhile
+                # (then it stays a torn line in the middle, which reading the inbox reports).
+                with contextlib.suppress(OSError):
+                    if before < os.fstat(fd).st_size < before + len(data):
+                        os.ftruncate(fd, before)
+                raise
         finally:
             os.close(fd)
         self._ring(run_id)
@@ -437,13 +490,20 @@ class FileStore(Store):
     def _ring(self, run_id: str) -> None:
         # Engines stat this one file instead of every waiting run's inbox. Not fsynced: after
         # a power cut, engines restart and look at every run anyway.
-        fd = os.open(self.root / DOORBELL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, (run_id + "\n").encode())
-            if os.fstat(fd).st_size > DOORBELL_MAX:
-                os.ftruncate(fd, 0)
-        finally:
-            os.close(fd)
+        # Best effort: the message itself is already stored. A ring that cannot be written
+        # whole (disk full) empties the doorbell, which tells readers to look at every run.
+        line = (run_id + "\n").encode()
+        with contextlib.suppress(OSError):
+            fd = os.open(self.root / DOORBELL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                try:
+                    whole = os.write(fd, line) == len(line)
+                except OSError:
+                    whole = False
+                if not whole or os.fstat(fd).st_size > DOORBELL_MAX:
+                    os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
 
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         path = self.root / DOORBELL

@@ -94,18 +94,33 @@ def write(fd: int, data: bytes, sync: bool) -> None:
     Where Linux has it, a synced write is one `pwritev(RWF_DSYNC)` instead of write +
     fdatasync: one system call, one GIL hand-back. RWF_DSYNC is O_DSYNC for this write;
     offset 0 writes a new file from its start, and with O_APPEND Linux appends anyway.
+
+    Raises `OSError` when the write fails, and `OSError(ENOSPC)` when it writes only a
+    prefix of `data` (a disk that just filled): the caller cuts that prefix away.
     """
     if sync and _dsync_ok:
         try:
-            os.pwritev(fd, [data], 0, _RWF_DSYNC)
-            return
+            written = os.pwritev(fd, [data], 0, _RWF_DSYNC)
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                 raise
             _no_dsync()  # an old kernel or a filesystem without it: the two calls
-    os.write(fd, data)
+        else:
+            if written != len(data):
+                raise _short(written, data)
+            return
+    written = os.write(fd, data)
+    if written != len(data):
+        raise _short(written, data)
     if sync:
         os.fdatasync(fd)
+
+
+def _short(written: int, data: bytes) -> OSError:
+    """The error of a write that wrote only `written` bytes of `data`."""
+    return OSError(
+        errno.ENOSPC, f"short write: {written} of {len(data)} bytes written (is the disk full?)"
+    )
 
 
 def try_lock(path: str, patience: float = 0.0, probe: bool = False, flags: int = 0) -> Any:
