@@ -14,11 +14,13 @@ with intemporal.Engine(store=".intemporal") as engine:
 """
 
 from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
+from .codec import Secret
 from .engine import Engine
 from .errors import (
     ActivityTimeout,
     Cancelled,
     CompensationError,
+    DillRefused,
     IntemporalError,
     JournalCorrupted,
     NonDeterminismError,
@@ -54,6 +56,7 @@ __all__ = [
     "ActivityTimeout",
     "Cancelled",
     "CompensationError",
+    "DillRefused",
     "DurableFuture",
     "Engine",
     "FileStore",
@@ -69,6 +72,7 @@ __all__ = [
     "RunNotFound",
     "RunStatus",
     "Saga",
+    "Secret",
     "SerializationError",
     "SignalTimeout",
     "Store",

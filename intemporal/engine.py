@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .api import Workflow, as_workflow
-from .codec import decode, encode, encode_error
+from .codec import decode, encode
 from .errors import (
     Cancelled,
     IntemporalError,
@@ -34,6 +34,7 @@ from .errors import (
     _Shutdown,
     _Wait,
 )
+from .failures import encode_error
 from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
 from .parking import Parking
@@ -226,8 +227,15 @@ class Engine:
                 return RunHandle(self, run_id, self._active[run_id])
         first = events[0]
         wf = load_workflow(first, imports)
-        args = tuple(decode(a) for a in first.get("args", []))
-        kwargs = {k: decode(v) for k, v in first.get("kwargs", {}).items()}
+        where = f"run {run_id!r} (journal line 1)"
+        args = tuple(
+            decode(a, self.codec, f"argument {i} of {where}")
+            for i, a in enumerate(first.get("args", []))
+        )
+        kwargs = {
+            k: decode(v, self.codec, f"argument {k!r} of {where}")
+            for k, v in first.get("kwargs", {}).items()
+        }
         if protocols is None:
             protocols = rebuild_protocols(first)
         exe = _Execution(run_id, wf, args, kwargs, protocols, first.get("parent"))
@@ -347,7 +355,7 @@ class Engine:
         ctx.deliver(messages)
         if ctx.cancel_requested.is_set() and len(events) == 1:
             exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
-            ctx.append({"type": "run_cancelled", "error": encode_error(exc)})
+            ctx.append({"type": "run_cancelled", "error": encode_error(exc, self.codec)})
             exe.finish("error", exc, terminal=True)
             return
         token = _current.set(ctx)
@@ -382,7 +390,7 @@ class Engine:
                 exe.finish("error", ctx.poisoned)
             elif isinstance(exc, Exception):
                 kind = "run_cancelled" if isinstance(exc, Cancelled) else "run_failed"
-                ctx.append({"type": kind, "error": encode_error(exc)})
+                ctx.append({"type": kind, "error": encode_error(exc, self.codec)})
                 exe.finish("error", exc, terminal=True)
             else:
                 exe.finish("error", exc)  # KeyboardInterrupt & co: raised to the waiter, resumable
@@ -416,7 +424,7 @@ class Engine:
             self.store.create(cid, first, self.sync)
         info = self.store.summary(cid)
         if info.status.finished:
-            return final_outcome(info) if wait else None
+            return final_outcome(info, self) if wait else None
         exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
         with self._mutex:
             idle = cid not in self._active and not self.closing
@@ -439,7 +447,7 @@ class Engine:
         info = self.store.summary(child_id(ctx.run_id, seq))
         if not info.status.finished:
             raise ChildNotFinished(info.run_id)
-        return final_outcome(info)
+        return final_outcome(info, self)
 
     # -- messages from outside: cancellation, signals, child completions --------------------------
     def poke(self, run_id: str) -> None:

@@ -10,8 +10,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .codec import decode, decode_error
-from .errors import Cancelled
+from .codec import DILL_TAG, decode
+from .errors import Cancelled, SerializationError
+from .failures import decode_error
 from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
 
@@ -84,7 +85,7 @@ class RunHandle:
                     raise exe.outcome[1]
             info = self.engine.get_run(self.run_id)
             if info.status.finished:
-                return final_outcome(info)
+                return final_outcome(info, self.engine)
             left = _remaining(deadline)
             if left == 0:
                 break
@@ -108,16 +109,35 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def final_outcome(info: RunInfo) -> Any:
-    """The value of a finished run, or its exception raised again."""
+def final_outcome(info: RunInfo, engine: Engine) -> Any:
+    """The value of a finished run, or its exception raised again.
+
+    Decoded with the engine's codec: `codec="json"` refuses a pickled value (`DillRefused`).
+    """
+    where = f"the outcome of run {info.run_id!r}"
     if info.status is RunStatus.COMPLETED:
-        return info.result
+        data = info.raw.get("result")
+        if type(data) is dict and DILL_TAG in data:  # only then worth a read for the message
+            where += _line_of(engine, info)
+        return decode(data, engine.codec, where)
     err = info.raw.get("error")
-    exc = decode_error(err) if err else None
+    exc = decode_error(err, engine.codec, where) if err else None
+    if isinstance(exc, SerializationError) and err:
+        exc = decode_error(err, engine.codec, where + _line_of(engine, info))
     if info.status is RunStatus.CANCELLED and not isinstance(exc, Cancelled):
         exc = Cancelled(f"run {info.run_id!r} was cancelled")
     assert exc is not None
     raise exc
+
+
+def _line_of(engine: Engine, info: RunInfo) -> str:
+    """ " (journal line N)" for the event that ended the run, as far as it can be read."""
+    try:
+        events = engine.history(info.run_id)
+    except Exception:
+        return ""
+    found = [i for i, e in enumerate(events) if e == info.raw]
+    return f" (journal line {found[-1] + 1})" if found else ""
 
 
 def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None) -> Any:
@@ -128,7 +148,11 @@ def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None)
         events = engine.history(run_id)
         values = [e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key]
         if values:
-            return decode(values[-1])
+            line = 1 + max(
+                i for i, e in enumerate(events) if e["type"] == "event_set" and e.get("key") == key
+            )
+            where = f"event {key!r} of run {run_id!r} (journal line {line})"
+            return decode(values[-1], engine.codec, where)
         if events[-1]["type"] in TERMINAL_EVENTS:
             return None
         left = _remaining(deadline)

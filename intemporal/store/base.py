@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..codec import decode
+from ..codec import masked, peek
 
 Event = dict[str, Any]
 
@@ -105,7 +105,7 @@ class RunInfo:
             "parent": self.parent,
             "orphaned": self.orphaned,
             "owner": self.owner,
-            "result": self.raw.get("result"),
+            "result": masked(self.raw.get("result")),
             "error": self.error,
         }
 
@@ -143,7 +143,7 @@ def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
         status=status,
         created_at=first.get("ts", 0.0),
         updated_at=events[-1].get("ts", 0.0),
-        result=decode(raw["result"]) if "result" in raw else None,
+        result=peek(raw["result"]) if "result" in raw else None,
         error=_error_text(err) if err else None,
         parent=first.get("parent"),
         steps=steps,
