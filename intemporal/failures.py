@@ -138,7 +138,7 @@ def _state(exc: BaseException, message: str, codec_name: str) -> dict[str, Any]:
             if dropped:
                 encoded["dropped"] = dropped
             return encoded
-    return {}
+    return {"how": None}  # no way gives it back: it reads back as a RemoteError
 
 
 def _resolve(data: dict[str, Any], load: bool) -> type:
@@ -170,12 +170,16 @@ def rebuild_error(
     how = data.get("how")
     try:
         if how in ("reduce", "new"):
-            parts: dict[str, Any] = {
-                k: codec.decode(data[k], codec_name, where)
-                for k in ("ctor", "state", "args", "attrs")
-                if k in data
-            }
+            parts: dict[str, Any] = {}
+            for k in ("ctor", "args"):
+                if k in data:
+                    parts[k] = codec.decode(data[k], codec_name, where)
+            for k in ("state", "attrs"):  # encoded attribute by attribute
+                if isinstance(data.get(k), dict):
+                    parts[k] = {n: codec.decode(v, codec_name, where) for n, v in data[k].items()}
             rebuilt = _rebuild(cls, str(how), parts)
+        elif "how" in data:
+            raise TypeError("no recorded form rebuilds it (its message or type changed on trial)")
         else:
             rebuilt = _legacy(cls, data, codec_name)
     except SerializationError:
