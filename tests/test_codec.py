@@ -6,9 +6,13 @@ import collections
 import enum
 import json
 import math
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -292,3 +296,237 @@ def test_unstorable_workflow_result_fails_the_run(engine: Engine) -> None:
     info = engine.get_run("gen-wf")
     assert info.status == "failed"
     assert info.error is not None and info.error.startswith("SerializationError")
+
+
+# -- issue 12, section 3: what is accepted is read back equal, or refused at once -----------------
+#
+# | kind                                              | tests                                     |
+# | ------------------------------------------------- | ----------------------------------------- |
+# | enum / frozen dataclass defined in a script        | test_script_enum_and_dataclass_*          |
+# | int too long for text, cycle, very deep nesting   | test_unstorable_argument_*                |
+# | the same values as an activity's result           | test_unstorable_activity_result_is_*      |
+# | an encoder's own error (any type) never escapes    | test_encoder_errors_never_escape          |
+
+
+def _cyclic_list() -> list[Any]:
+    x: list[Any] = [1]
+    x.append(x)
+    return x
+
+
+def _cyclic_dict() -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    d["self"] = [d]
+    return d
+
+
+def _deep(n: int) -> list[Any]:
+    x: list[Any] = []
+    for _ in range(n):
+        x = [x]
+    return x
+
+
+def _deep_tuple(n: int) -> tuple[Any, ...]:
+    x: tuple[Any, ...] = ()
+    for _ in range(n):
+        x = (x,)
+    return x
+
+
+def _deep_dict(n: int) -> dict[str, Any]:
+    x: dict[str, Any] = {}
+    for _ in range(n):
+        x = {"k": x}
+    return x
+
+
+UNSTORABLE = [
+    ("int-over-4300-digits", 10**4400),
+    ("negative-huge-int", -(10**5000)),
+    ("huge-int-in-a-tuple", (1, 10**4400)),
+    ("cyclic-list", _cyclic_list()),
+    ("cyclic-dict", _cyclic_dict()),
+    ("nested-100000-deep", _deep(100_000)),
+    ("dicts-nested-100000-deep", _deep_dict(100_000)),
+    ("tuples-nested-2000-deep", _deep_tuple(2_000)),
+]
+
+
+@pytest.mark.parametrize(("label", "value"), UNSTORABLE, ids=[n for n, _ in UNSTORABLE])
+def test_unstorable_argument_raises_serialization_error_naming_it_at_start(
+    store: Store, label: str, value: Any
+) -> None:
+    calls = Calls()
+    wf = _echo_workflow(calls)
+    with Engine(store, threads=2) as engine:
+        with pytest.raises(SerializationError, match=r"argument 'value' \(position 0\)"):
+            engine.start(wf, value, run_id="bad-arg")
+        with pytest.raises(SerializationError, match=r"argument 'value'"):
+            engine.start(wf, kwargs={"value": value}, run_id="bad-kwarg")
+        assert list(store.run_ids()) == []
+    assert calls["echo"] == 0
+
+
+@pytest.mark.parametrize(("label", "value"), UNSTORABLE, ids=[n for n, _ in UNSTORABLE])
+def test_unstorable_activity_result_is_a_failed_attempt_after_one_execution(
+    store: Store, label: str, value: Any
+) -> None:
+    calls = Calls()
+
+    @intemporal.activity  # 3 attempts by default: none is retried for this
+    def produce() -> Any:
+        calls.hit("produce")
+        return value
+
+    @intemporal.workflow
+    def wf() -> str:
+        try:
+            produce()
+        except SerializationError as exc:
+            return f"refused: {type(exc).__name__}"
+        return "stored"
+
+    with Engine(store, threads=2) as engine:
+        assert engine.run(wf, run_id="bad-result") == "refused: SerializationError"
+        failed = [e for e in engine.history("bad-result") if e["type"] == "activity_failed"]
+    assert calls["produce"] == 1
+    assert len(failed) == 1 and failed[0]["attempts"] == 1
+    assert failed[0]["error"]["type"] == "SerializationError"
+
+
+class _BadReduce:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> Any:
+        raise self.exc
+
+
+class _FailsOnLoad:
+    def __reduce__(self) -> Any:
+        return (_explode, ())
+
+
+def _explode() -> None:
+    raise ValueError("cannot be rebuilt")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _BadReduce(ValueError("v")),
+        _BadReduce(OverflowError("o")),
+        _BadReduce(RecursionError("r")),
+        _BadReduce(KeyError("k")),
+        _BadReduce(MemoryError()),
+        _FailsOnLoad(),
+        [_FailsOnLoad()],
+    ],
+    ids=["value", "overflow", "recursion", "key", "memory", "fails-on-load", "nested"],
+)
+def test_encoder_errors_never_escape(value: Any) -> None:
+    with pytest.raises(SerializationError) as info:
+        encode(value)
+    assert isinstance(info.value, intemporal.IntemporalError)
+
+
+def test_deep_json_is_stored_pickled_and_read_back(store: Store, engine: Engine) -> None:
+    value = _deep(300)  # deeper than JSON lines keep, shallower than the limit
+    data = encode(value)
+    assert "$dill" in data
+    same(decode(json.loads(json.dumps(data))), value)
+
+
+SCRIPT_VALUES = """\
+import dataclasses
+import enum
+import time
+
+import intemporal
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    x: int
+    y: int
+
+
+@intemporal.activity
+def pick():
+    return [Color.BLUE, Point(3, 4)]
+
+
+def check(values):
+    color, point = values
+    return [type(color) is Color, color == Color.BLUE, type(point) is Point, point == Point(3, 4)]
+
+
+@intemporal.workflow(name="{name}.after_sleep")
+def after_sleep():
+    values = pick()
+    intemporal.sleep(1.1)  # parks; the replay reads the values back from the journal
+    return check(values)
+
+
+@intemporal.workflow(name="{name}.after_signal")
+def after_signal():
+    values = pick()
+    intemporal.wait_for_signal("go")
+    return check(values)
+
+
+@intemporal.workflow(name="{name}.returns")
+def returns():
+    return pick()[0]
+
+
+if __name__ == "__main__":
+    with intemporal.Engine({store!r}, threads=2) as engine:
+        print(engine.run(after_sleep, run_id="slept"))
+        engine.run(returns, run_id="returned")
+        engine.start(after_signal, run_id="waits")
+        deadline = time.monotonic() + 10
+        while engine.get_run("waits").status != "waiting" and time.monotonic() < deadline:
+            time.sleep(0.01)
+"""
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_script_enum_and_dataclass_come_back_equal_and_of_the_same_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given `python values_x.py`: an activity returns a script Enum and frozen dataclass
+    name = f"values_{os.urandom(4).hex()}"
+    store = tmp_path / "store"
+    (tmp_path / f"{name}.py").write_text(SCRIPT_VALUES.format(name=name, store=str(store)))
+
+    # When the run replays after a sleep, in the script's process
+    done = _run([sys.executable, f"{name}.py"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[0] == "[True, True, True, True]"
+
+    # And a run replays in another process: signalled and resumed from the terminal
+    cli = [sys.executable, "-m", "intemporal.cli", "--store", str(store)]
+    assert _run([*cli, "signal", "waits", "go"], tmp_path).returncode == 0
+    resumed = _run([*cli, "resume", "waits", "--json"], tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["result"] == [True] * 4
+
+    # And an application importing the script reads a result of the script's class
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = __import__(name)
+        with Engine(str(store), worker=False) as app:
+            assert app.handle("returned").result(timeout=10) is module.Color.BLUE
+    finally:
+        sys.modules.pop(name, None)
