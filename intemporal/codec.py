@@ -38,6 +38,7 @@ TYPE_TAG = "$type"
 SCRIPTS_TAG = "$scripts"
 SECRET_TAG = "$secret"
 TREE_TAG = "$tree"  # a list or dict holding secrets among plain JSON
+HIDDEN_TAG = "$hidden"  # beside a pickle that holds a Secret: never printed
 _TAGS = (DILL_TAG, SECRET_TAG, TREE_TAG)
 _SCALARS = (str, bool, type(None))
 READ_ONLY = "read-only"  # decode's policy for commands that only look: never unpickle
@@ -171,6 +172,8 @@ def encode(value: Any, codec: str = "auto") -> Any:
     }
     if scripts:
         out[SCRIPTS_TAG] = scripts
+    if b"intemporal.codec" in blob and b"Secret" in blob:  # `masked` hides the whole pickle
+        out[HIDDEN_TAG] = True
     return out
 
 
@@ -300,7 +303,7 @@ def masked(data: Any) -> Any:
         if SECRET_TAG in data:
             return {**data, SECRET_TAG: "***"}
         if DILL_TAG in data:
-            return data
+            return {**data, DILL_TAG: "***"} if data.get(HIDDEN_TAG) else data
         return {k: masked(v) for k, v in data.items()}
     return data
 

@@ -93,3 +93,12 @@ def test_a_run_journals_the_secret_and_commands_print_stars(tmp_path: Path) -> N
     assert "Secret(***)" in outputs[0].stdout
     assert '"$secret": "***"' in outputs[1].stdout
     assert '"$secret": "***"' in outputs[2].stdout
+
+
+def test_a_pickle_holding_a_secret_is_hidden_from_json_output() -> None:
+    data = json.loads(json.dumps(encode((1, Secret(TOKEN)))))
+    assert data["$hidden"] is True
+    assert decode(data) == (1, Secret(TOKEN))
+    shown = json.dumps(masked({"type": "run_completed", "result": data}))
+    assert data["$dill"] not in shown and '"$dill": "***"' in shown
+    assert repr(peek(data)).startswith("<dill: tuple, ")
