@@ -6,9 +6,6 @@ import collections
 import enum
 import json
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +14,7 @@ from typing import Any
 
 import pytest
 from helpers import Calls, clone_prefix
+from script_helpers import write_script
 
 import intemporal
 from intemporal import Engine, FileStore, SerializationError, Store
@@ -355,17 +353,14 @@ UNSTORABLE = [
 
 @pytest.mark.parametrize(("label", "value"), UNSTORABLE, ids=[n for n, _ in UNSTORABLE])
 def test_unstorable_argument_raises_serialization_error_naming_it_at_start(
-    store: Store, label: str, value: Any
+    store: Store, engine: Engine, label: str, value: Any
 ) -> None:
     calls = Calls()
-    wf = _echo_workflow(calls)
-    with Engine(store, threads=2) as engine:
-        with pytest.raises(SerializationError, match=r"argument 'value' \(position 0\)"):
-            engine.start(wf, value, run_id="bad-arg")
-        with pytest.raises(SerializationError, match=r"argument 'value'"):
-            engine.start(wf, kwargs={"value": value}, run_id="bad-kwarg")
-        assert list(store.run_ids()) == []
-    assert calls["echo"] == 0
+    with pytest.raises(SerializationError, match=r"argument 'value' \(position 0\)"):
+        engine.start(_echo_workflow(calls), value, run_id="bad-arg")
+    with pytest.raises(SerializationError, match=r"argument 'value'"):
+        engine.start(_echo_workflow(calls), kwargs={"value": value}, run_id="bad-kwarg")
+    assert list(store.run_ids()) == [] and calls["echo"] == 0
 
 
 @pytest.mark.parametrize(("label", "value"), UNSTORABLE, ids=[n for n, _ in UNSTORABLE])
@@ -491,42 +486,25 @@ if __name__ == "__main__":
         print(engine.run(after_sleep, run_id="slept"))
         engine.run(returns, run_id="returned")
         engine.start(after_signal, run_id="waits")
-        deadline = time.monotonic() + 10
-        while engine.get_run("waits").status != "waiting" and time.monotonic() < deadline:
-            time.sleep(0.01)
-"""
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+{until_waiting}"""
 
 
 def test_script_enum_and_dataclass_come_back_equal_and_of_the_same_type(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given `python values_x.py`: an activity returns a script Enum and frozen dataclass
-    name = f"values_{os.urandom(4).hex()}"
-    store = tmp_path / "store"
-    (tmp_path / f"{name}.py").write_text(SCRIPT_VALUES.format(name=name, store=str(store)))
+    script = write_script(tmp_path, "values", SCRIPT_VALUES)
 
     # When the run replays after a sleep, in the script's process
-    done = _run([sys.executable, f"{name}.py"], tmp_path)
-    assert done.returncode == 0, done.stderr
+    done = script.run()
     assert done.stdout.strip().splitlines()[0] == "[True, True, True, True]"
 
     # And a run replays in another process: signalled and resumed from the terminal
-    cli = [sys.executable, "-m", "intemporal.cli", "--store", str(store)]
-    assert _run([*cli, "signal", "waits", "go"], tmp_path).returncode == 0
-    resumed = _run([*cli, "resume", "waits", "--json"], tmp_path)
+    assert script.terminal("signal", "waits", "go").returncode == 0
+    resumed = script.terminal("resume", "waits", "--json")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["result"] == [True] * 4
 
     # And an application importing the script reads a result of the script's class
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        module = __import__(name)
-        with Engine(str(store), worker=False) as app:
-            assert app.handle("returned").result(timeout=10) is module.Color.BLUE
-    finally:
-        sys.modules.pop(name, None)
+    with script.imported(monkeypatch) as module, Engine(str(script.store), worker=False) as app:
+        assert app.handle("returned").result(timeout=10) is module.Color.BLUE

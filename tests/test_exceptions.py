@@ -19,9 +19,6 @@ The kinds covered, each with the test(s) that prove it:
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Any
 
 import pytest
 from helpers import Calls
+from script_helpers import run_python, write_script
 
 import intemporal
 from intemporal import DillRefused, Engine, RemoteError, RunStatus, Store
@@ -384,34 +382,22 @@ if __name__ == "__main__":
             engine.run(strict_order, "sku-2", run_id="fails")
         except OutOfStock:
             pass
-        deadline = time.monotonic() + 10
-        while engine.get_run("waits").status != "waiting" and time.monotonic() < deadline:
-            time.sleep(0.01)
-"""
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+{until_waiting}"""
 
 
 def test_script_exception_resolves_in_the_terminal_and_in_an_importing_application(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given `python shop_x.py`: a run caught __main__.OutOfStock and waits; another failed with it
-    name = f"shop_{os.urandom(4).hex()}"
-    store = tmp_path / "store"
-    (tmp_path / f"{name}.py").write_text(SHOP.format(name=name, store=str(store)))
-    started = _run([sys.executable, f"{name}.py"], tmp_path)
-    assert started.returncode == 0, started.stderr
-    recorded = next(e for e in Engine(str(store), worker=False).history("fails")[1:])
+    script = write_script(tmp_path, "shop", SHOP)
+    script.run()
+    recorded = Engine(str(script.store), worker=False).history("fails")[1]
     assert recorded["error"]["module"] == "__main__"
 
     # When the terminal signals and resumes the waiting run
-    cli = [sys.executable, "-m", "intemporal.cli", "--store", str(store)]
-    sent = _run([*cli, "signal", "waits", "restocked"], tmp_path)
+    sent = script.terminal("signal", "waits", "restocked")
     assert sent.returncode == 0, sent.stderr
-    resumed = _run([*cli, "resume", "waits", "--json"], tmp_path)
+    resumed = script.terminal("resume", "waits", "--json")
 
     # Then the replay took the same except branch
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -419,16 +405,11 @@ def test_script_exception_resolves_in_the_terminal_and_in_an_importing_applicati
     assert outcome["result"] == "backorder sku-1 (sku-1: only 0 left)"
 
     # And an application importing the script as a module gets its own class back
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        shop = __import__(name)
-        with Engine(str(store), worker=False) as app:
-            with pytest.raises(shop.OutOfStock) as info:
-                app.handle("fails").result(timeout=10)
-        assert type(info.value) is shop.OutOfStock
-        assert str(info.value) == "sku-2: only 0 left" and info.value.left == 0
-    finally:
-        sys.modules.pop(name, None)
+    with script.imported(monkeypatch) as shop, Engine(str(script.store), worker=False) as app:
+        with pytest.raises(shop.OutOfStock) as info:
+            app.handle("fails").result(timeout=10)
+    assert type(info.value) is shop.OutOfStock
+    assert str(info.value) == "sku-2: only 0 left" and info.value.left == 0
 
 
 def test_script_exception_replays_in_the_script_process_itself(tmp_path: Path) -> None:
@@ -463,7 +444,7 @@ def test_script_exception_replays_in_the_script_process_itself(tmp_path: Path) -
         )
     )
     # When it runs
-    done = _run([sys.executable, str(script)], tmp_path)
+    done = run_python([str(script)], tmp_path)
     # Then the replay after the sleep saw the same class and message
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "__main__.Refused: 402 card declined"
