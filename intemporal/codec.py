@@ -308,6 +308,11 @@ def masked(data: Any) -> Any:
     return data
 
 
+def code_ref(ref: dict[str, Any], codec: str) -> dict[str, Any]:
+    """A run's code reference as `codec` may use it: without the dill copy unless "auto"."""
+    return ref if codec == "auto" else {k: v for k, v in ref.items() if k != "dill"}
+
+
 def dill_copy(obj: Any) -> str | None:
     """Return a base64 dill copy of `obj` (a function, say), or None when it cannot be made."""
     try:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .api import Workflow, as_workflow
-from .codec import decode, encode
+from .codec import code_ref, decode, encode
 from .errors import (
     Cancelled,
     IntemporalError,
@@ -226,7 +226,8 @@ class Engine:
             if run_id in self._active:
                 return RunHandle(self, run_id, self._active[run_id])
         first = events[0]
-        wf = load_workflow(first, imports)
+        ref = code_ref(first.get("ref") or {}, self.codec)  # codec="json": no dill copy
+        wf = load_workflow({**first, "ref": ref}, imports)
         where = f"run {run_id!r} (journal line 1)"
         args = tuple(
             decode(a, self.codec, f"argument {i} of {where}")
@@ -424,7 +425,7 @@ class Engine:
             self.store.create(cid, first, self.sync)
         info = self.store.summary(cid)
         if info.status.finished:
-            return final_outcome(info, self) if wait else None
+            return final_outcome(info, self, ctx) if wait else None
         exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
         with self._mutex:
             idle = cid not in self._active and not self.closing
@@ -447,7 +448,7 @@ class Engine:
         info = self.store.summary(child_id(ctx.run_id, seq))
         if not info.status.finished:
             raise ChildNotFinished(info.run_id)
-        return final_outcome(info, self)
+        return final_outcome(info, self, ctx)
 
     # -- messages from outside: cancellation, signals, child completions --------------------------
     def poke(self, run_id: str) -> None:

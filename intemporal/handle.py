@@ -11,8 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .codec import DILL_TAG, decode
-from .errors import Cancelled, SerializationError
-from .failures import decode_error
+from .errors import Cancelled, DillRefused, RemoteError, SerializationError
+from .failures import decode_error, rebuild_error
 from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
 
@@ -109,21 +109,28 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def final_outcome(info: RunInfo, engine: Engine) -> Any:
+def final_outcome(info: RunInfo, engine: Engine, ctx: RunContext | None = None) -> Any:
     """The value of a finished run, or its exception raised again.
 
     Decoded with the engine's codec: `codec="json"` refuses a pickled value (`DillRefused`).
+    For a parent replaying its child's outcome (`ctx`), an outcome that cannot be read
+    back as it was first seen stops the parent instead (`RunContext.halt`).
     """
     where = f"the outcome of run {info.run_id!r}"
-    if info.status is RunStatus.COMPLETED:
-        data = info.raw.get("result")
-        if type(data) is dict and DILL_TAG in data:  # only then worth a read for the message
-            where += _line_of(engine, info)
-        return decode(data, engine.codec, where)
     err = info.raw.get("error")
-    exc = decode_error(err, engine.codec, where) if err else None
-    if isinstance(exc, SerializationError) and err:
-        exc = decode_error(err, engine.codec, where + _line_of(engine, info))
+    try:
+        if info.status is RunStatus.COMPLETED:
+            data = info.raw.get("result")
+            if type(data) is dict and DILL_TAG in data:  # only then worth a read for the message
+                where += _line_of(engine, info)
+            return decode(data, engine.codec, where)
+        exc = rebuild_error(err, engine.codec, where) if err else None
+    except (RemoteError, SerializationError) as bad:
+        if ctx is not None:
+            ctx.halt(bad)
+        if isinstance(bad, DillRefused) and err:  # again, with the line in the message
+            raise decode_error(err, engine.codec, where + _line_of(engine, info)) from None
+        raise
     if info.status is RunStatus.CANCELLED and not isinstance(exc, Cancelled):
         exc = Cancelled(f"run {info.run_id!r} was cancelled")
     assert exc is not None

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from .api import Workflow
-from .codec import encode
+from .codec import code_ref, encode
 from .errors import SerializationError
 from .loader import attr_path, load_script, workflow_ref
 from .store import Event
@@ -53,7 +53,7 @@ def first_event(
         "workflow": wf.name,
         "args": enc_args,
         "kwargs": enc_kwargs,
-        "ref": workflow_ref(wf),
+        "ref": code_ref(workflow_ref(wf), codec),  # codec="json" writes no dill copy
         "queue": queue or wf.queue,
         "ts": round(time.time(), 6),
     }

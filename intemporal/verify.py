@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .codec import READ_ONLY, decode
+from .codec import READ_ONLY, code_ref, decode
 from .errors import DillRefused, NonDeterminismError, Suspend
 from .loader import load_workflow
 from .replay import RunContext, _current
@@ -131,7 +131,7 @@ def verify_replay(
     st = open_store(store)
     events = st.read(check_run_id(run_id))
     first = events[0]
-    ref = {k: v for k, v in (first.get("ref") or {}).items() if k != "dill"}  # no unpickling
+    ref = code_ref(first.get("ref") or {}, READ_ONLY)  # no unpickling of the function copy
     wf = load_workflow({**first, "ref": ref}, imports)
     where = f"run {run_id!r} (journal line 1)"
     args = [

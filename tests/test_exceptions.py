@@ -448,3 +448,43 @@ def test_script_exception_replays_in_the_script_process_itself(tmp_path: Path) -
     # Then the replay after the sleep saw the same class and message
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "__main__.Refused: 402 card declined"
+
+
+@intemporal.workflow
+def failing_child() -> None:
+    raise CodeError(502)
+
+
+@intemporal.workflow
+def parent_of_failing_child() -> str:
+    try:
+        failing_child()
+    except CodeError as exc:
+        seen = str(exc)
+    intemporal.wait_for_signal("go")
+    return seen
+
+
+def test_a_child_error_that_cannot_be_rebuilt_stops_the_parent_unrecorded(
+    file_store: intemporal.FileStore,
+) -> None:
+    # Given a parent that caught its child's CodeError and waits
+    with Engine(file_store, threads=2) as engine:
+        engine.start(parent_of_failing_child, run_id="p")
+        assert _wait_status(engine, "p", RunStatus.WAITING)
+    # ... and the child's journal now names a class that no longer exists
+    child = file_store.root / "p" / "1.jsonl"
+    text = child.read_text()
+    assert '"module":"test_exceptions"' in text
+    child.write_text(text.replace('"module":"test_exceptions"', '"module":"deleted_module"'))
+
+    # When it is signalled and resumed
+    with Engine(file_store, threads=2) as engine:
+        engine.signal("p", "go")
+        with pytest.raises(RemoteError, match="deleted_module.CodeError"):
+            engine.resume("p").result(timeout=10)
+        # Then the parent is not recorded failed: it stops, resumable once the code is back
+        assert engine.get_run("p").status is not RunStatus.FAILED
+    child.write_text(text)
+    with Engine(file_store, threads=2) as engine:
+        assert engine.resume("p").result(timeout=10) == "service answered 502"

@@ -221,3 +221,28 @@ def test_json_codec_refuses_a_pickled_signal(tmp_path: Path, marker: Path) -> No
         assert engine.get_run("w").status is not RunStatus.FAILED
         assert not any(e["type"] == "signal_received" for e in engine.history("w"))
     assert not marker.exists()
+
+
+def test_json_codec_neither_writes_nor_loads_a_dill_copy_of_the_code(
+    tmp_path: Path, marker: Path
+) -> None:
+    # Given a workflow only a copy could find again (defined in a function)
+    @intemporal.workflow
+    def local_wf() -> int:
+        return 1
+
+    store = FileStore(tmp_path / "store")
+    with Engine(store, codec="json") as engine:
+        engine.run(local_wf, run_id="local")
+    assert "dill" not in store.read("local")[0]["ref"]  # codec="json": never dill, code too
+
+    # And a run whose code reference is a crafted copy, its module gone
+    first = first_event("copy", crafted_wf, (1,), {}, "auto", None, {})
+    first["workflow"] = "gone"
+    first["ref"] = {"module": "gone_module_x", "qualname": "wf", "dill": _payload(marker)["$dill"]}
+    assert store.create("copy", first)
+
+    # When a json-codec engine resumes it: the copy is not unpickled
+    with Engine(store, codec="json") as engine, pytest.raises(intemporal.WorkflowNotFound):
+        engine.resume("copy")
+    assert not marker.exists()
