@@ -40,7 +40,6 @@ SECRET_TAG = "$secret"
 TREE_TAG = "$tree"  # a list or dict holding secrets among plain JSON
 HIDDEN_TAG = "$hidden"  # beside a pickle that holds a Secret: never printed
 _TAGS = (DILL_TAG, SECRET_TAG, TREE_TAG)
-_SCALARS = (str, bool, type(None))
 READ_ONLY = "read-only"  # decode's policy for commands that only look: never unpickle
 
 MAX_JSON_DEPTH = 100  # deeper lists/dicts are pickled: a journal line stays easy to parse
@@ -120,7 +119,7 @@ def _size(n: int) -> str:
 def is_exact_json(value: Any, depth: int = 0) -> bool:
     """Tell whether `value` survives `json.loads(json.dumps(value))` with its exact types."""
     t = type(value)
-    if t in _SCALARS:
+    if t is str or t is bool or value is None:
         return True
     if t is int:
         return _INT_LIMIT is None or -_INT_LIMIT < value < _INT_LIMIT
@@ -128,12 +127,19 @@ def is_exact_json(value: Any, depth: int = 0) -> bool:
         return math.isfinite(value)
     if depth >= MAX_JSON_DEPTH:
         return False
+    depth += 1
     if t is list:
-        return all(is_exact_json(v, depth + 1) for v in value)
+        for v in value:
+            if not is_exact_json(v, depth):
+                return False
+        return True
     if t is dict:
-        if any(tag in value for tag in _TAGS):  # would be mistaken for an encoded value
-            return False
-        return all(type(k) is str and is_exact_json(v, depth + 1) for k, v in value.items())
+        if DILL_TAG in value or SECRET_TAG in value or TREE_TAG in value:
+            return False  # would be mistaken for an encoded value on the way back
+        for k, v in value.items():
+            if type(k) is not str or not is_exact_json(v, depth):
+                return False
+        return True
     return False
 
 

@@ -481,7 +481,7 @@ def test_a_child_error_that_cannot_be_rebuilt_stops_the_parent_unrecorded(
     # When it is signalled and resumed
     with Engine(file_store, threads=2) as engine:
         engine.signal("p", "go")
-        with pytest.raises(RemoteError, match="deleted_module.CodeError"):
+        with pytest.raises(RemoteError, match=r"deleted_module\.CodeError"):
             engine.resume("p").result(timeout=10)
         # Then the parent is not recorded failed: it stops, resumable once the code is back
         assert engine.get_run("p").status is not RunStatus.FAILED
