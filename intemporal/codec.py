@@ -128,8 +128,9 @@ def is_exact_json(value: Any, depth: int = 0) -> bool:
     if depth >= MAX_JSON_DEPTH:
         return False
     depth += 1
+    # Loops, not all(generator): this runs for every value stored, ~30% faster so.
     if t is list:
-        for v in value:
+        for v in value:  # noqa: SIM110
             if not is_exact_json(v, depth):
                 return False
         return True
