@@ -57,7 +57,8 @@ class Engine:
     `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
     once its result is on disk; `"flush"` once the OS has it (survives a killed process,
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
-    dill; `"json"` never uses dill. `worker=False` makes a client that records runs
+    a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
+    nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
     without executing them. Leaving `with` stops taking work, lets in-flight activities
     finish and leaves every unfinished run durable and resumable.
     """
@@ -507,7 +508,8 @@ class Engine:
 
     # -- looking at runs ---------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunInfo:
-        """The run's `RunInfo`; raises `RunNotFound` for an unknown id."""
+        """The run's `RunInfo`; raises `RunNotFound` for an unknown id. Never unpickles:
+        a pickled result is a `DillValue` (`RunHandle.result()` rebuilds it)."""
         return self.store.summary(check_run_id(run_id))
 
     def list_runs(

@@ -72,7 +72,11 @@ TERMINAL_EVENTS = {
 
 @dataclass
 class RunInfo:
-    """What a run looks like from outside: `engine.get_run(id)`, `engine.list_runs()`."""
+    """What a run looks like from outside: `engine.get_run(id)`, `engine.list_runs()`.
+
+    Built without running anything: `result` is the value when it is plain JSON (or a
+    `Secret`), and an `intemporal.codec.DillValue` (type name and size) when it is pickled.
+    """
 
     run_id: str
     workflow: str
