@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 SCRIPT_PREFIX = "__intemporal_script_"  # the loader's name for a script loaded as a module
+MODULE_REF = "module:"  # in `scripts`: the module `__main__` was when run as `python -m`
 _SCRIPT_NAME = re.compile(rb"__intemporal_script_[0-9a-f]+")
 _by_file: dict[str, ModuleType] = {}  # a script's real path -> the module loaded from it here
 
@@ -62,23 +63,40 @@ def scripts_named(blob: bytes) -> dict[str, str]:
 
 
 def script_of(module: str) -> str | None:
-    """The absolute path of the script module `module` was loaded from; None for other modules.
+    """Where another process finds module `module` if its name means nothing there.
 
-    `__main__` when it is a script (not `python -m pkg.mod`), and the loader's modules.
+    For `__main__` and the loader's script modules: the script's absolute path, or
+    `"module:pkg.mod"` when `__main__` was run as `python -m pkg.mod`. None otherwise.
     """
     if module != "__main__" and not module.startswith(SCRIPT_PREFIX):
         return None
     mod = sys.modules.get(module)
     spec = getattr(mod, "__spec__", None)
     if module == "__main__" and spec is not None and spec.name and spec.name != "__main__":
-        return None  # `python -m package.module`: importable by its own name
+        return MODULE_REF + spec.name  # `python -m package.module`: importable by its name
     path = getattr(mod, "__file__", None)
     return os.path.abspath(path) if isinstance(path, str) else None
+
+
+def _by_name(name: str) -> ModuleType:
+    """Module `name`; `__main__` itself if this process runs it as `python -m name`."""
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) == name and main is not None:
+        return main
+    return importlib.import_module(name)
 
 
 def _file_of(module: Any) -> str | None:
     path = getattr(module, "__file__", None)
     return os.path.realpath(path) if isinstance(path, str) else None
+
+
+def _is_from(module: Any, real: str) -> bool:
+    """Whether `module` was loaded from the file `real` (a real path)."""
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str) or os.path.basename(path) != os.path.basename(real):
+        return False  # cheap first: realpath costs system calls, and this runs per module
+    return os.path.realpath(path) == real
 
 
 def script_module(path: str, load: bool = True) -> ModuleType | None:
@@ -95,7 +113,7 @@ def script_module(path: str, load: bool = True) -> ModuleType | None:
     main = sys.modules.get("__main__")
     found: ModuleType | None = main if _file_of(main) == real else None
     if found is None:
-        named = [m for m in list(sys.modules.values()) if _file_of(m) == real]
+        named = [m for m in list(sys.modules.values()) if _is_from(m, real)]
         named.sort(key=lambda m: m.__name__.startswith(SCRIPT_PREFIX))  # imported names first
         found = named[0] if named else None
     if found is None and load and os.path.isfile(path):
@@ -115,7 +133,9 @@ def find_object(module: str, qualname: str, scripts: dict[str, str], load: bool 
     """
     path = scripts.get(module)
     mod: Any
-    if path:
+    if path and path.startswith(MODULE_REF):
+        mod = _by_name(path[len(MODULE_REF) :])
+    elif path:
         mod = script_module(path, load)
         if mod is None:
             raise LookupError(f"script {path} is not loaded here")

@@ -19,6 +19,7 @@ The kinds covered, each with the test(s) that prove it:
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 from helpers import Calls
-from script_helpers import run_python, write_script
+from script_helpers import UNTIL_WAITING, run_python, write_script
 
 import intemporal
 from intemporal import DillRefused, Engine, RemoteError, RunStatus, Store
@@ -488,3 +489,67 @@ def test_a_child_error_that_cannot_be_rebuilt_stops_the_parent_unrecorded(
     child.write_text(text)
     with Engine(file_store, threads=2) as engine:
         assert engine.resume("p").result(timeout=10) == "service answered 502"
+
+
+FLOWS = """\
+import enum
+import time
+
+import intemporal
+
+
+class Level(enum.Enum):
+    LOW = 1
+
+
+class Denied(Exception):
+    def __init__(self, who, why):
+        super().__init__(f"{who}: {why}")
+
+
+@intemporal.activity(retry=intemporal.RetryPolicy(max_attempts=1))
+def ask():
+    raise Denied("bob", "no budget")
+
+
+@intemporal.activity
+def level():
+    return Level.LOW
+
+
+@intemporal.workflow
+def decide():
+    try:
+        ask()
+    except Denied as exc:
+        seen = str(exc)
+    value = level()
+    intemporal.wait_for_signal("go")
+    return [seen, value is Level.LOW]
+
+
+if __name__ == "__main__":
+    with intemporal.Engine(STORE, threads=2) as engine:
+        engine.start(decide, run_id="waits")
+{until_waiting}"""
+
+
+def test_classes_of_a_module_run_with_python_dash_m_resolve_by_its_name(tmp_path: Path) -> None:
+    # Given `python -m pkg.flows`: its classes are `__main__.Denied`, `__main__.Level`
+    pkg = f"pkg_{os.urandom(4).hex()}"
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    store = tmp_path / "store"
+    text = FLOWS.replace("{until_waiting}", UNTIL_WAITING).replace("STORE", repr(str(store)))
+    (tmp_path / pkg / "flows.py").write_text(text)
+    started = run_python(["-m", f"{pkg}.flows"], tmp_path)
+    assert started.returncode == 0, started.stderr
+
+    # When the terminal signals and resumes the run in another process
+    cli = ["-m", "intemporal.cli", "--store", str(store)]
+    assert run_python([*cli, "signal", "waits", "go"], tmp_path).returncode == 0
+    resumed = run_python([*cli, "resume", "waits", "--json"], tmp_path)
+
+    # Then both classes were found again by the module's name
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads(resumed.stdout.splitlines()[-1])["result"] == ["bob: no budget", True]
