@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .api import Workflow, as_workflow
-from .codec import code_ref, decode, encode
+from .codec import code_ref, encode
 from .errors import (
     Cancelled,
     IntemporalError,
@@ -39,7 +39,7 @@ from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
 from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
-from .runs import first_event, new_run_id, rebuild_protocols
+from .runs import first_event, new_run_id, rebuild_protocols, recorded_args
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 
@@ -227,17 +227,8 @@ class Engine:
             if run_id in self._active:
                 return RunHandle(self, run_id, self._active[run_id])
         first = events[0]
-        ref = code_ref(first.get("ref") or {}, self.codec)  # codec="json": no dill copy
-        wf = load_workflow({**first, "ref": ref}, imports)
-        where = f"run {run_id!r} (journal line 1)"
-        args = tuple(
-            decode(a, self.codec, f"argument {i} of {where}")
-            for i, a in enumerate(first.get("args", []))
-        )
-        kwargs = {
-            k: decode(v, self.codec, f"argument {k!r} of {where}")
-            for k, v in first.get("kwargs", {}).items()
-        }
+        wf = load_workflow({**first, "ref": code_ref(first.get("ref") or {}, self.codec)}, imports)
+        args, kwargs = recorded_args(first, self.codec)
         if protocols is None:
             protocols = rebuild_protocols(first)
         exe = _Execution(run_id, wf, args, kwargs, protocols, first.get("parent"))
@@ -508,8 +499,7 @@ class Engine:
 
     # -- looking at runs ---------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunInfo:
-        """The run's `RunInfo`; raises `RunNotFound` for an unknown id. Never unpickles:
-        a pickled result is a `DillValue` (`RunHandle.result()` rebuilds it)."""
+        """The run's `RunInfo` (never unpickled); raises `RunNotFound` for an unknown id."""
         return self.store.summary(check_run_id(run_id))
 
     def list_runs(

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .codec import READ_ONLY, code_ref, decode
+from .codec import READ_ONLY, code_ref
 from .errors import DillRefused, NonDeterminismError, Suspend
 from .loader import load_workflow
 from .replay import RunContext, _current
+from .runs import recorded_args
 from .store import Event, Lease, Store, check_run_id, open_store
 from .store.base import FINAL_EVENTS
 
@@ -133,15 +134,7 @@ def verify_replay(
     first = events[0]
     ref = code_ref(first.get("ref") or {}, READ_ONLY)  # no unpickling of the function copy
     wf = load_workflow({**first, "ref": ref}, imports)
-    where = f"run {run_id!r} (journal line 1)"
-    args = [
-        decode(a, READ_ONLY, f"argument {i} of {where}")
-        for i, a in enumerate(first.get("args", []))
-    ]
-    kwargs = {
-        k: decode(v, READ_ONLY, f"argument {k!r} of {where}")
-        for k, v in first.get("kwargs", {}).items()
-    }
+    args, kwargs = recorded_args(first, READ_ONLY)
     ctx = _DryContext(_DryHost(st), _DryLease(run_id), events)
     end: _ReachedEnd | None = None
     outcome = "returned"
