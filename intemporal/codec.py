@@ -44,6 +44,7 @@ READ_ONLY = "read-only"  # decode's policy for commands that only look: never un
 
 MAX_JSON_DEPTH = 100  # deeper lists/dicts are pickled: a journal line stays easy to parse
 MAX_DEPTH = 500  # deeper containers are refused: reading them back could not be sure to work
+_READ_DEPTH = 2 * MAX_JSON_DEPTH  # stored JSON nests less; walking deeper risks RecursionError
 _DIGITS = sys.get_int_max_str_digits()
 _INT_LIMIT = 10**_DIGITS if _DIGITS else None  # ints from here on cannot be written as text
 
@@ -273,25 +274,37 @@ def decode(data: Any, codec: str = "auto", where: str = "a stored value") -> Any
         ) from exc
 
 
-def _untree(data: Any) -> Any:
+def _untree(data: Any, depth: int = 0) -> Any:
+    if depth > _READ_DEPTH:  # only a hand-made journal gets here: `encode` nests far less
+        raise SerializationError(f"a stored value is nested more than {_READ_DEPTH} deep")
     if type(data) is list:
-        return [_untree(v) for v in data]
+        return [_untree(v, depth + 1) for v in data]
     if type(data) is dict:
         if SECRET_TAG in data:
             return Secret(data[SECRET_TAG])
-        return {k: _untree(v) for k, v in data.items()}
+        return {k: _untree(v, depth + 1) for k, v in data.items()}
     return data
 
 
 def peek(data: Any) -> Any:
     """A stored value as far as it can be seen without running anything.
 
-    Plain JSON as itself, a secret as a `Secret`, a pickled value as a `DillValue`.
+    Plain JSON as itself, a secret as a `Secret`, a pickled value as a `DillValue`;
+    never raises (a hand-made value nested too deep reads as a short text).
     """
     if type(data) is not dict:
         return data
+    try:
+        return _peek(data)
+    except (RecursionError, SerializationError):
+        return "<a value nested too deep to show>"
+
+
+def _peek(data: Any) -> Any:
+    if type(data) is not dict:
+        return data
     if SECRET_TAG in data:
-        return Secret(peek(data[SECRET_TAG]))
+        return Secret(_peek(data[SECRET_TAG]))
     if TREE_TAG in data:
         return _untree(data[TREE_TAG])
     if DILL_TAG in data:
@@ -302,16 +315,21 @@ def peek(data: Any) -> Any:
     return data
 
 
-def masked(data: Any) -> Any:
-    """A stored value (or a journal event) with every secret's content replaced by `"***"`."""
+def masked(data: Any, depth: int = 0) -> Any:
+    """A stored value (or a journal event) with every secret's content replaced by `"***"`.
+
+    What is nested deeper than JSON values are stored (a hand-made journal) is replaced too.
+    """
+    if depth > _READ_DEPTH:
+        return "<nested too deep to show>"
     if type(data) is list:
-        return [masked(v) for v in data]
+        return [masked(v, depth + 1) for v in data]
     if type(data) is dict:
         if SECRET_TAG in data:
             return {**data, SECRET_TAG: "***"}
         if DILL_TAG in data:
             return {**data, DILL_TAG: "***"} if data.get(HIDDEN_TAG) else data
-        return {k: masked(v) for k, v in data.items()}
+        return {k: masked(v, depth + 1) for k, v in data.items()}
     return data
 
 

@@ -102,3 +102,14 @@ def test_a_pickle_holding_a_secret_is_hidden_from_json_output() -> None:
     shown = json.dumps(masked({"type": "run_completed", "result": data}))
     assert data["$dill"] not in shown and '"$dill": "***"' in shown
     assert repr(peek(data)).startswith("<dill: tuple, ")
+
+
+def test_hand_made_values_nested_too_deep_are_shown_briefly_never_raising() -> None:
+    deep: Any = "x"
+    for _ in range(700):
+        deep = [deep]
+    tree = {"$tree": deep}
+    assert peek(tree) == "<a value nested too deep to show>"
+    assert "nested too deep" in json.dumps(masked({"result": deep}))
+    with pytest.raises(intemporal.SerializationError):
+        decode(tree)
