@@ -60,10 +60,10 @@ def encode_error(exc: BaseException, codec_name: str = "auto", _depth: int = 0) 
     script = pickling.script_of(t.__module__)
     if script:
         out["script"] = script
-    notes = getattr(exc, "__notes__", None)
-    if isinstance(notes, list) and notes:
-        out["notes"] = [str(n) for n in notes]
     try:
+        notes = getattr(exc, "__notes__", None)
+        if isinstance(notes, list) and notes:
+            out["notes"] = [str(n) for n in notes]
         _seen[(t.__module__, t.__qualname__)] = t
         out.update(_state(exc, message, codec_name))
     except Exception:  # an exception too odd to rebuild: it reads back as a RemoteError

@@ -246,3 +246,36 @@ def test_json_codec_neither_writes_nor_loads_a_dill_copy_of_the_code(
     with Engine(store, codec="json") as engine, pytest.raises(intemporal.WorkflowNotFound):
         engine.resume("copy")
     assert not marker.exists()
+
+
+@intemporal.activity
+def pair() -> tuple[int, int]:
+    return (1, 2)
+
+
+@intemporal.workflow
+def pair_then_wait() -> Any:
+    value = pair()
+    intemporal.wait_for_signal("go")
+    return list(value)
+
+
+def test_json_codec_stops_a_replay_at_a_pickled_activity_result(tmp_path: Path) -> None:
+    # Given a run recorded by an auto engine: its activity returned a tuple (pickled)
+    store = FileStore(tmp_path / "store")
+    with Engine(store) as engine:
+        engine.start(pair_then_wait, run_id="p")
+        deadline = time.monotonic() + 10
+        while engine.get_run("p").status is not RunStatus.WAITING:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    # When an Engine(codec="json") replays it
+    with Engine(store, codec="json") as engine:
+        engine.signal("p", "go")
+        with pytest.raises(DillRefused, match=r"step 1 of run 'p' \(journal line 2\)"):
+            engine.resume("p").result(timeout=10)
+        # Then the run stopped there, unrecorded and resumable
+        assert engine.get_run("p").status is not RunStatus.FAILED
+    with Engine(store) as engine:
+        assert engine.resume("p").result(timeout=10) == [1, 2]
