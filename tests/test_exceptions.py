@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +117,22 @@ def test_every_kind_comes_back_with_its_type_message_and_attributes(
     assert str(back) == str(exc)
     assert back.args == exc.args
     assert {k: v for k, v in vars(back).items()} == vars(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ExceptionGroup("several", [ValueError("a"), CodeError(503)]),
+        subprocess.CalledProcessError(2, ["ls", "x"], "out"),
+        json.JSONDecodeError("bad", "{x", 1),
+    ],
+    ids=["exception-group", "called-process-error", "json-decode-error"],
+)
+def test_library_exceptions_come_back_with_their_type_and_message(exc: BaseException) -> None:
+    back = _through_json(exc)
+    assert type(back) is type(exc) and str(back) == str(exc)
+    if isinstance(exc, ExceptionGroup):
+        assert [type(e) for e in back.exceptions] == [ValueError, CodeError]  # type: ignore[attr-defined]
 
 
 def test_message_built_by_init_is_not_doubled_in_the_record() -> None:
