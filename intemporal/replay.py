@@ -214,7 +214,7 @@ class RunContext:
             except SerializationError as bad:
                 self.halt(bad)
             raise exc
-        return self.value(rec.get("result"), self.at(rec))
+        return self.value(rec.get("result"), rec)
 
     def at(self, rec: Event) -> str:
         """Where a record is, for messages: "step 3 of run 'r' (journal line 4)"."""
@@ -222,13 +222,15 @@ class RunContext:
         line = self.lines.get(seq, "?") if isinstance(seq, int) else "?"
         return f"step {seq} of run {self.run_id!r} (journal line {line})"
 
-    def value(self, data: Any, where: str) -> Any:
+    def value(self, data: Any, where: str | Event) -> Any:
         """A stored value decoded with the engine's codec; one that cannot be read (or that
-        `codec="json"` refuses) stops the run here, unrecorded: `where` names it."""
+        `codec="json"` refuses) stops the run here, unrecorded. `where` names it: a text,
+        or the record that holds it."""
         if type(data) is not dict:
-            return data
+            return data  # plain JSON: the hot path of a replay
+        text = self.at(where) if isinstance(where, dict) else where
         try:
-            return decode(data, self.host.codec, f"the value at {where}")
+            return decode(data, self.host.codec, f"the value at {text}")
         except SerializationError as exc:
             self.halt(exc)
 

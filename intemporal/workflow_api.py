@@ -89,7 +89,7 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
     seq, rec = ctx.next(op)
     if rec is not None:
         if rec["type"] == "signal_received":
-            return ctx.value(rec.get("payload"), ctx.at(rec))
+            return ctx.value(rec.get("payload"), rec)
         if rec["type"] == "signal_timeout":
             raise SignalTimeout(f"no signal {name!r} within {rec.get('timeout')} s")
         deadline = rec.get("deadline")
