@@ -14,11 +14,13 @@ with intemporal.Engine(store=".intemporal") as engine:
 """
 
 from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
+from .codec import Secret
 from .engine import Engine
 from .errors import (
     ActivityTimeout,
     Cancelled,
     CompensationError,
+    DillRefused,
     IntemporalError,
     JournalCorrupted,
     LeaseLost,
@@ -57,6 +59,7 @@ __all__ = [
     "ActivityTimeout",
     "Cancelled",
     "CompensationError",
+    "DillRefused",
     "DurableFuture",
     "Engine",
     "FileStore",
@@ -73,6 +76,7 @@ __all__ = [
     "RunNotFound",
     "RunStatus",
     "Saga",
+    "Secret",
     "SerializationError",
     "SignalTimeout",
     "Store",

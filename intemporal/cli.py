@@ -41,6 +41,7 @@ from .cli_support import (
     _user_errors,
     parse_age,
 )
+from .codec import masked
 from .errors import IntemporalError
 from .handle import RunHandle
 from .housekeeping import collectable, delete_trees, resumable
@@ -178,7 +179,7 @@ def show(
         info = engine.get_run(run)
     if as_json:
         for event in events:
-            typer.echo(json.dumps(event))
+            typer.echo(json.dumps(masked(event)))  # a Secret's value reads "***"
         return
     render.show_run(render.console(), info, events)
 

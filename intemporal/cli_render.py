@@ -30,7 +30,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .codec import decode, is_exact_json
+from .codec import is_exact_json, peek
 from .store import Event, RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -100,12 +100,11 @@ def value_text(value: Any) -> str:
 
 
 def stored_text(data: Any, width: int) -> str:
-    """A value in its stored (encoded) form, decoded and elided; never raises."""
-    try:
-        value = decode(data)
-    except Exception:  # a dill value whose classes are not importable here
-        return "<stored with dill; its type cannot be rebuilt here>"
-    return elide(value_text(value), width)
+    """A value in its stored (encoded) form, elided; never unpickles, never raises.
+
+    A pickled value reads `<dill: tuple, 48 B>`, a secret `Secret(***)`.
+    """
+    return elide(value_text(peek(data)), width)
 
 
 def error_text(err: Any) -> str:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .api import Workflow, as_workflow
-from .codec import decode, encode, encode_error
+from .codec import code_ref, encode
 from .errors import (
     Cancelled,
     IntemporalError,
@@ -37,11 +37,12 @@ from .errors import (
     store_call,
     store_error,
 )
+from .failures import encode_error
 from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
 from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
-from .runs import first_event, new_run_id, rebuild_protocols
+from .runs import first_event, new_run_id, rebuild_protocols, recorded_args
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 
@@ -59,7 +60,8 @@ class Engine:
     `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
     once its result is on disk; `"flush"` once the OS has it (survives a killed process,
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
-    dill; `"json"` never uses dill. `worker=False` makes a client that records runs
+    a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
+    nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
     without executing them. Leaving `with` stops taking work, lets in-flight activities
     finish and leaves every unfinished run durable and resumable.
     """
@@ -238,9 +240,8 @@ class Engine:
             if run_id in self._active:
                 return RunHandle(self, run_id, self._active[run_id])
         first = events[0]
-        wf = load_workflow(first, imports)
-        args = tuple(decode(a) for a in first.get("args", []))
-        kwargs = {k: decode(v) for k, v in first.get("kwargs", {}).items()}
+        wf = load_workflow({**first, "ref": code_ref(first.get("ref") or {}, self.codec)}, imports)
+        args, kwargs = recorded_args(first, self.codec)
         if protocols is None:
             protocols = rebuild_protocols(first)
         exe = _Execution(run_id, wf, args, kwargs, protocols, first.get("parent"))
@@ -372,7 +373,7 @@ class Engine:
         ctx.deliver(messages)
         if ctx.cancel_requested.is_set() and len(events) == 1:
             exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
-            ctx.append({"type": "run_cancelled", "error": encode_error(exc)})
+            ctx.append({"type": "run_cancelled", "error": encode_error(exc, self.codec)})
             exe.finish("error", exc, terminal=True)
             return
         token = _current.set(ctx)
@@ -413,7 +414,7 @@ class Engine:
                 exe.finish("error", ctx.poisoned)
             elif isinstance(exc, Exception):
                 kind = "run_cancelled" if isinstance(exc, Cancelled) else "run_failed"
-                ctx.append({"type": kind, "error": encode_error(exc)})
+                ctx.append({"type": kind, "error": encode_error(exc, self.codec)})
                 exe.finish("error", exc, terminal=True)
             else:
                 exe.finish("error", exc)  # KeyboardInterrupt & co: raised to the waiter, resumable
@@ -450,7 +451,7 @@ class Engine:
                 self.store.create(cid, first, self.sync)
             info = self.store.summary(cid)
         if info.status.finished and not (wait and ctx.retries_child(seq, info)):
-            return final_outcome(info) if wait else None
+            return final_outcome(info, self, ctx) if wait else None
         exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
         with self._mutex:
             idle = cid not in self._active and not self.closing
@@ -477,7 +478,7 @@ class Engine:
             info = self.store.summary(cid)
         if not info.status.finished:
             raise ChildNotFinished(info.run_id)
-        return final_outcome(info)
+        return final_outcome(info, self, ctx)
 
     # -- messages from outside: cancellation, signals, child completions --------------------------
     def poke(self, run_id: str) -> None:
@@ -537,7 +538,7 @@ class Engine:
 
     # -- looking at runs ---------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunInfo:
-        """The run's `RunInfo`; raises `RunNotFound` for an unknown id."""
+        """The run's `RunInfo` (never unpickled); raises `RunNotFound` for an unknown id."""
         return self.store.summary(check_run_id(run_id))
 
     def list_runs(

@@ -6,7 +6,8 @@
      |    +-- RunConflict                the id is taken by a run of another workflow
      |    +-- NonDeterminismError        the code asks for a different step than the journal holds
      |    +-- JournalCorrupted           a journal line in the middle cannot be read
-     |    +-- SerializationError         a value cannot be stored
+     |    +-- SerializationError         a value cannot be stored (or read back)
+     |    |    +-- DillRefused           a pickled value where unpickling is refused
      |    +-- ActivityTimeout            (also a TimeoutError) one attempt ran out of time
      |    +-- SignalTimeout              (also a TimeoutError) no signal came in time
      |    +-- WorkflowNotFound           the code of a recorded workflow cannot be loaded
@@ -100,6 +101,15 @@ class SerializationError(IntemporalError, TypeError):
     """Raised when a value (an argument, a result) cannot be stored in the journal."""
 
 
+class DillRefused(SerializationError):
+    """Raised when a value stored with dill is read where unpickling is refused.
+
+    `Engine(codec="json")` never unpickles (a signal sent by another process included),
+    and commands that only look at a store (`list`, `show`, `replay`) never do. The
+    message names the run and the journal line.
+    """
+
+
 class ActivityTimeout(IntemporalError, TimeoutError):
     """Raised when one attempt of an activity runs longer than its `timeout`."""
 
@@ -113,14 +123,19 @@ class WorkflowNotFound(IntemporalError):
 
 
 class RemoteError(IntemporalError):
-    """Raised on replay for a recorded exception whose type cannot be rebuilt here."""
+    """Raised for a recorded exception whose type cannot be rebuilt here.
 
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(f"{type_name}: {message}")
-        self.type_name, self.message = type_name, message
+    `type_name` is the original type (`module.Qualname`), `message` its message and
+    `reason` why it cannot be rebuilt. A replay that meets one stops the run there,
+    unrecorded, rather than let the workflow see another exception than it saw first.
+    """
+
+    def __init__(self, type_name: str, message: str, reason: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" + (f" ({reason})" if reason else ""))
+        self.type_name, self.message, self.reason = type_name, message, reason
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.type_name, self.message))
+        return (type(self), (self.type_name, self.message, self.reason))
 
 
 class CompensationError(IntemporalError):

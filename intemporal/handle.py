@@ -10,8 +10,17 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .codec import decode, decode_error
-from .errors import Cancelled, StoreError, StoreFailure, store_call
+from .codec import DILL_TAG, decode
+from .errors import (
+    Cancelled,
+    DillRefused,
+    RemoteError,
+    SerializationError,
+    StoreError,
+    StoreFailure,
+    store_call,
+)
+from .failures import decode_error, rebuild_error
 from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
 
@@ -99,7 +108,7 @@ class RunHandle:
             with store_call(self.run_id, f"read run {self.run_id!r}", caller=True):
                 info = self.engine.get_run(self.run_id)
             if info.status.finished:
-                return final_outcome(info)
+                return final_outcome(info, self.engine)
             raise_if_halted(self.engine, self.run_id)
             left = _remaining(deadline)
             if left == 0:
@@ -132,16 +141,42 @@ def raise_if_halted(engine: Engine, run_id: str) -> None:
         raise halted
 
 
-def final_outcome(info: RunInfo) -> Any:
-    """The value of a finished run, or its exception raised again."""
-    if info.status is RunStatus.COMPLETED:
-        return info.result
+def final_outcome(info: RunInfo, engine: Engine, ctx: RunContext | None = None) -> Any:
+    """The value of a finished run, or its exception raised again.
+
+    Decoded with the engine's codec: `codec="json"` refuses a pickled value (`DillRefused`).
+    For a parent replaying its child's outcome (`ctx`), an outcome that cannot be read
+    back as it was first seen stops the parent instead (`RunContext.halt`).
+    """
+    where = f"the outcome of run {info.run_id!r}"
     err = info.raw.get("error")
-    exc = decode_error(err) if err else None
+    try:
+        if info.status is RunStatus.COMPLETED:
+            data = info.raw.get("result")
+            if type(data) is dict and DILL_TAG in data:  # only then worth a read for the message
+                where += _line_of(engine, info)
+            return decode(data, engine.codec, where)
+        exc = rebuild_error(err, engine.codec, where) if err else None
+    except (RemoteError, SerializationError) as bad:
+        if ctx is not None:
+            ctx.halt(bad)
+        if isinstance(bad, DillRefused) and err:  # again, with the line in the message
+            raise decode_error(err, engine.codec, where + _line_of(engine, info)) from None
+        raise
     if info.status is RunStatus.CANCELLED and not isinstance(exc, Cancelled):
         exc = Cancelled(f"run {info.run_id!r} was cancelled")
     assert exc is not None
     raise exc
+
+
+def _line_of(engine: Engine, info: RunInfo) -> str:
+    """ " (journal line N)" for the event that ended the run, as far as it can be read."""
+    try:
+        events = engine.history(info.run_id)
+    except Exception:
+        return ""
+    found = [i for i, e in enumerate(events) if e == info.raw]
+    return f" (journal line {found[-1] + 1})" if found else ""
 
 
 def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None) -> Any:
@@ -152,7 +187,11 @@ def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None)
         events = engine.history(run_id)
         values = [e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key]
         if values:
-            return decode(values[-1])
+            line = 1 + max(
+                i for i, e in enumerate(events) if e["type"] == "event_set" and e.get("key") == key
+            )
+            where = f"event {key!r} of run {run_id!r} (journal line {line})"
+            return decode(values[-1], engine.codec, where)
         if events[-1]["type"] in TERMINAL_EVENTS:
             return None
         raise_if_halted(engine, run_id)

@@ -19,20 +19,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
-from .codec import decode, decode_error, encode, encode_error
+from .codec import decode, encode
 from .errors import (
     ActivityTimeout,
     Cancelled,
     IntemporalError,
     NonDeterminismError,
+    RemoteError,
     SerializationError,
     StoreFailure,
     _Shutdown,
     _Wait,
     store_error,
 )
+from .failures import encode_error, rebuild_error
 from .store.base import Event, Lease, RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -124,7 +126,7 @@ class RunContext:
         self.parent: str | None = first.get("parent")
         self.protocols = protocols or {}
         self.seq = 0
-        self.poisoned: NonDeterminismError | None = None
+        self.poisoned: IntemporalError | None = None  # the run stops here, unrecorded
         self.store_failed: StoreFailure | None = None  # once set, nothing more is written
         self.cancel_requested = threading.Event()
         self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
@@ -133,12 +135,14 @@ class RunContext:
         self.signals: dict[str, deque[Event]] = {}  # unconsumed signals, FIFO per name
         self._seen_signals: set[str] = set()
         self.inflight: set[Any] = set()  # futures of submitted activities not yet finished
+        self.events = events
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
         forgotten, self.retry_children = _failures_to_retry(events)
         last_forgotten = {events[i]["seq"]: i for i in sorted(forgotten)}
         self.recorded: dict[int, Event] = {}
+        self.lines: dict[int, int] = {}  # seq -> journal line of its record (1-based)
         self.failed_attempts: dict[int, int] = {}
         self.retry_at: dict[int, float] = {}  # when a resumed retry is due (epoch seconds)
         self.consumed_signals: set[str] = set()
@@ -155,6 +159,7 @@ class RunContext:
                     del self.failed_attempts[seq], self.retry_at[seq]  # a fresh budget
             elif i not in forgotten:
                 self.recorded[seq] = ev
+                self.lines[seq] = i + 1
         self.last_recorded = max(self.recorded, default=0)
 
     # -- the journal --------------------------------------------------------------------
@@ -217,8 +222,42 @@ class RunContext:
         if err is not None:
             if _is_cancelled_error(err):
                 self.cancel_delivered = True
-            raise decode_error(err)
-        return decode(rec.get("result"))
+            try:
+                exc = rebuild_error(err, self.host.codec, self.at(rec))
+            except RemoteError as bad:
+                why = f"{bad.reason}; recorded at {self.at(rec)}: the run stops here, unrecorded"
+                self.halt(RemoteError(bad.type_name, bad.message, why))
+            except SerializationError as bad:
+                self.halt(bad)
+            raise exc
+        return self.value(rec.get("result"), rec)
+
+    def at(self, rec: Event) -> str:
+        """Where a record is, for messages: "step 3 of run 'r' (journal line 4)"."""
+        seq = rec.get("seq")
+        line = self.lines.get(seq, "?") if isinstance(seq, int) else "?"
+        return f"step {seq} of run {self.run_id!r} (journal line {line})"
+
+    def value(self, data: Any, where: str | Event) -> Any:
+        """A stored value decoded with the engine's codec; one that cannot be read (or that
+        `codec="json"` refuses) stops the run here, unrecorded. `where` names it: a text,
+        or the record that holds it."""
+        if type(data) is not dict:
+            return data  # plain JSON: the hot path of a replay
+        text = self.at(where) if isinstance(where, dict) else where
+        try:
+            return decode(data, self.host.codec, f"the value at {text}")
+        except SerializationError as exc:
+            self.halt(exc)
+
+    def halt(self, error: IntemporalError) -> NoReturn:
+        """Stop the run with `error`: replaying on would change what the workflow saw.
+
+        Later operations raise it again, and the engine records no verdict: the run stays
+        resumable once the cause (missing code, a refused value) is fixed.
+        """
+        self.poisoned = error
+        raise error
 
     # -- activities ---------------------------------------------------------------------
     def call_activity(
@@ -269,7 +308,7 @@ class RunContext:
                             "seq": seq,
                             "name": name,
                             "attempt": attempt,
-                            "error": encode_error(exc),
+                            "error": encode_error(exc, self.host.codec),
                             "retry_in": delay,
                         }
                     )
@@ -287,7 +326,7 @@ class RunContext:
                         "name": name,
                         "attempts": attempt,
                         "started": started,
-                        "error": encode_error(exc),
+                        "error": encode_error(exc, self.host.codec),
                     }
                 )
                 raise exc

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from .api import Workflow
-from .codec import encode
+from .codec import code_ref, decode, encode
 from .errors import SerializationError
 from .loader import attr_path, load_script, workflow_ref
 from .store import Event
@@ -53,7 +53,7 @@ def first_event(
         "workflow": wf.name,
         "args": enc_args,
         "kwargs": enc_kwargs,
-        "ref": workflow_ref(wf),
+        "ref": code_ref(workflow_ref(wf), codec),  # codec="json" writes no dill copy
         "queue": queue or wf.queue,
         "ts": round(time.time(), 6),
     }
@@ -65,6 +65,23 @@ def first_event(
             for p, i in protocols.items()
         }
     return first
+
+
+def recorded_args(first: Event, codec: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A run's arguments, decoded from its first event with `codec` ("auto", "json", READ_ONLY).
+
+    A value that cannot be read (or is refused: `DillRefused`) raises `SerializationError`
+    naming the argument, the run and the journal line.
+    """
+    where = f"run {first.get('run_id')!r} (journal line 1)"
+    args = tuple(
+        decode(a, codec, f"argument {i} of {where}") for i, a in enumerate(first.get("args", []))
+    )
+    kwargs = {
+        k: decode(v, codec, f"argument {k!r} of {where}")
+        for k, v in first.get("kwargs", {}).items()
+    }
+    return args, kwargs
 
 
 def _encode_args(

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .codec import decode
-from .errors import NonDeterminismError, Suspend
+from .codec import READ_ONLY, code_ref
+from .errors import DillRefused, NonDeterminismError, Suspend
 from .loader import load_workflow
 from .replay import RunContext, _current
+from .runs import recorded_args
 from .store import Event, Lease, Store, check_run_id, open_store
 from .store.base import FINAL_EVENTS
 
@@ -55,7 +56,7 @@ class _DryLease(Lease):
 class _DryHost:
     """The engine side of a dry replay: no threads, no waiting, children read from the store."""
 
-    codec = "auto"
+    codec = READ_ONLY  # a check never unpickles: a pickled value ends it there
     sync = False
     closing = False
 
@@ -131,9 +132,9 @@ def verify_replay(
     st = open_store(store)
     events = st.read(check_run_id(run_id))
     first = events[0]
-    wf = load_workflow(first, imports)
-    args = [decode(a) for a in first.get("args", [])]
-    kwargs = {k: decode(v) for k, v in first.get("kwargs", {}).items()}
+    ref = code_ref(first.get("ref") or {}, READ_ONLY)  # no unpickling of the function copy
+    wf = load_workflow({**first, "ref": ref}, imports)
+    args, kwargs = recorded_args(first, READ_ONLY)
     ctx = _DryContext(_DryHost(st), _DryLease(run_id), events)
     end: _ReachedEnd | None = None
     outcome = "returned"
@@ -148,8 +149,13 @@ def verify_replay(
         outcome = f"raised {type(exc).__name__}"
     finally:
         _current.reset(token)
-    if ctx.poisoned is not None:  # also when the workflow caught the error itself
+    if isinstance(ctx.poisoned, DillRefused):  # as far as a check may read
+        read = _steps(ctx.seq - 1)
+        return True, f"deterministic: {read} replay; not checked further: {ctx.poisoned}"
+    if isinstance(ctx.poisoned, NonDeterminismError):  # also when the workflow caught it
         return False, _mismatch(ctx.poisoned)
+    if ctx.poisoned is not None:
+        return False, f"cannot check past step {ctx.seq}: {ctx.poisoned}"
     final = _final_event(events)
     if end is not None:
         done = ctx.seq - 1 if end.seq == ctx.seq else ctx.seq
@@ -165,7 +171,7 @@ def verify_replay(
     try:
         ctx.check_complete()
     except NonDeterminismError:
-        if ctx.poisoned is not None:
+        if isinstance(ctx.poisoned, NonDeterminismError):
             recorded = ctx.poisoned.recorded
             now = "<workflow returned>" if outcome == "returned" else f"<workflow {outcome}>"
             return False, f"mismatch at step {ctx.poisoned.seq}: recorded {recorded!r}, now {now!r}"

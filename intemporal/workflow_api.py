@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from .api import Activity, Workflow, stub
-from .codec import decode, encode
+from .codec import encode
 from .errors import SignalTimeout
 from .replay import NOT_READY, TIMED_OUT, ChildNotFinished, RunContext, WorkflowInfo, current
 
@@ -89,7 +89,7 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
     seq, rec = ctx.next(op)
     if rec is not None:
         if rec["type"] == "signal_received":
-            return decode(rec.get("payload"))
+            return ctx.value(rec.get("payload"), rec)
         if rec["type"] == "signal_timeout":
             raise SignalTimeout(f"no signal {name!r} within {rec.get('timeout')} s")
         deadline = rec.get("deadline")
@@ -100,6 +100,8 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
         msg = ctx.pop_signal(name)
         if msg is None:
             return NOT_READY
+        where = f"signal {name!r} in the inbox of run {ctx.run_id!r}"
+        value = ctx.value(msg.get("payload"), where)  # refused: stops the run, signal kept
         ctx.append(
             {
                 "type": "signal_received",
@@ -110,7 +112,7 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
                 "payload": msg.get("payload"),
             }
         )
-        return decode(msg.get("payload"))
+        return value
 
     if rec is None:
         value = take()  # already queued: consume it without recording a wait

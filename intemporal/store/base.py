@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from ..codec import decode
+from ..codec import masked, peek
 
 Event = dict[str, Any]
 
@@ -72,7 +72,11 @@ TERMINAL_EVENTS = {
 
 @dataclass
 class RunInfo:
-    """What a run looks like from outside: `engine.get_run(id)`, `engine.list_runs()`."""
+    """What a run looks like from outside: `engine.get_run(id)`, `engine.list_runs()`.
+
+    Built without running anything: `result` is the value when it is plain JSON (or a
+    `Secret`), and an `intemporal.codec.DillValue` (type name and size) when it is pickled.
+    """
 
     run_id: str
     workflow: str
@@ -105,7 +109,7 @@ class RunInfo:
             "parent": self.parent,
             "orphaned": self.orphaned,
             "owner": self.owner,
-            "result": self.raw.get("result"),
+            "result": masked(self.raw.get("result")),
             "error": self.error,
         }
 
@@ -143,7 +147,7 @@ def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
         status=status,
         created_at=first.get("ts", 0.0),
         updated_at=events[-1].get("ts", 0.0),
-        result=decode(raw["result"]) if "result" in raw else None,
+        result=peek(raw["result"]) if "result" in raw else None,
         error=_error_text(err) if err else None,
         parent=first.get("parent"),
         steps=steps,
