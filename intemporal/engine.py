@@ -27,7 +27,6 @@ from .codec import decode, encode, encode_error
 from .errors import (
     Cancelled,
     IntemporalError,
-    RunConflict,
     RunNotFound,
     SerializationError,
     Suspend,
@@ -38,7 +37,7 @@ from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
 from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
-from .runs import first_event, new_run_id, rebuild_protocols
+from .runs import check_same_run, first_event, new_run_id, rebuild_protocols
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 
@@ -180,9 +179,7 @@ class Engine:
     def _existing(
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
     ) -> RunHandle:
-        recorded = self.store.read(run_id)[0].get("workflow")
-        if recorded != wf.name:
-            raise RunConflict(run_id, str(recorded), wf.name)
+        check_same_run(run_id, self.store.read(run_id)[0], wf)
         info = self.store.summary(run_id)
         left_behind = info.status in (RunStatus.PENDING, RunStatus.RUNNING) or info.orphaned
         busy = run_id in self._active or run_id in self._sleeping
@@ -411,9 +408,13 @@ class Engine:
         pool deadlock); if it must wait itself, the parent waits for it without a thread.
         """
         cid = child_id(ctx.run_id, seq)
-        if not self.store.exists(cid):
-            first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id)
-            self.store.create(cid, first, self.sync)
+        fresh = not self.store.exists(cid) and self.store.create(
+            cid,
+            first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id),
+            self.sync,
+        )
+        if not fresh:  # made by an earlier execution, or a run someone else put at that id
+            check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
         info = self.store.summary(cid)
         if info.status.finished:
             return final_outcome(info) if wait else None
