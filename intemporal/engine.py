@@ -524,8 +524,9 @@ class Engine:
     def get_event(self, run_id: str, key: str, timeout: float | None = None) -> Any:
         """The latest value the run published under `key` with `intemporal.set_event`.
 
-        Waits up to `timeout` seconds (None: until the run finishes) for a first value;
-        returns None if there is none by then.
+        Waits up to `timeout` seconds (None: until the run finishes) for the run to exist
+        and for a first value; returns None if there is none by then, and raises
+        `RunNotFound` if the run does not exist by then.
         """
         return wait_for_event(self, run_id, key, timeout)
 

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .codec import decode, decode_error
-from .errors import Cancelled
+from .errors import Cancelled, RunNotFound
 from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
 
@@ -121,15 +121,24 @@ def final_outcome(info: RunInfo) -> Any:
 
 
 def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None) -> Any:
-    """The latest value run `run_id` set under `key`, waiting for a first one (`get_event`)."""
+    """The latest value run `run_id` set under `key`, waiting for a first one (`get_event`).
+
+    A run that does not exist yet is waited for too (a client may ask before it starts
+    the run): `RunNotFound` if it still does not exist when `timeout` passes.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     poll = 0.005
     while True:
-        events = engine.history(run_id)
+        try:
+            events = engine.history(run_id)
+        except RunNotFound:
+            if _remaining(deadline) == 0:
+                raise
+            events = []
         values = [e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key]
         if values:
             return decode(values[-1])
-        if events[-1]["type"] in TERMINAL_EVENTS:
+        if events and events[-1]["type"] in TERMINAL_EVENTS:
             return None
         left = _remaining(deadline)
         if left == 0:
