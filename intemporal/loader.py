@@ -83,11 +83,11 @@ def code_copy(fn: Any) -> str | None:
     """
     import dill
 
-    class _Pickler(dill.Pickler):  # type: ignore[misc]
+    class _Pickler(dill.Pickler):
         def reducer_override(self, obj: Any) -> Any:
-            if isinstance(obj, types.ModuleType) and sys.modules.get(obj.__name__) is obj:
-                if obj.__name__ != "__main__" and not obj.__name__.startswith(SCRIPT_PREFIX):
-                    return importlib.import_module, (obj.__name__,)
+            by_name = isinstance(obj, types.ModuleType) and sys.modules.get(obj.__name__) is obj
+            if by_name and not obj.__name__.startswith(("__main__", SCRIPT_PREFIX)):
+                return importlib.import_module, (obj.__name__,)
             return NotImplemented
 
     buf = io.BytesIO()
@@ -352,9 +352,9 @@ def _missing_globals(fn: Any) -> set[str]:
         co = todo.pop()
         todo.extend(c for c in co.co_consts if isinstance(c, types.CodeType))
         for ins in dis.get_instructions(co):
-            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and ins.argval not in scope:
-                if ins.argval not in names:
-                    missing.add(str(ins.argval))
+            known = ins.argval in scope or ins.argval in names
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME") and not known:
+                missing.add(str(ins.argval))
     return missing
 
 

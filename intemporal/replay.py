@@ -320,7 +320,9 @@ class RunContext:
     ) -> Any:
         # Inside an activity, decorated calls run plainly and heartbeat() finds this run.
         t_run, t_act = _current.set(None), _activity.set(self)
-        t_step = _step.set(WorkflowInfo(self.run_id, self.workflow, self.parent, name, seq, attempt))
+        t_step = _step.set(
+            WorkflowInfo(self.run_id, self.workflow, self.parent, name, seq, attempt)
+        )
         try:
             if timeout is None:
                 return fn(*args, **kwargs)  # inline: no thread hand-off on the hot path

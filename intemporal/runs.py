@@ -82,7 +82,10 @@ def check_same_run(
     if recorded != wf.name or not same_code(ref, wf):
         existing, wanted = recorded, wf.name
         if recorded == wf.name:  # the same name for other code: say where each is
-            existing, wanted = f"{recorded} ({_where(ref)})", f"{wf.name} ({_where(workflow_ref(wf))})"
+            existing, wanted = (
+                f"{recorded} ({_where(ref)})",
+                f"{wf.name} ({_where(workflow_ref(wf))})",
+            )
         raise RunConflict(run_id, existing, wanted)
     if parent is not None and first.get("parent") != parent:
         by = f"run {first['parent']!r}" if first.get("parent") else "no parent"

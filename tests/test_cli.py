@@ -25,14 +25,12 @@ from typing import Any
 import pytest
 import typer
 import typer.main
+from helpers import new_version
 from typer.testing import CliRunner, Result
 
 import intemporal
-
 from intemporal.cli import app, parse_age
 from intemporal.verify import verify_replay
-
-from helpers import new_version
 
 CALLS: collections.Counter[str] = collections.Counter()
 BROKEN = {"fail": True}  # flipped by a test to "fix" the failing activity before a resume

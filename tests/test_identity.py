@@ -125,9 +125,7 @@ def test_the_same_run_id_with_another_modules_checkout_raises_run_conflict(
     assert engine.get_run("r").result == "A1"
 
 
-def test_a_display_name_shared_by_two_modules_is_not_an_identity(
-    pkg: Pkg, engine: Engine
-) -> None:
+def test_a_display_name_shared_by_two_modules_is_not_an_identity(pkg: Pkg, engine: Engine) -> None:
     a, b = pkg.load("a"), pkg.load("b")
     assert engine.run(a.pay, 2, run_id="p") == "A2"
     assert engine.get_run("p").workflow == "shop.pay"  # name= stays the display name
@@ -273,4 +271,3 @@ def test_a_child_id_taken_by_another_parents_child_raises_run_conflict(
         with pytest.raises(RunConflict) as info:
             engine.run(mom, 4, run_id="m")
     assert "elsewhere" in str(info.value)
-
