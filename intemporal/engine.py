@@ -222,7 +222,7 @@ class Engine:
             if run_id in self._active:
                 return RunHandle(self, run_id, self._active[run_id])
         first = events[0]
-        wf = load_workflow(first, imports)
+        wf = load_workflow(first, imports, copies=self.codec != "json")
         args = tuple(decode(a) for a in first.get("args", []))
         kwargs = {k: decode(v) for k, v in first.get("kwargs", {}).items()}
         if protocols is None:

@@ -222,8 +222,14 @@ def note_start(run_id: str) -> None:
         started.append(run_id)
 
 
-def load_workflow(first: dict[str, Any], imports: list[str] | None = None) -> Workflow[Any, Any]:
-    """Return the workflow of a run from its first event; raise `WorkflowNotFound` otherwise."""
+def load_workflow(
+    first: dict[str, Any], imports: list[str] | None = None, copies: bool = True
+) -> Workflow[Any, Any]:
+    """Return the workflow of a run from its first event; raise `WorkflowNotFound` otherwise.
+
+    `imports`: modules (or script paths) the user names, loaded first. `copies=False`
+    (an engine with `codec="json"`) never unpickles the journal's copy of the function.
+    """
     name = first.get("workflow", "?")
     ref = first.get("ref") or {}
     pointed = [import_code(spec) for spec in imports or []]
@@ -242,7 +248,9 @@ def load_workflow(first: dict[str, Any], imports: list[str] | None = None) -> Wo
         wf = _pointed_at(ref, name, pointed)
         if wf is not None:
             return wf
-    if ref.get("dill"):
+    if ref.get("dill") and not copies:
+        tried.append("the journal's copy (not loaded: codec='json' unpickles nothing)")
+    elif ref.get("dill"):
         wf = _from_copy(ref["dill"], tried)
         if wf is not None:
             return wf
