@@ -95,7 +95,7 @@ def _import(module: str) -> ModuleType:
 
 
 class _WarningLine(logging.Handler):
-    """Prints the library's warnings as one yellow line on stderr (a script that starts runs)."""
+    """Prints the loader's warnings as one yellow line on stderr (a script that starts runs)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         text = Text(f"warning: {record.getMessage()}", style="yellow")
@@ -103,7 +103,7 @@ class _WarningLine(logging.Handler):
 
 
 def _show_warnings() -> None:
-    log = logging.getLogger("intemporal")
+    log = logging.getLogger("intemporal.loader")
     if not any(isinstance(h, _WarningLine) for h in log.handlers):
         handler = _WarningLine(logging.WARNING)
         log.addHandler(handler)

@@ -27,45 +27,28 @@ import pytest
 import intemporal
 from intemporal import Engine, FileStore, RunConflict, RunStatus
 
-A = """
+MODULE = """
 import intemporal
 
 @intemporal.activity
-def step(x):
-    return f"A{x}"
+def {act}(x):
+    return f"{letter}{{x}}"
 
 @intemporal.activity
 def fetch(x):
-    return x
+    return {sign}x
 
 @intemporal.workflow
 def checkout(x):
-    return step(x)
+    return {body}
 
 @intemporal.workflow(name="shop.pay")
 def pay(x):
-    return step(x)
+    return {act}(x)
 """
-
-B = """
-import intemporal
-
-@intemporal.activity
-def other(x):
-    return f"B{x}"
-
-@intemporal.activity
-def fetch(x):
-    return -x
-
-@intemporal.workflow
-def checkout(x):
-    return other(x) + other(x)
-
-@intemporal.workflow(name="shop.pay")
-def pay(x):
-    return other(x)
-"""
+# The issue's two modules: both define `checkout` (and `shop.pay`, and an activity `fetch`)
+A = MODULE.format(act="step", letter="A", sign="", body="step(x)")
+B = MODULE.format(act="other", letter="B", sign="-", body="other(x) + other(x)")
 
 
 class Pkg:
