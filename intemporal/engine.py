@@ -408,11 +408,8 @@ class Engine:
         pool deadlock); if it must wait itself, the parent waits for it without a thread.
         """
         cid = child_id(ctx.run_id, seq)
-        fresh = not self.store.exists(cid) and self.store.create(
-            cid,
-            first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id),
-            self.sync,
-        )
+        first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id)
+        fresh = not self.store.exists(cid) and self.store.create(cid, first, self.sync)
         if not fresh:  # made by an earlier execution, or a run someone else put at that id
             check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
         info = self.store.summary(cid)
@@ -524,9 +521,8 @@ class Engine:
     def get_event(self, run_id: str, key: str, timeout: float | None = None) -> Any:
         """The latest value the run published under `key` with `intemporal.set_event`.
 
-        Waits up to `timeout` seconds (None: until the run finishes) for the run to exist
-        and for a first value; returns None if there is none by then, and raises
-        `RunNotFound` if the run does not exist by then.
+        Waits up to `timeout` seconds (None: until the run finishes) for the run to exist and
+        for a first value: None if there is none by then; `RunNotFound` if there is no run.
         """
         return wait_for_event(self, run_id, key, timeout)
 
