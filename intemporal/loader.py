@@ -5,8 +5,9 @@ script's path when the workflow was defined in a script run as `python script.py
 copy of the function (dill, with the globals it uses) when it cannot be imported by name.
 `load_workflow` resolves them in that order: the workflow defined at that import path in
 this process, the module imported, the script loaded, the code the user pointed at
-(`imports`), the copy. A display name alone never picks code of another import path,
-unless the journal records no import path at all, or the user named the module.
+(`imports`), the copy. Only when all of these fail does the display name decide, if a
+single workflow of this process has it (with a warning naming both places): a workflow
+of the same name at another import path never wins over the recorded one.
 
 A script or folder named only by a journal is loaded if `trust.untrusted` finds nothing
 against it; code the user names (`imports=`, `--import`) is loaded as given.
@@ -235,12 +236,8 @@ def load_workflow(
     pointed = [import_code(spec) for spec in imports or []]
     module, qualname = ref.get("module"), ref.get("qualname")
     tried: list[str] = []
-    if not (module and qualname):  # an old journal: the display name is all there is
-        found = REGISTRY.named(name)
-        if len(found) == 1:
-            return found[0]
-        tried.append(f"{len(found)} workflows named {name!r} in this process")
-    else:
+    where = f"{module}:{qualname}" if module != "__main__" else f"{qualname} in {ref.get('script')}"
+    if module and qualname:
         for step in (_defined_here, _imported, _from_script):
             wf = step(ref, name, tried)
             if wf is not None:
@@ -254,9 +251,19 @@ def load_workflow(
         wf = _from_copy(ref["dill"], tried)
         if wf is not None:
             return wf
-    where = f"{module}:{qualname}" if module != "__main__" else f"{qualname} in {ref.get('script')}"
-    others = [import_path(wf.fn) for wf in REGISTRY.named(name)]
-    note = f"; defined here at another import path, not used: {', '.join(others)}" if others else ""
+    found = REGISTRY.named(name)  # the last resort: the display name, if only one has it
+    if len(found) == 1:
+        if module and qualname:
+            log.warning(
+                "the code of workflow %r recorded as %s cannot be found; resuming with the only "
+                "workflow of that name defined here, %s",
+                name,
+                where,
+                import_path(found[0].fn),
+            )
+        return found[0]
+    others = ", ".join(import_path(wf.fn) for wf in found)
+    note = f"; several workflows here have that name, none at that place: {others}" if found else ""
     raise WorkflowNotFound(
         f"cannot find the code of workflow {name!r} (recorded as {where}); tried: "
         f"{'; '.join(tried) or 'nothing recorded'}{note}. The run is left as it was: point at "
@@ -271,9 +278,9 @@ def _defined_here(ref: dict[str, Any], name: str, tried: list[str]) -> Workflow[
     if module != "__main__":
         return REGISTRY.find(f"{module}:{qualname}", name)
     script = ref.get("script")
-    if not script:
-        return None
     main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not script:  # defined in `python -c` or a REPL: only this very process has it
+        return None if main else REGISTRY.find(f"__main__:{qualname}", name)
     if main and os.path.realpath(main) == os.path.realpath(script):
         found = REGISTRY.find(f"__main__:{qualname}", name)
         if found is not None:

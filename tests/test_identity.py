@@ -254,3 +254,54 @@ def test_a_child_id_taken_by_another_parents_child_raises_run_conflict(
         with pytest.raises(RunConflict) as info:
             engine.run(mom, 4, run_id="m")
     assert "elsewhere" in str(info.value)
+
+
+# -- the display name as the last resort --------------------------------------------------------------
+def _lost_run(store: intemporal.Store, run_id: str, name: str) -> None:
+    """A pending run of workflow `name` whose recorded module no longer exists."""
+    first = {
+        "type": "run_started",
+        "run_id": run_id,
+        "workflow": name,
+        "args": [2],
+        "kwargs": {},
+        "ref": {"module": "identity_gone_module", "qualname": "moved", "script": None},
+        "queue": None,
+        "ts": 1.0,
+    }
+    assert store.create(run_id, first)
+
+
+def test_a_unique_display_name_is_the_last_resort_with_a_warning(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    @intemporal.workflow(name="identity.moved-once")
+    def moved(x: int) -> int:
+        return x + 40
+
+    _lost_run(engine.store, "lost-1", "identity.moved-once")
+    with caplog.at_level(logging.WARNING, logger="intemporal"):
+        assert engine.resume("lost-1").result(timeout=10) == 42
+    assert any(
+        "identity_gone_module:moved" in r.getMessage() and "moved" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_an_ambiguous_display_name_is_never_guessed(engine: Engine) -> None:
+    def one(x: int) -> int:
+        return x
+
+    def two(x: int) -> int:
+        return -x
+
+    intemporal.workflow(name="identity.moved-twice")(one)
+    intemporal.workflow(name="identity.moved-twice")(two)
+    _lost_run(engine.store, "lost-2", "identity.moved-twice")
+
+    with pytest.raises(intemporal.WorkflowNotFound) as info:
+        engine.resume("lost-2")
+
+    assert "identity_gone_module:moved" in str(info.value) and "--import" in str(info.value)
+    assert ".one" in str(info.value) and ".two" in str(info.value)
+    assert engine.get_run("lost-2").status is RunStatus.PENDING
