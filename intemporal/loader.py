@@ -281,11 +281,32 @@ def _defined_here(ref: dict[str, Any], name: str, tried: list[str]) -> Workflow[
     main = getattr(sys.modules.get("__main__"), "__file__", None)
     if not script:  # defined in `python -c` or a REPL: only this very process has it
         return None if main else REGISTRY.find(f"__main__:{qualname}", name)
-    if main and os.path.realpath(main) == os.path.realpath(script):
-        found = REGISTRY.find(f"__main__:{qualname}", name)
-        if found is not None:
-            return found
-    return REGISTRY.find(f"{script_module_name(script)}:{qualname}", name)
+    module = loaded_module_of(script)  # run as __main__, imported (`import shop`), or loaded
+    if module is None:
+        return None
+    try:
+        return _lookup(module, qualname, name)
+    except WorkflowNotFound as exc:
+        tried.append(str(exc))
+        return None
+
+
+def loaded_module_of(path: str) -> types.ModuleType | None:
+    """The module of this process loaded from the file at `path` (a script's), if any.
+
+    `__main__` when the script runs as `python script.py`, the module when an application
+    imported it (`import shop`), or the one `load_script` made.
+    """
+    real, base = os.path.realpath(path), os.path.basename(path)
+    main = sys.modules.get("__main__")
+    candidates = [main, sys.modules.get(script_module_name(path)), *list(sys.modules.values())]
+    for module in candidates:
+        file = getattr(module, "__file__", None)
+        if not isinstance(file, str) or os.path.basename(file) != base:
+            continue  # cheap first: most modules have another file name
+        if os.path.realpath(file) == real:
+            return module
+    return None
 
 
 def _imported(ref: dict[str, Any], name: str, tried: list[str]) -> Workflow[Any, Any] | None:

@@ -305,3 +305,52 @@ def test_an_ambiguous_display_name_is_never_guessed(engine: Engine) -> None:
     assert "identity_gone_module:moved" in str(info.value) and "--import" in str(info.value)
     assert ".one" in str(info.value) and ".two" in str(info.value)
     assert engine.get_run("lost-2").status is RunStatus.PENDING
+
+
+# -- a script run as `python shop.py` and imported as `import shop` is one workflow -------------------
+SHOP = """
+import sys
+import intemporal
+
+@intemporal.activity
+def double(x):
+    return 2 * x
+
+@intemporal.workflow
+def checkout(x):
+    return double(x)
+
+if __name__ == "__main__":
+    with intemporal.Engine(sys.argv[1], worker=False) as e:
+        e.start(checkout, 21, run_id=sys.argv[2])
+"""
+
+
+def test_a_script_and_the_same_file_imported_as_a_module_are_one_workflow(tmp_path: Path) -> None:
+    # Given a pending run started by `python shop.py`
+    app, store = tmp_path / "app", tmp_path / "store"
+    app.mkdir()
+    (app / "shop.py").write_text(SHOP)
+    (app / "other.py").write_text(SHOP)  # the same code in another file: another workflow
+    subprocess.run([sys.executable, "shop.py", str(store), "s1"], cwd=app, check=True, timeout=60)
+
+    # When an application that imports the script as a module starts the same id
+    code = f"""
+import intemporal, shop, other
+with intemporal.Engine({str(store)!r}) as e:
+    print(e.start(shop.checkout, 21, run_id="s1").result(timeout=30))
+    try:
+        e.start(other.checkout, 21, run_id="s1")
+    except intemporal.RunConflict as exc:
+        print("conflict:", exc)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=app, capture_output=True, text=True, timeout=60
+    )
+
+    # Then it is the same run (resumed, not a conflict), and another file's checkout conflicts
+    assert done.returncode == 0, done.stderr
+    first, conflict = done.stdout.strip().splitlines()
+    assert first == "42"
+    assert "__intemporal_script_" not in done.stderr  # resumed with `shop`, not a second load
+    assert "conflict:" in conflict and "other" in conflict and "shop.py" in conflict
