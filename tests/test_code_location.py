@@ -10,6 +10,7 @@ resume from the terminal, in a new process, as a user would.
 | no usable copy: the run stays as it was, resumable    | test_without_a_usable_copy_*            |
 | a copy recorded without its globals (older journals)  | test_a_copy_lacking_its_globals_*       |
 | the user points at the moved script (--import PATH)   | test_without_a_usable_copy_*            |
+| a parent from its copy replays its own child          | test_a_parent_resumed_from_its_copy_*   |
 | loading a script runs its top level: a warning        | test_resume_warns_when_loading_a_*      |
 | README and samples keep their start under __main__    | test_every_example_starts_runs_*        |
 """
@@ -239,3 +240,52 @@ def test_the_example_check_catches_a_start_at_the_top_level() -> None:
     test_every_example_starts_runs_only_under_a_main_guard(
         "x", 'if __name__ == "__main__":\n    with intemporal.Engine() as e:\n        e.run(wf)\n'
     )
+
+
+FAMILY = """
+import sys
+import time
+
+import intemporal
+
+
+@intemporal.activity
+def double(x):
+    return 2 * x
+
+
+@intemporal.workflow
+def kid(x):
+    return double(x)
+
+
+@intemporal.workflow
+def parent(x):
+    first = kid(x)  # a child run, finished before the parent parks
+    intemporal.sleep(1.5)  # long enough to park the run: the script exits with it waiting
+    return [first, kid(x + 1)]
+
+
+if __name__ == "__main__":
+    with intemporal.Engine(sys.argv[1]) as e:
+        e.start(parent, 5, run_id="fam")
+        deadline = time.monotonic() + 30
+        while e.get_run("fam").status != "waiting" and time.monotonic() < deadline:
+            time.sleep(0.01)
+"""
+
+
+def test_a_parent_resumed_from_its_copy_takes_its_own_child_again(tmp_path: Path) -> None:
+    # Given a parent parked after its first child finished, and its script deleted
+    script, store = tmp_path / "family.py", tmp_path / "store"
+    script.write_text(FAMILY)
+    subprocess.run([sys.executable, str(script), str(store)], check=True, timeout=60)
+    assert FileStore(store).summary("fam").status is RunStatus.WAITING
+    script.unlink()
+
+    # When it is resumed from the journal's copies (the parent's, and the child it holds)
+    done = intemporal_cmd("--store", str(store), "resume", "fam", cwd=tmp_path)
+
+    # Then the recorded child is recognised as its own (no RunConflict) and the run completes
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert FileStore(store).summary("fam").result == [10, 12]
