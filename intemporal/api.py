@@ -176,8 +176,8 @@ class Registry:
                 "(give one of them name=...)",
                 kind,
                 name,
-                first,
-                second,
+                _shown(first),
+                _shown(second),
             )
 
     def find(self, path: str, name: str | None = None) -> Workflow[Any, Any] | None:
@@ -193,7 +193,16 @@ class Registry:
         return [wf for wf in found if wf is not None]
 
 
+def _shown(path: str) -> str:
+    """An import path as a user knows it: a script loaded by the loader shows its file."""
+    module, _, qualname = path.partition(":")
+    if module.startswith(SCRIPT_PREFIX):
+        module = getattr(sys.modules.get(module), "__file__", None) or module
+    return f"{module}:{qualname}"
+
+
 log = logging.getLogger("intemporal")
+SCRIPT_PREFIX = "__intemporal_script_"  # the module name of a script `loader.load_script` loads
 REGISTRY = Registry()
 
 

@@ -31,12 +31,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import codec
-from .api import REGISTRY, Workflow, as_workflow, import_path
+from .api import REGISTRY, SCRIPT_PREFIX, Workflow, as_workflow, import_path
 from .errors import WorkflowNotFound
 from .trust import untrusted
 
 log = logging.getLogger("intemporal.loader")  # the CLI prints its warnings
-SCRIPT_PREFIX = "__intemporal_script_"  # the module name of a script loaded by `load_script`
 _refs: dict[int, dict[str, Any]] = {}  # computed once per workflow object: dill is not free
 
 
