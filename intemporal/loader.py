@@ -9,8 +9,9 @@ this process, the module imported, the script loaded, the code the user pointed 
 single workflow of this process has it (with a warning naming both places): a workflow
 of the same name at another import path never wins over the recorded one.
 
-A script or folder named only by a journal is loaded if `trust.untrusted` finds nothing
-against it; code the user names (`imports=`, `--import`) is loaded as given.
+A script named only by a journal is loaded if `trust.untrusted` finds nothing against it;
+a folder named only by a journal is never added to `sys.path`; code the user names
+(`imports=`, `--import`) is loaded as given.
 """
 
 from __future__ import annotations
@@ -394,33 +395,14 @@ def _missing_globals(fn: Any) -> set[str]:
 
 
 def _import(module: str, root: str | None) -> types.ModuleType:
-    """Import `module`, from the journal's `root` folder too if it is not importable from here."""
+    """Import `module` from this process's `sys.path`: a folder a journal names is never added."""
     try:
         return importlib.import_module(module)
-    except ImportError:
-        if not root or root in sys.path or not os.path.isdir(root):
+    except ImportError as exc:
+        if not root:
             raise
-    why = _untrusted_tree(root, module)
-    if why is not None:
         raise WorkflowNotFound(
-            f"refusing to import {module} from {root}, named by a journal: {why}; check it, "
-            f"then make it importable (PYTHONPATH) or pass --import {module}"
-        )
-    sys.path.append(root)
-    return importlib.import_module(module)
-
-
-def _untrusted_tree(root: str, module: str) -> str | None:
-    """Why the folder `root` or a file of `module` under it must not be loaded; None if they may."""
-    why = untrusted(root, folder=True)
-    if why is not None:
-        return f"{root}: {why}"
-    parts = module.split(".")
-    for i in range(1, len(parts) + 1):
-        base = os.path.join(root, *parts[:i])
-        for path, folder in ((base, True), (base + ".py", False), (base + "/__init__.py", False)):
-            if os.path.lexists(path):
-                why = untrusted(path, folder=folder)
-                if why is not None:
-                    return f"{path}: {why}"
-    return None
+            f"cannot import {module} ({exc}); refusing to add {root}, a folder named by a "
+            f"journal, to sys.path: resume from that folder, add it to PYTHONPATH, or pass "
+            f"--import with the code's module or script"
+        ) from None

@@ -1,11 +1,11 @@
 """Which code a journal may name: the rule `resume` applies before it loads a file.
 
-A run's first event says where its code lives (a script, a folder to import from). A
-store is shared state, so a journal may have been written by someone else: before
-`resume` executes a script a journal names, or adds a folder a journal names to
-`sys.path`, the file and its folder must be
+A run's first event says where its code lives (a module, a script). A store is shared
+state, so a journal may have been written by someone else: a folder a journal names is
+never added to `sys.path` (see `loader._import`), and before `resume` executes a script
+a journal names, the file and its folder must be
 
-- a regular file (a folder for a folder), not a symbolic link;
+- a regular file (a folder), not a symbolic link;
 - owned by the current user or root;
 - not writable by others, nor by a group other than the user's own private group
   (a group of the user's name with no other member, as `useradd` makes);

@@ -8,7 +8,7 @@ created, and a control asserts that the same check sees it when the code is load
 | kind of named code                       | refused when                                   |
 | ---------------------------------------- | ---------------------------------------------- |
 | a script (`ref.script`)                  | writable by others, a symlink, another owner   |
-| a folder to import from (`ref.path`)     | the folder or the module writable by others    |
+| a folder to import from (`ref.path`)     | always: never added to `sys.path`              |
 | the journal's copy (`ref.dill`)          | the engine has `codec="json"`                  |
 """
 
@@ -120,33 +120,57 @@ RULE_BREAKS = [
 
 
 @pytest.mark.parametrize("target", RULE_BREAKS)
-@pytest.mark.parametrize("run_id", ["by-module", "by-script"])
-def test_resume_refuses_code_a_journal_names_that_fails_the_rule(
-    planted: Planted, target: str, run_id: str
+def test_resume_refuses_a_script_a_journal_names_that_fails_the_rule(
+    planted: Planted, target: str
 ) -> None:
-    # Given a journal naming code that others may have written
+    # Given a journal naming a script that others may have written
     _make_writable_by_others(planted, target)
 
     # When it is resumed from the terminal
-    done = planted.run("resume", run_id)
+    done = planted.run("resume", "by-script")
 
     # Then nothing is loaded, the message says why and how to confirm, the run is untouched
     assert not planted.marker.exists()
     assert done.returncode == 1
     out = " ".join((done.stdout + done.stderr).split())
-    assert "refusing to" in out and "named by a journal" in out and "--import" in out
-    assert "Traceback" not in out
-    assert FileStore(planted.store).summary(run_id).status is RunStatus.PENDING
+    assert "refusing to load script" in out and "named by a journal" in out
+    assert f"--import {planted.script}" in out and "Traceback" not in out
+    assert FileStore(planted.store).summary("by-script").status is RunStatus.PENDING
 
 
-@pytest.mark.parametrize("run_id", ["by-module", "by-script"])
-def test_code_that_passes_the_rule_is_loaded_control(planted: Planted, run_id: str) -> None:
-    # The same journals, with files only their owner may write: resume loads them (the
-    # marker proves the check above would see a load)
-    done = planted.run("resume", run_id)
+@pytest.mark.parametrize("target", [None, *RULE_BREAKS])
+def test_resume_never_imports_from_a_folder_a_journal_names(
+    planted: Planted, target: str | None
+) -> None:
+    # Given a journal naming a folder to import its module from (trusted or not)
+    if target is not None:
+        _make_writable_by_others(planted, target)
+
+    done = planted.run("resume", "by-module")
+
+    # Then the folder is not added to sys.path: nothing is imported, the message says how
+    assert not planted.marker.exists()
+    assert done.returncode == 1
+    out = " ".join((done.stdout + done.stderr).split())
+    assert f"refusing to add {planted.folder}" in out and "PYTHONPATH" in out
+    assert FileStore(planted.store).summary("by-module").status is RunStatus.PENDING
+
+
+def test_code_that_passes_the_rule_is_loaded_control(planted: Planted) -> None:
+    # The same journals, with the script only its owner may write, and the module's folder
+    # on PYTHONPATH: resume loads them (the marker proves the checks above would see a load)
+    done = planted.run("resume", "by-script")
     assert planted.marker.exists(), done.stdout + done.stderr
-    assert done.returncode == 1  # they define no workflow `wf`: not found, not failed
-    assert FileStore(planted.store).summary(run_id).status is RunStatus.PENDING
+    assert done.returncode == 1  # it defines no workflow `wf`: not found, not failed
+    assert FileStore(planted.store).summary("by-script").status is RunStatus.PENDING
+
+    planted.marker.unlink()
+    env = {**os.environ, "PYTHONPATH": str(planted.folder)}
+    exe = Path(sys.executable).parent / "intemporal"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "intemporal.cli"]
+    subprocess.run([*cmd, "--store", str(planted.store), "resume", "by-module"], env=env,
+                   cwd=planted.tmp, capture_output=True, timeout=60, check=False)  # fmt: skip
+    assert planted.marker.exists()
 
 
 def test_the_user_confirms_a_refused_script_with_import(planted: Planted) -> None:
