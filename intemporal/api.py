@@ -101,12 +101,20 @@ class Workflow(Generic[P, R]):
     Called outside a workflow it runs plainly; inside one it runs as a child run.
     """
 
-    def __init__(self, fn: Callable[P, R], name: str | None = None, queue: str | None = None):
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        queue: str | None = None,
+        *,
+        _register: bool = True,
+    ) -> None:
         self.fn = fn
         self.name = name or fn.__qualname__
         self.queue = queue
         functools.update_wrapper(self, fn)
-        REGISTRY.add(self)
+        if _register:  # a copy loaded from one run's journal is that run's only: not registered
+            REGISTRY.add(self)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx = replay.current()

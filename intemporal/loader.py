@@ -248,7 +248,7 @@ def load_workflow(
     if ref.get("dill") and not copies:
         tried.append("the journal's copy (not loaded: codec='json' unpickles nothing)")
     elif ref.get("dill"):
-        wf = _from_copy(ref["dill"], tried)
+        wf = _from_copy(ref["dill"], name, tried)
         if wf is not None:
             return wf
     found = REGISTRY.named(name)  # the last resort: the display name, if only one has it
@@ -362,8 +362,11 @@ def _pointed_at(
     return found[0] if len(found) == 1 else None
 
 
-def _from_copy(blob: str, tried: list[str]) -> Workflow[Any, Any] | None:
-    """The journal's copy of the function, if it holds every global its code reads."""
+def _from_copy(blob: str, name: str, tried: list[str]) -> Workflow[Any, Any] | None:
+    """The journal's copy of the function, if it holds every global its code reads.
+
+    It is this run's code only: kept out of the registry, so no other run resumes with it.
+    """
     try:
         fn = codec.decode({codec.DILL_TAG: blob})
     except Exception as exc:
@@ -373,7 +376,7 @@ def _from_copy(blob: str, tried: list[str]) -> Workflow[Any, Any] | None:
     if missing:
         tried.append(f"the journal's copy (it lacks the globals {', '.join(missing)})")
         return None
-    return as_workflow(fn)
+    return Workflow(fn, name=name, _register=False)
 
 
 def _missing_globals(fn: Any) -> set[str]:

@@ -11,6 +11,7 @@ resume from the terminal, in a new process, as a user would.
 | a copy recorded without its globals (older journals)  | test_a_copy_lacking_its_globals_*       |
 | the user points at the moved script (--import PATH)   | test_without_a_usable_copy_*            |
 | a parent from its copy replays its own child          | test_a_parent_resumed_from_its_copy_*   |
+| one run's copy never serves another run               | test_a_copy_resumes_its_own_run_only    |
 | loading a script runs its top level: a warning        | test_resume_warns_when_loading_a_*      |
 | README and samples keep their start under __main__    | test_every_example_starts_runs_*        |
 """
@@ -22,11 +23,12 @@ import re
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
 
-from intemporal import FileStore, RunStatus
+from intemporal import Engine, FileStore, RunStatus, WorkflowNotFound
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -284,3 +286,30 @@ def test_a_parent_resumed_from_its_copy_takes_its_own_child_again(tmp_path: Path
     # Then the recorded child is recognised as its own (no RunConflict) and the run completes
     assert done.returncode == 0, done.stdout + done.stderr
     assert FileStore(store).summary("fam").result == [10, 12]
+
+
+def test_a_copy_resumes_its_own_run_only(tmp_path: Path) -> None:
+    # Given run A whose code is only the journal's copy (its script is gone), and run B of
+    # a workflow of the same name whose module is gone and that has no copy
+    name = f"copy_only_{uuid.uuid4().hex[:8]}"  # its qualname and its name
+    store, script = tmp_path / "store", tmp_path / "a.py"
+    script.write_text(
+        "import sys\nimport intemporal\n\n"
+        f"@intemporal.workflow\ndef {name}(x):\n    return f'A{{x}}'\n\n"
+        "if __name__ == '__main__':\n"
+        "    with intemporal.Engine(sys.argv[1], worker=False) as e:\n"
+        f"        e.start({name}, 1, run_id='a')\n"
+    )
+    subprocess.run([sys.executable, str(script), str(store)], check=True, timeout=60)
+    script.unlink()
+    first = dict(FileStore(store).read("a")[0], run_id="b")
+    first["ref"] = {"module": "gone_module_b", "qualname": name, "script": None}
+    assert FileStore(store).create("b", first)
+
+    with Engine(store) as engine:
+        # When both are resumed by one process, A first
+        assert engine.resume("a").result(timeout=10) == "A1"
+        # Then B never runs A's copy: its code is not found, and it stays pending
+        with pytest.raises(WorkflowNotFound):
+            engine.resume("b")
+        assert engine.get_run("b").status is RunStatus.PENDING
