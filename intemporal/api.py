@@ -14,8 +14,10 @@ checkers and IDEs still see the user's function.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import operator
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
@@ -118,6 +120,7 @@ class Activity(Generic[P, R]):
         self.retry = retry or DEFAULT_RETRY
         self.timeout = timeout
         functools.update_wrapper(self, fn)
+        REGISTRY.note_activity(self)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx = replay.current()
@@ -139,12 +142,20 @@ class Workflow(Generic[P, R]):
     Called outside a workflow it runs plainly; inside one it runs as a child run.
     """
 
-    def __init__(self, fn: Callable[P, R], name: str | None = None, queue: str | None = None):
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        queue: str | None = None,
+        *,
+        _register: bool = True,
+    ) -> None:
         self.fn = fn
         self.name = name or fn.__qualname__
         self.queue = queue
         functools.update_wrapper(self, fn)
-        REGISTRY[self.name] = self
+        if _register:  # a copy loaded from one run's journal is that run's only: not registered
+            REGISTRY.add(self)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx = replay.current()
@@ -156,8 +167,92 @@ class Workflow(Generic[P, R]):
         return f"<intemporal.workflow {self.name}>"
 
 
-#: every workflow defined in this process, by name: how a resumed run finds its code
-REGISTRY: dict[str, Workflow[Any, Any]] = {}
+def import_path(fn: Any) -> str:
+    """Where `fn` is defined, as "module:qualname": a workflow's identity.
+
+    A function of a module run as `python -m package.module` is named by that module, as
+    another process imports it; one of a script run as `python script.py` is "__main__:...".
+    """
+    module = getattr(fn, "__module__", None) or "__main__"
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            module = spec.name
+    return f"{module}:{getattr(fn, '__qualname__', None) or type(fn).__qualname__}"
+
+
+class Registry:
+    """Every workflow defined in this process, keyed by import path: how a resumed run finds its code.
+
+    Two modules may both define `checkout`: the import path (`"a:checkout"`, `"b:checkout"`)
+    tells them apart, and the display name (`name=`) is only a fallback. Defining a second
+    workflow, or activity, under a name another import path already uses logs a warning
+    naming both (once per pair), since the journal and the CLI know steps by that name.
+    """
+
+    def __init__(self) -> None:
+        #: (import path, display name) -> workflow; a later definition at the same place wins
+        self.workflows: dict[tuple[str, str], Workflow[Any, Any]] = {}
+        self._paths: dict[str, set[str]] = {}  # display name -> the import paths using it
+        self._activity_paths: dict[str, str] = {}  # activity name -> import path of its function
+        self._warned: set[tuple[str, str, str]] = set()
+
+    def add(self, wf: Workflow[Any, Any]) -> None:
+        """Register `wf`; warn if another import path defines a workflow of the same name."""
+        path = import_path(wf.fn)
+        paths = self._paths.setdefault(wf.name, set())
+        for other in sorted(paths - {path}):
+            self._warn("workflow", wf.name, other, path)
+        paths.add(path)
+        self.workflows[(path, wf.name)] = wf
+
+    def note_activity(self, act: Activity[Any, Any]) -> None:
+        """Remember which function an activity name stands for; warn when it changes."""
+        if not hasattr(act.fn, "__qualname__"):
+            return  # a partial or a callable object: nothing names its place
+        path = import_path(act.fn)
+        other = self._activity_paths.setdefault(act.name, path)
+        if other != path:
+            self._warn("activity", act.name, other, path)
+            self._activity_paths[act.name] = path
+
+    def _warn(self, kind: str, name: str, first: str, second: str) -> None:
+        if (name, first, second) not in self._warned:
+            self._warned.add((name, first, second))
+            log.warning(
+                "%s name %r is taken: %s and %s both use it; resumed runs find a workflow "
+                "by its import path, but the journal and the CLI show steps by name "
+                "(give one of them name=...)",
+                kind,
+                name,
+                _shown(first),
+                _shown(second),
+            )
+
+    def find(self, path: str, name: str | None = None) -> Workflow[Any, Any] | None:
+        """The workflow defined at `path` (called `name` when several are), or None."""
+        if name is not None and (path, name) in self.workflows:
+            return self.workflows[(path, name)]
+        found = [wf for (p, _), wf in self.workflows.items() if p == path]
+        return found[0] if len(found) == 1 else None
+
+    def named(self, name: str) -> list[Workflow[Any, Any]]:
+        """The workflows whose display name is `name`, whatever their import path."""
+        found = (self.workflows.get((path, name)) for path in sorted(self._paths.get(name, ())))
+        return [wf for wf in found if wf is not None]
+
+
+def _shown(path: str) -> str:
+    """An import path as a user knows it: a script loaded by the loader shows its file."""
+    module, _, qualname = path.partition(":")
+    if module.startswith(SCRIPT_PREFIX):
+        module = getattr(sys.modules.get(module), "__file__", None) or module
+    return f"{module}:{qualname}"
+
+
+log = logging.getLogger("intemporal")
+SCRIPT_PREFIX = "__intemporal_script_"  # the module name of a script `loader.load_script` loads
+REGISTRY = Registry()
 
 
 @overload

@@ -38,6 +38,7 @@ from .cli_support import (
     _open,
     _parse_args,
     _parse_json,
+    _show_warnings,
     _user_errors,
     parse_age,
 )
@@ -80,7 +81,10 @@ _STORE_HELP = "The store: a directory (file store) or a URL. Default: ./.intempo
 StoreOption = Annotated[
     str | None, typer.Option(envvar="INTEMPORAL_HOME", metavar="PATH_OR_URL", help=_STORE_HELP)
 ]
-_IMPORT_HELP = "Import MODULE first, so its workflows are found (repeatable)."
+_IMPORT_HELP = (
+    "Import MODULE (or load the script at a path ending in .py) first, so its workflows "
+    "are found (repeatable)."
+)
 ImportOption = Annotated[
     list[str] | None, typer.Option("--import", "-i", metavar="MODULE", help=_IMPORT_HELP)
 ]
@@ -107,6 +111,7 @@ def _root(ctx: typer.Context, store: StoreOption = None) -> None:
     """
     ctx.obj = store  # the location, read by _open
     _add_cwd()
+    _show_warnings()
 
 
 @_command("list")

@@ -7,8 +7,8 @@ A user error prints one red line on stderr and exits 1 (2 for a usage error);
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
+import logging
 import os
 import re
 import sys
@@ -23,6 +23,7 @@ from rich.text import Text
 from . import cli_render as render
 from .engine import Engine
 from .errors import IntemporalError
+from .loader import import_code
 from .store import Store, open_store
 
 
@@ -85,11 +86,27 @@ def _add_cwd() -> None:
 
 
 def _import(module: str) -> ModuleType:
+    """Import MODULE, or load a script given by its path (`--import path/to/shop.py`)."""
     _add_cwd()
     try:
-        return importlib.import_module(module)
+        return import_code(module)
     except Exception as exc:  # the module's own top level may raise anything
         raise UserError(f"cannot import module {module!r}: {type(exc).__name__}: {exc}") from exc
+
+
+class _WarningLine(logging.Handler):
+    """Prints the loader's warnings as one yellow line on stderr (a script that starts runs)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = Text(f"warning: {record.getMessage()}", style="yellow")
+        render.console(stderr=True).print(text, soft_wrap=True)
+
+
+def _show_warnings() -> None:
+    log = logging.getLogger("intemporal.loader")
+    if not any(isinstance(h, _WarningLine) for h in log.handlers):
+        handler = _WarningLine(logging.WARNING)
+        log.addHandler(handler)
 
 
 def _load_target(target: str) -> Any:

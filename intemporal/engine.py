@@ -23,11 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .api import Workflow, as_workflow
-from .codec import code_ref, encode
+from .codec import encode
 from .errors import (
     Cancelled,
     IntemporalError,
-    RunConflict,
     RunNotFound,
     SerializationError,
     StoreFailure,
@@ -42,7 +41,7 @@ from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
 from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
-from .runs import first_event, new_run_id, rebuild_protocols, recorded_args
+from .runs import check_same_run, first_event, new_run_id, rebuild_protocols, recorded_args
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 
@@ -193,9 +192,7 @@ class Engine:
     def _existing(
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
     ) -> RunHandle:
-        recorded = self.store.read(run_id)[0].get("workflow")
-        if recorded != wf.name:
-            raise RunConflict(run_id, str(recorded), wf.name)
+        check_same_run(run_id, self.store.read(run_id)[0], wf)
         info = self.store.summary(run_id)
         left_behind = info.status in (RunStatus.PENDING, RunStatus.RUNNING) or info.orphaned
         busy = run_id in self._active or run_id in self._sleeping
@@ -240,7 +237,7 @@ class Engine:
             if run_id in self._active:
                 return RunHandle(self, run_id, self._active[run_id])
         first = events[0]
-        wf = load_workflow({**first, "ref": code_ref(first.get("ref") or {}, self.codec)}, imports)
+        wf = load_workflow(first, imports, copies=self.codec == "auto")
         args, kwargs = recorded_args(first, self.codec)
         if protocols is None:
             protocols = rebuild_protocols(first)
@@ -443,12 +440,11 @@ class Engine:
         pool deadlock); if it must wait itself, the parent waits for it without a thread.
         """
         cid = child_id(ctx.run_id, seq)
+        first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id)
         with store_call(cid, f"create child run {cid!r}"):
-            if not self.store.exists(cid):
-                first = first_event(
-                    cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id
-                )
-                self.store.create(cid, first, self.sync)
+            fresh = not self.store.exists(cid) and self.store.create(cid, first, self.sync)
+            if not fresh:  # made by an earlier execution, or a run someone else put at that id
+                check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
             info = self.store.summary(cid)
         if info.status.finished and not (wait and ctx.retries_child(seq, info)):
             return final_outcome(info, self, ctx) if wait else None
@@ -563,8 +559,8 @@ class Engine:
     def get_event(self, run_id: str, key: str, timeout: float | None = None) -> Any:
         """The latest value the run published under `key` with `intemporal.set_event`.
 
-        Waits up to `timeout` seconds (None: until the run finishes) for a first value;
-        returns None if there is none by then.
+        Waits up to `timeout` seconds (None: until the run finishes) for the run to exist and
+        for a first value: None if there is none by then; `RunNotFound` if there is no run.
         """
         return wait_for_event(self, run_id, key, timeout)
 

@@ -15,6 +15,7 @@ from .errors import (
     Cancelled,
     DillRefused,
     RemoteError,
+    RunNotFound,
     SerializationError,
     StoreError,
     StoreFailure,
@@ -180,11 +181,20 @@ def _line_of(engine: Engine, info: RunInfo) -> str:
 
 
 def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None) -> Any:
-    """The latest value run `run_id` set under `key`, waiting for a first one (`get_event`)."""
+    """The latest value run `run_id` set under `key`, waiting for a first one (`get_event`).
+
+    A run that does not exist yet is waited for too (a client may ask before it starts
+    the run): `RunNotFound` if it still does not exist when `timeout` passes.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     poll = 0.005
     while True:
-        events = engine.history(run_id)
+        try:
+            events = engine.history(run_id)
+        except RunNotFound:
+            if _remaining(deadline) == 0:
+                raise
+            events = []
         values = [e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key]
         if values:
             line = 1 + max(
@@ -192,7 +202,7 @@ def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None)
             )
             where = f"event {key!r} of run {run_id!r} (journal line {line})"
             return decode(values[-1], engine.codec, where)
-        if events[-1]["type"] in TERMINAL_EVENTS:
+        if events and events[-1]["type"] in TERMINAL_EVENTS:
             return None
         raise_if_halted(engine, run_id)
         left = _remaining(deadline)

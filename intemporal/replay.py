@@ -51,6 +51,9 @@ _activity: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
 _plain: contextvars.ContextVar[bool] = contextvars.ContextVar("intemporal_plain", default=False)
 # The threads executing an attempt of a run's activity now (`heartbeat` checks for helpers).
 _ATTEMPT_THREADS: set[int] = set()
+_step: contextvars.ContextVar[WorkflowInfo | None] = contextvars.ContextVar(
+    "intemporal_step", default=None
+)
 
 
 def current() -> RunContext | None:
@@ -61,6 +64,11 @@ def current() -> RunContext | None:
 def activity_context() -> RunContext | None:
     """The context of the run whose activity is executing on this thread, if any."""
     return _activity.get()
+
+
+def step_info() -> WorkflowInfo | None:
+    """What `intemporal.info()` tells the activity executing on this thread (None outside one)."""
+    return _step.get()
 
 
 class Host(Protocol):
@@ -98,11 +106,20 @@ INLINE_WAIT = 1.0  # a wait shorter than this keeps its thread; a longer one sus
 
 @dataclass(frozen=True)
 class WorkflowInfo:
-    """What `intemporal.info()` tells a workflow about its own run."""
+    """What `intemporal.info()` tells a workflow, or an activity, about its run and step.
+
+    `activity` is the activity's name, `seq` its sequence number and `attempt` its attempt
+    (1-based) inside an activity; inside a workflow `activity` and `attempt` are None and
+    `seq` is the number of durable operations so far. An activity builds an idempotency
+    key from `run_id` and `seq`: the same on every attempt and every resume.
+    """
 
     run_id: str
     workflow: str
     parent: str | None
+    activity: str | None = None
+    seq: int | None = None
+    attempt: int | None = None
 
 
 def _is_cancelled_error(err: dict[str, Any]) -> bool:
@@ -295,7 +312,7 @@ class RunContext:
         while True:
             started = round(time.time(), 6)
             try:
-                result = self._attempt(name, fn, args, kwargs, timeout)
+                result = self._attempt(name, fn, args, kwargs, timeout, seq, attempt)
                 value = encode(result, self.host.codec)
             except Exception as exc:
                 cancelled = isinstance(exc, Cancelled) or self._cancel_pending()
@@ -352,17 +369,23 @@ class RunContext:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         timeout: float | None,
+        seq: int = 0,
+        attempt: int = 1,
     ) -> Any:
         # Inside an activity, decorated calls run plainly and heartbeat() finds this run.
         t_run, t_act = _current.set(None), _activity.set(self)
         me = threading.get_ident()
         _ATTEMPT_THREADS.add(me)
+        t_step = _step.set(
+            WorkflowInfo(self.run_id, self.workflow, self.parent, name, seq, attempt)
+        )
         try:
             if timeout is None:
                 return fn(*args, **kwargs)  # inline: no thread hand-off on the hot path
             return _run_with_timeout(name, fn, args, kwargs, timeout)
         finally:
             _ATTEMPT_THREADS.discard(me)
+            _step.reset(t_step)
             _activity.reset(t_act)
             _current.reset(t_run)
 
@@ -459,7 +482,7 @@ class RunContext:
 
     def info(self) -> WorkflowInfo:
         """What this run knows about itself."""
-        return WorkflowInfo(self.run_id, self.workflow, self.parent)
+        return WorkflowInfo(self.run_id, self.workflow, self.parent, seq=self.seq)
 
 
 def _failures_to_retry(events: list[Event]) -> tuple[set[int], dict[int, Event]]:

@@ -11,8 +11,8 @@ from typing import Any
 
 from .api import Workflow
 from .codec import code_ref, decode, encode
-from .errors import SerializationError
-from .loader import attr_path, load_script, workflow_ref
+from .errors import RunConflict, SerializationError
+from .loader import attr_path, load_script, note_start, same_code, workflow_ref
 from .store import Event
 
 _ID_BYTES = 16
@@ -46,6 +46,8 @@ def first_event(
     parent: str | None = None,
 ) -> Event:
     """The `run_started` event: what a later process needs to execute the run again."""
+    if parent is None:
+        note_start(run_id)  # a script's top level may be starting it: see `load_script`
     enc_args, enc_kwargs = _encode_args(wf, args, kwargs, codec)
     first: Event = {
         "type": "run_started",
@@ -82,6 +84,35 @@ def recorded_args(first: Event, codec: str) -> tuple[tuple[Any, ...], dict[str, 
         for k, v in first.get("kwargs", {}).items()
     }
     return args, kwargs
+
+
+def check_same_run(
+    run_id: str, first: Event, wf: Workflow[Any, Any], parent: str | None = None
+) -> None:
+    """Raise `RunConflict` unless the run recorded by `first` is a run of `wf`.
+
+    Same workflow means the same display name and the same code (import path, or the
+    same file). With `parent`, the run must also be that run's child: a run a user
+    started at a child's id is never taken for the child.
+    """
+    recorded, ref = str(first.get("workflow")), first.get("ref") or {}
+    if recorded != wf.name or not same_code(ref, wf):
+        existing, wanted = recorded, wf.name
+        if recorded == wf.name:  # the same name for other code: say where each is
+            existing, wanted = (
+                f"{recorded} ({_where(ref)})",
+                f"{wf.name} ({_where(workflow_ref(wf))})",
+            )
+        raise RunConflict(run_id, existing, wanted)
+    if parent is not None and first.get("parent") != parent:
+        by = f"run {first['parent']!r}" if first.get("parent") else "no parent"
+        raise RunConflict(run_id, f"{recorded}, started by {by}", f"a child of run {parent!r}")
+
+
+def _where(ref: dict[str, Any]) -> str:
+    if ref.get("module") == "__main__":
+        return f"{ref.get('qualname')} in {ref.get('script')}"
+    return f"{ref.get('module')}:{ref.get('qualname')}"
 
 
 def _encode_args(
@@ -122,8 +153,9 @@ def rebuild_protocols(first: Event) -> dict[type, Any]:
     script = (first.get("ref") or {}).get("script")
     for proto_ref, impl_ref in first.get("protocols", {}).items():
         try:
-            proto = _resolve(proto_ref, script)
-            out[proto] = _resolve(impl_ref, script)()
+            proto, impl = _resolve(proto_ref, script), _resolve(impl_ref, script)
+            if isinstance(proto, type) and isinstance(impl, type):  # never call what is not a class
+                out[proto] = impl()
         except Exception:  # reported when the workflow calls the protocol without one
             continue
     return out

@@ -27,7 +27,15 @@ from typing import Any, Generic, TypeVar
 from .api import Activity, Workflow, stub
 from .codec import encode
 from .errors import SignalTimeout
-from .replay import NOT_READY, TIMED_OUT, ChildNotFinished, RunContext, WorkflowInfo, current
+from .replay import (
+    NOT_READY,
+    TIMED_OUT,
+    ChildNotFinished,
+    RunContext,
+    WorkflowInfo,
+    current,
+    step_info,
+)
 
 T = TypeVar("T")
 
@@ -40,13 +48,27 @@ def _ctx(what: str) -> RunContext:
 
 
 def run_id() -> str:
-    """The id of the run this workflow executes in."""
-    return _ctx("run_id").run_id
+    """The id of the run this workflow (or activity) executes in."""
+    return _here("run_id").run_id
 
 
 def info() -> WorkflowInfo:
-    """The current run's id, workflow name and parent."""
-    return _ctx("info").info()
+    """The current run and step: `.run_id`, `.workflow`, `.parent`, `.activity`, `.seq`, `.attempt`.
+
+    Inside an activity (on its own thread, or the thread of its timeout) `.activity` is its
+    name, `.seq` its sequence number and `.attempt` its attempt, from 1; inside a workflow
+    `.activity` and `.attempt` are None. Outside both it raises `RuntimeError`.
+    """
+    return _here("info")
+
+
+def _here(what: str) -> WorkflowInfo:
+    ctx, step = current(), step_info()
+    if ctx is not None:
+        return ctx.info()
+    if step is not None:
+        return step
+    raise RuntimeError(f"intemporal.{what}() can only be called inside a workflow or an activity")
 
 
 # -- timers ------------------------------------------------------------------------------------

@@ -44,12 +44,19 @@ def book_flight(order: dict[str, Any]) -> str:
     return f"flight-{order['id']}"
 
 
+PAYMENTS: dict[str, str] = {}  # the payment service: one payment per idempotency key
+
+
 @intemporal.activity(retry=intemporal.RetryPolicy(max_attempts=1))  # never charge twice
 def charge_card(order: dict[str, Any]) -> str:
+    # The run id and the step's sequence number are the same on a retry and after a crash:
+    # a payment service that dedupes on this key charges once, whatever runs again.
+    step = intemporal.info()  # .run_id, .workflow, .activity, .seq, .attempt
+    key = f"{step.run_id}/{step.seq}"
     CALLS.append("charge_card")
     if order["card"] == "declined":
         raise CardDeclined(f"card declined for {order['id']}")
-    return f"payment-{order['id']}"
+    return PAYMENTS.setdefault(key, f"payment-{order['id']}")
 
 
 @intemporal.activity

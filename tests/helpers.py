@@ -82,3 +82,17 @@ def snapshot(store: Store, run_id: str) -> Any:
     if root is not None:
         return (root / f"{run_id}.jsonl").read_bytes()
     return store.read(run_id)
+
+
+def new_version(original: Any, fn: Any, monkeypatch: Any) -> Any:
+    """Decorate `fn` as an edited `original` workflow: same import path, same name.
+
+    As after an edit and a restart, a resume or a replay then finds `fn`; `monkeypatch`
+    puts `original` back in the registry after the test.
+    """
+    from intemporal import api, workflow
+
+    key = (api.import_path(original.fn), original.name)
+    monkeypatch.setitem(api.REGISTRY.workflows, key, original)
+    fn.__module__, fn.__qualname__ = original.fn.__module__, original.fn.__qualname__
+    return workflow(name=original.name)(fn)

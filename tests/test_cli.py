@@ -25,11 +25,10 @@ from typing import Any
 import pytest
 import typer
 import typer.main
-from helpers import Cli, cli_on
+from helpers import Cli, cli_on, new_version
 from typer.testing import CliRunner, Result
 
 import intemporal
-from intemporal import api
 from intemporal.cli import app, parse_age
 from intemporal.verify import verify_replay
 
@@ -629,12 +628,12 @@ def test_replay_reports_the_first_mismatch_of_changed_code(
 ) -> None:
     # Given a run recorded by `evolving` (double, then triple)
     engine.run(evolving, 1, run_id="evo")
-    monkeypatch.setitem(api.REGISTRY, "cli.evolving", evolving)  # restored after the test
 
     # When the code changes its second step and is replayed
-    @intemporal.workflow(name="cli.evolving")
     def evolving_v2(x: int) -> int:
         return cli_double(cli_double(x))
+
+    new_version(evolving, evolving_v2, monkeypatch)
 
     CALLS.clear()
     result = cli("replay", "evo")
@@ -676,18 +675,19 @@ def test_verify_replay_catches_added_and_removed_steps(
     engine: intemporal.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine.run(evolving, 1, run_id="evo")
-    monkeypatch.setitem(api.REGISTRY, "cli.evolving", evolving)
 
-    @intemporal.workflow(name="cli.evolving")
     def longer(x: int) -> int:
         return cli_double(cli_triple(cli_double(x)))
+
+    new_version(evolving, longer, monkeypatch)
 
     ok, message = verify_replay(engine.store, "evo")
     assert not ok and "step 3" in message and "cli_double" in message
 
-    @intemporal.workflow(name="cli.evolving")
     def shorter(x: int) -> int:
         return cli_double(x)
+
+    new_version(evolving, shorter, monkeypatch)
 
     ok, message = verify_replay(engine.store, "evo")
     assert not ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +82,7 @@ def test_gc_of_children_leaves_no_empty_folders(tmp_path: Path) -> None:
     assert store.exists("m")
 
 
-def test_a_workflow_in_a_package_resumes_from_another_folder(tmp_path: Path) -> None:
+def test_a_workflow_in_a_package_resumes_from_another_folder_on_its_path(tmp_path: Path) -> None:
     # Given a run started from a package that is importable only from its own folder
     pkg = tmp_path / "proj" / "shop" / "flows"
     pkg.mkdir(parents=True)
@@ -107,7 +108,20 @@ def test_a_workflow_in_a_package_resumes_from_another_folder(tmp_path: Path) -> 
     out = subprocess.run(
         [sys.executable, "-c", resume], cwd=tmp_path, capture_output=True, text=True, timeout=30
     )
-    # Then it completes
+    # Then the folder the journal names is not trusted: the error says where and how
+    assert out.returncode == 1
+    assert "refusing to add" in out.stderr and str(tmp_path / "proj") in out.stderr
+    assert "PYTHONPATH" in out.stderr
+    # And with that folder on PYTHONPATH, it completes
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "proj")}
+    out = subprocess.run(
+        [sys.executable, "-c", resume],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "42"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Calls, clone_prefix, snapshot
+from helpers import Calls, clone_prefix, new_version, snapshot
 from process_helpers import Crash, run_and_kill, wait_until
 
 import intemporal
@@ -282,7 +282,9 @@ def test_a_failed_run_replays_its_exception_from_the_store(
 # -- non-determinism -------------------------------------------------------------------------
 
 
-def test_changed_code_raises_non_determinism_and_leaves_the_journal(engine: Engine) -> None:
+def test_changed_code_raises_non_determinism_and_leaves_the_journal(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = Calls()
     name = "nd-workflow"
 
@@ -312,7 +314,7 @@ def test_changed_code_raises_non_determinism_and_leaves_the_journal(engine: Engi
     clone_prefix(engine.store, "nd-full", "nd", keep=3)  # started, a, b
     before = snapshot(engine.store, "nd")
 
-    intemporal.workflow(name=name)(changed)  # the code is deployed again, changed
+    new_version(wf, changed, monkeypatch)  # the code is deployed again, changed
     with pytest.raises(NonDeterminismError) as info:
         engine.resume("nd").result(timeout=10)
     err = info.value
@@ -329,7 +331,9 @@ def test_changed_code_raises_non_determinism_and_leaves_the_journal(engine: Engi
     assert calls.counts == {"nd.a": 1, "nd.b": 1, "nd.c": 2}
 
 
-def test_code_that_returns_early_is_non_deterministic_too(engine: Engine) -> None:
+def test_code_that_returns_early_is_non_deterministic_too(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = Calls()
     step = _steps(calls, "early.step")
     name = "nd-early"
@@ -344,7 +348,7 @@ def test_code_that_returns_early_is_non_deterministic_too(engine: Engine) -> Non
     engine.run(wf, run_id="early-full")
     clone_prefix(engine.store, "early-full", "early", keep=3)
     before = snapshot(engine.store, "early")
-    intemporal.workflow(name=name)(one)
+    new_version(wf, one, monkeypatch)
     with pytest.raises(NonDeterminismError) as info:
         engine.resume("early").result(timeout=10)
     assert info.value.seq == 2 and info.value.recorded == "early.step"
@@ -602,7 +606,8 @@ def test_resume_finds_a_local_workflow_from_its_dill_copy(engine: Engine) -> Non
 
     assert engine.run(wf, 3, run_id="dilled") == [0, 1, 4]
     clone_prefix(engine.store, "dilled", "dilled-cut", keep=2)
-    del intemporal.api.REGISTRY["dill-only-workflow"]  # as in a process that never defined it
+    # as in a process that never defined it
+    del intemporal.api.REGISTRY.workflows[(intemporal.api.import_path(wf.fn), wf.name)]
     assert engine.resume("dilled-cut").result(timeout=10) == [0, 1, 4]
     assert engine.get_run("dilled-cut").status is RunStatus.COMPLETED
 
