@@ -31,6 +31,17 @@ from rich.table import Table
 from rich.text import Text
 
 from .codec import is_exact_json, peek
+from .events import (
+    ACTIVITY_COMPLETED,
+    ACTIVITY_FAILED,
+    ATTEMPT_FAILED,
+    CANCEL_DELIVERED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_RESUMED,
+    RUN_SUSPENDED,
+)
 from .store import Event, RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -48,15 +59,15 @@ ORPHANED_STYLE = "bold dark_orange"
 
 # Styles for journal events, by type, then by a word in an unknown type (timers, signals...).
 EVENT_STYLE = {
-    "activity_completed": "green",
-    "activity_failed": "red",
-    "attempt_failed": "yellow",
-    "cancel_delivered": "magenta",
-    "run_completed": "bold green",
-    "run_failed": "bold red",
-    "run_cancelled": "bold magenta",
-    "run_suspended": "dim",
-    "run_resumed": "dim",
+    ACTIVITY_COMPLETED: "green",
+    ACTIVITY_FAILED: "red",
+    ATTEMPT_FAILED: "yellow",
+    CANCEL_DELIVERED: "magenta",
+    RUN_COMPLETED: "bold green",
+    RUN_FAILED: "bold red",
+    RUN_CANCELLED: "bold magenta",
+    RUN_SUSPENDED: "dim",
+    RUN_RESUMED: "dim",
 }
 EVENT_WORD_STYLE = (
     ("compensat", "magenta"),
@@ -222,12 +233,12 @@ def event_detail(ev: Event) -> Text:
     kind = ev.get("type", "?")
     if "error" in ev:
         text = error_text(ev["error"])
-        if kind == "attempt_failed" and "retry_in" in ev:
+        if kind == ATTEMPT_FAILED and "retry_in" in ev:
             text += f"  (retry in {fmt_duration(ev['retry_in'])})"
         return Text(elide(text, TIMELINE_WIDTH * 2), style="red")
     if "result" in ev:
         return Text(stored_text(ev["result"], TIMELINE_WIDTH))
-    if kind == "cancel_delivered":
+    if kind == CANCEL_DELIVERED:
         return Text("cancellation delivered to the workflow", style="magenta")
     # An event type this version does not know: show its fields generically.
     parts = []
@@ -419,7 +430,7 @@ def long_wait(events: list[Event]) -> str | None:
     which the engine executing the run finishes by itself.
     """
     for ev in reversed(events):
-        if ev.get("type") == "run_suspended":
+        if ev.get("type") == RUN_SUSPENDED:
             reason, until = str(ev.get("reason", "")), ev.get("until")
             if reason.startswith(SIGNAL_OP):
                 return f"signal {reason[len(SIGNAL_OP) :]!r}"

@@ -36,6 +36,20 @@ from .errors import (
     store_call,
     store_error,
 )
+from .events import (
+    CANCEL,
+    CHILD_DONE,
+    CHILD_STARTED,
+    FINAL_EVENTS,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_RESUMED,
+    RUN_SUSPENDED,
+    SIGNAL,
+    TERMINAL_EVENTS,
+    check_version,
+)
 from .failures import encode_error
 from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
@@ -43,7 +57,6 @@ from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
 from .runs import check_same_run, first_event, new_run_id, rebuild_protocols, recorded_args
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
-from .store.base import FINAL_EVENTS, TERMINAL_EVENTS
 
 log = logging.getLogger("intemporal")
 
@@ -237,6 +250,7 @@ class Engine:
             if run_id in self._active:
                 return RunHandle(self, run_id, self._active[run_id])
         first = events[0]
+        check_version(first)
         wf = load_workflow(first, imports, copies=self.codec == "auto")
         args, kwargs = recorded_args(first, self.codec)
         if protocols is None:
@@ -343,7 +357,7 @@ class Engine:
         if exe.terminal and exe.parent and not exe.inline:
             try:  # the parent may wait for this child, here or in another process
                 self.store.send(
-                    exe.parent, {"type": "child_done", "child_id": exe.run_id, "ts": time.time()}
+                    exe.parent, {"type": CHILD_DONE, "child_id": exe.run_id, "ts": time.time()}
                 )
                 self.poke(exe.parent)
             except Exception:  # a parent that was deleted: nobody waits any more
@@ -359,8 +373,8 @@ class Engine:
         if last in FINAL_EVENTS:
             exe.finish("stopped")  # finished by someone else meanwhile
             return
-        if last == "run_failed":  # resuming a failed run: retry what failed
-            resumed: Event = {"type": "run_resumed", "ts": round(time.time(), 6)}
+        if last == RUN_FAILED:  # resuming a failed run: retry what failed
+            resumed: Event = {"type": RUN_RESUMED, "ts": round(time.time(), 6)}
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
                 lease.append(resumed, self.sync)
             events.append(resumed)
@@ -370,7 +384,7 @@ class Engine:
         ctx.deliver(messages)
         if ctx.cancel_requested.is_set() and len(events) == 1:
             exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
-            ctx.append({"type": "run_cancelled", "error": encode_error(exc, self.codec)})
+            ctx.append({"type": RUN_CANCELLED, "error": encode_error(exc, self.codec)})
             exe.finish("error", exc, terminal=True)
             return
         token = _current.set(ctx)
@@ -384,7 +398,7 @@ class Engine:
                 raise SerializationError(
                     f"the result of workflow {exe.wf.name!r} cannot be stored: {exc}"
                 ) from exc
-            ctx.append({"type": "run_completed", "result": value})
+            ctx.append({"type": RUN_COMPLETED, "result": value})
             exe.finish("ok", result, terminal=True)
         except Suspend as exc:
             self._wait_inflight(ctx)
@@ -395,7 +409,7 @@ class Engine:
                     owner = self._hold()
                 ctx.append(
                     {
-                        "type": "run_suspended",
+                        "type": RUN_SUSPENDED,
                         "reason": exc.reason,
                         "until": exc.until,
                         "owner": owner,
@@ -410,7 +424,7 @@ class Engine:
             if ctx.poisoned is not None:  # never record a verdict reached by divergent code
                 exe.finish("error", ctx.poisoned)
             elif isinstance(exc, Exception):
-                kind = "run_cancelled" if isinstance(exc, Cancelled) else "run_failed"
+                kind = RUN_CANCELLED if isinstance(exc, Cancelled) else RUN_FAILED
                 ctx.append({"type": kind, "error": encode_error(exc, self.codec)})
                 exe.finish("error", exc, terminal=True)
             else:
@@ -575,10 +589,10 @@ class Engine:
         if events[-1]["type"] in TERMINAL_EVENTS:
             return
         with store_call(run_id, f"send a cancellation to run {run_id!r}", caller=True):
-            self.store.send(run_id, {"type": "cancel", "ts": round(time.time(), 6)})
+            self.store.send(run_id, {"type": CANCEL, "ts": round(time.time(), 6)})
         self.poke(run_id)
         for ev in events:
-            if ev["type"] == "child_started":
+            if ev["type"] == CHILD_STARTED:
                 with contextlib.suppress(RunNotFound):  # recorded, never created: nothing to do
                     self.cancel(ev["child_id"])
 
@@ -596,7 +610,7 @@ class Engine:
                 f"run {run_id!r} is {info.status.value}: it takes no more signals"
             )
         message = {
-            "type": "signal",
+            "type": SIGNAL,
             "name": name,
             "payload": encode(payload, self.codec),
             "signal_id": signal_id or new_run_id(),

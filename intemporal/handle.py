@@ -21,9 +21,9 @@ from .errors import (
     StoreFailure,
     store_call,
 )
+from .events import EVENT_SET, TERMINAL_EVENTS
 from .failures import decode_error, rebuild_error
 from .store import RunInfo, RunStatus
-from .store.base import TERMINAL_EVENTS
 
 if TYPE_CHECKING:
     from .api import Workflow
@@ -195,10 +195,10 @@ def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None)
             if _remaining(deadline) == 0:
                 raise
             events = []
-        values = [e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key]
+        values = [e["value"] for e in events if e["type"] == EVENT_SET and e.get("key") == key]
         if values:
             line = 1 + max(
-                i for i, e in enumerate(events) if e["type"] == "event_set" and e.get("key") == key
+                i for i, e in enumerate(events) if e["type"] == EVENT_SET and e.get("key") == key
             )
             where = f"event {key!r} of run {run_id!r} (journal line {line})"
             return decode(values[-1], engine.codec, where)

@@ -34,6 +34,19 @@ from .errors import (
     _Wait,
     store_error,
 )
+from .events import (
+    ACTIVITY_COMPLETED,
+    ACTIVITY_FAILED,
+    ATTEMPT_FAILED,
+    CANCEL,
+    CANCEL_DELIVERED,
+    CHILD_STARTED,
+    RUN_FAILED,
+    RUN_RESUMED,
+    SIGNAL,
+    SIGNAL_RECEIVED,
+    check_version,
+)
 from .failures import encode_error, rebuild_error
 from .store.base import Event, Lease, RunInfo, RunStatus
 
@@ -137,6 +150,7 @@ class RunContext:
         protocols: dict[type, Any] | None = None,
     ) -> None:
         first = events[0]
+        check_version(first)
         self.host, self.lease = host, lease
         self.run_id: str = lease.run_id
         self.workflow: str = first.get("workflow", "?")
@@ -167,9 +181,9 @@ class RunContext:
             seq = ev.get("seq")
             if seq is None:
                 continue
-            if ev["type"] == "signal_received":
+            if ev["type"] == SIGNAL_RECEIVED:
                 self.consumed_signals.add(ev["signal_id"])
-            if ev["type"] == "attempt_failed":
+            if ev["type"] == ATTEMPT_FAILED:
                 self.failed_attempts[seq] = ev["attempt"]
                 self.retry_at[seq] = ev.get("ts", 0.0) + ev.get("retry_in", 0.0)
                 if i < last_forgotten.get(seq, -1):
@@ -207,7 +221,7 @@ class RunContext:
         seq = self.seq = self.seq + 1
         rec = self.recorded.get(seq)
         if rec is not None:
-            if rec["type"] == "cancel_delivered":
+            if rec["type"] == CANCEL_DELIVERED:
                 self.cancel_delivered = True
                 raise Cancelled(f"run {self.run_id!r} was cancelled")
             if rec.get("name") != name:
@@ -218,7 +232,7 @@ class RunContext:
             raise _Shutdown("the engine is shutting down")
         if self.cancel_requested.is_set() and not self.cancel_delivered:
             self.cancel_delivered = True
-            self.append({"type": "cancel_delivered", "seq": seq, "name": "intemporal.cancel"})
+            self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": "intemporal.cancel"})
             raise Cancelled(f"run {self.run_id!r} was cancelled")
         return seq, None
 
@@ -321,7 +335,7 @@ class RunContext:
                     delay = retry.delay(attempt)
                     self.append(
                         {
-                            "type": "attempt_failed",
+                            "type": ATTEMPT_FAILED,
                             "seq": seq,
                             "name": name,
                             "attempt": attempt,
@@ -338,7 +352,7 @@ class RunContext:
                     self.cancel_delivered = True
                 self.append(
                     {
-                        "type": "activity_failed",
+                        "type": ACTIVITY_FAILED,
                         "seq": seq,
                         "name": name,
                         "attempts": attempt,
@@ -349,7 +363,7 @@ class RunContext:
                 raise exc
             self.append(
                 {
-                    "type": "activity_completed",
+                    "type": ACTIVITY_COMPLETED,
                     "seq": seq,
                     "name": name,
                     "attempts": attempt,
@@ -411,7 +425,7 @@ class RunContext:
         seq, rec = self.next(wf.name)
         if rec is None:
             cid = child_id(self.run_id, seq)
-            self.append({"type": "child_started", "seq": seq, "name": wf.name, "child_id": cid})
+            self.append({"type": CHILD_STARTED, "seq": seq, "name": wf.name, "child_id": cid})
         return self.host.run_child(self, seq, wf, args, kwargs, wait)
 
     # -- waiting ----------------------------------------------------------------------------
@@ -420,10 +434,10 @@ class RunContext:
         news = False
         for msg in messages:
             kind = msg.get("type")
-            if kind == "cancel":
+            if kind == CANCEL:
                 news = news or not self.cancel_requested.is_set()
                 self.cancel_requested.set()
-            elif kind == "signal":
+            elif kind == SIGNAL:
                 sid = msg.get("signal_id") or ""
                 if sid in self._seen_signals:
                     continue  # the same signal_id sent twice is delivered once
@@ -457,7 +471,7 @@ class RunContext:
                 return TIMED_OUT
             if self._cancel_pending():
                 self.cancel_delivered = True
-                self.append({"type": "cancel_delivered", "seq": seq, "name": name})
+                self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": name})
                 raise Cancelled(f"run {self.run_id!r} was cancelled")
             if self.host.closing:
                 raise _Shutdown("the engine is shutting down")
@@ -501,18 +515,18 @@ def _failures_to_retry(events: list[Event]) -> tuple[set[int], dict[int, Event]]
     pending: tuple[int, Event] | None = None  # (index of the failed operation, run_failed)
     for i, ev in enumerate(events):
         t = ev["type"]
-        if t == "run_failed" and last_op is not None:
+        if t == RUN_FAILED and last_op is not None:
             op, run_err = last_op[1], ev.get("error") or {}
-            retried = op["type"] == "child_started" or _same_error(op.get("error"), run_err)
+            retried = op["type"] == CHILD_STARTED or _same_error(op.get("error"), run_err)
             pending = (last_op[0], run_err) if retried else None
-        elif t == "run_resumed" and pending is not None:
+        elif t == RUN_RESUMED and pending is not None:
             op = events[pending[0]]
-            if op["type"] == "child_started":
+            if op["type"] == CHILD_STARTED:
                 children[op["seq"]] = pending[1]
-            elif op["type"] == "activity_failed":
+            elif op["type"] == ACTIVITY_FAILED:
                 out.add(pending[0])
             pending = None
-        elif "seq" in ev and t != "attempt_failed":
+        elif "seq" in ev and t != ATTEMPT_FAILED:
             last_op = (i, ev)
     return out, children
 

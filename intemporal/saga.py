@@ -27,6 +27,7 @@ from typing import Any
 from . import replay
 from .api import Activity, stub
 from .errors import Cancelled, CompensationError
+from .events import COMPENSATION_STARTED
 
 
 class Saga:
@@ -56,7 +57,7 @@ class Saga:
                 names = [act.name for act, _, _ in reversed(self._steps)]
                 ctx.append(
                     {
-                        "type": "compensation_started",
+                        "type": COMPENSATION_STARTED,
                         "seq": seq,
                         "name": "intemporal.compensate",
                         "compensations": names,

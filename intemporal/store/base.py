@@ -19,12 +19,10 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from ..codec import masked, peek
-
-Event = dict[str, Any]
+from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunStatus, fold
 
 _RUN_ID = re.compile(r"[A-Za-z0-9\-_.:@/]{1,200}")
 
@@ -42,32 +40,6 @@ def check_run_id(run_id: object) -> str:
     if any(part in ("", ".", "..") for part in run_id.split("/")):
         raise ValueError(f"invalid run id {run_id!r}: no leading '/', '//', '.' or '..' segment")
     return run_id
-
-
-class RunStatus(StrEnum):
-    """The state of a run; the values are the lower-case names (`RunStatus.COMPLETED == "completed"`)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    WAITING = "waiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    def __str__(self) -> str:
-        return self.value
-
-    @property
-    def finished(self) -> bool:
-        """True for the terminal states, which nothing changes any more."""
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
-
-
-TERMINAL_EVENTS = {
-    "run_completed": RunStatus.COMPLETED,
-    "run_failed": RunStatus.FAILED,
-    "run_cancelled": RunStatus.CANCELLED,
-}
 
 
 @dataclass
@@ -116,43 +88,25 @@ class RunInfo:
 
 def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
     """Fold a run's journal into a `RunInfo`; `claimed` says whether an owner holds it now."""
-    first = events[0]
-    status = RunStatus.PENDING
-    steps = 0
-    raw: dict[str, Any] = {}
-    owner = None
-    for ev in events[1:]:
-        t = ev["type"]
-        if t in TERMINAL_EVENTS:
-            status = TERMINAL_EVENTS[t]
-            raw = ev
-        elif t == "run_suspended":
-            status = RunStatus.WAITING
-            owner = ev.get("owner")
-        elif t == "run_resumed":
-            status = RunStatus.RUNNING
-            raw = {}
-        elif t == "activity_completed":
-            steps += 1
-            status = RunStatus.RUNNING
-        elif "seq" in ev:
-            status = RunStatus.RUNNING
+    state = fold(events)
+    status = state.status
     if claimed and not status.finished:
         status = RunStatus.RUNNING
     orphaned = not claimed and status is RunStatus.RUNNING
+    raw = state.outcome
     err = raw.get("error")
     return RunInfo(
         run_id=run_id,
-        workflow=first.get("workflow", "?"),
+        workflow=state.workflow,
         status=status,
-        created_at=first.get("ts", 0.0),
-        updated_at=events[-1].get("ts", 0.0),
+        created_at=state.created_at,
+        updated_at=state.updated_at,
         result=peek(raw["result"]) if "result" in raw else None,
         error=_error_text(err) if err else None,
-        parent=first.get("parent"),
-        steps=steps,
+        parent=state.parent,
+        steps=state.steps,
         orphaned=orphaned,
-        owner=owner if status is RunStatus.WAITING else None,
+        owner=state.owner if status is RunStatus.WAITING else None,
         raw=raw,
     )
 
@@ -162,17 +116,13 @@ def _error_text(err: dict[str, Any]) -> str:
     return "; ".join([text, *err.get("notes", [])])
 
 
-#: the events that end a run for good; a failed run may still be resumed
-FINAL_EVENTS = frozenset({"run_completed", "run_cancelled"})
-
-
 def with_signal_id(message: Event) -> Event:
     """`message`, with a fresh `signal_id` if it is a signal without one.
 
     A run takes each signal id once (a retried send is not a second signal): a signal sent
     without an id gets its own, so two of them are two signals, not one.
     """
-    if message.get("type") == "signal" and not message.get("signal_id"):
+    if message.get("type") == SIGNAL and not message.get("signal_id"):
         return {**message, "signal_id": uuid.uuid4().hex}
     return message
 

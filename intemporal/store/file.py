@@ -41,8 +41,8 @@ from typing import Any
 import filelock
 
 from ..errors import JournalCorrupted, RunNotFound
+from ..events import TERMINAL_EVENTS
 from .base import (
-    TERMINAL_EVENTS,
     Event,
     Lease,
     RunInfo,
