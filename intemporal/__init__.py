@@ -36,6 +36,7 @@ from .errors import (
     is_suspension,
 )
 from .handle import RunHandle
+from .observe import LoggingObserver, Observer
 from .replay import heartbeat
 from .saga import Saga, saga
 from .store import FileStore, MemoryStore, RunInfo, RunStatus, Store
@@ -66,8 +67,10 @@ __all__ = [
     "IntemporalError",
     "JournalCorrupted",
     "LeaseLost",
+    "LoggingObserver",
     "MemoryStore",
     "NonDeterminismError",
+    "Observer",
     "RemoteError",
     "RetryPolicy",
     "RunConflict",

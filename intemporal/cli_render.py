@@ -39,6 +39,7 @@ from .events import (
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_RECOVERED,
     RUN_RESUMED,
     RUN_SUSPENDED,
 )
@@ -68,6 +69,7 @@ EVENT_STYLE = {
     RUN_CANCELLED: "bold magenta",
     RUN_SUSPENDED: "dim",
     RUN_RESUMED: "dim",
+    RUN_RECOVERED: ORPHANED_STYLE,
 }
 EVENT_WORD_STYLE = (
     ("compensat", "magenta"),
@@ -240,6 +242,11 @@ def event_detail(ev: Event) -> Text:
         return Text(stored_text(ev["result"], TIMELINE_WIDTH))
     if kind == CANCEL_DELIVERED:
         return Text("cancellation delivered to the workflow", style="magenta")
+    if kind == RUN_RECOVERED:
+        text = "resumed after a crash: the previous execution stopped unrecorded"
+        return Text(
+            text + (f" after {ev['after']}" if ev.get("after") else ""), style=ORPHANED_STYLE
+        )
     # An event type this version does not know: show its fields generically.
     parts = []
     for key, value in ev.items():

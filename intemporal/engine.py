@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -44,6 +45,7 @@ from .events import (
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_RECOVERED,
     RUN_RESUMED,
     RUN_SUSPENDED,
     SIGNAL,
@@ -53,6 +55,15 @@ from .events import (
 from .failures import encode_error
 from .handle import RunHandle, _Execution, final_outcome, wait_for_event
 from .loader import load_workflow
+from .observe import (
+    LoggingObserver,
+    Observer,
+    Observers,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    RunSuspended,
+)
 from .parking import Parking
 from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
 from .runs import check_same_run, first_event, new_run_id, rebuild_protocols, recorded_args
@@ -68,14 +79,15 @@ def _closed() -> RuntimeError:
 class Engine:
     """Runs workflows durably on a thread pool over a `Store`.
 
-    `store`: a directory path (`FileStore`), a `Store`, a URL, or None for
-    `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
-    once its result is on disk; `"flush"` once the OS has it (survives a killed process,
-    not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
-    a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
-    nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
-    without executing them. Leaving `with` stops taking work, lets in-flight activities
-    finish and leaves every unfinished run durable and resumable.
+        `store`: a directory path (`FileStore`), a `Store`, a URL, or None for
+        `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
+        once its result is on disk; `"flush"` once the OS has it (survives a killed process,
+        not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
+        a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
+        nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
+        without executing them. `observers`: `intemporal.Observer`s told of each run and step
+    (a `LoggingObserver` is always there). Leaving `with` stops taking work, lets in-flight activities
+        finish and leaves every unfinished run durable and resumable.
     """
 
     def __init__(
@@ -87,6 +99,7 @@ class Engine:
         worker: bool = True,
         durability: str = "fsync",
         codec: str = "auto",
+        observers: Sequence[Observer] = (),
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
@@ -95,6 +108,7 @@ class Engine:
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.store = open_store(store)
+        self.observer = Observers([LoggingObserver(), *observers])
         self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close
         self.threads, self.queues, self.worker = threads, queues, worker
         self.durability, self.codec, self.sync = durability, codec, durability == "fsync"
@@ -373,12 +387,23 @@ class Engine:
         if last in FINAL_EVENTS:
             exe.finish("stopped")  # finished by someone else meanwhile
             return
-        if last == RUN_FAILED:  # resuming a failed run: retry what failed
+        # Resuming a failed run retries what failed. A run that stopped with neither a
+        # verdict nor a suspension (its process died, or was stopped mid-run) says so in
+        # its journal, with its first new event (`RunContext.marker`).
+        after = "failure" if last == RUN_FAILED else "waiting" if last == RUN_SUSPENDED else "crash"
+        if len(events) > 1 and after == "failure":
             resumed: Event = {"type": RUN_RESUMED, "ts": round(time.time(), 6)}
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
                 lease.append(resumed, self.sync)
             events.append(resumed)
         ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
+        if len(events) > 1 and after == "crash":
+            ctx.marker = {"type": RUN_RECOVERED, "after": last}
+        obs, workflow = self.observer, ctx.workflow
+        if len(events) == 1 and obs.on_run_started:
+            obs.on_run_started(RunStarted(exe.run_id, workflow, ctx.parent, events[0].get("queue")))
+        elif len(events) > 1 and obs.on_run_resumed:
+            obs.on_run_resumed(RunResumed(exe.run_id, workflow, after))
         with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
             messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
         ctx.deliver(messages)
@@ -386,6 +411,7 @@ class Engine:
             exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
             ctx.append({"type": RUN_CANCELLED, "error": encode_error(exc, self.codec)})
             exe.finish("error", exc, terminal=True)
+            self._finished(exe, events, RunStatus.CANCELLED, exc)
             return
         token = _current.set(ctx)
         try:
@@ -400,6 +426,7 @@ class Engine:
                 ) from exc
             ctx.append({"type": RUN_COMPLETED, "result": value})
             exe.finish("ok", result, terminal=True)
+            self._finished(exe, events, RunStatus.COMPLETED, None)
         except Suspend as exc:
             self._wait_inflight(ctx)
             if ctx.store_failed is not None or isinstance(exc, StoreFailure):
@@ -416,6 +443,8 @@ class Engine:
                     },
                     False,
                 )
+                if obs.on_run_suspended:
+                    obs.on_run_suspended(RunSuspended(exe.run_id, workflow, exc.reason, exc.until))
             exe.finish("stopped", exc)
         except BaseException as exc:
             self._wait_inflight(ctx)
@@ -427,10 +456,19 @@ class Engine:
                 kind = RUN_CANCELLED if isinstance(exc, Cancelled) else RUN_FAILED
                 ctx.append({"type": kind, "error": encode_error(exc, self.codec)})
                 exe.finish("error", exc, terminal=True)
+                self._finished(exe, events, TERMINAL_EVENTS[kind], exc)
             else:
                 exe.finish("error", exc)  # KeyboardInterrupt & co: raised to the waiter, resumable
         finally:
             _current.reset(token)
+
+    def _finished(
+        self, exe: _Execution, events: list[Event], status: RunStatus, exc: BaseException | None
+    ) -> None:
+        if self.observer.on_run_finished:
+            took = time.time() - events[0].get("ts", time.time())
+            wf = events[0].get("workflow", "?")
+            self.observer.on_run_finished(RunFinished(exe.run_id, wf, status, took, exc))
 
     @staticmethod
     def _wait_inflight(ctx: RunContext) -> None:

@@ -48,6 +48,13 @@ from .events import (
     check_version,
 )
 from .failures import encode_error, rebuild_error
+from .observe import (
+    ActivityFinished,
+    ActivityStarted,
+    AttemptFailed,
+    ChildStarted,
+    Observers,
+)
 from .store.base import Event, Lease, RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -89,6 +96,7 @@ class Host(Protocol):
 
     codec: str
     sync: bool
+    observer: Observers
 
     @property
     def closing(self) -> bool: ...
@@ -152,6 +160,7 @@ class RunContext:
         first = events[0]
         check_version(first)
         self.host, self.lease = host, lease
+        self.observer: Observers = host.observer
         self.run_id: str = lease.run_id
         self.workflow: str = first.get("workflow", "?")
         self.parent: str | None = first.get("parent")
@@ -166,6 +175,10 @@ class RunContext:
         self.signals: dict[str, deque[Event]] = {}  # unconsumed signals, FIFO per name
         self._seen_signals: set[str] = set()
         self.inflight: set[Any] = set()  # futures of submitted activities not yet finished
+        # Written before this execution's first event, if it writes any (`run_recovered`):
+        # an execution that stops unrecorded (non-determinism) leaves the journal as it was.
+        self.marker: Event | None = None
+        self._marker_lock = threading.Lock()
         self.events = events
         self._index(events)
 
@@ -206,11 +219,20 @@ class RunContext:
             raise self.store_failed
         event["ts"] = round(time.time(), 6)
         try:
+            if self.marker is not None:
+                self._write_marker(event["ts"])
             self.lease.append(event, self.host.sync if sync is None else sync)
         except Exception as exc:  # whatever the store raises: the workflow never sees it
             doing = f"write the journal of run {self.run_id!r}"
             self.store_failed = StoreFailure(store_error(exc, doing, self.run_id))
             raise self.store_failed from exc
+
+    def _write_marker(self, ts: float) -> None:
+        # Before this execution's first line, unsynced: the line after it syncs both.
+        with self._marker_lock:  # a submitted activity may append at the same moment
+            if self.marker is not None:
+                self.lease.append({**self.marker, "ts": ts}, False)
+                self.marker = None
 
     def next(self, name: str) -> tuple[int, Event | None]:
         """Take the next sequence number for operation `name`; return it and its record."""
@@ -303,8 +325,23 @@ class RunContext:
         """Run activity `name` durably: replay its record, or execute it with retries."""
         seq, rec = self.next(name)
         if rec is not None:
+            obs = self.observer
+            if obs.on_activity_started or obs.on_activity_finished:
+                self._replay_observed(seq, name, rec)
             return self.replayed(rec)
         return self.execute_activity(seq, name, fn, args, kwargs, retry, timeout)
+
+    def _replay_observed(self, seq: int, name: str, rec: Event) -> None:
+        """Tell observers about a replayed activity (its error, if it failed, is rebuilt)."""
+        attempts = rec.get("attempts", 1)
+        if self.observer.on_activity_started:
+            self.observer.on_activity_started(ActivityStarted(self.run_id, name, seq, 1, True))
+        if self.observer.on_activity_finished:
+            err = rec.get("error")
+            exc = rebuild_error(err, "json", self.at(rec)) if err else None  # never unpickles
+            self.observer.on_activity_finished(
+                ActivityFinished(self.run_id, name, seq, attempts, 0.0, exc, True)
+            )
 
     def execute_activity(
         self,
@@ -323,8 +360,11 @@ class RunContext:
             # or the current policy's, if the code now asks for a shorter one.
             left = self.retry_at.get(seq, 0.0) - time.time()
             self.host.pause(self, min(left, retry.delay(attempt - 1)))
+        obs, first_started = self.observer, time.time()
         while True:
             started = round(time.time(), 6)
+            if obs.on_activity_started:
+                obs.on_activity_started(ActivityStarted(self.run_id, name, seq, attempt))
             try:
                 result = self._attempt(name, fn, args, kwargs, timeout, seq, attempt)
                 value = encode(result, self.host.codec)
@@ -343,6 +383,10 @@ class RunContext:
                             "retry_in": delay,
                         }
                     )
+                    if obs.on_attempt_failed:
+                        obs.on_attempt_failed(
+                            AttemptFailed(self.run_id, name, seq, attempt, exc, delay)
+                        )
                     self.host.pause(self, delay)
                     if not self._cancel_pending():
                         attempt += 1
@@ -360,6 +404,11 @@ class RunContext:
                         "error": encode_error(exc, self.host.codec),
                     }
                 )
+                if obs.on_activity_finished:
+                    took = time.time() - first_started
+                    obs.on_activity_finished(
+                        ActivityFinished(self.run_id, name, seq, attempt, took, exc)
+                    )
                 raise exc
             self.append(
                 {
@@ -371,6 +420,9 @@ class RunContext:
                     "result": value,
                 }
             )
+            if obs.on_activity_finished:
+                took = time.time() - first_started
+                obs.on_activity_finished(ActivityFinished(self.run_id, name, seq, attempt, took))
             return result
 
     def _cancel_pending(self) -> bool:
@@ -426,6 +478,9 @@ class RunContext:
         if rec is None:
             cid = child_id(self.run_id, seq)
             self.append({"type": CHILD_STARTED, "seq": seq, "name": wf.name, "child_id": cid})
+        if self.observer.on_child_started:
+            cid = child_id(self.run_id, seq)
+            self.observer.on_child_started(ChildStarted(self.run_id, cid, wf.name, rec is not None))
         return self.host.run_child(self, seq, wf, args, kwargs, wait)
 
     # -- waiting ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from . import replay
 from .api import Activity, stub
 from .errors import Cancelled, CompensationError
 from .events import COMPENSATION_STARTED
+from .observe import Compensation
 
 
 class Saga:
@@ -53,8 +54,11 @@ class Saga:
         if ctx is not None and self._steps:
             # A marker in the journal, so `intemporal show` tells compensations apart.
             seq, rec = ctx.next("intemporal.compensate")
+            names = [act.name for act, _, _ in reversed(self._steps)]
+            if ctx.observer.on_compensation:
+                replaying = rec is not None
+                ctx.observer.on_compensation(Compensation(ctx.run_id, tuple(names), replaying))
             if rec is None:
-                names = [act.name for act, _, _ in reversed(self._steps)]
                 ctx.append(
                     {
                         "type": COMPENSATION_STARTED,

@@ -19,6 +19,7 @@ from .codec import READ_ONLY, code_ref
 from .errors import DillRefused, NonDeterminismError, Suspend
 from .events import FINAL_EVENTS, RESTART_EVENTS
 from .loader import load_workflow
+from .observe import NO_OBSERVERS
 from .replay import RunContext, _current
 from .runs import recorded_args
 from .store import Event, Lease, Store, check_run_id, open_store
@@ -59,6 +60,7 @@ class _DryHost:
     codec = READ_ONLY  # a check never unpickles: a pickled value ends it there
     sync = False
     closing = False
+    observer = NO_OBSERVERS  # a check is not an execution: nobody is told
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -36,6 +36,7 @@ from .events import (
     SIGNAL_WAIT,
     TIMER_STARTED,
 )
+from .observe import SignalReceived
 from .replay import (
     NOT_READY,
     TIMED_OUT,
@@ -109,6 +110,11 @@ def sleep(seconds: float) -> None:
 
 
 # -- signals ------------------------------------------------------------------------------------
+def _observe_signal(ctx: RunContext, name: str, signal_id: str | None, replaying: bool) -> None:
+    if ctx.observer.on_signal_received:
+        ctx.observer.on_signal_received(SignalReceived(ctx.run_id, name, signal_id, replaying))
+
+
 def wait_for_signal(name: str, timeout: float | None = None) -> Any:
     """Return the payload of the oldest unconsumed signal `name`, waiting for one if needed.
 
@@ -120,6 +126,7 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
     seq, rec = ctx.next(op)
     if rec is not None:
         if rec["type"] == SIGNAL_RECEIVED:
+            _observe_signal(ctx, name, rec.get("signal_id"), True)
             return ctx.value(rec.get("payload"), rec)
         if rec["type"] == SIGNAL_TIMEOUT:
             raise SignalTimeout(f"no signal {name!r} within {rec.get('timeout')} s")
@@ -143,6 +150,7 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
                 "payload": msg.get("payload"),
             }
         )
+        _observe_signal(ctx, name, msg.get("signal_id"), False)
         return value
 
     if rec is None:
