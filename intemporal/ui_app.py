@@ -13,11 +13,13 @@ Routes: `/` (the runs table), `/runs/<run_id>` (one run's timeline), `/tree/<run
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -34,20 +36,22 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import cli_render as render
+from . import store as _store
 from .codec import masked
 from .engine import Engine
 from .errors import IntemporalError, RunNotFound
 from .store import Event, RunInfo, RunStatus, Store
 from .ui_view import RunFilter, child_ids, run_tree, timeline
 
-try:  # the store layer's helper, where this version has it
-    from .store import redact  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the version of the store layer
 
-    def redact(location: str) -> str:
-        """`location` with the password of a URL (`scheme://user:pw@host`) shown as `***`."""
-        return re.sub(r"^([A-Za-z][\w+.-]*://[^:/@]*):[^@]*@", r"\1:***@", location)
+def _redact(location: str) -> str:
+    """`location` with a URL's password (`scheme://user:pw@host`, `?password=`) as `***`."""
+    location = re.sub(r"^([A-Za-z][\w+.-]*://[^:/@]*):.*@", r"\1:***@", location)
+    return re.sub(r"((?:^|[?&;\s])password=)[^&;\s]*", r"\1***", location, flags=re.I)
 
+
+# The store layer's own helper where this version has it (it also hides `?password=`).
+redact: Callable[[str], str] = getattr(_store, "redact", None) or _redact
 
 FILES = resources.files("intemporal") / "ui_files"
 TEMPLATES, STATIC = FILES / "templates", FILES / "static"
@@ -84,14 +88,40 @@ class _TokenGate:
         if not self._ok(query):
             await self.app(scope, receive, send)
             return
+        cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+        await self.app(scope, receive, _adding(send, [(b"set-cookie", cookie.encode())]))
 
-        async def send_with_cookie(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
-                message["headers"] = [*message["headers"], (b"set-cookie", cookie.encode())]
-            await send(message)
 
-        await self.app(scope, receive, send_with_cookie)
+_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; "
+        b"style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),  # a ?token= in the URL is not passed on
+]
+
+
+class _SafeHeaders:
+    """Adds to every response: scripts only from this server, no framing, no sniffing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, _adding(send, _HEADERS))
+
+
+def _adding(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send`, with `headers` added to the response's start."""
+
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *headers]
+        await send(message)
+
+    return wrapped
 
 
 class _View:
@@ -158,7 +188,11 @@ class _View:
         offset = max(0, _int(q.get("offset"), 0))
         limit = min(500, max(1, _int(q.get("limit"), PAGE_SIZE)))
         shown = {k: q.get(k, "") for k in ("status", "workflow", "queue", "q", "since", "until")}
-        return infos[offset : offset + limit], len(infos), {**shown, "offset": offset, "limit": limit}
+        return (
+            infos[offset : offset + limit],
+            len(infos),
+            {**shown, "offset": offset, "limit": limit},
+        )
 
     def runs_page(self, request: Request) -> Response:
         rows, total, filters = self.runs(request)
@@ -192,10 +226,8 @@ class _View:
         events = self.engine.history(run_id)
         children = {}
         for cid in child_ids(events):
-            try:
+            with contextlib.suppress(RunNotFound, ValueError):  # a child deleted since
                 children[cid] = self.engine.get_run(cid)
-            except (RunNotFound, ValueError):
-                pass
         first = events[0]
         args = [render.stored_text(a, render.HEADER_WIDTH) for a in first.get("args", [])]
         kwargs = first.get("kwargs", {})
@@ -260,7 +292,9 @@ def _paging(request: Request, filters: dict[str, Any], total: int) -> dict[str, 
     offset, limit = filters["offset"], filters["limit"]
 
     def at(o: int) -> str:
-        return str(request.url.include_query_params(offset=o).remove_query_params(["partial", "known"]))
+        return str(
+            request.url.include_query_params(offset=o).remove_query_params(["partial", "known"])
+        )
 
     return {
         "first": offset + 1 if total else 0,
@@ -280,7 +314,9 @@ def _errors(view: _View) -> dict[Any, Any]:
             if request.url.path.startswith("/api/"):
                 return JSONResponse({"error": message}, status_code=code)
             template = view.templates.get_template("error.html")
-            html = template.render(request=request, code=code, message=message, location=view.location)
+            html = template.render(
+                request=request, code=code, message=message, location=view.location
+            )
             return Response(html, status_code=code, media_type="text/html")
 
         return handle
@@ -316,7 +352,7 @@ def create_app(
         Route("/tree/{run_id:path}", view.tree_page, methods=get),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    middleware = []
+    middleware = [Middleware(_SafeHeaders)]
     if allowed_hosts:
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
     if token:

@@ -83,6 +83,10 @@ class Timeline:
         """The chart's width in time, for people."""
         return fmt_duration(self.t1 - self.t0)
 
+    def failures(self) -> list[tuple[Row, Bar]]:
+        """Every failed attempt, retried or not, with its row, in the order of the rows."""
+        return [(row, bar) for row in self.rows for bar in row.bars if bar.kind in _FAILED]
+
 
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
@@ -287,6 +291,7 @@ _HANDLERS: dict[str, Callable[[_Builder, Event, float], None]] = {
     "run_cancelled": _finished,
 }
 _FINAL = ("run_completed", "run_failed", "run_cancelled")
+_FAILED = ("retry", "failed")
 
 
 def _int(value: Any) -> int | None:
@@ -315,7 +320,9 @@ def _layout(tl: Timeline) -> Timeline:
     return tl
 
 
-def timeline(events: list[Event], children: dict[str, RunInfo], now: float | None = None) -> Timeline:
+def timeline(
+    events: list[Event], children: dict[str, RunInfo], now: float | None = None
+) -> Timeline:
     """A run's journal (oldest first, as `Engine.history` gives it) as a Gantt chart.
 
     `children` maps child run ids to their `RunInfo` (for the child rows' end and status);
@@ -326,7 +333,11 @@ def timeline(events: list[Event], children: dict[str, RunInfo], now: float | Non
 
 def child_ids(events: Iterable[Event]) -> list[str]:
     """The ids of the child runs a journal started, in order."""
-    return [str(ev["child_id"]) for ev in events if ev.get("type") == "child_started" and ev.get("child_id")]
+    return [
+        str(ev["child_id"])
+        for ev in events
+        if ev.get("type") == "child_started" and ev.get("child_id")
+    ]
 
 
 @dataclass

@@ -74,7 +74,12 @@ def order(order_id: str, token: intemporal.Secret[str]) -> dict[str, object]:
     approval = intemporal.wait_for_signal("approve")
     receipt = charge(order_id, token, 240)
     tracking = ship(order_id)  # a child run: "<run id>/<seq>"
-    return {"reservation": reservation, "approved_by": approval, "receipt": list(receipt), "tracking": tracking}
+    return {
+        "reservation": reservation,
+        "approved_by": approval,
+        "receipt": list(receipt),
+        "tracking": tracking,
+    }
 
 
 @intemporal.activity
@@ -141,7 +146,9 @@ def fill(store: str) -> dict[str, str]:
     worker = [sys.executable, __file__, "--crash-worker", ids["crash"], "--store", store]
     subprocess.run(worker, env={**os.environ, CRASH_ENV: "1"}, check=False, timeout=60)
     with intemporal.Engine(store) as engine:
-        h = engine.start(order, ids["order"], intemporal.Secret("tok_live_123"), run_id=ids["order"])
+        h = engine.start(
+            order, ids["order"], intemporal.Secret("tok_live_123"), run_id=ids["order"]
+        )
         wait_status(engine, ids["order"], "waiting")
         h.signal("approve", "alice")
         print(f"order:   {h.run_id} -> {h.result(timeout=30)}")
@@ -149,7 +156,9 @@ def fill(store: str) -> dict[str, str]:
             engine.run(trip, 980, run_id=ids["trip"])
         except CardDeclined as exc:
             print(f"trip:    {ids['trip']} failed: {exc} (compensated)")
-        print(f"crash:   {ids['crash']} resumed -> {engine.resume(ids['crash']).result(timeout=30)}")
+        print(
+            f"crash:   {ids['crash']} resumed -> {engine.resume(ids['crash']).result(timeout=30)}"
+        )
         engine.start(expense, 120, run_id=ids["expense"])
         wait_status(engine, ids["expense"], "waiting")
         print(f"expense: {ids['expense']} waits for the signal 'approve'")

@@ -24,12 +24,12 @@ from process_helpers import run_and_kill, wait_until
 
 pytest.importorskip("starlette", reason="the web view needs: pip install 'intemporal[ui]'")
 
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-import intemporal  # noqa: E402
-from intemporal import Engine, FileStore, RetryPolicy, RunStatus  # noqa: E402
-from intemporal.ui_app import create_app  # noqa: E402
-from intemporal.ui_view import timeline  # noqa: E402
+import intemporal
+from intemporal import Engine, FileStore, RetryPolicy, RunStatus
+from intemporal.ui_app import create_app
+from intemporal.ui_view import timeline
 
 _tries: dict[str, int] = {}
 
@@ -169,7 +169,7 @@ def test_filters_search_and_paging(engine: Engine, store_dir: Path) -> None:
     # and paging walks them newest first, two at a time, with links to the next page
     assert ids("?limit=2") + ids("?limit=2&offset=2") + ids("?limit=2&offset=4") == ids("")
     page = web.get("/?workflow=ui.simple&limit=2&offset=2")
-    assert "runs 3–4 of 5" in page.text
+    assert "runs 3\u20134 of 5" in page.text
     assert "offset=4" in page.text and "offset=0" in page.text
     # a bad time is a clear 400, not a traceback
     bad = web.get("/?since=yesterday-ish")
@@ -214,7 +214,11 @@ def test_run_page_names_each_activity_its_attempts_and_children(
     page = client(str(store_dir)).get("/runs/p1").text
 
     # Then each activity has a row and a bar per attempt, failed ones with their error
-    row = re.search(r'<div class="row k-activity" data-seq="1" data-name="ui.flaky">.*?</div>\s*</div>', page, re.S)
+    row = re.search(
+        r'<div class="row k-activity" data-seq="1" data-name="ui.flaky">.*?</div>\s*</div>',
+        page,
+        re.S,
+    )
     assert row is not None, page
     assert re.findall(r'data-attempt="(\d+)"', row.group()) == ["1", "2", "3"]
     assert row.group().count("b-retry") == 2 and row.group().count("b-ok") == 1
@@ -283,12 +287,48 @@ def test_timeline_model_lays_out_attempts_waits_and_markers() -> None:
     err = {"type": "ConnectionError", "message": "down", "traceback": "Traceback ...\n"}
     events = [
         {"type": "run_started", "workflow": "w", "args": [], "ts": 100.0},
-        {"type": "attempt_failed", "seq": 1, "name": "a", "attempt": 1, "error": err, "retry_in": 1.0, "ts": 101.0},
-        {"type": "activity_completed", "seq": 1, "name": "a", "attempts": 2, "started": 102.0, "result": 5, "ts": 103.0},
-        {"type": "timer_started", "seq": 2, "name": "intemporal.sleep", "fire_at": 110.0, "seconds": 7, "ts": 103.0},
+        {
+            "type": "attempt_failed",
+            "seq": 1,
+            "name": "a",
+            "attempt": 1,
+            "error": err,
+            "retry_in": 1.0,
+            "ts": 101.0,
+        },
+        {
+            "type": "activity_completed",
+            "seq": 1,
+            "name": "a",
+            "attempts": 2,
+            "started": 102.0,
+            "result": 5,
+            "ts": 103.0,
+        },
+        {
+            "type": "timer_started",
+            "seq": 2,
+            "name": "intemporal.sleep",
+            "fire_at": 110.0,
+            "seconds": 7,
+            "ts": 103.0,
+        },
         {"type": "run_suspended", "reason": "intemporal.sleep", "until": 110.0, "ts": 103.5},
-        {"type": "signal_wait", "seq": 3, "name": "intemporal.signal:go", "deadline": None, "ts": 110.0},
-        {"type": "signal_received", "seq": 3, "name": "intemporal.signal:go", "signal": "go", "payload": {"$secret": "pw"}, "ts": 112.0},
+        {
+            "type": "signal_wait",
+            "seq": 3,
+            "name": "intemporal.signal:go",
+            "deadline": None,
+            "ts": 110.0,
+        },
+        {
+            "type": "signal_received",
+            "seq": 3,
+            "name": "intemporal.signal:go",
+            "signal": "go",
+            "payload": {"$secret": "pw"},
+            "ts": 112.0,
+        },
         {"type": "run_resumed", "ts": 120.0},
         {"type": "child_started", "seq": 4, "name": "c", "child_id": "r/4", "ts": 120.0},
         {"type": "run_completed", "result": None, "ts": 130.0},
@@ -305,13 +345,19 @@ def test_timeline_model_lays_out_attempts_waits_and_markers() -> None:
         (2, "ok", 102.0, 103.0),
     ]
     assert "ConnectionError: down" in attempts[0].detail and attempts[0].traceback
-    assert (rows[2].kind, rows[2].bars[0].kind, rows[2].bars[0].label) == ("timer", "wait", "sleep 7.0s")
+    assert (rows[2].kind, rows[2].bars[0].kind, rows[2].bars[0].label) == (
+        "timer",
+        "wait",
+        "sleep 7.0s",
+    )
     sig = rows[3].bars[0]
     assert (sig.kind, sig.start, sig.end) == ("wait", 110.0, 112.0)
     assert "Secret(***)" in sig.detail and "pw" not in sig.detail  # a secret stays hidden
     assert rows[4].child == "r/4"
     kinds = [(m.kind, m.at) for m in tl.markers]
-    assert ("crash", 112.0) in kinds and ("resumed", 120.0) in kinds and ("finished", 130.0) in kinds
+    assert (
+        ("crash", 112.0) in kinds and ("resumed", 120.0) in kinds and ("finished", 130.0) in kinds
+    )
     assert [(g.start, g.end) for g in tl.gaps] == [(112.0, 120.0)]
     assert (tl.t0, tl.t1) == (100.0, 130.0)  # a finished run ends at its verdict, not "now"
     assert all(0 <= b.left <= 100 and b.width > 0 for r in tl.rows for b in r.bars)
@@ -337,10 +383,32 @@ def test_crafted_dill_payload_is_shown_without_being_unpickled(tmp_path: Path) -
     store = tmp_path / "store"
     store.mkdir()
     events = [
-        {"type": "run_started", "run_id": "evil", "workflow": "w", "args": [bomb], "kwargs": {"k": bomb},
-         "ref": {"module": "m", "qualname": "w", "dill": bomb["$dill"]}, "ts": 1.0},
-        {"type": "activity_completed", "seq": 1, "name": "a", "attempts": 1, "started": 1.0, "result": bomb, "ts": 2.0},
-        {"type": "signal_received", "seq": 2, "name": "intemporal.signal:s", "signal": "s", "payload": bomb, "ts": 3.0},
+        {
+            "type": "run_started",
+            "run_id": "evil",
+            "workflow": "w",
+            "args": [bomb],
+            "kwargs": {"k": bomb},
+            "ref": {"module": "m", "qualname": "w", "dill": bomb["$dill"]},
+            "ts": 1.0,
+        },
+        {
+            "type": "activity_completed",
+            "seq": 1,
+            "name": "a",
+            "attempts": 1,
+            "started": 1.0,
+            "result": bomb,
+            "ts": 2.0,
+        },
+        {
+            "type": "signal_received",
+            "seq": 2,
+            "name": "intemporal.signal:s",
+            "signal": "s",
+            "payload": bomb,
+            "ts": 3.0,
+        },
         {"type": "side_effect", "seq": 3, "name": "x", "result": bomb, "ts": 3.5},
         {"type": "run_completed", "result": bomb, "ts": 4.0},
     ]
@@ -348,7 +416,9 @@ def test_crafted_dill_payload_is_shown_without_being_unpickled(tmp_path: Path) -
 
     # When every page and endpoint shows it
     web = client(str(store))
-    pages = [web.get(p) for p in ("/", "/api/runs", "/runs/evil", "/tree/evil", "/api/journal/evil")]
+    pages = [
+        web.get(p) for p in ("/", "/api/runs", "/runs/evil", "/tree/evil", "/api/journal/evil")
+    ]
 
     # Then all answer, the value reads <dill: ...>, and the marker was never created
     assert [p.status_code for p in pages] == [200] * 5
@@ -366,14 +436,35 @@ def test_secret_values_show_as_stars(engine: Engine, store_dir: Path) -> None:
     assert "Secret(***)" in web.get("/runs/sec").text
 
 
-def test_store_url_password_never_appears(engine: Engine, store_dir: Path) -> None:
+@pytest.mark.parametrize(
+    "location",
+    [
+        "postgresql://app:pa55word@db.example:5432/prod",
+        "postgresql://app:pa5@5word@db.example/prod",  # a password holding "@"
+        "postgresql://db.example/prod?sslmode=require&password=pa55word",
+    ],
+)
+def test_store_url_password_never_appears(engine: Engine, store_dir: Path, location: str) -> None:
     engine.run(simple, 1, run_id="one")
-    location = "postgresql://app:pa55word@db.example:5432/prod"
     web = client(FileStore(store_dir), location=location)
     for path in ("/", "/runs/one", "/tree/one", "/runs/missing", "/api/runs", "/runs/a..b/../c"):
         response = web.get(path)
-        assert "pa55word" not in response.text, path
-    assert "postgresql://app:***@db.example:5432/prod" in web.get("/").text
+        assert "pa55word" not in response.text and "5word" not in response.text, path
+    assert "***" in web.get("/").text and "db.example" in web.get("/").text
+
+
+def test_recorded_text_is_escaped(engine: Engine, store_dir: Path) -> None:
+    # A recorded value shown on a page is text, never markup
+    engine.run(simple, "<script>alert(1)</script>", run_id="x2")
+    web = client(str(store_dir))
+    for path in ("/", "/runs/x2", "/tree/x2"):
+        response = web.get(path)
+        assert "<script>alert(" not in response.text, path
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "&lt;script&gt;alert(1)" in web.get("/runs/x2").text
+    journal = web.get("/api/journal/x2")  # JSON, never sniffed as a page
+    assert journal.headers["content-type"] == "application/json"
+    assert journal.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_unknown_run_is_404_and_a_bad_id_400(engine: Engine, store_dir: Path) -> None:
@@ -433,10 +524,15 @@ def intemporal_cmd(store: Path, *args: str) -> list[str]:
 def test_non_loopback_host_without_token_refuses_to_start(engine: Engine, store_dir: Path) -> None:
     proc = subprocess.run(
         intemporal_cmd(store_dir, "ui", "--host", "0.0.0.0", "--port", "0"),
-        capture_output=True, text=True, timeout=30, env={**os.environ, "COLUMNS": "300"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLUMNS": "300"},
     )
     assert proc.returncode == 1 and proc.stdout == ""
-    assert re.fullmatch(r"error: --host 0\.0\.0\.0 .* pass --token, for example --token \S{20,}\n", proc.stderr)
+    assert re.fullmatch(
+        r"error: --host 0\.0\.0\.0 .* pass --token, for example --token \S{20,}\n", proc.stderr
+    )
 
 
 def test_missing_extra_prints_how_to_install(store_dir: Path, engine: Engine) -> None:
@@ -445,7 +541,10 @@ def test_missing_extra_prints_how_to_install(store_dir: Path, engine: Engine) ->
         "from intemporal.cli import main; sys.argv = ['intemporal', '--store', sys.argv[1], 'ui']; main()"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(store_dir)], capture_output=True, text=True, timeout=30,
+        [sys.executable, "-c", code, str(store_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={**os.environ, "COLUMNS": "300"},
     )
     assert proc.returncode == 1
@@ -454,7 +553,9 @@ def test_missing_extra_prints_how_to_install(store_dir: Path, engine: Engine) ->
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=5
+        ) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -465,14 +566,18 @@ def test_real_server_on_a_free_port_with_a_token(engine: Engine, store_dir: Path
     engine.run(simple, 1, run_id="served")
     proc = subprocess.Popen(
         intemporal_cmd(store_dir, "ui", "--port", "0", "--token", "tok-123"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         line: list[str] = []
         reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))  # type: ignore[union-attr]
         reader.start()
         reader.join(20)
-        assert line and "serving http://127.0.0.1:" in line[0], proc.stderr.read() if proc.poll() is not None else line  # type: ignore[union-attr]
+        assert line and "serving http://127.0.0.1:" in line[0], (
+            proc.stderr.read() if proc.poll() is not None else line
+        )  # type: ignore[union-attr]
         url = re.search(r"(http://\S+/)\?token=tok-123", line[0])
         assert url is not None, line[0]
         base = url.group(1)
