@@ -110,7 +110,9 @@ def ui(
     if open_browser:
         threading.Timer(0.5, webbrowser.open, (url,)).start()
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=[sock])  # until Ctrl-C (uvicorn then re-raises the signal)
+    except KeyboardInterrupt:
+        pass
     finally:
         sock.close()
         app.state.engine.close()

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -561,14 +562,21 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_real_server_on_a_free_port_with_a_token(engine: Engine, store_dir: Path) -> None:
-    # Given `intemporal ui` serving with a token on a free port of 127.0.0.1
+def test_real_server_on_a_free_port_with_a_token(
+    engine: Engine, store_dir: Path, tmp_path: Path
+) -> None:
+    # Given `intemporal ui --open` serving with a token on a free port of 127.0.0.1
     engine.run(simple, 1, run_id="served")
+    opened = tmp_path / "opened.txt"
+    opener = tmp_path / "opener.sh"  # the "browser" $BROWSER names: it notes the URL
+    opener.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
+    opener.chmod(0o755)
     proc = subprocess.Popen(
-        intemporal_cmd(store_dir, "ui", "--port", "0", "--token", "tok-123"),
+        intemporal_cmd(store_dir, "ui", "--port", "0", "--token", "tok-123", "--open"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "BROWSER": f"{opener} %s"},
     )
     try:
         line: list[str] = []
@@ -588,6 +596,14 @@ def test_real_server_on_a_free_port_with_a_token(engine: Engine, store_dir: Path
         assert status == 200 and json.loads(body)[0]["run_id"] == "served"
         status, body = get(base + "runs/served?token=tok-123")
         assert status == 200 and "served" in body
+        # --open opened the printed URL, token included
+        assert wait_until(lambda: opened.exists() and opened.read_text().strip(), 10, "--open")
+        assert opened.read_text().strip() == base + "?token=tok-123"
+        # Ctrl-C stops it cleanly
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.kill()
         proc.wait(timeout=10)

@@ -59,24 +59,27 @@ def _need_browser() -> Any:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A store filled by samples/ui_demo.py: the ids of its runs by kind, and the store."""
-    store = tmp_path_factory.mktemp("ui") / "store"
+    home = tmp_path_factory.mktemp("ui")  # the commands run here, on ./.intemporal
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "samples" / "ui_demo.py"), "--store", str(store)],
+        [sys.executable, str(ROOT / "samples" / "ui_demo.py"), "--store", ".intemporal"],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=store.parent,
+        cwd=home,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = dict(re.findall(r"^(\w+): +(\S+)", proc.stdout, re.M))
-    return {**ids, "store": str(store)}
+    return {**ids, "home": str(home), "store": str(home / ".intemporal")}
 
 
 @pytest.fixture(scope="module")
 def server(demo: dict[str, str]) -> Iterator[str]:
     """`intemporal ui` on a free port of 127.0.0.1; yields its base URL."""
-    cmd = [sys.executable, "-m", "intemporal.cli", "--store", demo["store"], "ui", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cmd = [sys.executable, "-m", "intemporal.cli", "ui", "--port", "0"]
+    env = {**os.environ, "INTEMPORAL_HOME": ".intemporal"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=demo["home"], env=env
+    )
     try:
         first: list[str] = []
         reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()))  # type: ignore[union-attr]
