@@ -98,7 +98,7 @@ def ui(
         )
     location = _location(ctx)
     store = _open(ctx)
-    hosts = None if token else LOOPBACK_HOSTS
+    hosts = None if token else [*LOOPBACK_HOSTS, host.strip("[]")]
     app = create_app(store, location=location, token=token, allowed_hosts=hosts)
     sock = _bind(host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host

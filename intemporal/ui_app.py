@@ -212,9 +212,8 @@ class _View:
         return JSONResponse(body, headers={"X-Total-Count": str(total)})
 
     def run_json(self, info: RunInfo) -> dict[str, Any]:
-        """A run summary for `/api/runs`: `RunInfo.to_json()` plus its queue and shown result."""
-        out = info.to_json()
-        out["status"] = ORPHANED if info.orphaned else info.status.value
+        """A run summary for `/api/runs`: `RunInfo.to_json()`, its queue, its result as shown."""
+        out = info.to_json()  # as `intemporal list --json`: an orphan is "running", orphaned
         out["queue"] = self.queue_of(info)
         out["result_text"] = render.stored_text(info.raw.get("result"), 400)
         return out

@@ -83,13 +83,14 @@ def order(order_id: str, token: intemporal.Secret[str]) -> dict[str, object]:
 
 
 @intemporal.activity
-def book(what: str) -> str:
-    time.sleep(0.02)
-    return f"{what}-booked"
+def book(what: str, nights: int = 2) -> dict[str, object]:
+    """Books a hotel or a flight: the booking is what its compensation cancels."""
+    time.sleep(0.01 * nights)
+    return {"booking": f"{what}-booked", "nights": nights}
 
 
 @intemporal.activity
-def cancel_booking(booking: str) -> None:
+def cancel_booking(booking: dict[str, object]) -> None:
     time.sleep(0.01)
 
 

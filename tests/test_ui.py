@@ -271,6 +271,12 @@ def test_crash_and_resume_are_marked(tmp_path: Path) -> None:
         return [work(i) for i in range(3)]
     """
     crash = run_and_kill(tmp_path, body, lines=2)
+    # (before the resume: an orphan, found by the "orphaned" filter)
+    web = client(str(crash.store))
+    [row] = web.get("/api/runs?status=orphaned").json()
+    assert (row["run_id"], row["status"], row["orphaned"]) == (crash.run_id, "running", True)
+    assert 'class="status st-orphaned"' in web.get("/").text
+    assert web.get("/api/runs?status=completed").json() == []
     with Engine(FileStore(crash.store), threads=2) as engine:
         assert engine.resume(crash.run_id).result(timeout=10) == [0, 1, 2]
 
