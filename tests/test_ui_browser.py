@@ -181,3 +181,15 @@ def test_runs_page_shows_a_new_run_within_2_s(page: Any, demo: dict[str, str], s
     page.wait_for_selector(f'tr[data-run-id="{rid}"]', timeout=2000)
     assert time.monotonic() - started < 2.0
     assert page.locator(f'tr[data-run-id="{rid}"] .status').inner_text() == "completed"
+
+
+def test_without_chromium_it_skips_saying_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import test_ui_browser as me
+
+    monkeypatch.setattr(me, "CHROMIUM", "/nonexistent/chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install -y chromium"):
+        me._need_browser()
+    monkeypatch.setenv("CI", "true")  # in CI, where .ci/run installs it, a miss is a failure
+    with pytest.raises(pytest.fail.Exception, match=r"in CI \.ci/run installs Chromium"):
+        me._need_browser()
