@@ -10,9 +10,9 @@ import os
 import pickle
 import re
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from process_helpers import run_and_kill, wait_until
+from process_helpers import run_and_kill, ui_server, wait_until
 
 pytest.importorskip("starlette", reason="the web view needs: pip install 'intemporal[ui]'")
 
@@ -528,14 +528,14 @@ def intemporal_cmd(store: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "intemporal.cli", "--store", str(store), *args]
 
 
+def run_cmd(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end (30 s at most), wide, capturing its output."""
+    env = {**os.environ, "COLUMNS": "300"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+
+
 def test_non_loopback_host_without_token_refuses_to_start(engine: Engine, store_dir: Path) -> None:
-    proc = subprocess.run(
-        intemporal_cmd(store_dir, "ui", "--host", "0.0.0.0", "--port", "0"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "COLUMNS": "300"},
-    )
+    proc = run_cmd(intemporal_cmd(store_dir, "ui", "--host", "0.0.0.0", "--port", "0"))
     assert proc.returncode == 1 and proc.stdout == ""
     assert re.fullmatch(
         r"error: --host 0\.0\.0\.0 .* pass --token, for example --token \S{20,}\n", proc.stderr
@@ -547,13 +547,7 @@ def test_missing_extra_prints_how_to_install(store_dir: Path, engine: Engine) ->
         "import sys; sys.modules['starlette'] = None; sys.modules['uvicorn'] = None\n"
         "from intemporal.cli import main; sys.argv = ['intemporal', '--store', sys.argv[1], 'ui']; main()"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, str(store_dir)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "COLUMNS": "300"},
-    )
+    proc = run_cmd([sys.executable, "-c", code, str(store_dir)])
     assert proc.returncode == 1
     assert proc.stderr == "error: the web view needs its extra: pip install 'intemporal[ui]'\n"
 
@@ -577,23 +571,10 @@ def test_real_server_on_a_free_port_with_a_token(
     opener = tmp_path / "opener.sh"  # the "browser" $BROWSER names: it notes the URL
     opener.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     opener.chmod(0o755)
-    proc = subprocess.Popen(
-        intemporal_cmd(store_dir, "ui", "--port", "0", "--token", "tok-123", "--open"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "BROWSER": f"{opener} %s"},
-    )
-    try:
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))  # type: ignore[union-attr]
-        reader.start()
-        reader.join(20)
-        assert line and "serving http://127.0.0.1:" in line[0], (
-            proc.stderr.read() if proc.poll() is not None else line
-        )  # type: ignore[union-attr]
-        url = re.search(r"(http://\S+/)\?token=tok-123", line[0])
-        assert url is not None, line[0]
+    args = ["--store", str(store_dir), "ui", "--port", "0", "--token", "tok-123", "--open"]
+    with ui_server(args, env={"BROWSER": f"{opener} %s"}) as (proc, printed):
+        url = re.fullmatch(r"(http://127\.0\.0\.1:\d+/)\?token=tok-123", printed)
+        assert url is not None, printed
         base = url.group(1)
         # Then a request without the token gets 401, with it the runs
         assert get(base)[0] == 401
@@ -609,7 +590,19 @@ def test_real_server_on_a_free_port_with_a_token(
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
         assert "Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+
+
+def test_a_busy_port_is_one_clear_line(engine: Engine, store_dir: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = run_cmd(intemporal_cmd(store_dir, "ui", "--port", str(port)))
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_missing_store_is_one_clear_line(tmp_path: Path) -> None:
+    proc = run_cmd(intemporal_cmd(tmp_path / "nowhere", "ui", "--port", "0"))
+    assert proc.returncode == 1 and proc.stderr.startswith("error: no store at ")

@@ -14,13 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from process_helpers import ui_server
 
 import intemporal
 
@@ -75,22 +75,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(demo: dict[str, str]) -> Iterator[str]:
     """`intemporal ui` on a free port of 127.0.0.1; yields its base URL."""
-    cmd = [sys.executable, "-m", "intemporal.cli", "ui", "--port", "0"]
-    env = {**os.environ, "INTEMPORAL_HOME": ".intemporal"}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=demo["home"], env=env
-    )
-    try:
-        first: list[str] = []
-        reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()))  # type: ignore[union-attr]
-        reader.start()
-        reader.join(20)
-        url = re.search(r"serving (http://127\.0\.0\.1:\d+/)", first[0] if first else "")
-        assert url is not None, f"no URL printed: {first}"
-        yield url.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    env = {"INTEMPORAL_HOME": ".intemporal"}
+    with ui_server(["ui", "--port", "0"], cwd=demo["home"], env=env) as (_, url):
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url), url
+        yield url
 
 
 @pytest.fixture
