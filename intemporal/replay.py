@@ -153,6 +153,12 @@ class RunContext:
         self._seen_signals: set[str] = set()
         self.inflight: set[Any] = set()  # futures of submitted activities not yet finished
         self.events = events
+        # A journal that stopped with no verdict and no suspension: the process running it
+        # died (or shut down mid-step). What this execution records first is preceded by a
+        # `run_resumed` marker stamped now, so `intemporal ui` can mark the crash and resume.
+        last = events[-1]["type"]
+        stopped = len(events) > 1 and last not in ("run_suspended", "run_resumed")
+        self.resumed_at: float | None = round(time.time(), 6) if stopped else None
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
@@ -192,6 +198,9 @@ class RunContext:
             raise self.store_failed
         event["ts"] = round(time.time(), 6)
         try:
+            if self.resumed_at is not None:
+                self.lease.append({"type": "run_resumed", "ts": self.resumed_at}, False)
+                self.resumed_at = None
             self.lease.append(event, self.host.sync if sync is None else sync)
         except Exception as exc:  # whatever the store raises: the workflow never sees it
             doing = f"write the journal of run {self.run_id!r}"
