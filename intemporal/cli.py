@@ -47,6 +47,7 @@ from .errors import IntemporalError
 from .handle import RunHandle
 from .housekeeping import collectable, delete_trees, resumable
 from .store import RunStatus, check_run_id
+from .ui import ui
 from .verify import verify_replay
 
 app = typer.Typer(
@@ -599,6 +600,9 @@ def replay(
         out.print(Text(f"{rid}: {message}", style="green" if ok else "bold red"), soft_wrap=True)
     if not all_ok:
         raise typer.Exit(1)
+
+
+_command("ui")(ui)  # the web view: intemporal/ui.py (needs the extra intemporal[ui])
 
 
 def main() -> None:

@@ -17,15 +17,18 @@ and does nothing in the test process, which is how a test pins the kill inside o
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,3 +186,42 @@ def run_and_kill(
             proc.wait(timeout=10)
     assert proc.returncode == -signal.SIGKILL, stderr_path.read_text()
     return Crash(store, side_effects, script, run_id, wf_name, proc.returncode)
+
+
+@contextlib.contextmanager
+def ui_server(
+    args: list[str], cwd: Path | str | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run `intemporal ARGS...` (a `ui` command) in a child; yield it and the URL it printed.
+
+    Fails if no "serving http://..." line comes within 20 s. The child is stopped (SIGTERM,
+    then SIGKILL) and reaped when the block ends, unless the test already stopped it.
+    """
+    cmd = [sys.executable, "-m", "intemporal.cli", *args]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        first: list[str] = []
+        assert proc.stdout is not None
+        reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()))  # type: ignore[union-attr]
+        reader.start()
+        reader.join(20)
+        url = re.search(r"serving (http://\S+)", first[0] if first else "")
+        if url is None:
+            proc.kill()
+            raise AssertionError(f"no URL printed: {first}; stderr: {proc.stderr.read()}")  # type: ignore[union-attr]
+        yield proc, url.group(1)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait(timeout=10)

@@ -93,6 +93,18 @@ def check_disk_full(out: str) -> None:
     assert "calls: reserve 1, charge 2, ship 1\n" in out
 
 
+def check_ui_demo(out: str) -> None:
+    assert re.search(
+        r"^order: +order-\w+ -> \{'reservation': 'R-\w+', 'approved_by': 'alice'", out, re.M
+    ), out
+    assert re.search(
+        r"^trip: +trip-\w+ failed: card declined for 980 EUR \(compensated\)$", out, re.M
+    )
+    assert re.search(r"^crash: +crash-\w+ resumed -> box-1-label \+ parcel-\w+-label$", out, re.M)
+    assert re.search(r"^expense: +expense-\w+ waits for the signal 'approve'$", out, re.M)
+    assert re.search(r"^see them: intemporal --store \S+ ui ", out, re.M)
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
     "cancel_worker_threads.py": check_cancel_worker_threads,
     "hello.py": check_hello,
@@ -102,6 +114,7 @@ EXPECTED: dict[str, Callable[[str], None]] = {
     "booking_saga.py": check_booking_saga,
     "approval.py": check_approval,
     "disk_full.py": check_disk_full,
+    "ui_demo.py": check_ui_demo,
 }
 
 ARGS: dict[str, list[str]] = {  # extra arguments, so that no sample waits for a person
