@@ -608,6 +608,10 @@ class Engine:
             raise RunNotFound(run_id)
         return RunHandle(self, run_id, self._active.get(run_id))
 
+    def execution(self, run_id: str) -> _Execution | None:
+        """The execution of `run_id` in this engine now, if any: what a `RunHandle` waits on."""
+        return self._active.get(run_id)
+
     def get_event(self, run_id: str, key: str, timeout: float | None = None) -> Any:
         """The latest value the run published under `key` with `intemporal.set_event`.
 

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from .codec import decode, encode
 from .errors import (
@@ -57,8 +57,23 @@ from .observe import (
 )
 from .store.base import Event, Lease, RunInfo, RunStatus
 
-if TYPE_CHECKING:
-    from .api import RetryPolicy, Workflow
+
+class Retry(Protocol):
+    """What an activity's retry policy (`intemporal.RetryPolicy`) tells a run context."""
+
+    def retries(self, exc: BaseException, attempt: int) -> bool:
+        """Whether attempt `attempt`, which raised `exc`, is retried."""
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt`."""
+
+
+class Named(Protocol):
+    """A workflow as a run context sees one (`intemporal.Workflow`): its name."""
+
+    @property
+    def name(self) -> str: ...
+
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "intemporal_run", default=None
@@ -108,7 +123,7 @@ class Host(Protocol):
         self,
         ctx: RunContext,
         seq: int,
-        wf: Workflow[Any, Any],
+        wf: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wait: bool,
@@ -319,7 +334,7 @@ class RunContext:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        retry: RetryPolicy,
+        retry: Retry,
         timeout: float | None,
     ) -> Any:
         """Run activity `name` durably: replay its record, or execute it with retries."""
@@ -350,7 +365,7 @@ class RunContext:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        retry: RetryPolicy,
+        retry: Retry,
         timeout: float | None,
     ) -> Any:
         """Execute activity `name` as operation `seq` with retries; journal its outcome."""
@@ -468,7 +483,7 @@ class RunContext:
 
     def call_child(
         self,
-        wf: Workflow[Any, Any],
+        wf: Named,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wait: bool = True,
