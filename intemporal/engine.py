@@ -220,11 +220,9 @@ class Engine:
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
     ) -> RunHandle:
         check_same_run(run_id, self.store.read(run_id)[0], wf)
-        info = self.store.summary(run_id)
-        left_behind = info.status in (RunStatus.PENDING, RunStatus.RUNNING) or info.orphaned
-        busy = run_id in self._active or run_id in self._sleeping
-        if self.worker and left_behind and not busy and not self.store.is_claimed(run_id):
-            return self.resume(run_id, protocols=protocols or None)
+        if self.worker:  # left behind (pending, orphaned) and nobody's: resume it here
+            for lease in self._claim_ready([run_id], busy_only=True):
+                return self._resume(run_id, protocols or None, None, lease)
         return RunHandle(self, run_id, self._active.get(run_id))
 
     def run(
@@ -256,21 +254,54 @@ class Engine:
         failed step with a fresh retry budget.
         """
         check_run_id(run_id)
-        with store_call(run_id, f"read the journal of run {run_id!r}", caller=True):
-            events = self.store.read(run_id)
-        if events[-1]["type"] in FINAL_EVENTS:
-            return RunHandle(self, run_id)
-        with self._mutex:
-            if run_id in self._active:
-                return RunHandle(self, run_id, self._active[run_id])
-        first = events[0]
-        check_version(first)
-        wf = load_workflow(first, imports, copies=self.codec == "auto")
-        args, kwargs = recorded_args(first, self.codec)
-        if protocols is None:
-            protocols = rebuild_protocols(first)
+        return self._resume(run_id, protocols, imports, None)
+
+    def _resume(
+        self,
+        run_id: str,
+        protocols: dict[type, Any] | None,
+        imports: list[str] | None,
+        lease: Lease | None,
+    ) -> RunHandle:
+        """`resume`, with the run already claimed (`lease`, released on any failure) or not."""
+        try:
+            with store_call(run_id, f"read the journal of run {run_id!r}", caller=True):
+                events = self.store.read(run_id)
+            if events[-1]["type"] in FINAL_EVENTS:
+                if lease is not None:
+                    lease.release()
+                return RunHandle(self, run_id)
+            with self._mutex:
+                if run_id in self._active:
+                    if lease is not None:
+                        lease.release()
+                    return RunHandle(self, run_id, self._active[run_id])
+            first = events[0]
+            check_version(first)
+            wf = load_workflow(first, imports, copies=self.codec == "auto")
+            args, kwargs = recorded_args(first, self.codec)
+            if protocols is None:
+                protocols = rebuild_protocols(first)
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
         exe = _Execution(run_id, wf, args, kwargs, protocols, first.get("parent"))
-        return RunHandle(self, run_id, self._launch(exe, None))
+        return RunHandle(self, run_id, self._launch(exe, None, lease))
+
+    def _take(self, lease: Lease) -> RunHandle | None:
+        """Execute a run `claim_next` gave this engine; None if it cannot (logged)."""
+        try:
+            return self._resume(lease.run_id, None, None, lease)
+        except Exception as exc:  # one unreadable or unloadable run must not stop the rest
+            log.warning("cannot take run %r: %s", lease.run_id, exc)
+            return None
+
+    def _claim_ready(self, run_ids: list[str] | None, busy_only: bool = False) -> list[Lease]:
+        """The store's `claim_next` for this engine: runs of its queues nobody executes."""
+        skip = _Held(self, halted=not busy_only)
+        queues = None if busy_only else self.queues
+        return self.store.claim_next(self.engine_id, queues, None, among=run_ids, skip=skip)
 
     def recover(self) -> list[RunHandle]:
         """Resume every unfinished run that no live process owns; return their handles.
@@ -280,31 +311,27 @@ class Engine:
         """
         self._parking.start()
         handles = []
-        for run_id in list(self.store.unfinished()):
-            if run_id in self._active or run_id in self._sleeping or run_id in self.halted:
-                continue
-            try:
-                info = self.store.summary(run_id)
-                parked = info.status is RunStatus.WAITING and not info.orphaned  # a live engine's
-                if info.status.finished or parked or self.store.is_claimed(run_id):
-                    continue
-                if self._serves(run_id):
-                    handles.append(self.resume(run_id))
-            except Exception as exc:  # one unreadable or unloadable run must not stop the rest
-                log.warning("cannot recover run %r: %s", run_id, exc)
+        for lease in self._claim_ready(None):
+            handle = self._take(lease)
+            if handle is not None:
+                handles.append(handle)
         return handles
 
-    def _launch(self, exe: _Execution, events: list[Event] | None) -> _Execution:
+    def _launch(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> _Execution:
         with self._mutex:
+            running = self._active.get(exe.run_id)
+            if (self.closing or running is not None) and lease is not None:
+                lease.release()
             if self.closing:
                 raise _closed()
-            running = self._active.get(exe.run_id)
             if running is not None:
                 return running
             self._active[exe.run_id] = exe
             self._sleeping.pop(exe.run_id, None)
             self.halted.pop(exe.run_id, None)
-        self._pool.submit(self._execute, exe, events)
+        self._pool.submit(self._execute, exe, events, lease)
         self._parking.start()
         return exe
 
@@ -508,9 +535,11 @@ class Engine:
                 self._launch(exe, None)
             return None
         exe.inline = True
-        with store_call(cid, f"read child run {cid!r}"):
-            idle = idle and cid not in self._sleeping and not self.store.is_claimed(cid)
-        if idle and self._execute_here(exe, None):
+        lease = None
+        if idle and cid not in self._sleeping:
+            with store_call(cid, f"claim child run {cid!r}"):
+                lease = self.store.claim(cid, self.engine_id)
+        if lease is not None and self._execute_here(exe, None, lease):
             kind, value = exe.outcome or ("stopped", None)
             if exe.terminal and kind == "ok":
                 return value
@@ -570,19 +599,12 @@ class Engine:
         if not self.worker or self.closing:
             return
         try:
-            info = self.store.summary(run_id)
-            left_behind = info.status is RunStatus.PENDING or info.orphaned
-            left_behind &= run_id not in self.halted
-            if left_behind and self._serves(run_id) and not self.store.is_claimed(run_id):
-                self.adopted.append(self.resume(run_id))
+            for lease in self._claim_ready([run_id]):
+                handle = self._take(lease)
+                if handle is not None:
+                    self.adopted.append(handle)
         except Exception as exc:  # not ours to report to anyone: the run stays pending
             log.warning("cannot take run %r: %s", run_id, exc)
-
-    def _serves(self, run_id: str) -> bool:
-        """Whether this engine takes runs of that run's queue (`Engine(queues=...)`)."""
-        if self.queues is None:
-            return True
-        return self.store.read(run_id)[0].get("queue") in self.queues
 
     # -- looking at runs ---------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunInfo:
@@ -691,3 +713,15 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Held:
+    """The runs an engine holds (executing, parked, and with `halted` the ones that stopped
+    here unrecorded): what `claim_next` must skip. A live view, read without the mutex."""
+
+    def __init__(self, engine: Engine, halted: bool) -> None:
+        self._engine, self._halted = engine, halted
+
+    def __contains__(self, run_id: object) -> bool:
+        e = self._engine
+        return run_id in e._active or run_id in e._sleeping or (self._halted and run_id in e.halted)

@@ -15,14 +15,17 @@ appends to the journal. Replay, retries and locking policy live above, in the en
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import masked, peek
 from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunStatus, fold
+
+POLL = 0.02  # seconds between looks of the polling `Store.wait`
 
 _RUN_ID = re.compile(r"[A-Za-z0-9\-_.:@/]{1,200}")
 
@@ -128,13 +131,27 @@ def with_signal_id(message: Event) -> Event:
 
 
 class Lease(ABC):
-    """Ownership of one run: the right to append to its journal, held until `release()`."""
+    """Ownership of one run: the right to append to its journal, held until `release()`.
+
+    `token` names this claim: a store that can lose a lease (a database whose owner stopped
+    renewing) raises it with every claim of the run and refuses appends of an older one
+    (`LeaseLost`). Where the operating system holds the lock (the file store's flock, the
+    memory store's mutex) a lease is lost only by its release, and `renew` has nothing to do.
+    """
 
     run_id: str
+    token: int = 0
 
     @abstractmethod
     def append(self, event: Event, sync: bool) -> None:
-        """Append one event; with `sync`, return only once it is on stable storage."""
+        """Append one event; with `sync`, return only once it is on stable storage.
+
+        Raises `LeaseLost` once the lease is released (or fenced out by a newer claim):
+        the caller writes nothing more.
+        """
+
+    def renew(self) -> None:  # noqa: B027 - a heartbeat: nothing to do where the OS holds the lock
+        """Tell the store this owner still executes the run; `LeaseLost` if it no longer does."""
 
     @abstractmethod
     def release(self) -> None:
@@ -154,7 +171,9 @@ class Store(ABC):
         With `sync`, return only once the run is on stable storage.
         """
 
-    def create_claimed(self, run_id: str, first: Event, sync: bool = True) -> Lease | None:
+    def create_claimed(
+        self, run_id: str, first: Event, sync: bool = True, owner: str = ""
+    ) -> Lease | None:
         """Create a run and claim it, to execute it at once; None if it exists or is taken.
 
         With `sync`, the run reaches stable storage no later than the lease's first synced
@@ -163,7 +182,7 @@ class Store(ABC):
         """
         if not self.create(run_id, first, sync):
             return None
-        return self.claim(run_id)
+        return self.claim(run_id, owner)
 
     @abstractmethod
     def read(self, run_id: str) -> list[Event]:
@@ -174,8 +193,60 @@ class Store(ABC):
         """Tell whether a run with this id exists."""
 
     @abstractmethod
-    def claim(self, run_id: str) -> Lease | None:
-        """Take ownership of a run to execute it; None when another owner holds it."""
+    def claim(self, run_id: str, owner: str = "") -> Lease | None:
+        """Take ownership of run `run_id` for `owner` (an engine id), to execute it now.
+
+        None when another owner holds it; `RunNotFound` if there is no such run. The named
+        way in: a resume, a child its parent executes inline. `claim_next` finds the runs.
+        """
+
+    def claim_next(
+        self,
+        owner: str,
+        queues: Collection[str] | None = None,
+        limit: int | None = None,
+        *,
+        among: Iterable[str] | None = None,
+        skip: Container[str] = (),
+    ) -> list[Lease]:
+        """Claim, for `owner`, up to `limit` runs it may execute now; return their leases.
+
+        Ready means: unfinished, of one of `queues` (None: any), and pending, or running
+        with no live owner (its process died), or waiting with a dead owner. A failed run
+        is not ready (it is resumed on request only). `among`: look only at these run ids
+        (the ones a wake-up named; None: every unfinished run); `skip`: ids the caller
+        already holds. Each run is checked again once claimed, so two owners never both
+        take it. A run that cannot be read is left for `show` to report.
+        """
+        leases: list[Lease] = []
+        for run_id in self.unfinished() if among is None else among:
+            if limit is not None and len(leases) >= limit:
+                break
+            if run_id in skip:
+                continue
+            try:
+                if not self._ready(run_id, queues):
+                    continue
+                lease = self.claim(run_id, owner)
+                if lease is not None and not self._ready(run_id, queues, claimed=True):
+                    lease.release()  # it changed between the look and the claim
+                    lease = None
+            except Exception:  # deleted meanwhile, or unreadable: not ours to report here
+                continue
+            if lease is not None:
+                leases.append(lease)
+        return leases
+
+    def _ready(self, run_id: str, queues: Collection[str] | None, claimed: bool = False) -> bool:
+        """Whether `claim_next` takes this run (`claimed`: we hold its claim now)."""
+        state = fold(self.read(run_id))
+        if queues is not None and state.queue not in queues:
+            return False
+        if state.status is RunStatus.WAITING:
+            return bool(state.owner) and not self.engine_alive(str(state.owner))
+        if state.status is RunStatus.PENDING or state.status is RunStatus.RUNNING:
+            return claimed or not self.is_claimed(run_id)
+        return False
 
     @abstractmethod
     def is_claimed(self, run_id: str) -> bool:
@@ -194,6 +265,24 @@ class Store(ABC):
 
     def notify(self, run_id: str) -> None:  # noqa: B027 - optional: a store may have no doorbell
         """Ring the doorbell for `run_id` with no message (a new pending run, say)."""
+
+    def wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
+        """Wait up to `timeout` seconds for messages; return the runs that got one, and the
+        cursor to pass next time (None as `cursor`: start now, returning `([], cursor)`).
+
+        The ids may be None for "look at every run you hold" (the store lost track). This
+        one polls `changes` every `POLL` seconds; a store that can block (a database's
+        LISTEN) overrides it.
+        """
+        if cursor is None:
+            return self.changes(None)
+        deadline = time.monotonic() + timeout
+        while True:
+            ids, cursor = self.changes(cursor)
+            left = deadline - time.monotonic()
+            if ids is None or ids or left <= 0:
+                return ids, cursor
+            time.sleep(min(POLL, left))
 
     @abstractmethod
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
