@@ -163,6 +163,7 @@ class Engine(StartAPI):
         if start_at is not None:
             first["start_at"] = start_at
         exe = _Execution(run_id, wf, args, kwargs, protocols)
+        exe.start_at = start_at
         if inline and self.worker and current() is None:
             # `run()` waits anyway: execute on the caller's thread, no pool hand-off; the
             # run is durable by its first durable step, before `run()` can return.
@@ -219,6 +220,7 @@ class Engine(StartAPI):
         args, kwargs = recorded_args(first, self.codec)
         impls = rebuild_protocols(first) if protocols is None else dict(protocols)
         exe = _Execution(run_id, wf, args, kwargs, impls, first.get("parent"))
+        exe.start_at = first.get("start_at")
         return RunHandle(self, run_id, self._launch(exe, None))
 
     def recover(self) -> list[RunHandle[Any]]:
@@ -250,6 +252,11 @@ class Engine(StartAPI):
             running = self._active.get(exe.run_id)
             if running is not None:
                 return running
+            if exe.start_at is not None and exe.start_at > self.clock.time():
+                self._parking.park(exe, exe.start_at)  # start(delay=): pending until then,
+                exe.done.set()  # unclaimed; a message executes it at once (`_relaunch`)
+                self._parking.start()
+                return exe
             self._active[exe.run_id] = exe
             self._sleeping.pop(exe.run_id, None)
             self.halted.pop(exe.run_id, None)

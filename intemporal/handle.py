@@ -55,6 +55,7 @@ class _Execution:
         self.rewake = False  # a message came while executing: execute again if it suspends
         self.inline = False  # executed on its parent's thread
         self.terminal = False  # this execution recorded the run's end
+        self.start_at: float | None = None  # start(delay=): not launched before (epoch s)
 
     def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
         self.outcome, self.terminal = (kind, value), terminal

@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CALLS = '''\
+CALLS = """\
 from datetime import timedelta
 
 import intemporal
@@ -63,7 +63,7 @@ def bad() -> None:
 
 
 good: list[str] = engine.run(checkout, "o", 100, run_id="x", protocols={Mailer: object()})
-'''
+"""
 
 REVEALED = {
     "R1": "intemporal.handle.RunHandle[builtins.list[builtins.str]]",
