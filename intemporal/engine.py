@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Mapping
@@ -70,7 +71,7 @@ class Engine(StartAPI):
 
     def __init__(
         self,
-        store: Store | str | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
         *,
         threads: int = 8,
         queues: list[str] | None = None,
