@@ -169,25 +169,30 @@ def test_the_fixture_gives_a_time_skipping_engine(intemporal_engine: Engine) -> 
     assert intemporal_engine.run(expense, 10, DAY)["status"] == "expired"
 
 
-def test_the_plugin_is_registered_for_users(tmp_path: Path) -> None:
-    # Given a user's test file that only names the fixture (no conftest, no import of it)
-    (tmp_path / "test_user.py").write_text(
-        "import intemporal\n\n"
-        "@intemporal.workflow\n"
-        "def wait_a_week() -> str:\n"
-        "    intemporal.sleep(7 * 86400)\n"
-        "    return 'done'\n\n"
-        "def test_week(intemporal_engine):\n"
-        "    assert intemporal_engine.run(wait_a_week) == 'done'\n"
-    )
-    # When pytest runs it in its own folder
+def readme_test_file() -> str:
+    """The example test file of the README's "Testing workflows" section."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Testing workflows", 1)[1]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert block.startswith("# test_expense.py\n")
+    return block
+
+
+def test_the_readme_example_test_passes_with_the_plugin(tmp_path: Path) -> None:
+    # Given the README's example test file, alone in a folder (no conftest: only the plugin)
+    (tmp_path / "test_expense.py").write_text(readme_test_file())
+
+    # When pytest runs it there
+    started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_expense.py"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    # Then the fixture is found through the entry point and the week passes at once
+
+    # Then the fixture is found through the entry point, and 3 days pass at once
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "1 passed" in proc.stdout
+    assert "3 passed" in proc.stdout
+    assert time.monotonic() - started < 30
