@@ -14,7 +14,7 @@ is checked, but the workflow's arguments are not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -82,17 +82,8 @@ def workflow_kwargs(given: Mapping[str, Any] | None, passed: dict[str, Any]) -> 
 class StartAPI:
     """`start` and `run`, typed from the workflow's signature (mixed into `Engine`)."""
 
-    def _start(
-        self,
-        fn: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        opts: StartOptions,
-        inline: bool,
-    ) -> RunHandle[Any]:
-        raise NotImplementedError  # the engine's
+    _start: Callable[..., RunHandle[Any]]  # the engine's: (fn, args, kwargs, StartOptions, inline)
 
-    # One signature per engine option given (see the module's docstring).
     @overload
     def start(self, fn: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]: ...
     @overload
@@ -124,20 +115,7 @@ class StartAPI:
         self, fn: Workflow[P, R], /, *args: Any, kwargs: Mapping[str, Any] | None, **kw: Any
     ) -> RunHandle[R]: ...
 
-    def start(  # type: ignore[misc]  # a workflow keyword may share an option's name
-        self,
-        fn: Any,
-        /,
-        *args: Any,
-        run_id: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        delay: float | timedelta | None = None,
-        timeout: float | None = None,
-        protocols: Mapping[Any, Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **workflow_kw: Any,
-    ) -> RunHandle[Any]:
+    def start(self, fn: Any, /, *args: Any, **kwargs: Any) -> RunHandle[Any]:
         """Start workflow `fn(*args, **kwargs)` as a durable run; return its `RunHandle` at once.
 
         Keywords other than the options below are the workflow's own
@@ -156,9 +134,7 @@ class StartAPI:
         Raises `TypeError` if `fn` is not a `@workflow` (an activity, a plain function),
         `SerializationError` naming an argument that cannot be stored.
         """
-        opts = StartOptions(run_id, queue, priority, delay, timeout, protocols)
-        merged = workflow_kwargs(kwargs, workflow_kw)
-        return self._start(fn, args, merged, opts, inline=False)
+        return self._begin(fn, args, kwargs, inline=False)
 
     @overload
     def run(self, fn: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
@@ -183,25 +159,18 @@ class StartAPI:
         self, fn: Workflow[P, R], /, *args: Any, kwargs: Mapping[str, Any] | None, **kw: Any
     ) -> R: ...
 
-    def run(  # type: ignore[misc]  # a workflow keyword may share an option's name
-        self,
-        fn: Any,
-        /,
-        *args: Any,
-        run_id: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        delay: float | timedelta | None = None,
-        timeout: float | None = None,
-        protocols: Mapping[Any, Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        **workflow_kw: Any,
-    ) -> Any:
+    def run(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Start workflow `fn` and wait for its result: `start(...).result()`, same arguments.
 
         The run executes on the calling thread until it finishes or waits. Raises what
         `start` and `RunHandle.result` raise.
         """
-        opts = StartOptions(run_id, queue, priority, delay, timeout, protocols)
-        merged = workflow_kwargs(kwargs, workflow_kw)
-        return self._start(fn, args, merged, opts, inline=True).result()
+        return self._begin(fn, args, kwargs, inline=True).result()
+
+    def _begin(
+        self, fn: Any, args: tuple[Any, ...], given: dict[str, Any], inline: bool
+    ) -> RunHandle[Any]:
+        """Split the engine's options from the workflow's keywords, then start."""
+        options = {name: given.pop(name) for name in OPTIONS if name in given}
+        kwargs = workflow_kwargs(options.pop("kwargs", None), given)
+        return self._start(fn, args, kwargs, StartOptions(**options), inline)
