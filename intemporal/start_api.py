@@ -46,12 +46,14 @@ class StartOptions:
         if priority != 0:
             raise NotImplementedError(
                 "start(priority=...) is not supported yet: runs start in the order they are "
-                "started (pass priority=0, the default)"
+                "started (pass priority=0, the default); a workflow argument named priority "
+                "goes in kwargs={'priority': ...}"
             )
         if timeout is not None:
             raise NotImplementedError(
                 "start(timeout=...) is not supported yet: bound waits with "
-                "wait_for_signal(timeout=...) and activities with @activity(timeout=...)"
+                "wait_for_signal(timeout=...) and activities with @activity(timeout=...); "
+                "a workflow argument named timeout goes in kwargs={'timeout': ...}"
             )
         self.delay = _seconds(delay)
 
