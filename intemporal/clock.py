@@ -25,6 +25,11 @@ class Clock:
 
     inline_wait = INLINE_WAIT
 
+    @property
+    def skipped(self) -> float:
+        """Seconds of time skipped so far: always 0 for real time."""
+        return 0.0
+
     def time(self) -> float:
         """Now, in seconds since the epoch."""
         return time.time()
