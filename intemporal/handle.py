@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .codec import DILL_TAG, decode
 from .errors import (
@@ -24,6 +24,8 @@ from .errors import (
 from .failures import decode_error, rebuild_error
 from .store import RunInfo, RunStatus
 from .store.base import TERMINAL_EVENTS
+
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from .api import Workflow
@@ -53,6 +55,7 @@ class _Execution:
         self.rewake = False  # a message came while executing: execute again if it suspends
         self.inline = False  # executed on its parent's thread
         self.terminal = False  # this execution recorded the run's end
+        self.start_at: float | None = None  # start(delay=): not launched before (epoch s)
 
     def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
         self.outcome, self.terminal = (kind, value), terminal
@@ -69,8 +72,8 @@ class _Execution:
             raise value
 
 
-class RunHandle:
-    """A reference to one run: its id, status and result.
+class RunHandle(Generic[R]):
+    """A reference to one run: its id, status and result (`RunHandle[R]`: `result()` is an `R`).
 
     >>> handle = engine.start(booking, order)
     >>> handle.result(timeout=60)
@@ -86,14 +89,19 @@ class RunHandle:
         """The run's current `RunStatus`."""
         return self.engine.get_run(self.run_id).status
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Wait for the run to finish: return its value, or raise its exception (or `Cancelled`).
 
         Raises `TimeoutError` if it has not finished within `timeout` seconds, and
         `StoreUnavailable` if the store failed under the run (it stays resumable), instead
         of waiting; an interrupt the workflow raised (`KeyboardInterrupt`, `SystemExit`)
-        is raised again here.
+        is raised again here. On a virtual clock (`intemporal.testing`) waiting here lets
+        the run's timers fire at once.
         """
+        with self.engine.clock.awaited():
+            return self._wait(timeout)
+
+    def _wait(self, timeout: float | None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
         while True:

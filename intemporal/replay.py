@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from .clock import INLINE_WAIT, Clock
 from .codec import decode, encode
 from .errors import (
     ActivityTimeout,
@@ -76,6 +76,7 @@ class Host(Protocol):
 
     codec: str
     sync: bool
+    clock: Clock
 
     @property
     def closing(self) -> bool: ...
@@ -99,9 +100,6 @@ class Host(Protocol):
 
     def child_result(self, ctx: RunContext, seq: int) -> Any:
         """The result of child `<ctx.run_id>/<seq>` if finished, else raise `ChildNotFinished`."""
-
-
-INLINE_WAIT = 1.0  # a wait shorter than this keeps its thread; a longer one suspends the run
 
 
 @dataclass(frozen=True)
@@ -158,7 +156,7 @@ class RunContext:
         # `run_resumed` marker stamped now, so `intemporal ui` can mark the crash and resume.
         last = events[-1]["type"]
         stopped = len(events) > 1 and last not in ("run_suspended", "run_resumed")
-        self.resumed_at: float | None = round(time.time(), 6) if stopped else None
+        self.resumed_at: float | None = round(host.clock.time(), 6) if stopped else None
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
@@ -196,7 +194,7 @@ class RunContext:
         """
         if self.store_failed is not None:
             raise self.store_failed
-        event["ts"] = round(time.time(), 6)
+        event["ts"] = round(self.host.clock.time(), 6)
         try:
             if self.resumed_at is not None:
                 self.lease.append({"type": "run_resumed", "ts": self.resumed_at}, False)
@@ -316,10 +314,10 @@ class RunContext:
         if attempt > 1:
             # Resumed in the middle of retries: wait out the rest of the recorded backoff,
             # or the current policy's, if the code now asks for a shorter one.
-            left = self.retry_at.get(seq, 0.0) - time.time()
+            left = self.retry_at.get(seq, 0.0) - self.host.clock.time()
             self.host.pause(self, min(left, retry.delay(attempt - 1)))
         while True:
-            started = round(time.time(), 6)
+            started = round(self.host.clock.time(), 6)
             try:
                 result = self._attempt(name, fn, args, kwargs, timeout, seq, attempt)
                 value = encode(result, self.host.codec)
@@ -461,7 +459,7 @@ class RunContext:
             value = ready()
             if value is not NOT_READY:
                 return value
-            remaining = None if until is None else until - time.time()
+            remaining = None if until is None else until - self.host.clock.time()
             if remaining is not None and remaining <= 0:
                 return TIMED_OUT
             if self._cancel_pending():
@@ -475,7 +473,7 @@ class RunContext:
                     min(remaining, INLINE_WAIT) if remaining is not None else INLINE_WAIT
                 )
                 continue
-            if remaining is None or remaining > INLINE_WAIT:
+            if remaining is None or remaining > self.host.clock.inline_wait:
                 raise _Wait(name, until)
             self.wake.wait(remaining)
 

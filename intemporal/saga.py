@@ -22,11 +22,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec
 
 from . import replay
 from .api import Activity, stub
 from .errors import Cancelled, CompensationError
+
+P = ParamSpec("P")
 
 
 class Saga:
@@ -36,7 +38,7 @@ class Saga:
         self._steps: list[tuple[Activity[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         self.failures: list[tuple[str, BaseException]] = []
 
-    def add_compensation(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def add_compensation(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
         """Register `fn(*args, **kwargs)` to run, as a durable activity, if the saga compensates."""
         act = fn if isinstance(fn, Activity) else stub(fn)
         self._steps.append((act, args, kwargs))
