@@ -13,6 +13,7 @@ with intemporal.Engine(store=".intemporal") as engine:
     print(engine.run(checkout, "order-42"))
 """
 
+from . import testing
 from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
 from .codec import Secret
 from .engine import Engine
@@ -102,6 +103,7 @@ __all__ = [
     "stub",
     "stub_protocol",
     "submit",
+    "testing",
     "uuid4",
     "wait_for_signal",
     "workflow",

@@ -14,6 +14,7 @@ checkers and IDEs still see the user's function.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import operator
@@ -102,11 +103,28 @@ def _check_policy(policy: RetryPolicy) -> tuple[type[BaseException], ...]:
 DEFAULT_RETRY = RetryPolicy()
 
 
+def _refuse_async(fn: Any, what: str) -> None:
+    """Raise `TypeError` for an `async def` function: runs execute on threads, not an event loop."""
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        raise TypeError(
+            f"{name} is an async def function: it cannot be {what} yet (intemporal runs "
+            f"workflows and activities on threads); make it a plain def, and call async "
+            f"code inside it with asyncio.run(...)"
+        )
+
+
 class Activity(Generic[P, R]):
     """A function made durable: inside a workflow each call is journaled and replayed.
 
-    Called outside a workflow (or inside another activity) it simply runs.
+    Called outside a workflow (or inside another activity) it simply runs. It keeps the
+    function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`.
+    Raises `TypeError` for an `async def` function.
     """
+
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
 
     def __init__(
         self,
@@ -115,6 +133,7 @@ class Activity(Generic[P, R]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
     ) -> None:
+        _refuse_async(fn, "an activity")
         self.fn = fn
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self.retry = retry or DEFAULT_RETRY
@@ -139,8 +158,14 @@ class Activity(Generic[P, R]):
 class Workflow(Generic[P, R]):
     """A function that runs durably when started on an `Engine`.
 
-    Called outside a workflow it runs plainly; inside one it runs as a child run.
+    Called outside a workflow it runs plainly; inside one it runs as a child run. It keeps
+    the function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`.
+    Raises `TypeError` for an `async def` function.
     """
+
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[P, R]
 
     def __init__(
         self,
@@ -150,6 +175,7 @@ class Workflow(Generic[P, R]):
         *,
         _register: bool = True,
     ) -> None:
+        _refuse_async(fn, "a workflow")
         self.fn = fn
         self.name = name or fn.__qualname__
         self.queue = queue
@@ -295,12 +321,33 @@ def workflow(
 
 
 def as_workflow(fn: Any) -> Workflow[Any, Any]:
-    """Return `fn` as a `Workflow`, decorating a plain function on the fly."""
+    """Return `fn` as a `Workflow`, decorating a plain function on the fly (for a journal
+    that names an undecorated function); `TypeError` for an activity or a non-callable."""
     if isinstance(fn, Workflow):
         return fn
-    if callable(fn):
+    if callable(fn) and not isinstance(fn, Activity):
         return Workflow(fn)
     raise TypeError(f"{fn!r} is not a workflow function")
+
+
+def require_workflow(fn: Any, where: str) -> Workflow[Any, Any]:
+    """`fn` if it is a `@workflow`; else `TypeError` saying what it is and what `where` expects."""
+    if isinstance(fn, Workflow):
+        return fn
+    raise TypeError(f"{where} takes a @intemporal.workflow, not {not_a_workflow(fn)}")
+
+
+def not_a_workflow(obj: Any) -> str:
+    """What `obj` is, and how to make it a workflow, for an error message."""
+    if isinstance(obj, Activity):
+        return (
+            f"the activity {obj.name!r}: an activity is a step that a workflow calls; "
+            f"call it from a @intemporal.workflow function and start that"
+        )
+    name = getattr(obj, "__qualname__", None)
+    if name is not None and callable(obj):
+        return f"the plain function {name!r}: decorate it with @intemporal.workflow"
+    return f"{type(obj).__name__} {obj!r}"
 
 
 def stub(
@@ -356,7 +403,7 @@ class _ProtocolStub:
 
 
 def stub_protocol(
-    proto: type[T],
+    proto: Callable[..., T],
     *,
     retry: RetryPolicy | None = None,
     timeout: float | None = None,
@@ -364,7 +411,11 @@ def stub_protocol(
 ) -> T:
     """Return a proxy of `proto` whose method calls are durable activities "Proto.method".
 
+    `proto` is any class: a `typing.Protocol`, an ABC or a plain class (typed as a callable
+    so that type checkers accept a Protocol and an ABC, and see the proxy as a `Proto`).
     The implementation is registered at start: `engine.start(wf, protocols={Proto: Impl()})`.
     `methods={"query": {"retry": RetryPolicy(max_attempts=1)}}` sets one method's options.
     """
+    if not isinstance(proto, type):
+        raise TypeError(f"stub_protocol() takes a class, not {proto!r}")
     return cast(T, _ProtocolStub(proto, retry, timeout, dict(methods or {})))

@@ -21,6 +21,7 @@ import typer
 from rich.text import Text
 
 from . import cli_render as render
+from .api import Workflow, not_a_workflow
 from .engine import Engine
 from .errors import IntemporalError
 from .loader import import_code
@@ -118,8 +119,8 @@ def _load_target(target: str) -> Any:
         if not hasattr(obj, part):
             raise UserError(f"module {module!r} has no workflow {qualname!r}")
         obj = getattr(obj, part)
-    if not callable(obj):
-        raise UserError(f"{target} is a {type(obj).__name__}, not a workflow function")
+    if not isinstance(obj, Workflow):
+        raise UserError(f"{target} is {not_a_workflow(obj)}; `start` takes a @intemporal.workflow")
     return obj
 
 

@@ -16,14 +16,15 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import threading
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .api import Workflow, as_workflow
+from .api import Workflow, require_workflow
+from .clock import Clock
 from .codec import encode
 from .errors import (
     Cancelled,
@@ -65,8 +66,9 @@ from .observe import (
     RunSuspended,
 )
 from .parking import Parking
-from .replay import INLINE_WAIT, ChildNotFinished, RunContext, _current, child_id, current
+from .replay import ChildNotFinished, RunContext, _current, child_id, current
 from .runs import check_same_run, first_event, new_run_id, rebuild_protocols, recorded_args
+from .start_api import StartAPI, StartOptions
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 
 log = logging.getLogger("intemporal")
@@ -76,23 +78,24 @@ def _closed() -> RuntimeError:
     return RuntimeError("the engine is closed; start a new Engine to run more work")
 
 
-class Engine:
+class Engine(StartAPI):
     """Runs workflows durably on a thread pool over a `Store`.
 
-        `store`: a directory path (`FileStore`), a `Store`, a URL, or None for
-        `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
-        once its result is on disk; `"flush"` once the OS has it (survives a killed process,
-        not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
-        a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
-        nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
-        without executing them. `observers`: `intemporal.Observer`s told of each run and step
-    (a `LoggingObserver` is always there). Leaving `with` stops taking work, lets in-flight activities
-        finish and leaves every unfinished run durable and resumable.
+    `store`: a directory path (`FileStore`), a `Store`, a URL, or None for
+    `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
+    once its result is on disk; `"flush"` once the OS has it (survives a killed process,
+    not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
+    a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
+    nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
+    without executing them. Leaving `with` stops taking work, lets in-flight activities
+    finish and leaves every unfinished run durable and resumable. `clock`: the time source
+    (default the real one; `intemporal.testing` passes a virtual one that skips waits). `observers`:
+    `intemporal.Observer`s told of each run and step (a `LoggingObserver` is always there).
     """
 
     def __init__(
         self,
-        store: Store | str | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
         *,
         threads: int = 8,
         queues: list[str] | None = None,
@@ -100,6 +103,7 @@ class Engine:
         durability: str = "fsync",
         codec: str = "auto",
         observers: Sequence[Observer] = (),
+        clock: Clock | None = None,
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
@@ -109,6 +113,7 @@ class Engine:
             raise ValueError("threads must be at least 1")
         self.store = open_store(store)
         self.observer = Observers([LoggingObserver(), *observers])
+        self.clock = clock or Clock()
         self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close
         self.threads, self.queues, self.worker = threads, queues, worker
         self.durability, self.codec, self.sync = durability, codec, durability == "fsync"
@@ -118,7 +123,7 @@ class Engine:
         self._mutex = threading.RLock()
         self.changed = threading.Condition(self._mutex)  # notified whenever an execution stops
         self._closing = threading.Event()
-        self.adopted: collections.deque[RunHandle] = collections.deque(maxlen=10_000)
+        self.adopted: collections.deque[RunHandle[Any]] = collections.deque(maxlen=10_000)
         """Handles of runs this worker took as clients recorded them (for `intemporal worker`)."""
         self.halted: dict[str, BaseException] = {}
         """Run id -> the error its execution here stopped on, unrecorded (a store failure, the
@@ -130,6 +135,8 @@ class Engine:
             on_message=self.poke,
             on_due=self._relaunch,
             held=lambda: list(self._active) + list(self._sleeping),
+            clock=self.clock,
+            busy=lambda: bool(self._active),
         )
         self._sleeping = self._parking.parked  # run id -> (execution, due): parked runs
         self.engine_id = uuid.uuid4().hex[:16]
@@ -144,13 +151,13 @@ class Engine:
     def pause(self, ctx: RunContext, seconds: float) -> None:
         """Wait `seconds` (a retry backoff), cut short by cancellation or shutdown; a long one
         on the workflow's thread parks the run (its attempt count is journaled) instead."""
-        parkable = seconds > INLINE_WAIT and threading.get_ident() == ctx.thread
+        parkable = seconds > self.clock.inline_wait and threading.get_ident() == ctx.thread
         if parkable and not ctx._cancel_pending() and not self.closing:
-            raise _Wait("retry backoff", round(time.time() + seconds, 6))
+            raise _Wait("retry backoff", round(self.clock.time() + seconds, 6))
         if seconds > 0:
             ctx.wake.clear()  # then look: a close() or cancel() after the look sets it again
             if not ctx._cancel_pending() and not self.closing:
-                ctx.wake.wait(seconds)
+                self.clock.wait(ctx.wake, seconds)
         if self.closing:
             raise _Shutdown("the engine is shutting down")
 
@@ -163,40 +170,27 @@ class Engine:
                 )
         self._activity_pool.submit(job)
 
-    # -- starting and resuming -------------------------------------------------------------
-    def start(
-        self,
-        fn: Any,
-        *args: Any,
-        run_id: str | None = None,
-        protocols: dict[type, Any] | None = None,
-        queue: str | None = None,
-        kwargs: dict[str, Any] | None = None,
-    ) -> RunHandle:
-        """Start `fn(*args, **kwargs)` as a durable run and return its handle at once.
-
-        Starting an existing `run_id` returns a handle to that run (and resumes it if it
-        was left behind); the same id for another workflow raises `RunConflict`.
-        """
-        return self._start(fn, args, run_id, protocols, queue, kwargs, inline=False)
-
+    # -- starting and resuming (`start` and `run` are typed in `start_api.py`) --------------
     def _start(
         self,
         fn: Any,
         args: tuple[Any, ...],
-        run_id: str | None,
-        protocols: dict[type, Any] | None,
-        queue: str | None,
-        kwargs: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        opts: StartOptions,
         inline: bool,
-    ) -> RunHandle:
-        wf = as_workflow(fn)
-        run_id = check_run_id(run_id) if run_id is not None else new_run_id()
-        kwargs, protocols = dict(kwargs or {}), dict(protocols or {})
+    ) -> RunHandle[Any]:
+        wf = require_workflow(fn, "engine.start()")
+        run_id = check_run_id(opts.run_id) if opts.run_id is not None else new_run_id()
+        protocols, queue = opts.protocols, opts.queue
         if self.worker and self.closing:  # before anything is written: nobody would run it
             raise _closed()
-        first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols)
+        now = self.clock.time()
+        start_at = None if opts.delay is None else round(now + opts.delay, 6)
+        first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols, now=now)
+        if start_at is not None:
+            first["start_at"] = start_at
         exe = _Execution(run_id, wf, args, kwargs, protocols)
+        exe.start_at = start_at
         if inline and self.worker and current() is None:
             # `run()` waits anyway: execute on the caller's thread, no pool hand-off; the
             # run is durable by its first durable step, before `run()` can return.
@@ -218,35 +212,20 @@ class Engine:
 
     def _existing(
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
-    ) -> RunHandle:
+    ) -> RunHandle[Any]:
         check_same_run(run_id, self.store.read(run_id)[0], wf)
         if self.worker:  # left behind (pending, orphaned) and nobody's: resume it here
             for lease in self._claim_ready([run_id], busy_only=True):
                 return self._resume(run_id, protocols or None, None, lease)
         return RunHandle(self, run_id, self._active.get(run_id))
 
-    def run(
-        self,
-        fn: Any,
-        *args: Any,
-        run_id: str | None = None,
-        protocols: dict[type, Any] | None = None,
-        queue: str | None = None,
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        """Start `fn(*args)` and wait for its result: `start(...).result()`.
-
-        The run executes on the calling thread until it finishes or waits.
-        """
-        return self._start(fn, args, run_id, protocols, queue, kwargs, inline=True).result()
-
     def resume(
         self,
         run_id: str,
         *,
-        protocols: dict[type, Any] | None = None,
+        protocols: Mapping[Any, Any] | None = None,
         imports: list[str] | None = None,
-    ) -> RunHandle:
+    ) -> RunHandle[Any]:
         """Continue a run that is not completed (crashed, failed, waiting, or left behind).
 
         Completed activities are not run again; the one in flight at a crash runs again.
@@ -259,10 +238,10 @@ class Engine:
     def _resume(
         self,
         run_id: str,
-        protocols: dict[type, Any] | None,
+        protocols: Mapping[type, Any] | None,
         imports: list[str] | None,
         lease: Lease | None,
-    ) -> RunHandle:
+    ) -> RunHandle[Any]:
         """`resume`, with the run already claimed (`lease`, released on any failure) or not."""
         try:
             with store_call(run_id, f"read the journal of run {run_id!r}", caller=True):
@@ -280,16 +259,16 @@ class Engine:
             check_version(first)
             wf = load_workflow(first, imports, copies=self.codec == "auto")
             args, kwargs = recorded_args(first, self.codec)
-            if protocols is None:
-                protocols = rebuild_protocols(first)
+            impls = rebuild_protocols(first) if protocols is None else dict(protocols)
         except BaseException:
             if lease is not None:
                 lease.release()
             raise
-        exe = _Execution(run_id, wf, args, kwargs, protocols, first.get("parent"))
+        exe = _Execution(run_id, wf, args, kwargs, impls, first.get("parent"))
+        exe.start_at = first.get("start_at")
         return RunHandle(self, run_id, self._launch(exe, None, lease))
 
-    def _take(self, lease: Lease) -> RunHandle | None:
+    def _take(self, lease: Lease) -> RunHandle[Any] | None:
         """Execute a run `claim_next` gave this engine; None if it cannot (logged)."""
         try:
             return self._resume(lease.run_id, None, None, lease)
@@ -303,7 +282,7 @@ class Engine:
         queues = None if busy_only else self.queues
         return self.store.claim_next(self.engine_id, queues, None, among=run_ids, skip=skip)
 
-    def recover(self) -> list[RunHandle]:
+    def recover(self) -> list[RunHandle[Any]]:
         """Resume every unfinished run that no live process owns; return their handles.
 
         From then on the engine also follows the store's doorbell, so it takes new pending
@@ -328,6 +307,13 @@ class Engine:
                 raise _closed()
             if running is not None:
                 return running
+            if exe.start_at is not None and exe.start_at > self.clock.time():
+                if lease is not None:
+                    lease.release()
+                self._parking.park(exe, exe.start_at)  # start(delay=): pending until then,
+                exe.done.set()  # unclaimed; a message executes it at once (`_relaunch`)
+                self._parking.start()
+                return exe
             self._active[exe.run_id] = exe
             self._sleeping.pop(exe.run_id, None)
             self.halted.pop(exe.run_id, None)
@@ -398,7 +384,8 @@ class Engine:
         if exe.terminal and exe.parent and not exe.inline:
             try:  # the parent may wait for this child, here or in another process
                 self.store.send(
-                    exe.parent, {"type": CHILD_DONE, "child_id": exe.run_id, "ts": time.time()}
+                    exe.parent,
+                    {"type": CHILD_DONE, "child_id": exe.run_id, "ts": self.clock.time()},
                 )
                 self.poke(exe.parent)
             except Exception:  # a parent that was deleted: nobody waits any more
@@ -419,7 +406,7 @@ class Engine:
         # its journal, with its first new event (`RunContext.marker`).
         after = "failure" if last == RUN_FAILED else "waiting" if last == RUN_SUSPENDED else "crash"
         if len(events) > 1 and after == "failure":
-            resumed: Event = {"type": RUN_RESUMED, "ts": round(time.time(), 6)}
+            resumed: Event = {"type": RUN_RESUMED, "ts": round(self.clock.time(), 6)}
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
                 lease.append(resumed, self.sync)
             events.append(resumed)
@@ -439,6 +426,10 @@ class Engine:
             ctx.append({"type": RUN_CANCELLED, "error": encode_error(exc, self.codec)})
             exe.finish("error", exc, terminal=True)
             self._finished(exe, events, RunStatus.CANCELLED, exc)
+            return
+        start_at = events[0].get("start_at")  # start(delay=...): pending, parked until then
+        if len(events) == 1 and start_at is not None and start_at > self.clock.time():
+            exe.finish("stopped", _Wait("delayed start", start_at))
             return
         token = _current.set(ctx)
         try:
@@ -493,7 +484,8 @@ class Engine:
         self, exe: _Execution, events: list[Event], status: RunStatus, exc: BaseException | None
     ) -> None:
         if self.observer.on_run_finished:
-            took = time.time() - events[0].get("ts", time.time())
+            now = self.clock.time()
+            took = now - events[0].get("ts", now)
             wf = events[0].get("workflow", "?")
             self.observer.on_run_finished(RunFinished(exe.run_id, wf, status, took, exc))
 
@@ -519,7 +511,8 @@ class Engine:
         pool deadlock); if it must wait itself, the parent waits for it without a thread.
         """
         cid = child_id(ctx.run_id, seq)
-        first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id)
+        now = self.clock.time()
+        first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id, now)
         with store_call(cid, f"create child run {cid!r}"):
             fresh = not self.store.exists(cid) and self.store.create(cid, first, self.sync)
             if not fresh:  # made by an earlier execution, or a run someone else put at that id
@@ -624,7 +617,7 @@ class Engine:
         """The run's journal events, oldest first (each has `type`, `ts`, and `seq` where it has one)."""
         return self.store.read(check_run_id(run_id))
 
-    def handle(self, run_id: str) -> RunHandle:
+    def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run; raises `RunNotFound` for an unknown id."""
         if not self.store.exists(check_run_id(run_id)):
             raise RunNotFound(run_id)
@@ -653,7 +646,7 @@ class Engine:
         if events[-1]["type"] in TERMINAL_EVENTS:
             return
         with store_call(run_id, f"send a cancellation to run {run_id!r}", caller=True):
-            self.store.send(run_id, {"type": CANCEL, "ts": round(time.time(), 6)})
+            self.store.send(run_id, {"type": CANCEL, "ts": round(self.clock.time(), 6)})
         self.poke(run_id)
         for ev in events:
             if ev["type"] == CHILD_STARTED:
@@ -678,7 +671,7 @@ class Engine:
             "name": name,
             "payload": encode(payload, self.codec),
             "signal_id": signal_id or new_run_id(),
-            "ts": round(time.time(), 6),
+            "ts": round(self.clock.time(), 6),
         }
         with store_call(run_id, f"send signal {name!r} to run {run_id!r}", caller=True):
             self.store.send(run_id, message)

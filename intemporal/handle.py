@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from .clock import Clock
 from .codec import DILL_TAG, decode
 from .errors import (
     Cancelled,
@@ -25,6 +26,8 @@ from .events import EVENT_SET, TERMINAL_EVENTS
 from .failures import decode_error, rebuild_error
 from .store import Event, RunInfo, RunStatus
 
+R = TypeVar("R")
+
 if TYPE_CHECKING:
     from .api import Workflow
     from .replay import RunContext
@@ -34,6 +37,7 @@ class EngineCalls(Protocol):
     """The public calls of `intemporal.Engine` a handle uses (and nothing else of it)."""
 
     codec: str
+    clock: Clock
     halted: dict[str, BaseException]
     changed: threading.Condition
 
@@ -68,6 +72,7 @@ class _Execution:
         self.rewake = False  # a message came while executing: execute again if it suspends
         self.inline = False  # executed on its parent's thread
         self.terminal = False  # this execution recorded the run's end
+        self.start_at: float | None = None  # start(delay=): not launched before (epoch s)
 
     def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
         self.outcome, self.terminal = (kind, value), terminal
@@ -84,8 +89,8 @@ class _Execution:
             raise value
 
 
-class RunHandle:
-    """A reference to one run: its id, status and result.
+class RunHandle(Generic[R]):
+    """A reference to one run: its id, status and result (`RunHandle[R]`: `result()` is an `R`).
 
     >>> handle = engine.start(booking, order)
     >>> handle.result(timeout=60)
@@ -103,14 +108,19 @@ class RunHandle:
         """The run's current `RunStatus`."""
         return self.engine.get_run(self.run_id).status
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Wait for the run to finish: return its value, or raise its exception (or `Cancelled`).
 
         Raises `TimeoutError` if it has not finished within `timeout` seconds, and
         `StoreUnavailable` if the store failed under the run (it stays resumable), instead
         of waiting; an interrupt the workflow raised (`KeyboardInterrupt`, `SystemExit`)
-        is raised again here.
+        is raised again here. On a virtual clock (`intemporal.testing`) waiting here lets
+        the run's timers fire at once.
         """
+        with self.engine.clock.awaited():
+            return self._wait(timeout)
+
+    def _wait(self, timeout: float | None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
         while True:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import heapq
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
+from .clock import Clock
 from .store import Store
 
 WATCH_INTERVAL = 0.02  # seconds between looks at timers and the doorbell: bounds wake-up latency
@@ -26,7 +26,8 @@ class Parking:
 
     `on_message(run_id)` is called for each run the doorbell names (or, after a doorbell
     reset, for each run in `held()`); `on_due(execution)` for each parked run whose timer
-    fired. Both run on the watcher thread. The engine's `mutex` guards `parked`.
+    fired. Both run on the watcher thread. The engine's `mutex` guards `parked`. Due times
+    are read on `clock`; a virtual one skips to the next timer when no run is `busy()`.
     """
 
     def __init__(
@@ -37,9 +38,12 @@ class Parking:
         on_message: Callable[[str], None],
         on_due: Callable[[Any], None],
         held: Callable[[], list[str]],
+        clock: Clock,
+        busy: Callable[[], bool],
     ) -> None:
         self.store, self._mutex, self._closing = store, mutex, closing
         self._on_message, self._on_due, self._held = on_message, on_due, held
+        self._clock, self._busy = clock, busy
         self.parked: dict[str, tuple[Any, float | None]] = {}  # run id -> (execution, due)
         self._timers: list[tuple[float, str]] = []
         self._watcher: threading.Thread | None = None
@@ -70,12 +74,23 @@ class Parking:
                     ids = self._held()
                 for run_id in ids:
                     self._on_message(run_id)
-                now = time.time()
                 with self._mutex:
-                    while self._timers and self._timers[0][0] <= now:
-                        until, run_id = heapq.heappop(self._timers)
-                        parked = self.parked.get(run_id)
-                        if parked is not None and parked[1] == until:
-                            self._on_due(parked[0])
+                    self._fire_due()
             except Exception:  # keep watching: one bad run must not stop every timer
                 continue
+
+    def _fire_due(self) -> None:
+        """Wake the parked runs whose timer is due; the caller holds the mutex."""
+        while (
+            self._timers
+            and self.parked.get(self._timers[0][1], (None, None))[1] != (self._timers[0][0])
+        ):
+            heapq.heappop(self._timers)  # a run woken or relaunched since: a stale timer
+        if self._timers and not self._busy():
+            self._clock.skip_to(self._timers[0][0])  # a virtual clock only, when awaited
+        now = self._clock.time()
+        while self._timers and self._timers[0][0] <= now:
+            until, run_id = heapq.heappop(self._timers)
+            parked = self.parked.get(run_id)
+            if parked is not None and parked[1] == until:
+                self._on_due(parked[0])

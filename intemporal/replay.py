@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
+from .clock import INLINE_WAIT, Clock
 from .codec import decode, encode
 from .errors import (
     ActivityTimeout,
@@ -112,6 +112,7 @@ class Host(Protocol):
     codec: str
     sync: bool
     observer: Observers
+    clock: Clock
 
     @property
     def closing(self) -> bool: ...
@@ -135,9 +136,6 @@ class Host(Protocol):
 
     def child_result(self, ctx: RunContext, seq: int) -> Any:
         """The result of child `<ctx.run_id>/<seq>` if finished, else raise `ChildNotFinished`."""
-
-
-INLINE_WAIT = 1.0  # a wait shorter than this keeps its thread; a longer one suspends the run
 
 
 @dataclass(frozen=True)
@@ -232,7 +230,7 @@ class RunContext:
         """
         if self.store_failed is not None:
             raise self.store_failed
-        event["ts"] = round(time.time(), 6)
+        event["ts"] = round(self.host.clock.time(), 6)
         try:
             if self.marker is not None:
                 self._write_marker(event["ts"])
@@ -373,11 +371,11 @@ class RunContext:
         if attempt > 1:
             # Resumed in the middle of retries: wait out the rest of the recorded backoff,
             # or the current policy's, if the code now asks for a shorter one.
-            left = self.retry_at.get(seq, 0.0) - time.time()
+            left = self.retry_at.get(seq, 0.0) - self.host.clock.time()
             self.host.pause(self, min(left, retry.delay(attempt - 1)))
-        obs, first_started = self.observer, time.time()
+        obs, first_started = self.observer, self.host.clock.time()
         while True:
-            started = round(time.time(), 6)
+            started = round(self.host.clock.time(), 6)
             if obs.on_activity_started:
                 obs.on_activity_started(ActivityStarted(self.run_id, name, seq, attempt))
             try:
@@ -420,7 +418,7 @@ class RunContext:
                     }
                 )
                 if obs.on_activity_finished:
-                    took = time.time() - first_started
+                    took = self.host.clock.time() - first_started
                     obs.on_activity_finished(
                         ActivityFinished(self.run_id, name, seq, attempt, took, exc)
                     )
@@ -436,7 +434,7 @@ class RunContext:
                 }
             )
             if obs.on_activity_finished:
-                took = time.time() - first_started
+                took = self.host.clock.time() - first_started
                 obs.on_activity_finished(ActivityFinished(self.run_id, name, seq, attempt, took))
             return result
 
@@ -536,7 +534,7 @@ class RunContext:
             value = ready()
             if value is not NOT_READY:
                 return value
-            remaining = None if until is None else until - time.time()
+            remaining = None if until is None else until - self.host.clock.time()
             if remaining is not None and remaining <= 0:
                 return TIMED_OUT
             if self._cancel_pending():
@@ -550,7 +548,7 @@ class RunContext:
                     min(remaining, INLINE_WAIT) if remaining is not None else INLINE_WAIT
                 )
                 continue
-            if remaining is None or remaining > INLINE_WAIT:
+            if remaining is None or remaining > self.host.clock.inline_wait:
                 raise _Wait(name, until)
             self.wake.wait(remaining)
 

@@ -45,8 +45,12 @@ def first_event(
     queue: str | None,
     protocols: dict[type, Any],
     parent: str | None = None,
+    now: float | None = None,
 ) -> Event:
-    """The `run_started` event: what a later process needs to execute the run again."""
+    """The `run_started` event: what a later process needs to execute the run again.
+
+    `now` (epoch seconds, default the real time) is when the run was created.
+    """
     if parent is None:
         note_start(run_id)  # a script's top level may be starting it: see `load_script`
     enc_args, enc_kwargs = _encode_args(wf, args, kwargs, codec)
@@ -59,7 +63,7 @@ def first_event(
         "kwargs": enc_kwargs,
         "ref": code_ref(workflow_ref(wf), codec),  # codec="json" writes no dill copy
         "queue": queue or wf.queue,
-        "ts": round(time.time(), 6),
+        "ts": round(time.time() if now is None else now, 6),
     }
     if parent is not None:
         first["parent"] = parent

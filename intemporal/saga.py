@@ -22,13 +22,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec
 
 from . import replay
 from .api import Activity, stub
 from .errors import Cancelled, CompensationError
 from .events import COMPENSATION_STARTED
 from .observe import Compensation
+
+P = ParamSpec("P")
 
 
 class Saga:
@@ -38,7 +40,7 @@ class Saga:
         self._steps: list[tuple[Activity[..., Any], tuple[Any, ...], dict[str, Any]]] = []
         self.failures: list[tuple[str, BaseException]] = []
 
-    def add_compensation(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def add_compensation(self, fn: Callable[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
         """Register `fn(*args, **kwargs)` to run, as a durable activity, if the saga compensates."""
         act = fn if isinstance(fn, Activity) else stub(fn)
         self._steps.append((act, args, kwargs))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .clock import Clock
 from .codec import READ_ONLY, code_ref
 from .errors import DillRefused, NonDeterminismError, Suspend
 from .events import FINAL_EVENTS, RESTART_EVENTS
@@ -58,6 +59,7 @@ class _DryHost:
     """The engine side of a dry replay: no threads, no waiting, children read from the store."""
 
     codec = READ_ONLY  # a check never unpickles: a pickled value ends it there
+    clock = Clock()
     sync = False
     closing = False
     observer = NO_OBSERVERS  # a check is not an execution: nobody is told

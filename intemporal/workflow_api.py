@@ -22,7 +22,7 @@ import time
 import uuid as _uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from .api import Activity, Workflow, stub
 from .codec import encode
@@ -48,6 +48,7 @@ from .replay import (
 )
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def _ctx(what: str) -> RunContext:
@@ -94,7 +95,7 @@ def sleep(seconds: float) -> None:
     name = "intemporal.sleep"
     seq, rec = ctx.next(name)
     if rec is None:
-        fire_at = round(time.time() + max(0.0, seconds), 6)
+        fire_at = round(ctx.host.clock.time() + max(0.0, seconds), 6)
         ctx.append(
             {
                 "type": TIMER_STARTED,
@@ -132,7 +133,7 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
             raise SignalTimeout(f"no signal {name!r} within {rec.get('timeout')} s")
         deadline = rec.get("deadline")
     else:
-        deadline = None if timeout is None else round(time.time() + timeout, 6)
+        deadline = None if timeout is None else round(ctx.host.clock.time() + timeout, 6)
 
     def take() -> Any:
         msg = ctx.pop_signal(name)
@@ -207,7 +208,7 @@ def now() -> datetime:
         return datetime.now(UTC)
     seq, rec = ctx.next("intemporal.now")
     if rec is None:
-        ts = time.time()
+        ts = ctx.host.clock.time()
         ctx.append({"type": SIDE_EFFECT, "seq": seq, "name": "intemporal.now", "result": ts})
     else:
         ts = rec["result"]
@@ -273,9 +274,11 @@ class DurableFuture(Generic[T]):
         return self._value
 
 
-def submit(fn: Callable[..., T], *args: Any, **kwargs: Any) -> DurableFuture[T]:
-    """Start an activity (or a child workflow) without waiting; returns its future.
+def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableFuture[T]:
+    """Start an activity (or a child workflow) without waiting; returns its `DurableFuture[T]`.
 
+    `fn` is an activity, a child `@workflow`, or any callable (run as an activity); its
+    arguments are checked against its signature by type checkers.
     Each gets its sequence number now, in program order, so replay is deterministic
     whatever order they finish in. Outside a workflow, `fn` runs at once.
     """
@@ -311,12 +314,15 @@ def submit(fn: Callable[..., T], *args: Any, **kwargs: Any) -> DurableFuture[T]:
     return fut
 
 
-def join_all(futures: Sequence[DurableFuture[Any]]) -> list[Any]:
-    """Wait for every future; return their results in order (raising the first error, in order)."""
+def join_all(futures: Sequence[DurableFuture[T]]) -> list[T]:
+    """Wait for every future; return their results in order (raising the first error, in order).
+
+    Futures of one result type `T` give a `list[T]`.
+    """
     return [f.result() for f in futures]
 
 
-def join_any(futures: Sequence[DurableFuture[Any]]) -> tuple[int, Any]:
+def join_any(futures: Sequence[DurableFuture[T]]) -> tuple[int, T]:
     """Wait for the first future to finish; return `(index, result)`.
 
     The choice is recorded, so a replay returns the same index whatever the timing.

@@ -406,11 +406,16 @@ def test_cancel_before_start_then_idempotent_start_runs_nothing(store: Store) ->
     assert LOG.total() == 0
 
 
+@intemporal.workflow
+def divide_by_zero() -> float:
+    return intemporal.stub(lambda: 1 / 0, retry=intemporal.RetryPolicy(max_attempts=1))()
+
+
 def test_cancelling_a_finished_run_changes_nothing(engine: Engine) -> None:
     # Given a completed, a failed and a cancelled run
     engine.run(step_loop, 2, False, run_id="ok")
     with pytest.raises(ZeroDivisionError):
-        engine.run(intemporal.stub(lambda: 1 / 0, retry=intemporal.RetryPolicy(max_attempts=1)))
+        engine.run(divide_by_zero)
     failed = engine.list_runs(status="failed")[0].run_id
     cancelled = engine.start(book_then_sleep, 30, run_id="gone")
     wait_until(lambda: engine.get_run("gone").status is RunStatus.WAITING, 5, "the sleep")

@@ -39,7 +39,7 @@ class Color(enum.IntEnum):
     RED = 1
 
 
-ROUND_TRIP = [
+ROUND_TRIP: list[tuple[str, Any]] = [
     ("tuple", (1, "a", (2, 3.5))),
     ("set", {1, 2, 3}),
     ("frozenset", frozenset({"a", "b"})),
@@ -65,7 +65,7 @@ ROUND_TRIP = [
     ("complex", 1 + 2j),
 ]
 
-PLAIN = [
+PLAIN: list[tuple[str, Any]] = [
     ("none", None),
     ("bool", True),
     ("int", 42),

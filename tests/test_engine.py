@@ -324,10 +324,11 @@ def test_stub_protocol_timeout_and_missing_implementation(engine: Engine) -> Non
         return inv.query("x")
 
     assert engine.run(wf_query, protocols={Inventory: Slow()}) == 1
+    proxy: Any = inv
     with pytest.raises(AttributeError):
-        inv._private  # noqa: B018
+        proxy._private  # noqa: B018
     with pytest.raises(AttributeError):
-        inv.missing  # noqa: B018
+        proxy.missing  # noqa: B018
 
 
 # -- running and looking at runs ------------------------------------------------------------
@@ -662,7 +663,8 @@ def test_workflow_exception_fails_the_run_and_result_reraises(
 def test_builtin_exception_types_survive(engine: Engine) -> None:
     @intemporal.workflow
     def wf() -> None:
-        {}["missing"]
+        empty: dict[str, int] = {}
+        empty["missing"]
 
     with pytest.raises(KeyError, match="missing"):
         engine.run(wf, run_id="keyerror")

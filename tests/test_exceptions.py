@@ -251,7 +251,7 @@ def test_several_init_arguments_take_the_same_path_when_another_engine_resumes(
     def odd_wf() -> list[Any]:
         try:
             reserve()
-            path = ["no error"]
+            path: list[Any] = ["no error"]
         except OddError as exc:
             path = ["caught", exc.code, exc.detail, str(exc)]
         intemporal.wait_for_signal("go")

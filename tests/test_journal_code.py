@@ -30,7 +30,7 @@ PLANT = "import pathlib\npathlib.Path({marker!r}).write_text('ran')\n"
 
 def craft(store: Path, run_id: str, ref: dict[str, object]) -> None:
     """A pending run whose first event names `ref` as its code."""
-    first = {
+    first: dict[str, object] = {
         "type": "run_started",
         "run_id": run_id,
         "workflow": "planted",

@@ -19,6 +19,7 @@ RANKS = {
     # the vocabulary: nothing but the error tree below it
     "errors": 0,
     "trust": 0,
+    "clock": 0,
     "events": 1,
     # values
     "pickling": 2,
@@ -44,15 +45,18 @@ RANKS = {
     "parking": 13,
     "housekeeping": 13,
     "verify": 13,
-    "engine": 14,
+    "start_api": 14,
+    "engine": 15,
+    "testing": 16,
+    "pytest_plugin": 17,
     # front ends
-    "cli_render": 15,
-    "cli_support": 16,
-    "ui_view": 16,
-    "ui_app": 17,
-    "ui": 18,
-    "cli": 19,
-    "": 20,  # intemporal/__init__.py: re-exports
+    "cli_render": 18,
+    "cli_support": 19,
+    "ui_view": 19,
+    "ui_app": 20,
+    "ui": 21,
+    "cli": 22,
+    "": 30,  # intemporal/__init__.py: re-exports
 }
 FRONT_ENDS = {"cli", "cli_render", "cli_support", "ui", "ui_app", "ui_view"}
 # Imports made late, inside a function, against the ranks, each with its reason.
@@ -98,7 +102,11 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
         for t in targets:
             # `from .store import x` names the package; `from . import cli_render` a module
             out.append(
-                (t if t in RANKS else t.rsplit(".", 1)[0], node.lineno, id(node) in late_nodes)
+                (
+                    t if t in RANKS else t.rsplit(".", 1)[0],
+                    getattr(node, "lineno", 0),
+                    id(node) in late_nodes,
+                )
             )
     return out
 

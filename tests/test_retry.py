@@ -18,7 +18,7 @@ import intemporal
 from intemporal import ActivityTimeout, Engine, FileStore, MemoryStore, RetryPolicy, RunStatus
 from intemporal.store import Lease
 
-FAST = dict(initial_interval=0.01, backoff=2.0, max_interval=0.04)
+FAST: dict[str, Any] = dict(initial_interval=0.01, backoff=2.0, max_interval=0.04)
 
 
 class PaymentDeclined(ValueError):
@@ -68,7 +68,7 @@ def test_policy_defaults_and_validation() -> None:
         dict(backoff=0.5),
     ):
         with pytest.raises(ValueError):
-            RetryPolicy(**bad)  # type: ignore[arg-type]
+            RetryPolicy(**bad)
     assert RetryPolicy(non_retryable=[KeyError]).non_retryable == (KeyError,)  # type: ignore[arg-type]
 
 
@@ -366,8 +366,8 @@ class HookedStore(MemoryStore):
         super().__init__()
         self.hook: Callable[[dict[str, Any]], None] = lambda event: None
 
-    def claim(self, run_id: str) -> Lease | None:
-        lease = super().claim(run_id)
+    def claim(self, run_id: str, owner: str = "") -> Lease | None:
+        lease = super().claim(run_id, owner)
         return None if lease is None else _HookedLease(lease, lambda e: self.hook(e))
 
 

@@ -105,7 +105,15 @@ def check_ui_demo(out: str) -> None:
     assert re.search(r"^see them: intemporal --store \S+ ui ", out, re.M)
 
 
+def check_typed(out: str) -> None:
+    assert "order-1: ['reserved apple for order-1', 'reserved pear for order-1', " in out
+    assert "'charged 105 for order-1', 'M-1']" in out  # express=True passed straight through
+    assert "order-2: [" in out and "'charged 20 for order-2', 'M-2']" in out
+    assert "sent: ['customer@example.com: order-1: 3 steps'" in out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "typed.py": check_typed,
     "cancel_worker_threads.py": check_cancel_worker_threads,
     "hello.py": check_hello,
     "protocols.py": check_protocols,

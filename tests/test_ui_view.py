@@ -5,13 +5,15 @@ Pure: no web framework, no store. The pages built on it are tested in test_ui.py
 
 from __future__ import annotations
 
+from typing import Any
+
 from intemporal.ui_view import timeline
 
 
 def test_timeline_model_lays_out_attempts_waits_and_markers() -> None:
     # Given a hand-written journal: a retried activity, a timer, a signal, a crash, a child
     err = {"type": "ConnectionError", "message": "down", "traceback": "Traceback ...\n"}
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "run_started", "workflow": "w", "args": [], "ts": 100.0},
         {
             "type": "attempt_failed",
@@ -91,7 +93,7 @@ def test_timeline_model_lays_out_attempts_waits_and_markers() -> None:
 
 def test_an_open_wait_runs_to_now_and_compensations_are_apart() -> None:
     # Given a journal that compensated, then waits for a signal still
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "run_started", "workflow": "w", "ts": 0.0},
         {
             "type": "activity_completed",

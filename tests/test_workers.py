@@ -104,7 +104,7 @@ def test_the_worker_command_takes_and_reports_a_run_a_client_records(tmp_path: P
 def _load(folder: Path) -> Any:
     sys.path.insert(0, str(folder))
     try:
-        import wflows  # type: ignore[import-not-found]
+        import wflows
     finally:
         sys.path.remove(str(folder))
     return wflows.job

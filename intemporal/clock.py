@@ -1,0 +1,100 @@
+"""The time an engine and its runs see: the real clock, or a virtual one for tests.
+
+Every durable time (a journal's `ts`, a timer's fire time, a signal wait's deadline, a
+retry's due time, `intemporal.now()`) is read from the engine's clock, and every wait on
+a timer goes through it, so `intemporal.testing` can swap in a `VirtualClock` that skips
+ahead instead of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+INLINE_WAIT = 1.0  # a wait shorter than this keeps its thread; a longer one suspends the run
+
+
+class Clock:
+    """Real time: `time()` is `time.time()`, `wait()` really waits.
+
+    `inline_wait` (seconds): a run waiting less than this keeps its thread; a longer wait
+    suspends it.
+    """
+
+    inline_wait = INLINE_WAIT
+
+    @property
+    def skipped(self) -> float:
+        """Seconds of time skipped so far: always 0 for real time."""
+        return 0.0
+
+    def time(self) -> float:
+        """Now, in seconds since the epoch."""
+        return time.time()
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """Wait up to `seconds` for `event`; True if it is set."""
+        return event.wait(seconds)
+
+    @contextlib.contextmanager
+    def awaited(self) -> Iterator[None]:
+        """Mark a caller waiting for a run's result, while the block lasts (no-op here)."""
+        yield
+
+    def skip_to(self, due: float | None) -> bool:
+        """Move time to `due` if waiting for it is all that is left to do; real time never skips."""
+        return False
+
+
+class VirtualClock(Clock):
+    """Time for tests: waits complete at once and move the clock forward instead.
+
+    It starts at the real time and follows it, plus an offset that grows each time a wait
+    is skipped. Every run wait suspends the run (`inline_wait = 0`); while someone waits
+    for a run's result (`awaited()`) and no run executes, the engine moves the clock to
+    the next due timer (`skip_to`), so a three-day timeout passes in milliseconds.
+    A retry backoff waited on an activity thread moves the clock by its length.
+    """
+
+    inline_wait = 0.0
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._offset = 0.0
+        self._waiters = 0
+
+    @property
+    def skipped(self) -> float:
+        """Seconds of virtual time skipped so far."""
+        return self._offset
+
+    def time(self) -> float:
+        return time.time() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by `seconds` (negative values are ignored)."""
+        with self._mutex:
+            self._offset += max(0.0, seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        if not event.is_set():
+            self.advance(seconds)
+        return event.is_set()
+
+    @contextlib.contextmanager
+    def awaited(self) -> Iterator[None]:
+        with self._mutex:
+            self._waiters += 1
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._waiters -= 1
+
+    def skip_to(self, due: float | None) -> bool:
+        if due is None or self._waiters == 0:
+            return False
+        self.advance(due - self.time())
+        return True
