@@ -15,20 +15,24 @@ Kept out of `import intemporal`: Typer and Rich load only when the command runs.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
 from . import cli_render as render
 from .cli_render import Outcome, describe, exit_code, final_outcome, report
+from . import cli_inspect  # noqa: F401 - registers list, count, show and tree
 from .cli_support import (
     _USER_ERRORS,
     Finished,
+    ImportOption,
+    JsonOption,
+    RunArg,
+    RunsArg,
+    TimeoutOption,
     UserError,
     _add_cwd,
     _engine,
@@ -39,62 +43,21 @@ from .cli_support import (
     _parse_args,
     _parse_json,
     _show_warnings,
-    _user_errors,
+    app,
+    command,
     parse_age,
 )
-from .codec import masked
 from .errors import IntemporalError
 from .handle import RunHandle
 from .housekeeping import collectable, delete_trees, resumable
 from .store import RunStatus, check_run_id
 from .verify import verify_replay
 
-app = typer.Typer(
-    name="intemporal",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,  # locals may hold secrets; never print them
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode="markdown",
+_STORE_HELP = (
+    "The store: a directory (file store) or a URL. Default: $INTEMPORAL_HOME, else the "
+    "nearest .intemporal in this folder or a parent, else ./.intemporal."
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _command(name: str | None = None) -> Callable[[F], F]:
-    """Register a command whose user errors print one red line instead of a traceback."""
-
-    def register(fn: F) -> F:
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            with _user_errors():
-                return fn(*args, **kwargs)
-
-        app.command(name or fn.__name__)(guarded)
-        return fn
-
-    return register
-
-
-# -- commands --------------------------------------------------------------------------------------
-_STORE_HELP = "The store: a directory (file store) or a URL. Default: ./.intemporal"
-StoreOption = Annotated[
-    str | None, typer.Option(envvar="INTEMPORAL_HOME", metavar="PATH_OR_URL", help=_STORE_HELP)
-]
-_IMPORT_HELP = (
-    "Import MODULE (or load the script at a path ending in .py) first, so its workflows "
-    "are found (repeatable)."
-)
-ImportOption = Annotated[
-    list[str] | None, typer.Option("--import", "-i", metavar="MODULE", help=_IMPORT_HELP)
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON, one object per line.")]
-RunArg = Annotated[str, typer.Argument(metavar="RUN", help="The run id.")]
-RunsArg = Annotated[list[str], typer.Argument(metavar="RUN", help="The run ids.")]
-TimeoutOption = Annotated[
-    float | None,
-    typer.Option(metavar="SECONDS", help="Stop waiting after SECONDS (runs stay resumable)."),
-]
+StoreOption = Annotated[str | None, typer.Option(metavar="PATH_OR_URL", help=_STORE_HELP)]
 
 
 @app.callback()
@@ -103,93 +66,18 @@ def _root(ctx: typer.Context, store: StoreOption = None) -> None:
 
     The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else ./.intemporal (as for Engine).
 
+    \b
     Examples:
-
-        intemporal list --status failed
-        intemporal show order-42
-        intemporal resume --all
+      intemporal list --status failed
+      intemporal show order-42
+      intemporal resume --all
     """
     ctx.obj = store  # the location, read by _open
     _add_cwd()
     _show_warnings()
 
 
-@_command("list")
-def list_runs(
-    ctx: typer.Context,
-    status: Annotated[
-        RunStatus | None,
-        typer.Option("--status", "-s", case_sensitive=False, help="Only runs in this state."),
-    ] = None,
-    workflow: Annotated[
-        str | None, typer.Option("--workflow", "-w", help="Only runs of this workflow (its name).")
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=1, help="At most N runs, the newest.")
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """List runs as a table, newest first.
-
-    An orphaned run is running but no process owns it any more (it crashed): `intemporal
-    resume --all` continues it. --json prints one object per run (run_id, workflow,
-    status, created_at, updated_at, duration, steps, parent, orphaned, result, error).
-
-    Examples:
-
-        intemporal list
-        intemporal list --status failed --workflow checkout --limit 20
-        intemporal list --json | jq -r 'select(.orphaned) | .run_id'
-    """
-    with _engine(ctx, worker=False) as engine:
-        runs = engine.list_runs(status=status, workflow=workflow, limit=limit)
-    if as_json:
-        for info in runs:
-            typer.echo(json.dumps(info.to_json()))
-        return
-    out = render.console()
-    if not runs:
-        out.print("no runs" + (" match" if status or workflow else " yet"))
-        return
-    out.print(render.runs_table(runs, out.width))
-    orphans = sum(info.orphaned for info in runs)
-    if orphans:
-        note = (
-            f"{orphans} orphaned (no process owns them): `intemporal resume --all` continues them"
-        )
-        out.print(Text(note, style=render.ORPHANED_STYLE))
-
-
-@_command()
-def show(
-    ctx: typer.Context,
-    run: RunArg,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the raw journal events, one per line.")
-    ] = False,
-) -> None:
-    """Show one run: status, arguments, result or error, and its journal as a timeline.
-
-    The timeline has one row per journal event: sequence number, time since the start,
-    event, name, attempt, duration and result (elided when long) or error. A failed run's
-    traceback is printed as recorded. --json prints the raw events, one per line.
-
-    Examples:
-
-        intemporal show order-42
-        intemporal show order-42 --json | jq -c 'select(.type == "activity_completed")'
-    """
-    with _engine(ctx, worker=False) as engine:
-        events = engine.history(run)
-        info = engine.get_run(run)
-    if as_json:
-        for event in events:
-            typer.echo(json.dumps(masked(event)))  # a Secret's value reads "***"
-        return
-    render.show_run(render.console(), info, events)
-
-
-@_command()
+@command()
 def resume(
     ctx: typer.Context,
     runs: Annotated[
@@ -225,12 +113,12 @@ def resume(
     Exits 0 unless a run resumed here ends failed or cannot go on (1), or --timeout
     passes with a run still going (3); usage errors exit 2.
 
+    \b
     Examples:
-
-        intemporal resume order-42
-        intemporal resume order-42 order-43 --import shop.flows
-        intemporal resume --all
-        intemporal resume --all --failed --timeout 600
+      intemporal resume order-42
+      intemporal resume order-42 order-43 --import shop.flows
+      intemporal resume --all
+      intemporal resume --all --failed --timeout 600
     """
     if bool(runs) == (all_runs or failed):
         raise UserError("give the RUN ids to resume, or --all / --failed (not both)", 2)
@@ -262,7 +150,7 @@ def resume(
         raise typer.Exit(code)
 
 
-@_command()
+@command()
 def result(
     ctx: typer.Context,
     run: RunArg,
@@ -276,10 +164,10 @@ def result(
     Exit codes as for `resume`: 0 completed (or cancelled), 1 failed, 3 --timeout passed
     first (the run goes on).
 
+    \b
     Examples:
-
-        intemporal result order-42
-        intemporal result order-42 --timeout 30 --json | jq .result
+      intemporal result order-42
+      intemporal result order-42 --timeout 30 --json | jq .result
     """
     with _engine(ctx, worker=False) as engine:
         handle = engine.handle(run)
@@ -297,7 +185,7 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
         raise typer.Exit(outcome.code)
 
 
-@_command()
+@command()
 def cancel(
     ctx: typer.Context,
     runs: RunsArg,
@@ -308,10 +196,10 @@ def cancel(
     waits), so its saga can compensate. A run no process executes gets it when resumed;
     a finished run is left as it is. Every id is checked before any run is cancelled.
 
+    \b
     Examples:
-
-        intemporal cancel order-42
-        intemporal list --status waiting --json | jq -r .run_id | xargs intemporal cancel
+      intemporal cancel order-42
+      intemporal list --status waiting --json | jq -r .run_id | xargs intemporal cancel
     """
     out = render.console()
     with _engine(ctx, worker=False) as engine:
@@ -329,7 +217,7 @@ def cancel(
             out.print(f"{info.run_id}: cancellation requested{note}", soft_wrap=True)
 
 
-@_command("signal")
+@command("signal")
 def signal_run(
     ctx: typer.Context,
     run: RunArg,
@@ -350,10 +238,10 @@ def signal_run(
     Signals sent before the workflow waits are queued, oldest first per name. Give --id
     to make a retried send safe: a signal id is delivered at most once.
 
+    \b
     Examples:
-
-        intemporal signal expense-7 approve '{"by": "alice"}'
-        intemporal signal order-42 shipped --id shipment-991
+      intemporal signal expense-7 approve '{"by": "alice"}'
+      intemporal signal order-42 shipped --id shipment-991
     """
     payload = None if payload_json is None else _parse_json(payload_json, "PAYLOAD_JSON")
     with _engine(ctx, worker=False) as engine:
@@ -365,7 +253,7 @@ def signal_run(
     render.console().print(f"signal {name!r} sent to {run}", soft_wrap=True)
 
 
-@_command()
+@command()
 def start(
     ctx: typer.Context,
     target: Annotated[
@@ -404,11 +292,11 @@ def start(
     An existing run id is not started again. Exits 1 if the run fails, 3 if --timeout passes
     first (as `resume`).
 
+    \b
     Examples:
-
-        intemporal start shop.flows:checkout '["order-42", 100]' --run-id order-42
-        intemporal start shop.flows:checkout '{"order_id": "order-43", "amount": 5}'
-        intemporal start shop.flows:nightly --detach
+      intemporal start shop.flows:checkout '["order-42", 100]' --run-id order-42
+      intemporal start shop.flows:checkout '{"order_id": "order-43", "amount": 5}'
+      intemporal start shop.flows:nightly --detach
     """
     wf = _load_target(target)
     args, kwargs = _parse_args(args_json)
@@ -434,7 +322,7 @@ def start(
     _print_outcome(outcome, as_json)
 
 
-@_command()
+@command()
 def gc(
     ctx: typer.Context,
     older_than: Annotated[
@@ -461,11 +349,11 @@ def gc(
     (waiting, crashed, pending), nor on its own. Prints how many runs were removed;
     --dry-run lists them (children included) and deletes nothing.
 
+    \b
     Examples:
-
-        intemporal gc --older-than 7d
-        intemporal gc --older-than 12h --status completed
-        intemporal gc --older-than 30d --dry-run
+      intemporal gc --older-than 7d
+      intemporal gc --older-than 12h --status completed
+      intemporal gc --older-than 30d --dry-run
     """
     seconds = parse_age(older_than)
     store = _open(ctx)
@@ -482,7 +370,7 @@ def gc(
     out.print(f"{'would remove' if dry_run else 'removed'} {count} run(s)")
 
 
-@_command()
+@command()
 def worker(
     ctx: typer.Context,
     queues: Annotated[
@@ -509,11 +397,11 @@ def worker(
     --once exits with the codes of `resume`: 1 if a run it executed ended failed (or could
     not be resumed), else 0.
 
+    \b
     Examples:
-
-        intemporal worker --import shop.flows
-        intemporal worker --queue emails --queue billing --threads 16
-        intemporal worker --once
+      intemporal worker --import shop.flows
+      intemporal worker --queue emails --queue billing --threads 16
+      intemporal worker --once
     """
     for module in imports or []:
         _import(module)
@@ -565,7 +453,7 @@ def worker(
             out.print("stopping: unfinished runs stay durable and resumable")
 
 
-@_command()
+@command()
 def replay(
     ctx: typer.Context,
     runs: RunsArg,
@@ -577,11 +465,11 @@ def replay(
     journal recorded and what the code asks for now. Exits 0 when every run replays, 1
     otherwise: run it in CI before a deploy, on the runs still in flight.
 
+    \b
     Examples:
-
-        intemporal replay order-42
-        intemporal replay order-42 --import shop.flows
-        intemporal list --status running --json | jq -r .run_id | xargs intemporal replay
+      intemporal replay order-42
+      intemporal replay order-42 --import shop.flows
+      intemporal list --status running --json | jq -r .run_id | xargs intemporal replay
     """
     for module in imports or []:
         _import(module)

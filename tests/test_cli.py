@@ -331,7 +331,6 @@ def test_show_json_prints_the_raw_events(cli: Cli, engine: intemporal.Engine) ->
     "args",
     [
         ["show", "nope"],
-        ["show", "nope", "--json"],
         ["cancel", "nope"],
         ["resume", "nope"],
         ["replay", "nope"],
