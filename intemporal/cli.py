@@ -16,15 +16,15 @@ Kept out of `import intemporal`: Typer and Rich load only when the command runs.
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
+from . import cli_inspect, cli_worker  # noqa: F401 - they register their commands
 from . import cli_render as render
-from .cli_render import Outcome, describe, exit_code, final_outcome, report
-from . import cli_inspect  # noqa: F401 - registers list, count, show and tree
+from . import cli_timeline as view
+from .cli_render import Outcome, describe, exit_code, report
 from .cli_support import (
     _USER_ERRORS,
     Finished,
@@ -38,7 +38,6 @@ from .cli_support import (
     _engine,
     _import,
     _load_target,
-    _location,
     _open,
     _parse_args,
     _parse_json,
@@ -144,7 +143,7 @@ def resume(
                 )
             except _USER_ERRORS as exc:  # this run cannot go on; the others still may
                 started.append(Outcome(info.run_id, "error", error=describe(exc)))
-        outcomes = render.follow(engine, started, timeout, out, as_json, bar=not runs)
+        outcomes = render.follow(engine, started, timeout, out, as_json)
     code = exit_code(outcomes)
     if code:
         raise typer.Exit(code)
@@ -189,12 +188,15 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
 def cancel(
     ctx: typer.Context,
     runs: RunsArg,
+    as_json: JsonOption = False,
 ) -> None:
     """Request cancellation of runs.
 
     The workflow gets intemporal.Cancelled at its next durable operation (at once if it
-    waits), so its saga can compensate. A run no process executes gets it when resumed;
-    a finished run is left as it is. Every id is checked before any run is cancelled.
+    waits), so its saga can compensate. Says who delivers it: the live process executing
+    the run (or keeping it waiting), or, when no process has it, `intemporal resume RUN`
+    or a worker. A finished run is left as it is. Every id is checked before any run is
+    cancelled. --json prints one object per run (run_id, status, requested, held_by).
 
     \b
     Examples:
@@ -205,16 +207,35 @@ def cancel(
     with _engine(ctx, worker=False) as engine:
         infos = [engine.get_run(rid) for rid in runs]
         for info in infos:
-            if info.status.finished:
-                out.print(f"{info.run_id}: already {info.status}; nothing to cancel")
-                continue
-            engine.cancel(info.run_id)
-            note = ""
-            if not engine.store.is_claimed(info.run_id):
-                note = (
-                    f" (no process executes it now: `intemporal resume {info.run_id}` delivers it)"
+            held = render.held_by(engine, info)
+            requested = not info.status.finished
+            if requested:
+                engine.cancel(info.run_id)
+            if as_json:
+                obj = {"run_id": info.run_id, "status": info.status.value}
+                typer.echo(json.dumps({**obj, "requested": requested, "held_by": held}))
+            elif not requested:
+                out.print(
+                    f"{info.run_id}: already {info.status}; nothing to cancel", soft_wrap=True
                 )
-            out.print(f"{info.run_id}: cancellation requested{note}", soft_wrap=True)
+            elif held == "executing":
+                out.print(
+                    f"{info.run_id}: cancellation requested; the live process executing it "
+                    "delivers it at the run's next durable operation",
+                    soft_wrap=True,
+                )
+            elif held == "waiting":
+                out.print(
+                    f"{info.run_id}: cancellation requested; the live engine keeping it "
+                    "waiting delivers it now",
+                    soft_wrap=True,
+                )
+            else:
+                out.print(
+                    f"{info.run_id}: cancellation requested; no process executes it now: "
+                    f"`intemporal worker` or `intemporal resume {info.run_id}` delivers it",
+                    soft_wrap=True,
+                )
 
 
 @command("signal")
@@ -232,11 +253,15 @@ def signal_run(
         str | None,
         typer.Option("--id", help="A signal id: the same id sent twice is delivered once."),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Send a signal to a run: `wait_for_signal(NAME)` in the workflow returns the payload.
 
     Signals sent before the workflow waits are queued, oldest first per name. Give --id
-    to make a retried send safe: a signal id is delivered at most once.
+    to make a retried send safe: a signal id is delivered at most once. Says how the run
+    will take it (a live process has it, or `intemporal worker` / `resume` runs it), and
+    warns when the run waits for a signal of another name. --json prints one object
+    (run_id, signal, held_by, waits_for).
 
     \b
     Examples:
@@ -245,12 +270,34 @@ def signal_run(
     """
     payload = None if payload_json is None else _parse_json(payload_json, "PAYLOAD_JSON")
     with _engine(ctx, worker=False) as engine:
-        engine.get_run(run)
+        info = engine.get_run(run)
+        held = render.held_by(engine, info)
+        waits = (
+            render.awaited_signal(engine.history(run)) if info.status.value == "waiting" else None
+        )
         try:
             engine.signal(run, name, payload, signal_id=signal_id)
         except NotImplementedError as exc:
             raise UserError(f"this engine cannot deliver signals yet: {exc}") from None
-    render.console().print(f"signal {name!r} sent to {run}", soft_wrap=True)
+    if as_json:
+        obj = {"run_id": run, "signal": name, "held_by": held, "waits_for": waits}
+        typer.echo(json.dumps(obj))
+        return
+    out = render.console()
+    if held is None:
+        how = (
+            f"no process executes it now: `intemporal worker` or `intemporal resume {run}` "
+            "runs it and the workflow takes the signal then"
+        )
+    else:
+        how = f"the live process {'executing' if held == 'executing' else 'keeping'} it takes it"
+    out.print(f"signal {name!r} sent to {run}; {how}", soft_wrap=True)
+    if waits is not None and waits != name:
+        warning = (
+            f"warning: run {run} waits for signal {waits!r}, not {name!r}: the signal stays "
+            f"queued until the workflow asks for {name!r}"
+        )
+        render.console(stderr=True).print(Text(warning, style="yellow"), soft_wrap=True)
 
 
 @command()
@@ -289,7 +336,8 @@ def start(
     MODULE is imported from the current folder. Prints the run id, then the result (JSON,
     else its repr); --json prints one object. --detach only records the run as pending and
     returns, like `temporal workflow start`: `intemporal worker` (or `resume RUN`) runs it.
-    An existing run id is not started again. Exits 1 if the run fails, 3 if --timeout passes
+    An existing run id is not started again: it says so (on stderr) and reports that run.
+    MODULE is a module name (`nightly`), not a file (`nightly.py`). Exits 1 if the run fails, 3 if --timeout passes
     first (as `resume`).
 
     \b
@@ -303,7 +351,16 @@ def start(
     if run_id is not None:
         check_run_id(run_id)
     with _engine(ctx, worker=wait, create=True) as engine:
+        known = engine.store.exists(run_id) if run_id is not None else False
         handle = engine.start(wf, *args, run_id=run_id, kwargs=kwargs, queue=queue)
+        if known:  # idempotent start: say so, then report the run as it stands
+            info = engine.get_run(handle.run_id)
+            what = "already ran" if info.status.finished else "already exists"
+            render.console(stderr=True).print(
+                f"run {handle.run_id} {what} ({view.state(info)}, started "
+                f"{render.fmt_time(info.created_at)}): not started again",
+                soft_wrap=True,
+            )
         if not wait:
             status = engine.get_run(handle.run_id).status
             if as_json:
@@ -339,6 +396,7 @@ def gc(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Delete finished runs (completed, failed, cancelled) that ended longer ago than AGE.
 
@@ -347,7 +405,8 @@ def gc(
     and no process owns any, the last ended longer ago than AGE, and the top-level run
     ended with --status. A child run is never deleted while its parent is unfinished
     (waiting, crashed, pending), nor on its own. Prints how many runs were removed;
-    --dry-run lists them (children included) and deletes nothing.
+    --dry-run lists them (children included) and deletes nothing. --json prints one
+    object per run (run_id, status, workflow, parent, action).
 
     \b
     Examples:
@@ -360,97 +419,22 @@ def gc(
     doomed = collectable(store, older_than=seconds, status=status and RunStatus(status))
     out = render.console()
     # the top-level run first, then what it started
-    for info in [i for tree in doomed for i in reversed(tree.runs)] if dry_run else []:
-        below = f", child of {info.parent}" if info.parent else ""
-        out.print(
-            f"would remove {info.run_id} ({info.status}, {info.workflow}{below})", soft_wrap=True
-        )
+    listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
     doomed = doomed if dry_run else delete_trees(store, doomed)
-    count = sum(len(tree.runs) for tree in doomed)
-    out.print(f"{'would remove' if dry_run else 'removed'} {count} run(s)")
-
-
-@command()
-def worker(
-    ctx: typer.Context,
-    queues: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--queue", "-q", metavar="Q", help="A queue to serve (repeatable).", show_default=False
-        ),
-    ] = None,
-    imports: ImportOption = None,
-    interval: Annotated[
-        float, typer.Option(min=0.01, metavar="SECONDS", help="Seconds between two looks for work.")
-    ] = 1.0,
-    threads: Annotated[int, typer.Option(min=1, help="Runs executed at the same time.")] = 8,
-    once: Annotated[
-        bool, typer.Option("--once", help="Take the work there is now, finish it, and exit.")
-    ] = False,
-) -> None:
-    """Execute runs until stopped (Ctrl-C): every pending run and every orphaned one.
-
-    Every second it calls Engine.recover(), which resumes each unfinished run no process
-    owns (started with --detach, or crashed), and prints how each ended; runs recorded
-    meanwhile are taken at once. With --queue it serves only those queues.
-    On Ctrl-C the runs stop at their next durable operation and stay resumable.
-    --once exits with the codes of `resume`: 1 if a run it executed ended failed (or could
-    not be resumed), else 0.
-
-    \b
-    Examples:
-      intemporal worker --import shop.flows
-      intemporal worker --queue emails --queue billing --threads 16
-      intemporal worker --once
-    """
-    for module in imports or []:
-        _import(module)
-    out = render.console()
-    watching: dict[str, RunHandle] = {}
-    reported: set[str] = set()
-    ended: list[Outcome] = []  # how each run ended, for --once's exit code
-    with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
-        where = engine.store.location or _location(ctx)
-        served = f"queues {', '.join(queues)}" if queues else "every queue"
-        out.print(f"worker on {where}, serving {served} (Ctrl-C to stop)", soft_wrap=True)
-        try:
-            while True:
-                try:
-                    for handle in engine.recover():
-                        if handle.run_id not in watching:
-                            out.print(f"resumed {handle.run_id}", soft_wrap=True)
-                            watching[handle.run_id] = handle
-                    while engine.adopted:  # recorded by clients meanwhile, taken at once
-                        handle = engine.adopted.popleft()
-                        out.print(f"took {handle.run_id}", soft_wrap=True)
-                        watching[handle.run_id] = handle
-                except _USER_ERRORS as exc:
-                    if str(exc) not in reported:  # say it once, keep serving the rest
-                        reported.add(str(exc))
-                        ended.append(Outcome("?", "error", error=describe(exc)))
-                        out.print(Text(f"cannot resume a run: {exc}", style="red"), soft_wrap=True)
-                for rid in list(watching):
-                    stopped = render.halted(engine, rid)
-                    if stopped is not None:  # the store failed, or the workflow interrupted
-                        ended.append(stopped)  # itself: say so once; it stays resumable
-                        report(out, stopped, False)
-                        del watching[rid]
-                        continue
-                    info = engine.get_run(rid)
-                    if info.status.finished:
-                        ended.append(final_outcome(info))
-                        report(out, ended[-1], False)
-                        del watching[rid]
-                    elif once and info.status is RunStatus.WAITING:  # it may take days
-                        what = render.long_wait(engine.history(rid))
-                        if what is not None and not engine.store.is_claimed(rid):
-                            report(out, Outcome(rid, info.status.value, waiting_for=what), False)
-                            del watching[rid]
-                if once and not watching:
-                    raise typer.Exit(exit_code(ended))
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            out.print("stopping: unfinished runs stay durable and resumable")
+    gone = {i.run_id for tree in doomed for i in tree.runs}
+    for info in listed:
+        if as_json:
+            action = "would remove" if dry_run else "removed" if info.run_id in gone else "kept"
+            obj = {"run_id": info.run_id, "status": info.status.value, "workflow": info.workflow}
+            typer.echo(json.dumps({**obj, "parent": info.parent, "action": action}))
+        else:
+            below = f", child of {info.parent}" if info.parent else ""
+            out.print(
+                f"would remove {info.run_id} ({info.status}, {info.workflow}{below})",
+                soft_wrap=True,
+            )
+    if not as_json:
+        out.print(f"{'would remove' if dry_run else 'removed'} {len(gone)} run(s)")
 
 
 @command()
@@ -458,12 +442,14 @@ def replay(
     ctx: typer.Context,
     runs: RunsArg,
     imports: ImportOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Replay recorded runs against the current code, running no activity.
 
     Reports "deterministic" or the first mismatch: the step's sequence number, what the
     journal recorded and what the code asks for now. Exits 0 when every run replays, 1
-    otherwise: run it in CI before a deploy, on the runs still in flight.
+    otherwise: run it in CI before a deploy, on the runs still in flight. --json prints
+    one object per run (run_id, deterministic, message).
 
     \b
     Examples:
@@ -484,7 +470,12 @@ def replay(
         except Exception as exc:  # rebuilding the recorded arguments failed
             raise UserError(f"cannot replay run {rid!r}: {type(exc).__name__}: {exc}") from exc
         all_ok = all_ok and ok
-        out.print(Text(f"{rid}: {message}", style="green" if ok else "bold red"), soft_wrap=True)
+        if as_json:
+            typer.echo(json.dumps({"run_id": rid, "deterministic": ok, "message": message}))
+        else:
+            out.print(
+                Text(f"{rid}: {message}", style="green" if ok else "bold red"), soft_wrap=True
+            )
     if not all_ok:
         raise typer.Exit(1)
 

@@ -24,7 +24,6 @@ from .codec import masked
 from .engine import Engine
 from .store import RunInfo, RunStatus
 
-
 STATES = [*(s.value for s in RunStatus), "orphaned"]
 StatusOption = Annotated[
     str | None,
@@ -45,7 +44,8 @@ ParentOption = Annotated[
 ]
 _WHEN = "a duration back from now (90s, 15m, 12h, 7d, 2w) or a date (2026-11-29, 2026-11-29T14:30)"
 SinceOption = Annotated[
-    str | None, typer.Option("--since", metavar="WHEN", help=f"Only runs started since WHEN: {_WHEN}.")
+    str | None,
+    typer.Option("--since", metavar="WHEN", help=f"Only runs started since WHEN: {_WHEN}."),
 ]
 UntilOption = Annotated[
     str | None, typer.Option("--until", metavar="WHEN", help="Only runs started before WHEN.")
@@ -63,7 +63,9 @@ def parse_when(text: str, utc: bool = False) -> float:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise UserError(f"{text!r} is not a duration (7d, 12h) or a date (2026-11-29T14:30)", 2) from None
+        raise UserError(
+            f"{text!r} is not a duration (7d, 12h) or a date (2026-11-29T14:30)", 2
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC) if utc else when.astimezone()  # naive: local time
     return when.timestamp()
@@ -215,7 +217,9 @@ def show(
     ] = False,
     follow: Annotated[
         bool,
-        typer.Option("--follow", "-f", help="Then print new events as they come, until the run ends."),
+        typer.Option(
+            "--follow", "-f", help="Then print new events as they come, until the run ends."
+        ),
     ] = False,
     utc: UtcOption = False,
     as_json: Annotated[

@@ -11,24 +11,24 @@ each one ended.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from .codec import is_exact_json, peek
@@ -209,6 +209,11 @@ def report(out: Console, o: Outcome, as_json: bool) -> None:
         out.file.write(json.dumps(o.to_json()) + "\n")
         out.file.flush()
         return
+    out.print(outcome_text(o), soft_wrap=True)
+
+
+def outcome_text(o: Outcome) -> Text:
+    """One outcome as a line: "RUN STATUS: result-or-error"."""
     if o.status == RunStatus.COMPLETED:
         detail = value_text(o.value)
     elif o.error is not None:
@@ -223,9 +228,7 @@ def report(out: Console, o: Outcome, as_json: bool) -> None:
     else:
         detail = "still running when --timeout passed; it stays resumable"
     style = OUTCOME_STYLE.get(o.status) or STATUS_STYLE.get(RunStatus(o.status), "")
-    out.print(
-        Text.assemble((o.run_id, "bold"), " ", (o.status, style), ": ", detail), soft_wrap=True
-    )
+    return Text.assemble((o.run_id, "bold"), " ", (o.status, style), ": ", detail)
 
 
 SIGNAL_OP = "intemporal.signal:"  # how the journal names a signal wait
@@ -250,12 +253,17 @@ def long_wait(events: list[Event]) -> str | None:
 
 
 def wait(
-    engine: Engine, handle: RunHandle, timeout: float | None, long_waits: bool = False
+    engine: Engine,
+    handle: RunHandle,
+    timeout: float | None,
+    long_waits: bool = False,
+    on_poll: Callable[[], None] | None = None,
 ) -> Outcome:
     """Wait for a run to end, or for `timeout`; not for a signal or a timer far off.
 
     Short timers and child runs are waited for: the engine here executes them when due.
     With `long_waits` (`intemporal result`), signals and far timers are waited for too.
+    `on_poll` is called between two looks (a progress bar reads the journal there).
     """
     rid = handle.run_id
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -264,6 +272,8 @@ def wait(
         try:
             return Outcome(rid, RunStatus.COMPLETED.value, value=handle.result(timeout=step))
         except TimeoutError as exc:  # our own timeout, or the workflow's TimeoutError
+            if on_poll is not None:
+                on_poll()
             info = engine.get_run(rid)
             if info.status.finished:
                 return Outcome(rid, info.status.value, error=describe(exc))
@@ -294,42 +304,86 @@ def follow(
     timeout: float | None,
     out: Console,
     as_json: bool,
-    bar: bool = False,
 ) -> list[Outcome]:
-    """Wait for each run in turn and print how it ended; with `bar`, under a progress bar."""
+    """Wait for each run in turn and print how it ended.
+
+    On a terminal (and without --json) a progress bar counts the activities completed
+    by the run being waited for, as its journal grows, and names its latest step; with
+    more than one run, a second bar counts the runs. A pipe gets the result lines only.
+    """
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[count]}"),
         TimeElapsedColumn(),
         console=out,
         transient=True,
-        disable=not (bar and out.is_terminal),  # a pipe gets the result lines only
+        disable=as_json or not out.is_terminal,
     )
     outcomes = []
     with progress:
-        task = progress.add_task("resuming", total=len(runs))
-        for item in runs:
+        many = len(runs) > 1
+        runs_task = progress.add_task("runs", total=len(runs), count=f"0/{len(runs)} runs")
+        progress.update(runs_task, visible=many)
+        acts = progress.add_task("activities", total=None, count="0 activities")
+        for n, item in enumerate(runs, 1):
             if not isinstance(item, Outcome):
-                progress.update(task, description=f"waiting for {item.run_id}")
-                item = wait(engine, item, timeout)
+                rid = item.run_id
+                tick = functools.partial(_show_steps, engine, rid, progress, acts)
+                progress.reset(acts, total=None, completed=0)
+                tick()
+                item = wait(engine, item, timeout, on_poll=None if progress.disable else tick)
             report(progress.console, item, as_json)
             outcomes.append(item)
-            progress.advance(task)
+            progress.update(runs_task, completed=n, count=f"{n}/{len(runs)} runs")
     return outcomes
+
+
+def _show_steps(engine: Engine, run_id: str, progress: Progress, task: TaskID) -> None:
+    """Set a progress task to a run's completed activities and its latest step."""
+    if progress.disable:
+        return
+    events = engine.history(run_id)
+    done = sum(e.get("type") == "activity_completed" for e in events)
+    last = next((e for e in reversed(events) if "seq" in e), None)
+    step = f"step {last['seq']} {last.get('name', '')}" if last else "starting"
+    progress.update(
+        task, completed=done, description=f"{run_id}: {step}", count=f"{done} activities"
+    )
 
 
 def elsewhere(engine: Engine, info: RunInfo) -> Outcome | None:
     """An outcome saying another live process has the run (executes it, or keeps it waiting)."""
-    final = info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED)  # a failed run may resume
-    claimed = not final and engine.store.is_claimed(info.run_id)
-    parked = info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned
-    if not (claimed or parked):
+    held = held_by(engine, info)
+    if held is None:
         return None
     note = (
-        f"another process has it ({'executing' if claimed else 'keeping it waiting'}); "
+        f"another process has it ({'executing' if held == 'executing' else 'keeping it waiting'}); "
         f"`intemporal result {info.run_id}` waits for its end"
     )
-    status = RunStatus.RUNNING if claimed else info.status  # a failed run it retries runs
+    status = (
+        RunStatus.RUNNING if held == "executing" else info.status
+    )  # a failed run it retries runs
     return Outcome(info.run_id, status.value, note=note)
+
+
+def held_by(engine: Engine, info: RunInfo) -> str | None:
+    """Which live process has a run: "executing" it, keeping it "waiting", or None.
+
+    A failed run may be held too: a process that resumed it retries its failed step.
+    """
+    if info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+        return None
+    if engine.store.is_claimed(info.run_id):
+        return "executing"
+    if info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned:
+        return "waiting"
+    return None
+
+
+def awaited_signal(events: list[Event]) -> str | None:
+    """The name of the signal a parked run waits for (its last `run_suspended`), or None."""
+    last = next((e for e in reversed(events) if e.get("type") == "run_suspended"), None)
+    reason = str(last.get("reason", "")) if last else ""
+    return reason[len(SIGNAL_OP) :] if reason.startswith(SIGNAL_OP) else None

@@ -21,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.text import Text
-from typer import _click as click
+from typer._click import exceptions as click
 from typer.core import TyperGroup
 
 from . import cli_render as render
@@ -59,7 +59,9 @@ def _user_errors(as_json: bool = False) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        raise _fail("interrupted; unfinished runs stay durable and resumable", 130, as_json) from None
+        raise _fail(
+            "interrupted; unfinished runs stay durable and resumable", 130, as_json
+        ) from None
     except BrokenPipeError:  # the reader left (`intemporal list --json | head`): stop quietly
         with contextlib.suppress(Exception):  # and keep the exit-time flush from failing too
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -73,17 +75,26 @@ def _user_errors(as_json: bool = False) -> Iterator[None]:
 class JsonErrorsGroup(TyperGroup):
     """The command group: with `--json` anywhere on the line, a usage error is JSON too."""
 
-    def main(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, *a: Any, standalone_mode: bool = True, **kw: Any
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kw: Any,
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        if "--json" not in argv or not standalone_mode:
-            return super().main(argv, *a, standalone_mode=standalone_mode, **kw)
+        json_errors = "--json" in argv and standalone_mode
         try:
-            code = super().main(argv, *a, standalone_mode=False, **kw)
+            code = super().main(
+                argv, prog_name, complete_var, not json_errors, windows_expand_args, **kw
+            )
+            if not json_errors:
+                return code
         except click.ClickException as exc:
             raise SystemExit(_fail(exc.format_message(), exc.exit_code, True).exit_code) from None
-        except click.Abort:
+        except typer.Abort:
             raise SystemExit(_fail("aborted", 1, True).exit_code) from None
         raise SystemExit(code if isinstance(code, int) else 0)
 
@@ -193,6 +204,8 @@ def _load_target(target: str) -> Any:
     module, sep, qualname = target.partition(":")
     if not (sep and module and qualname):
         raise UserError(f"expected MODULE:WORKFLOW (e.g. shop.flows:checkout), got {target!r}", 2)
+    if module.endswith(".py") or "/" in module or os.sep in module:
+        raise UserError(_module_hint(module, qualname), 2)
     obj: Any = _import(module)
     for part in qualname.split("."):
         if not hasattr(obj, part):
@@ -201,6 +214,21 @@ def _load_target(target: str) -> Any:
     if not callable(obj):
         raise UserError(f"{target} is a {type(obj).__name__}, not a workflow function")
     return obj
+
+
+def _module_hint(path: str, qualname: str) -> str:
+    """What to type instead of a file path in MODULE:WORKFLOW."""
+    rel = os.path.relpath(os.path.abspath(path))
+    stem = rel[:-3] if rel.endswith(".py") else rel
+    dotted = stem.replace(os.sep, ".").replace("/", ".")
+    if stem.startswith("..") or not dotted.replace(".", "").replace("_", "").isalnum():
+        folder = os.path.dirname(os.path.abspath(path))
+        name = os.path.basename(stem)
+        return (
+            f"MODULE is a module name, not a file: run from {folder} (or add it to "
+            f"PYTHONPATH) and give {name}:{qualname}"
+        )
+    return f"MODULE is a module name, not a file: did you mean {dotted}:{qualname}?"
 
 
 def _parse_json(text: str, what: str) -> Any:

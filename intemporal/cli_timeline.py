@@ -186,11 +186,15 @@ def run_header(
     if info.status is RunStatus.WAITING:
         grid.add_row("waits for", waiting_for(events, children, utc) or "?")
     grid.add_row("started", fmt_time(info.created_at, utc))
-    grid.add_row("updated", f"{fmt_time(info.updated_at, utc)} ({fmt_duration(info.duration)} in all)")
+    grid.add_row(
+        "updated", f"{fmt_time(info.updated_at, utc)} ({fmt_duration(info.duration)} in all)"
+    )
     grid.add_row("activities", str(info.steps))
     if children:
         done = sum(i.status.finished for i in children.values())
-        grid.add_row("child runs", f"{len(children)} ({done} finished): `intemporal tree {info.run_id}`")
+        grid.add_row(
+            "child runs", f"{len(children)} ({done} finished): `intemporal tree {info.run_id}`"
+        )
     if info.parent:
         grid.add_row("parent", info.parent)
     if first.get("queue"):
@@ -246,10 +250,10 @@ def event_detail(ev: Event, children: dict[str, RunInfo], utc: bool) -> Text:
     if kind == "run_resumed":
         return Text("resumed after it failed: the failed step is retried")
     if "error" in ev:
-        text = error_text(ev["error"])
+        said = error_text(ev["error"])
         if kind == "attempt_failed" and "retry_in" in ev:
-            text += f"  (retry in {fmt_duration(ev['retry_in'])})"
-        return Text(text, style="red")
+            said += f"  (retry in {fmt_duration(ev['retry_in'])})"
+        return Text(said, style="red")
     if "result" in ev:
         return Text(stored_text(ev["result"], VALUE_CAP))
     if kind == "cancel_delivered":
@@ -291,10 +295,12 @@ def rows(events: list[Event], children: dict[str, RunInfo], utc: bool) -> list[R
         kind = str(ev.get("type", "?"))
         ts, started = ev.get("ts"), ev.get("started")
         num = isinstance(ts, int | float)
-        took = ts - started if num and isinstance(started, int | float) else None
+        took = None
+        if isinstance(ts, int | float) and isinstance(started, int | float):
+            took = ts - started
         detail = event_detail(ev, children, utc)
         if times > 1:
-            detail.append(f" (×{times})")
+            detail.append(f" ({times} times)")
         name = str(ev.get("name", ""))
         if name.startswith(SIGNAL_OP):
             name = "signal " + name[len(SIGNAL_OP) :]
@@ -340,7 +346,13 @@ def timeline(
         )
         for r in body:
             table.add_row(
-                r.seq, r.at, Text(r.kind, style=_event_style(r.kind)), r.name, r.attempt, r.took, r.detail
+                r.seq,
+                r.at,
+                Text(r.kind, style=_event_style(r.kind)),
+                r.name,
+                r.attempt,
+                r.took,
+                r.detail,
             )
         return table
     return Group(*event_lines(body, full))
@@ -436,7 +448,9 @@ def show_run(
 
 def child_ids(events: list[Event]) -> list[str]:
     """The ids of the child runs a journal started, in order."""
-    return [str(e["child_id"]) for e in events if e.get("type") == "child_started" and "child_id" in e]
+    return [
+        str(e["child_id"]) for e in events if e.get("type") == "child_started" and "child_id" in e
+    ]
 
 
 # -- the tree --------------------------------------------------------------------------------------
