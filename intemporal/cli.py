@@ -5,8 +5,10 @@
     intemporal resume --all
     intemporal replay order-42 --import shop.flows
 
-Every command finds the store as `Engine` does: `--store PATH_OR_URL`, else
-`$INTEMPORAL_HOME`, else `./.intemporal`. A user error (an unknown run id, bad JSON, a
+Every command finds the store as `Engine` does (`intemporal.store.locate`): `--store
+PATH_OR_URL`, else `$INTEMPORAL_HOME`, else the nearest `.intemporal` in this folder or a
+parent, else `./.intemporal`. The commands live in `cli.py` (start, resume, result, cancel,
+signal, gc, replay), `cli_inspect.py` (list, count, show, tree) and `cli_worker.py`. A user error (an unknown run id, bad JSON, a
 missing store, a module that does not import) prints one red line on stderr and exits 1;
 a usage error exits 2. `INTEMPORAL_DEBUG=1` shows the traceback instead.
 
@@ -63,7 +65,9 @@ StoreOption = Annotated[str | None, typer.Option(metavar="PATH_OR_URL", help=_ST
 def _root(ctx: typer.Context, store: StoreOption = None) -> None:
     """Durable workflows from the terminal: list, inspect, start, resume, cancel and signal runs.
 
-    The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else ./.intemporal (as for Engine).
+    The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else the nearest .intemporal
+    directory in this folder or a parent (as git finds .git), else ./.intemporal: the same
+    rule as Engine(store=None). Every command takes --json.
 
     \b
     Examples:
@@ -251,7 +255,9 @@ def signal_run(
     ] = None,
     signal_id: Annotated[
         str | None,
-        typer.Option("--id", help="A signal id: the same id sent twice is delivered once."),
+        typer.Option(
+            "--id", metavar="ID", help="A signal id: the same id sent twice is delivered once."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -316,7 +322,9 @@ def start(
     run_id: Annotated[
         str | None,
         typer.Option(
-            "--run-id", help="The run's id (default: random). Starting it twice runs it once."
+            "--run-id",
+            metavar="ID",
+            help="The run's id (default: random). Starting it twice runs it once.",
         ),
     ] = None,
     wait: Annotated[
@@ -327,7 +335,9 @@ def start(
             "pending, for `intemporal worker` or `intemporal resume` to run.",
         ),
     ] = True,
-    queue: Annotated[str | None, typer.Option(help="The queue to record the run on.")] = None,
+    queue: Annotated[
+        str | None, typer.Option(metavar="QUEUE", help="The queue to record the run on.")
+    ] = None,
     timeout: TimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -36,9 +36,12 @@ StatusOption = Annotated[
     ),
 ]
 WorkflowOption = Annotated[
-    str | None, typer.Option("--workflow", "-w", help="Only runs of this workflow (its name).")
+    str | None,
+    typer.Option("--workflow", "-w", metavar="NAME", help="Only runs of this workflow (its name)."),
 ]
-QueueOption = Annotated[str | None, typer.Option("--queue", "-q", help="Only runs on this queue.")]
+QueueOption = Annotated[
+    str | None, typer.Option("--queue", "-q", metavar="QUEUE", help="Only runs on this queue.")
+]
 ParentOption = Annotated[
     str | None, typer.Option("--parent", metavar="RUN", help="Only the child runs of RUN.")
 ]

@@ -124,7 +124,9 @@ def worker(
     interval: Annotated[
         float, typer.Option(min=0.01, metavar="SECONDS", help="Seconds between two looks for work.")
     ] = 1.0,
-    threads: Annotated[int, typer.Option(min=1, help="Runs executed at the same time.")] = 8,
+    threads: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Runs executed at the same time.")
+    ] = 8,
     once: Annotated[
         bool,
         typer.Option(
