@@ -261,6 +261,11 @@ def show(
 FOLLOW_POLL = 0.2  # seconds between two reads of a followed journal
 
 
+def _pause(seconds: float) -> None:
+    """Wait between two reads of a followed journal (a seam for tests)."""
+    time.sleep(seconds)
+
+
 def _follow(
     engine: Engine, info: RunInfo, events: list[Any], utc: bool, full: bool, as_json: bool
 ) -> None:
@@ -271,7 +276,7 @@ def _follow(
     seen_events = len(events)
     seen_rows = len(view.rows(events, {}, utc))
     while not info.status.finished:
-        time.sleep(FOLLOW_POLL)
+        _pause(FOLLOW_POLL)
         events = engine.history(info.run_id)
         info = engine.get_run(info.run_id)
         if len(events) == seen_events:

@@ -37,7 +37,7 @@ from .cli_render import (
 from .store import Event, RunInfo, RunStatus
 
 NARROW = 100  # below this many columns, details go under the event line
-WIDE = 130  # from this width on, `intemporal list` shows every column
+WIDE = 160  # from this width on, `intemporal list` shows every column
 VALUE_CAP = 4000  # characters of one value ever rendered (a terminal line cuts it further)
 HEADER_WIDTH = 400  # characters of args and result shown in the header without --full
 
@@ -201,9 +201,10 @@ def run_header(
         grid.add_row("queue", str(first["queue"]))
     args = [stored_text(a, cap) for a in first.get("args", [])]
     args += [f"{k}={stored_text(v, cap)}" for k, v in first.get("kwargs", {}).items()]
-    grid.add_row("args", Text(elide(", ".join(args), cap) or "(none)"))
+    cut: dict[str, Any] = {} if full else {"no_wrap": True, "overflow": "ellipsis"}
+    grid.add_row("args", Text(elide(", ".join(args), cap) or "(none)", **cut))
     if info.status is RunStatus.COMPLETED:
-        grid.add_row("result", Text(stored_text(info.raw.get("result"), cap)))
+        grid.add_row("result", Text(stored_text(info.raw.get("result"), cap), **cut))
     elif info.raw.get("error"):
         grid.add_row("error", Text(error_text(info.raw["error"]), style="red"))
     recovered = sum(e.get("type") == "run_recovered" for e in events)
@@ -299,8 +300,8 @@ def rows(events: list[Event], children: dict[str, RunInfo], utc: bool) -> list[R
         if isinstance(ts, int | float) and isinstance(started, int | float):
             took = ts - started
         detail = event_detail(ev, children, utc)
-        if times > 1:
-            detail.append(f" ({times} times)")
+        if times > 1:  # said first: a long detail is cut at its end
+            detail = Text(f"({times} times) ", style=detail.style) + detail
         name = str(ev.get("name", ""))
         if name.startswith(SIGNAL_OP):
             name = "signal " + name[len(SIGNAL_OP) :]

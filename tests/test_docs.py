@@ -76,7 +76,9 @@ def test_the_call_table_lists_every_public_engine_method() -> None:
     section = README[README.index("| call | what it does |") :]
     table = section[: section.index("\n\n")]
     listed = set(re.findall(r"^\| `engine\.(\w+)\(", table, re.M))
-    assert public - INTERNAL <= listed, f"not in the README's call table: {public - INTERNAL - listed}"
+    assert public - INTERNAL <= listed, (
+        f"not in the README's call table: {public - INTERNAL - listed}"
+    )
     for name in INTERNAL & public:
         assert f"`{name}`" in README, f"{name} is not named as an internal callback"
 
