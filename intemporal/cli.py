@@ -205,7 +205,7 @@ def cancel(
     \b
     Examples:
       intemporal cancel order-42
-      intemporal list --status waiting --json | jq -r .run_id | xargs intemporal cancel
+      intemporal list -s waiting --json | jq -r .run_id | xargs intemporal cancel
     """
     out = render.console()
     with _engine(ctx, worker=False) as engine:
@@ -465,7 +465,7 @@ def replay(
     Examples:
       intemporal replay order-42
       intemporal replay order-42 --import shop.flows
-      intemporal list --status running --json | jq -r .run_id | xargs intemporal replay
+      intemporal list -s running --json | jq -r .run_id | xargs intemporal replay
     """
     for module in imports or []:
         _import(module)

@@ -244,7 +244,7 @@ def show(
       intemporal show order-42
       intemporal show order-42 --full --utc
       intemporal show order-42 --follow
-      intemporal show order-42 --json | jq -c 'select(.type == "activity_completed")'
+      intemporal show order-42 --json | jq -c 'select(.type == "run_failed")'
     """
     with _engine(ctx, worker=False) as engine:
         events = engine.history(run)

@@ -109,9 +109,9 @@ def demo(store: str, auto: bool, timeout: float, kept: bool = True) -> None:
             if sent.returncode != 0:
                 sys.exit(f"the signal command failed:\n{sent.stdout}{sent.stderr}")
             print(f"    {sent.stdout.strip()}")
-        else:
-            print(f"Waiting up to {timeout:g} s (Ctrl-C leaves the run durable and waiting) ...")
         try:
+            if not auto:
+                print(f"Waiting up to {timeout:g} s (Ctrl-C leaves the run durable and waiting)")
             result = handle.result(timeout=timeout + 10)
         except KeyboardInterrupt:
             if not kept:
