@@ -209,7 +209,10 @@ def run_header(
         grid.add_row("error", Text(error_text(info.raw["error"]), style="red"))
     recovered = sum(e.get("type") == "run_recovered" for e in events)
     if recovered:
-        grid.add_row("resumed", f"after {recovered} crash(es) (marked `run_recovered` below)")
+        times = "once" if recovered == 1 else f"{recovered} times"
+        grid.add_row(
+            "resumed", f"{times} after a crash (or a stop mid-step): `run_recovered` below"
+        )
     note = orphan_note(info)
     if note:
         grid.add_row("note", Text(note, style=ORPHANED_STYLE))
@@ -247,7 +250,7 @@ def event_detail(ev: Event, children: dict[str, RunInfo], utc: bool) -> Text:
     if kind == "run_suspended":
         return Text("waits for " + (waiting_for([ev], children, utc) or "?"), style="dim")
     if kind == "run_recovered":
-        return Text("resumed after a crash (its last execution stopped unrecorded)")
+        return Text("resumed after a crash: its last execution stopped unrecorded", style="yellow")
     if kind == "run_resumed":
         return Text("resumed after it failed: the failed step is retried")
     if "error" in ev:

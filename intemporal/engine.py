@@ -360,16 +360,14 @@ class Engine:
         if last in FINAL_EVENTS:
             exe.finish("stopped")  # finished by someone else meanwhile
             return
-        marker: Event | None = None
         if last == "run_failed":  # resuming a failed run: retry what failed
-            marker = {"type": "run_resumed", "ts": round(time.time(), 6)}
-        elif "seq" in events[-1]:  # its last execution stopped unrecorded: a crash (or a kill)
-            marker = {"type": "run_recovered", "ts": round(time.time(), 6)}
-        if marker is not None:  # `intemporal show` marks where it went on
+            resumed: Event = {"type": "run_resumed", "ts": round(time.time(), 6)}
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
-                lease.append(marker, self.sync)
-            events.append(marker)
+                lease.append(resumed, self.sync)
+            events.append(resumed)
         ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
+        if "seq" in events[-1]:  # its last execution stopped unrecorded: a crash (or a kill)
+            ctx.marker = {"type": "run_recovered"}  # written before what it records next
         with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
             messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
         ctx.deliver(messages)

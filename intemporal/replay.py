@@ -153,6 +153,8 @@ class RunContext:
         self._seen_signals: set[str] = set()
         self.inflight: set[Any] = set()  # futures of submitted activities not yet finished
         self.events = events
+        self.marker: Event | None = None  # `run_recovered`: written with the first new event
+        self._marker_lock = threading.Lock()
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
@@ -190,6 +192,14 @@ class RunContext:
         """
         if self.store_failed is not None:
             raise self.store_failed
+        if self.marker is not None:
+            with self._marker_lock:  # before any other event of this execution
+                if self.marker is not None:
+                    self._write(self.marker, sync)
+                    self.marker = None
+        self._write(event, sync)
+
+    def _write(self, event: Event, sync: bool | None) -> None:
         event["ts"] = round(time.time(), 6)
         try:
             self.lease.append(event, self.host.sync if sync is None else sync)

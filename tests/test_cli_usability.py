@@ -27,12 +27,11 @@ from typing import Any
 
 import pytest
 import typer.main
-from helpers import Cli, cli_on, clone_prefix
-from process_helpers import wait_until
+from helpers import Cli, clone_prefix, held_elsewhere, parked
 from typer.testing import CliRunner
 
 import intemporal
-from intemporal import Engine, RunStatus
+from intemporal import Engine
 from intemporal.cli import app
 from intemporal.store import locate
 
@@ -72,25 +71,12 @@ def _keep_sys_path(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "store"
+def engine(file_engine: Engine) -> Engine:
+    return file_engine
 
 
-@pytest.fixture
-def cli(home: Path) -> Cli:
-    return cli_on(home)
-
-
-@pytest.fixture
-def engine(home: Path) -> Iterator[Engine]:
-    with Engine(str(home), threads=4) as eng:
-        yield eng
-
-
-def parked(home: Path, run_id: str) -> None:
-    with Engine(str(home), threads=2) as gone:
-        gone.start(approval, 1, run_id=run_id)
-        wait_until(lambda: gone.get_run(run_id).status is RunStatus.WAITING, what="a wait")
+def park(home: Path, run_id: str) -> None:
+    parked(home, approval, 1, run_id)
 
 
 def objects(text: str) -> list[dict[str, Any]]:
@@ -205,7 +191,7 @@ def test_json_usage_errors_are_json_too(cli: Cli, engine: Engine, args: list[str
 
 def test_json_on_cancel_signal_gc_and_replay(cli: Cli, engine: Engine, home: Path) -> None:
     engine.run(steps, 2, run_id="done")
-    parked(home, "waits")
+    park(home, "waits")
 
     dry = objects(cli("gc", "--older-than", "0s", "--dry-run", "--json").stdout)
     assert [(o["run_id"], o["action"]) for o in dry] == [("done", "would remove")]
@@ -233,29 +219,13 @@ def test_every_command_takes_json(cli: Cli) -> None:
 
 
 # -- cancel and signal say who delivers --------------------------------------------------------
-HOLDER = """
-import sys, time
-from intemporal import FileStore
-lease = FileStore(sys.argv[1]).claim(sys.argv[2])
-print("held" if lease else "taken", flush=True)
-time.sleep(60)
-"""
-
-
 @pytest.fixture
 def held(home: Path) -> Iterator[str]:
     """A pending run `busy` that another live process has claimed (is executing)."""
     with Engine(str(home), worker=False) as client:
         client.start(steps, 3, run_id="busy")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(home), "busy"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        yield "busy"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    with held_elsewhere(home, "busy") as run_id:
+        yield run_id
 
 
 def test_cancel_of_a_run_a_live_process_executes_says_so(cli: Cli, held: str) -> None:
@@ -266,13 +236,13 @@ def test_cancel_of_a_run_a_live_process_executes_says_so(cli: Cli, held: str) ->
 
 
 def test_cancel_of_a_run_nobody_executes_says_who_will(cli: Cli, home: Path) -> None:
-    parked(home, "parked")
+    park(home, "parked")
     out = cli("cancel", "parked").stdout
     assert "no process executes it now" in out and "intemporal resume parked" in out
 
 
 def test_signal_to_a_run_nobody_executes_says_how_it_will_run(cli: Cli, home: Path) -> None:
-    parked(home, "parked")
+    park(home, "parked")
     result = cli("signal", "parked", "approve", '{"by": "al"}')
     assert result.exit_code == 0, result.output
     assert "no process executes it now" in result.stdout
@@ -281,7 +251,7 @@ def test_signal_to_a_run_nobody_executes_says_how_it_will_run(cli: Cli, home: Pa
 
 
 def test_signal_to_a_name_the_run_does_not_wait_for_warns(cli: Cli, home: Path) -> None:
-    parked(home, "parked")
+    park(home, "parked")
     result = cli("signal", "parked", "aprove")  # a typo
     assert result.exit_code == 0, result.output  # sent all the same: it may wait for it later
     assert "warning: run parked waits for signal 'approve', not 'aprove'" in " ".join(

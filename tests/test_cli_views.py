@@ -19,12 +19,11 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Cli, clone_prefix
+from helpers import Cli, clone_prefix, parked
 from process_helpers import journal_events, run_and_kill, wait_until
 from typer.testing import CliRunner, Result
 
@@ -98,14 +97,8 @@ def queued(n: int) -> int:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def engine(home: Path) -> Iterator[Engine]:
-    with Engine(str(home), threads=4) as eng:
-        yield eng
+def engine(file_engine: Engine) -> Engine:
+    return file_engine
 
 
 def at(home: Path, width: int, *args: str) -> Result:
@@ -116,13 +109,6 @@ def at(home: Path, width: int, *args: str) -> Result:
 
 def wide(home: Path) -> Cli:
     return lambda *args: at(home, 200, *args)
-
-
-def parked(home: Path, wf: Any, n: int, run_id: str, status: RunStatus = RunStatus.WAITING) -> None:
-    """A run left `status` by an engine that then closed cleanly."""
-    with Engine(str(home), threads=2) as gone:
-        gone.start(wf, n, run_id=run_id)
-        wait_until(lambda: gone.get_run(run_id).status is status, what=f"{run_id} {status}")
 
 
 # -- show at every width -----------------------------------------------------------------------
@@ -264,7 +250,7 @@ def test_a_run_resumed_after_a_crash_is_marked(tmp_path: Path) -> None:
     assert kinds.count("run_recovered") == 1
     assert kinds.index("run_recovered") == 3  # after run_started and two completed steps
     out = cli("show", "crashed").stdout
-    assert "resumed after a crash" in out and re.search(r"resumed\s+after 1 crash", out)
+    assert "resumed after a crash" in out and re.search(r"resumed\s+once after a crash", out)
     # And a run that never crashed has no such mark
     with Engine(str(crash.store)) as engine:
         engine.run(kid, 1, run_id="clean")
