@@ -54,6 +54,8 @@ from .housekeeping import collectable, delete_trees, resumable
 from .store import RunStatus, check_run_id
 from .verify import verify_replay
 
+_command = command  # the name commands were registered with before the split into modules
+
 _STORE_HELP = (
     "The store: a directory (file store) or a URL. Default: $INTEMPORAL_HOME, else the "
     "nearest .intemporal in this folder or a parent, else ./.intemporal."
