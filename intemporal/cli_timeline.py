@@ -255,8 +255,8 @@ def event_detail(ev: Event, children: dict[str, RunInfo], utc: bool) -> Text:
         return Text("resumed after it failed: the failed step is retried")
     if "error" in ev:
         said = error_text(ev["error"])
-        if kind == "attempt_failed" and "retry_in" in ev:
-            said += f"  (retry in {fmt_duration(ev['retry_in'])})"
+        if kind == "attempt_failed" and "retry_in" in ev:  # first: a long error is cut at its end
+            said = f"(retry in {fmt_duration(ev['retry_in'])}) {said}"
         return Text(said, style="red")
     if "result" in ev:
         return Text(stored_text(ev["result"], VALUE_CAP))

@@ -417,3 +417,29 @@ def test_show_follow_prints_new_events_until_the_run_ends(
     assert "run g-1 ended completed" in after
     events = at(home, 100, "show", "g-1", "--follow", "--json").stdout.splitlines()
     assert json.loads(events[-1])["type"] == "run_completed"
+
+
+FLAKY = {"left": 0}
+
+
+@intemporal.activity(retry=intemporal.RetryPolicy(max_attempts=3, initial_interval=0.01))
+def views_flaky(n: int) -> int:
+    if FLAKY["left"] > 0:
+        FLAKY["left"] -= 1
+        raise ConnectionError("the warehouse did not answer within thirty seconds " * 3)
+    return n
+
+
+@intemporal.workflow(name="views.retried")
+def retried(n: int) -> int:
+    return views_flaky(n)
+
+
+def test_a_retry_shows_its_delay_even_when_the_error_is_cut(
+    home: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(FLAKY, "left", 2)
+    engine.run(retried, 4, run_id="rt")
+    out = at(home, 80, "show", "rt").stdout
+    assert len(re.findall(r"^\s+\(retry in \d+ms\) ConnectionError: the warehouse", out, re.M)) == 2
+    assert re.search(r"activity_completed\s+views_flaky\s+attempt 3", out), out
