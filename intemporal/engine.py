@@ -59,7 +59,8 @@ class Engine(StartAPI):
     """Runs workflows durably on a thread pool over a `Store`.
 
     `store`: a directory path (`FileStore`), a `Store`, a URL, or None for
-    `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
+    `$INTEMPORAL_HOME`, else the nearest `.intemporal` directory in the current folder or
+    a parent (as git finds `.git`), else `./.intemporal` (the `intemporal` command's rule). `durability="fsync"` makes an activity done
     once its result is on disk; `"flush"` once the OS has it (survives a killed process,
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
     a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
@@ -351,6 +352,8 @@ class Engine(StartAPI):
                 lease.append(resumed, self.sync)
             events.append(resumed)
         ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
+        if "seq" in events[-1]:  # its last execution stopped unrecorded: a crash (or a kill)
+            ctx.marker = {"type": "run_recovered"}  # written before what it records next
         with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
             messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
         ctx.deliver(messages)

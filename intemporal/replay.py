@@ -151,12 +151,8 @@ class RunContext:
         self._seen_signals: set[str] = set()
         self.inflight: set[Any] = set()  # futures of submitted activities not yet finished
         self.events = events
-        # A journal that stopped with no verdict and no suspension: the process running it
-        # died (or shut down mid-step). What this execution records first is preceded by a
-        # `run_resumed` marker stamped now, so `intemporal ui` can mark the crash and resume.
-        last = events[-1]["type"]
-        stopped = len(events) > 1 and last not in ("run_suspended", "run_resumed")
-        self.resumed_at: float | None = round(host.clock.time(), 6) if stopped else None
+        self.marker: Event | None = None  # `run_recovered`: written with the first new event
+        self._marker_lock = threading.Lock()
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
@@ -194,11 +190,16 @@ class RunContext:
         """
         if self.store_failed is not None:
             raise self.store_failed
+        if self.marker is not None:
+            with self._marker_lock:  # before any other event of this execution
+                if self.marker is not None:
+                    self._write(self.marker, sync)
+                    self.marker = None
+        self._write(event, sync)
+
+    def _write(self, event: Event, sync: bool | None) -> None:
         event["ts"] = round(self.host.clock.time(), 6)
         try:
-            if self.resumed_at is not None:
-                self.lease.append({"type": "run_resumed", "ts": self.resumed_at}, False)
-                self.resumed_at = None
             self.lease.append(event, self.host.sync if sync is None else sync)
         except Exception as exc:  # whatever the store raises: the workflow never sees it
             doing = f"write the journal of run {self.run_id!r}"
