@@ -5,8 +5,10 @@
     intemporal resume --all
     intemporal replay order-42 --import shop.flows
 
-Every command finds the store as `Engine` does: `--store PATH_OR_URL`, else
-`$INTEMPORAL_HOME`, else `./.intemporal`. A user error (an unknown run id, bad JSON, a
+Every command finds the store as `Engine` does (`intemporal.store.locate`): `--store
+PATH_OR_URL`, else `$INTEMPORAL_HOME`, else the nearest `.intemporal` in this folder or a
+parent, else `./.intemporal`. The commands live in `cli.py` (start, resume, result, cancel,
+signal, gc, replay), `cli_inspect.py` (list, count, show, tree) and `cli_worker.py`. A user error (an unknown run id, bad JSON, a
 missing store, a module that does not import) prints one red line on stderr and exits 1;
 a usage error exits 2. `INTEMPORAL_DEBUG=1` shows the traceback instead.
 
@@ -15,34 +17,37 @@ Kept out of `import intemporal`: Typer and Rich load only when the command runs.
 
 from __future__ import annotations
 
-import functools
 import json
-import time
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from rich.text import Text
 
+from . import cli_inspect, cli_worker  # noqa: F401 - they register their commands
 from . import cli_render as render
-from .cli_render import Outcome, describe, exit_code, final_outcome, report
+from . import cli_timeline as view
+from .cli_render import Outcome, describe, exit_code, report
 from .cli_support import (
     _USER_ERRORS,
     Finished,
+    ImportOption,
+    JsonOption,
+    RunArg,
+    RunsArg,
+    TimeoutOption,
     UserError,
     _add_cwd,
     _engine,
     _import,
     _load_target,
-    _location,
     _open,
     _parse_args,
     _parse_json,
     _show_warnings,
-    _user_errors,
+    app,
+    command,
     parse_age,
 )
-from .codec import masked
 from .errors import IntemporalError
 from .handle import RunHandle
 from .housekeeping import collectable, delete_trees, resumable
@@ -50,147 +55,35 @@ from .store import RunStatus, check_run_id
 from .ui import ui
 from .verify import verify_replay
 
-app = typer.Typer(
-    name="intemporal",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,  # locals may hold secrets; never print them
-    context_settings={"help_option_names": ["-h", "--help"]},
-    rich_markup_mode="markdown",
+_command = command  # the name commands were registered with before the split into modules
+
+_STORE_HELP = (
+    "The store: a directory (file store) or a URL. Default: $INTEMPORAL_HOME, else the "
+    "nearest .intemporal in this folder or a parent, else ./.intemporal."
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _command(name: str | None = None) -> Callable[[F], F]:
-    """Register a command whose user errors print one red line instead of a traceback."""
-
-    def register(fn: F) -> F:
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            with _user_errors():
-                return fn(*args, **kwargs)
-
-        app.command(name or fn.__name__)(guarded)
-        return fn
-
-    return register
-
-
-# -- commands --------------------------------------------------------------------------------------
-_STORE_HELP = "The store: a directory (file store) or a URL. Default: ./.intemporal"
-StoreOption = Annotated[
-    str | None, typer.Option(envvar="INTEMPORAL_HOME", metavar="PATH_OR_URL", help=_STORE_HELP)
-]
-_IMPORT_HELP = (
-    "Import MODULE (or load the script at a path ending in .py) first, so its workflows "
-    "are found (repeatable)."
-)
-ImportOption = Annotated[
-    list[str] | None, typer.Option("--import", "-i", metavar="MODULE", help=_IMPORT_HELP)
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON, one object per line.")]
-RunArg = Annotated[str, typer.Argument(metavar="RUN", help="The run id.")]
-RunsArg = Annotated[list[str], typer.Argument(metavar="RUN", help="The run ids.")]
-TimeoutOption = Annotated[
-    float | None,
-    typer.Option(metavar="SECONDS", help="Stop waiting after SECONDS (runs stay resumable)."),
-]
+StoreOption = Annotated[str | None, typer.Option(metavar="PATH_OR_URL", help=_STORE_HELP)]
 
 
 @app.callback()
 def _root(ctx: typer.Context, store: StoreOption = None) -> None:
     """Durable workflows from the terminal: list, inspect, start, resume, cancel and signal runs.
 
-    The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else ./.intemporal (as for Engine).
+    The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else the nearest .intemporal
+    directory in this folder or a parent (as git finds .git), else ./.intemporal: the same
+    rule as Engine(store=None). Every command takes --json.
 
+    \b
     Examples:
-
-        intemporal list --status failed
-        intemporal show order-42
-        intemporal resume --all
+      intemporal list --status failed
+      intemporal show order-42
+      intemporal resume --all
     """
     ctx.obj = store  # the location, read by _open
     _add_cwd()
     _show_warnings()
 
 
-@_command("list")
-def list_runs(
-    ctx: typer.Context,
-    status: Annotated[
-        RunStatus | None,
-        typer.Option("--status", "-s", case_sensitive=False, help="Only runs in this state."),
-    ] = None,
-    workflow: Annotated[
-        str | None, typer.Option("--workflow", "-w", help="Only runs of this workflow (its name).")
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=1, help="At most N runs, the newest.")
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """List runs as a table, newest first.
-
-    An orphaned run is running but no process owns it any more (it crashed): `intemporal
-    resume --all` continues it. --json prints one object per run (run_id, workflow,
-    status, created_at, updated_at, duration, steps, parent, orphaned, result, error).
-
-    Examples:
-
-        intemporal list
-        intemporal list --status failed --workflow checkout --limit 20
-        intemporal list --json | jq -r 'select(.orphaned) | .run_id'
-    """
-    with _engine(ctx, worker=False) as engine:
-        runs = engine.list_runs(status=status, workflow=workflow, limit=limit)
-    if as_json:
-        for info in runs:
-            typer.echo(json.dumps(info.to_json()))
-        return
-    out = render.console()
-    if not runs:
-        out.print("no runs" + (" match" if status or workflow else " yet"))
-        return
-    out.print(render.runs_table(runs, out.width))
-    orphans = sum(info.orphaned for info in runs)
-    if orphans:
-        note = (
-            f"{orphans} orphaned (no process owns them): `intemporal resume --all` continues them"
-        )
-        out.print(Text(note, style=render.ORPHANED_STYLE))
-
-
-@_command()
-def show(
-    ctx: typer.Context,
-    run: RunArg,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the raw journal events, one per line.")
-    ] = False,
-) -> None:
-    """Show one run: status, arguments, result or error, and its journal as a timeline.
-
-    The timeline has one row per journal event: sequence number, time since the start,
-    event, name, attempt, duration and result (elided when long) or error. A failed run's
-    traceback is printed as recorded. --json prints the raw events, one per line.
-
-    Examples:
-
-        intemporal show order-42
-        intemporal show order-42 --json | jq -c 'select(.type == "activity_completed")'
-    """
-    with _engine(ctx, worker=False) as engine:
-        events = engine.history(run)
-        info = engine.get_run(run)
-    if as_json:
-        for event in events:
-            typer.echo(json.dumps(masked(event)))  # a Secret's value reads "***"
-        return
-    render.show_run(render.console(), info, events)
-
-
-@_command()
+@command()
 def resume(
     ctx: typer.Context,
     runs: Annotated[
@@ -226,12 +119,12 @@ def resume(
     Exits 0 unless a run resumed here ends failed or cannot go on (1), or --timeout
     passes with a run still going (3); usage errors exit 2.
 
+    \b
     Examples:
-
-        intemporal resume order-42
-        intemporal resume order-42 order-43 --import shop.flows
-        intemporal resume --all
-        intemporal resume --all --failed --timeout 600
+      intemporal resume order-42
+      intemporal resume order-42 order-43 --import shop.flows
+      intemporal resume --all
+      intemporal resume --all --failed --timeout 600
     """
     if bool(runs) == (all_runs or failed):
         raise UserError("give the RUN ids to resume, or --all / --failed (not both)", 2)
@@ -257,13 +150,13 @@ def resume(
                 )
             except _USER_ERRORS as exc:  # this run cannot go on; the others still may
                 started.append(Outcome(info.run_id, "error", error=describe(exc)))
-        outcomes = render.follow(engine, started, timeout, out, as_json, bar=not runs)
+        outcomes = render.follow(engine, started, timeout, out, as_json)
     code = exit_code(outcomes)
     if code:
         raise typer.Exit(code)
 
 
-@_command()
+@command()
 def result(
     ctx: typer.Context,
     run: RunArg,
@@ -277,10 +170,10 @@ def result(
     Exit codes as for `resume`: 0 completed (or cancelled), 1 failed, 3 --timeout passed
     first (the run goes on).
 
+    \b
     Examples:
-
-        intemporal result order-42
-        intemporal result order-42 --timeout 30 --json | jq .result
+      intemporal result order-42
+      intemporal result order-42 --timeout 30 --json | jq .result
     """
     with _engine(ctx, worker=False) as engine:
         handle = engine.handle(run)
@@ -298,39 +191,61 @@ def _print_outcome(outcome: Outcome, as_json: bool) -> None:
         raise typer.Exit(outcome.code)
 
 
-@_command()
+@command()
 def cancel(
     ctx: typer.Context,
     runs: RunsArg,
+    as_json: JsonOption = False,
 ) -> None:
     """Request cancellation of runs.
 
     The workflow gets intemporal.Cancelled at its next durable operation (at once if it
-    waits), so its saga can compensate. A run no process executes gets it when resumed;
-    a finished run is left as it is. Every id is checked before any run is cancelled.
+    waits), so its saga can compensate. Says who delivers it: the live process executing
+    the run (or keeping it waiting), or, when no process has it, `intemporal resume RUN`
+    or a worker. A finished run is left as it is. Every id is checked before any run is
+    cancelled. --json prints one object per run (run_id, status, requested, held_by).
 
+    \b
     Examples:
-
-        intemporal cancel order-42
-        intemporal list --status waiting --json | jq -r .run_id | xargs intemporal cancel
+      intemporal cancel order-42
+      intemporal list -s waiting --json | jq -r .run_id | xargs intemporal cancel
     """
     out = render.console()
     with _engine(ctx, worker=False) as engine:
         infos = [engine.get_run(rid) for rid in runs]
         for info in infos:
-            if info.status.finished:
-                out.print(f"{info.run_id}: already {info.status}; nothing to cancel")
-                continue
-            engine.cancel(info.run_id)
-            note = ""
-            if not engine.store.is_claimed(info.run_id):
-                note = (
-                    f" (no process executes it now: `intemporal resume {info.run_id}` delivers it)"
+            held = render.held_by(engine, info)
+            requested = not info.status.finished
+            if requested:
+                engine.cancel(info.run_id)
+            if as_json:
+                obj = {"run_id": info.run_id, "status": info.status.value}
+                typer.echo(json.dumps({**obj, "requested": requested, "held_by": held}))
+            elif not requested:
+                out.print(
+                    f"{info.run_id}: already {info.status}; nothing to cancel", soft_wrap=True
                 )
-            out.print(f"{info.run_id}: cancellation requested{note}", soft_wrap=True)
+            elif held == "executing":
+                out.print(
+                    f"{info.run_id}: cancellation requested; the live process executing it "
+                    "delivers it at the run's next durable operation",
+                    soft_wrap=True,
+                )
+            elif held == "waiting":
+                out.print(
+                    f"{info.run_id}: cancellation requested; the live engine keeping it "
+                    "waiting delivers it now",
+                    soft_wrap=True,
+                )
+            else:
+                out.print(
+                    f"{info.run_id}: cancellation requested; no process executes it now: "
+                    f"`intemporal worker` or `intemporal resume {info.run_id}` delivers it",
+                    soft_wrap=True,
+                )
 
 
-@_command("signal")
+@command("signal")
 def signal_run(
     ctx: typer.Context,
     run: RunArg,
@@ -343,30 +258,58 @@ def signal_run(
     ] = None,
     signal_id: Annotated[
         str | None,
-        typer.Option("--id", help="A signal id: the same id sent twice is delivered once."),
+        typer.Option(
+            "--id", metavar="ID", help="A signal id: the same id sent twice is delivered once."
+        ),
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Send a signal to a run: `wait_for_signal(NAME)` in the workflow returns the payload.
 
     Signals sent before the workflow waits are queued, oldest first per name. Give --id
-    to make a retried send safe: a signal id is delivered at most once.
+    to make a retried send safe: a signal id is delivered at most once. Says how the run
+    will take it (a live process has it, or `intemporal worker` / `resume` runs it), and
+    warns when the run waits for a signal of another name. --json prints one object
+    (run_id, signal, held_by, waits_for).
 
+    \b
     Examples:
-
-        intemporal signal expense-7 approve '{"by": "alice"}'
-        intemporal signal order-42 shipped --id shipment-991
+      intemporal signal expense-7 approve '{"by": "alice"}'
+      intemporal signal order-42 shipped --id shipment-991
     """
     payload = None if payload_json is None else _parse_json(payload_json, "PAYLOAD_JSON")
     with _engine(ctx, worker=False) as engine:
-        engine.get_run(run)
+        info = engine.get_run(run)
+        held = render.held_by(engine, info)
+        waits = (
+            render.awaited_signal(engine.history(run)) if info.status.value == "waiting" else None
+        )
         try:
             engine.signal(run, name, payload, signal_id=signal_id)
         except NotImplementedError as exc:
             raise UserError(f"this engine cannot deliver signals yet: {exc}") from None
-    render.console().print(f"signal {name!r} sent to {run}", soft_wrap=True)
+    if as_json:
+        obj = {"run_id": run, "signal": name, "held_by": held, "waits_for": waits}
+        typer.echo(json.dumps(obj))
+        return
+    out = render.console()
+    if held is None:
+        how = (
+            f"no process executes it now: `intemporal worker` or `intemporal resume {run}` "
+            "runs it and the workflow takes the signal then"
+        )
+    else:
+        how = f"the live process {'executing' if held == 'executing' else 'keeping'} it takes it"
+    out.print(f"signal {name!r} sent to {run}; {how}", soft_wrap=True)
+    if waits is not None and waits != name:
+        warning = (
+            f"warning: run {run} waits for signal {waits!r}, not {name!r}: the signal stays "
+            f"queued until the workflow asks for {name!r}"
+        )
+        render.console(stderr=True).print(Text(warning, style="yellow"), soft_wrap=True)
 
 
-@_command()
+@command()
 def start(
     ctx: typer.Context,
     target: Annotated[
@@ -382,7 +325,9 @@ def start(
     run_id: Annotated[
         str | None,
         typer.Option(
-            "--run-id", help="The run's id (default: random). Starting it twice runs it once."
+            "--run-id",
+            metavar="ID",
+            help="The run's id (default: random). Starting it twice runs it once.",
         ),
     ] = None,
     wait: Annotated[
@@ -393,7 +338,9 @@ def start(
             "pending, for `intemporal worker` or `intemporal resume` to run.",
         ),
     ] = True,
-    queue: Annotated[str | None, typer.Option(help="The queue to record the run on.")] = None,
+    queue: Annotated[
+        str | None, typer.Option(metavar="QUEUE", help="The queue to record the run on.")
+    ] = None,
     timeout: TimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -402,21 +349,31 @@ def start(
     MODULE is imported from the current folder. Prints the run id, then the result (JSON,
     else its repr); --json prints one object. --detach only records the run as pending and
     returns, like `temporal workflow start`: `intemporal worker` (or `resume RUN`) runs it.
-    An existing run id is not started again. Exits 1 if the run fails, 3 if --timeout passes
+    An existing run id is not started again: it says so (on stderr) and reports that run.
+    MODULE is a module name (`nightly`), not a file (`nightly.py`). Exits 1 if the run fails, 3 if --timeout passes
     first (as `resume`).
 
+    \b
     Examples:
-
-        intemporal start shop.flows:checkout '["order-42", 100]' --run-id order-42
-        intemporal start shop.flows:checkout '{"order_id": "order-43", "amount": 5}'
-        intemporal start shop.flows:nightly --detach
+      intemporal start shop.flows:checkout '["order-42", 100]' --run-id order-42
+      intemporal start shop.flows:checkout '{"order_id": "order-43", "amount": 5}'
+      intemporal start shop.flows:nightly --detach
     """
     wf = _load_target(target)
     args, kwargs = _parse_args(args_json)
     if run_id is not None:
         check_run_id(run_id)
     with _engine(ctx, worker=wait, create=True) as engine:
+        known = engine.store.exists(run_id) if run_id is not None else False
         handle = engine.start(wf, *args, run_id=run_id, kwargs=kwargs, queue=queue)
+        if known:  # idempotent start: say so, then report the run as it stands
+            info = engine.get_run(handle.run_id)
+            what = "already ran" if info.status.finished else "already exists"
+            render.console(stderr=True).print(
+                f"run {handle.run_id} {what} ({view.state(info)}, started "
+                f"{render.fmt_time(info.created_at)}): not started again",
+                soft_wrap=True,
+            )
         if not wait:
             status = engine.get_run(handle.run_id).status
             if as_json:
@@ -435,7 +392,7 @@ def start(
     _print_outcome(outcome, as_json)
 
 
-@_command()
+@command()
 def gc(
     ctx: typer.Context,
     older_than: Annotated[
@@ -452,6 +409,7 @@ def gc(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Delete finished runs (completed, failed, cancelled) that ended longer ago than AGE.
 
@@ -460,129 +418,57 @@ def gc(
     and no process owns any, the last ended longer ago than AGE, and the top-level run
     ended with --status. A child run is never deleted while its parent is unfinished
     (waiting, crashed, pending), nor on its own. Prints how many runs were removed;
-    --dry-run lists them (children included) and deletes nothing.
+    --dry-run lists them (children included) and deletes nothing. --json prints one
+    object per run (run_id, status, workflow, parent, action).
 
+    \b
     Examples:
-
-        intemporal gc --older-than 7d
-        intemporal gc --older-than 12h --status completed
-        intemporal gc --older-than 30d --dry-run
+      intemporal gc --older-than 7d
+      intemporal gc --older-than 12h --status completed
+      intemporal gc --older-than 30d --dry-run
     """
     seconds = parse_age(older_than)
     store = _open(ctx)
     doomed = collectable(store, older_than=seconds, status=status and RunStatus(status))
     out = render.console()
     # the top-level run first, then what it started
-    for info in [i for tree in doomed for i in reversed(tree.runs)] if dry_run else []:
-        below = f", child of {info.parent}" if info.parent else ""
-        out.print(
-            f"would remove {info.run_id} ({info.status}, {info.workflow}{below})", soft_wrap=True
-        )
+    listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
     doomed = doomed if dry_run else delete_trees(store, doomed)
-    count = sum(len(tree.runs) for tree in doomed)
-    out.print(f"{'would remove' if dry_run else 'removed'} {count} run(s)")
+    gone = {i.run_id for tree in doomed for i in tree.runs}
+    for info in listed:
+        if as_json:
+            action = "would remove" if dry_run else "removed" if info.run_id in gone else "kept"
+            obj = {"run_id": info.run_id, "status": info.status.value, "workflow": info.workflow}
+            typer.echo(json.dumps({**obj, "parent": info.parent, "action": action}))
+        else:
+            below = f", child of {info.parent}" if info.parent else ""
+            out.print(
+                f"would remove {info.run_id} ({info.status}, {info.workflow}{below})",
+                soft_wrap=True,
+            )
+    if not as_json:
+        out.print(f"{'would remove' if dry_run else 'removed'} {len(gone)} run(s)")
 
 
-@_command()
-def worker(
-    ctx: typer.Context,
-    queues: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--queue", "-q", metavar="Q", help="A queue to serve (repeatable).", show_default=False
-        ),
-    ] = None,
-    imports: ImportOption = None,
-    interval: Annotated[
-        float, typer.Option(min=0.01, metavar="SECONDS", help="Seconds between two looks for work.")
-    ] = 1.0,
-    threads: Annotated[int, typer.Option(min=1, help="Runs executed at the same time.")] = 8,
-    once: Annotated[
-        bool, typer.Option("--once", help="Take the work there is now, finish it, and exit.")
-    ] = False,
-) -> None:
-    """Execute runs until stopped (Ctrl-C): every pending run and every orphaned one.
-
-    Every second it calls Engine.recover(), which resumes each unfinished run no process
-    owns (started with --detach, or crashed), and prints how each ended; runs recorded
-    meanwhile are taken at once. With --queue it serves only those queues.
-    On Ctrl-C the runs stop at their next durable operation and stay resumable.
-    --once exits with the codes of `resume`: 1 if a run it executed ended failed (or could
-    not be resumed), else 0.
-
-    Examples:
-
-        intemporal worker --import shop.flows
-        intemporal worker --queue emails --queue billing --threads 16
-        intemporal worker --once
-    """
-    for module in imports or []:
-        _import(module)
-    out = render.console()
-    watching: dict[str, RunHandle] = {}
-    reported: set[str] = set()
-    ended: list[Outcome] = []  # how each run ended, for --once's exit code
-    with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
-        where = engine.store.location or _location(ctx)
-        served = f"queues {', '.join(queues)}" if queues else "every queue"
-        out.print(f"worker on {where}, serving {served} (Ctrl-C to stop)", soft_wrap=True)
-        try:
-            while True:
-                try:
-                    for handle in engine.recover():
-                        if handle.run_id not in watching:
-                            out.print(f"resumed {handle.run_id}", soft_wrap=True)
-                            watching[handle.run_id] = handle
-                    while engine.adopted:  # recorded by clients meanwhile, taken at once
-                        handle = engine.adopted.popleft()
-                        out.print(f"took {handle.run_id}", soft_wrap=True)
-                        watching[handle.run_id] = handle
-                except _USER_ERRORS as exc:
-                    if str(exc) not in reported:  # say it once, keep serving the rest
-                        reported.add(str(exc))
-                        ended.append(Outcome("?", "error", error=describe(exc)))
-                        out.print(Text(f"cannot resume a run: {exc}", style="red"), soft_wrap=True)
-                for rid in list(watching):
-                    stopped = render.halted(engine, rid)
-                    if stopped is not None:  # the store failed, or the workflow interrupted
-                        ended.append(stopped)  # itself: say so once; it stays resumable
-                        report(out, stopped, False)
-                        del watching[rid]
-                        continue
-                    info = engine.get_run(rid)
-                    if info.status.finished:
-                        ended.append(final_outcome(info))
-                        report(out, ended[-1], False)
-                        del watching[rid]
-                    elif once and info.status is RunStatus.WAITING:  # it may take days
-                        what = render.long_wait(engine.history(rid))
-                        if what is not None and not engine.store.is_claimed(rid):
-                            report(out, Outcome(rid, info.status.value, waiting_for=what), False)
-                            del watching[rid]
-                if once and not watching:
-                    raise typer.Exit(exit_code(ended))
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            out.print("stopping: unfinished runs stay durable and resumable")
-
-
-@_command()
+@command()
 def replay(
     ctx: typer.Context,
     runs: RunsArg,
     imports: ImportOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Replay recorded runs against the current code, running no activity.
 
     Reports "deterministic" or the first mismatch: the step's sequence number, what the
     journal recorded and what the code asks for now. Exits 0 when every run replays, 1
-    otherwise: run it in CI before a deploy, on the runs still in flight.
+    otherwise: run it in CI before a deploy, on the runs still in flight. --json prints
+    one object per run (run_id, deterministic, message).
 
+    \b
     Examples:
-
-        intemporal replay order-42
-        intemporal replay order-42 --import shop.flows
-        intemporal list --status running --json | jq -r .run_id | xargs intemporal replay
+      intemporal replay order-42
+      intemporal replay order-42 --import shop.flows
+      intemporal list -s running --json | jq -r .run_id | xargs intemporal replay
     """
     for module in imports or []:
         _import(module)
@@ -597,7 +483,12 @@ def replay(
         except Exception as exc:  # rebuilding the recorded arguments failed
             raise UserError(f"cannot replay run {rid!r}: {type(exc).__name__}: {exc}") from exc
         all_ok = all_ok and ok
-        out.print(Text(f"{rid}: {message}", style="green" if ok else "bold red"), soft_wrap=True)
+        if as_json:
+            typer.echo(json.dumps({"run_id": rid, "deterministic": ok, "message": message}))
+        else:
+            out.print(
+                Text(f"{rid}: {message}", style="green" if ok else "bold red"), soft_wrap=True
+            )
     if not all_ok:
         raise typer.Exit(1)
 

@@ -11,36 +11,29 @@ each one ended.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from .codec import is_exact_json, peek
 from .events import (
     ACTIVITY_COMPLETED,
-    ACTIVITY_FAILED,
-    ATTEMPT_FAILED,
-    CANCEL_DELIVERED,
-    RUN_CANCELLED,
-    RUN_COMPLETED,
-    RUN_FAILED,
-    RUN_RECOVERED,
-    RUN_RESUMED,
     RUN_SUSPENDED,
 )
 from .store import Event, RunInfo, RunStatus
@@ -58,35 +51,7 @@ STATUS_STYLE = {
 }
 ORPHANED_STYLE = "bold dark_orange"
 
-# Styles for journal events, by type, then by a word in an unknown type (timers, signals...).
-EVENT_STYLE = {
-    ACTIVITY_COMPLETED: "green",
-    ACTIVITY_FAILED: "red",
-    ATTEMPT_FAILED: "yellow",
-    CANCEL_DELIVERED: "magenta",
-    RUN_COMPLETED: "bold green",
-    RUN_FAILED: "bold red",
-    RUN_CANCELLED: "bold magenta",
-    RUN_SUSPENDED: "dim",
-    RUN_RESUMED: "dim",
-    RUN_RECOVERED: ORPHANED_STYLE,
-}
-EVENT_WORD_STYLE = (
-    ("compensat", "magenta"),
-    ("cancel", "magenta"),
-    ("timer", "cyan"),
-    ("signal", "blue"),
-    ("child", "bright_blue"),
-)
-# Fields every event has, or that the timeline shows in their own columns.
-_COMMON = {"type", "seq", "name", "ts", "started", "attempts", "attempt"}
-
-TIMELINE_WIDTH = 60  # characters of a value shown in the timeline
-HEADER_WIDTH = 400  # characters of args and result shown above it
-
-
 PIPE_WIDTH = 160  # columns when writing to a file or a pipe: tables are not squeezed to 80
-WIDE = 130  # from this width on, `intemporal list` shows every column
 
 
 def console(stderr: bool = False) -> Console:
@@ -127,11 +92,16 @@ def error_text(err: Any) -> str:
     return f"{err.get('type', '?')}: {err.get('message', '')}"
 
 
-def fmt_time(ts: float | None) -> str:
-    """Epoch seconds as local "YYYY-MM-DD HH:MM:SS"."""
+def fmt_time(ts: float | None, utc: bool = False, short: bool = False) -> str:
+    """Epoch seconds with their zone: "2026-11-29 21:27:09 CET" (local) or "... UTC".
+
+    `short` leaves out the year and seconds: "11-29 21:27 CET".
+    """
     if not ts:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    when = datetime.fromtimestamp(ts, UTC) if utc else datetime.fromtimestamp(ts).astimezone()
+    zone = "UTC" if utc else (when.tzname() or when.strftime("%z"))
+    return when.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S") + " " + zone
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -151,170 +121,6 @@ def fmt_duration(seconds: float | None) -> str:
         return f"{h}h{m:02d}m"
     d, h = divmod(h, 24)
     return f"{d}d{h:02d}h"
-
-
-def status_text(info: RunInfo) -> Text:
-    """The run's status, coloured; an orphaned run (running, no owner) reads "orphaned"."""
-    if info.orphaned:
-        return Text("orphaned", style=ORPHANED_STYLE)
-    return Text(info.status.value, style=STATUS_STYLE.get(info.status, ""))
-
-
-def runs_table(runs: list[RunInfo], width: int = PIPE_WIDTH) -> Table:
-    """The `intemporal list` table: one row per run, in the order given (newest first).
-
-    Narrower than `WIDE` columns, it leaves out "updated" and "parent" (`show` has them)
-    rather than squeezing the run ids out of sight.
-    """
-    wide = width >= WIDE
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    table.add_column("run id", overflow="fold", min_width=12)
-    table.add_column("workflow", overflow="fold", min_width=8)
-    table.add_column("status", no_wrap=True)
-    table.add_column("started", no_wrap=True)
-    if wide:
-        table.add_column("updated", no_wrap=True)
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("steps" if not wide else "activities", justify="right", no_wrap=True)
-    if wide:
-        table.add_column("parent", overflow="fold")
-    for info in runs:
-        row: list[Text | str] = [
-            Text(info.run_id, style=ORPHANED_STYLE if info.orphaned else ""),
-            info.workflow,
-            status_text(info),
-            fmt_time(info.created_at) if wide else fmt_time(info.created_at)[5:],
-        ]
-        if wide:
-            row.append(fmt_time(info.updated_at))
-        row += [fmt_duration(info.duration), str(info.steps)]
-        if wide:
-            row.append(info.parent or "")
-        table.add_row(*row)
-    return table
-
-
-def run_header(info: RunInfo, first: Event) -> Table:
-    """The key/value block at the top of `intemporal show`."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(overflow="fold")
-    grid.add_row("run", info.run_id)
-    grid.add_row("workflow", info.workflow)
-    grid.add_row("status", status_text(info))
-    grid.add_row("started", fmt_time(info.created_at))
-    grid.add_row("updated", f"{fmt_time(info.updated_at)}  ({fmt_duration(info.duration)} in all)")
-    grid.add_row("activities", str(info.steps))
-    if info.parent:
-        grid.add_row("parent", info.parent)
-    if first.get("queue"):
-        grid.add_row("queue", str(first["queue"]))
-    args = [stored_text(a, HEADER_WIDTH) for a in first.get("args", [])]
-    args += [f"{k}={stored_text(v, HEADER_WIDTH)}" for k, v in first.get("kwargs", {}).items()]
-    grid.add_row("args", Text(elide(", ".join(args), HEADER_WIDTH) or "(none)"))
-    if info.status is RunStatus.COMPLETED:
-        grid.add_row("result", Text(stored_text(info.raw.get("result"), HEADER_WIDTH)))
-    elif info.raw.get("error"):
-        grid.add_row("error", Text(error_text(info.raw["error"]), style="red"))
-    if info.orphaned:
-        grid.add_row(
-            "note",
-            Text("no process owns this run (it crashed): intemporal resume " + info.run_id),
-        )
-    return grid
-
-
-def _event_style(kind: str) -> str:
-    if kind in EVENT_STYLE:
-        return EVENT_STYLE[kind]
-    return next((style for word, style in EVENT_WORD_STYLE if word in kind), "")
-
-
-def event_detail(ev: Event) -> Text:
-    """The last timeline column: a result, an error, or the event's other fields."""
-    kind = ev.get("type", "?")
-    if "error" in ev:
-        text = error_text(ev["error"])
-        if kind == ATTEMPT_FAILED and "retry_in" in ev:
-            text += f"  (retry in {fmt_duration(ev['retry_in'])})"
-        return Text(elide(text, TIMELINE_WIDTH * 2), style="red")
-    if "result" in ev:
-        return Text(stored_text(ev["result"], TIMELINE_WIDTH))
-    if kind == CANCEL_DELIVERED:
-        return Text("cancellation delivered to the workflow", style="magenta")
-    if kind == RUN_RECOVERED:
-        text = "resumed after a crash: the previous execution stopped unrecorded"
-        return Text(
-            text + (f" after {ev['after']}" if ev.get("after") else ""), style=ORPHANED_STYLE
-        )
-    # An event type this version does not know: show its fields generically.
-    parts = []
-    for key, value in ev.items():
-        if key in _COMMON:
-            continue
-        shown = stored_text(value, TIMELINE_WIDTH // 2)
-        if key in ("fire_at", "deadline", "until") and isinstance(value, int | float):
-            shown = fmt_time(value)
-        parts.append(f"{key}={shown}")
-    return Text(elide(" ".join(parts), TIMELINE_WIDTH * 2), style="dim")
-
-
-def timeline(events: list[Event]) -> Table:
-    """The run's journal as a table: one row per event after `run_started`."""
-    t0 = events[0].get("ts", 0.0)
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("at", justify="right", no_wrap=True)
-    table.add_column("event", no_wrap=True)
-    table.add_column("name", overflow="fold")
-    table.add_column("attempt", justify="right", no_wrap=True)
-    table.add_column("took", justify="right", no_wrap=True)
-    table.add_column("result / details", overflow="fold")
-    for ev in events[1:]:
-        kind = str(ev.get("type", "?"))
-        ts = ev.get("ts")
-        started = ev.get("started")
-        took = (
-            ts - started
-            if isinstance(ts, int | float) and isinstance(started, int | float)
-            else None
-        )
-        attempts = ev.get("attempts", ev.get("attempt", ""))
-        table.add_row(
-            str(ev.get("seq", "")),
-            "+" + fmt_duration(ts - t0) if isinstance(ts, int | float) else "",
-            Text(kind, style=_event_style(kind)),
-            str(ev.get("name", "")),
-            str(attempts),
-            fmt_duration(took),
-            event_detail(ev),
-        )
-    return table
-
-
-def traceback_block(info: RunInfo) -> RenderableType | None:
-    """The recorded traceback of a failed or cancelled run, if the journal has one."""
-    err = info.raw.get("error")
-    if not isinstance(err, dict) or not err.get("traceback"):
-        return None
-    return Group(
-        Text("traceback (as recorded)", style="bold"),
-        Text(err["traceback"].rstrip("\n"), style="red"),
-    )
-
-
-def show_run(out: Console, info: RunInfo, events: list[Event]) -> None:
-    """Print the whole `intemporal show` view of one run."""
-    out.print(run_header(info, events[0]))
-    out.print()
-    out.print(Text(f"journal: {len(events)} events", style="bold"))
-    if len(events) > 1:
-        out.print(timeline(events))
-    else:
-        out.print(Text("  (nothing ran yet)", style="dim"))
-    tb = traceback_block(info)
-    if tb is not None:
-        out.print(tb, soft_wrap=True)  # a traceback keeps its own line breaks
 
 
 # -- how a run ended, as `start`, `resume` and `worker` print it --------------------------------
@@ -407,6 +213,11 @@ def report(out: Console, o: Outcome, as_json: bool) -> None:
         out.file.write(json.dumps(o.to_json()) + "\n")
         out.file.flush()
         return
+    out.print(outcome_text(o), soft_wrap=True)
+
+
+def outcome_text(o: Outcome) -> Text:
+    """One outcome as a line: "RUN STATUS: result-or-error"."""
     if o.status == RunStatus.COMPLETED:
         detail = value_text(o.value)
     elif o.error is not None:
@@ -421,9 +232,7 @@ def report(out: Console, o: Outcome, as_json: bool) -> None:
     else:
         detail = "still running when --timeout passed; it stays resumable"
     style = OUTCOME_STYLE.get(o.status) or STATUS_STYLE.get(RunStatus(o.status), "")
-    out.print(
-        Text.assemble((o.run_id, "bold"), " ", (o.status, style), ": ", detail), soft_wrap=True
-    )
+    return Text.assemble((o.run_id, "bold"), " ", (o.status, style), ": ", detail)
 
 
 SIGNAL_OP = "intemporal.signal:"  # how the journal names a signal wait
@@ -448,12 +257,17 @@ def long_wait(events: list[Event]) -> str | None:
 
 
 def wait(
-    engine: Engine, handle: RunHandle, timeout: float | None, long_waits: bool = False
+    engine: Engine,
+    handle: RunHandle,
+    timeout: float | None,
+    long_waits: bool = False,
+    on_poll: Callable[[], None] | None = None,
 ) -> Outcome:
     """Wait for a run to end, or for `timeout`; not for a signal or a timer far off.
 
     Short timers and child runs are waited for: the engine here executes them when due.
     With `long_waits` (`intemporal result`), signals and far timers are waited for too.
+    `on_poll` is called between two looks (a progress bar reads the journal there).
     """
     rid = handle.run_id
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -462,6 +276,8 @@ def wait(
         try:
             return Outcome(rid, RunStatus.COMPLETED.value, value=handle.result(timeout=step))
         except TimeoutError as exc:  # our own timeout, or the workflow's TimeoutError
+            if on_poll is not None:
+                on_poll()
             info = engine.get_run(rid)
             if info.status.finished:
                 return Outcome(rid, info.status.value, error=describe(exc))
@@ -492,42 +308,86 @@ def follow(
     timeout: float | None,
     out: Console,
     as_json: bool,
-    bar: bool = False,
 ) -> list[Outcome]:
-    """Wait for each run in turn and print how it ended; with `bar`, under a progress bar."""
+    """Wait for each run in turn and print how it ended.
+
+    On a terminal (and without --json) a progress bar counts the activities completed
+    by the run being waited for, as its journal grows, and names its latest step; with
+    more than one run, a second bar counts the runs. A pipe gets the result lines only.
+    """
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        TextColumn("{task.fields[count]}"),
         TimeElapsedColumn(),
         console=out,
         transient=True,
-        disable=not (bar and out.is_terminal),  # a pipe gets the result lines only
+        disable=as_json or not out.is_terminal,
     )
     outcomes = []
     with progress:
-        task = progress.add_task("resuming", total=len(runs))
-        for item in runs:
+        many = len(runs) > 1
+        runs_task = progress.add_task("runs", total=len(runs), count=f"0/{len(runs)} runs")
+        progress.update(runs_task, visible=many)
+        acts = progress.add_task("activities", total=None, count="0 activities")
+        for n, item in enumerate(runs, 1):
             if not isinstance(item, Outcome):
-                progress.update(task, description=f"waiting for {item.run_id}")
-                item = wait(engine, item, timeout)
+                rid = item.run_id
+                tick = functools.partial(_show_steps, engine, rid, progress, acts)
+                progress.reset(acts, total=None, completed=0)
+                tick()
+                item = wait(engine, item, timeout, on_poll=None if progress.disable else tick)
             report(progress.console, item, as_json)
             outcomes.append(item)
-            progress.advance(task)
+            progress.update(runs_task, completed=n, count=f"{n}/{len(runs)} runs")
     return outcomes
+
+
+def _show_steps(engine: Engine, run_id: str, progress: Progress, task: TaskID) -> None:
+    """Set a progress task to a run's completed activities and its latest step."""
+    if progress.disable:
+        return
+    events = engine.history(run_id)
+    done = sum(e.get("type") == ACTIVITY_COMPLETED for e in events)
+    last = next((e for e in reversed(events) if "seq" in e), None)
+    step = f"step {last['seq']} {last.get('name', '')}" if last else "starting"
+    progress.update(
+        task, completed=done, description=f"{run_id}: {step}", count=f"{done} activities"
+    )
 
 
 def elsewhere(engine: Engine, info: RunInfo) -> Outcome | None:
     """An outcome saying another live process has the run (executes it, or keeps it waiting)."""
-    final = info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED)  # a failed run may resume
-    claimed = not final and engine.store.is_claimed(info.run_id)
-    parked = info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned
-    if not (claimed or parked):
+    held = held_by(engine, info)
+    if held is None:
         return None
     note = (
-        f"another process has it ({'executing' if claimed else 'keeping it waiting'}); "
+        f"another process has it ({'executing' if held == 'executing' else 'keeping it waiting'}); "
         f"`intemporal result {info.run_id}` waits for its end"
     )
-    status = RunStatus.RUNNING if claimed else info.status  # a failed run it retries runs
+    status = (
+        RunStatus.RUNNING if held == "executing" else info.status
+    )  # a failed run it retries runs
     return Outcome(info.run_id, status.value, note=note)
+
+
+def held_by(engine: Engine, info: RunInfo) -> str | None:
+    """Which live process has a run: "executing" it, keeping it "waiting", or None.
+
+    A failed run may be held too: a process that resumed it retries its failed step.
+    """
+    if info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+        return None
+    if engine.store.is_claimed(info.run_id):
+        return "executing"
+    if info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned:
+        return "waiting"
+    return None
+
+
+def awaited_signal(events: list[Event]) -> str | None:
+    """The name of the signal a parked run waits for (its last `run_suspended`), or None."""
+    last = next((e for e in reversed(events) if e.get("type") == RUN_SUSPENDED), None)
+    reason = str(last.get("reason", "")) if last else ""
+    return reason[len(SIGNAL_OP) :] if reason.startswith(SIGNAL_OP) else None

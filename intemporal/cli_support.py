@@ -1,31 +1,35 @@
-"""What the `intemporal` command's commands share: user errors, the store, modules, arguments.
+"""What the `intemporal` command's commands share: the app, options, user errors, the store.
 
-A user error prints one red line on stderr and exits 1 (2 for a usage error);
+A user error prints one red line on stderr and exits 1 (2 for a usage error); with
+`--json` it is one JSON object on stderr instead (`{"error": ..., "code": ...}`).
 `INTEMPORAL_DEBUG=1` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.text import Text
+from typer._click import exceptions as click
+from typer.core import TyperGroup
 
 from . import cli_render as render
 from .api import Workflow, not_a_workflow
 from .engine import Engine
 from .errors import IntemporalError
 from .loader import import_code
-from .store import Store, open_store
+from .store import Located, Store, locate, open_store
 
 
 class UserError(Exception):
@@ -40,17 +44,25 @@ class UserError(Exception):
 _USER_ERRORS = (UserError, IntemporalError, ValueError, OSError, ImportError, NotImplementedError)
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    render.console(stderr=True).print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+def _fail(message: str, code: int = 1, as_json: bool = False) -> typer.Exit:
+    """Say `message` on stderr (red line, or a JSON object with --json); the Exit to raise."""
+    if as_json:
+        sys.stderr.write(json.dumps({"error": message, "code": code}) + "\n")
+        sys.stderr.flush()
+    else:
+        text = Text(f"error: {message}", style="bold red")
+        render.console(stderr=True).print(text, soft_wrap=True)
     return typer.Exit(code)
 
 
 @contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(as_json: bool = False) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        raise _fail("interrupted; unfinished runs stay durable and resumable", 130) from None
+        raise _fail(
+            "interrupted; unfinished runs stay durable and resumable", 130, as_json
+        ) from None
     except BrokenPipeError:  # the reader left (`intemporal list --json | head`): stop quietly
         with contextlib.suppress(Exception):  # and keep the exit-time flush from failing too
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -58,20 +70,99 @@ def _user_errors() -> Iterator[None]:
     except _USER_ERRORS as exc:
         if os.environ.get("INTEMPORAL_DEBUG"):
             raise
-        raise _fail(str(exc) or type(exc).__name__, getattr(exc, "code", 1)) from None
+        raise _fail(str(exc) or type(exc).__name__, getattr(exc, "code", 1), as_json) from None
+
+
+class JsonErrorsGroup(TyperGroup):
+    """The command group: with `--json` anywhere on the line, a usage error is JSON too."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kw: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        json_errors = "--json" in argv and standalone_mode
+        try:
+            code = super().main(
+                argv, prog_name, complete_var, not json_errors, windows_expand_args, **kw
+            )
+            if not json_errors:
+                return code
+        except click.ClickException as exc:
+            raise SystemExit(_fail(exc.format_message(), exc.exit_code, True).exit_code) from None
+        except typer.Abort:
+            raise SystemExit(_fail("aborted", 1, True).exit_code) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(
+    name="intemporal",
+    cls=JsonErrorsGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold secrets; never print them
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,  # click's plain help: no `<bool>` metavars, choices kept whole
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(name: str | None = None) -> Callable[[F], F]:
+    """Register a command whose user errors print one red line (JSON with --json), no traceback."""
+
+    def register(fn: F) -> F:
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            with _user_errors(bool(kwargs.get("as_json"))):
+                return fn(*args, **kwargs)
+
+        app.command(name or fn.__name__)(guarded)
+        return fn
+
+    return register
+
+
+_IMPORT_HELP = (
+    "Import MODULE (or load the script at a path ending in .py) first, so its workflows "
+    "are found (repeatable)."
+)
+ImportOption = Annotated[
+    list[str] | None, typer.Option("--import", "-i", metavar="MODULE", help=_IMPORT_HELP)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON, one object per line.")]
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="The run id.")]
+RunsArg = Annotated[list[str], typer.Argument(metavar="RUN", help="The run ids.")]
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(metavar="SECONDS", help="Stop waiting after SECONDS (runs stay resumable)."),
+]
 
 
 # -- the store, modules and arguments ---------------------------------------------------------
+def _located(ctx: typer.Context) -> Located:
+    return locate(ctx.find_root().obj)
+
+
 def _location(ctx: typer.Context) -> str:
-    return ctx.obj or os.environ.get("INTEMPORAL_HOME") or ".intemporal"
+    return _located(ctx).where
 
 
 def _open(ctx: typer.Context, create: bool = False) -> Store:
-    """The store named by --store; a read command refuses to create a missing directory."""
-    where = _location(ctx)
+    """The store as `locate` finds it; a read command refuses to create a missing directory."""
+    found = _located(ctx)
+    where = found.where
     is_path = where != "memory:" and not where.startswith(("postgresql://", "postgres://"))
     if is_path and not create and not os.path.isdir(where):
-        raise UserError(f"no store at {where}: pass --store PATH or set $INTEMPORAL_HOME")
+        raise UserError(
+            f"no store at {where} ({found.looked_text()}): pass --store PATH, set "
+            "$INTEMPORAL_HOME, or run from the project folder that holds .intemporal"
+        )
     return open_store(where)
 
 
@@ -114,6 +205,8 @@ def _load_target(target: str) -> Any:
     module, sep, qualname = target.partition(":")
     if not (sep and module and qualname):
         raise UserError(f"expected MODULE:WORKFLOW (e.g. shop.flows:checkout), got {target!r}", 2)
+    if module.endswith(".py") or "/" in module or os.sep in module:
+        raise UserError(_module_hint(module, qualname), 2)
     obj: Any = _import(module)
     for part in qualname.split("."):
         if not hasattr(obj, part):
@@ -122,6 +215,21 @@ def _load_target(target: str) -> Any:
     if not isinstance(obj, Workflow):
         raise UserError(f"{target} is {not_a_workflow(obj)}; `start` takes a @intemporal.workflow")
     return obj
+
+
+def _module_hint(path: str, qualname: str) -> str:
+    """What to type instead of a file path in MODULE:WORKFLOW."""
+    rel = os.path.relpath(os.path.abspath(path))
+    stem = rel[:-3] if rel.endswith(".py") else rel
+    dotted = stem.replace(os.sep, ".").replace("/", ".")
+    if stem.startswith("..") or not dotted.replace(".", "").replace("_", "").isalnum():
+        folder = os.path.dirname(os.path.abspath(path))
+        name = os.path.basename(stem)
+        return (
+            f"MODULE is a module name, not a file: run from {folder} (or add it to "
+            f"PYTHONPATH) and give {name}:{qualname}"
+        )
+    return f"MODULE is a module name, not a file: did you mean {dotted}:{qualname}?"
 
 
 def _parse_json(text: str, what: str) -> Any:

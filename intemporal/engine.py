@@ -82,7 +82,8 @@ class Engine(StartAPI):
     """Runs workflows durably on a thread pool over a `Store`.
 
     `store`: a directory path (`FileStore`), a `Store`, a URL, or None for
-    `$INTEMPORAL_HOME`, else `./.intemporal`. `durability="fsync"` makes an activity done
+    `$INTEMPORAL_HOME`, else the nearest `.intemporal` directory in the current folder or
+    a parent (as git finds `.git`), else `./.intemporal` (the `intemporal` command's rule). `durability="fsync"` makes an activity done
     once its result is on disk; `"flush"` once the OS has it (survives a killed process,
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
     a pickle (executing a run unpickles: trust the store as code); `"json"` never writes

@@ -80,10 +80,10 @@ def ui(
     (JSON). It binds to 127.0.0.1 unless --host says otherwise; any other host needs
     --token, which every request must carry. Needs the extra: pip install 'intemporal[ui]'.
 
+    \b
     Examples:
-
-        intemporal ui --open
-        intemporal ui --host 0.0.0.0 --port 8080 --token s3cret-t0ken
+      intemporal ui --open
+      intemporal ui --host 0.0.0.0 --port 8080 --token s3cret-t0ken
     """
     try:
         import uvicorn

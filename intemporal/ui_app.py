@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import cli_render as render
 from . import store as _store
+from .cli_timeline import HEADER_WIDTH
 from .codec import masked
 from .engine import Engine
 from .errors import IntemporalError, RunNotFound
@@ -228,16 +229,16 @@ class _View:
             with contextlib.suppress(RunNotFound, ValueError):  # a child deleted since
                 children[cid] = self.engine.get_run(cid)
         first = events[0]
-        args = [render.stored_text(a, render.HEADER_WIDTH) for a in first.get("args", [])]
+        args = [render.stored_text(a, HEADER_WIDTH) for a in first.get("args", [])]
         kwargs = first.get("kwargs", {})
         if isinstance(kwargs, dict):
-            args += [f"{k}={render.stored_text(v, render.HEADER_WIDTH)}" for k, v in kwargs.items()]
+            args += [f"{k}={render.stored_text(v, HEADER_WIDTH)}" for k, v in kwargs.items()]
         err = info.raw.get("error")
         context = {
             "info": info,
             "queue": first.get("queue"),
             "args": ", ".join(args),
-            "result": render.stored_text(info.raw.get("result"), render.HEADER_WIDTH),
+            "result": render.stored_text(info.raw.get("result"), HEADER_WIDTH),
             "traceback": err.get("traceback") if isinstance(err, dict) else None,
             "tl": timeline(events, children),
             "children": children,

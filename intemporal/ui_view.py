@@ -267,11 +267,14 @@ def _resumed(b: _Builder, ev: Event, ts: float) -> None:
         b.markers.append(Marker(ts, "woke", "woke up"))
     elif b.prev_type in _FINAL:
         b.markers.append(Marker(ts, "resumed", f"resumed after it ended {b.prev_type[4:]}"))
-    else:  # the journal stopped without a suspension: the process running it died
-        b.markers.append(Marker(b.prev_ts, "crash", "crash: nothing recorded after this"))
-        b.markers.append(Marker(ts, "resumed", "resumed after the crash"))
-        lost = fmt_duration(ts - b.prev_ts)
-        b.gaps.append(Bar(b.prev_ts, ts, "gap", "crash", f"no process ran it for {lost}"))
+
+
+def _recovered(b: _Builder, ev: Event, ts: float) -> None:
+    """`run_recovered`: the journal had stopped without a suspension (its process died)."""
+    b.markers.append(Marker(b.prev_ts, "crash", "crash: nothing recorded after this"))
+    b.markers.append(Marker(ts, "resumed", "resumed after the crash"))
+    lost = fmt_duration(ts - b.prev_ts)
+    b.gaps.append(Bar(b.prev_ts, ts, "gap", "crash", f"no process ran it for {lost}"))
 
 
 def _finished(b: _Builder, ev: Event, ts: float) -> None:
@@ -304,7 +307,7 @@ _HANDLERS: dict[str, Callable[[_Builder, Event, float], None]] = {
     COMPENSATION_STARTED: _compensation,
     RUN_SUSPENDED: _suspended,
     RUN_RESUMED: _resumed,
-    RUN_RECOVERED: _resumed,
+    RUN_RECOVERED: _recovered,
     RUN_COMPLETED: _finished,
     RUN_FAILED: _finished,
     RUN_CANCELLED: _finished,

@@ -85,7 +85,9 @@ def wait_for_status(handle: intemporal.RunHandle, want: intemporal.RunStatus) ->
     return str(status)
 
 
-def demo(store: str, auto: bool, timeout: float) -> None:
+def demo(store: str, auto: bool, timeout: float, kept: bool = True) -> None:
+    """Start an expense run on `store` and approve it; `kept=False`: a temporary store,
+    deleted when this script ends (so no command to resume from it later is printed)."""
     report = {"id": "EXP-7", "employee": "bob", "amount": 240, "currency": "EUR"}
     run_id = f"expense-{uuid.uuid4().hex[:8]}"
     with intemporal.Engine(store=store) as engine:
@@ -107,11 +109,15 @@ def demo(store: str, auto: bool, timeout: float) -> None:
             if sent.returncode != 0:
                 sys.exit(f"the signal command failed:\n{sent.stdout}{sent.stderr}")
             print(f"    {sent.stdout.strip()}")
-        else:
-            print(f"Waiting up to {timeout:g} s (Ctrl-C leaves the run durable and waiting) ...")
         try:
+            if not auto:
+                print(f"Waiting up to {timeout:g} s (Ctrl-C leaves the run durable and waiting)")
             result = handle.result(timeout=timeout + 10)
         except KeyboardInterrupt:
+            if not kept:
+                print("\nStopped. The store was temporary and is deleted now, with the run:")
+                print("pass --store DIR to keep it, signal the run and resume it later.")
+                return
             again = shlex.join(["intemporal", "--store", store, "resume", run_id])
             print(f"\nStopped; the run waits in its journal. Signal it, then: {again}")
             return
@@ -132,8 +138,11 @@ def main() -> None:
     )
     opts = parser.parse_args()
     auto = opts.auto or not sys.stdin.isatty()
+    if opts.store:
+        demo(opts.store, auto, opts.timeout)
+        return
     with tempfile.TemporaryDirectory(prefix="intemporal-approval-") as tmp:
-        demo(opts.store or tmp, auto, opts.timeout)
+        demo(tmp, auto, opts.timeout, kept=False)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import Cli, cli_on
 
 from intemporal import Engine, FileStore, MemoryStore, Store
 
@@ -32,3 +33,22 @@ def engine(store: Store) -> Iterator[Engine]:
         yield eng
     finally:
         eng.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """The file store's directory that the CLI tests point `--store` at."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def cli(home: Path) -> Cli:
+    """Run `intemporal --store HOME ARGS...` in this process, 200 columns wide."""
+    return cli_on(home)
+
+
+@pytest.fixture
+def file_engine(home: Path) -> Iterator[Engine]:
+    """An `Engine` over the file store at `home`, closed after the test."""
+    with Engine(str(home), threads=4) as eng:
+        yield eng

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import subprocess
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from process_helpers import wait_until
 from typer.testing import CliRunner, Result
 
-from intemporal import Store
+from intemporal import Engine, RunStatus, Store
 from intemporal.cli import app
 
 Cli = Callable[..., Result]
@@ -96,3 +100,33 @@ def new_version(original: Any, fn: Any, monkeypatch: Any) -> Any:
     monkeypatch.setitem(api.REGISTRY.workflows, key, original)
     fn.__module__, fn.__qualname__ = original.fn.__module__, original.fn.__qualname__
     return workflow(name=original.name)(fn)
+
+
+def parked(home: Path, wf: Any, x: Any, run_id: str, status: RunStatus = RunStatus.WAITING) -> None:
+    """A run of `wf(x)` left `status` (waiting) by an engine that then closed cleanly."""
+    with Engine(str(home), threads=2) as gone:
+        gone.start(wf, x, run_id=run_id)
+        wait_until(lambda: gone.get_run(run_id).status is status, what=f"{run_id} {status}")
+
+
+HOLDER = """
+import sys, time
+from intemporal import FileStore
+lease = FileStore(sys.argv[1]).claim(sys.argv[2])
+print("held" if lease else "taken", flush=True)
+time.sleep(60)
+"""
+
+
+@contextlib.contextmanager
+def held_elsewhere(home: Path, run_id: str) -> Iterator[str]:
+    """Another live process claims run `run_id` (as if executing it) until the block ends."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(home), run_id], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield run_id
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)

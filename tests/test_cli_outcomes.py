@@ -15,14 +15,12 @@ failed runs only with `--failed`; it touches no other run (`updated_at` unchange
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import Cli, cli_on
+from helpers import Cli, cli_on, held_elsewhere, parked
 from process_helpers import journal_events, run_and_kill, wait_until
 from typer.testing import Result
 
@@ -60,19 +58,8 @@ def plain(x: int) -> int:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def cli(home: Path) -> Cli:
-    return cli_on(home)
-
-
-@pytest.fixture
-def engine(home: Path) -> Iterator[Engine]:
-    with Engine(str(home), threads=4) as eng:
-        yield eng
+def engine(file_engine: Engine) -> Engine:
+    return file_engine
 
 
 def objects(result: Result) -> list[dict[str, Any]]:
@@ -90,34 +77,16 @@ def pending(home: Path, wf: Any, x: int, run_id: str) -> None:
 
 def left_waiting(home: Path, run_id: str) -> None:
     """A run waiting for a signal whose engine is gone (closed)."""
-    with Engine(str(home), threads=2) as gone:
-        gone.start(approval, 1, run_id=run_id)
-        wait_until(lambda: gone.get_run(run_id).status is RunStatus.WAITING, what="a wait")
+    parked(home, approval, 1, run_id)
 
 
 # -- another live process has the run ----------------------------------------------------------
-HOLDER = """
-import sys, time
-from intemporal import FileStore
-lease = FileStore(sys.argv[1]).claim(sys.argv[2])
-print("held" if lease else "taken", flush=True)
-time.sleep(60)
-"""
-
-
 @pytest.fixture
 def held(home: Path) -> Iterator[str]:
     """A pending run `busy` that another live process has claimed (is executing)."""
     pending(home, plain, 4, "busy")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(home), "busy"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-        yield "busy"
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
+    with held_elsewhere(home, "busy") as run_id:
+        yield run_id
 
 
 def test_resume_of_a_run_another_process_executes_exits_0_and_touches_nothing(

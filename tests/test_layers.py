@@ -31,6 +31,7 @@ RANKS = {
     "store.fileio": 6,
     "store.memory": 7,
     "store.file": 7,
+    "store.locate": 7,
     "store": 8,
     # one run's context: replay, durable operations
     "replay": 9,
@@ -51,14 +52,27 @@ RANKS = {
     "pytest_plugin": 17,
     # front ends
     "cli_render": 18,
+    "cli_timeline": 19,
     "cli_support": 19,
     "ui_view": 19,
     "ui_app": 20,
+    "cli_inspect": 20,
+    "cli_worker": 20,
     "ui": 21,
     "cli": 22,
     "": 30,  # intemporal/__init__.py: re-exports
 }
-FRONT_ENDS = {"cli", "cli_render", "cli_support", "ui", "ui_app", "ui_view"}
+FRONT_ENDS = {
+    "cli",
+    "cli_inspect",
+    "cli_render",
+    "cli_support",
+    "cli_timeline",
+    "cli_worker",
+    "ui",
+    "ui_app",
+    "ui_view",
+}
 # Imports made late, inside a function, against the ranks, each with its reason.
 LATE = {
     ("pickling", "loader"): "unpickling a value may load the script that defines it",

@@ -57,7 +57,7 @@ def test_timeline_model_lays_out_attempts_waits_and_markers() -> None:
             "payload": {"$secret": "pw"},
             "ts": 112.0,
         },
-        {"type": "run_resumed", "ts": 120.0},
+        {"type": "run_recovered", "ts": 120.0},
         {"type": "child_started", "seq": 4, "name": "c", "child_id": "r/4", "ts": 120.0},
         {"type": "run_completed", "result": None, "ts": 130.0},
     ]

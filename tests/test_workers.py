@@ -91,7 +91,7 @@ def test_the_worker_command_takes_and_reports_a_run_a_client_records(tmp_path: P
             client.start(_load(tmp_path), 14, run_id="w-1")
         # Then the worker takes it at once and prints how it ended
         wait_until(lambda: "w-1 completed: 42" in log.read_text(), what="the worker's report")
-        assert "took w-1" in log.read_text()
+        assert "started w-1" in log.read_text()  # a new run, not a resumed one
     finally:
         worker.send_signal(signal.SIGINT)
         try:

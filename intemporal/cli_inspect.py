@@ -1,0 +1,329 @@
+"""The `intemporal` commands that look at runs without changing them: list, count, show, tree.
+
+They use one vocabulary for a run's state (`cli_timeline.state`): the `RunStatus` values,
+and "orphaned" for a run no process executes any more (running, its process gone; or
+waiting, the engine that kept it waiting gone). `--status orphaned` filters what the
+table shows as orphaned; `--status running`/`waiting` include orphaned runs of that status.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from . import cli_render as render
+from . import cli_timeline as view
+from .cli_support import JsonOption, RunArg, UserError, _engine, command, parse_age
+from .codec import masked
+from .engine import Engine
+from .store import RunInfo, RunStatus
+
+STATES = [*(s.value for s in RunStatus), "orphaned"]
+StatusOption = Annotated[
+    str | None,
+    typer.Option(
+        "--status",
+        "-s",
+        metavar="STATE",
+        help=f"Only runs in this state: {', '.join(STATES)}.",
+        show_default=False,
+    ),
+]
+WorkflowOption = Annotated[
+    str | None,
+    typer.Option("--workflow", "-w", metavar="NAME", help="Only runs of this workflow (its name)."),
+]
+QueueOption = Annotated[
+    str | None, typer.Option("--queue", "-q", metavar="QUEUE", help="Only runs on this queue.")
+]
+ParentOption = Annotated[
+    str | None, typer.Option("--parent", metavar="RUN", help="Only the child runs of RUN.")
+]
+_WHEN = "a duration back from now (90s, 15m, 12h, 7d, 2w) or a date (2026-11-29, 2026-11-29T14:30)"
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", metavar="WHEN", help=f"Only runs started since WHEN: {_WHEN}."),
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", metavar="WHEN", help="Only runs started before WHEN.")
+]
+UtcOption = Annotated[bool, typer.Option("--utc", help="Show times in UTC (default: local time).")]
+DEFAULT_LIMIT = 20
+
+
+def parse_when(text: str, utc: bool = False) -> float:
+    """Epoch seconds for WHEN: a duration back from now ("7d") or a date ("2026-11-29",
+    "2026-11-29 14:30", ISO with a zone); a date without a zone is local (UTC with `utc`)."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(\.\d+)?\s*[smhdw]?", text.lower()):
+        return time.time() - parse_age(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise UserError(
+            f"{text!r} is not a duration (7d, 12h) or a date (2026-11-29T14:30)", 2
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC) if utc else when.astimezone()  # naive: local time
+    return when.timestamp()
+
+
+def matching(
+    engine: Engine,
+    status: str | None,
+    workflow: str | None,
+    queue: str | None,
+    parent: str | None,
+    since: str | None,
+    until: str | None,
+    utc: bool,
+) -> list[RunInfo]:
+    """Every run the filters keep, newest first."""
+    if status is not None and status.lower() not in STATES:
+        raise UserError(f"--status {status!r}: choose one of {', '.join(STATES)}", 2)
+    want = status.lower() if status else None
+    lo = parse_when(since, utc) if since else None
+    hi = parse_when(until, utc) if until else None
+    if parent is not None:
+        engine.get_run(parent)  # an unknown parent is an error, not "no runs"
+    recorded = None if want in (None, "orphaned") else RunStatus(want)
+    out = []
+    for info in engine.list_runs(status=recorded, workflow=workflow):
+        if want == "orphaned" and not info.orphaned:
+            continue
+        if (lo is not None and info.created_at < lo) or (hi is not None and info.created_at >= hi):
+            continue
+        if parent is not None and info.parent != parent:
+            continue
+        if queue is not None and _queue(engine, info) != queue:
+            continue
+        out.append(info)
+    return out
+
+
+def _queue(engine: Engine, info: RunInfo) -> str | None:
+    try:
+        return engine.store.read(info.run_id)[0].get("queue")
+    except Exception:  # deleted meanwhile
+        return None
+
+
+@command("list")
+def list_runs(
+    ctx: typer.Context,
+    status: StatusOption = None,
+    workflow: WorkflowOption = None,
+    queue: QueueOption = None,
+    parent: ParentOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, metavar="N", help="At most N runs, the newest.")
+    ] = DEFAULT_LIMIT,
+    offset: Annotated[
+        int, typer.Option("--offset", min=0, metavar="N", help="Skip the N newest first.")
+    ] = 0,
+    all_runs: Annotated[bool, typer.Option("--all", "-a", help="Every run (no --limit).")] = False,
+    utc: UtcOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List runs as a table, newest first: the 20 newest unless --all or --limit N.
+
+    A run's state is its status, or "orphaned" when no process executes it any more
+    (running and its process gone, or waiting and the engine that kept it waiting gone):
+    `intemporal resume --all` or `intemporal worker` continues it. Times are local
+    (--utc for UTC) and carry their zone. --json prints one object per run (run_id,
+    workflow, status, created_at, updated_at, duration, steps, parent, orphaned, result,
+    error).
+
+    \b
+    Examples:
+      intemporal list
+      intemporal list --status failed --workflow checkout --since 2d
+      intemporal list --status orphaned --all
+      intemporal list --limit 50 --offset 50 --utc
+      intemporal list --json | jq -r 'select(.orphaned) | .run_id'
+    """
+    with _engine(ctx, worker=False) as engine:
+        runs = matching(engine, status, workflow, queue, parent, since, until, utc)
+    total = len(runs)
+    runs = runs[offset:] if all_runs else runs[offset : offset + limit]
+    if as_json:
+        for info in runs:
+            typer.echo(json.dumps(info.to_json()))
+        return
+    out = render.console()
+    if not runs:
+        filtered = any((status, workflow, queue, parent, since, until, offset))
+        out.print("no runs" + (" match" if filtered else " yet"))
+        return
+    out.print(view.runs_table(runs, out.width, utc))
+    if len(runs) < total:
+        out.print(
+            f"{offset + 1}-{offset + len(runs)} of {total} runs: --all, --limit N or "
+            "--offset N for more",
+            style="dim",
+            soft_wrap=True,
+        )
+    orphans = sum(info.orphaned for info in runs)
+    if orphans:
+        note = f"{orphans} orphaned (no process executes them): `intemporal resume --all` continues them"
+        out.print(Text(note, style=render.ORPHANED_STYLE), soft_wrap=True)
+
+
+@command()
+def count(
+    ctx: typer.Context,
+    status: StatusOption = None,
+    workflow: WorkflowOption = None,
+    queue: QueueOption = None,
+    parent: ParentOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print how many runs match the filters (those of `intemporal list`).
+
+    \b
+    Examples:
+      intemporal count
+      intemporal count --status failed --since 24h
+      intemporal count --status orphaned --json
+    """
+    with _engine(ctx, worker=False) as engine:
+        n = len(matching(engine, status, workflow, queue, parent, since, until, False))
+    typer.echo(json.dumps({"count": n}) if as_json else str(n))
+
+
+def _children(engine: Engine, events: list[Any]) -> dict[str, RunInfo]:
+    out = {}
+    for cid in view.child_ids(events):
+        try:
+            out[cid] = engine.get_run(cid)
+        except Exception:  # not created yet, or collected
+            continue
+    return out
+
+
+@command()
+def show(
+    ctx: typer.Context,
+    run: RunArg,
+    full: Annotated[
+        bool, typer.Option("--full", help="Show values and the traceback whole, uncut.")
+    ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Then print new events as they come, until the run ends."
+        ),
+    ] = False,
+    utc: UtcOption = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the raw journal events, one per line.")
+    ] = False,
+) -> None:
+    """Show one run: status, what it waits for, arguments, result or error, and its journal.
+
+    The timeline has one row per journal event: sequence number, time since the start,
+    event, name, attempt, duration and result or error; a child run's row shows how it
+    ended. Narrower than 100 columns, each event's details go on the line under it. Long
+    values are cut with an ellipsis (--full shows them whole). A failed run's traceback
+    is printed as recorded, from the user's code on. --follow keeps printing new events
+    until the run ends (Ctrl-C stops watching; the run goes on). --json prints the raw
+    events, one per line.
+
+    \b
+    Examples:
+      intemporal show order-42
+      intemporal show order-42 --full --utc
+      intemporal show order-42 --follow
+      intemporal show order-42 --json | jq -c 'select(.type == "run_failed")'
+    """
+    with _engine(ctx, worker=False) as engine:
+        events = engine.history(run)
+        info = engine.get_run(run)
+        if as_json:
+            for event in events:
+                typer.echo(json.dumps(masked(event)))  # a Secret's value reads "***"
+        else:
+            view.show_run(render.console(), info, events, _children(engine, events), utc, full)
+        if follow:
+            _follow(engine, info, events, utc, full, as_json)
+
+
+FOLLOW_POLL = 0.2  # seconds between two reads of a followed journal
+
+
+def _pause(seconds: float) -> None:
+    """Wait between two reads of a followed journal (a seam for tests)."""
+    time.sleep(seconds)
+
+
+def _follow(
+    engine: Engine, info: RunInfo, events: list[Any], utc: bool, full: bool, as_json: bool
+) -> None:
+    """Print the events a run records from now on, until it ends."""
+    out = render.console()
+    if not as_json:
+        out.print(Text(f"following {info.run_id} (Ctrl-C stops watching)", style="dim"))
+    seen_events = len(events)
+    seen_rows = len(view.rows(events, {}, utc))
+    while not info.status.finished:
+        _pause(FOLLOW_POLL)
+        events = engine.history(info.run_id)
+        info = engine.get_run(info.run_id)
+        if len(events) == seen_events:
+            continue
+        if as_json:
+            for event in events[seen_events:]:
+                typer.echo(json.dumps(masked(event)))
+        else:
+            body = view.rows(events, _children(engine, events), utc)
+            for line in view.event_lines(body[seen_rows:], full):
+                out.print(line)
+            seen_rows = len(body)
+        seen_events = len(events)
+    if not as_json:
+        out.print(Text.assemble("run ", (info.run_id, "bold"), " ended ", view.status_text(info)))
+
+
+def _tree_json(engine: Engine, info: RunInfo) -> dict[str, Any]:
+    node = info.to_json()
+    node["children"] = [_tree_json(engine, c) for c in _child_infos(engine, info)]
+    return node
+
+
+def _child_infos(engine: Engine, info: RunInfo) -> list[RunInfo]:
+    return list(_children(engine, engine.history(info.run_id)).values())
+
+
+@command()
+def tree(
+    ctx: typer.Context,
+    run: RunArg,
+    utc: UtcOption = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the tree as one nested JSON object.")
+    ] = False,
+) -> None:
+    """Draw a run and its child runs (and theirs) as a tree, with statuses and durations.
+
+    \b
+    Examples:
+      intemporal tree order-42
+      intemporal tree order-42 --json | jq '.children[].status'
+    """
+    with _engine(ctx, worker=False) as engine:
+        root = engine.get_run(run)
+        if as_json:
+            typer.echo(json.dumps(_tree_json(engine, root)))
+            return
+        drawn = view.run_tree(root, lambda i: _child_infos(engine, i), utc)
+    render.console().print(drawn)

@@ -1,0 +1,236 @@
+"""`intemporal worker`: execute runs until stopped, and say what happens.
+
+On a terminal a live status line counts, per queue, the runs executing, waiting, done and
+failed, and the uptime; log lines ("started", "resumed", how each run ended) scroll
+above it. Elsewhere (a pipe, a service log) each line starts with its time and zone;
+with --json each is one JSON object with a `ts` (epoch seconds) and an `event`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.status import Status
+from rich.text import Text
+
+from . import cli_render as render
+from .cli_render import Outcome, describe, exit_code, final_outcome
+from .cli_support import (
+    _USER_ERRORS,
+    ImportOption,
+    JsonOption,
+    _engine,
+    _import,
+    _location,
+    command,
+)
+from .engine import Engine
+from .handle import RunHandle
+from .store import RunStatus
+
+DEFAULT_QUEUE = "default"
+
+
+class Board:
+    """What the worker says: log lines, and the live status line on a terminal."""
+
+    def __init__(self, out: Console, as_json: bool) -> None:
+        self.out, self.as_json = out, as_json
+        self.live = out.is_terminal and not as_json
+        self.since = time.monotonic()
+        self.queue_of: dict[str, str] = {}  # run id -> its queue, for the runs watched
+        self.ended: Counter[tuple[str, str]] = Counter()  # (queue, "done" | "failed")
+        self.status: Status | None = None
+
+    def say(
+        self, event: str, run_id: str | None = None, text: Text | str = "", **fields: Any
+    ) -> None:
+        """One log line: `event` (started, resumed, completed, ...) about `run_id`."""
+        if self.as_json:
+            obj = {"ts": round(time.time(), 6), "event": event, "run_id": run_id, **fields}
+            self.out.file.write(json.dumps(obj) + "\n")
+            self.out.file.flush()
+            return
+        stamp = render.fmt_time(time.time())
+        line = Text(stamp[11:19] + " " if self.live else stamp + " ", style="dim")
+        line.append(text if text else f"{event} {run_id}")
+        self.out.print(line, soft_wrap=True)
+
+    def outcome(self, o: Outcome) -> None:
+        """Log how a run ended (or where it was left) and count it."""
+        queue = self.queue_of.pop(o.run_id, DEFAULT_QUEUE)
+        if o.status in ("failed", "error"):
+            self.ended[queue, "failed"] += 1
+        elif o.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
+            self.ended[queue, "done"] += 1
+        self.say(o.status, o.run_id, render.outcome_text(o), **_fields(o))
+
+    def line(self, engine: Engine) -> str:
+        """The status line: per queue, runs executing / waiting / done / failed; uptime."""
+        now: Counter[tuple[str, str]] = Counter()
+        for rid, queue in self.queue_of.items():
+            try:
+                waiting = engine.get_run(rid).status is RunStatus.WAITING
+            except Exception:  # deleted meanwhile
+                continue
+            now[queue, "waiting" if waiting else "executing"] += 1
+        queues = sorted({q for q, _ in now} | {q for q, _ in self.ended}) or [DEFAULT_QUEUE]
+        parts = [
+            f"{q}: {now[q, 'executing']} executing, {now[q, 'waiting']} waiting, "
+            f"{self.ended[q, 'done']} done, {self.ended[q, 'failed']} failed"
+            for q in queues
+        ]
+        return " | ".join(parts) + f" | up {render.fmt_duration(time.monotonic() - self.since)}"
+
+    @contextlib.contextmanager
+    def showing(self) -> Iterator[None]:
+        """Keep the status line under the log lines while the worker serves (terminal only)."""
+        if not self.live:
+            yield
+            return
+        with self.out.status("starting") as status:
+            self.status = status
+            yield
+
+    def refresh(self, engine: Engine) -> None:
+        if self.status is not None:
+            self.status.update(self.line(engine))
+
+
+def _fields(o: Outcome) -> dict[str, Any]:
+    obj = o.to_json()
+    obj.pop("run_id")
+    obj.pop("status")
+    return obj
+
+
+@command()
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--queue", "-q", metavar="Q", help="A queue to serve (repeatable).", show_default=False
+        ),
+    ] = None,
+    imports: ImportOption = None,
+    interval: Annotated[
+        float, typer.Option(min=0.01, metavar="SECONDS", help="Seconds between two looks for work.")
+    ] = 1.0,
+    threads: Annotated[
+        int, typer.Option(min=1, metavar="N", help="Runs executed at the same time.")
+    ] = 8,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once", help="Take the work there is now, watch it until it ends or parks, exit."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Execute runs until stopped (Ctrl-C): every pending run and every orphaned one.
+
+    Every second it resumes each unfinished run no process owns (started with --detach,
+    or crashed); runs recorded meanwhile are taken at once. It says `started` for a new
+    run, `resumed` for one that ran before (crashed, or parked by an engine now gone),
+    and how each ended. On a terminal a status line counts runs executing, waiting, done
+    and failed per queue, and the uptime; elsewhere each line starts with its time.
+    --json prints one object per line (ts, event, run_id, ...). With --queue it serves
+    only those queues. On Ctrl-C the runs stop at their next durable operation and stay
+    resumable. --once watches the runs it took until each ends or parks to wait for a
+    signal or a distant timer, then exits with the codes of `resume`: 1 if a run ended
+    failed (or could not be resumed), else 0.
+
+    \b
+    Examples:
+      intemporal worker --import shop.flows
+      intemporal worker --queue emails --queue billing --threads 16
+      intemporal worker --once --json
+    """
+    for module in imports or []:
+        _import(module)
+    board = Board(render.console(), as_json)
+    watching: dict[str, RunHandle] = {}
+    reported: set[str] = set()
+    ended: list[Outcome] = []  # how each run ended, for --once's exit code
+    with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
+        where = engine.store.location or _location(ctx)
+        served = f"queues {', '.join(queues)}" if queues else "every queue"
+        board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
+        try:
+            with board.showing():
+                while True:
+                    _take(engine, board, watching, reported, ended)
+                    for rid in list(watching):
+                        done = _look(engine, rid, once)
+                        if done is not None:
+                            ended.append(done)
+                            board.outcome(done)
+                            del watching[rid]
+                    board.refresh(engine)
+                    if once and not watching:
+                        raise typer.Exit(exit_code(ended))
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            board.say("stopping", None, "stopping: unfinished runs stay durable and resumable")
+
+
+def _take(
+    engine: Engine,
+    board: Board,
+    watching: dict[str, RunHandle],
+    reported: set[str],
+    ended: list[Outcome],
+) -> None:
+    """Take the runs nobody executes, and those clients recorded meanwhile; log each."""
+    since = time.time()
+    try:
+        for handle in engine.recover():
+            if handle.run_id not in watching:
+                _watch(engine, board, watching, handle, since)
+        while engine.adopted:  # recorded by clients meanwhile, taken at once: new runs
+            handle = engine.adopted.popleft()
+            if handle.run_id not in watching:
+                _watch(engine, board, watching, handle, None)
+    except _USER_ERRORS as exc:
+        if str(exc) not in reported:  # say it once, keep serving the rest
+            reported.add(str(exc))
+            ended.append(Outcome("?", "error", error=describe(exc)))
+            board.say("error", None, Text(f"cannot resume a run: {exc}", style="red"))
+
+
+def _watch(
+    engine: Engine,
+    board: Board,
+    watching: dict[str, RunHandle],
+    handle: RunHandle,
+    since: float | None,
+) -> None:
+    """Log "started" (a new run) or "resumed" (one that recorded steps before `since`)."""
+    events = engine.history(handle.run_id)
+    ran = since is not None and any(e.get("ts", since) < since for e in events[1:])
+    board.queue_of[handle.run_id] = str(events[0].get("queue") or DEFAULT_QUEUE)
+    watching[handle.run_id] = handle
+    board.say("resumed" if ran else "started", handle.run_id)
+
+
+def _look(engine: Engine, rid: str, once: bool) -> Outcome | None:
+    """How a watched run ended, or where `--once` leaves it; None while it goes on."""
+    stopped = render.halted(engine, rid)
+    if stopped is not None:  # the store failed, or the workflow interrupted itself:
+        return stopped  # say so once; it stays resumable
+    info = engine.get_run(rid)
+    if info.status.finished:
+        return final_outcome(info)
+    if once and info.status is RunStatus.WAITING:  # it may take days
+        what = render.long_wait(engine.history(rid))
+        if what is not None and not engine.store.is_claimed(rid):
+            return Outcome(rid, info.status.value, waiting_for=what)
+    return None
