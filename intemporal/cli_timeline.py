@@ -401,16 +401,24 @@ def event_lines(body: list[Row], full: bool) -> list[Text]:
 
 # -- the traceback ---------------------------------------------------------------------------------
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
-_MODULES = {n[:-3] for n in os.listdir(_PACKAGE) if n.endswith(".py")}
+_MODULES = {  # "engine", "runtime/executor", "store/file"...: this package's modules
+    os.path.relpath(os.path.join(d, n), _PACKAGE)[:-3].replace(os.sep, "/")
+    for d, _, names in os.walk(_PACKAGE)
+    for n in names
+    if n.endswith(".py")
+}
 _FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
 
 
 def _engine_frame(filename: str) -> bool:
     """Whether a recorded frame is this package's own (here, or where the run was recorded)."""
-    if os.path.dirname(os.path.abspath(filename)) == _PACKAGE:
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep):
         return True
     parts = re.split(r"[\\/]", filename)
-    return len(parts) >= 2 and parts[-2] == "intemporal" and parts[-1][:-3] in _MODULES
+    if "intemporal" not in parts[:-1]:
+        return False
+    at = len(parts) - 1 - parts[::-1].index("intemporal")
+    return "/".join(parts[at + 1 :])[:-3] in _MODULES
 
 
 def user_traceback(text: str) -> tuple[str, int]:
