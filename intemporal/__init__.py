@@ -40,7 +40,7 @@ from .handle import RunHandle
 from .observe import LoggingObserver, Observer
 from .replay import heartbeat
 from .saga import Saga, saga
-from .store import FileStore, MemoryStore, RunInfo, RunStatus, Store
+from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (
     DurableFuture,
     info,
@@ -65,6 +65,7 @@ __all__ = [
     "DurableFuture",
     "Engine",
     "FileStore",
+    "PostgresStore",
     "IntemporalError",
     "JournalCorrupted",
     "LeaseLost",

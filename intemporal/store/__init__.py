@@ -8,6 +8,7 @@ from .base import Event, Lease, RunInfo, RunStatus, Store, check_run_id, summari
 from .file import FileStore
 from .locate import Located, locate
 from .memory import MemoryStore
+from .postgres import PostgresStore
 
 __all__ = [
     "Event",
@@ -15,6 +16,7 @@ __all__ = [
     "Lease",
     "Located",
     "MemoryStore",
+    "PostgresStore",
     "RunInfo",
     "RunStatus",
     "Store",
@@ -34,7 +36,7 @@ def open_store(store: Store | str | os.PathLike[str] | None = None) -> Store:
         store = locate().where
     text = os.fspath(store)
     if text.startswith(("postgresql://", "postgres://")):
-        raise NotImplementedError("the PostgreSQL store is not available yet")
+        return PostgresStore(text)
     if text == "memory:":
         return MemoryStore()
     return FileStore(text)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import masked, peek
-from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunStatus, fold
+from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunState, RunStatus, fold
 
 POLL = 0.02  # seconds between looks of the polling `Store.wait`
 
@@ -91,7 +91,11 @@ class RunInfo:
 
 def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
     """Fold a run's journal into a `RunInfo`; `claimed` says whether an owner holds it now."""
-    state = fold(events)
+    return summarize_state(run_id, fold(events), claimed)
+
+
+def summarize_state(run_id: str, state: RunState, claimed: bool) -> RunInfo:
+    """A `RunInfo` from a run's folded state (a store that keeps the fold reads no journal)."""
     status = state.status
     if claimed and not status.finished:
         status = RunStatus.RUNNING
