@@ -54,7 +54,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     elif request.param == "memory":
         st = MemoryStore()
     else:
-        st = PostgresStore(request.getfixturevalue("pg_dsn"), lease=3.0)
+        server: PgServer = request.getfixturevalue("pg_server")
+        st = PostgresStore(server.dsn, lease=3.0, schema=f"t{os.getpid()}_{next(_databases)}")
     yield st
     st.close()
 

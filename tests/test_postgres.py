@@ -1,0 +1,247 @@
+"""The PostgreSQL store end to end: URLs everywhere a store is named, its schema's version,
+credentials never printed, a database that is not there, and workers that die or stall.
+
+The store contract (tests/test_store_contract.py) and the engine suites (through the
+`store` fixture of conftest.py) run on PostgreSQL too; this file holds what only a shared
+database has. Each test gets a new database on the session's throwaway server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from pg_server import free_port
+from process_helpers import wait_until
+from typer.testing import CliRunner
+
+import intemporal
+from intemporal import Engine, PostgresStore, RunStatus, StoreUnavailable
+from intemporal.cli import app
+from intemporal.store import open_store
+from intemporal.store.postgres_schema import VERSION
+
+
+@intemporal.activity(name="pg.double")
+def double(x: int) -> int:
+    return 2 * x
+
+
+@intemporal.workflow(name="pg.flow")
+def flow(x: int) -> int:
+    return double(x) + double(x + 1)
+
+
+def cli(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
+    runner = CliRunner(env={"COLUMNS": "200", "INTEMPORAL_HOME": None, **(env or {})})
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+# -- a URL wherever a store is named ---------------------------------------------------------------
+def test_a_url_names_the_store_for_the_engine_the_cli_and_intemporal_home(pg_dsn: str) -> None:
+    # Given a run made by Engine(store="postgresql://...")
+    with Engine(store=pg_dsn) as engine:
+        assert isinstance(engine.store, PostgresStore)
+        assert engine.run(flow, 3, run_id="pg-1") == 6 + 8
+    # Then the CLI reads it with --store URL, and with INTEMPORAL_HOME=URL
+    code, out = cli("--store", pg_dsn, "list")
+    assert code == 0 and "pg-1" in out and "completed" in out
+    code, out = cli("show", "pg-1", env={"INTEMPORAL_HOME": pg_dsn})
+    assert code == 0 and "14" in out
+    code, out = cli("--store", pg_dsn, "list", "--json")
+    assert code == 0 and [json.loads(line)["run_id"] for line in out.splitlines()] == ["pg-1"]
+    # And gc deletes it once old enough
+    time.sleep(1.1)
+    code, out = cli("--store", pg_dsn, "gc", "--older-than", "1s")
+    assert code == 0, out
+    assert list(open_store(pg_dsn).run_ids()) == []
+
+
+def test_the_schema_is_created_once_and_a_newer_one_is_refused(pg_dsn: str) -> None:
+    # Given a store opened twice (the second open migrates nothing)
+    PostgresStore(pg_dsn, schema="app").close()
+    PostgresStore(pg_dsn, schema="app").close()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT version FROM app.schema_version").fetchall()
+        assert rows == [(v,) for v in range(1, VERSION + 1)]
+        # When a newer intemporal migrated it further
+        conn.execute("INSERT INTO app.schema_version VALUES (%s)", (VERSION + 1,))
+    # Then this one refuses it, naming both versions
+    with pytest.raises(StoreUnavailable) as caught:
+        PostgresStore(pg_dsn, schema="app")
+    assert f"version {VERSION + 1}" in str(caught.value) and f"version {VERSION})" in str(
+        caught.value
+    )
+
+
+# -- a database that is not there ------------------------------------------------------------------
+def test_an_unreachable_database_raises_store_unavailable_and_never_prints_the_password() -> None:
+    url = f"postgresql://app:hunter2secret@127.0.0.1:{free_port()}/flows"
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable) as caught:
+        Engine(store=url)
+    assert time.monotonic() - t0 < 10
+    assert "hunter2secret" not in str(caught.value) and "app:***@" in str(caught.value)
+    code, out = cli("--store", url, "list")
+    assert code != 0 and "hunter2secret" not in out and "Traceback" not in out
+    assert "unavailable" in out
+
+
+def test_a_run_stopped_by_the_database_going_away_resumes_once_it_is_back(
+    pg_dsn: str, pg_server: object
+) -> None:
+    server = pg_server
+    store = PostgresStore(pg_dsn, lease=2.0)
+    with Engine(store, threads=2) as engine:
+        assert engine.run(flow, 1, run_id="before") == 2 + 4
+        server.stop()  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(StoreUnavailable):
+                engine.run(flow, 2, run_id="during")
+        finally:
+            server.start()  # type: ignore[attr-defined]
+        # The pool's old connections are gone: the next call connects again
+        assert engine.run(flow, 5, run_id="after") == 10 + 12
+        assert engine.get_run("before").status is RunStatus.COMPLETED
+
+
+# -- workers that die or stall -------------------------------------------------------------------
+WORKER = """
+import os, sys, threading
+import intemporal
+from intemporal import Engine, PostgresStore
+
+MARKS = sys.argv[2]
+
+@intemporal.activity(name="pgw.step")
+def step(i: int) -> int:
+    with open(MARKS, "a") as f:
+        f.write(f"{os.getpid()} {i}\\n")
+    if i == 1 and os.environ.get("HANG_AT_ONE") == "1":
+        threading.Event().wait(float(os.environ.get("HANG_FOR", "1e9")))
+    return i
+
+@intemporal.workflow(name="pgw.flow")
+def flow(n: int) -> int:
+    return sum(step(i) for i in range(n))
+
+if __name__ == "__main__":
+    engine = Engine(PostgresStore(sys.argv[1], lease=1.0), threads=2)
+    engine.recover()
+    print("serving", flush=True)
+    told = set()
+    while True:  # say which runs stopped here unrecorded, and why
+        for run_id, exc in list(engine.halted.items()):
+            if run_id not in told:
+                told.add(run_id)
+                print("halted", run_id, type(exc).__name__, flush=True)
+        threading.Event().wait(0.05)
+"""
+
+
+def _worker(tmp_path: Path, dsn: str, **env: str) -> subprocess.Popen[str]:
+    script = tmp_path / "pgworker.py"
+    script.write_text(textwrap.dedent(WORKER))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), dsn, str(tmp_path / "marks")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "serving\n", proc.stderr
+    return proc
+
+
+def _marks(tmp_path: Path) -> list[tuple[int, int]]:
+    path = tmp_path / "marks"
+    text = path.read_text() if path.exists() else ""
+    return [(int(p), int(i)) for p, i in (line.split() for line in text.splitlines())]
+
+
+def _completed(store: PostgresStore, run_id: str) -> list[int]:
+    return [e["seq"] for e in store.read(run_id) if e["type"] == "activity_completed"]
+
+
+@intemporal.workflow(name="pgw.flow")
+def pgw_flow(n: int) -> int:
+    raise AssertionError("executed by the worker processes only")
+
+
+def _enqueue(dsn: str, run_id: str) -> PostgresStore:
+    """Record a run of `pgw.flow` from a client engine (it executes nothing)."""
+    store = PostgresStore(dsn, lease=1.0)
+    with Engine(store, worker=False) as client:
+        client.start(pgw_flow, 3, run_id=run_id)
+    return store
+
+
+def test_a_killed_workers_run_is_taken_over_once_its_lease_expires(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    # Given a worker process executing a run, stuck in its second step
+    first = _worker(tmp_path, pg_dsn, HANG_AT_ONE="1")
+    try:
+        store = _enqueue(pg_dsn, "taken")
+        wait_until(lambda: (first.pid, 1) in _marks(tmp_path), 20, "the first worker's step 1")
+        # When it is SIGKILLed, and another worker serves the same database
+        first.kill()
+        first.wait(10)
+        killed_at = time.monotonic()
+        second = _worker(tmp_path, pg_dsn)
+        try:
+            # Then the second one finishes the run within lease + 2 s
+            wait_until(lambda: store.summary("taken").status is RunStatus.COMPLETED, 10, "takeover")
+            assert time.monotonic() - killed_at < 1.0 + 2.0 + 2.0  # lease, slack, the start
+            assert (second.pid, 1) in _marks(tmp_path)
+            assert (second.pid, 0) not in _marks(tmp_path)  # step 0 was journaled: not again
+            seqs = _completed(store, "taken")
+            assert len(seqs) == 3 and len(set(seqs)) == 3
+        finally:
+            second.kill()
+            second.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+
+
+def test_a_stalled_worker_past_its_lease_is_fenced_out_and_writes_nothing(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    # Given a worker paused (SIGSTOP) in step 1 of a run, past its lease
+    stale = _worker(tmp_path, pg_dsn, HANG_AT_ONE="1", HANG_FOR="0.3")
+    try:
+        store = _enqueue(pg_dsn, "fenced")
+        wait_until(lambda: (stale.pid, 1) in _marks(tmp_path), 20, "the stale worker's step 1")
+        os.kill(stale.pid, signal.SIGSTOP)
+        # When another worker takes the run over and finishes it
+        other = _worker(tmp_path, pg_dsn)
+        try:
+            wait_until(lambda: store.summary("fenced").status is RunStatus.COMPLETED, 10, "end")
+            assert (other.pid, 1) in _marks(tmp_path)
+        finally:
+            other.kill()
+            other.wait(10)
+        done = store.read("fenced")
+        # And the stalled worker wakes up and tries to record its step
+        os.kill(stale.pid, signal.SIGCONT)
+        # Then its late append is refused (LeaseLost) and the run stops there, unrecorded
+        assert stale.stdout is not None
+        assert stale.stdout.readline().split() == ["halted", "fenced", "LeaseLost"]
+        # the journal is as the new owner left it: no step's completion in it twice
+        assert store.read("fenced") == done
+        seqs = _completed(store, "fenced")
+        assert len(seqs) == 3 and len(set(seqs)) == 3
+    finally:
+        stale.kill()
+        stale.wait(10)
