@@ -85,8 +85,22 @@ def start_server(bindir: Path) -> PgServer:
     else:
         user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     data = root / "data"
-    _run(user, [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "-N", "-E",
-                "UTF8", "--locale=C"])
+    _run(
+        user,
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            user,
+            "-N",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
+    )
     server = PgServer(bindir, data, free_port(), user, root)
     server.start()
     return server

@@ -245,3 +245,73 @@ def test_a_stalled_worker_past_its_lease_is_fenced_out_and_writes_nothing(
     finally:
         stale.kill()
         stale.wait(10)
+
+
+SLOW = """
+import os, time
+import intemporal
+
+@intemporal.activity(name="pgt.wait_for_go")
+def wait_for_go(folder: str) -> str:
+    open(os.path.join(folder, "in-flight"), "w").close()
+    while not os.path.exists(os.path.join(folder, "go")):
+        time.sleep(0.01)
+    return "went"
+
+@intemporal.workflow(name="pgt.slow")
+def slow(folder: str) -> str:
+    return wait_for_go(folder) + wait_for_go(folder)
+"""
+
+
+@intemporal.workflow(name="pgt.slow")
+def pgt_slow(folder: str) -> str:
+    raise AssertionError("executed by the worker process only")
+
+
+def test_sigterm_stops_the_worker_gracefully_releasing_its_runs(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    # Given `intemporal worker` executing an activity
+    (tmp_path / "slowflows.py").write_text(SLOW)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "intemporal.cli",
+            "--store",
+            pg_dsn,
+            "worker",
+            "--import",
+            "slowflows",
+            "--interval",
+            "0.05",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        store = PostgresStore(pg_dsn)
+        with Engine(store, worker=False) as client:
+            client.start(pgt_slow, str(tmp_path), run_id="graceful")
+        assert proc.stdout is not None
+        wait_until(lambda: "started graceful" in proc.stdout.readline(), 20, "the run started")  # type: ignore[union-attr]
+        wait_until(lambda: (tmp_path / "in-flight").exists(), 20, "the activity in flight")
+        # When it gets SIGTERM (as systemd and docker send), and the activity then ends
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping" in proc.stdout.readline(), 10, "the worker stopping")  # type: ignore[union-attr]
+        (tmp_path / "go").touch()
+        out, err = proc.communicate(timeout=30)
+        # Then it exits 0, saying what it left, the step in flight recorded, the run released
+        assert proc.returncode == 0, err
+        assert "left 1 unfinished run(s), resumable by any worker: graceful" in out
+        steps = [e for e in store.read("graceful") if e["type"] == "activity_completed"]
+        assert len(steps) == 1
+        assert not store.is_claimed("graceful")  # released now, not when its lease expires
+        assert store.summary("graceful").status is RunStatus.RUNNING
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

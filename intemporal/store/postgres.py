@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Collection, Container, Iterable, Iterator
@@ -61,17 +62,12 @@ class Result(NamedTuple):
 
 
 def mask(location: str) -> str:
-    """`location` fit to print: the password of a URL shown as `***`."""
-    try:
-        from . import redact  # type: ignore[attr-defined]
-
-        return str(redact(location))
-    except ImportError:
-        head, at, tail = location.rpartition("@")
-        scheme, sep, user = head.partition("://")
-        if at and sep and ":" in user:
-            return f"{scheme}://{user.split(':', 1)[0]}:***@{tail}"
-        return location
+    """`location` fit to print: the password of a URL (or a `password=` field) as `***`."""
+    head, at, tail = location.rpartition("@")
+    scheme, sep, user = head.partition("://")
+    if at and sep and ":" in user:
+        location = f"{scheme}://{user.split(':', 1)[0]}:***@{tail}"
+    return re.sub(r"(password=)[^&\s]*", r"\1***", location, flags=re.I)
 
 
 def _state(row: tuple[Any, ...]) -> RunState:
@@ -192,7 +188,7 @@ class PostgresStore(Store):
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> Any:
-        conn = psycopg.connect(self.dsn, autocommit=True, **CONNECT)  # type: ignore[arg-type]
+        conn = psycopg.connect(self.dsn, autocommit=True, **CONNECT)
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         return conn
 
@@ -438,8 +434,8 @@ class PostgresStore(Store):
 
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         if cursor is None:
-            rows = self._execute("SELECT coalesce(max(id), 0) FROM doorbell", (), "read doorbell")
-            return [], int(rows.rows[0][0])
+            now = self._execute("SELECT coalesce(max(id), 0) FROM doorbell", (), "read doorbell")
+            return [], int(now.rows[0][0])
         rows = self._execute(
             "SELECT id, run_id FROM doorbell WHERE id > %s ORDER BY id", (cursor,), "read doorbell"
         ).rows

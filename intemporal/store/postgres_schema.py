@@ -96,7 +96,7 @@ def migrate(conn: Connection, schema: str) -> None:
                 f"intemporal knows (version {VERSION}): upgrade intemporal to use it"
             )
         for number in range(have + 1, VERSION + 1):
-            conn.execute(MIGRATIONS[number - 1])  # type: ignore[arg-type]
+            conn.execute(MIGRATIONS[number - 1])
             if number == 1:
                 conn.execute(
                     sql.SQL(
