@@ -315,3 +315,40 @@ def test_sigterm_stops_the_worker_gracefully_releasing_its_runs(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+MANY_HOSTS = Path(__file__).resolve().parent.parent / "samples" / "many_hosts"
+
+
+def test_the_many_hosts_sample_shares_the_runs_between_two_workers(pg_dsn: str) -> None:
+    # Given two `intemporal worker` processes on one database (two "hosts")
+    argv = [sys.executable, "-m", "intemporal.cli", "--store", pg_dsn, "worker"]
+    workers = [
+        subprocess.Popen(
+            [*argv, "--import", "flows", "--threads", "4", "--interval", "0.1"],
+            cwd=MANY_HOSTS,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for w in workers:
+            assert w.stdout is not None and "serving" in w.stdout.readline()
+        # When the producer enqueues 40 orders and waits for them
+        producer = subprocess.run(
+            [sys.executable, "producer.py", "--store", pg_dsn, "--count", "40", "--wait"],
+            cwd=MANY_HOSTS,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        # Then all complete, executed by both workers
+        assert producer.returncode == 0, producer.stderr
+        assert "enqueued 40 orders" in producer.stdout
+        assert "all 40 completed, by 2 worker process(es)" in producer.stdout
+    finally:
+        for w in workers:
+            w.kill()
+            w.wait(10)

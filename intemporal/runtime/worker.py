@@ -27,6 +27,7 @@ class Worker:
     worker: bool
     queues: list[str] | None
     engine_id: str
+    threads: int
     halted: dict[str, BaseException]
     adopted: collections.deque[RunHandle[Any]]
     _mutex: threading.RLock
@@ -58,10 +59,19 @@ class Worker:
             return None
 
     def _claim_ready(self, run_ids: list[str] | None, busy_only: bool = False) -> list[Lease]:
-        """The store's `claim_next` for this engine: runs of its queues nobody executes."""
+        """The store's `claim_next` for this engine: runs of its queues nobody executes.
+
+        On a store shared by hosts (`Store.shared_by_hosts`) it claims no more runs than it
+        has free threads: the rest stay for other workers instead of queueing here.
+        """
         skip = _Held(self, halted=not busy_only)
         queues = None if busy_only else self.queues
-        return self.store.claim_next(self.engine_id, queues, None, among=run_ids, skip=skip)
+        limit = None
+        if self.store.shared_by_hosts:
+            limit = max(self.threads - len(self._active), 0)
+            if limit == 0:
+                return []
+        return self.store.claim_next(self.engine_id, queues, limit, among=run_ids, skip=skip)
 
     def recover(self) -> list[RunHandle[Any]]:
         """Resume every unfinished run that no live process owns; return their handles.

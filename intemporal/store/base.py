@@ -167,6 +167,8 @@ class Store(ABC):
 
     #: a URL or path that names this store for another process (None: not shareable)
     location: str | None = None
+    #: workers on many hosts share it: an engine claims only the runs it can execute now
+    shared_by_hosts: bool = False
 
     @abstractmethod
     def create(self, run_id: str, first: Event, sync: bool = True) -> bool:

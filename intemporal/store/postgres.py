@@ -156,6 +156,8 @@ class PostgresStore(Store):
     when the database cannot be reached or its schema is newer than this code knows.
     """
 
+    shared_by_hosts = True
+
     def __init__(self, dsn: str, *, lease: float = 15.0, schema: str = "intemporal") -> None:
         global psycopg, sql
         try:
