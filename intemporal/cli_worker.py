@@ -35,6 +35,7 @@ from .cli_support import (
     command,
 )
 from .engine import Engine
+from .errors import StoreUnavailable
 from .handle import RunHandle
 from .store import RunStatus
 from .store.postgres import mask
@@ -174,18 +175,25 @@ def worker(
         board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
         try:
             with board.showing():
+                pause = interval
                 while True:
-                    _take(engine, board, watching, reported, ended)
-                    for rid in list(watching):
-                        done = _look(engine, rid, once)
-                        if done is not None:
-                            ended.append(done)
-                            board.outcome(done)
-                            del watching[rid]
+                    try:
+                        _take(engine, board, watching, reported, ended)
+                        for rid in list(watching):
+                            done = _look(engine, rid, once)
+                            if done is not None:
+                                ended.append(done)
+                                board.outcome(done)
+                                del watching[rid]
+                        pause = interval
+                    except StoreUnavailable as exc:  # the database went away: wait for it
+                        if pause == interval:
+                            board.say("error", None, Text(f"{exc}; retrying", style="red"))
+                        pause = min(pause * 2, max(interval, 5.0))
                     board.refresh(engine)
                     if once and not watching:
                         raise typer.Exit(exit_code(ended))
-                    time.sleep(interval)
+                    time.sleep(pause)
         except KeyboardInterrupt:
             stopping()
             stopped = True

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg_server import free_port
+from pg_server import PgServer, free_port
 from process_helpers import wait_until
 from typer.testing import CliRunner
 
@@ -352,3 +352,56 @@ def test_the_many_hosts_sample_shares_the_runs_between_two_workers(pg_dsn: str) 
         for w in workers:
             w.kill()
             w.wait(10)
+
+
+def test_a_restart_of_the_database_in_the_middle_of_50_runs_loses_none(
+    pg_dsn: str, pg_server: PgServer
+) -> None:
+    # Given a worker executing 50 runs
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "intemporal.cli",
+            "--store",
+            pg_dsn,
+            "worker",
+            "--import",
+            "flows",
+            "--interval",
+            "0.1",
+        ],
+        cwd=MANY_HOSTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None and "serving" in worker.stdout.readline()
+        store = PostgresStore(pg_dsn)
+        with Engine(store, worker=False) as client:
+            for n in range(50):
+                client.start(many_hosts_order, n, run_id=f"order-{n}")
+
+        def done() -> int:
+            return sum(i.status is RunStatus.COMPLETED for i in store.list_runs())
+
+        wait_until(lambda: done() >= 5, 30, "the first runs")
+        # When the database restarts in the middle of them
+        pg_server.stop()
+        pg_server.start()
+        # Then all complete once it is back, each step recorded once
+        assert done() < 50  # it did restart in the middle
+        wait_until(lambda: done() == 50, 60, "all 50 runs")
+        for n in range(50):
+            seqs = [e["seq"] for e in store.read(f"order-{n}") if e["type"] == "activity_completed"]
+            assert len(seqs) == 3 == len(set(seqs)), (n, seqs)
+        store.close()
+    finally:
+        worker.kill()
+        worker.wait(10)
+
+
+@intemporal.workflow(name="many_hosts.order")
+def many_hosts_order(number: int) -> list[str]:
+    raise AssertionError("executed by the worker processes only")

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StoreError
 from ..handle import RunHandle, _Execution
 from ..store import Lease, Store
 
@@ -145,4 +146,10 @@ class _Held:
 
     def __contains__(self, run_id: object) -> bool:
         e = self._engine
-        return run_id in e._active or run_id in e._sleeping or (self._halted and run_id in e.halted)
+        if run_id in e._active or run_id in e._sleeping:
+            return True
+        stopped = e.halted.get(run_id) if self._halted and isinstance(run_id, str) else None
+        # A shared database that went away is retried once it is back (and a lost lease
+        # once it expires): only other halts (a full disk) wait for a resume on request.
+        retry = e.store.shared_by_hosts and isinstance(stopped, StoreError)
+        return stopped is not None and not retry

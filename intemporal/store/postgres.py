@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Collection, Container, Iterable, Iterator
@@ -142,9 +143,11 @@ class PostgresLease(Lease):
 
     def release(self) -> None:
         self._store._held.pop(self.token, None)
-        query = """UPDATE runs SET lease_owner = NULL, lease_expires = NULL
-            WHERE run_id = %s AND lease_epoch = %s"""
-        self._store._execute(query, (self.run_id, self.token), "release run", self.run_id)
+        try:
+            self._store._release([self.token])
+        except StoreUnavailable:  # the database is away: released by the heartbeat later
+            self._store._unreleased.add(self.token)
+            raise
 
 
 class PostgresStore(Store):
@@ -174,6 +177,7 @@ class PostgresStore(Store):
         self._idle: list[Any] = []
         self._pool_lock = threading.Lock()
         self._held: dict[int, str] = {}  # token -> run id of the leases to renew
+        self._unreleased: set[int] = set()  # tokens whose release the database missed
         self._engines: set[str] = set()
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
@@ -197,8 +201,7 @@ class PostgresStore(Store):
     @contextlib.contextmanager
     def _connection(self, doing: str, run_id: str | None = None) -> Iterator[Any]:
         """A pooled connection; a driver error becomes `StoreUnavailable` (password masked)."""
-        with self._pool_lock:
-            conn = self._idle.pop() if self._idle else None
+        conn = self._reuse()
         try:
             if conn is None:
                 conn = self._connect()
@@ -221,6 +224,16 @@ class PostgresStore(Store):
                         conn = None
                 if conn is not None:
                     conn.close()
+
+    def _reuse(self) -> Any:
+        """An idle pooled connection still open, or None. One the server closed while it
+        was idle (a restart) has something to read, a notice of its end: closed, not used."""
+        while True:
+            with self._pool_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or not select.select([conn.fileno()], [], [], 0)[0]:
+                return conn
+            conn.close()
 
     def _execute(self, query: str, params: Any, doing: str, run_id: str | None = None) -> Result:
         """Run one statement (its own transaction); return the cursor, rows fetched."""
@@ -255,8 +268,18 @@ class PostgresStore(Store):
             with contextlib.suppress(StoreUnavailable):  # the next beat tries again
                 self.renew_all()
 
+    def _release(self, tokens: list[int]) -> None:
+        query = """UPDATE runs SET lease_owner = NULL, lease_expires = NULL
+            WHERE lease_epoch = ANY(%s)"""
+        self._execute(query, (tokens,), "release runs")
+
     def renew_all(self) -> None:
-        """Renew every lease and engine mark this store holds, in two statements."""
+        """Renew every lease and engine mark this store holds, and release the leases given
+        up while the database was away (so this worker or another takes them at once)."""
+        if self._unreleased:
+            given_up = list(self._unreleased)
+            self._release(given_up)
+            self._unreleased.difference_update(given_up)
         tokens = list(self._held)
         if tokens:
             self._execute(

@@ -25,9 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     with intemporal.Engine(store=args.store, worker=False) as client:
         batch = f"{time.time():.0f}"
-        handles = [
-            client.start(order, n, run_id=f"order-{batch}-{n}") for n in range(args.count)
-        ]
+        handles = [client.start(order, n, run_id=f"order-{batch}-{n}") for n in range(args.count)]
         print(f"enqueued {len(handles)} orders (order-{batch}-*)", flush=True)
         if args.wait:
             hosts = {h.result(timeout=600)[0].rsplit(" on ", 1)[1] for h in handles}
