@@ -27,6 +27,7 @@ from .errors import (
     RunNotFound,
     SerializationError,
     SignalTimeout,
+    UnsafeStore,
     WorkflowNotFound,
     is_suspension,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "SerializationError",
     "SignalTimeout",
     "Store",
+    "UnsafeStore",
     "Workflow",
     "WorkflowNotFound",
     "activity",

@@ -28,6 +28,7 @@ from . import cli_render as render
 from .cli_render import Outcome, describe, final_outcome, report
 from .cli_support import (
     _USER_ERRORS,
+    STRICT,
     Finished,
     UserError,
     _add_cwd,
@@ -43,7 +44,7 @@ from .cli_support import (
 )
 from .errors import IntemporalError
 from .handle import RunHandle
-from .store import RunStatus, check_run_id
+from .store import RunStatus, check_run_id, redact
 from .verify import verify_replay
 
 app = typer.Typer(
@@ -91,8 +92,18 @@ TimeoutOption = Annotated[
 ]
 
 
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        envvar="INTEMPORAL_STRICT",
+        help="Refuse a store folder that group or others may write to, or another user owns.",
+    ),
+]
+
+
 @app.callback()
-def _root(ctx: typer.Context, store: StoreOption = None) -> None:
+def _root(ctx: typer.Context, store: StoreOption = None, strict: StrictOption = False) -> None:
     """Durable workflows from the terminal: list, inspect, start, resume, cancel and signal runs.
 
     The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else ./.intemporal (as for Engine).
@@ -104,6 +115,7 @@ def _root(ctx: typer.Context, store: StoreOption = None) -> None:
         intemporal resume --all
     """
     ctx.obj = store  # the location, read by _open
+    ctx.meta[STRICT] = strict
     _add_cwd()
 
 
@@ -151,6 +163,10 @@ def list_runs(
             f"{orphans} orphaned (no process owns them): `intemporal resume --all` continues them"
         )
         out.print(Text(note, style=render.ORPHANED_STYLE))
+    unreadable = sum(info.status is RunStatus.UNREADABLE for info in runs)
+    if unreadable:
+        note = f"{unreadable} unreadable (a damaged journal): `intemporal show RUN` says why"
+        out.print(Text(note, style=render.STATUS_STYLE[RunStatus.UNREADABLE]))
 
 
 @_command()
@@ -215,21 +231,23 @@ def resume(
     for module in imports or []:
         _import(module)
     out = render.console()
+    started: list[RunHandle | Outcome] = []
     with _engine(ctx) as engine:
         if all_runs:  # oldest first; child runs are left to their parent, which resumes them
+            listed = list(reversed(engine.list_runs()))
             targets = [
                 i.run_id
-                for i in reversed(engine.list_runs())
+                for i in listed
                 if i.parent is None
                 and (i.orphaned or i.status in (RunStatus.FAILED, RunStatus.PENDING))
                 and not engine.store.is_claimed(i.run_id)
             ]
-            if not targets:
+            started += render.unreadable_outcomes(listed)  # reported, never skipped in silence
+            if not targets and not started:
                 out.print("nothing to resume: no orphaned, failed or pending runs")
                 return
         else:
             targets = [engine.get_run(rid).run_id for rid in runs or []]  # all known, or none run
-        started: list[RunHandle | Outcome] = []
         for rid in targets:
             if engine.store.is_claimed(rid):
                 note = f"{rid}: another process is executing it; waiting for it to end"
@@ -469,7 +487,7 @@ def worker(
     watching: dict[str, RunHandle] = {}
     reported: set[str] = set()
     with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
-        where = engine.store.location or _location(ctx)
+        where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"
         out.print(f"worker on {where}, serving {served} (Ctrl-C to stop)", soft_wrap=True)
         try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,7 @@ STATUS_STYLE = {
     RunStatus.COMPLETED: "green",
     RunStatus.FAILED: "red",
     RunStatus.CANCELLED: "magenta",
+    RunStatus.UNREADABLE: "bold red",
 }
 ORPHANED_STYLE = "bold dark_orange"
 
@@ -331,6 +334,15 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def unreadable_outcomes(runs: list[RunInfo]) -> list[RunHandle | Outcome]:
+    """An "error" outcome for each unreadable run listed: `resume --all` reports them."""
+    return [
+        Outcome(i.run_id, "error", error=f"cannot be read: {i.error}")
+        for i in runs
+        if i.status is RunStatus.UNREADABLE
+    ]
+
+
 def final_outcome(info: RunInfo) -> Outcome:
     """The outcome of a run as its summary records it."""
     if info.status is RunStatus.COMPLETED:
@@ -407,6 +419,26 @@ def wait(engine: Engine, handle: RunHandle, timeout: float | None) -> Outcome:
             info = engine.get_run(rid)
             status = info.status.value if info.status.finished else "error"
             return Outcome(rid, status, error=describe(exc))
+        except BaseException as exc:  # the workflow raised SystemExit, KeyboardInterrupt & co
+            if not raised_by_run(exc):
+                raise  # this process's own Ctrl-C
+            note = "raised by the workflow: the run is not recorded as failed, it stays resumable"
+            return Outcome(rid, "error", error=f"{describe(exc)} ({note})")
+
+
+def raised_by_run(exc: BaseException) -> bool:
+    """Whether `exc` came from a run's own code, re-raised by `RunHandle.result`.
+
+    Its traceback then goes on past `result` into frames other than `threading`'s (a
+    Ctrl-C of this process stops in `result` or in the `threading` wait under it).
+    """
+    from .handle import RunHandle
+
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    result = RunHandle.result.__code__
+    if result not in codes:
+        return False
+    return any(c.co_filename != threading.__file__ for c in codes[codes.index(result) + 1 :])
 
 
 def follow(

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from enum import StrEnum
 from types import ModuleType
@@ -53,6 +54,10 @@ def _user_errors() -> Iterator[None]:
         with contextlib.suppress(Exception):  # and keep the exit-time flush from failing too
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(141) from None
+    except RecursionError:  # a journal (or an argument) nested deeper than Python can follow
+        if os.environ.get("INTEMPORAL_DEBUG"):
+            raise
+        raise _fail("a value is nested too deep to read or show (RecursionError)") from None
     except _USER_ERRORS as exc:
         if os.environ.get("INTEMPORAL_DEBUG"):
             raise
@@ -65,12 +70,26 @@ def _location(ctx: typer.Context) -> str:
 
 
 def _open(ctx: typer.Context, create: bool = False) -> Store:
-    """The store named by --store; a read command refuses to create a missing directory."""
+    """The store named by --store; a read command refuses to create a missing directory.
+
+    Its location is shown with any password hidden (`redact`); a warning about it (a
+    store others may write to) is printed as one yellow line on stderr.
+    """
     where = _location(ctx)
-    is_path = where != "memory:" and not where.startswith(("postgresql://", "postgres://"))
+    is_path = where != "memory:" and "://" not in where
     if is_path and not create and not os.path.isdir(where):
         raise UserError(f"no store at {where}: pass --store PATH or set $INTEMPORAL_HOME")
-    return open_store(where)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = open_store(where, strict=bool(ctx.meta.get(STRICT)))
+    for warning in caught:
+        message = Text(f"warning: {warning.message}", style="yellow")
+        render.console(stderr=True).print(message, soft_wrap=True)
+    return store
+
+
+#: `ctx.meta` key: `intemporal --strict` refuses a store others may write to
+STRICT = "intemporal.strict"
 
 
 def _engine(ctx: typer.Context, **options: Any) -> Engine:

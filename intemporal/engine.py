@@ -57,8 +57,9 @@ class Engine:
     once its result is on disk; `"flush"` once the OS has it (survives a killed process,
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
     dill; `"json"` never uses dill. `worker=False` makes a client that records runs
-    without executing them. Leaving `with` stops taking work, lets in-flight activities
-    finish and leaves every unfinished run durable and resumable.
+    without executing them. `strict=True` refuses a store others may write (`UnsafeStore`).
+    Leaving `with` stops taking work, lets in-flight activities finish and leaves every
+    unfinished run durable and resumable.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Engine:
         worker: bool = True,
         durability: str = "fsync",
         codec: str = "auto",
+        strict: bool = False,
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
@@ -77,7 +79,7 @@ class Engine:
             raise ValueError(f"codec must be 'auto' or 'json', not {codec!r}")
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        self.store = open_store(store)
+        self.store = open_store(store, strict=strict)
         self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close
         self.threads, self.queues, self.worker = threads, queues, worker
         self.durability, self.codec, self.sync = durability, codec, durability == "fsync"

@@ -6,6 +6,7 @@
      |    +-- RunConflict                the id is taken by a run of another workflow
      |    +-- NonDeterminismError        the code asks for a different step than the journal holds
      |    +-- JournalCorrupted           a journal line in the middle cannot be read
+     |    +-- UnsafeStore                a store file is a symlink, or (strict) others may write the store
      |    +-- SerializationError         a value cannot be stored
      |    +-- ActivityTimeout            (also a TimeoutError) one attempt ran out of time
      |    +-- SignalTimeout              (also a TimeoutError) no signal came in time
@@ -87,6 +88,23 @@ class JournalCorrupted(IntemporalError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.line, self.reason))
+
+
+class UnsafeStore(IntemporalError):
+    """Raised when a store cannot be trusted, naming the path.
+
+    A symbolic link stands where one of the store's own files or folders should be (a
+    journal, an inbox, the doorbell, a lock, a child run's folder): it is never followed.
+    With `Engine(strict=True)` (`intemporal --strict`), also a store folder that group or
+    others may write to, or that another user owns.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"unsafe store: {path} {reason}")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason))
 
 
 class SerializationError(IntemporalError, TypeError):
