@@ -58,8 +58,7 @@ class Engine:
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
     dill; `"json"` never uses dill. `worker=False` makes a client that records runs
     without executing them. `strict=True` refuses a store others may write (`UnsafeStore`).
-    Leaving `with` stops taking work, lets in-flight activities finish and leaves every
-    unfinished run durable and resumable.
+    Leaving `with` stops taking work, lets in-flight activities finish; runs stay resumable.
     """
 
     def __init__(

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -273,23 +274,31 @@ def test_a_value_nested_deep_but_readable_shows_without_a_traceback(
             one_line_error(result)
 
 
+BASE_EXCEPTIONS = """
+import intemporal
+
+class Boom(BaseException):
+    pass
+
+@intemporal.workflow(name="{name}.boom")
+def boom():
+    raise Boom("out of the blue")
+
+@intemporal.workflow(name="{name}.interrupt")
+def interrupt():
+    raise KeyboardInterrupt
+
+@intemporal.workflow(name="{name}.exit")
+def leave():
+    raise SystemExit(3)
+"""
+
+
 @pytest.fixture
 def base_exception_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    name = f"unr_base_{os.getpid()}_{id(tmp_path) % 10_000}"
-    (tmp_path / f"{name}.py").write_text(
-        "import intemporal\n\n"
-        "class Boom(BaseException):\n"
-        "    pass\n\n"
-        f"@intemporal.workflow(name='{name}.boom')\n"
-        "def boom():\n"
-        "    raise Boom('out of the blue')\n\n"
-        f"@intemporal.workflow(name='{name}.interrupt')\n"
-        "def interrupt():\n"
-        "    raise KeyboardInterrupt\n\n"
-        f"@intemporal.workflow(name='{name}.exit')\n"
-        "def leave():\n"
-        "    raise SystemExit(3)\n"
-    )
+    """An importable module of workflows that raise a BaseException; yields its name."""
+    name = f"unr_base_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(BASE_EXCEPTIONS.format(name=name))
     monkeypatch.chdir(tmp_path)
     yield name
     sys.modules.pop(name, None)
