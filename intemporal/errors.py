@@ -6,7 +6,8 @@
      |    +-- RunConflict                the id is taken by a run of another workflow
      |    +-- NonDeterminismError        the code asks for a different step than the journal holds
      |    +-- JournalCorrupted           a journal line in the middle cannot be read
-     |    +-- UnsafeStore                a store file is a symlink, or (strict) others may write the store
+     |    +-- UnsafeStore                (also a PermissionError) a symlink in the store, or (strict)
+     |                                   a store others may write to
      |    +-- SerializationError         a value cannot be stored
      |    +-- ActivityTimeout            (also a TimeoutError) one attempt ran out of time
      |    +-- SignalTimeout              (also a TimeoutError) no signal came in time
@@ -90,13 +91,13 @@ class JournalCorrupted(IntemporalError):
         return (type(self), (self.path, self.line, self.reason))
 
 
-class UnsafeStore(IntemporalError):
+class UnsafeStore(IntemporalError, PermissionError):
     """Raised when a store cannot be trusted, naming the path.
 
     A symbolic link stands where one of the store's own files or folders should be (a
     journal, an inbox, the doorbell, a lock, a child run's folder): it is never followed.
     With `Engine(strict=True)` (`intemporal --strict`), also a store folder that group or
-    others may write to, or that another user owns.
+    others may write to, or that another user owns. Also a `PermissionError`.
     """
 
     def __init__(self, path: str, reason: str) -> None:
