@@ -30,6 +30,7 @@ from .cli_support import (
     _USER_ERRORS,
     STRICT,
     Finished,
+    Listed,
     UserError,
     _add_cwd,
     _engine,
@@ -123,7 +124,7 @@ def _root(ctx: typer.Context, store: StoreOption = None, strict: StrictOption = 
 def list_runs(
     ctx: typer.Context,
     status: Annotated[
-        RunStatus | None,
+        Listed | None,
         typer.Option("--status", "-s", case_sensitive=False, help="Only runs in this state."),
     ] = None,
     workflow: Annotated[
@@ -137,7 +138,8 @@ def list_runs(
     """List runs as a table, newest first.
 
     An orphaned run is running but no process owns it any more (it crashed): `intemporal
-    resume --all` continues it. --json prints one object per run (run_id, workflow,
+    resume --all` continues it. An unreadable run has a damaged journal (or one that is a
+    symbolic link): it is listed, never left out, and `show` says why. --json prints one object per run (run_id, workflow,
     status, created_at, updated_at, duration, steps, parent, orphaned, result, error).
 
     Examples:
@@ -147,7 +149,7 @@ def list_runs(
         intemporal list --json | jq -r 'select(.orphaned) | .run_id'
     """
     with _engine(ctx, worker=False) as engine:
-        runs = engine.list_runs(status=status, workflow=workflow, limit=limit)
+        runs = engine.list_runs(status=status and RunStatus(status), workflow=workflow, limit=limit)
     if as_json:
         for info in runs:
             typer.echo(json.dumps(info.to_json()))

@@ -149,6 +149,18 @@ def _parse_args(text: str | None) -> tuple[list[Any], dict[str, Any]]:
     )
 
 
+class Listed(StrEnum):
+    """The states `list --status` takes: a run's six, and "unreadable" (a damaged journal)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNREADABLE = "unreadable"
+
+
 class Finished(StrEnum):
     """The states `gc --status` takes: the finished ones."""
 

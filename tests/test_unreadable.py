@@ -181,6 +181,8 @@ def test_list_shows_a_damaged_run_as_unreadable_and_json_says_why(
     assert str(home / "bad.jsonl") in rows["bad"]["error"]  # why, naming the file
     only = cli("list", "--json", "--status", "completed").stdout.splitlines()
     assert [json.loads(r)["run_id"] for r in only] == ["good"]
+    damaged_only = cli("list", "--json", "--status", "unreadable").stdout.splitlines()
+    assert [json.loads(r)["run_id"] for r in damaged_only] == ["bad"]
 
 
 @pytest.mark.parametrize(
