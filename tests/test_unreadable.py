@@ -66,6 +66,11 @@ def unr_steps(n: int) -> int:
     return total
 
 
+@intemporal.workflow(name="unreadable.waiter")
+def unr_waiter() -> Any:
+    return intemporal.wait_for_signal("go")
+
+
 def _lines(data: bytes) -> list[bytes]:
     return data.splitlines(keepends=True)
 
@@ -250,6 +255,43 @@ def test_engine_reads_of_a_damaged_run_raise_a_library_error(damaged: str, home:
     if damaged != "symlink":
         with pytest.raises(JournalCorrupted):
             FileStore(home).read("bad")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"{not json",
+        b'{"type": "signal", "name": ["go"], "payload": 1, "signal_id": "s1"}',
+        b'{"type": "signal", "payload": 1, "signal_id": "s1"}',
+        b'{"type": "signal", "name": "go", "payload": 1, "signal_id": 7}',
+        b'{"type": 5}',
+        b'"just a string"',
+        b"[" * DEEP + b"]" * DEEP,
+    ],
+    ids=[
+        "bad-json",
+        "name-a-list",
+        "no-name",
+        "id-a-number",
+        "type-a-number",
+        "not-an-object",
+        "deep",
+    ],
+)
+def test_a_damaged_inbox_is_reported_never_a_traceback(
+    cli: Callable[..., Result], home: Path, message: bytes
+) -> None:
+    # Any process may write an inbox: what a run cannot take is an error naming the file.
+    with Engine(str(home), worker=False) as engine:
+        engine.start(unr_waiter, run_id="w")
+    inbox = home / "w.inbox"
+    inbox.write_bytes(message + b"\n")
+    result = cli("resume", "w", "--timeout", "5")
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"w error: JournalCorrupted: journal {inbox} is corrupted at line 1" in result.stdout
+    with Engine(str(home)) as engine, pytest.raises(JournalCorrupted):
+        engine.resume("w").result(timeout=5)
+    assert inbox.read_bytes() == message + b"\n"
 
 
 def test_unreadable_is_not_one_of_the_six_run_states() -> None:

@@ -54,6 +54,7 @@ from .base import (
 )
 from .fileio import (
     check_journal,
+    check_messages,
     complete_length,
     dumps,
     fcntl,
@@ -512,6 +513,7 @@ class FileStore(Store):
         except (FileNotFoundError, NotADirectoryError):
             return [], cursor
         messages, used = parse_lines(data, str(path))
+        check_messages(messages, path)
         return messages, cursor + used
 
     def _engine_lock(self, engine_id: str) -> filelock.BaseFileLock:

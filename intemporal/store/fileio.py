@@ -142,6 +142,25 @@ def check_journal(events: list[Event], path: str) -> None:
             raise JournalCorrupted(path, n, problem)
 
 
+_MESSAGE_FIELDS: dict[str, tuple[type, ...]] = {
+    "type": (str,),
+    "name": (str,),
+    "signal_id": (str, type(None)),
+    "ts": _NUMBER,
+}
+
+
+def check_messages(messages: list[Event], path: str) -> None:
+    """Raise `JournalCorrupted` for an inbox message a run cannot take (a signal without a
+    text `name`, say): any process may write an inbox. Lines count from the cursor read at."""
+    for n, message in enumerate(messages, 1):
+        problem = _wrong_field(message, _MESSAGE_FIELDS)
+        if problem is None and message["type"] == "signal" and "name" not in message:
+            problem = "a signal without a 'name'"
+        if problem is not None:
+            raise JournalCorrupted(path, n, problem)
+
+
 _RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
 _dsync_ok = bool(_RWF_DSYNC) and hasattr(os, "pwritev") and sys.platform.startswith("linux")
 
