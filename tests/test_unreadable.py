@@ -31,6 +31,11 @@ print one line "error: ..." naming the run's file and exit 1, never a traceback;
 `resume --all` reports it and exits 1 (never "nothing to resume"); `gc` and `worker
 --once` go on with the other runs and delete or change nothing of it. The journal's bytes
 are never changed. `start` of a workflow that raises a BaseException prints one line, exit 1.
+
+An inbox (written by any process) is damaged the same ways (bad JSON, a signal whose `name`
+is a list or missing, a `signal_id` that is a number, a `type` that is a number, a line
+that is not an object, nesting 100,000 deep): `resume` reports `JournalCorrupted` naming
+the inbox and exits 1, and the inbox is left as it was.
 """
 
 from __future__ import annotations
