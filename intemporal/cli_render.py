@@ -11,6 +11,7 @@ each one ended.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -121,13 +122,18 @@ def fmt_time(ts: float | None) -> str:
     """Epoch seconds as local "YYYY-MM-DD HH:MM:SS"."""
     if not ts:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (OverflowError, ValueError, OSError):  # a damaged journal's time: shown as it is
+        return str(ts)
 
 
 def fmt_duration(seconds: float | None) -> str:
     """A short human duration: 850ms, 12.3s, 4m05s, 2h03m, 3d04h."""
     if seconds is None:
         return ""
+    if not math.isfinite(seconds):  # times from a damaged journal
+        return "?"
     s = max(0.0, seconds)
     if s < 1:
         return f"{s * 1000:.0f}ms"

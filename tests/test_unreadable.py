@@ -343,6 +343,21 @@ def leave():
 """
 
 
+@pytest.mark.parametrize("ts", [1e308, -1e308, float("nan"), float("inf")])
+def test_times_out_of_range_show_without_a_traceback(
+    cli: Callable[..., Result], home: Path, ts: float
+) -> None:
+    # Well-typed but absurd: the run is readable, and shown with its time as it is.
+    with Engine(str(home), threads=2) as engine:
+        engine.run(unr_steps, 1, run_id="odd")
+    path = home / "odd.jsonl"
+    path.write_bytes(_edit_event(0, ts=ts)(_edit_event(-1, ts=ts)(path.read_bytes())))
+    for args in (["list"], ["list", "--json"], ["show", "odd"], ["show", "odd", "--json"]):
+        result = cli(*args)
+        assert result.exit_code == 0 and result.exception is None, (args, result.output)
+        assert "odd" in result.stdout
+
+
 @pytest.fixture
 def base_exception_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """An importable module of workflows that raise a BaseException; yields its name."""

@@ -102,6 +102,16 @@ _EVENT_FIELDS: dict[str, tuple[type, ...]] = {
     "reason": (str, type(None)),
     "until": (*_NUMBER, type(None)),
     "error": (dict, type(None)),
+    "attempts": (int,),
+    "started": _NUMBER,
+    "retry_in": _NUMBER,
+    "fire_at": _NUMBER,
+    "seconds": _NUMBER,
+    "deadline": (*_NUMBER, type(None)),
+    "timeout": (*_NUMBER, type(None)),
+    "index": (int,),
+    "child_id": (str,),
+    "compensations": (list,),
 }
 
 
