@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -100,6 +101,40 @@ def test_doorbell_link_is_refused_by_start_detach(
     # Then it is refused, naming the link, and the file is untouched
     refused(result, home / ".doorbell")
     assert big.read_bytes() == BIG
+
+
+def test_the_three_links_through_the_installed_command(tmp_path: Path) -> None:
+    # As a user types them, in a process of their own: each refused, nothing outside touched.
+    home, big, outside = tmp_path / "store", tmp_path / "big.log", tmp_path / "elsewhere"
+    (tmp_path / "secflows.py").write_text(
+        "import intemporal\n\n"
+        "@intemporal.workflow(name='secflows.wait')\n"
+        "def wait():\n"
+        "    return intemporal.wait_for_signal('go')\n"
+    )
+    big.write_bytes(BIG)
+    outside.mkdir()
+
+    def intemporal_cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "intemporal.cli", "--store", str(home), *args]
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    assert intemporal_cli("start", "secflows:wait", "--run-id", "w", "--detach").returncode == 0
+    (home / "w.inbox").symlink_to(big)
+    (home / "esc").symlink_to(outside, target_is_directory=True)
+    signalled = intemporal_cli("signal", "w", "go")
+    escaped = intemporal_cli("start", "secflows:wait", "--run-id", "esc/r2", "--detach")
+    os.replace(home / ".doorbell", tmp_path / "doorbell.moved")
+    (home / ".doorbell").symlink_to(big)
+    detached = intemporal_cli("start", "secflows:wait", "--run-id", "r3", "--detach")
+
+    for proc, link in ((signalled, "w.inbox"), (escaped, "esc"), (detached, ".doorbell")):
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert (
+            proc.stderr.strip()
+            == f"error: unsafe store: {home / link} is a symbolic link; the store never follows one"
+        )
+    assert big.read_bytes() == BIG and list(outside.iterdir()) == []
 
 
 def test_inbox_link_is_refused_by_signal(
