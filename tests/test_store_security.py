@@ -393,6 +393,10 @@ def test_cli_never_prints_the_password_of_a_store_url(
         assert result.stderr.startswith("error: ")
     via_env = CliRunner(env={"INTEMPORAL_HOME": url}).invoke(app, ["list"])
     assert via_env.exit_code == 1 and "hunter2" not in via_env.output
+    helped = CliRunner(env={"INTEMPORAL_HOME": url}).invoke(app, ["--help"])
+    assert helped.exit_code == 0 and "hunter2" not in helped.output
+    debug = CliRunner(env={"INTEMPORAL_HOME": url, "INTEMPORAL_DEBUG": "1"}).invoke(app, ["list"])
+    assert debug.exception is not None and "hunter2" not in str(debug.exception)
     with pytest.raises((NotImplementedError, ValueError)) as info:
         Engine(url)
     assert "hunter2" not in str(info.value)
