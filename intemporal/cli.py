@@ -28,9 +28,9 @@ from . import cli_render as render
 from .cli_render import Outcome, describe, final_outcome, report
 from .cli_support import (
     _USER_ERRORS,
+    STATES,
     STRICT,
     Finished,
-    Listed,
     UserError,
     _add_cwd,
     _engine,
@@ -42,6 +42,7 @@ from .cli_support import (
     _parse_json,
     _user_errors,
     parse_age,
+    parse_state,
 )
 from .errors import IntemporalError
 from .handle import RunHandle
@@ -124,8 +125,10 @@ def _root(ctx: typer.Context, store: StoreOption = None, strict: StrictOption = 
 def list_runs(
     ctx: typer.Context,
     status: Annotated[
-        Listed | None,
-        typer.Option("--status", "-s", case_sensitive=False, help="Only runs in this state."),
+        str | None,
+        typer.Option(
+            "--status", "-s", metavar="STATE", help=f"Only runs in this state: {', '.join(STATES)}."
+        ),
     ] = None,
     workflow: Annotated[
         str | None, typer.Option("--workflow", "-w", help="Only runs of this workflow (its name).")
@@ -149,7 +152,7 @@ def list_runs(
         intemporal list --json | jq -r 'select(.orphaned) | .run_id'
     """
     with _engine(ctx, worker=False) as engine:
-        runs = engine.list_runs(status=status and RunStatus(status), workflow=workflow, limit=limit)
+        runs = engine.list_runs(status=parse_state(status), workflow=workflow, limit=limit)
     if as_json:
         for info in runs:
             typer.echo(json.dumps(info.to_json()))

@@ -24,7 +24,7 @@ from rich.text import Text
 from . import cli_render as render
 from .engine import Engine
 from .errors import IntemporalError
-from .store import Store, open_store
+from .store import RunStatus, Store, open_store
 
 
 class UserError(Exception):
@@ -149,16 +149,18 @@ def _parse_args(text: str | None) -> tuple[list[Any], dict[str, Any]]:
     )
 
 
-class Listed(StrEnum):
-    """The states `list --status` takes: a run's six, and "unreadable" (a damaged journal)."""
+#: what `list --status` takes: a run's six states, and "unreadable" (a damaged journal)
+STATES = (*RunStatus, RunStatus.UNREADABLE)
 
-    PENDING = "pending"
-    RUNNING = "running"
-    WAITING = "waiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    UNREADABLE = "unreadable"
+
+def parse_state(text: str | None) -> RunStatus | None:
+    """The `RunStatus` named by `text` (any case), None for None; a usage error otherwise."""
+    if text is None:
+        return None
+    try:
+        return RunStatus(text.lower())
+    except ValueError:
+        raise UserError(f"--status {text!r}: use one of {', '.join(STATES)}", 2) from None
 
 
 class Finished(StrEnum):
