@@ -16,6 +16,10 @@ next to a healthy run "good":
     args-a-string     run_started's `args` is "abc"                   JournalCorrupted line 1
     kwargs-a-list     run_started's `kwargs` is [1]                   JournalCorrupted line 1
     workflow-number   run_started's `workflow` is 7                   JournalCorrupted line 1
+    ref-a-string      run_started's `ref` (where the code is) a string JournalCorrupted line 1
+    ref-module-a-list `ref`'s `module` is a list                       JournalCorrupted line 1
+    protocols-a-list  run_started's `protocols` is [1]                JournalCorrupted line 1
+    retry-in-a-string an attempt_failed whose `retry_in` is "soon"    JournalCorrupted
     ts-a-string       an event's `ts` is "yesterday"                  JournalCorrupted
     seq-a-string      an event's `seq` is "3"                         JournalCorrupted
     type-a-list       an event's `type` is ["x"]                      JournalCorrupted
@@ -127,6 +131,10 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {
     "args-a-string": _edit_event(0, args="abc"),
     "kwargs-a-list": _edit_event(0, kwargs=[1]),
     "workflow-number": _edit_event(0, workflow=7),
+    "ref-a-string": _edit_event(0, ref="unreadable:steps"),
+    "ref-module-a-list": _edit_event(0, ref={"module": ["x"], "qualname": "unr_steps"}),
+    "protocols-a-list": _edit_event(0, protocols=[1]),
+    "retry-in-a-string": _edit_event(2, type="attempt_failed", retry_in="soon"),
     "ts-a-string": _edit_event(2, ts="yesterday"),
     "seq-a-string": _edit_event(1, seq="3"),
     "type-a-list": _edit_event(3, type=["x"]),

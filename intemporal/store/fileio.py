@@ -91,7 +91,14 @@ _FIRST_FIELDS: dict[str, tuple[type, ...]] = {
     "kwargs": (dict,),
     "parent": (str, type(None)),
     "queue": (str, type(None)),
+    "ref": (dict, type(None)),
+    "protocols": (dict,),
 }
+_TEXT_OR_NULL: tuple[type, ...] = (str, type(None))
+#: where the code lives (`loader.workflow_ref`): the names a loader reads as text
+_REF_FIELDS: dict[str, tuple[type, ...]] = dict.fromkeys(
+    ("module", "qualname", "script", "path", "dill"), _TEXT_OR_NULL
+)
 _EVENT_FIELDS: dict[str, tuple[type, ...]] = {
     "type": (str,),
     "ts": _NUMBER,
@@ -143,7 +150,9 @@ def check_journal(events: list[Event], path: str) -> None:
     first = events[0]
     if first.get("type") != "run_started":
         raise JournalCorrupted(path, 1, "the first event is not run_started")
-    problem = _wrong_field(first, _FIRST_FIELDS)
+    problem = _wrong_field(first, _FIRST_FIELDS) or _wrong_field(
+        first.get("ref") or {}, _REF_FIELDS
+    )
     if problem is not None:
         raise JournalCorrupted(path, 1, problem)
     for n, event in enumerate(events, 1):
