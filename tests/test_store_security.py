@@ -9,6 +9,7 @@ The file-system part of issue 13, each bullet a test:
     an inbox a link: `signal` appended outside      test_inbox_link_is_refused_by_signal
     a linked folder: `start --run-id esc/r2` wrote  test_linked_child_folder_is_refused_by_start
       a journal outside
+    the three, typed in processes of their own      test_the_three_links_through_the_installed_command
     the same kind, every file the store opens       test_no_store_file_is_opened_through_a_link
       (journal, inbox, doorbell, engine lock, child
       folder, at any depth), through the API
