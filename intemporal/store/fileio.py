@@ -123,14 +123,14 @@ _EVENT_FIELDS: dict[str, tuple[type, ...]] = {
 
 
 def _wrong_field(event: Event, fields: dict[str, tuple[type, ...]]) -> str | None:
-    for key, types in fields.items():
-        if key in event:
-            value = event[key]
-            if not isinstance(value, types) or isinstance(value, bool):
-                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-                return f"field {key!r} is {type(value).__name__}, not {want}"
-    err = event.get("error")
-    if err is not None and not (
+    """Why a field of `event` named in `fields` has none of its types (a bool is no number)."""
+    for key, value in event.items():  # an event has a few fields: fewer lookups this way
+        types = fields.get(key)
+        if types is not None and (not isinstance(value, types) or value is True or value is False):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            return f"field {key!r} is {type(value).__name__}, not {want}"
+    err = event.get("error") if "error" in fields else None
+    if isinstance(err, dict) and not (
         isinstance(err.get("type"), str)
         and isinstance(err.get("message"), str)
         and isinstance(err.get("notes", []), list)
