@@ -146,7 +146,11 @@ class FileStore(Store):
         """A descriptor of the store's file `rel` (`a/b.jsonl`), no link followed (`open_in`)."""
         return open_in(self._root, rel, flags, mkdirs)
 
-    def _opener(self, rel: str, mkdirs: bool = False) -> Callable[[int], int]:
+    def _opener(self, rel: str, mkdirs: bool = False) -> Callable[[int], int] | None:
+        """How `try_lock` opens `rel` below the root: None (its own `O_NOFOLLOW` open of the
+        path) for a file of the root itself, a folder-by-folder walk for one deeper down."""
+        if "/" not in rel:
+            return None
         return lambda flags: open_in(self._root, rel, flags, mkdirs)
 
     def path(self, run_id: str, suffix: str = JOURNAL) -> Path:
@@ -359,8 +363,8 @@ class FileStore(Store):
         return FileLease(run_id, lock, fd)
 
     def is_claimed(self, run_id: str) -> bool:
-        rel = check_run_id(run_id) + (JOURNAL if fcntl is not None else LOCK)
-        return is_locked(os.path.join(self._root, rel), self._opener(rel))
+        suffix = JOURNAL if fcntl is not None else LOCK
+        return is_locked(self._base(run_id) + suffix, self._opener(run_id + suffix))
 
     def summary(self, run_id: str) -> RunInfo:
         events = self.read(run_id)
