@@ -17,11 +17,13 @@ test-slow` runs thousands more, random.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import json
 import pathlib
 import pickle
+import shutil
 import tempfile
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +36,9 @@ from hypothesis import strategies as st
 from intemporal import FileStore, JournalCorrupted, RunStatus
 from intemporal.store.fileio import parse_lines
 
+# One folder for every example (hypothesis runs each example without a fresh fixture).
 WORKDIR = pathlib.Path(tempfile.mkdtemp(prefix="intemporal-fuzz-"))
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 MARKER = WORKDIR / "code-was-executed"
 
 
