@@ -68,6 +68,7 @@ class Engine(StartAPI):
     without executing them. Leaving `with` stops taking work, lets in-flight activities
     finish and leaves every unfinished run durable and resumable. `clock`: the time source
     (default the real one; `intemporal.testing` passes a virtual one that skips waits).
+    `strict=True` refuses a store others may write (`UnsafeStore`).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class Engine(StartAPI):
         durability: str = "fsync",
         codec: str = "auto",
         clock: Clock | None = None,
+        strict: bool = False,
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
@@ -87,7 +89,7 @@ class Engine(StartAPI):
             raise ValueError(f"codec must be 'auto' or 'json', not {codec!r}")
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        self.store = open_store(store)
+        self.store = open_store(store, strict=strict)
         self.clock = clock or Clock()
         self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close
         self.threads, self.queues, self.worker = threads, queues, worker
