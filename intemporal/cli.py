@@ -29,6 +29,7 @@ from . import cli_timeline as view
 from .cli_render import Outcome, describe, exit_code, report
 from .cli_support import (
     _USER_ERRORS,
+    STRICT,
     Finished,
     ImportOption,
     JsonOption,
@@ -64,8 +65,18 @@ _STORE_HELP = (
 StoreOption = Annotated[str | None, typer.Option(metavar="PATH_OR_URL", help=_STORE_HELP)]
 
 
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        envvar="INTEMPORAL_STRICT",
+        help="Refuse a store folder that group or others may write to, or another user owns.",
+    ),
+]
+
+
 @app.callback()
-def _root(ctx: typer.Context, store: StoreOption = None) -> None:
+def _root(ctx: typer.Context, store: StoreOption = None, strict: StrictOption = False) -> None:
     """Durable workflows from the terminal: list, inspect, start, resume, cancel and signal runs.
 
     The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else the nearest .intemporal
@@ -79,6 +90,7 @@ def _root(ctx: typer.Context, store: StoreOption = None) -> None:
       intemporal resume --all
     """
     ctx.obj = store  # the location, read by _open
+    ctx.meta[STRICT] = strict
     _add_cwd()
     _show_warnings()
 
@@ -131,18 +143,18 @@ def resume(
     for module in imports or []:
         _import(module)
     out = render.console()
+    started: list[RunHandle | Outcome] = []
     with _engine(ctx) as engine:
         if not runs:  # oldest first; child runs are left to their parent, which resumes them
-            targets = [
-                i for i in reversed(engine.list_runs()) if resumable(engine.store, i, failed)
-            ]
-            if not targets:
+            listed = list(reversed(engine.list_runs()))
+            targets = [i for i in listed if resumable(engine.store, i, failed)]
+            started += render.unreadable_outcomes(listed)  # reported, never skipped in silence
+            if not targets and not started:
                 what = "unfinished or failed" if failed else "unfinished"
                 out.print(f"nothing to resume: no {what} run that no process has")
                 return
         else:
             targets = [engine.get_run(rid) for rid in runs]  # all known, or none run
-        started: list[RunHandle | Outcome] = []
         for info in targets:
             try:
                 started.append(

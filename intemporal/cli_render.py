@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ STATUS_STYLE = {
     RunStatus.COMPLETED: "green",
     RunStatus.FAILED: "red",
     RunStatus.CANCELLED: "magenta",
+    RunStatus.UNREADABLE: "bold red",
 }
 ORPHANED_STYLE = "bold dark_orange"
 
@@ -99,7 +101,10 @@ def fmt_time(ts: float | None, utc: bool = False, short: bool = False) -> str:
     """
     if not ts:
         return "-"
-    when = datetime.fromtimestamp(ts, UTC) if utc else datetime.fromtimestamp(ts).astimezone()
+    try:
+        when = datetime.fromtimestamp(ts, UTC) if utc else datetime.fromtimestamp(ts).astimezone()
+    except (OverflowError, ValueError, OSError):  # a damaged journal's time: shown as it is
+        return str(ts)
     zone = "UTC" if utc else (when.tzname() or when.strftime("%z"))
     return when.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S") + " " + zone
 
@@ -108,6 +113,8 @@ def fmt_duration(seconds: float | None) -> str:
     """A short human duration: 850ms, 12.3s, 4m05s, 2h03m, 3d04h."""
     if seconds is None:
         return ""
+    if not math.isfinite(seconds):  # times from a damaged journal
+        return "?"
     s = max(0.0, seconds)
     if s < 1:
         return f"{s * 1000:.0f}ms"
@@ -191,13 +198,22 @@ def halted(engine: Engine, run_id: str, exc: BaseException | None = None) -> Out
         return None
     if isinstance(err, Exception):
         return Outcome(run_id, "error", error=describe(err))
-    what = repr(err) if err.args else type(err).__name__
+    what = describe(err) if err.args else type(err).__name__
     return Outcome(
         run_id,
         "error",
         error=f"the workflow raised {what}: it stopped unrecorded and stays resumable "
         f"(intemporal resume {run_id})",
     )
+
+
+def unreadable_outcomes(runs: list[RunInfo]) -> list[RunHandle | Outcome]:
+    """An "error" outcome for each unreadable run listed: `resume --all` reports them."""
+    return [
+        Outcome(i.run_id, "error", error=f"cannot be read: {i.error}")
+        for i in runs
+        if i.status is RunStatus.UNREADABLE
+    ]
 
 
 def final_outcome(info: RunInfo) -> Outcome:

@@ -33,7 +33,7 @@ from .cli_support import (
 )
 from .engine import Engine
 from .handle import RunHandle
-from .store import RunStatus
+from .store import RunStatus, redact
 
 DEFAULT_QUEUE = "default"
 
@@ -161,7 +161,7 @@ def worker(
     reported: set[str] = set()
     ended: list[Outcome] = []  # how each run ended, for --once's exit code
     with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
-        where = engine.store.location or _location(ctx)
+        where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"
         board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
         try:

@@ -6,6 +6,8 @@
      |    +-- RunConflict                the id is taken by a run of another workflow
      |    +-- NonDeterminismError        the code asks for a different step than the journal holds
      |    +-- JournalCorrupted           a journal line in the middle cannot be read
+     |    +-- UnsafeStore                (also a PermissionError) a symlink in the store, or (strict)
+     |                                   a store others may write to
      |    +-- SerializationError         a value cannot be stored (or read back)
      |    |    +-- DillRefused           a pickled value where unpickling is refused
      |    +-- ActivityTimeout            (also a TimeoutError) one attempt ran out of time
@@ -95,6 +97,23 @@ class JournalCorrupted(IntemporalError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.path, self.line, self.reason))
+
+
+class UnsafeStore(IntemporalError, PermissionError):
+    """Raised when a store cannot be trusted, naming the path.
+
+    A symbolic link stands where one of the store's own files or folders should be (a
+    journal, an inbox, the doorbell, a lock, a child run's folder): it is never followed.
+    With `Engine(strict=True)` (`intemporal --strict`), also a store folder that group or
+    others may write to, or that another user owns. Also a `PermissionError`.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"unsafe store: {path} {reason}")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason))
 
 
 class SerializationError(IntemporalError, TypeError):

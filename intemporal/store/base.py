@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import masked, peek
+from ..errors import IntemporalError, RunNotFound
 from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunStatus, fold
 
 POLL = 0.02  # seconds between looks of the polling `Store.wait`
@@ -65,6 +66,12 @@ class RunInfo:
     orphaned: bool = False
     owner: str | None = None  # the engine that parked a waiting run
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def matches(self, status: RunStatus | None, workflow: str | None) -> bool:
+        """Whether this run passes the filters of `list_runs` (None: any)."""
+        return (status is None or self.status is status) and (
+            workflow is None or self.workflow == workflow
+        )
 
     @property
     def duration(self) -> float:
@@ -321,6 +328,27 @@ class Store(ABC):
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
         return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))
 
+    def summary_or_unreadable(self, run_id: str) -> RunInfo | None:
+        """The run's `RunInfo` for a listing; an `UNREADABLE` one saying why it cannot be read.
+
+        None when the run was deleted meanwhile. A damaged journal is listed, not skipped:
+        its status is `RunStatus.UNREADABLE` and its `error` the reason.
+        """
+        try:
+            return self.summary(run_id)
+        except RunNotFound:
+            return None
+        except Exception as exc:  # whatever the damage: listing goes on and shows it
+            reason = (
+                str(exc) if isinstance(exc, IntemporalError) else f"{type(exc).__name__}: {exc}"
+            )
+            when = self.modified_at(run_id)
+            return RunInfo(run_id, "?", RunStatus.UNREADABLE, when, when, error=reason)
+
+    def modified_at(self, run_id: str) -> float:
+        """When the run's journal last changed (epoch seconds), where a store knows; else 0."""
+        return 0.0
+
     def adopt(self, info: RunInfo) -> RunInfo:
         """Mark a waiting run orphaned when the engine that parked it is gone."""
         if info.status is RunStatus.WAITING and info.owner and not self.engine_alive(info.owner):
@@ -337,15 +365,9 @@ class Store(ABC):
         want = RunStatus(status) if status is not None else None
         out = []
         for rid in self.run_ids():
-            try:
-                info = self.summary(rid)
-            except Exception:  # a run deleted while listing, or unreadable: skip it here
-                continue
-            if want is not None and info.status is not want:
-                continue
-            if workflow is not None and info.workflow != workflow:
-                continue
-            out.append(info)
+            info = self.summary_or_unreadable(rid)
+            if info is not None and info.matches(want, workflow):
+                out.append(info)
         out.sort(key=lambda i: (i.created_at, i.run_id), reverse=True)
         return out[:limit] if limit is not None else out
 
