@@ -7,9 +7,17 @@ appends to the journal. Replay, retries and locking policy live above, in the en
 
     store = MemoryStore()
     store.create("r1", {"type": "run_started", "workflow": "wf", "ts": 0.0})
-    lease = store.claim("r1")        # None when another owner holds the run
+    lease = store.claim("r1", owner)     # None when another owner holds the run
     lease.append({"type": "run_completed", "result": 1, "ts": 1.0}, sync=True)
     lease.release()
+    leases = store.claim_next(owner, queues=None, limit=8)   # the runs to execute now
+    ids, cursor = store.wait(cursor, timeout=1.0)            # runs messaged since `cursor`
+
+A backend implements the abstract operations (create, read, exists, claim, send, inbox,
+run_ids, delete); `claim_next`, `wait`, `list_runs` and `summary` are written once here
+over them, and `is_claimed`, `changes`, `notify`, `hold_engine`, `engine_alive` and
+`unfinished` have defaults a backend may replace with something cheaper (the file store
+does). `tests/test_store_contract.py` is what every backend must pass.
 """
 
 from __future__ import annotations
@@ -255,9 +263,18 @@ class Store(ABC):
             return claimed or not self.is_claimed(run_id)
         return False
 
-    @abstractmethod
+    # -- below: the file store's own mechanics, with defaults here. A backend need not
+    # implement them: deciding who executes a run is `claim` / `claim_next`, waking is `wait`.
     def is_claimed(self, run_id: str) -> bool:
-        """Tell whether some live owner (this process or another) holds the run."""
+        """Tell whether some live owner holds the run now (for display: decide with `claim`).
+
+        This default claims the run and gives it back at once.
+        """
+        lease = self.claim(run_id)
+        if lease is None:
+            return True
+        lease.release()
+        return False
 
     @abstractmethod
     def send(self, run_id: str, message: Event) -> None:
@@ -291,13 +308,13 @@ class Store(ABC):
                 return ids, cursor
             time.sleep(min(POLL, left))
 
-    @abstractmethod
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         """Which runs got inbox messages since `cursor`: the ids, or None for "look at all".
 
-        A cheap doorbell for engines holding waiting runs: with `cursor=None` it returns
-        `([], now)`, the cursor to start from.
+        A cheap doorbell for `wait`: with `cursor=None` it returns `([], now)`, the cursor
+        to start from. This default has no doorbell: always "look at all".
         """
+        return ([], 0) if cursor is None else (None, 0)
 
     @abstractmethod
     def run_ids(self) -> Iterator[str]:
@@ -307,13 +324,20 @@ class Store(ABC):
     def delete(self, run_id: str) -> None:
         """Remove a run and everything stored for it."""
 
-    @abstractmethod
     def hold_engine(self, engine_id: str) -> Callable[[], None]:
-        """Mark engine `engine_id` alive until the returned function is called (or it dies)."""
+        """Mark engine `engine_id` alive until the returned function is called (or it dies).
 
-    @abstractmethod
+        This default marks nothing: see `engine_alive`.
+        """
+        return lambda: None
+
     def engine_alive(self, engine_id: str) -> bool:
-        """Tell whether the engine that parked a waiting run still lives (in any process)."""
+        """Tell whether the engine that parked a waiting run still lives (in any process).
+
+        This default says yes: a waiting run stays with the engine that parked it (resume
+        it by name if that engine is gone).
+        """
+        return True
 
     def unfinished(self) -> Iterator[str]:
         """Yield the ids of runs not finished (no terminal event); backends may read less."""
