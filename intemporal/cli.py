@@ -178,7 +178,8 @@ def result(
     """Wait for a run to end, wherever it executes, and print its result.
 
     Runs nothing itself: a worker, or the process that started it, executes the run.
-    Prints the result (JSON, else its repr), or the error; --json prints one object.
+    Prints the result (JSON, else its repr), or the error; --json prints one object. It
+    never unpickles: a value stored with dill is shown as <dill: TYPE, SIZE>.
     Exit codes as for `resume`: 0 completed (or cancelled), 1 failed, 3 --timeout passed
     first (the run goes on).
 
@@ -188,8 +189,7 @@ def result(
       intemporal result order-42 --timeout 30 --json | jq .result
     """
     with _engine(ctx, worker=False) as engine:
-        handle = engine.handle(run)
-        outcome = render.wait(engine, handle, timeout, long_waits=True)
+        outcome = render.settle(engine, engine.handle(run).run_id, timeout)
     _print_outcome(outcome, as_json)
 
 
@@ -431,7 +431,8 @@ def gc(
     ended with --status. A child run is never deleted while its parent is unfinished
     (waiting, crashed, pending), nor on its own. Prints how many runs were removed;
     --dry-run lists them (children included) and deletes nothing. --json prints one
-    object per run (run_id, status, workflow, parent, action).
+    object per run (run_id, status, workflow, parent, action). A run whose journal cannot
+    be read is left alone and named on stderr, and the command exits 1.
 
     \b
     Examples:
@@ -441,7 +442,10 @@ def gc(
     """
     seconds = parse_age(older_than)
     store = _open(ctx)
-    doomed = collectable(store, older_than=seconds, status=status and RunStatus(status))
+    unreadable: set[str] = set()
+    doomed = collectable(
+        store, older_than=seconds, status=status and RunStatus(status), unreadable=unreadable
+    )
     out = render.console()
     # the top-level run first, then what it started
     listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
@@ -460,6 +464,15 @@ def gc(
             )
     if not as_json:
         out.print(f"{'would remove' if dry_run else 'removed'} {len(gone)} run(s)")
+    if unreadable:  # left alone, never skipped in silence
+        for rid in sorted(unreadable):
+            render.console(stderr=True).print(
+                f"error: {rid} cannot be read (a damaged journal): left alone; "
+                f"`intemporal show {rid}` says why",
+                style="red",
+                soft_wrap=True,
+            )
+        raise typer.Exit(1)
 
 
 @command()

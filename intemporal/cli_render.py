@@ -207,13 +207,14 @@ def halted(engine: Engine, run_id: str, exc: BaseException | None = None) -> Out
     )
 
 
+def unreadable_outcome(info: RunInfo) -> Outcome:
+    """The "error" outcome of a run whose journal cannot be read: said, never skipped."""
+    return Outcome(info.run_id, "error", error=f"cannot be read: {info.error}")
+
+
 def unreadable_outcomes(runs: list[RunInfo]) -> list[RunHandle | Outcome]:
     """An "error" outcome for each unreadable run listed: `resume --all` reports them."""
-    return [
-        Outcome(i.run_id, "error", error=f"cannot be read: {i.error}")
-        for i in runs
-        if i.status is RunStatus.UNREADABLE
-    ]
+    return [unreadable_outcome(i) for i in runs if i.status is RunStatus.UNREADABLE]
 
 
 def final_outcome(info: RunInfo) -> Outcome:
@@ -221,6 +222,28 @@ def final_outcome(info: RunInfo) -> Outcome:
     if info.status is RunStatus.COMPLETED:
         return Outcome(info.run_id, info.status.value, value=info.result)
     return Outcome(info.run_id, info.status.value, error=info.error)
+
+
+def settle(engine: Engine, run_id: str, timeout: float | None) -> Outcome:
+    """Wait for a run to end, wherever it executes, and return its outcome as recorded.
+
+    For `intemporal result`: it executes nothing and decodes nothing, so a pickled result
+    or error is shown as what it is (`<dill: tuple, 48 B>`), never unpickled (reading a
+    store never runs its code). Polls the run's summary, backing off to 0.2 s.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll = 0.01
+    while True:
+        info = engine.get_run(run_id)
+        if info.status.finished:
+            return final_outcome(info)
+        if info.status is RunStatus.UNREADABLE:
+            return unreadable_outcome(info)
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return Outcome(run_id, "still-running")
+        time.sleep(poll if left is None else min(poll, left))
+        poll = min(poll * 2, 0.2)
 
 
 def report(out: Console, o: Outcome, as_json: bool) -> None:
@@ -276,13 +299,11 @@ def wait(
     engine: Engine,
     handle: RunHandle,
     timeout: float | None,
-    long_waits: bool = False,
     on_poll: Callable[[], None] | None = None,
 ) -> Outcome:
     """Wait for a run to end, or for `timeout`; not for a signal or a timer far off.
 
     Short timers and child runs are waited for: the engine here executes them when due.
-    With `long_waits` (`intemporal result`), signals and far timers are waited for too.
     `on_poll` is called between two looks (a progress bar reads the journal there).
     """
     rid = handle.run_id
@@ -297,11 +318,7 @@ def wait(
             info = engine.get_run(rid)
             if info.status.finished:
                 return Outcome(rid, info.status.value, error=describe(exc))
-            if (
-                not long_waits
-                and info.status is RunStatus.WAITING
-                and not engine.store.is_claimed(rid)
-            ):
+            if info.status is RunStatus.WAITING and not engine.store.is_claimed(rid):
                 what = long_wait(engine.history(rid))
                 if what is not None:  # may take days: do not hold the terminal
                     return Outcome(rid, info.status.value, waiting_for=what)

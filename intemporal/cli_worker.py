@@ -164,6 +164,10 @@ def worker(
         where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"
         board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
+        for info in engine.list_runs(status=RunStatus.UNREADABLE):  # never skipped in silence:
+            bad = render.unreadable_outcome(info)
+            ended.append(bad)  # said once, and --once exits 1
+            board.outcome(bad)
         try:
             with board.showing():
                 while True:

@@ -261,6 +261,53 @@ def test_delete_removes_a_link_itself_never_its_target(home: Path, outside: Path
     assert outside.read_bytes() == PRECIOUS
 
 
+# -- a child run's files: the parent stops, its code never sees the error ----------------------
+@intemporal.workflow(name="security.kid")
+def sec_kid() -> int:
+    return sec_step(1)
+
+
+@intemporal.workflow(name="security.careful_parent")
+def sec_careful_parent() -> str:
+    try:
+        return f"child gave {sec_kid()}"
+    except Exception as exc:  # a store's error must never land here
+        return f"WORKFLOW CAUGHT {type(exc).__name__}"
+
+
+def _plant_child_link(home: Path, outside: Path, what: str) -> None:
+    if what == "folder":  # the child's folder is a link to a folder elsewhere
+        target = outside.parent / "elsewhere"
+        target.mkdir()
+        (home / "p").symlink_to(target)
+        return
+    (home / "p").mkdir(parents=True)
+    if what == "inbox":
+        (home / "p" / "1.inbox").symlink_to(outside)
+    elif what == "journal":
+        (home / "p" / "1.jsonl").symlink_to(outside)
+    else:  # a damaged journal already stands at the child's id
+        (home / "p" / "1.jsonl").write_bytes(b'{"type": "run_started", "workflow": \n')
+
+
+@pytest.mark.parametrize("what", ["folder", "inbox", "journal", "damaged"])
+def test_a_child_run_on_unsafe_or_damaged_files_stops_its_parent_unrecorded(
+    home: Path, outside: Path, what: str
+) -> None:
+    # Given a parent that catches every Exception around its child, whose files are unsafe
+    home.mkdir(mode=0o700)
+    _plant_child_link(home, outside, what)
+    expected = intemporal.JournalCorrupted if what == "damaged" else UnsafeStore
+    with Engine(home, threads=2) as engine:
+        # When it runs: the caller gets the error at once (no hang), naming the path
+        with pytest.raises(expected, match=r"p/1|/p\b"):
+            engine.start(sec_careful_parent, run_id="p").result(timeout=20)
+        # Then the workflow never saw it: the run is neither completed nor failed
+        info = engine.get_run("p")
+        assert not info.status.finished, info
+    assert outside.read_bytes() == PRECIOUS
+
+
 # -- modes ---------------------------------------------------------------------------------
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)

@@ -247,15 +247,17 @@ def test_resume_all_reports_a_damaged_run_instead_of_nothing_to_resume(
     assert (home / "bad.jsonl").read_bytes() == before
 
 
-def test_gc_and_worker_go_on_and_leave_a_damaged_run_alone(
+def test_gc_and_worker_go_on_leave_a_damaged_run_alone_and_say_so(
     damaged: str, cli: Callable[..., Result], home: Path
 ) -> None:
     before = (home / "bad.jsonl").read_bytes()
     gc = cli("gc", "--older-than", "0s")
-    assert gc.exit_code == 0 and "Traceback" not in gc.output, gc.output
+    assert gc.exit_code == 1 and "Traceback" not in gc.output, gc.output
     assert "removed 1 run" in gc.stdout  # "good", not "bad"
+    one_line_error(gc, "bad", "cannot be read")  # never skipped in silence
     worker = cli("worker", "--once", "--interval", "0.01")
-    assert worker.exit_code == 0 and "Traceback" not in worker.output, worker.output
+    assert worker.exit_code == 1 and "Traceback" not in worker.output, worker.output
+    assert "bad error: cannot be read" in worker.stdout, worker.output
     assert (home / "bad.jsonl").read_bytes() == before
     rows = [json.loads(line) for line in cli("list", "--json").stdout.splitlines()]
     assert [(r["run_id"], r["status"]) for r in rows] == [("bad", "unreadable")]
