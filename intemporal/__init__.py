@@ -38,6 +38,7 @@ from .errors import (
     is_suspension,
 )
 from .handle import RunHandle
+from .observe import LoggingObserver, Observer
 from .replay import heartbeat
 from .saga import Saga, saga
 from .store import FileStore, MemoryStore, RunInfo, RunStatus, Store
@@ -68,8 +69,10 @@ __all__ = [
     "IntemporalError",
     "JournalCorrupted",
     "LeaseLost",
+    "LoggingObserver",
     "MemoryStore",
     "NonDeterminismError",
+    "Observer",
     "RemoteError",
     "RetryPolicy",
     "RunConflict",

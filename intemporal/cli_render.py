@@ -33,6 +33,10 @@ from rich.progress import (
 from rich.text import Text
 
 from .codec import is_exact_json, peek
+from .events import (
+    ACTIVITY_COMPLETED,
+    RUN_SUSPENDED,
+)
 from .store import Event, RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -281,7 +285,7 @@ def long_wait(events: list[Event]) -> str | None:
     which the engine executing the run finishes by itself.
     """
     for ev in reversed(events):
-        if ev.get("type") == "run_suspended":
+        if ev.get("type") == RUN_SUSPENDED:
             reason, until = str(ev.get("reason", "")), ev.get("until")
             if reason.startswith(SIGNAL_OP):
                 return f"signal {reason[len(SIGNAL_OP) :]!r}"
@@ -378,7 +382,7 @@ def _show_steps(engine: Engine, run_id: str, progress: Progress, task: TaskID) -
     if progress.disable:
         return
     events = engine.history(run_id)
-    done = sum(e.get("type") == "activity_completed" for e in events)
+    done = sum(e.get("type") == ACTIVITY_COMPLETED for e in events)
     last = next((e for e in reversed(events) if "seq" in e), None)
     step = f"step {last['seq']} {last.get('name', '')}" if last else "starting"
     progress.update(
@@ -417,6 +421,6 @@ def held_by(engine: Engine, info: RunInfo) -> str | None:
 
 def awaited_signal(events: list[Event]) -> str | None:
     """The name of the signal a parked run waits for (its last `run_suspended`), or None."""
-    last = next((e for e in reversed(events) if e.get("type") == "run_suspended"), None)
+    last = next((e for e in reversed(events) if e.get("type") == RUN_SUSPENDED), None)
     reason = str(last.get("reason", "")) if last else ""
     return reason[len(SIGNAL_OP) :] if reason.startswith(SIGNAL_OP) else None

@@ -34,6 +34,19 @@ from .cli_render import (
     stored_text,
     value_text,
 )
+from .events import (
+    ACTIVITY_COMPLETED,
+    ACTIVITY_FAILED,
+    ATTEMPT_FAILED,
+    CANCEL_DELIVERED,
+    CHILD_STARTED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_RECOVERED,
+    RUN_RESUMED,
+    RUN_SUSPENDED,
+)
 from .store import Event, RunInfo, RunStatus
 
 NARROW = 100  # below this many columns, details go under the event line
@@ -43,16 +56,16 @@ HEADER_WIDTH = 400  # characters of args and result shown in the header without 
 
 # Styles for journal events, by type, then by a word in an unknown type (timers, signals...).
 EVENT_STYLE = {
-    "activity_completed": "green",
-    "activity_failed": "red",
-    "attempt_failed": "yellow",
-    "cancel_delivered": "magenta",
-    "run_completed": "bold green",
-    "run_failed": "bold red",
-    "run_cancelled": "bold magenta",
-    "run_suspended": "dim",
-    "run_resumed": "bold yellow",
-    "run_recovered": "bold yellow",
+    ACTIVITY_COMPLETED: "green",
+    ACTIVITY_FAILED: "red",
+    ATTEMPT_FAILED: "yellow",
+    CANCEL_DELIVERED: "magenta",
+    RUN_COMPLETED: "bold green",
+    RUN_FAILED: "bold red",
+    RUN_CANCELLED: "bold magenta",
+    RUN_SUSPENDED: "dim",
+    RUN_RESUMED: "bold yellow",
+    RUN_RECOVERED: "bold yellow",
 }
 EVENT_WORD_STYLE = (
     ("compensat", "magenta"),
@@ -151,7 +164,7 @@ def runs_table(runs: list[RunInfo], width: int, utc: bool = False) -> Table:
 def waiting_for(events: list[Event], children: dict[str, RunInfo], utc: bool = False) -> str | None:
     """What a waiting run waits for, from its last `run_suspended`: a signal (and its
     deadline), a timer, child runs, a retry; None if it never suspended."""
-    last = next((e for e in reversed(events) if e.get("type") == "run_suspended"), None)
+    last = next((e for e in reversed(events) if e.get("type") == RUN_SUSPENDED), None)
     if last is None:
         return None
     reason, until = str(last.get("reason", "")), last.get("until")
@@ -207,7 +220,7 @@ def run_header(
         grid.add_row("result", Text(stored_text(info.raw.get("result"), cap), **cut))
     elif info.raw.get("error"):
         grid.add_row("error", Text(error_text(info.raw["error"]), style="red"))
-    recovered = sum(e.get("type") == "run_recovered" for e in events)
+    recovered = sum(e.get("type") == RUN_RECOVERED for e in events)
     if recovered:
         times = "once" if recovered == 1 else f"{recovered} times"
         grid.add_row(
@@ -236,7 +249,7 @@ class Row:
 def event_detail(ev: Event, children: dict[str, RunInfo], utc: bool) -> Text:
     """What a timeline row says beyond its columns: a result, an error, a child's outcome."""
     kind = str(ev.get("type", "?"))
-    if kind == "child_started":
+    if kind == CHILD_STARTED:
         child = children.get(str(ev.get("child_id")))
         if child is None:
             return Text(f"{ev.get('child_id')}: not created yet", style="dim")
@@ -247,20 +260,20 @@ def event_detail(ev: Event, children: dict[str, RunInfo], utc: bool) -> Text:
         elif child.error:
             text.append(": " + child.error, style="red")
         return text
-    if kind == "run_suspended":
+    if kind == RUN_SUSPENDED:
         return Text("waits for " + (waiting_for([ev], children, utc) or "?"), style="dim")
-    if kind == "run_recovered":
+    if kind == RUN_RECOVERED:
         return Text("resumed after a crash: its last execution stopped unrecorded", style="yellow")
-    if kind == "run_resumed":
+    if kind == RUN_RESUMED:
         return Text("resumed after it failed: the failed step is retried")
     if "error" in ev:
         said = error_text(ev["error"])
-        if kind == "attempt_failed" and "retry_in" in ev:  # first: a long error is cut at its end
+        if kind == ATTEMPT_FAILED and "retry_in" in ev:  # first: a long error is cut at its end
             said = f"(retry in {fmt_duration(ev['retry_in'])}) {said}"
         return Text(said, style="red")
     if "result" in ev:
         return Text(stored_text(ev["result"], VALUE_CAP))
-    if kind == "cancel_delivered":
+    if kind == CANCEL_DELIVERED:
         return Text("cancellation delivered to the workflow", style="magenta")
     parts = []  # an event type with no special rendering: its other fields
     for key, value in ev.items():
@@ -280,9 +293,9 @@ def _collapsed(events: list[Event]) -> Iterable[tuple[Event, int]]:
     for ev in events[1:]:
         prev = out[-1][0] if out else None
         if (
-            ev.get("type") == "run_suspended"
+            ev.get("type") == RUN_SUSPENDED
             and prev is not None
-            and prev.get("type") == "run_suspended"
+            and prev.get("type") == RUN_SUSPENDED
             and (prev.get("reason"), prev.get("until")) == (ev.get("reason"), ev.get("until"))
         ):
             out[-1][1] += 1
@@ -388,16 +401,24 @@ def event_lines(body: list[Row], full: bool) -> list[Text]:
 
 # -- the traceback ---------------------------------------------------------------------------------
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
-_MODULES = {n[:-3] for n in os.listdir(_PACKAGE) if n.endswith(".py")}
+_MODULES = {  # "engine", "runtime/executor", "store/file"...: this package's modules
+    os.path.relpath(os.path.join(d, n), _PACKAGE)[:-3].replace(os.sep, "/")
+    for d, _, names in os.walk(_PACKAGE)
+    for n in names
+    if n.endswith(".py")
+}
 _FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+')
 
 
 def _engine_frame(filename: str) -> bool:
     """Whether a recorded frame is this package's own (here, or where the run was recorded)."""
-    if os.path.dirname(os.path.abspath(filename)) == _PACKAGE:
+    if os.path.abspath(filename).startswith(_PACKAGE + os.sep):
         return True
     parts = re.split(r"[\\/]", filename)
-    return len(parts) >= 2 and parts[-2] == "intemporal" and parts[-1][:-3] in _MODULES
+    if "intemporal" not in parts[:-1]:
+        return False
+    at = len(parts) - 1 - parts[::-1].index("intemporal")
+    return "/".join(parts[at + 1 :])[:-3] in _MODULES
 
 
 def user_traceback(text: str) -> tuple[str, int]:
@@ -453,7 +474,7 @@ def show_run(
 def child_ids(events: list[Event]) -> list[str]:
     """The ids of the child runs a journal started, in order."""
     return [
-        str(e["child_id"]) for e in events if e.get("type") == "child_started" and "child_id" in e
+        str(e["child_id"]) for e in events if e.get("type") == CHILD_STARTED and "child_id" in e
     ]
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from .clock import Clock
 from .codec import DILL_TAG, decode
 from .errors import (
     Cancelled,
@@ -22,16 +23,32 @@ from .errors import (
     StoreFailure,
     store_call,
 )
+from .events import EVENT_SET, TERMINAL_EVENTS
 from .failures import decode_error, rebuild_error
-from .store import RunInfo, RunStatus
-from .store.base import TERMINAL_EVENTS
+from .store import Event, RunInfo, RunStatus
 
 R = TypeVar("R")
 
 if TYPE_CHECKING:
     from .api import Workflow
-    from .engine import Engine
     from .replay import RunContext
+
+
+class EngineCalls(Protocol):
+    """The public calls of `intemporal.Engine` a handle uses (and nothing else of it)."""
+
+    codec: str
+    clock: Clock
+    halted: dict[str, BaseException]
+    changed: threading.Condition
+
+    def execution(self, run_id: str) -> _Execution | None: ...
+    def get_run(self, run_id: str) -> RunInfo: ...
+    def history(self, run_id: str) -> list[Event]: ...
+    def cancel(self, run_id: str) -> None: ...
+    def signal(
+        self, run_id: str, name: str, payload: Any = None, signal_id: str | None = None
+    ) -> None: ...
 
 
 class _Execution:
@@ -80,7 +97,9 @@ class RunHandle(Generic[R]):
     >>> handle.result(timeout=60)
     """
 
-    def __init__(self, engine: Engine, run_id: str, execution: _Execution | None = None) -> None:
+    def __init__(
+        self, engine: EngineCalls, run_id: str, execution: _Execution | None = None
+    ) -> None:
         self.engine, self.run_id, self._exe = engine, run_id, execution
 
     def __repr__(self) -> str:
@@ -106,7 +125,7 @@ class RunHandle(Generic[R]):
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
         while True:
-            exe = self._exe or self.engine._active.get(self.run_id)
+            exe = self._exe or self.engine.execution(self.run_id)
             self._exe = None
             if exe is not None:
                 if not exe.done.wait(_remaining(deadline)):
@@ -125,7 +144,7 @@ class RunHandle(Generic[R]):
                 break
             # Waiting here, or executed elsewhere: wake on any local change, poll the store.
             with self.engine.changed:
-                if self.run_id not in self.engine._active:
+                if self.engine.execution(self.run_id) is None:
                     self.engine.changed.wait(poll if left is None else min(poll, left))
             poll = min(poll * 2, 0.1)
         raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
@@ -143,15 +162,15 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def raise_if_halted(engine: Engine, run_id: str) -> None:
+def raise_if_halted(engine: EngineCalls, run_id: str) -> None:
     """Raise the error the run's execution here stopped on, unrecorded (`Engine.halted`):
     a store failure, an interrupt. Nothing will change the run until it is resumed."""
     halted = engine.halted.get(run_id)
-    if halted is not None and run_id not in engine._active:
+    if halted is not None and engine.execution(run_id) is None:
         raise halted
 
 
-def final_outcome(info: RunInfo, engine: Engine, ctx: RunContext | None = None) -> Any:
+def final_outcome(info: RunInfo, engine: EngineCalls, ctx: RunContext | None = None) -> Any:
     """The value of a finished run, or its exception raised again.
 
     Decoded with the engine's codec: `codec="json"` refuses a pickled value (`DillRefused`).
@@ -179,7 +198,7 @@ def final_outcome(info: RunInfo, engine: Engine, ctx: RunContext | None = None) 
     raise exc
 
 
-def _line_of(engine: Engine, info: RunInfo) -> str:
+def _line_of(engine: EngineCalls, info: RunInfo) -> str:
     """ " (journal line N)" for the event that ended the run, as far as it can be read."""
     try:
         events = engine.history(info.run_id)
@@ -189,7 +208,7 @@ def _line_of(engine: Engine, info: RunInfo) -> str:
     return f" (journal line {found[-1] + 1})" if found else ""
 
 
-def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None) -> Any:
+def wait_for_event(engine: EngineCalls, run_id: str, key: str, timeout: float | None) -> Any:
     """The latest value run `run_id` set under `key`, waiting for a first one (`get_event`).
 
     A run that does not exist yet is waited for too (a client may ask before it starts
@@ -204,10 +223,10 @@ def wait_for_event(engine: Engine, run_id: str, key: str, timeout: float | None)
             if _remaining(deadline) == 0:
                 raise
             events = []
-        values = [e["value"] for e in events if e["type"] == "event_set" and e.get("key") == key]
+        values = [e["value"] for e in events if e["type"] == EVENT_SET and e.get("key") == key]
         if values:
             line = 1 + max(
-                i for i, e in enumerate(events) if e["type"] == "event_set" and e.get("key") == key
+                i for i, e in enumerate(events) if e["type"] == EVENT_SET and e.get("key") == key
             )
             where = f"event {key!r} of run {run_id!r} (journal line {line})"
             return decode(values[-1], engine.codec, where)

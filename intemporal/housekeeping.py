@@ -22,7 +22,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .store.base import TERMINAL_EVENTS, RunInfo, RunStatus, Store
+from .events import TERMINAL_EVENTS
+from .store.base import RunInfo, RunStatus, Store
 
 
 @dataclass

@@ -48,7 +48,7 @@ class Parking:
         self._timers: list[tuple[float, str]] = []
         self._watcher: threading.Thread | None = None
         # Taken now, not when the watcher starts: messages sent meanwhile are not missed.
-        self._cursor = store.changes(None)[1]
+        self._cursor = store.wait(None, 0)[1]
 
     def park(self, execution: Any, until: float | None) -> None:
         """Park a run until `until` (epoch seconds) or a message; the caller holds the mutex."""
@@ -69,7 +69,7 @@ class Parking:
         """Follow the doorbell and fire due timers, until the engine closes."""
         while not self._closing.wait(WATCH_INTERVAL):
             try:
-                ids, self._cursor = self.store.changes(self._cursor)
+                ids, self._cursor = self.store.wait(self._cursor, 0)
                 if ids is None:  # the doorbell was reset: look at every run we hold
                     ids = self._held()
                 for run_id in ids:

@@ -18,7 +18,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from .clock import INLINE_WAIT, Clock
 from .codec import decode, encode
@@ -34,11 +34,46 @@ from .errors import (
     _Wait,
     store_error,
 )
+from .events import (
+    ACTIVITY_COMPLETED,
+    ACTIVITY_FAILED,
+    ATTEMPT_FAILED,
+    CANCEL,
+    CANCEL_DELIVERED,
+    CHILD_STARTED,
+    RUN_FAILED,
+    RUN_RESUMED,
+    SIGNAL,
+    SIGNAL_RECEIVED,
+    check_version,
+)
 from .failures import encode_error, rebuild_error
+from .observe import (
+    ActivityFinished,
+    ActivityStarted,
+    AttemptFailed,
+    ChildStarted,
+    Observers,
+)
 from .store.base import Event, Lease, RunInfo, RunStatus
 
-if TYPE_CHECKING:
-    from .api import RetryPolicy, Workflow
+
+class Retry(Protocol):
+    """What an activity's retry policy (`intemporal.RetryPolicy`) tells a run context."""
+
+    def retries(self, exc: BaseException, attempt: int) -> bool:
+        """Whether attempt `attempt`, which raised `exc`, is retried."""
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt`."""
+
+
+class Named(Protocol):
+    """A workflow as a run context sees one (`intemporal.Workflow`): its name."""
+
+    @property
+    def name(self) -> str: ...
+
 
 _current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "intemporal_run", default=None
@@ -76,6 +111,7 @@ class Host(Protocol):
 
     codec: str
     sync: bool
+    observer: Observers
     clock: Clock
 
     @property
@@ -88,7 +124,7 @@ class Host(Protocol):
         self,
         ctx: RunContext,
         seq: int,
-        wf: Workflow[Any, Any],
+        wf: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wait: bool,
@@ -135,7 +171,9 @@ class RunContext:
         protocols: dict[type, Any] | None = None,
     ) -> None:
         first = events[0]
+        check_version(first)
         self.host, self.lease = host, lease
+        self.observer: Observers = host.observer
         self.run_id: str = lease.run_id
         self.workflow: str = first.get("workflow", "?")
         self.parent: str | None = first.get("parent")
@@ -150,9 +188,11 @@ class RunContext:
         self.signals: dict[str, deque[Event]] = {}  # unconsumed signals, FIFO per name
         self._seen_signals: set[str] = set()
         self.inflight: set[Any] = set()  # futures of submitted activities not yet finished
-        self.events = events
-        self.marker: Event | None = None  # `run_recovered`: written with the first new event
+        # Written before this execution's first event, if it writes any (`run_recovered`):
+        # an execution that stops unrecorded (non-determinism) leaves the journal as it was.
+        self.marker: Event | None = None
         self._marker_lock = threading.Lock()
+        self.events = events
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
@@ -167,9 +207,9 @@ class RunContext:
             seq = ev.get("seq")
             if seq is None:
                 continue
-            if ev["type"] == "signal_received":
+            if ev["type"] == SIGNAL_RECEIVED:
                 self.consumed_signals.add(ev["signal_id"])
-            if ev["type"] == "attempt_failed":
+            if ev["type"] == ATTEMPT_FAILED:
                 self.failed_attempts[seq] = ev["attempt"]
                 self.retry_at[seq] = ev.get("ts", 0.0) + ev.get("retry_in", 0.0)
                 if i < last_forgotten.get(seq, -1):
@@ -190,21 +230,22 @@ class RunContext:
         """
         if self.store_failed is not None:
             raise self.store_failed
-        if self.marker is not None:
-            with self._marker_lock:  # before any other event of this execution
-                if self.marker is not None:
-                    self._write(self.marker, sync)
-                    self.marker = None
-        self._write(event, sync)
-
-    def _write(self, event: Event, sync: bool | None) -> None:
         event["ts"] = round(self.host.clock.time(), 6)
         try:
+            if self.marker is not None:
+                self._write_marker(event["ts"])
             self.lease.append(event, self.host.sync if sync is None else sync)
         except Exception as exc:  # whatever the store raises: the workflow never sees it
             doing = f"write the journal of run {self.run_id!r}"
             self.store_failed = StoreFailure(store_error(exc, doing, self.run_id))
             raise self.store_failed from exc
+
+    def _write_marker(self, ts: float) -> None:
+        # Before this execution's first line, unsynced: the line after it syncs both.
+        with self._marker_lock:  # a submitted activity may append at the same moment
+            if self.marker is not None:
+                self.lease.append({**self.marker, "ts": ts}, False)
+                self.marker = None
 
     def next(self, name: str) -> tuple[int, Event | None]:
         """Take the next sequence number for operation `name`; return it and its record."""
@@ -215,7 +256,7 @@ class RunContext:
         seq = self.seq = self.seq + 1
         rec = self.recorded.get(seq)
         if rec is not None:
-            if rec["type"] == "cancel_delivered":
+            if rec["type"] == CANCEL_DELIVERED:
                 self.cancel_delivered = True
                 raise Cancelled(f"run {self.run_id!r} was cancelled")
             if rec.get("name") != name:
@@ -226,7 +267,7 @@ class RunContext:
             raise _Shutdown("the engine is shutting down")
         if self.cancel_requested.is_set() and not self.cancel_delivered:
             self.cancel_delivered = True
-            self.append({"type": "cancel_delivered", "seq": seq, "name": "intemporal.cancel"})
+            self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": "intemporal.cancel"})
             raise Cancelled(f"run {self.run_id!r} was cancelled")
         return seq, None
 
@@ -291,14 +332,29 @@ class RunContext:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        retry: RetryPolicy,
+        retry: Retry,
         timeout: float | None,
     ) -> Any:
         """Run activity `name` durably: replay its record, or execute it with retries."""
         seq, rec = self.next(name)
         if rec is not None:
+            obs = self.observer
+            if obs.on_activity_started or obs.on_activity_finished:
+                self._replay_observed(seq, name, rec)
             return self.replayed(rec)
         return self.execute_activity(seq, name, fn, args, kwargs, retry, timeout)
+
+    def _replay_observed(self, seq: int, name: str, rec: Event) -> None:
+        """Tell observers about a replayed activity (its error, if it failed, is rebuilt)."""
+        attempts = rec.get("attempts", 1)
+        if self.observer.on_activity_started:
+            self.observer.on_activity_started(ActivityStarted(self.run_id, name, seq, 1, True))
+        if self.observer.on_activity_finished:
+            err = rec.get("error")
+            exc = rebuild_error(err, "json", self.at(rec)) if err else None  # never unpickles
+            self.observer.on_activity_finished(
+                ActivityFinished(self.run_id, name, seq, attempts, 0.0, exc, True)
+            )
 
     def execute_activity(
         self,
@@ -307,7 +363,7 @@ class RunContext:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        retry: RetryPolicy,
+        retry: Retry,
         timeout: float | None,
     ) -> Any:
         """Execute activity `name` as operation `seq` with retries; journal its outcome."""
@@ -317,8 +373,11 @@ class RunContext:
             # or the current policy's, if the code now asks for a shorter one.
             left = self.retry_at.get(seq, 0.0) - self.host.clock.time()
             self.host.pause(self, min(left, retry.delay(attempt - 1)))
+        obs, first_started = self.observer, self.host.clock.time()
         while True:
             started = round(self.host.clock.time(), 6)
+            if obs.on_activity_started:
+                obs.on_activity_started(ActivityStarted(self.run_id, name, seq, attempt))
             try:
                 result = self._attempt(name, fn, args, kwargs, timeout, seq, attempt)
                 value = encode(result, self.host.codec)
@@ -329,7 +388,7 @@ class RunContext:
                     delay = retry.delay(attempt)
                     self.append(
                         {
-                            "type": "attempt_failed",
+                            "type": ATTEMPT_FAILED,
                             "seq": seq,
                             "name": name,
                             "attempt": attempt,
@@ -337,6 +396,10 @@ class RunContext:
                             "retry_in": delay,
                         }
                     )
+                    if obs.on_attempt_failed:
+                        obs.on_attempt_failed(
+                            AttemptFailed(self.run_id, name, seq, attempt, exc, delay)
+                        )
                     self.host.pause(self, delay)
                     if not self._cancel_pending():
                         attempt += 1
@@ -346,7 +409,7 @@ class RunContext:
                     self.cancel_delivered = True
                 self.append(
                     {
-                        "type": "activity_failed",
+                        "type": ACTIVITY_FAILED,
                         "seq": seq,
                         "name": name,
                         "attempts": attempt,
@@ -354,10 +417,15 @@ class RunContext:
                         "error": encode_error(exc, self.host.codec),
                     }
                 )
+                if obs.on_activity_finished:
+                    took = self.host.clock.time() - first_started
+                    obs.on_activity_finished(
+                        ActivityFinished(self.run_id, name, seq, attempt, took, exc)
+                    )
                 raise exc
             self.append(
                 {
-                    "type": "activity_completed",
+                    "type": ACTIVITY_COMPLETED,
                     "seq": seq,
                     "name": name,
                     "attempts": attempt,
@@ -365,6 +433,9 @@ class RunContext:
                     "result": value,
                 }
             )
+            if obs.on_activity_finished:
+                took = self.host.clock.time() - first_started
+                obs.on_activity_finished(ActivityFinished(self.run_id, name, seq, attempt, took))
             return result
 
     def _cancel_pending(self) -> bool:
@@ -410,7 +481,7 @@ class RunContext:
 
     def call_child(
         self,
-        wf: Workflow[Any, Any],
+        wf: Named,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wait: bool = True,
@@ -419,7 +490,10 @@ class RunContext:
         seq, rec = self.next(wf.name)
         if rec is None:
             cid = child_id(self.run_id, seq)
-            self.append({"type": "child_started", "seq": seq, "name": wf.name, "child_id": cid})
+            self.append({"type": CHILD_STARTED, "seq": seq, "name": wf.name, "child_id": cid})
+        if self.observer.on_child_started:
+            cid = child_id(self.run_id, seq)
+            self.observer.on_child_started(ChildStarted(self.run_id, cid, wf.name, rec is not None))
         return self.host.run_child(self, seq, wf, args, kwargs, wait)
 
     # -- waiting ----------------------------------------------------------------------------
@@ -428,10 +502,10 @@ class RunContext:
         news = False
         for msg in messages:
             kind = msg.get("type")
-            if kind == "cancel":
+            if kind == CANCEL:
                 news = news or not self.cancel_requested.is_set()
                 self.cancel_requested.set()
-            elif kind == "signal":
+            elif kind == SIGNAL:
                 sid = msg.get("signal_id") or ""
                 if sid in self._seen_signals:
                     continue  # the same signal_id sent twice is delivered once
@@ -465,7 +539,7 @@ class RunContext:
                 return TIMED_OUT
             if self._cancel_pending():
                 self.cancel_delivered = True
-                self.append({"type": "cancel_delivered", "seq": seq, "name": name})
+                self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": name})
                 raise Cancelled(f"run {self.run_id!r} was cancelled")
             if self.host.closing:
                 raise _Shutdown("the engine is shutting down")
@@ -509,18 +583,18 @@ def _failures_to_retry(events: list[Event]) -> tuple[set[int], dict[int, Event]]
     pending: tuple[int, Event] | None = None  # (index of the failed operation, run_failed)
     for i, ev in enumerate(events):
         t = ev["type"]
-        if t == "run_failed" and last_op is not None:
+        if t == RUN_FAILED and last_op is not None:
             op, run_err = last_op[1], ev.get("error") or {}
-            retried = op["type"] == "child_started" or _same_error(op.get("error"), run_err)
+            retried = op["type"] == CHILD_STARTED or _same_error(op.get("error"), run_err)
             pending = (last_op[0], run_err) if retried else None
-        elif t == "run_resumed" and pending is not None:
+        elif t == RUN_RESUMED and pending is not None:
             op = events[pending[0]]
-            if op["type"] == "child_started":
+            if op["type"] == CHILD_STARTED:
                 children[op["seq"]] = pending[1]
-            elif op["type"] == "activity_failed":
+            elif op["type"] == ACTIVITY_FAILED:
                 out.add(pending[0])
             pending = None
-        elif "seq" in ev and t != "attempt_failed":
+        elif "seq" in ev and t != ATTEMPT_FAILED:
             last_op = (i, ev)
     return out, children
 

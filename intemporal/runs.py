@@ -12,6 +12,7 @@ from typing import Any
 from .api import Workflow
 from .codec import code_ref, decode, encode
 from .errors import RunConflict, SerializationError
+from .events import JOURNAL_VERSION, RUN_STARTED
 from .loader import attr_path, load_script, note_start, same_code, workflow_ref
 from .store import Event
 
@@ -54,7 +55,8 @@ def first_event(
         note_start(run_id)  # a script's top level may be starting it: see `load_script`
     enc_args, enc_kwargs = _encode_args(wf, args, kwargs, codec)
     first: Event = {
-        "type": "run_started",
+        "type": RUN_STARTED,
+        "version": JOURNAL_VERSION,
         "run_id": run_id,
         "workflow": wf.name,
         "args": enc_args,

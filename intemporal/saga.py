@@ -27,6 +27,8 @@ from typing import Any, ParamSpec
 from . import replay
 from .api import Activity, stub
 from .errors import Cancelled, CompensationError
+from .events import COMPENSATION_STARTED
+from .observe import Compensation
 
 P = ParamSpec("P")
 
@@ -54,11 +56,14 @@ class Saga:
         if ctx is not None and self._steps:
             # A marker in the journal, so `intemporal show` tells compensations apart.
             seq, rec = ctx.next("intemporal.compensate")
+            names = [act.name for act, _, _ in reversed(self._steps)]
+            if ctx.observer.on_compensation:
+                replaying = rec is not None
+                ctx.observer.on_compensation(Compensation(ctx.run_id, tuple(names), replaying))
             if rec is None:
-                names = [act.name for act, _, _ in reversed(self._steps)]
                 ctx.append(
                     {
-                        "type": "compensation_started",
+                        "type": COMPENSATION_STARTED,
                         "seq": seq,
                         "name": "intemporal.compensate",
                         "compensations": names,

@@ -19,6 +19,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .cli_render import SIGNAL_OP, error_text, fmt_duration, fmt_time, stored_text
+from .events import (
+    ACTIVITY_COMPLETED,
+    ACTIVITY_FAILED,
+    ATTEMPT_FAILED,
+    CHILD_STARTED,
+    COMPENSATION_STARTED,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_RECOVERED,
+    RUN_RESUMED,
+    RUN_STARTED,
+    RUN_SUSPENDED,
+    SIGNAL_RECEIVED,
+    SIGNAL_TIMEOUT,
+    SIGNAL_WAIT,
+    TIMER_STARTED,
+)
 from .store import Event, RunInfo
 
 VALUE_WIDTH = 200  # characters of a value shown in a bar's details
@@ -104,7 +122,7 @@ class _Builder:
         self.open_waits: dict[int, Bar] = {}
         self.compensating: list[str] = []  # names still to come in the compensation group
         self.prev_ts = _num(events[0].get("ts")) or 0.0
-        self.prev_type = "run_started"
+        self.prev_type = RUN_STARTED
 
     def row(self, ev: Event, kind: str) -> Row:
         seq = ev.get("seq")
@@ -166,7 +184,7 @@ def _activity_done(b: _Builder, ev: Event, ts: float) -> None:
         b.next_start.pop(seq, None)
     start = _num(ev.get("started")) or b.prev_ts
     attempts = _int(ev.get("attempts"))
-    if ev.get("type") == "activity_failed":
+    if ev.get("type") == ACTIVITY_FAILED:
         bar = Bar(start, ts, "failed", f"attempt {attempts} failed", error_text(ev.get("error")))
         bar.traceback = _tb(ev)
     else:
@@ -198,7 +216,7 @@ def _signal_wait(b: _Builder, ev: Event, ts: float) -> None:
 def _signal_end(b: _Builder, ev: Event, ts: float) -> None:
     row = b.row(ev, "signal")
     bar = b.open_waits.pop(ev.get("seq"), None)  # type: ignore[arg-type]
-    received = ev.get("type") == "signal_received"
+    received = ev.get("type") == SIGNAL_RECEIVED
     name = str(ev.get("signal") or str(ev.get("name", ""))[len(SIGNAL_OP) :])
     what = (
         f"signal {name!r} received: {stored_text(ev.get('payload'), VALUE_WIDTH)}"
@@ -245,7 +263,7 @@ def _suspended(b: _Builder, ev: Event, ts: float) -> None:
 
 
 def _resumed(b: _Builder, ev: Event, ts: float) -> None:
-    if b.prev_type == "run_suspended":
+    if b.prev_type == RUN_SUSPENDED:
         b.markers.append(Marker(ts, "woke", "woke up"))
     elif b.prev_type in _FINAL:
         b.markers.append(Marker(ts, "resumed", f"resumed after it ended {b.prev_type[4:]}"))
@@ -278,23 +296,23 @@ def _other(b: _Builder, ev: Event, ts: float) -> None:
 
 
 _HANDLERS: dict[str, Callable[[_Builder, Event, float], None]] = {
-    "attempt_failed": _attempt_failed,
-    "activity_completed": _activity_done,
-    "activity_failed": _activity_done,
-    "timer_started": _timer,
-    "signal_wait": _signal_wait,
-    "signal_received": _signal_end,
-    "signal_timeout": _signal_end,
-    "child_started": _child,
-    "compensation_started": _compensation,
-    "run_suspended": _suspended,
-    "run_resumed": _resumed,
-    "run_recovered": _recovered,
-    "run_completed": _finished,
-    "run_failed": _finished,
-    "run_cancelled": _finished,
+    ATTEMPT_FAILED: _attempt_failed,
+    ACTIVITY_COMPLETED: _activity_done,
+    ACTIVITY_FAILED: _activity_done,
+    TIMER_STARTED: _timer,
+    SIGNAL_WAIT: _signal_wait,
+    SIGNAL_RECEIVED: _signal_end,
+    SIGNAL_TIMEOUT: _signal_end,
+    CHILD_STARTED: _child,
+    COMPENSATION_STARTED: _compensation,
+    RUN_SUSPENDED: _suspended,
+    RUN_RESUMED: _resumed,
+    RUN_RECOVERED: _recovered,
+    RUN_COMPLETED: _finished,
+    RUN_FAILED: _finished,
+    RUN_CANCELLED: _finished,
 }
-_FINAL = ("run_completed", "run_failed", "run_cancelled")
+_FINAL = (RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED)
 _FAILED = ("retry", "failed")
 
 
@@ -340,7 +358,7 @@ def child_ids(events: Iterable[Event]) -> list[str]:
     return [
         str(ev["child_id"])
         for ev in events
-        if ev.get("type") == "child_started" and ev.get("child_id")
+        if ev.get("type") == CHILD_STARTED and ev.get("child_id")
     ]
 
 

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 from .clock import Clock
 from .codec import READ_ONLY, code_ref
 from .errors import DillRefused, NonDeterminismError, Suspend
+from .events import FINAL_EVENTS, RESTART_EVENTS
 from .loader import load_workflow
+from .observe import NO_OBSERVERS
 from .replay import RunContext, _current
 from .runs import recorded_args
 from .store import Event, Lease, Store, check_run_id, open_store
-from .store.base import FINAL_EVENTS
 
 if TYPE_CHECKING:
     from .api import Workflow
@@ -61,6 +62,7 @@ class _DryHost:
     clock = Clock()
     sync = False
     closing = False
+    observer = NO_OBSERVERS  # a check is not an execution: nobody is told
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -110,7 +112,7 @@ class _DryContext(RunContext):
 
 def _final_event(events: list[Event]) -> str | None:
     kinds = [e["type"] for e in events]
-    last = next((k for k in reversed(kinds) if k in _FINAL or k == "run_resumed"), None)
+    last = next((k for k in reversed(kinds) if k in _FINAL or k in RESTART_EVENTS), None)
     return last if last in _FINAL else None
 
 

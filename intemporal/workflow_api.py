@@ -27,6 +27,16 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from .api import Activity, Workflow, stub
 from .codec import encode
 from .errors import SignalTimeout
+from .events import (
+    EVENT_SET,
+    JOIN_ANY,
+    SIDE_EFFECT,
+    SIGNAL_RECEIVED,
+    SIGNAL_TIMEOUT,
+    SIGNAL_WAIT,
+    TIMER_STARTED,
+)
+from .observe import SignalReceived
 from .replay import (
     NOT_READY,
     TIMED_OUT,
@@ -88,7 +98,7 @@ def sleep(seconds: float) -> None:
         fire_at = round(ctx.host.clock.time() + max(0.0, seconds), 6)
         ctx.append(
             {
-                "type": "timer_started",
+                "type": TIMER_STARTED,
                 "seq": seq,
                 "name": name,
                 "fire_at": fire_at,
@@ -101,6 +111,11 @@ def sleep(seconds: float) -> None:
 
 
 # -- signals ------------------------------------------------------------------------------------
+def _observe_signal(ctx: RunContext, name: str, signal_id: str | None, replaying: bool) -> None:
+    if ctx.observer.on_signal_received:
+        ctx.observer.on_signal_received(SignalReceived(ctx.run_id, name, signal_id, replaying))
+
+
 def wait_for_signal(name: str, timeout: float | None = None) -> Any:
     """Return the payload of the oldest unconsumed signal `name`, waiting for one if needed.
 
@@ -111,9 +126,10 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
     op = f"intemporal.signal:{name}"
     seq, rec = ctx.next(op)
     if rec is not None:
-        if rec["type"] == "signal_received":
+        if rec["type"] == SIGNAL_RECEIVED:
+            _observe_signal(ctx, name, rec.get("signal_id"), True)
             return ctx.value(rec.get("payload"), rec)
-        if rec["type"] == "signal_timeout":
+        if rec["type"] == SIGNAL_TIMEOUT:
             raise SignalTimeout(f"no signal {name!r} within {rec.get('timeout')} s")
         deadline = rec.get("deadline")
     else:
@@ -127,7 +143,7 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
         value = ctx.value(msg.get("payload"), where)  # refused: stops the run, signal kept
         ctx.append(
             {
-                "type": "signal_received",
+                "type": SIGNAL_RECEIVED,
                 "seq": seq,
                 "name": op,
                 "signal": name,
@@ -135,16 +151,17 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
                 "payload": msg.get("payload"),
             }
         )
+        _observe_signal(ctx, name, msg.get("signal_id"), False)
         return value
 
     if rec is None:
         value = take()  # already queued: consume it without recording a wait
         if value is not NOT_READY:
             return value
-        ctx.append({"type": "signal_wait", "seq": seq, "name": op, "deadline": deadline})
+        ctx.append({"type": SIGNAL_WAIT, "seq": seq, "name": op, "deadline": deadline})
     value = ctx.block(seq, op, deadline, take)
     if value is TIMED_OUT:
-        ctx.append({"type": "signal_timeout", "seq": seq, "name": op, "timeout": timeout})
+        ctx.append({"type": SIGNAL_TIMEOUT, "seq": seq, "name": op, "timeout": timeout})
         raise SignalTimeout(f"no signal {name!r} within {timeout} s")
     return value
 
@@ -158,7 +175,7 @@ def set_event(key: str, value: Any) -> None:
     if rec is None:
         ctx.append(
             {
-                "type": "event_set",
+                "type": EVENT_SET,
                 "seq": seq,
                 "name": op,
                 "key": key,
@@ -179,7 +196,7 @@ def side_effect(fn: Callable[..., T], *args: Any) -> T:
         return ctx.replayed(rec)
     value = fn(*args)
     ctx.append(
-        {"type": "side_effect", "seq": seq, "name": op, "result": encode(value, ctx.host.codec)}
+        {"type": SIDE_EFFECT, "seq": seq, "name": op, "result": encode(value, ctx.host.codec)}
     )
     return value
 
@@ -192,7 +209,7 @@ def now() -> datetime:
     seq, rec = ctx.next("intemporal.now")
     if rec is None:
         ts = ctx.host.clock.time()
-        ctx.append({"type": "side_effect", "seq": seq, "name": "intemporal.now", "result": ts})
+        ctx.append({"type": SIDE_EFFECT, "seq": seq, "name": "intemporal.now", "result": ts})
     else:
         ts = rec["result"]
     return datetime.fromtimestamp(ts, UTC)
@@ -206,7 +223,7 @@ def uuid4() -> _uuid.UUID:
     seq, rec = ctx.next("intemporal.uuid4")
     if rec is None:
         value = _uuid.uuid4().hex
-        ctx.append({"type": "side_effect", "seq": seq, "name": "intemporal.uuid4", "result": value})
+        ctx.append({"type": SIDE_EFFECT, "seq": seq, "name": "intemporal.uuid4", "result": value})
     else:
         value = rec["result"]
     return _uuid.UUID(value)
@@ -331,5 +348,5 @@ def join_any(futures: Sequence[DurableFuture[T]]) -> tuple[int, T]:
         # would deadlock a pool of N threads under N such parents).
         only_children = all(f._child is not None for f in futures)
         index = ctx.block(seq, op, None, first_done, hold=not only_children)
-        ctx.append({"type": "join_any", "seq": seq, "name": op, "index": index})
+        ctx.append({"type": JOIN_ANY, "seq": seq, "name": op, "index": index})
     return index, futures[index].result()

@@ -36,14 +36,16 @@ class FillingDisk(intemporal.FileStore):
 
     full = False
 
-    def claim(self, run_id: str) -> Lease | None:
-        lease = super().claim(run_id)
+    def claim(self, run_id: str, owner: str = "") -> Lease | None:
+        lease = super().claim(run_id, owner)
         return None if lease is None else _Guarded(lease, self)
 
-    def create_claimed(self, run_id: str, first: Event, sync: bool = True) -> Lease | None:
+    def create_claimed(
+        self, run_id: str, first: Event, sync: bool = True, owner: str = ""
+    ) -> Lease | None:
         if not self.create(run_id, first, sync):
             return None
-        return self.claim(run_id)
+        return self.claim(run_id, owner)
 
 
 class _Guarded(Lease):

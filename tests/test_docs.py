@@ -64,7 +64,7 @@ def test_the_first_example_prints_its_result(tmp_path: Path) -> None:
 
 
 # Methods an engine's own runs call back: documented as such, not in the call table.
-INTERNAL = {"run_child", "child_result", "pause", "submit_activity"}
+INTERNAL = {"run_child", "child_result", "pause", "submit_activity", "execution"}
 
 
 def test_the_call_table_lists_every_public_engine_method() -> None:

@@ -117,9 +117,9 @@ def test_torn_tail_is_ignored_then_repaired_on_resume(file_store: FileStore) -> 
     assert torn not in raw
     assert raw.endswith(b"\n")
     events = [json.loads(line) for line in raw.decode().splitlines()]
-    # a crash was resumed here: `run_recovered` marks where it went on (issue 19)
+    # the crashed execution is marked, right before the resume's first new step
     assert [e.get("seq") for e in events] == [None, 1, 2, None, 3, 4, None]
-    assert events[3]["type"] == "run_recovered"
+    assert events[3]["type"] == "run_recovered" and events[3]["after"] == "activity_completed"
 
 
 def test_torn_tail_on_a_finished_run_is_harmless(file_store: FileStore) -> None:

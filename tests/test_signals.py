@@ -102,7 +102,9 @@ def test_signal_sent_before_the_wait_is_queued(engine: Engine) -> None:
     # Given a run held in an activity before its wait
     GATES["before"] = threading.Event()
     handle = engine.start(sig_gated_wait, "before", "approve", run_id="before-wait")
-    wait_until(lambda: engine._active.get("before-wait") is not None, what="the run executing")
+    wait_until(
+        lambda: engine.get_run("before-wait").status is RunStatus.RUNNING, what="the run executing"
+    )
 
     # When the signal comes first, and only then the run reaches its wait
     engine.signal("before-wait", "approve", "early")
@@ -156,7 +158,9 @@ def test_signals_sent_before_the_waits_are_consumed_fifo(engine: Engine) -> None
     # Given three signals queued before a workflow that waits three times
     GATES["fifo"] = threading.Event()
     handle = engine.start(sig_gated_wait_three, "fifo", run_id="fifo-queued")
-    wait_until(lambda: engine._active.get("fifo-queued") is not None, what="the run executing")
+    wait_until(
+        lambda: engine.get_run("fifo-queued").status is RunStatus.RUNNING, what="the run executing"
+    )
     for i in (1, 2, 3):
         engine.signal("fifo-queued", "step", i)
     GATES["fifo"].set()
@@ -356,7 +360,8 @@ def test_many_waiting_runs_hold_no_threads(store: Store) -> None:
             return all(engine.get_run(h.run_id).status is RunStatus.WAITING for h in handles)
 
         wait_until(all_waiting, timeout=30, what="200 waiting runs")
-        assert len(engine._sleeping) == n
+        parked_here = [i for i in engine.list_runs(status=RunStatus.WAITING) if not i.orphaned]
+        assert len(parked_here) == n
         assert threading.active_count() < 30
         assert peak <= baseline + 5  # two run threads and the watcher, not one per run
 
@@ -432,10 +437,15 @@ def test_signal_from_another_process_to_an_unknown_run_fails(file_store: FileSto
 SLOW_GATE = threading.Event()
 
 
+SLOW_ENTERED = threading.Event()  # the run executes its activity: its context exists
+POKE_LOOKING = threading.Event()  # a poke (not the run's thread) is reading the inbox
+
+
 @intemporal.activity
 def sig_slow_gate() -> None:
+    SLOW_ENTERED.set()
     assert SLOW_GATE.wait(10)
-    time.sleep(0.05)  # the run reaches its wait after both pokes have looked (see below)
+    assert POKE_LOOKING.wait(10)  # the run reaches its wait after a poke has looked
 
 
 @intemporal.workflow
@@ -453,17 +463,18 @@ def test_signal_delivered_while_the_run_suspends_is_not_lost() -> None:
 
     def slow_inbox(run_id: str, cursor: int = 0) -> tuple[list[dict[str, Any]], int]:
         if not threading.current_thread().name.startswith("intemporal-run"):
-            time.sleep(0.2)
+            # A poke saw the run executing: let it park before this read answers.
+            POKE_LOOKING.set()
+            wait_until(lambda: store.summary(run_id).status is RunStatus.WAITING, timeout=5)
         return read_inbox(run_id, cursor)
 
     store.inbox = slow_inbox  # type: ignore[method-assign]
     SLOW_GATE.clear()
+    SLOW_ENTERED.clear()
+    POKE_LOOKING.clear()
     with Engine(store, threads=2) as engine:
         handle = engine.start(sig_suspending, run_id="suspending")
-        wait_until(
-            lambda: getattr(engine._active.get("suspending"), "ctx", None) is not None,
-            what="the run executing",
-        )
+        assert SLOW_ENTERED.wait(5), "the run did not reach its activity"
 
         # When the signal is sent just as the run moves on to its wait
         SLOW_GATE.set()

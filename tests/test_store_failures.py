@@ -356,8 +356,8 @@ class FlakyDatabase(MemoryStore):
 
     down = True
 
-    def claim(self, run_id: str) -> Any:
-        lease = super().claim(run_id)
+    def claim(self, run_id: str, owner: str = "") -> Any:
+        lease = super().claim(run_id, owner)
         if lease is None:
             return None
         store, inner = self, lease.append
@@ -370,10 +370,10 @@ class FlakyDatabase(MemoryStore):
         lease.append = append  # type: ignore[method-assign]
         return lease
 
-    def create_claimed(self, run_id: str, first: Any, sync: bool = True) -> Any:
+    def create_claimed(self, run_id: str, first: Any, sync: bool = True, owner: str = "") -> Any:
         if not self.create(run_id, first, sync):
             return None
-        return self.claim(run_id)
+        return self.claim(run_id, owner)
 
 
 @intemporal.workflow(name="sf.catches")

@@ -215,9 +215,9 @@ def test_no_store_file_is_opened_through_a_link(
     moved = tmp_path / "moved"
     _link(home / "p" / "1", moved)
     kept = sorted(p.name for p in moved.iterdir())
-    for call in (store.read, store.exists, store.delete, store.is_claimed):
+    for probe in (store.read, store.exists, store.delete, store.is_claimed):
         with pytest.raises(UnsafeStore, match=f"{home / 'p' / '1'} is a symbolic link"):
-            call("p/1/c")
+            probe("p/1/c")
     with pytest.raises(UnsafeStore):
         store.create("p/1/new", {"type": "run_started", "workflow": "x", "ts": 1.0})
     assert sorted(p.name for p in moved.iterdir()) == kept

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +109,19 @@ def _load(folder: Path) -> Any:
     finally:
         sys.path.remove(str(folder))
     return wflows.job
+
+
+def test_a_client_engine_starts_no_thread(store: Store) -> None:
+    # Given a client engine (it records runs, it executes none)
+    before = {t.ident for t in threading.enumerate()}
+    with Engine(store, worker=False) as client:
+        # When it records, looks at, signals and cancels runs
+        handle = client.start(job, 2, run_id="client-only")
+        assert handle.status() is RunStatus.PENDING
+        client.signal("client-only", "go", 1)
+        assert [i.run_id for i in client.list_runs()] == ["client-only"]
+        client.cancel("client-only")
+        # Then no thread was started, and the run is still only recorded
+        started = [t.name for t in threading.enumerate() if t.ident not in before]
+        assert started == []
+        assert client.get_run("client-only").status is RunStatus.PENDING

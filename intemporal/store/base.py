@@ -7,25 +7,34 @@ appends to the journal. Replay, retries and locking policy live above, in the en
 
     store = MemoryStore()
     store.create("r1", {"type": "run_started", "workflow": "wf", "ts": 0.0})
-    lease = store.claim("r1")        # None when another owner holds the run
+    lease = store.claim("r1", owner)     # None when another owner holds the run
     lease.append({"type": "run_completed", "result": 1, "ts": 1.0}, sync=True)
     lease.release()
+    leases = store.claim_next(owner, queues=None, limit=8)   # the runs to execute now
+    ids, cursor = store.wait(cursor, timeout=1.0)            # runs messaged since `cursor`
+
+A backend implements the abstract operations (create, read, exists, claim, send, inbox,
+run_ids, delete); `claim_next`, `wait`, `list_runs` and `summary` are written once here
+over them, and `is_claimed`, `changes`, `notify`, `hold_engine`, `engine_alive` and
+`unfinished` have defaults a backend may replace with something cheaper (the file store
+does). `tests/test_store_contract.py` is what every backend must pass.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Container, Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from ..codec import masked, peek
 from ..errors import IntemporalError, RunNotFound
+from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunStatus, fold
 
-Event = dict[str, Any]
+POLL = 0.02  # seconds between looks of the polling `Store.wait`
 
 _RUN_ID = re.compile(r"[A-Za-z0-9\-_.:@/]{1,200}")
 
@@ -43,43 +52,6 @@ def check_run_id(run_id: object) -> str:
     if any(part in ("", ".", "..") for part in run_id.split("/")):
         raise ValueError(f"invalid run id {run_id!r}: no leading '/', '//', '.' or '..' segment")
     return run_id
-
-
-class RunStatus(StrEnum):
-    """The state of a run; the values are the lower-case names (`RunStatus.COMPLETED == "completed"`)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    WAITING = "waiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    #: Not a state a run goes through (iterating lists the six above): it marks, in
-    #: listings only, a run whose journal cannot be read; `RunInfo.error` says why.
-    UNREADABLE: ClassVar[RunStatus]
-
-    def __str__(self) -> str:
-        return self.value
-
-    @classmethod
-    def _missing_(cls, value: object) -> RunStatus | None:
-        return cls.UNREADABLE if value == "unreadable" else None
-
-    @property
-    def finished(self) -> bool:
-        """True for the terminal states, which nothing changes any more."""
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
-
-
-# A pseudo-member, as `enum.Flag` makes them: an instance outside the six listed states.
-RunStatus.UNREADABLE = str.__new__(RunStatus, "unreadable")
-RunStatus.UNREADABLE._name_, RunStatus.UNREADABLE._value_ = "UNREADABLE", "unreadable"
-
-TERMINAL_EVENTS = {
-    "run_completed": RunStatus.COMPLETED,
-    "run_failed": RunStatus.FAILED,
-    "run_cancelled": RunStatus.CANCELLED,
-}
 
 
 @dataclass
@@ -134,43 +106,25 @@ class RunInfo:
 
 def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
     """Fold a run's journal into a `RunInfo`; `claimed` says whether an owner holds it now."""
-    first = events[0]
-    status = RunStatus.PENDING
-    steps = 0
-    raw: dict[str, Any] = {}
-    owner = None
-    for ev in events[1:]:
-        t = ev["type"]
-        if t in TERMINAL_EVENTS:
-            status = TERMINAL_EVENTS[t]
-            raw = ev
-        elif t == "run_suspended":
-            status = RunStatus.WAITING
-            owner = ev.get("owner")
-        elif t == "run_resumed":
-            status = RunStatus.RUNNING
-            raw = {}
-        elif t == "activity_completed":
-            steps += 1
-            status = RunStatus.RUNNING
-        elif "seq" in ev:
-            status = RunStatus.RUNNING
+    state = fold(events)
+    status = state.status
     if claimed and not status.finished:
         status = RunStatus.RUNNING
     orphaned = not claimed and status is RunStatus.RUNNING
+    raw = state.outcome
     err = raw.get("error")
     return RunInfo(
         run_id=run_id,
-        workflow=first.get("workflow", "?"),
+        workflow=state.workflow,
         status=status,
-        created_at=first.get("ts", 0.0),
-        updated_at=events[-1].get("ts", 0.0),
+        created_at=state.created_at,
+        updated_at=state.updated_at,
         result=peek(raw["result"]) if "result" in raw else None,
         error=_error_text(err) if err else None,
-        parent=first.get("parent"),
-        steps=steps,
+        parent=state.parent,
+        steps=state.steps,
         orphaned=orphaned,
-        owner=owner if status is RunStatus.WAITING else None,
+        owner=state.owner if status is RunStatus.WAITING else None,
         raw=raw,
     )
 
@@ -180,29 +134,39 @@ def _error_text(err: dict[str, Any]) -> str:
     return "; ".join([text, *err.get("notes", [])])
 
 
-#: the events that end a run for good; a failed run may still be resumed
-FINAL_EVENTS = frozenset({"run_completed", "run_cancelled"})
-
-
 def with_signal_id(message: Event) -> Event:
     """`message`, with a fresh `signal_id` if it is a signal without one.
 
     A run takes each signal id once (a retried send is not a second signal): a signal sent
     without an id gets its own, so two of them are two signals, not one.
     """
-    if message.get("type") == "signal" and not message.get("signal_id"):
+    if message.get("type") == SIGNAL and not message.get("signal_id"):
         return {**message, "signal_id": uuid.uuid4().hex}
     return message
 
 
 class Lease(ABC):
-    """Ownership of one run: the right to append to its journal, held until `release()`."""
+    """Ownership of one run: the right to append to its journal, held until `release()`.
+
+    `token` names this claim: a store that can lose a lease (a database whose owner stopped
+    renewing) raises it with every claim of the run and refuses appends of an older one
+    (`LeaseLost`). Where the operating system holds the lock (the file store's flock, the
+    memory store's mutex) a lease is lost only by its release, and `renew` has nothing to do.
+    """
 
     run_id: str
+    token: int = 0
 
     @abstractmethod
     def append(self, event: Event, sync: bool) -> None:
-        """Append one event; with `sync`, return only once it is on stable storage."""
+        """Append one event; with `sync`, return only once it is on stable storage.
+
+        Raises `LeaseLost` once the lease is released (or fenced out by a newer claim):
+        the caller writes nothing more.
+        """
+
+    def renew(self) -> None:  # noqa: B027 - a heartbeat: nothing to do where the OS holds the lock
+        """Tell the store this owner still executes the run; `LeaseLost` if it no longer does."""
 
     @abstractmethod
     def release(self) -> None:
@@ -222,7 +186,9 @@ class Store(ABC):
         With `sync`, return only once the run is on stable storage.
         """
 
-    def create_claimed(self, run_id: str, first: Event, sync: bool = True) -> Lease | None:
+    def create_claimed(
+        self, run_id: str, first: Event, sync: bool = True, owner: str = ""
+    ) -> Lease | None:
         """Create a run and claim it, to execute it at once; None if it exists or is taken.
 
         With `sync`, the run reaches stable storage no later than the lease's first synced
@@ -231,7 +197,7 @@ class Store(ABC):
         """
         if not self.create(run_id, first, sync):
             return None
-        return self.claim(run_id)
+        return self.claim(run_id, owner)
 
     @abstractmethod
     def read(self, run_id: str) -> list[Event]:
@@ -242,12 +208,73 @@ class Store(ABC):
         """Tell whether a run with this id exists."""
 
     @abstractmethod
-    def claim(self, run_id: str) -> Lease | None:
-        """Take ownership of a run to execute it; None when another owner holds it."""
+    def claim(self, run_id: str, owner: str = "") -> Lease | None:
+        """Take ownership of run `run_id` for `owner` (an engine id), to execute it now.
 
-    @abstractmethod
+        None when another owner holds it; `RunNotFound` if there is no such run. The named
+        way in: a resume, a child its parent executes inline. `claim_next` finds the runs.
+        """
+
+    def claim_next(
+        self,
+        owner: str,
+        queues: Collection[str] | None = None,
+        limit: int | None = None,
+        *,
+        among: Iterable[str] | None = None,
+        skip: Container[str] = (),
+    ) -> list[Lease]:
+        """Claim, for `owner`, up to `limit` runs it may execute now; return their leases.
+
+        Ready means: unfinished, of one of `queues` (None: any), and pending, or running
+        with no live owner (its process died), or waiting with a dead owner. A failed run
+        is not ready (it is resumed on request only). `among`: look only at these run ids
+        (the ones a wake-up named; None: every unfinished run); `skip`: ids the caller
+        already holds. Each run is checked again once claimed, so two owners never both
+        take it. A run that cannot be read is left for `show` to report.
+        """
+        leases: list[Lease] = []
+        for run_id in self.unfinished() if among is None else among:
+            if limit is not None and len(leases) >= limit:
+                break
+            if run_id in skip:
+                continue
+            try:
+                if not self._ready(run_id, queues):
+                    continue
+                lease = self.claim(run_id, owner)
+                if lease is not None and not self._ready(run_id, queues, claimed=True):
+                    lease.release()  # it changed between the look and the claim
+                    lease = None
+            except Exception:  # deleted meanwhile, or unreadable: not ours to report here
+                continue
+            if lease is not None:
+                leases.append(lease)
+        return leases
+
+    def _ready(self, run_id: str, queues: Collection[str] | None, claimed: bool = False) -> bool:
+        """Whether `claim_next` takes this run (`claimed`: we hold its claim now)."""
+        state = fold(self.read(run_id))
+        if queues is not None and state.queue not in queues:
+            return False
+        if state.status is RunStatus.WAITING:
+            return bool(state.owner) and not self.engine_alive(str(state.owner))
+        if state.status is RunStatus.PENDING or state.status is RunStatus.RUNNING:
+            return claimed or not self.is_claimed(run_id)
+        return False
+
+    # -- below: the file store's own mechanics, with defaults here. A backend need not
+    # implement them: deciding who executes a run is `claim` / `claim_next`, waking is `wait`.
     def is_claimed(self, run_id: str) -> bool:
-        """Tell whether some live owner (this process or another) holds the run."""
+        """Tell whether some live owner holds the run now (for display: decide with `claim`).
+
+        This default claims the run and gives it back at once.
+        """
+        lease = self.claim(run_id)
+        if lease is None:
+            return True
+        lease.release()
+        return False
 
     @abstractmethod
     def send(self, run_id: str, message: Event) -> None:
@@ -263,13 +290,31 @@ class Store(ABC):
     def notify(self, run_id: str) -> None:  # noqa: B027 - optional: a store may have no doorbell
         """Ring the doorbell for `run_id` with no message (a new pending run, say)."""
 
-    @abstractmethod
+    def wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
+        """Wait up to `timeout` seconds for messages; return the runs that got one, and the
+        cursor to pass next time (None as `cursor`: start now, returning `([], cursor)`).
+
+        The ids may be None for "look at every run you hold" (the store lost track). This
+        one polls `changes` every `POLL` seconds; a store that can block (a database's
+        LISTEN) overrides it.
+        """
+        if cursor is None:
+            return self.changes(None)
+        deadline = time.monotonic() + timeout
+        while True:
+            ids, cursor = self.changes(cursor)
+            left = deadline - time.monotonic()
+            if ids is None or ids or left <= 0:
+                return ids, cursor
+            time.sleep(min(POLL, left))
+
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         """Which runs got inbox messages since `cursor`: the ids, or None for "look at all".
 
-        A cheap doorbell for engines holding waiting runs: with `cursor=None` it returns
-        `([], now)`, the cursor to start from.
+        A cheap doorbell for `wait`: with `cursor=None` it returns `([], now)`, the cursor
+        to start from. This default has no doorbell: always "look at all".
         """
+        return ([], 0) if cursor is None else (None, 0)
 
     @abstractmethod
     def run_ids(self) -> Iterator[str]:
@@ -279,13 +324,20 @@ class Store(ABC):
     def delete(self, run_id: str) -> None:
         """Remove a run and everything stored for it."""
 
-    @abstractmethod
     def hold_engine(self, engine_id: str) -> Callable[[], None]:
-        """Mark engine `engine_id` alive until the returned function is called (or it dies)."""
+        """Mark engine `engine_id` alive until the returned function is called (or it dies).
 
-    @abstractmethod
+        This default marks nothing: see `engine_alive`.
+        """
+        return lambda: None
+
     def engine_alive(self, engine_id: str) -> bool:
-        """Tell whether the engine that parked a waiting run still lives (in any process)."""
+        """Tell whether the engine that parked a waiting run still lives (in any process).
+
+        This default says yes: a waiting run stays with the engine that parked it (resume
+        it by name if that engine is gone).
+        """
+        return True
 
     def unfinished(self) -> Iterator[str]:
         """Yield the ids of runs not finished (no terminal event); backends may read less."""

@@ -41,9 +41,9 @@ from typing import Any
 
 import filelock
 
-from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
+from ..errors import JournalCorrupted, LeaseLost, RunNotFound, UnsafeStore
+from ..events import TERMINAL_EVENTS
 from .base import (
-    TERMINAL_EVENTS,
     Event,
     Lease,
     RunInfo,
@@ -102,6 +102,8 @@ class FileLease(Lease):
     def append(self, event: Event, sync: bool) -> None:
         """Append one line; on any failure (a short write too) cut the journal back to what
         it was before, refuse every later append, and raise `OSError`."""
+        if self._fd < 0:
+            raise LeaseLost(f"run {self.run_id!r} was released: this lease writes nothing more")
         data = dumps(event)
         # Alone (the usual case): one synced write under the lock. Behind another append
         # (submitted activities): write under the lock, sync after it, so syncs overlap.
@@ -250,19 +252,21 @@ class FileStore(Store):
                 os.close(dfd)
         return True
 
-    def create_claimed(self, run_id: str, first: Event, sync: bool = True) -> Lease | None:
+    def create_claimed(
+        self, run_id: str, first: Event, sync: bool = True, owner: str = ""
+    ) -> Lease | None:
         # `Engine.run` executes a new run at once: create its journal already locked, and
         # append through the descriptor that wrote it. No claim (open, lock, tail check) and
         # no sync of its own: the first synced append syncs the file and its folder, one
         # flush fewer per run than `create` (its sync, then the folder's) + that append.
         folder, _, name = self._base(run_id).rpartition("/")
         if fcntl is None or not self._tmpfile_ok or folder != self._root:
-            return super().create_claimed(run_id, first, sync)
+            return super().create_claimed(run_id, first, sync, owner)
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
         try:
             fd = os.open(".", os.O_RDWR | os.O_APPEND | _O_TMPFILE, 0o600, dir_fd=dfd)
         except OSError:
-            return super().create_claimed(run_id, first, sync)
+            return super().create_claimed(run_id, first, sync, owner)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
             write(fd, dumps(first), False)  # whole, or OSError: a short write is refused
@@ -273,7 +277,7 @@ class FileStore(Store):
             return None
         except FileNotFoundError:  # no /proc, or the store's folder deleted: `create` copes
             os.close(fd)
-            return super().create_claimed(run_id, first, sync)
+            return super().create_claimed(run_id, first, sync, owner)
         except BaseException:  # the run stays, pending and unlocked: `recover` takes it
             os.close(fd)
             raise
@@ -364,7 +368,7 @@ class FileStore(Store):
         finally:
             os.close(dfd)
 
-    def claim(self, run_id: str) -> Lease | None:
+    def claim(self, run_id: str, owner: str = "") -> Lease | None:
         base = self._base(run_id)
         # `is_claimed` probes by taking the lock for a moment: wait out such a probe
         # (from any process) instead of mistaking it for an owner and dropping the run.

@@ -19,6 +19,7 @@ from typing import Any
 import filelock
 
 from ..errors import JournalCorrupted
+from ..events import RUN_STARTED, SIGNAL
 from .base import Event
 from .safefs import open_file
 
@@ -148,7 +149,7 @@ def check_journal(events: list[Event], path: str) -> None:
     (line numbers count events: a blank line in between shifts them).
     """
     first = events[0]
-    if first.get("type") != "run_started":
+    if first.get("type") != RUN_STARTED:
         raise JournalCorrupted(path, 1, "the first event is not run_started")
     problem = _wrong_field(first, _FIRST_FIELDS) or _wrong_field(
         first.get("ref") or {}, _REF_FIELDS
@@ -174,7 +175,7 @@ def check_messages(messages: list[Event], path: str) -> None:
     text `name`, say): any process may write an inbox. Lines count from the cursor read at."""
     for n, message in enumerate(messages, 1):
         problem = _wrong_field(message, _MESSAGE_FIELDS)
-        if problem is None and message["type"] == "signal" and "name" not in message:
+        if problem is None and message["type"] == SIGNAL and "name" not in message:
             problem = "a signal without a 'name'"
         if problem is not None:
             raise JournalCorrupted(path, n, problem)

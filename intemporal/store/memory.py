@@ -10,27 +10,33 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 
-from ..errors import RunNotFound
+from ..errors import LeaseLost, RunNotFound
 from .base import Event, Lease, Store, check_run_id, with_signal_id
 
 
 class MemoryLease(Lease):
     """An owned run of a `MemoryStore`."""
 
-    def __init__(self, store: MemoryStore, run_id: str) -> None:
-        self.run_id, self._store, self._held = run_id, store, True
+    def __init__(self, store: MemoryStore, run_id: str, token: int) -> None:
+        self.run_id, self._store, self.token = run_id, store, token
 
     def append(self, event: Event, sync: bool) -> None:
         # Round-trip through JSON so the memory store accepts exactly what the file store does.
         line = json.loads(json.dumps(event))
         with self._store._mutex:
+            if self._store._claimed.get(self.run_id) != self.token:  # fenced: one check, held
+                raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
             self._store._journals[self.run_id].append(line)
+
+    def renew(self) -> None:
+        with self._store._mutex:
+            if self._store._claimed.get(self.run_id) != self.token:
+                raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
 
     def release(self) -> None:
         with self._store._mutex:
-            if self._held:
-                self._held = False
-                self._store._claimed.discard(self.run_id)
+            if self._store._claimed.get(self.run_id) == self.token:
+                del self._store._claimed[self.run_id]
 
 
 class MemoryStore(Store):
@@ -40,7 +46,8 @@ class MemoryStore(Store):
         self._mutex = threading.Lock()
         self._journals: dict[str, list[Event]] = {}
         self._inboxes: dict[str, list[Event]] = {}
-        self._claimed: set[str] = set()
+        self._claimed: dict[str, int] = {}  # run id -> the token of the lease holding it
+        self._epoch = 0
         self._doorbell: list[str] = []
         self._engines: set[str] = set()
 
@@ -62,14 +69,15 @@ class MemoryStore(Store):
     def exists(self, run_id: str) -> bool:
         return run_id in self._journals
 
-    def claim(self, run_id: str) -> Lease | None:
+    def claim(self, run_id: str, owner: str = "") -> Lease | None:
         with self._mutex:
             if run_id not in self._journals:
                 raise RunNotFound(run_id)
             if run_id in self._claimed:
                 return None
-            self._claimed.add(run_id)
-        return MemoryLease(self, run_id)
+            self._epoch += 1  # every claim gets a new token: an older lease is fenced out
+            self._claimed[run_id] = self._epoch
+            return MemoryLease(self, run_id, self._epoch)
 
     def is_claimed(self, run_id: str) -> bool:
         return run_id in self._claimed
@@ -114,3 +122,4 @@ class MemoryStore(Store):
         with self._mutex:
             self._journals.pop(run_id, None)
             self._inboxes.pop(run_id, None)
+            self._claimed.pop(run_id, None)  # a lease of a deleted run writes nothing more

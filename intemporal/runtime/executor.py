@@ -1,0 +1,362 @@
+"""Executing runs: one claimed run on a pool thread, top to bottom, then its bookkeeping.
+
+A run executes on one pool thread holding its store lease from start to stop; activities
+run inline on that thread unless they have a timeout or were submitted. A run that waits
+(a long sleep, a signal, a child run) gives its thread and its lease back: the engine
+parks it (`parking.py`) and executes it again, replaying its journal, when its timer is
+due or a message reaches its inbox. `Executor` is a part of `intemporal.Engine`.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, cast
+
+from ..api import Workflow
+from ..clock import Clock
+from ..codec import encode
+from ..errors import (
+    Cancelled,
+    SerializationError,
+    StoreFailure,
+    Suspend,
+    _Shutdown,
+    _Wait,
+    store_call,
+    store_error,
+)
+from ..events import (
+    CHILD_DONE,
+    FINAL_EVENTS,
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_RECOVERED,
+    RUN_RESUMED,
+    RUN_SUSPENDED,
+    TERMINAL_EVENTS,
+)
+from ..failures import encode_error
+from ..handle import EngineCalls, _Execution, final_outcome
+from ..observe import Observers, RunFinished, RunResumed, RunStarted, RunSuspended
+from ..replay import ChildNotFinished, RunContext, _current, child_id
+from ..runs import check_same_run, first_event
+from ..store import Event, Lease, RunStatus, Store
+
+if TYPE_CHECKING:
+    from ..parking import Parking
+
+
+def closed_error() -> RuntimeError:
+    return RuntimeError("the engine is closed; start a new Engine to run more work")
+
+
+class Executor:
+    """The engine's executing half: the `Host` a `RunContext` calls, and each execution."""
+
+    store: Store
+    clock: Clock
+    codec: str
+    sync: bool
+    threads: int
+    observer: Observers
+    engine_id: str
+    halted: dict[str, BaseException]
+    changed: threading.Condition
+    _mutex: threading.RLock
+    _closing: threading.Event
+    _pool: ThreadPoolExecutor
+    _activity_pool: ThreadPoolExecutor | None
+    _active: dict[str, _Execution]
+    _sleeping: dict[str, tuple[Any, float | None]]
+    _parking: Parking
+
+    if TYPE_CHECKING:
+
+        def poke(self, run_id: str) -> None: ...
+        def _hold(self) -> str: ...
+
+    @property
+    def _calls(self) -> EngineCalls:
+        return cast(EngineCalls, self)  # the `Engine` this executor is a part of
+
+    @property
+    def closing(self) -> bool:
+        """True once `close()` began: runs stop at their next durable operation."""
+        return self._closing.is_set()
+
+    def pause(self, ctx: RunContext, seconds: float) -> None:
+        """Wait `seconds` (a retry backoff), cut short by cancellation or shutdown; a long one
+        on the workflow's thread parks the run (its attempt count is journaled) instead."""
+        parkable = seconds > self.clock.inline_wait and threading.get_ident() == ctx.thread
+        if parkable and not ctx._cancel_pending() and not self.closing:
+            raise _Wait("retry backoff", round(self.clock.time() + seconds, 6))
+        if seconds > 0:
+            ctx.wake.clear()  # then look: a close() or cancel() after the look sets it again
+            if not ctx._cancel_pending() and not self.closing:
+                self.clock.wait(ctx.wake, seconds)
+        if self.closing:
+            raise _Shutdown("the engine is shutting down")
+
+    def submit_activity(self, job: Any) -> None:
+        """Run a submitted activity on the activity pool (never the run pool: no deadlock)."""
+        with self._mutex:
+            if self._activity_pool is None:
+                self._activity_pool = ThreadPoolExecutor(
+                    max(self.threads, 4), thread_name_prefix="intemporal-activity"
+                )
+        self._activity_pool.submit(job)
+
+    def _launch(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> _Execution:
+        with self._mutex:
+            running = self._active.get(exe.run_id)
+            if (self.closing or running is not None) and lease is not None:
+                lease.release()
+            if self.closing:
+                raise closed_error()
+            if running is not None:
+                return running
+            if exe.start_at is not None and exe.start_at > self.clock.time():
+                if lease is not None:
+                    lease.release()
+                self._parking.park(exe, exe.start_at)  # start(delay=): pending until then,
+                exe.done.set()  # unclaimed; a message executes it at once (`_relaunch`)
+                self._parking.start()
+                return exe
+            self._active[exe.run_id] = exe
+            self._sleeping.pop(exe.run_id, None)
+            self.halted.pop(exe.run_id, None)
+        self._pool.submit(self._execute, exe, events, lease)
+        self._parking.start()
+        return exe
+
+    def _execute_here(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> bool:
+        """Execute on the calling thread (claimed by the caller: `lease`); False if it is already."""
+        with self._mutex:
+            admitted = not self.closing and exe.run_id not in self._active
+            if admitted:
+                self._active[exe.run_id] = exe
+                self.halted.pop(exe.run_id, None)
+        if not admitted:
+            if lease is not None:
+                lease.release()
+            if self.closing:
+                raise closed_error()
+            return False
+        self._parking.start()
+        self._execute(exe, events, lease)
+        return True
+
+    def _execute(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> None:
+        try:
+            with store_call(exe.run_id, f"claim run {exe.run_id!r}"):
+                if lease is None:
+                    lease = self.store.claim(exe.run_id)
+                if lease is not None and events is None:
+                    events = self.store.read(exe.run_id)
+            if lease is None or events is None:  # another process owns it: the handle
+                exe.finish("stopped")  # follows the store
+                return
+            self._run_body(exe, lease, events)
+        except StoreFailure as failure:  # the store failed: the caller gets why, not a hang
+            exe.finish("error", failure.error)
+        except BaseException as exc:  # KeyboardInterrupt & co: raised to the waiting handle
+            exe.finish("error", exc)
+        finally:
+            if lease is not None:
+                try:
+                    lease.release()
+                except Exception as exc:  # a last sync failed: the run may not be durable
+                    exe.finish("error", store_error(exc, f"sync run {exe.run_id!r}", exe.run_id))
+            self._stopped(exe)
+
+    def _stopped(self, exe: _Execution) -> None:
+        """Bookkeeping once an execution ends: park a waiting run, wake a parent, notify."""
+        kind, value = exe.outcome or ("stopped", None)
+        with self._mutex:
+            self._active.pop(exe.run_id, None)
+            if kind == "error" and isinstance(value, BaseException) and not exe.terminal:
+                self.halted[exe.run_id] = value  # unrecorded: its handles raise it
+            if isinstance(value, _Wait) and not self.closing:
+                if exe.rewake:
+                    exe.rewake = False
+                    exe.done.set()
+                    self._relaunch(exe)
+                else:
+                    self._parking.park(exe, value.until)
+            exe.done.set()
+            self.changed.notify_all()
+        if exe.terminal and exe.parent and not exe.inline:
+            try:  # the parent may wait for this child, here or in another process
+                self.store.send(
+                    exe.parent,
+                    {"type": CHILD_DONE, "child_id": exe.run_id, "ts": self.clock.time()},
+                )
+                self.poke(exe.parent)
+            except Exception:  # a parent that was deleted: nobody waits any more
+                pass
+
+    def _relaunch(self, exe: _Execution) -> None:
+        fresh = _Execution(exe.run_id, exe.wf, exe.args, exe.kwargs, exe.protocols, exe.parent)
+        if not self.closing:
+            self._launch(fresh, None)
+
+    def _run_body(self, exe: _Execution, lease: Lease, events: list[Event]) -> None:
+        last = events[-1]["type"]
+        if last in FINAL_EVENTS:
+            exe.finish("stopped")  # finished by someone else meanwhile
+            return
+        # Resuming a failed run retries what failed. A run that stopped with neither a
+        # verdict nor a suspension (its process died, or was stopped mid-run) says so in
+        # its journal, with its first new event (`RunContext.marker`).
+        after = "failure" if last == RUN_FAILED else "waiting" if last == RUN_SUSPENDED else "crash"
+        if len(events) > 1 and after == "failure":
+            resumed: Event = {"type": RUN_RESUMED, "ts": round(self.clock.time(), 6)}
+            with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
+                lease.append(resumed, self.sync)
+            events.append(resumed)
+        ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
+        if len(events) > 1 and after == "crash":
+            ctx.marker = {"type": RUN_RECOVERED, "after": last}
+        obs, workflow = self.observer, ctx.workflow
+        if len(events) == 1 and obs.on_run_started:
+            obs.on_run_started(RunStarted(exe.run_id, workflow, ctx.parent, events[0].get("queue")))
+        elif len(events) > 1 and obs.on_run_resumed:
+            obs.on_run_resumed(RunResumed(exe.run_id, workflow, after))
+        with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
+            messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
+        ctx.deliver(messages)
+        if ctx.cancel_requested.is_set() and len(events) == 1:
+            exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
+            ctx.append({"type": RUN_CANCELLED, "error": encode_error(exc, self.codec)})
+            exe.finish("error", exc, terminal=True)
+            self._finished(exe, events, RunStatus.CANCELLED, exc)
+            return
+        start_at = events[0].get("start_at")  # start(delay=...): pending, parked until then
+        if len(events) == 1 and start_at is not None and start_at > self.clock.time():
+            exe.finish("stopped", _Wait("delayed start", start_at))
+            return
+        token = _current.set(ctx)
+        try:
+            result = exe.wf.fn(*exe.args, **exe.kwargs)
+            ctx.check_complete()
+            self._wait_inflight(ctx)
+            try:
+                value = encode(result, self.codec)
+            except SerializationError as exc:
+                raise SerializationError(
+                    f"the result of workflow {exe.wf.name!r} cannot be stored: {exc}"
+                ) from exc
+            ctx.append({"type": RUN_COMPLETED, "result": value})
+            exe.finish("ok", result, terminal=True)
+            self._finished(exe, events, RunStatus.COMPLETED, None)
+        except Suspend as exc:
+            self._wait_inflight(ctx)
+            if ctx.store_failed is not None or isinstance(exc, StoreFailure):
+                raise ctx.store_failed or exc from None  # `_execute` reports it
+            if isinstance(exc, _Wait):
+                with store_call(exe.run_id, "mark this engine alive in the store"):
+                    owner = self._hold()
+                ctx.append(
+                    {
+                        "type": RUN_SUSPENDED,
+                        "reason": exc.reason,
+                        "until": exc.until,
+                        "owner": owner,
+                    },
+                    False,
+                )
+                if obs.on_run_suspended:
+                    obs.on_run_suspended(RunSuspended(exe.run_id, workflow, exc.reason, exc.until))
+            exe.finish("stopped", exc)
+        except BaseException as exc:
+            self._wait_inflight(ctx)
+            if ctx.store_failed is not None:  # the workflow caught it: still no verdict
+                raise ctx.store_failed from None
+            if ctx.poisoned is not None:  # never record a verdict reached by divergent code
+                exe.finish("error", ctx.poisoned)
+            elif isinstance(exc, Exception):
+                kind = RUN_CANCELLED if isinstance(exc, Cancelled) else RUN_FAILED
+                ctx.append({"type": kind, "error": encode_error(exc, self.codec)})
+                exe.finish("error", exc, terminal=True)
+                self._finished(exe, events, TERMINAL_EVENTS[kind], exc)
+            else:
+                exe.finish("error", exc)  # KeyboardInterrupt & co: raised to the waiter, resumable
+        finally:
+            _current.reset(token)
+
+    def _finished(
+        self, exe: _Execution, events: list[Event], status: RunStatus, exc: BaseException | None
+    ) -> None:
+        if self.observer.on_run_finished:
+            now = self.clock.time()
+            took = now - events[0].get("ts", now)
+            wf = events[0].get("workflow", "?")
+            self.observer.on_run_finished(RunFinished(exe.run_id, wf, status, took, exc))
+
+    @staticmethod
+    def _wait_inflight(ctx: RunContext) -> None:
+        # Submitted activities append to this lease: let them finish before it is released.
+        for fut in list(ctx.inflight):
+            fut._done.wait()
+
+    def run_child(
+        self,
+        ctx: RunContext,
+        seq: int,
+        wf: Workflow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait: bool,
+    ) -> Any:
+        """Create child run `<parent>/<seq>` once, execute it, and return its result if `wait`.
+
+        A child the parent waits for runs inline on the parent's thread (no hand-off, no
+        pool deadlock); if it must wait itself, the parent waits for it without a thread.
+        """
+        cid = child_id(ctx.run_id, seq)
+        now = self.clock.time()
+        first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id, now)
+        with store_call(cid, f"create child run {cid!r}"):
+            fresh = not self.store.exists(cid) and self.store.create(cid, first, self.sync)
+            if not fresh:  # made by an earlier execution, or a run someone else put at that id
+                check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
+            info = self.store.summary(cid)
+        if info.status.finished and not (wait and ctx.retries_child(seq, info)):
+            return final_outcome(info, self._calls, ctx) if wait else None
+        exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
+        with self._mutex:
+            idle = cid not in self._active and not self.closing
+        if not wait:
+            if idle:
+                self._launch(exe, None)
+            return None
+        exe.inline = True
+        lease = None
+        if idle and cid not in self._sleeping:
+            with store_call(cid, f"claim child run {cid!r}"):
+                lease = self.store.claim(cid, self.engine_id)
+        if lease is not None and self._execute_here(exe, None, lease):
+            kind, value = exe.outcome or ("stopped", None)
+            if exe.terminal and kind == "ok":
+                return value
+            if exe.terminal and isinstance(value, BaseException):
+                raise value
+            exe.raise_halt()  # stopped unrecorded (the store, an interrupt): so does the parent
+        raise _Wait(f"child {cid}", None)
+
+    def child_result(self, ctx: RunContext, seq: int) -> Any:
+        """The result of child `<parent>/<seq>` if it finished; else raise `ChildNotFinished`."""
+        cid = child_id(ctx.run_id, seq)
+        with store_call(cid, f"read child run {cid!r}"):
+            info = self.store.summary(cid)
+        if not info.status.finished:
+            raise ChildNotFinished(info.run_id)
+        return final_outcome(info, self._calls, ctx)

@@ -1,0 +1,138 @@
+"""Taking work: which runs this engine executes (`claim_next`), and waking runs up.
+
+`Worker` is a part of `intemporal.Engine`: `recover()` claims every run it may execute,
+the parking watcher calls `poke()` for each run the store's wake-ups name, and `poke`
+delivers a message to a run executing here, wakes one parked here, or takes a run a
+client just recorded.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..handle import RunHandle, _Execution
+from ..store import Lease, Store
+
+log = logging.getLogger("intemporal")
+
+
+class Worker:
+    """The engine's claiming half: `recover`, `poke` and the runs it adopts."""
+
+    store: Store
+    worker: bool
+    queues: list[str] | None
+    engine_id: str
+    halted: dict[str, BaseException]
+    adopted: collections.deque[RunHandle[Any]]
+    _mutex: threading.RLock
+    _active: dict[str, _Execution]
+    _sleeping: dict[str, tuple[Any, float | None]]
+
+    if TYPE_CHECKING:
+        from ..parking import Parking
+
+        _parking: Parking
+
+        @property
+        def closing(self) -> bool: ...
+        def _relaunch(self, exe: _Execution) -> None: ...
+        def _resume(
+            self,
+            run_id: str,
+            protocols: Mapping[type, Any] | None,
+            imports: list[str] | None,
+            lease: Lease | None,
+        ) -> RunHandle[Any]: ...
+
+    def _take(self, lease: Lease) -> RunHandle[Any] | None:
+        """Execute a run `claim_next` gave this engine; None if it cannot (logged)."""
+        try:
+            return self._resume(lease.run_id, None, None, lease)
+        except Exception as exc:  # one unreadable or unloadable run must not stop the rest
+            log.warning("cannot take run %r: %s", lease.run_id, exc)
+            return None
+
+    def _claim_ready(self, run_ids: list[str] | None, busy_only: bool = False) -> list[Lease]:
+        """The store's `claim_next` for this engine: runs of its queues nobody executes."""
+        skip = _Held(self, halted=not busy_only)
+        queues = None if busy_only else self.queues
+        return self.store.claim_next(self.engine_id, queues, None, among=run_ids, skip=skip)
+
+    def recover(self) -> list[RunHandle[Any]]:
+        """Resume every unfinished run that no live process owns; return their handles.
+
+        From then on the engine also follows the store's doorbell, so it takes new pending
+        runs recorded by clients (`Engine(worker=False)`) of the queues it serves.
+        """
+        self._parking.start()
+        handles = []
+        for lease in self._claim_ready(None):
+            handle = self._take(lease)
+            if handle is not None:
+                handles.append(handle)
+        return handles
+
+    def poke(self, run_id: str) -> None:
+        """Look at a run's inbox now: deliver to it if executing here, wake it if waiting here.
+
+        A worker also takes a pending run that a client (`worker=False`) just recorded.
+        """
+        with self._mutex:
+            exe = self._active.get(run_id)
+            parked = self._sleeping.get(run_id) if exe is None else None
+            if parked is not None and not self.closing:
+                self._relaunch(parked[0])
+        if exe is None:
+            if parked is None:
+                self._adopt(run_id)  # store reads and maybe imports: not under the mutex
+            return
+        if exe.ctx is None:
+            self._rewake(exe)
+            return
+        try:
+            messages, exe.inbox_cursor = self.store.inbox(run_id, exe.inbox_cursor)
+        except Exception:  # a run deleted under us: its execution reports it
+            return
+        if exe.ctx.deliver(messages):
+            self._rewake(exe)
+
+    def _rewake(self, exe: _Execution) -> None:
+        # The execution may have stopped since `poke` looked: set the flag under the mutex
+        # `_stopped` reads it with, or wake the run now if it was parked meanwhile (else a
+        # message delivered to a context that just suspended is lost until the next one).
+        with self._mutex:
+            if self._active.get(exe.run_id) is exe:
+                exe.rewake = True
+                return
+            parked = self._sleeping.get(exe.run_id)
+            if parked is not None and parked[0] is exe and not self.closing:
+                self._relaunch(exe)
+
+    def _adopt(self, run_id: str) -> None:
+        """Execute a pending or orphaned run of a queue this engine serves, if nobody owns it."""
+        if not self.worker or self.closing:
+            return
+        try:
+            for lease in self._claim_ready([run_id]):
+                handle = self._take(lease)
+                if handle is not None:
+                    self.adopted.append(handle)
+        except Exception as exc:  # not ours to report to anyone: the run stays pending
+            log.warning("cannot take run %r: %s", run_id, exc)
+
+
+class _Held:
+    """The runs an engine holds (executing, parked, and with `halted` the ones that stopped
+    here unrecorded): what `claim_next` must skip. A live view, read without the mutex."""
+
+    def __init__(self, engine: Worker, halted: bool) -> None:
+        self._engine, self._halted = engine, halted
+
+    def __contains__(self, run_id: object) -> bool:
+        e = self._engine
+        return run_id in e._active or run_id in e._sleeping or (self._halted and run_id in e.halted)

@@ -1,0 +1,329 @@
+"""The `Store` contract: what every backend does, at the level of its own operations.
+
+Written against the memory store (the reference), run on every store: `STORES` names them,
+`SHARED` the ones other processes can open (for exclusion across processes). A new backend
+(PostgreSQL) joins by adding a factory here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from process_helpers import wait_until
+
+import intemporal
+from intemporal import FileStore, LeaseLost, MemoryStore, RunNotFound, RunStatus, Store
+from intemporal import events as ev
+
+STORES: dict[str, Callable[[Path], Store]] = {
+    "memory": lambda tmp: MemoryStore(),
+    "file": lambda tmp: FileStore(tmp / "store"),
+}
+SHARED = ["file"]
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    st = STORES[request.param](tmp_path)
+    yield st
+    st.close()
+
+
+def started(run_id: str, workflow: str = "w", ts: float = 1.0, **more: Any) -> dict[str, Any]:
+    return {"type": ev.RUN_STARTED, "run_id": run_id, "workflow": workflow, "ts": ts, **more}
+
+
+def make(store: Store, run_id: str, *tail: dict[str, Any], **first: Any) -> None:
+    """A run whose journal is `run_started` (with `first`) and then `tail`, unclaimed."""
+    assert store.create(run_id, started(run_id, **first))
+    if tail:
+        lease = store.claim(run_id)
+        assert lease is not None
+        for event in tail:
+            lease.append({"ts": 2.0, **event}, False)
+        lease.release()
+
+
+def step(seq: int) -> dict[str, Any]:
+    return {"type": ev.ACTIVITY_COMPLETED, "seq": seq, "name": "a", "result": seq}
+
+
+# -- create, read, delete ------------------------------------------------------------------------
+def test_create_once_then_read(store: Store) -> None:
+    assert store.create("r1", started("r1"))
+    assert not store.create("r1", started("r1", workflow="other"))  # the first one stays
+    assert store.read("r1") == [started("r1")]
+    assert store.exists("r1") and not store.exists("r2")
+    with pytest.raises(RunNotFound):
+        store.read("r2")
+    with pytest.raises(RunNotFound):
+        store.claim("r2")
+
+
+def test_delete_removes_the_run_and_its_inbox(store: Store) -> None:
+    make(store, "gone", step(1))
+    store.send("gone", {"type": ev.CANCEL, "ts": 1.0})
+    store.delete("gone")
+    assert not store.exists("gone") and "gone" not in list(store.run_ids())
+    with pytest.raises(RunNotFound):
+        store.read("gone")
+    assert store.create("gone", started("gone", workflow="again"))  # the id is free again
+    assert store.inbox("gone") == ([], 0)
+
+
+# -- claims and leases ---------------------------------------------------------------------------
+def test_claim_excludes_other_owners_until_released(store: Store) -> None:
+    make(store, "r")
+    lease = store.claim("r", "one")
+    assert lease is not None and lease.run_id == "r"
+    assert store.claim("r", "two") is None
+    lease.append({"type": ev.RUN_COMPLETED, "result": 1, "ts": 3.0}, True)
+    lease.release()
+    again = store.claim("r", "two")
+    assert again is not None
+    assert isinstance(again.token, int) and again.token >= lease.token
+    again.renew()  # the owner is still there
+    again.release()
+    assert [e["type"] for e in store.read("r")] == [ev.RUN_STARTED, ev.RUN_COMPLETED]
+
+
+def test_a_released_or_fenced_lease_appends_nothing(store: Store) -> None:
+    # Given a lease given up, and the run claimed again by someone else
+    make(store, "r")
+    old = store.claim("r", "one")
+    assert old is not None
+    old.release()
+    new = store.claim("r", "two")
+    assert new is not None
+    # When the old owner appends, Then it is told it lost the run, and nothing is written
+    with pytest.raises(LeaseLost):
+        old.append(step(1), True)
+    new.append(step(1), True)
+    new.release()
+    assert [e.get("seq") for e in store.read("r")] == [None, 1]
+
+
+def test_create_claimed_is_owned_from_the_start(store: Store) -> None:
+    lease = store.create_claimed("c", started("c"), True, "me")
+    assert lease is not None
+    assert store.claim("c") is None
+    assert store.create_claimed("c", started("c")) is None
+    lease.append(step(1), True)
+    lease.release()
+    assert [e.get("seq") for e in store.read("c")] == [None, 1]
+
+
+# -- claim_next: who may execute what now ---------------------------------------------------------
+def test_claim_next_takes_exactly_the_runs_nobody_executes(store: Store) -> None:
+    # Given runs in every state
+    make(store, "pending")
+    make(store, "midway", step(1))  # its owner stopped: running, unowned
+    make(store, "done", {"type": ev.RUN_COMPLETED, "result": 1})
+    make(store, "failed", {"type": ev.RUN_FAILED, "error": {"type": "E", "message": "m"}})
+    make(store, "cancelled", {"type": ev.RUN_CANCELLED, "error": {"type": "C", "message": "m"}})
+    make(store, "busy")
+    held = store.claim("busy", "other")
+    assert held is not None
+    # When an owner asks for work, Then it gets the pending and the abandoned runs, claimed
+    leases = store.claim_next("me")
+    assert sorted(lease.run_id for lease in leases) == ["midway", "pending"]
+    assert store.claim("pending") is None and store.claim("midway") is None
+    # And nobody gets them twice
+    assert store.claim_next("you") == []
+    for lease in leases:
+        lease.release()
+    held.release()
+
+
+def test_claim_next_keeps_to_queues_limit_among_and_skip(store: Store) -> None:
+    for i in range(4):
+        make(store, f"a{i}", queue="a")
+    make(store, "b0", queue="b")
+    make(store, "none")
+    # queues
+    got = store.claim_next("me", ["b"])
+    assert [lease.run_id for lease in got] == ["b0"]
+    # limit
+    two = store.claim_next("me", ["a"], 2)
+    assert len(two) == 2 and all(lease.run_id.startswith("a") for lease in two)
+    # among and skip
+    rest = {f"a{i}" for i in range(4)} - {lease.run_id for lease in two}
+    first, second = sorted(rest)
+    assert store.claim_next("me", None, among=[first, "b0"], skip={first}) == []
+    (only,) = store.claim_next("me", None, 1, among=["nobody", first, second])
+    assert only.run_id == first
+    for lease in [*got, *two, only]:
+        lease.release()
+
+
+# -- inbox, wake-ups ---------------------------------------------------------------------------------
+def test_send_and_read_the_inbox_by_cursor(store: Store) -> None:
+    make(store, "r")
+    with pytest.raises(RunNotFound):
+        store.send("nobody", {"type": ev.CANCEL, "ts": 1.0})
+    store.send("r", {"type": ev.SIGNAL, "name": "go", "payload": 1, "ts": 1.0})
+    store.send("r", {"type": ev.SIGNAL, "name": "go", "payload": 2, "signal_id": "s2", "ts": 2.0})
+    messages, cursor = store.inbox("r")
+    assert [m["payload"] for m in messages] == [1, 2]
+    assert messages[0]["signal_id"] and messages[1]["signal_id"] == "s2"  # stamped if missing
+    assert store.inbox("r", cursor) == ([], cursor)
+    store.send("r", {"type": ev.CANCEL, "ts": 3.0})
+    later, _ = store.inbox("r", cursor)
+    assert [m["type"] for m in later] == [ev.CANCEL]
+
+
+def test_wait_returns_the_runs_messaged_since_the_cursor(store: Store) -> None:
+    make(store, "r")
+    make(store, "s")
+    _, cursor = store.wait(None, 0)  # start now: earlier messages are not news
+    ids, cursor = store.wait(cursor, 0.05)
+    assert ids == []
+    # a message sent while someone waits wakes the wait
+    sent = threading.Event()
+
+    def send_later() -> None:
+        sent.wait(5)
+        store.send("s", {"type": ev.CANCEL, "ts": 1.0})
+
+    sender = threading.Thread(target=send_later)
+    sender.start()
+    sent.set()
+    t0 = time.monotonic()
+    ids, cursor = store.wait(cursor, 10)
+    sender.join()
+    assert time.monotonic() - t0 < 5
+    assert ids is None or ids == ["s"]  # None: "look at every run you hold"
+    assert store.wait(cursor, 0)[0] == []
+
+
+# -- listing ---------------------------------------------------------------------------------------
+def test_list_runs_newest_first_filtered(store: Store) -> None:
+    make(store, "old", ts=1.0)
+    make(store, "mid", {"type": ev.RUN_COMPLETED, "result": 1}, ts=2.0, workflow="x")
+    make(store, "new", step(1), ts=3.0)
+    assert [i.run_id for i in store.list_runs()] == ["new", "mid", "old"]
+    assert [i.run_id for i in store.list_runs(limit=2)] == ["new", "mid"]
+    assert [i.run_id for i in store.list_runs(status=RunStatus.COMPLETED)] == ["mid"]
+    assert [i.run_id for i in store.list_runs(workflow="w")] == ["new", "old"]
+    info = store.summary("new")
+    assert (info.status, info.steps, info.orphaned) == (RunStatus.RUNNING, 1, True)
+
+
+# -- across processes --------------------------------------------------------------------------------
+HOLDER = """
+import sys
+from intemporal.store import open_store
+
+store = open_store(sys.argv[1])
+lease = store.claim(sys.argv[2], "child")
+assert lease is not None, "the child could not claim the run"
+lease.append({"type": "activity_completed", "seq": 1, "name": "a", "result": 1, "ts": 2.0}, True)
+print("held", flush=True)
+sys.stdin.read()  # hold the run until killed
+"""
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_claim_excludes_other_processes_until_the_owner_dies(kind: str, tmp_path: Path) -> None:
+    # Given a run claimed by another process
+    store = STORES[kind](tmp_path)
+    make(store, "r")
+    assert store.location is not None
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, store.location, "r"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "held\n", proc.stderr
+        # Then nobody here may execute it
+        assert store.claim("r", "me") is None
+        assert store.claim_next("me") == []
+        assert store.summary("r").status is RunStatus.RUNNING and not store.summary("r").orphaned
+        # When its owner dies, Then the run is left for anyone: claim_next takes it
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        (lease,) = store.claim_next("me")
+        assert lease.run_id == "r"
+        lease.append({"type": ev.RUN_COMPLETED, "result": 1, "ts": 3.0}, True)
+        lease.release()
+        assert [e["type"] for e in store.read("r")][-2:] == [
+            ev.ACTIVITY_COMPLETED,
+            ev.RUN_COMPLETED,
+        ]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        store.close()
+
+
+# -- the least a backend implements ------------------------------------------------------------------
+class MinimalStore(Store):
+    """Only the abstract operations (a memory store underneath): everything else is the base's."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStore()
+
+    def create(self, run_id: str, first: dict[str, Any], sync: bool = True) -> bool:
+        return self._inner.create(run_id, first, sync)
+
+    def read(self, run_id: str) -> list[dict[str, Any]]:
+        return self._inner.read(run_id)
+
+    def exists(self, run_id: str) -> bool:
+        return self._inner.exists(run_id)
+
+    def claim(self, run_id: str, owner: str = "") -> Any:
+        return self._inner.claim(run_id, owner)
+
+    def send(self, run_id: str, message: dict[str, Any]) -> None:
+        self._inner.send(run_id, message)
+
+    def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[dict[str, Any]], int]:
+        return self._inner.inbox(run_id, cursor)
+
+    def run_ids(self) -> Iterator[str]:
+        return self._inner.run_ids()
+
+    def delete(self, run_id: str) -> None:
+        self._inner.delete(run_id)
+
+
+@intemporal.activity
+def contract_step(x: int) -> int:
+    return x + 1
+
+
+@intemporal.workflow
+def contract_flow(x: int) -> int:
+    got = intemporal.wait_for_signal("go")
+    return contract_step(x + got)
+
+
+def test_a_store_with_only_the_abstract_operations_runs_workflows() -> None:
+    # Given a backend that implements only what `Store` requires
+    store = MinimalStore()
+    with intemporal.Engine(store, threads=2) as engine:
+        # When a run waits for a signal, and gets it
+        handle = engine.start(contract_flow, 1, run_id="min")
+        wait_until(lambda: handle.status() is RunStatus.WAITING, what="the run waits")
+        assert not store.is_claimed("min")  # the default probe: claim, give back
+        handle.signal("go", 10)
+        # Then it finishes: with no doorbell, `wait` says "look at every run you hold"
+        assert handle.result(timeout=10) == 12
+    make(store, "left")
+    (lease,) = store.claim_next("me")
+    assert lease.run_id == "left"
+    lease.release()
