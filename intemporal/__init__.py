@@ -33,6 +33,7 @@ from .errors import (
     SignalTimeout,
     StoreError,
     StoreUnavailable,
+    UnsafeStore,
     WorkflowNotFound,
     is_suspension,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "UnsafeStore",
     "Workflow",
     "WorkflowNotFound",
     "activity",

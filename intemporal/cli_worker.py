@@ -37,8 +37,7 @@ from .cli_support import (
 from .engine import Engine
 from .errors import StoreUnavailable
 from .handle import RunHandle
-from .store import RunStatus
-from .store.postgres import mask
+from .store import RunStatus, redact
 
 DEFAULT_QUEUE = "default"
 
@@ -170,9 +169,13 @@ def worker(
         _signals() as stopping,
         _engine(ctx, create=True, threads=threads, queues=queues or None) as engine,
     ):
-        where = mask(engine.store.location or _location(ctx))
+        where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"
         board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
+        for info in engine.list_runs(status=RunStatus.UNREADABLE):  # never skipped in silence:
+            bad = render.unreadable_outcome(info)
+            ended.append(bad)  # said once, and --once exits 1
+            board.outcome(bad)
         try:
             with board.showing():
                 pause = interval

@@ -69,7 +69,8 @@ class Engine(Worker, Executor, StartAPI):
     nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
     without executing them. Leaving `with` stops taking work, lets in-flight activities
     finish and leaves every unfinished run durable and resumable. `clock`: the time source
-    (default the real one; `intemporal.testing` passes a virtual one that skips waits). `observers`:
+    (default the real one; `intemporal.testing` passes a virtual one that skips waits).
+    `strict=True` refuses a store others may write (`UnsafeStore`). `observers`:
     `intemporal.Observer`s told of each run and step (a `LoggingObserver` is always there).
     """
 
@@ -84,6 +85,7 @@ class Engine(Worker, Executor, StartAPI):
         codec: str = "auto",
         observers: Sequence[Observer] = (),
         clock: Clock | None = None,
+        strict: bool = False,
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
@@ -91,7 +93,7 @@ class Engine(Worker, Executor, StartAPI):
             raise ValueError(f"codec must be 'auto' or 'json', not {codec!r}")
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        self.store = open_store(store)
+        self.store = open_store(store, strict=strict)
         self.observer = Observers([LoggingObserver(), *observers])
         self.clock = clock or Clock()
         self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close

@@ -112,7 +112,14 @@ def check_typed(out: str) -> None:
     assert "sent: ['customer@example.com: order-1: 3 steps'" in out
 
 
+def check_observers(out: str) -> None:
+    # two failed attempts, then success; replayed once when the signal woke the run
+    assert "charge: 3 attempts, 2 failed, replayed 1" in out
+    assert "result: charged 42" in out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "observers.py": check_observers,
     "typed.py": check_typed,
     "cancel_worker_threads.py": check_cancel_worker_threads,
     "hello.py": check_hello,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Event, Lease, RunInfo, RunStatus, Store, check_run_id, summarize
+from .base import _URL, Event, Lease, RunInfo, RunStatus, Store, check_run_id, redact, summarize
 from .file import FileStore
 from .locate import Located, locate
 from .memory import MemoryStore
@@ -23,13 +23,23 @@ __all__ = [
     "check_run_id",
     "locate",
     "open_store",
+    "redact",
     "summarize",
 ]
 
 
-def open_store(store: Store | str | os.PathLike[str] | None = None) -> Store:
-    """Return a `Store` for a path, a URL, an instance, or None (`locate()`: $INTEMPORAL_HOME,
-    else the nearest `.intemporal` in this folder or a parent, else ./.intemporal)."""
+def open_store(
+    store: Store | str | os.PathLike[str] | None = None, *, strict: bool = False
+) -> Store:
+    """Return a `Store` for a path, a URL, an instance, or None (`locate()`).
+
+    `locate()`: $INTEMPORAL_HOME, else the nearest `.intemporal` in this folder or a
+    parent, else ./.intemporal.
+
+    `strict`: refuse (`UnsafeStore`) an existing store folder that group or others may
+    write to, or that another user owns, instead of warning once. A URL of a scheme with no
+    store raises `ValueError`, its password hidden (`redact`).
+    """
     if isinstance(store, Store):
         return store
     if store is None:
@@ -39,4 +49,7 @@ def open_store(store: Store | str | os.PathLike[str] | None = None) -> Store:
         return PostgresStore(text)
     if text == "memory:":
         return MemoryStore()
-    return FileStore(text)
+    scheme = _URL.match(text)
+    if scheme:  # never a folder named "mysql:": a mistyped URL must not become one
+        raise ValueError(f"no store for URLs of scheme {scheme.group(1)!r}: {redact(text)}")
+    return FileStore(text, strict=strict)

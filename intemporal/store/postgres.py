@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import select
 import threading
 import time
@@ -28,7 +27,16 @@ from typing import Any, NamedTuple
 
 from ..errors import LeaseLost, RunNotFound, StoreUnavailable
 from ..events import RunState, RunStatus, fold
-from .base import Event, Lease, RunInfo, Store, check_run_id, summarize_state, with_signal_id
+from .base import (
+    Event,
+    Lease,
+    RunInfo,
+    Store,
+    check_run_id,
+    redact,
+    summarize_state,
+    with_signal_id,
+)
 
 psycopg: Any = None  # imported by the first PostgresStore: `import intemporal` stays fast
 sql: Any = None
@@ -60,15 +68,6 @@ class Result(NamedTuple):
 
     rowcount: int
     rows: list[tuple[Any, ...]]
-
-
-def mask(location: str) -> str:
-    """`location` fit to print: the password of a URL (or a `password=` field) as `***`."""
-    head, at, tail = location.rpartition("@")
-    scheme, sep, user = head.partition("://")
-    if at and sep and ":" in user:
-        location = f"{scheme}://{user.split(':', 1)[0]}:***@{tail}"
-    return re.sub(r"(password=)[^&\s]*", r"\1***", location, flags=re.I)
 
 
 def _state(row: tuple[Any, ...]) -> RunState:
@@ -190,7 +189,7 @@ class PostgresStore(Store):
             migrate(conn, schema)
 
     def __repr__(self) -> str:
-        return f"PostgresStore({mask(self.dsn)!r}, schema={self.schema!r})"
+        return f"PostgresStore({redact(self.dsn)!r}, schema={self.schema!r})"
 
     # -- connections -------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -210,9 +209,9 @@ class PostgresStore(Store):
             if conn is not None:
                 conn.close()
                 conn = None
-            text = str(exc).replace(self.dsn, mask(self.dsn)).strip()
+            text = str(exc).replace(self.dsn, redact(self.dsn)).strip()
             raise StoreUnavailable(
-                f"store unavailable: cannot {doing} on {mask(self.dsn)}: "
+                f"store unavailable: cannot {doing} on {redact(self.dsn)}: "
                 f"{type(exc).__name__}: {text}",
                 run_id,
             ) from None
