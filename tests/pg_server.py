@@ -31,6 +31,7 @@ class PgServer:
     port: int
     user: str
     root: Path
+    listen: str = "127.0.0.1"  # listen_addresses: "*" for the multi-host test's links
 
     @property
     def dsn(self) -> str:
@@ -41,7 +42,7 @@ class PgServer:
         _run(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-s", *args])
 
     def start(self) -> None:
-        opts = f"-p {self.port} -h 127.0.0.1 -k {self.data} -F -c max_connections=300"
+        opts = f"-p {self.port} -h '{self.listen}' -k {self.data} -F -c max_connections=300"
         self.ctl("-w", "-t", "30", "-l", str(self.root / "log"), "-o", opts, "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -75,8 +76,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(bindir: Path) -> PgServer:
-    """initdb a new cluster in a temp folder and start it; the caller stops it."""
+def start_server(bindir: Path, listen: str = "127.0.0.1", trust: str = "") -> PgServer:
+    """initdb a new cluster in a temp folder and start it; the caller stops it.
+
+    `listen`: its listen_addresses; `trust`: a network (`10.77.0.0/16`) whose clients it
+    trusts too, beside the loopback."""
     root = Path(tempfile.mkdtemp(prefix="intemporal-pg-"))
     user = "nobody" if os.geteuid() == 0 else os.environ.get("USER") or "postgres"
     if os.geteuid() == 0:
@@ -101,7 +105,10 @@ def start_server(bindir: Path) -> PgServer:
             "--locale=C",
         ],
     )
-    server = PgServer(bindir, data, free_port(), user, root)
+    if trust:
+        with open(data / "pg_hba.conf", "a") as hba:
+            hba.write(f"host all all {trust} trust\n")
+    server = PgServer(bindir, data, free_port(), user, root, listen)
     server.start()
     return server
 

@@ -162,6 +162,29 @@ def _worker(tmp_path: Path, dsn: str, **env: str) -> subprocess.Popen[str]:
     return proc
 
 
+def _cli_worker(dsn: str, cwd: Path, module: str, *options: str) -> subprocess.Popen[str]:
+    """`intemporal --store DSN worker --import MODULE OPTIONS` in `cwd`, once it serves."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "intemporal.cli",
+            "--store",
+            dsn,
+            "worker",
+            "--import",
+            module,
+            *options,
+        ],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and "serving" in proc.stdout.readline(), proc.stderr
+    return proc
+
+
 def _marks(tmp_path: Path) -> list[tuple[int, int]]:
     path = tmp_path / "marks"
     text = path.read_text() if path.exists() else ""
@@ -274,24 +297,7 @@ def test_sigterm_stops_the_worker_gracefully_releasing_its_runs(
 ) -> None:
     # Given `intemporal worker` executing an activity
     (tmp_path / "slowflows.py").write_text(SLOW)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "intemporal.cli",
-            "--store",
-            pg_dsn,
-            "worker",
-            "--import",
-            "slowflows",
-            "--interval",
-            "0.05",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _cli_worker(pg_dsn, tmp_path, "slowflows", "--interval", "0.05")
     try:
         store = PostgresStore(pg_dsn)
         with Engine(store, worker=False) as client:
@@ -322,20 +328,11 @@ MANY_HOSTS = Path(__file__).resolve().parent.parent / "samples" / "many_hosts"
 
 def test_the_many_hosts_sample_shares_the_runs_between_two_workers(pg_dsn: str) -> None:
     # Given two `intemporal worker` processes on one database (two "hosts")
-    argv = [sys.executable, "-m", "intemporal.cli", "--store", pg_dsn, "worker"]
     workers = [
-        subprocess.Popen(
-            [*argv, "--import", "flows", "--threads", "4", "--interval", "0.1"],
-            cwd=MANY_HOSTS,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        _cli_worker(pg_dsn, MANY_HOSTS, "flows", "--threads", "4", "--interval", "0.1")
         for _ in range(2)
     ]
     try:
-        for w in workers:
-            assert w.stdout is not None and "serving" in w.stdout.readline()
         # When the producer enqueues 40 orders and waits for them
         producer = subprocess.run(
             [sys.executable, "producer.py", "--store", pg_dsn, "--count", "40", "--wait"],
@@ -358,26 +355,8 @@ def test_a_restart_of_the_database_in_the_middle_of_50_runs_loses_none(
     pg_dsn: str, pg_server: PgServer
 ) -> None:
     # Given a worker executing 50 runs
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "intemporal.cli",
-            "--store",
-            pg_dsn,
-            "worker",
-            "--import",
-            "flows",
-            "--interval",
-            "0.1",
-        ],
-        cwd=MANY_HOSTS,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = _cli_worker(pg_dsn, MANY_HOSTS, "flows", "--interval", "0.1")
     try:
-        assert worker.stdout is not None and "serving" in worker.stdout.readline()
         store = PostgresStore(pg_dsn)
         with Engine(store, worker=False) as client:
             for n in range(50):
