@@ -147,7 +147,7 @@ class Engine(Worker, Executor, StartAPI):
         first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols, now=now)
         if start_at is not None:
             first["start_at"] = start_at
-        self.journal_headers(first)  # on the caller's thread: a tracer takes its span here
+        self._with_headers(first)  # on the caller's thread: a tracer takes its span here
         exe = _Execution(run_id, wf, args, kwargs, protocols)
         exe.start_at = start_at
         if inline and self.worker and current() is None:

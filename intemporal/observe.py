@@ -283,18 +283,23 @@ def _fan_out(hook: str, observers: Sequence[Observer]) -> Callable[[Any], None] 
     if not calls:
         return None
 
-    def call(rec: Any) -> Any:
-        merged: dict[str, str] = {}  # what `headers` answers; the `on_` hooks return None
+    def call(rec: Any) -> None:
         for fn in calls:
             try:
-                got = fn(rec)
-                if got:
-                    merged.update(got)
+                fn(rec)
+            except Exception:  # an observer never breaks a run
+                _failures.exception("observer %r raised in %s; ignored", fn.__self__, hook)
+
+    def merge(rec: Any) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for fn in calls:
+            try:
+                merged.update(fn(rec) or {})
             except Exception:  # an observer never breaks a run
                 _failures.exception("observer %r raised in %s; ignored", fn.__self__, hook)
         return merged
 
-    return call
+    return merge if hook == "headers" else call
 
 
 NO_OBSERVERS = Observers(())

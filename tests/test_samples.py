@@ -112,7 +112,22 @@ def check_typed(out: str) -> None:
     assert "sent: ['customer@example.com: order-1: 3 steps'" in out
 
 
+def check_tracing(out: str) -> None:
+    tree = """\
+handle request
+  workflow checkout  [run_id=checkout-order-7 status=completed]  events: timer, child_started
+    activity reserve  [seq=2 attempt=1]
+      SELECT stock
+    activity charge  [seq=3 attempt=1]  ERROR ConnectionError: gateway timeout
+    activity charge  [seq=3 attempt=2]
+    workflow ship  [run_id=checkout-order-7/4 status=completed]
+      activity label  [seq=1 attempt=1]
+"""
+    assert tree in out, out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "tracing.py": check_tracing,
     "typed.py": check_typed,
     "cancel_worker_threads.py": check_cancel_worker_threads,
     "hello.py": check_hello,

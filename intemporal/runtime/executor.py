@@ -190,7 +190,7 @@ class Executor:
                 self.observer.on_run_stopped(RunStopped(exe.run_id, exe.ctx.workflow, why))
             self._stopped(exe)
 
-    def journal_headers(self, first: Event) -> Event:
+    def _with_headers(self, first: Event) -> Event:
         """`first` (a new run's `run_started`) with the observers' `headers`, if any."""
         if self.observer.headers:
             rec = RunCreated(first["run_id"], first["workflow"], first.get("parent"))
@@ -351,7 +351,7 @@ class Executor:
         first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id, now)
         with store_call(cid, f"create child run {cid!r}"):
             fresh = not self.store.exists(cid)
-            fresh = fresh and self.store.create(cid, self.journal_headers(first), self.sync)
+            fresh = fresh and self.store.create(cid, self._with_headers(first), self.sync)
             if not fresh:  # made by an earlier execution, or a run someone else put at that id
                 check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
             info = self.store.summary(cid)
