@@ -277,7 +277,7 @@ class Observers:
     headers: Callable[[RunCreated], dict[str, str]] | None
 
 
-def _fan_out(hook: str, observers: Sequence[Observer]) -> Callable[[Any], None] | None:
+def _fan_out(hook: str, observers: Sequence[Observer]) -> Callable[[Any], Any] | None:
     base = getattr(Observer, hook)
     calls = [getattr(o, hook) for o in observers if getattr(type(o), hook, base) is not base]
     if not calls:

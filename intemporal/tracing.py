@@ -30,23 +30,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .observe import (
-    ActivityFinished,
-    ActivityStarted,
-    AttemptFailed,
-    CancelDelivered,
-    ChildStarted,
-    Compensation,
-    Observer,
-    RunCreated,
-    RunFinished,
-    RunResumed,
-    RunStarted,
-    RunStopped,
-    RunSuspended,
-    SignalReceived,
-    TimerStarted,
-)
+from . import observe as ob
 
 RUN_ID = "intemporal.run_id"
 WORKFLOW = "intemporal.workflow"
@@ -57,7 +41,7 @@ QUEUE = "intemporal.queue"
 STATUS = "intemporal.status"
 
 
-def tracing_observer(setting: Any) -> Observer | None:
+def tracing_observer(setting: Any) -> ob.Observer | None:
     """The observer `Engine(tracing=setting)` installs, or None when there is nothing to trace.
 
     `setting`: True (OpenTelemetry's global tracer provider, if the program configured one:
@@ -88,7 +72,7 @@ class _Open:
         self.attempts: dict[int, tuple[Any, Any]] = {}
 
 
-class Tracing(Observer):
+class Tracing(ob.Observer):
     """Spans for runs and activity attempts on `provider` (an OpenTelemetry `TracerProvider`)."""
 
     def __init__(self, provider: Any) -> None:
@@ -102,7 +86,7 @@ class Tracing(Observer):
         self._lock = threading.Lock()
 
     # -- the trace context journaled with a run --------------------------------------------
-    def headers(self, rec: RunCreated) -> Mapping[str, str] | None:
+    def headers(self, rec: ob.RunCreated) -> Mapping[str, str] | None:
         trace = self._trace
         ctx = None
         if not trace.get_current_span().get_span_context().is_valid:
@@ -131,21 +115,21 @@ class Tracing(Observer):
             self._open[run_id] = _Open(span, token, workflow)
         return span
 
-    def on_run_started(self, rec: RunStarted) -> None:
+    def on_run_started(self, rec: ob.RunStarted) -> None:
         self._begin(rec.run_id, rec.workflow, rec.queue, rec.headers)
 
-    def on_run_resumed(self, rec: RunResumed) -> None:
+    def on_run_resumed(self, rec: ob.RunResumed) -> None:
         span = self._begin(rec.run_id, rec.workflow, rec.queue, rec.headers)
         span.add_event("intemporal.resumed", {"intemporal.after": rec.after})
 
-    def on_run_suspended(self, rec: RunSuspended) -> None:
+    def on_run_suspended(self, rec: ob.RunSuspended) -> None:
         attrs: dict[str, Any] = {"intemporal.reason": rec.reason}
         if rec.until is not None:
             attrs["intemporal.until"] = rec.until
         self._event(rec.run_id, "intemporal.suspended", attrs)
         self._set(rec.run_id, STATUS, "waiting")
 
-    def on_run_finished(self, rec: RunFinished) -> None:
+    def on_run_finished(self, rec: ob.RunFinished) -> None:
         run = self._open.get(rec.run_id)
         if run is None:
             return
@@ -153,7 +137,7 @@ class Tracing(Observer):
         if rec.error is not None and rec.status.value == "failed":
             self._failed(run.span, rec.error)
 
-    def on_run_stopped(self, rec: RunStopped) -> None:
+    def on_run_stopped(self, rec: ob.RunStopped) -> None:
         with self._lock:
             run = self._open.pop(rec.run_id, None)
         if run is None:
@@ -168,7 +152,7 @@ class Tracing(Observer):
         self._context.detach(run.token)  # the thread's context as it was before the run
 
     # -- activity attempts ----------------------------------------------------------------------
-    def on_activity_started(self, rec: ActivityStarted) -> None:
+    def on_activity_started(self, rec: ob.ActivityStarted) -> None:
         if rec.replaying:
             return
         run = self._open.get(rec.run_id)
@@ -190,11 +174,11 @@ class Tracing(Observer):
             span.end()
             self._context.detach(token)
 
-    def on_attempt_failed(self, rec: AttemptFailed) -> None:
+    def on_attempt_failed(self, rec: ob.AttemptFailed) -> None:
         if not rec.replaying:
             self._end_attempt(rec.run_id, rec.seq, rec.error, "retrying")
 
-    def on_activity_finished(self, rec: ActivityFinished) -> None:
+    def on_activity_finished(self, rec: ob.ActivityFinished) -> None:
         if not rec.replaying:
             self._end_attempt(rec.run_id, rec.seq, rec.error, "completed")
 
@@ -211,7 +195,7 @@ class Tracing(Observer):
         self._context.detach(token)
 
     # -- span events ------------------------------------------------------------------------------
-    def on_timer_started(self, rec: TimerStarted) -> None:
+    def on_timer_started(self, rec: ob.TimerStarted) -> None:
         if not rec.replaying:
             attrs = {
                 SEQ: rec.seq,
@@ -220,21 +204,21 @@ class Tracing(Observer):
             }
             self._event(rec.run_id, "intemporal.timer", attrs)
 
-    def on_signal_received(self, rec: SignalReceived) -> None:
+    def on_signal_received(self, rec: ob.SignalReceived) -> None:
         if not rec.replaying:
             attrs = {"intemporal.signal": rec.name, "intemporal.signal_id": rec.signal_id or ""}
             self._event(rec.run_id, "intemporal.signal_received", attrs)
 
-    def on_cancelled(self, rec: CancelDelivered) -> None:
+    def on_cancelled(self, rec: ob.CancelDelivered) -> None:
         if not rec.replaying:
             self._event(rec.run_id, "intemporal.cancelled", {SEQ: rec.seq})
 
-    def on_compensation(self, rec: Compensation) -> None:
+    def on_compensation(self, rec: ob.Compensation) -> None:
         if not rec.replaying:
             attrs = {"intemporal.compensations": list(rec.compensations)}
             self._event(rec.run_id, "intemporal.compensation", attrs)
 
-    def on_child_started(self, rec: ChildStarted) -> None:
+    def on_child_started(self, rec: ob.ChildStarted) -> None:
         if not rec.replaying:
             attrs = {"intemporal.child_run_id": rec.child_id, WORKFLOW: rec.workflow}
             self._event(rec.run_id, "intemporal.child_started", attrs)

@@ -119,9 +119,9 @@ def main() -> None:
     trace.set_tracer_provider(provider)  # before the Engine: it then traces
 
     store = args.store or tempfile.mkdtemp(prefix="intemporal-tracing-")
-    with intemporal.Engine(store) as engine:
-        with trace.get_tracer("shop").start_as_current_span("handle request"):
-            result = engine.run(checkout, "order-7", run_id="checkout-order-7")
+    request = trace.get_tracer("shop").start_as_current_span("handle request")
+    with intemporal.Engine(store) as engine, request:
+        result = engine.run(checkout, "order-7", run_id="checkout-order-7")
     print(f"result: {result}")
     print_tree(list(exporter.get_finished_spans()))
 
