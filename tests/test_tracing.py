@@ -140,6 +140,18 @@ def tr_user_span(x: int) -> str:
     return tr_opens_a_span(x)
 
 
+@intemporal.activity(timeout=10)
+def tr_current_with_timeout(x: int) -> int:
+    return trace.get_current_span().get_span_context().span_id
+
+
+@intemporal.workflow
+def tr_elsewhere(x: int) -> list[int]:
+    futures = [intemporal.submit(tr_add, i) for i in range(3)]
+    intemporal.join_all(futures)
+    return [tr_current_with_timeout(x)]
+
+
 @intemporal.workflow
 def tr_events(x: int) -> int:
     intemporal.sleep(0)
@@ -216,6 +228,16 @@ def test_a_span_an_activity_opens_is_the_activity_spans_child(traced: Engine, sp
     assert parent_of(user) == span_id(act)
 
 
+def test_submitted_and_timed_activities_nest_under_their_run(traced: Engine, spans: Spans) -> None:
+    # activities on the activity pool, and one on a thread of its own (its timeout)
+    (seen,) = traced.run(tr_elsewhere, 1, run_id="pool")
+    wf = spans.one("workflow tr_elsewhere")
+    acts = spans.named("activity tr_add")
+    assert len(acts) == 3 and {parent_of(a) for a in acts} == {span_id(wf)}
+    timed = spans.one("activity tr_current_with_timeout")
+    assert parent_of(timed) == span_id(wf) and seen == span_id(timed)
+
+
 def test_timer_signal_and_compensation_are_span_events(traced: Engine, spans: Spans) -> None:
     traced.signal(traced.start(tr_events, 1, run_id="ev").run_id, "go", 1)
     assert traced.handle("ev").result(timeout=10) == 1
@@ -270,14 +292,11 @@ def test_resuming_a_half_done_run_traces_only_new_work(traced: Engine, spans: Sp
     assert trace_id(first) == trace_id(second) and parent_of(first) == parent_of(second)
 
 
-def test_tracing_false_or_no_provider_installs_nothing(store: Store, spans: Spans) -> None:
+def test_tracing_false_installs_nothing(store: Store, spans: Spans) -> None:
     with Engine(store, tracing=False) as eng:
         eng.run(tr_two_steps, 1, run_id="off")
         assert "headers" not in eng.history("off")[0]
     assert spans.all() == []
-    # OpenTelemetry's default provider is the no-op proxy: no observer at all
-    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
-    assert tracing_observer(True) is None
     assert tracing_observer(False) is None
 
 
@@ -379,13 +398,24 @@ def test_a_program_with_a_global_provider_traces_by_default(tmp_path: Path) -> N
     assert out.stdout.strip() == "['activity step', 'workflow wf']"
 
 
-def test_an_observer_without_opentelemetry_imported_costs_no_import(tmp_path: Path) -> None:
-    code = "import sys, intemporal; intemporal.Engine('%s'); print('opentelemetry' in sys.modules)"
+@pytest.mark.parametrize(
+    "program,printed",
+    [
+        # OpenTelemetry never imported: the engine imports none of it
+        ("intemporal.Engine(STORE); print('opentelemetry' in sys.modules)", "False"),
+        # imported, but its provider is the default no-op proxy: no tracing observer
+        (
+            "from opentelemetry import trace; from intemporal.tracing import tracing_observer;"
+            " print(tracing_observer(True))",
+            "None",
+        ),
+    ],
+)
+def test_no_provider_configured_means_no_observer_and_no_import(
+    tmp_path: Path, program: str, printed: str
+) -> None:
+    code = f"import sys, intemporal; STORE = {str(tmp_path / 's')!r}; {program}"
     out = subprocess.run(
-        [sys.executable, "-c", code % (tmp_path / "s")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == printed
