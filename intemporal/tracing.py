@@ -65,10 +65,11 @@ def tracing_observer(setting: Any) -> ob.Observer | None:
 class _Open:
     """One execution's open spans: the workflow's, and each attempt in flight by step."""
 
-    __slots__ = ("attempts", "span", "token", "workflow")
+    __slots__ = ("attempts", "ended", "span", "token", "workflow")
 
     def __init__(self, span: Any, token: Any, workflow: str) -> None:
         self.span, self.token, self.workflow = span, token, workflow
+        self.ended = False  # finished or suspended: it has its status
         self.attempts: dict[int, tuple[Any, Any]] = {}
 
 
@@ -127,13 +128,12 @@ class Tracing(ob.Observer):
         if rec.until is not None:
             attrs["intemporal.until"] = rec.until
         self._event(rec.run_id, "intemporal.suspended", attrs)
-        self._set(rec.run_id, STATUS, "waiting")
+        self._status(rec.run_id, "waiting")
 
     def on_run_finished(self, rec: ob.RunFinished) -> None:
-        run = self._open.get(rec.run_id)
+        run = self._status(rec.run_id, rec.status.value)
         if run is None:
             return
-        run.span.set_attribute(STATUS, rec.status.value)
         if rec.error is not None and rec.status.value == "failed":
             self._failed(run.span, rec.error)
 
@@ -142,12 +142,14 @@ class Tracing(ob.Observer):
             run = self._open.pop(rec.run_id, None)
         if run is None:
             return
-        for span, _ in list(run.attempts.values()):  # stopped in flight: never finished here
-            self._failed(span, rec.error, "stopped unrecorded")
+        # Stopped unrecorded (an error, or its engine shutting down): it resumes later.
+        spans = [span for span, _ in run.attempts.values()]  # in flight: never finished here
+        for span in spans if run.ended else [*spans, run.span]:
+            span.set_attribute(STATUS, "stopped")
+            if rec.error is not None:
+                self._failed(span, rec.error)
+        for span in spans:
             span.end()
-        if rec.error is not None:
-            run.span.set_attribute(STATUS, "stopped")
-            self._failed(run.span, rec.error, "stopped unrecorded")
         run.span.end()
         self._context.detach(run.token)  # the thread's context as it was before the run
 
@@ -228,15 +230,14 @@ class Tracing(ob.Observer):
         if run is not None:
             run.span.add_event(name, attrs)
 
-    def _set(self, run_id: str, key: str, value: Any) -> None:
+    def _status(self, run_id: str, status: str) -> _Open | None:
         run = self._open.get(run_id)
         if run is not None:
-            run.span.set_attribute(key, value)
+            run.span.set_attribute(STATUS, status)
+            run.ended = True
+        return run
 
-    def _failed(self, span: Any, error: BaseException | None, why: str = "") -> None:
+    def _failed(self, span: Any, error: BaseException) -> None:
         status = self._trace.StatusCode.ERROR
-        if error is None:
-            span.set_status(self._trace.Status(status, why))
-            return
         span.record_exception(error)
         span.set_status(self._trace.Status(status, f"{type(error).__name__}: {error}"))

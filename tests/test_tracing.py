@@ -268,6 +268,43 @@ def test_suspension_and_cancellation_are_span_events(traced: Engine, spans: Span
     assert second.attributes is not None and second.attributes["intemporal.status"] == "cancelled"
 
 
+_entered, _release = threading.Event(), threading.Event()
+
+
+@intemporal.activity
+def tr_blocks(x: int) -> int:
+    _entered.set()
+    _release.wait(10)
+    return x
+
+
+@intemporal.workflow
+def tr_cut(x: int) -> int:
+    tr_blocks(x)
+    return tr_add(x)
+
+
+def test_an_execution_cut_by_shutdown_ends_its_span_as_stopped(store: Store, spans: Spans) -> None:
+    # Given a run in an activity when its engine begins to close
+    _entered.clear()
+    _release.clear()
+    engine = Engine(store, tracing=spans.provider)
+    engine.start(tr_cut, 1, run_id="cut")
+    assert _entered.wait(10)
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    wait_until(lambda: engine.closing, what="the engine closing")
+    # When the activity ends: the run stops at its next step, unrecorded
+    _release.set()
+    closer.join(10)
+    # Then its span ended, marked stopped (not an error); the activity in flight completed
+    wf = spans.one("workflow tr_cut")
+    assert attr(wf, "intemporal.status") == "stopped"
+    assert wf.status.status_code is StatusCode.UNSET
+    assert attr(spans.one("activity tr_blocks"), "intemporal.status") == "completed"
+    assert spans.named("activity tr_add") == []
+
+
 def test_resuming_a_finished_run_emits_nothing(traced: Engine, spans: Spans) -> None:
     traced.run(tr_two_steps, 1, run_id="done")
     before = len(spans.all())

@@ -184,9 +184,8 @@ class Executor:
                 except Exception as exc:  # a last sync failed: the run may not be durable
                     exe.finish("error", store_error(exc, f"sync run {exe.run_id!r}", exe.run_id))
             if exe.ctx is not None and self.observer.on_run_stopped:
-                value = (exe.outcome or ("stopped", None))[1]
-                unrecorded = not exe.terminal and not isinstance(value, _Wait)
-                why = value if unrecorded and isinstance(value, BaseException) else None
+                kind, value = exe.outcome or ("stopped", None)
+                why = value if kind == "error" and not exe.terminal else None  # not a shutdown
                 self.observer.on_run_stopped(RunStopped(exe.run_id, exe.ctx.workflow, why))
             self._stopped(exe)
 
