@@ -192,6 +192,23 @@ def test_spans_nest_caller_workflow_activity_with_attributes(traced: Engine, spa
     }
 
 
+def test_a_run_a_client_records_is_traced_under_the_clients_span(
+    store: Store, spans: Spans
+) -> None:
+    # Given a client engine recording a run inside the caller's span, and a worker
+    with Engine(store, worker=False, tracing=spans.provider) as client:
+        with spans.provider.get_tracer("test").start_as_current_span("caller") as mine:
+            client.start(tr_two_steps, 1, run_id="queued")
+    assert [s.name for s in spans.all()] == ["caller"]  # the client executes nothing
+    # When a worker executes it
+    with Engine(store, tracing=spans.provider) as worker:
+        assert worker.resume("queued").result(timeout=10) == 3
+    # Then its span is the caller's child, in the caller's trace
+    wf = spans.one("workflow tr_two_steps")
+    assert parent_of(wf) == mine.get_span_context().span_id
+    assert trace_id(wf) == mine.get_span_context().trace_id
+
+
 def test_one_span_per_attempt_failed_ones_with_error_status(traced: Engine, spans: Spans) -> None:
     key = f"k-{id(traced)}"
     assert traced.run(tr_retrying, key, run_id="retry") == key
