@@ -33,6 +33,7 @@ from .errors import (
     SignalTimeout,
     StoreError,
     StoreUnavailable,
+    UnsafeStore,
     WorkflowNotFound,
     is_suspension,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "UnsafeStore",
     "Workflow",
     "WorkflowNotFound",
     "activity",

@@ -29,6 +29,7 @@ from . import cli_timeline as view
 from .cli_render import Outcome, describe, exit_code, report
 from .cli_support import (
     _USER_ERRORS,
+    STRICT,
     Finished,
     ImportOption,
     JsonOption,
@@ -64,8 +65,18 @@ _STORE_HELP = (
 StoreOption = Annotated[str | None, typer.Option(metavar="PATH_OR_URL", help=_STORE_HELP)]
 
 
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        envvar="INTEMPORAL_STRICT",
+        help="Refuse a store folder that group or others may write to, or another user owns.",
+    ),
+]
+
+
 @app.callback()
-def _root(ctx: typer.Context, store: StoreOption = None) -> None:
+def _root(ctx: typer.Context, store: StoreOption = None, strict: StrictOption = False) -> None:
     """Durable workflows from the terminal: list, inspect, start, resume, cancel and signal runs.
 
     The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else the nearest .intemporal
@@ -79,6 +90,7 @@ def _root(ctx: typer.Context, store: StoreOption = None) -> None:
       intemporal resume --all
     """
     ctx.obj = store  # the location, read by _open
+    ctx.meta[STRICT] = strict
     _add_cwd()
     _show_warnings()
 
@@ -131,18 +143,18 @@ def resume(
     for module in imports or []:
         _import(module)
     out = render.console()
+    started: list[RunHandle | Outcome] = []
     with _engine(ctx) as engine:
         if not runs:  # oldest first; child runs are left to their parent, which resumes them
-            targets = [
-                i for i in reversed(engine.list_runs()) if resumable(engine.store, i, failed)
-            ]
-            if not targets:
+            listed = list(reversed(engine.list_runs()))
+            targets = [i for i in listed if resumable(engine.store, i, failed)]
+            started += render.unreadable_outcomes(listed)  # reported, never skipped in silence
+            if not targets and not started:
                 what = "unfinished or failed" if failed else "unfinished"
                 out.print(f"nothing to resume: no {what} run that no process has")
                 return
         else:
             targets = [engine.get_run(rid) for rid in runs]  # all known, or none run
-        started: list[RunHandle | Outcome] = []
         for info in targets:
             try:
                 started.append(
@@ -166,7 +178,8 @@ def result(
     """Wait for a run to end, wherever it executes, and print its result.
 
     Runs nothing itself: a worker, or the process that started it, executes the run.
-    Prints the result (JSON, else its repr), or the error; --json prints one object.
+    Prints the result (JSON, else its repr), or the error; --json prints one object. It
+    never unpickles: a value stored with dill is shown as <dill: TYPE, SIZE>.
     Exit codes as for `resume`: 0 completed (or cancelled), 1 failed, 3 --timeout passed
     first (the run goes on).
 
@@ -176,8 +189,7 @@ def result(
       intemporal result order-42 --timeout 30 --json | jq .result
     """
     with _engine(ctx, worker=False) as engine:
-        handle = engine.handle(run)
-        outcome = render.wait(engine, handle, timeout, long_waits=True)
+        outcome = render.settle(engine, engine.handle(run).run_id, timeout)
     _print_outcome(outcome, as_json)
 
 
@@ -419,7 +431,8 @@ def gc(
     ended with --status. A child run is never deleted while its parent is unfinished
     (waiting, crashed, pending), nor on its own. Prints how many runs were removed;
     --dry-run lists them (children included) and deletes nothing. --json prints one
-    object per run (run_id, status, workflow, parent, action).
+    object per run (run_id, status, workflow, parent, action). A run whose journal cannot
+    be read is left alone and named on stderr, and the command exits 1.
 
     \b
     Examples:
@@ -429,7 +442,10 @@ def gc(
     """
     seconds = parse_age(older_than)
     store = _open(ctx)
-    doomed = collectable(store, older_than=seconds, status=status and RunStatus(status))
+    unreadable: set[str] = set()
+    doomed = collectable(
+        store, older_than=seconds, status=status and RunStatus(status), unreadable=unreadable
+    )
     out = render.console()
     # the top-level run first, then what it started
     listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
@@ -448,6 +464,15 @@ def gc(
             )
     if not as_json:
         out.print(f"{'would remove' if dry_run else 'removed'} {len(gone)} run(s)")
+    if unreadable:  # left alone, never skipped in silence
+        for rid in sorted(unreadable):
+            render.console(stderr=True).print(
+                f"error: {rid} cannot be read (a damaged journal): left alone; "
+                f"`intemporal show {rid}` says why",
+                style="red",
+                soft_wrap=True,
+            )
+        raise typer.Exit(1)
 
 
 @command()

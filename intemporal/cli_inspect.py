@@ -24,7 +24,7 @@ from .codec import masked
 from .engine import Engine
 from .store import RunInfo, RunStatus
 
-STATES = [*(s.value for s in RunStatus), "orphaned"]
+STATES = [*(s.value for s in RunStatus), "orphaned", RunStatus.UNREADABLE.value]
 StatusOption = Annotated[
     str | None,
     typer.Option(
@@ -140,7 +140,8 @@ def list_runs(
     `intemporal resume --all` or `intemporal worker` continues it. Times are local
     (--utc for UTC) and carry their zone. --json prints one object per run (run_id,
     workflow, status, created_at, updated_at, duration, steps, parent, orphaned, result,
-    error).
+    error). An unreadable run has a damaged journal (or one that is a symbolic link): it
+    is listed, never left out, and `intemporal show RUN` says why.
 
     \b
     Examples:
@@ -175,6 +176,10 @@ def list_runs(
     if orphans:
         note = f"{orphans} orphaned (no process executes them): `intemporal resume --all` continues them"
         out.print(Text(note, style=render.ORPHANED_STYLE), soft_wrap=True)
+    unreadable = sum(info.status is RunStatus.UNREADABLE for info in runs)
+    if unreadable:  # listed, never left out: `show` says why
+        note = f"{unreadable} unreadable (a damaged journal): `intemporal show RUN` says why"
+        out.print(Text(note, style=render.STATUS_STYLE[RunStatus.UNREADABLE]), soft_wrap=True)
 
 
 @command()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -48,6 +49,7 @@ STATUS_STYLE = {
     RunStatus.COMPLETED: "green",
     RunStatus.FAILED: "red",
     RunStatus.CANCELLED: "magenta",
+    RunStatus.UNREADABLE: "bold red",
 }
 ORPHANED_STYLE = "bold dark_orange"
 
@@ -99,7 +101,10 @@ def fmt_time(ts: float | None, utc: bool = False, short: bool = False) -> str:
     """
     if not ts:
         return "-"
-    when = datetime.fromtimestamp(ts, UTC) if utc else datetime.fromtimestamp(ts).astimezone()
+    try:
+        when = datetime.fromtimestamp(ts, UTC) if utc else datetime.fromtimestamp(ts).astimezone()
+    except (OverflowError, ValueError, OSError):  # a damaged journal's time: shown as it is
+        return str(ts)
     zone = "UTC" if utc else (when.tzname() or when.strftime("%z"))
     return when.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S") + " " + zone
 
@@ -108,6 +113,8 @@ def fmt_duration(seconds: float | None) -> str:
     """A short human duration: 850ms, 12.3s, 4m05s, 2h03m, 3d04h."""
     if seconds is None:
         return ""
+    if not math.isfinite(seconds):  # times from a damaged journal
+        return "?"
     s = max(0.0, seconds)
     if s < 1:
         return f"{s * 1000:.0f}ms"
@@ -191,7 +198,7 @@ def halted(engine: Engine, run_id: str, exc: BaseException | None = None) -> Out
         return None
     if isinstance(err, Exception):
         return Outcome(run_id, "error", error=describe(err))
-    what = repr(err) if err.args else type(err).__name__
+    what = describe(err) if err.args else type(err).__name__
     return Outcome(
         run_id,
         "error",
@@ -200,11 +207,43 @@ def halted(engine: Engine, run_id: str, exc: BaseException | None = None) -> Out
     )
 
 
+def unreadable_outcome(info: RunInfo) -> Outcome:
+    """The "error" outcome of a run whose journal cannot be read: said, never skipped."""
+    return Outcome(info.run_id, "error", error=f"cannot be read: {info.error}")
+
+
+def unreadable_outcomes(runs: list[RunInfo]) -> list[RunHandle | Outcome]:
+    """An "error" outcome for each unreadable run listed: `resume --all` reports them."""
+    return [unreadable_outcome(i) for i in runs if i.status is RunStatus.UNREADABLE]
+
+
 def final_outcome(info: RunInfo) -> Outcome:
     """The outcome of a run as its summary records it."""
     if info.status is RunStatus.COMPLETED:
         return Outcome(info.run_id, info.status.value, value=info.result)
     return Outcome(info.run_id, info.status.value, error=info.error)
+
+
+def settle(engine: Engine, run_id: str, timeout: float | None) -> Outcome:
+    """Wait for a run to end, wherever it executes, and return its outcome as recorded.
+
+    For `intemporal result`: it executes nothing and decodes nothing, so a pickled result
+    or error is shown as what it is (`<dill: tuple, 48 B>`), never unpickled (reading a
+    store never runs its code). Polls the run's summary, backing off to 0.2 s.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    poll = 0.01
+    while True:
+        info = engine.get_run(run_id)
+        if info.status.finished:
+            return final_outcome(info)
+        if info.status is RunStatus.UNREADABLE:
+            return unreadable_outcome(info)
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return Outcome(run_id, "still-running")
+        time.sleep(poll if left is None else min(poll, left))
+        poll = min(poll * 2, 0.2)
 
 
 def report(out: Console, o: Outcome, as_json: bool) -> None:
@@ -260,13 +299,11 @@ def wait(
     engine: Engine,
     handle: RunHandle,
     timeout: float | None,
-    long_waits: bool = False,
     on_poll: Callable[[], None] | None = None,
 ) -> Outcome:
     """Wait for a run to end, or for `timeout`; not for a signal or a timer far off.
 
     Short timers and child runs are waited for: the engine here executes them when due.
-    With `long_waits` (`intemporal result`), signals and far timers are waited for too.
     `on_poll` is called between two looks (a progress bar reads the journal there).
     """
     rid = handle.run_id
@@ -281,11 +318,7 @@ def wait(
             info = engine.get_run(rid)
             if info.status.finished:
                 return Outcome(rid, info.status.value, error=describe(exc))
-            if (
-                not long_waits
-                and info.status is RunStatus.WAITING
-                and not engine.store.is_claimed(rid)
-            ):
+            if info.status is RunStatus.WAITING and not engine.store.is_claimed(rid):
                 what = long_wait(engine.history(rid))
                 if what is not None:  # may take days: do not hold the terminal
                     return Outcome(rid, info.status.value, waiting_for=what)

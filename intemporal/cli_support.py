@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from types import ModuleType
@@ -29,7 +30,7 @@ from .api import Workflow, not_a_workflow
 from .engine import Engine
 from .errors import IntemporalError
 from .loader import import_code
-from .store import Located, Store, locate, open_store
+from .store import Located, Store, locate, open_store, redact
 
 
 class UserError(Exception):
@@ -67,6 +68,10 @@ def _user_errors(as_json: bool = False) -> Iterator[None]:
         with contextlib.suppress(Exception):  # and keep the exit-time flush from failing too
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(141) from None
+    except RecursionError:  # a journal (or an argument) nested deeper than Python can follow
+        if os.environ.get("INTEMPORAL_DEBUG"):
+            raise
+        raise _fail("a value is nested too deep to read or show (RecursionError)") from None
     except _USER_ERRORS as exc:
         if os.environ.get("INTEMPORAL_DEBUG"):
             raise
@@ -157,13 +162,23 @@ def _open(ctx: typer.Context, create: bool = False) -> Store:
     """The store as `locate` finds it; a read command refuses to create a missing directory."""
     found = _located(ctx)
     where = found.where
-    is_path = where != "memory:" and not where.startswith(("postgresql://", "postgres://"))
+    is_path = where != "memory:" and "://" not in where  # a URL is the store's to refuse
     if is_path and not create and not os.path.isdir(where):
         raise UserError(
-            f"no store at {where} ({found.looked_text()}): pass --store PATH, set "
+            f"no store at {redact(where)} ({found.looked_text()}): pass --store PATH, set "
             "$INTEMPORAL_HOME, or run from the project folder that holds .intemporal"
         )
-    return open_store(where)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = open_store(where, strict=bool(ctx.meta.get(STRICT)))
+    for warning in caught:  # a store others may write to: one yellow line on stderr
+        message = Text(f"warning: {warning.message}", style="yellow")
+        render.console(stderr=True).print(message, soft_wrap=True)
+    return store
+
+
+#: `ctx.meta` key: `intemporal --strict` refuses a store others may write to
+STRICT = "intemporal.strict"
 
 
 def _engine(ctx: typer.Context, **options: Any) -> Engine:

@@ -33,7 +33,7 @@ from .cli_support import (
 )
 from .engine import Engine
 from .handle import RunHandle
-from .store import RunStatus
+from .store import RunStatus, redact
 
 DEFAULT_QUEUE = "default"
 
@@ -161,9 +161,13 @@ def worker(
     reported: set[str] = set()
     ended: list[Outcome] = []  # how each run ended, for --once's exit code
     with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
-        where = engine.store.location or _location(ctx)
+        where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"
         board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
+        for info in engine.list_runs(status=RunStatus.UNREADABLE):  # never skipped in silence:
+            bad = render.unreadable_outcome(info)
+            ended.append(bad)  # said once, and --once exits 1
+            board.outcome(bad)
         try:
             with board.showing():
                 while True:

@@ -70,7 +70,8 @@ class Engine(Worker, Executor, StartAPI):
     nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
     without executing them. Leaving `with` stops taking work, lets in-flight activities
     finish and leaves every unfinished run durable and resumable. `clock`: the time source
-    (default the real one; `intemporal.testing` passes a virtual one that skips waits). `observers`:
+    (default the real one; `intemporal.testing` passes a virtual one that skips waits).
+    `strict=True` refuses a store others may write (`UnsafeStore`). `observers`:
     `intemporal.Observer`s told of each run and step (a `LoggingObserver` is always there).
     `tracing`: OpenTelemetry spans (README "Tracing") when True and the program configured
     a tracer provider before making the engine; False never; or a `TracerProvider` to use.
@@ -87,6 +88,7 @@ class Engine(Worker, Executor, StartAPI):
         codec: str = "auto",
         observers: Sequence[Observer] = (),
         clock: Clock | None = None,
+        strict: bool = False,
         tracing: Any = True,
     ) -> None:
         if durability not in ("fsync", "flush"):
@@ -95,7 +97,7 @@ class Engine(Worker, Executor, StartAPI):
             raise ValueError(f"codec must be 'auto' or 'json', not {codec!r}")
         if threads < 1:
             raise ValueError("threads must be at least 1")
-        self.store = open_store(store)
+        self.store = open_store(store, strict=strict)
         tracer = tracing_observer(tracing)
         extra = [tracer] if tracer is not None else []
         self.observer = Observers([LoggingObserver(), *observers, *extra])

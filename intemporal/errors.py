@@ -17,13 +17,16 @@
      |         +-- StoreUnavailable      the store cannot be read or written (disk full,
      |         |                         read-only, database down): free it, then resume
      |         +-- LeaseLost             this process no longer owns the run: it writes nothing more
+     |         +-- UnsafeStore           (also a PermissionError) a symlink in the store, or
+     |                                   (strict) a store others may write to
      +-- Cancelled                       the run was cancelled (an Exception, so sagas see it)
     BaseException
      +-- Suspend                         engine control flow: the run stops here for now
           +-- _Wait                      waiting for a timer, a signal or a child run
           +-- _Shutdown                  the engine is closing
-          +-- StoreFailure               the store failed: the run stops, its `StoreError` goes
-                                         to the caller, never to the workflow's `except Exception`
+          +-- StoreFailure               the store failed (or a child run's journal is damaged):
+                                         the run stops, the error goes to the caller, never to
+                                         the workflow's `except Exception`
 
 `Suspend` and its subclasses are never raised at user code that catches `Exception`:
 they unwind the workflow's thread when it waits, or when the engine shuts down.
@@ -157,6 +160,25 @@ class StoreError(IntemporalError):
         return (type(self), (str(self), self.run_id))
 
 
+class UnsafeStore(StoreError, PermissionError):
+    """Raised when a store cannot be trusted, naming the path.
+
+    A symbolic link stands where one of the store's own files or folders should be (a
+    journal, an inbox, the doorbell, a lock, a child run's folder): it is never followed.
+    With `Engine(strict=True)` (`intemporal --strict`), also a store folder that group or
+    others may write to, or that another user owns. Also a `PermissionError`. A
+    `StoreError`: met under a run (a child run's folder or inbox), it stops the run
+    unrecorded, as a store failure does, and never reaches the workflow's own code.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"unsafe store: {path} {reason}")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason))
+
+
 class StoreUnavailable(StoreError):
     """Raised when the store cannot be read or written (disk full, read-only, database down).
 
@@ -240,7 +262,7 @@ class StoreFailure(Suspend):
     the store's error; `error` is the `StoreError` the run's caller gets instead.
     """
 
-    def __init__(self, error: StoreError) -> None:
+    def __init__(self, error: StoreError | JournalCorrupted) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -254,11 +276,15 @@ def store_call(
 
     `doing` says what failed ("write the journal of run 'r'"); `started` whether the run
     exists (see `store_error`). Errors of the library that say something about the run
-    (`RunNotFound`, `JournalCorrupted`) and the engine's own control flow pass unchanged.
+    (`RunNotFound`, `RunConflict`) and the engine's own control flow pass unchanged. A
+    damaged journal (`JournalCorrupted`, a child run's, say) met under a run stops it like
+    a store failure: the workflow's own `except` never sees it; the caller gets it.
     """
     try:
         yield
     except (IntemporalError, Suspend) as exc:
+        if isinstance(exc, JournalCorrupted) and not caller:
+            raise StoreFailure(exc) from exc
         if not isinstance(exc, StoreError):
             raise
         err: StoreError = exc

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import JournalCorrupted
 
@@ -64,14 +64,26 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    #: Not a state a run goes through (iterating lists the six above): it marks, in
+    #: listings only, a run whose journal cannot be read; `RunInfo.error` says why.
+    UNREADABLE: ClassVar[RunStatus]
 
     def __str__(self) -> str:
         return self.value
+
+    @classmethod
+    def _missing_(cls, value: object) -> RunStatus | None:
+        return cls.UNREADABLE if value == "unreadable" else None
 
     @property
     def finished(self) -> bool:
         """True for the terminal states, which nothing changes any more."""
         return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+# A pseudo-member, as `enum.Flag` makes them: an instance outside the six listed states.
+RunStatus.UNREADABLE = str.__new__(RunStatus, "unreadable")
+RunStatus.UNREADABLE._name_, RunStatus.UNREADABLE._value_ = "UNREADABLE", "unreadable"
 
 
 #: the events that end an execution, and the status each one gives the run

@@ -15,6 +15,7 @@ from .codec import DILL_TAG, decode
 from .errors import (
     Cancelled,
     DillRefused,
+    JournalCorrupted,
     RemoteError,
     RunNotFound,
     SerializationError,
@@ -83,7 +84,7 @@ class _Execution:
         kind, value = self.outcome or ("stopped", None)
         if kind != "error" or self.terminal:
             return
-        if isinstance(value, StoreError):
+        if isinstance(value, StoreError | JournalCorrupted):
             raise StoreFailure(value)
         if isinstance(value, BaseException) and not isinstance(value, Exception):
             raise value

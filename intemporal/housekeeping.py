@@ -72,15 +72,20 @@ def collectable(
     older_than: float,
     status: RunStatus | str | None = None,
     now: float | None = None,
+    unreadable: set[str] | None = None,
 ) -> list[Tree]:
     """The trees `gc` may delete: see the module docstring for the rule.
 
     `older_than`: seconds since the tree's last run ended; `status`: the status its
     top-level run must have (a finished one), or None for any finished status.
+    `unreadable`, if given, receives the ids of the runs that cannot be read: never
+    collected (nor any tree they may belong to), for the caller to report.
     """
     want = RunStatus(status) if status is not None else None
     cutoff = (time.time() if now is None else now) - older_than
-    found, unreadable = trees(store)
+    found, damaged = trees(store)
+    if unreadable is not None:
+        unreadable |= damaged
     out = []
     for tree in found:
         if want is not None and tree.root.status is not want:
@@ -88,7 +93,7 @@ def collectable(
         if not all(info.status.finished for info in tree.runs) or tree.ended > cutoff:
             continue
         # A run that cannot be read may be a child: keep every run its id may sit under.
-        if any(u.startswith(info.run_id + "/") for u in unreadable for info in tree.runs):
+        if any(u.startswith(info.run_id + "/") for u in damaged for info in tree.runs):
             continue
         if any(store.is_claimed(info.run_id) for info in tree.runs):
             continue  # a failed run being resumed right now

@@ -28,6 +28,7 @@ import os
 import sys
 import threading
 import types
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,7 +94,9 @@ def code_copy(fn: Any) -> str | None:
 
     buf = io.BytesIO()
     try:
-        _Pickler(buf, protocol=4, recurse=True).dump(fn)
+        with warnings.catch_warnings():  # dill warns on stderr for what it cannot reach
+            warnings.simplefilter("ignore")  # (a script's Enum): the copy is best effort
+            _Pickler(buf, protocol=4, recurse=True).dump(fn)
     except Exception:  # a best-effort last resort: its absence is reported when needed
         return None
     return base64.b64encode(buf.getvalue()).decode("ascii")

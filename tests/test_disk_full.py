@@ -51,7 +51,7 @@ class Disk:
     def __init__(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.path, self.mp = path, monkeypatch
         path.mkdir()
-        mount = ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)]
+        mount = ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(path)]
         no_mount = os.environ.get("INTEMPORAL_TEST_NO_MOUNT") == "1"  # try the fallback
         self.real = not no_mount and subprocess.run(mount, capture_output=True).returncode == 0
         self.failing: int | None = None  # the errno injected, when not real

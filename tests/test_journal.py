@@ -160,7 +160,11 @@ def test_corrupt_middle_line_raises_journal_corrupted(
             assert info.value.line == 3
             assert str(path) in str(info.value) and "line 3" in str(info.value)
             assert isinstance(info.value, intemporal.IntemporalError)
-        assert engine.list_runs() == []  # unreadable runs are left out, not fatal
+        # Listed, not skipped in silence (issue 12 §7): unreadable, saying why.
+        [listed] = engine.list_runs()
+        assert (listed.run_id, listed.status) == ("bad", RunStatus.UNREADABLE)
+        assert listed.error is not None and f"{path} is corrupted at line 3" in listed.error
+        assert engine.list_runs(status="completed") == []
         assert engine.recover() == []
     assert path.read_bytes() == before  # nothing dropped or rewritten
     assert calls.total() == 3

@@ -29,6 +29,7 @@ RANKS = {
     "observe": 5,
     "store.base": 5,
     "tracing": 6,
+    "store.safefs": 1,
     "store.fileio": 6,
     "store.memory": 7,
     "store.file": 7,

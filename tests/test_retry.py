@@ -391,19 +391,15 @@ def test_shutdown_between_a_failed_attempt_and_its_backoff_is_not_lost() -> None
         if event["type"] == "attempt_failed":
             closer.start()
             wait_until(lambda: engine.closing, what="close() to begin")
-            with engine._mutex:  # close() sets `closing` and wakes the runs under this lock
-                pass
 
     store.hook = hook
-    began = time.monotonic()
     try:
         engine.start(wf, run_id="closing")
         wait_until(lambda: closer.ident is not None, what="the closer thread")
-        closer.join(timeout=10)
-        took = time.monotonic() - began
+        closer.join(timeout=2.0)  # well before the 3 s backoff would end
+        assert not closer.is_alive(), "close() waited for the 3 s backoff: shutdown ignored"
     finally:
         engine.close()
-    assert took < 1.5, f"close() waited {took:.2f} s: the 3 s backoff ignored the shutdown"
     assert calls["attempt"] == 1
     assert store.summary("closing").status is RunStatus.RUNNING  # resumable
 

@@ -119,8 +119,15 @@ def check_tracing(out: str) -> None:
     assert textwrap.dedent(doc) + "\n" in out, out
 
 
+def check_observers(out: str) -> None:
+    # two failed attempts, then success; replayed once when the signal woke the run
+    assert "charge: 3 attempts, 2 failed, replayed 1" in out
+    assert "result: charged 42" in out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
     "tracing.py": check_tracing,
+    "observers.py": check_observers,
     "typed.py": check_typed,
     "cancel_worker_threads.py": check_cancel_worker_threads,
     "hello.py": check_hello,

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from process_helpers import wait_until
 
+import intemporal
 from intemporal import FileStore, LeaseLost, MemoryStore, RunNotFound, RunStatus, Store
 from intemporal import events as ev
 
@@ -265,3 +267,63 @@ def test_a_claim_excludes_other_processes_until_the_owner_dies(kind: str, tmp_pa
             proc.kill()
             proc.wait(timeout=10)
         store.close()
+
+
+# -- the least a backend implements ------------------------------------------------------------------
+class MinimalStore(Store):
+    """Only the abstract operations (a memory store underneath): everything else is the base's."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStore()
+
+    def create(self, run_id: str, first: dict[str, Any], sync: bool = True) -> bool:
+        return self._inner.create(run_id, first, sync)
+
+    def read(self, run_id: str) -> list[dict[str, Any]]:
+        return self._inner.read(run_id)
+
+    def exists(self, run_id: str) -> bool:
+        return self._inner.exists(run_id)
+
+    def claim(self, run_id: str, owner: str = "") -> Any:
+        return self._inner.claim(run_id, owner)
+
+    def send(self, run_id: str, message: dict[str, Any]) -> None:
+        self._inner.send(run_id, message)
+
+    def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[dict[str, Any]], int]:
+        return self._inner.inbox(run_id, cursor)
+
+    def run_ids(self) -> Iterator[str]:
+        return self._inner.run_ids()
+
+    def delete(self, run_id: str) -> None:
+        self._inner.delete(run_id)
+
+
+@intemporal.activity
+def contract_step(x: int) -> int:
+    return x + 1
+
+
+@intemporal.workflow
+def contract_flow(x: int) -> int:
+    got = intemporal.wait_for_signal("go")
+    return contract_step(x + got)
+
+
+def test_a_store_with_only_the_abstract_operations_runs_workflows() -> None:
+    # Given a backend that implements only what `Store` requires
+    store = MinimalStore()
+    with intemporal.Engine(store, threads=2) as engine:
+        # When a run waits for a signal, and gets it
+        handle = engine.start(contract_flow, 1, run_id="min")
+        wait_until(lambda: handle.status() is RunStatus.WAITING, what="the run waits")
+        assert not store.is_claimed("min")  # the default probe: claim, give back
+        handle.signal("go", 10)
+        # Then it finishes: with no doorbell, `wait` says "look at every run you hold"
+        assert handle.result(timeout=10) == 12
+    make(store, "left")
+    (lease,) = store.claim_next("me")
+    assert lease.run_id == "left"
+    lease.release()

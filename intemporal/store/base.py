@@ -7,9 +7,17 @@ appends to the journal. Replay, retries and locking policy live above, in the en
 
     store = MemoryStore()
     store.create("r1", {"type": "run_started", "workflow": "wf", "ts": 0.0})
-    lease = store.claim("r1")        # None when another owner holds the run
+    lease = store.claim("r1", owner)     # None when another owner holds the run
     lease.append({"type": "run_completed", "result": 1, "ts": 1.0}, sync=True)
     lease.release()
+    leases = store.claim_next(owner, queues=None, limit=8)   # the runs to execute now
+    ids, cursor = store.wait(cursor, timeout=1.0)            # runs messaged since `cursor`
+
+A backend implements the abstract operations (create, read, exists, claim, send, inbox,
+run_ids, delete); `claim_next`, `wait`, `list_runs` and `summary` are written once here
+over them, and `is_claimed`, `changes`, `notify`, `hold_engine`, `engine_alive` and
+`unfinished` have defaults a backend may replace with something cheaper (the file store
+does). `tests/test_store_contract.py` is what every backend must pass.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec import masked, peek
+from ..errors import IntemporalError, RunNotFound
 from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunStatus, fold
 
 POLL = 0.02  # seconds between looks of the polling `Store.wait`
@@ -65,6 +74,12 @@ class RunInfo:
     orphaned: bool = False
     owner: str | None = None  # the engine that parked a waiting run
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def matches(self, status: RunStatus | None, workflow: str | None) -> bool:
+        """Whether this run passes the filters of `list_runs` (None: any)."""
+        return (status is None or self.status is status) and (
+            workflow is None or self.workflow == workflow
+        )
 
     @property
     def duration(self) -> float:
@@ -248,9 +263,18 @@ class Store(ABC):
             return claimed or not self.is_claimed(run_id)
         return False
 
-    @abstractmethod
+    # -- below: the file store's own mechanics, with defaults here. A backend need not
+    # implement them: deciding who executes a run is `claim` / `claim_next`, waking is `wait`.
     def is_claimed(self, run_id: str) -> bool:
-        """Tell whether some live owner (this process or another) holds the run."""
+        """Tell whether some live owner holds the run now (for display: decide with `claim`).
+
+        This default claims the run and gives it back at once.
+        """
+        lease = self.claim(run_id)
+        if lease is None:
+            return True
+        lease.release()
+        return False
 
     @abstractmethod
     def send(self, run_id: str, message: Event) -> None:
@@ -284,13 +308,13 @@ class Store(ABC):
                 return ids, cursor
             time.sleep(min(POLL, left))
 
-    @abstractmethod
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         """Which runs got inbox messages since `cursor`: the ids, or None for "look at all".
 
-        A cheap doorbell for engines holding waiting runs: with `cursor=None` it returns
-        `([], now)`, the cursor to start from.
+        A cheap doorbell for `wait`: with `cursor=None` it returns `([], now)`, the cursor
+        to start from. This default has no doorbell: always "look at all".
         """
+        return ([], 0) if cursor is None else (None, 0)
 
     @abstractmethod
     def run_ids(self) -> Iterator[str]:
@@ -300,13 +324,20 @@ class Store(ABC):
     def delete(self, run_id: str) -> None:
         """Remove a run and everything stored for it."""
 
-    @abstractmethod
     def hold_engine(self, engine_id: str) -> Callable[[], None]:
-        """Mark engine `engine_id` alive until the returned function is called (or it dies)."""
+        """Mark engine `engine_id` alive until the returned function is called (or it dies).
 
-    @abstractmethod
+        This default marks nothing: see `engine_alive`.
+        """
+        return lambda: None
+
     def engine_alive(self, engine_id: str) -> bool:
-        """Tell whether the engine that parked a waiting run still lives (in any process)."""
+        """Tell whether the engine that parked a waiting run still lives (in any process).
+
+        This default says yes: a waiting run stays with the engine that parked it (resume
+        it by name if that engine is gone).
+        """
+        return True
 
     def unfinished(self) -> Iterator[str]:
         """Yield the ids of runs not finished (no terminal event); backends may read less."""
@@ -320,6 +351,27 @@ class Store(ABC):
     def summary(self, run_id: str) -> RunInfo:
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
         return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))
+
+    def summary_or_unreadable(self, run_id: str) -> RunInfo | None:
+        """The run's `RunInfo` for a listing; an `UNREADABLE` one saying why it cannot be read.
+
+        None when the run was deleted meanwhile. A damaged journal is listed, not skipped:
+        its status is `RunStatus.UNREADABLE` and its `error` the reason.
+        """
+        try:
+            return self.summary(run_id)
+        except RunNotFound:
+            return None
+        except Exception as exc:  # whatever the damage: listing goes on and shows it
+            reason = (
+                str(exc) if isinstance(exc, IntemporalError) else f"{type(exc).__name__}: {exc}"
+            )
+            when = self.modified_at(run_id)
+            return RunInfo(run_id, "?", RunStatus.UNREADABLE, when, when, error=reason)
+
+    def modified_at(self, run_id: str) -> float:
+        """When the run's journal last changed (epoch seconds), where a store knows; else 0."""
+        return 0.0
 
     def adopt(self, info: RunInfo) -> RunInfo:
         """Mark a waiting run orphaned when the engine that parked it is gone."""
@@ -337,15 +389,9 @@ class Store(ABC):
         want = RunStatus(status) if status is not None else None
         out = []
         for rid in self.run_ids():
-            try:
-                info = self.summary(rid)
-            except Exception:  # a run deleted while listing, or unreadable: skip it here
-                continue
-            if want is not None and info.status is not want:
-                continue
-            if workflow is not None and info.workflow != workflow:
-                continue
-            out.append(info)
+            info = self.summary_or_unreadable(rid)
+            if info is not None and info.matches(want, workflow):
+                out.append(info)
         out.sort(key=lambda i: (i.created_at, i.run_id), reverse=True)
         return out[:limit] if limit is not None else out
 

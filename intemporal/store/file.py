@@ -32,6 +32,7 @@ import errno
 import heapq
 import json
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,7 +41,7 @@ from typing import Any
 
 import filelock
 
-from ..errors import JournalCorrupted, LeaseLost, RunNotFound
+from ..errors import JournalCorrupted, LeaseLost, RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
 from .base import (
     Event,
@@ -53,6 +54,8 @@ from .base import (
     with_signal_id,
 )
 from .fileio import (
+    check_journal,
+    check_messages,
     complete_length,
     dumps,
     fcntl,
@@ -62,6 +65,7 @@ from .fileio import (
     unlock,
     write,
 )
+from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
@@ -169,7 +173,7 @@ class FileStore(Store):
     >>> store = FileStore(".intemporal")
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, strict: bool = False) -> None:
         self.root = Path(root).absolute()
         self.location = str(self.root)
         self._root = str(self.root)
@@ -179,6 +183,19 @@ class FileStore(Store):
         self._tmpfile_ok = _O_TMPFILE != 0  # until the system says otherwise
         if not self.root.is_dir():
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        else:  # not made by us: others may have been able to plant links in it
+            check_trust(self._root, strict)
+
+    def _open(self, rel: str, flags: int, mkdirs: bool = False) -> int:
+        """A descriptor of the store's file `rel` (`a/b.jsonl`), no link followed (`open_in`)."""
+        return open_in(self._root, rel, flags, mkdirs)
+
+    def _opener(self, rel: str, mkdirs: bool = False) -> Callable[[int], int] | None:
+        """How `try_lock` opens `rel` below the root: None (its own `O_NOFOLLOW` open of the
+        path) for a file of the root itself, a folder-by-folder walk for one deeper down."""
+        if "/" not in rel:
+            return None
+        return lambda flags: open_in(self._root, rel, flags, mkdirs)
 
     def path(self, run_id: str, suffix: str = JOURNAL) -> Path:
         """The file of `run_id` with `suffix`; the id is checked so it cannot escape the root."""
@@ -210,12 +227,8 @@ class FileStore(Store):
         top = folder == self._root
         if top:  # the root's descriptor stays open: system calls fewer per run
             dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
-        else:
-            try:
-                dfd = os.open(folder, os.O_RDONLY | _O_DIRECTORY)
-            except FileNotFoundError:
-                self._mkdirs(Path(folder))
-                dfd = os.open(folder, os.O_RDONLY | _O_DIRECTORY)
+        else:  # a child run's folder: made private, and never through a link
+            dfd = open_folder(self._root, run_id.rpartition("/")[0], create=True)
         tmpfile_ok = self._tmpfile_ok
         try:
             try:
@@ -326,18 +339,34 @@ class FileStore(Store):
             os.unlink(tmp, dir_fd=dfd)
 
     def read(self, run_id: str) -> list[Event]:
-        path = self.path(run_id)
+        path = self._base(run_id) + JOURNAL
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
+            fd = self._open(run_id + JOURNAL, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
             raise RunNotFound(run_id) from None
-        events, _ = parse_lines(data, str(path))
+        with open(fd, "rb") as f:
+            data = f.read()
+        events, _ = parse_lines(data, path)
         if not events:
-            raise JournalCorrupted(str(path), 1, "empty journal")
+            raise JournalCorrupted(path, 1, "empty journal")
+        check_journal(events, path)
         return events
 
     def exists(self, run_id: str) -> bool:
-        return os.path.exists(self._base(run_id) + JOURNAL)
+        folder, _, name = check_run_id(run_id).rpartition("/")
+        if not folder:
+            return os.path.lexists(self._base(run_id) + JOURNAL)
+        try:
+            dfd = open_folder(self._root, folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            os.stat(name + JOURNAL, dir_fd=dfd, follow_symlinks=False)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(dfd)
 
     def claim(self, run_id: str, owner: str = "") -> Lease | None:
         base = self._base(run_id)
@@ -349,7 +378,12 @@ class FileStore(Store):
             if fcntl is not None:
                 # The journal itself is the lock: no lock file to create per run (creating a
                 # file is the dearest system call here), one descriptor to lock and append.
-                fd = try_lock(base + JOURNAL, CLAIM_PATIENCE, flags=os.O_RDWR | os.O_APPEND)
+                fd = try_lock(
+                    base + JOURNAL,
+                    CLAIM_PATIENCE,
+                    flags=os.O_RDWR | os.O_APPEND,
+                    opener=self._opener(run_id + JOURNAL),
+                )
                 if fd is None:
                     return None
             else:
@@ -358,8 +392,8 @@ class FileStore(Store):
                 lock = try_lock(base + LOCK, patience=CLAIM_PATIENCE)
                 if lock is None:
                     return None
-                fd = os.open(base + JOURNAL, os.O_RDWR | os.O_APPEND)
-        except FileNotFoundError:
+                fd = self._open(run_id + JOURNAL, os.O_RDWR | os.O_APPEND)
+        except (FileNotFoundError, NotADirectoryError):
             raise RunNotFound(run_id) from None
         try:
             size = os.fstat(fd).st_size
@@ -377,7 +411,8 @@ class FileStore(Store):
         return FileLease(run_id, lock, fd)
 
     def is_claimed(self, run_id: str) -> bool:
-        return is_locked(self._base(run_id) + (JOURNAL if fcntl is not None else LOCK))
+        suffix = JOURNAL if fcntl is not None else LOCK
+        return is_locked(self._base(run_id) + suffix, self._opener(run_id + suffix))
 
     def summary(self, run_id: str) -> RunInfo:
         events = self.read(run_id)
@@ -386,15 +421,24 @@ class FileStore(Store):
         claimed = False if finished else self.is_claimed(run_id)
         return self.adopt(summarize(run_id, events, claimed))
 
+    def modified_at(self, run_id: str) -> float:
+        try:
+            return os.lstat(self._base(run_id) + JOURNAL).st_mtime
+        except (OSError, ValueError):
+            return 0.0
+
     def unfinished(self) -> Iterator[str]:
         # Only each journal's last line: a store of 100,000 finished runs is a few reads
         # of 4 KiB each, not 100,000 whole journals parsed (`recover()` calls this).
         for run_id in self.run_ids():
             try:
-                with open(self._base(run_id) + JOURNAL, "rb") as f:
+                with open(self._open(run_id + JOURNAL, os.O_RDONLY), "rb") as f:
                     size = os.fstat(f.fileno()).st_size
                     tail = os.pread(f.fileno(), min(size, TAIL), max(0, size - TAIL))
-            except OSError:
+            except UnsafeStore:  # not followed, not skipped in silence: `recover` reports it
+                yield run_id
+                continue
+            except OSError:  # deleted meanwhile
                 continue
             end = tail.rfind(b"\n")
             start = tail.rfind(b"\n", 0, end) + 1 if end > 0 else 0
@@ -404,7 +448,10 @@ class FileStore(Store):
                     last = self.read(run_id)[-1]
                 else:
                     last = json.loads(tail[start:end]) if end > 0 else None
-            except Exception:  # deleted meanwhile, or damaged: `show` reports it
+            except RunNotFound:  # deleted meanwhile
+                continue
+            except Exception:  # damaged: `recover` reports it, `list` shows it unreadable
+                yield run_id
                 continue
             if not isinstance(last, dict) or last.get("type") not in TERMINAL_EVENTS:
                 yield run_id
@@ -424,7 +471,8 @@ class FileStore(Store):
                 name = entry.name
                 if name.endswith(JOURNAL):  # temporary files end in .tmp, never .jsonl
                     try:
-                        out.append((-entry.stat().st_mtime, prefix + name[:cut]))
+                        mtime = entry.stat(follow_symlinks=False).st_mtime
+                        out.append((-mtime, prefix + name[:cut]))
                     except FileNotFoundError:
                         continue
                 elif entry.is_dir(follow_symlinks=False):
@@ -453,13 +501,8 @@ class FileStore(Store):
             neg_mtime, rid = heapq.heappop(journals)
             if len(best) >= limit and -neg_mtime + MTIME_SLACK < best[0][0]:
                 break
-            try:
-                info = self.summary(rid)
-            except Exception:  # a run deleted while listing, or unreadable: skip it here
-                continue
-            if want is not None and info.status is not want:
-                continue
-            if workflow is not None and info.workflow != workflow:
+            info = self.summary_or_unreadable(rid)
+            if info is None or not info.matches(want, workflow):
                 continue
             item = (info.created_at, info.run_id, info)  # run ids are unique: no tie
             if len(best) < limit:
@@ -472,7 +515,7 @@ class FileStore(Store):
         if not self.exists(run_id):
             raise RunNotFound(run_id)
         data = dumps(with_signal_id(message))
-        fd = os.open(self._base(run_id) + INBOX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = self._open(run_id + INBOX, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             before = os.fstat(fd).st_size
             try:
@@ -496,28 +539,37 @@ class FileStore(Store):
         # a power cut, engines restart and look at every run anyway.
         # Best effort: the message itself is already stored. A ring that cannot be written
         # whole (disk full) empties the doorbell, which tells readers to look at every run.
+        # A link where the doorbell should be is refused (`UnsafeStore`), never followed.
         line = (run_id + "\n").encode()
-        with contextlib.suppress(OSError):
-            fd = os.open(self.root / DOORBELL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fd = self._open(DOORBELL, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except UnsafeStore:
+            raise
+        except OSError:
+            return
+        try:
             try:
-                try:
-                    whole = os.write(fd, line) == len(line)
-                except OSError:
-                    whole = False
-                if not whole or os.fstat(fd).st_size > DOORBELL_MAX:
+                whole = os.write(fd, line) == len(line)
+            except OSError:
+                whole = False
+            if not whole or os.fstat(fd).st_size > DOORBELL_MAX:
+                with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)
-            finally:
-                os.close(fd)
+        finally:
+            os.close(fd)
 
     def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
-        path = self.root / DOORBELL
+        path = os.path.join(self._root, DOORBELL)
         try:
-            size = os.stat(path).st_size  # the idle case: one stat, nothing to open
+            st = os.lstat(path)  # the idle case: one stat, nothing to open
+            if stat.S_ISLNK(st.st_mode):
+                raise UnsafeStore(path, "is a symbolic link; the store never follows one")
+            size = st.st_size
             if cursor is None or size == cursor:
                 return [], size
             if size < cursor:  # truncated by a sender: something may have been missed
                 return None, 0
-            with open(path, "rb") as f:
+            with open(self._open(DOORBELL, os.O_RDONLY), "rb") as f:
                 f.seek(cursor)
                 data = f.read(size - cursor)
         except FileNotFoundError:
@@ -529,44 +581,58 @@ class FileStore(Store):
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         path = self._base(run_id) + INBOX
         try:
-            with open(path, "rb") as f:
+            with open(self._open(run_id + INBOX, os.O_RDONLY), "rb") as f:
                 f.seek(cursor)
                 data = f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return [], cursor
         messages, used = parse_lines(data, str(path))
+        check_messages(messages, path)
         return messages, cursor + used
 
     def _engine_lock(self, engine_id: str) -> filelock.BaseFileLock:
+        """Where there is no `fcntl`: `filelock` on `.engines/ID.lock`."""
         folder = self.root / ENGINES
         folder.mkdir(mode=0o700, exist_ok=True)
-        check_run_id(engine_id)
         return filelock.FileLock(
             folder / (engine_id + LOCK), mode=0o600, thread_local=False, preserve_lock_file=True
         )
 
     def hold_engine(self, engine_id: str) -> Callable[[], None]:
         # One lock per engine, not per parked run: 10,000 waiting runs cost no descriptors.
-        lock = self._engine_lock(engine_id)
-        lock.acquire(timeout=0)
+        rel = f"{ENGINES}/{check_run_id(engine_id)}{LOCK}"
+        if fcntl is None:
+            lock = self._engine_lock(engine_id)
+            lock.acquire(timeout=0)
+            return lock.release
+        # Our own flock, not filelock's, which opens with O_TRUNC and follows a link.
+        handle = try_lock(rel, opener=self._opener(rel, mkdirs=True))
+        if handle is None:  # an id is unique to its engine: nobody else may hold it
+            raise RuntimeError(f"engine id {engine_id!r} is already held")
 
         def release() -> None:
-            lock.release()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(lock.lock_file)  # unique to this engine: nobody else takes it
+            unlock(handle)
+            with contextlib.suppress(FileNotFoundError, UnsafeStore):
+                unlink_in(self._root, rel)  # unique to this engine: nobody else takes it
 
         return release
 
     def engine_alive(self, engine_id: str) -> bool:
-        if not (self.root / ENGINES / (engine_id + LOCK)).exists():
+        rel = f"{ENGINES}/{check_run_id(engine_id)}{LOCK}"
+        if fcntl is None:
+            if not (self.root / rel).exists():
+                return False
+            lock = self._engine_lock(engine_id)
+            try:
+                lock.acquire(timeout=0)
+            except filelock.Timeout:
+                return True
+            lock.release()
             return False
-        lock = self._engine_lock(engine_id)
         try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            return True
-        lock.release()
-        return False
+            return is_locked(rel, self._opener(rel))
+        except NotADirectoryError:
+            return False
 
     def run_ids(self) -> Iterator[str]:
         root = str(self.root)
@@ -580,14 +646,15 @@ class FileStore(Store):
 
     def delete(self, run_id: str) -> None:
         for suffix in (JOURNAL, INBOX, LOCK):
-            with contextlib.suppress(FileNotFoundError):
-                self.path(run_id, suffix).unlink()
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                unlink_in(self._root, check_run_id(run_id) + suffix)
         # Folders of child runs ("<parent>/<seq>") go once empty, up to the root.
-        folder = self.path(run_id, "")
-        while folder != self.root and self.root in folder.parents:
+        parts = run_id.split("/")[:-1]
+        while parts:
             try:
-                folder.rmdir()
-            except OSError:  # not empty, or already gone
-                if folder.exists():
-                    break
-            folder = folder.parent
+                remove_folder(self._root, "/".join(parts[:-1]), parts[-1])
+            except FileNotFoundError:  # already gone: its parent may be empty now
+                pass
+            except OSError:  # not empty, or not a folder
+                break
+            parts.pop()

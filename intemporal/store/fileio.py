@@ -13,12 +13,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import filelock
 
 from ..errors import JournalCorrupted
+from ..events import RUN_STARTED, SIGNAL
 from .base import Event
+from .safefs import open_file
 
 try:
     import fcntl
@@ -57,7 +60,7 @@ def parse_lines(data: bytes, path: str, start_line: int = 1) -> tuple[list[Event
         # which names the bad line).
         try:
             parsed = json.loads(b"[" + data[: end - 1].replace(b"\n", b",") + b"]")
-        except ValueError:
+        except (ValueError, RecursionError):  # the line-by-line path names the bad line
             parsed = None
         if (
             parsed is not None
@@ -71,12 +74,111 @@ def parse_lines(data: bytes, path: str, start_line: int = 1) -> tuple[list[Event
             continue
         try:
             ev = json.loads(line)
-        except ValueError as exc:
+        except ValueError as exc:  # bad JSON, or bytes that are not UTF-8
             raise JournalCorrupted(path, n, str(exc)) from None
+        except RecursionError:
+            raise JournalCorrupted(path, n, "a value nested too deep to read") from None
         if not isinstance(ev, dict) or "type" not in ev:
             raise JournalCorrupted(path, n, "not an event object")
         events.append(ev)
     return events, end
+
+
+_NUMBER = (int, float)
+#: the fields every reader of a journal relies on, and the types they must have
+_FIRST_FIELDS: dict[str, tuple[type, ...]] = {
+    "workflow": (str,),
+    "args": (list,),
+    "kwargs": (dict,),
+    "parent": (str, type(None)),
+    "queue": (str, type(None)),
+    "ref": (dict, type(None)),
+    "protocols": (dict,),
+}
+_TEXT_OR_NULL: tuple[type, ...] = (str, type(None))
+#: where the code lives (`loader.workflow_ref`): the names a loader reads as text
+_REF_FIELDS: dict[str, tuple[type, ...]] = dict.fromkeys(
+    ("module", "qualname", "script", "path", "dill"), _TEXT_OR_NULL
+)
+_EVENT_FIELDS: dict[str, tuple[type, ...]] = {
+    "type": (str,),
+    "ts": _NUMBER,
+    "seq": (int,),
+    "attempt": (int,),
+    "name": (str,),
+    "owner": (str, type(None)),
+    "reason": (str, type(None)),
+    "until": (*_NUMBER, type(None)),
+    "error": (dict, type(None)),
+    "attempts": (int,),
+    "started": _NUMBER,
+    "retry_in": _NUMBER,
+    "fire_at": _NUMBER,
+    "seconds": _NUMBER,
+    "deadline": (*_NUMBER, type(None)),
+    "timeout": (*_NUMBER, type(None)),
+    "index": (int,),
+    "child_id": (str,),
+    "compensations": (list,),
+}
+
+
+def _wrong_field(event: Event, fields: dict[str, tuple[type, ...]]) -> str | None:
+    """Why a field of `event` named in `fields` has none of its types (a bool is no number)."""
+    for key, value in event.items():  # an event has a few fields: fewer lookups this way
+        types = fields.get(key)
+        if types is not None and (not isinstance(value, types) or value is True or value is False):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            return f"field {key!r} is {type(value).__name__}, not {want}"
+    err = event.get("error") if "error" in fields else None
+    if isinstance(err, dict) and not (
+        isinstance(err.get("type"), str)
+        and isinstance(err.get("message"), str)
+        and isinstance(err.get("notes", []), list)
+        and all(isinstance(n, str) for n in err.get("notes", []))
+    ):
+        return "field 'error' lacks a text 'type' and 'message'"
+    return None
+
+
+def check_journal(events: list[Event], path: str) -> None:
+    """Raise `JournalCorrupted` unless the fields every reader relies on have their types.
+
+    The first event must be `run_started` with a text `workflow`, a list of `args`, an
+    object of `kwargs`; in every event `type` is text, `ts` a number, `seq` an integer...
+    (line numbers count events: a blank line in between shifts them).
+    """
+    first = events[0]
+    if first.get("type") != RUN_STARTED:
+        raise JournalCorrupted(path, 1, "the first event is not run_started")
+    problem = _wrong_field(first, _FIRST_FIELDS) or _wrong_field(
+        first.get("ref") or {}, _REF_FIELDS
+    )
+    if problem is not None:
+        raise JournalCorrupted(path, 1, problem)
+    for n, event in enumerate(events, 1):
+        problem = _wrong_field(event, _EVENT_FIELDS)
+        if problem is not None:
+            raise JournalCorrupted(path, n, problem)
+
+
+_MESSAGE_FIELDS: dict[str, tuple[type, ...]] = {
+    "type": (str,),
+    "name": (str,),
+    "signal_id": (str, type(None)),
+    "ts": _NUMBER,
+}
+
+
+def check_messages(messages: list[Event], path: str) -> None:
+    """Raise `JournalCorrupted` for an inbox message a run cannot take (a signal without a
+    text `name`, say): any process may write an inbox. Lines count from the cursor read at."""
+    for n, message in enumerate(messages, 1):
+        problem = _wrong_field(message, _MESSAGE_FIELDS)
+        if problem is None and message["type"] == SIGNAL and "name" not in message:
+            problem = "a signal without a 'name'"
+        if problem is not None:
+            raise JournalCorrupted(path, n, problem)
 
 
 _RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
@@ -123,11 +225,19 @@ def _short(written: int, data: bytes) -> OSError:
     )
 
 
-def try_lock(path: str, patience: float = 0.0, probe: bool = False, flags: int = 0) -> Any:
+def try_lock(
+    path: str,
+    patience: float = 0.0,
+    probe: bool = False,
+    flags: int = 0,
+    opener: Callable[[int], int] | None = None,
+) -> Any:
     """Take the exclusive lock on `path`, waiting up to `patience` s; its handle, or None.
 
     `probe`: only to test it (`is_locked`): opened read-only, never created. `flags`:
     how to open the file instead (a journal locked and appended through one descriptor).
+    `opener(flags) -> fd` opens it instead of `path` (a walk that follows no link); by
+    default `path` is opened without following a link as its last component.
     """
     if fcntl is None:
         lock = filelock.FileLock(path, mode=0o600, thread_local=False, preserve_lock_file=True)
@@ -137,7 +247,8 @@ def try_lock(path: str, patience: float = 0.0, probe: bool = False, flags: int =
             return None
         return lock
     flags = flags or (os.O_RDONLY if probe else os.O_RDWR | os.O_CREAT)
-    fd = os.open(path, flags, 0o600)  # not inherited by child processes (PEP 446)
+    # Not inherited by child processes (PEP 446); a link is never followed (UnsafeStore).
+    fd = opener(flags) if opener is not None else open_file(path, flags)
     deadline = None
     try:
         while True:
@@ -163,12 +274,12 @@ def unlock(handle: Any) -> None:
         handle.release()
 
 
-def is_locked(path: str) -> bool:
+def is_locked(path: str, opener: Callable[[int], int] | None = None) -> bool:
     """Whether some process (this one included) holds the lock on `path` now."""
     try:
         if fcntl is None and not os.path.exists(path):
             return False
-        handle = try_lock(path, probe=True)
+        handle = try_lock(path, probe=True, opener=opener)
     except FileNotFoundError:  # never claimed: nobody holds it
         return False
     if handle is None:
