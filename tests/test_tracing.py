@@ -136,6 +136,12 @@ def tr_parent(x: int) -> int:
 
 
 @intemporal.workflow
+def tr_child_then_fail(key: str) -> str:
+    tr_two_steps(1)
+    return tr_fails_until_fixed(key)
+
+
+@intemporal.workflow
 def tr_user_span(x: int) -> str:
     return tr_opens_a_span(x)
 
@@ -344,6 +350,19 @@ def test_resuming_a_half_done_run_traces_only_new_work(traced: Engine, spans: Sp
     assert len(spans.named("activity tr_fails_until_fixed")) == 2
     first, second = spans.named("workflow tr_half_done")
     assert trace_id(first) == trace_id(second) and parent_of(first) == parent_of(second)
+
+
+def test_a_finished_child_is_not_traced_again_when_its_parent_resumes(
+    traced: Engine, spans: Spans
+) -> None:
+    key = f"child-{id(traced)}"
+    with pytest.raises(RuntimeError):
+        traced.run(tr_child_then_fail, key, run_id="pc")
+    _gate[key] = threading.Event()
+    assert traced.resume("pc").result(timeout=10) == key
+    assert len(spans.named("workflow tr_child_then_fail")) == 2
+    assert len(spans.named("workflow tr_two_steps")) == 1  # the child ran once: one span
+    assert len(spans.named("activity tr_add")) == 2
 
 
 def test_tracing_false_installs_nothing(store: Store, spans: Spans) -> None:
