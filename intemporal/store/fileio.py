@@ -4,23 +4,26 @@ dumps(event) -> one journal line (compact JSON and a newline)
 parse_lines(data, path) -> the events, and the length of the complete part
 write(fd, data, sync) -> one write; with `sync`, on disk when it returns
 try_lock(path, patience) / unlock(handle) / is_locked(path) -> exclusive flock
+FileLease(run_id, lock, fd) -> an owned run's journal: appends cut back on failure
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import filelock
 
-from ..errors import JournalCorrupted
+from ..errors import JournalCorrupted, LeaseLost
 from ..events import RUN_STARTED, SIGNAL
-from .base import Event
+from .base import Event, Lease
 from .safefs import open_file
 
 try:
@@ -298,3 +301,88 @@ def complete_length(fd: int, size: int, chunk: int = 1 << 16) -> int:
             return start + nl + 1
         end = start
     return 0
+
+
+class FileLease(Lease):
+    """An owned run of a `FileStore`: the held lock and an O_APPEND descriptor.
+
+    `unsynced_dir`: a descriptor of the folder of a journal created by `create_claimed`
+    and not yet on disk, owned by the lease (the store may close its own meanwhile); the
+    first synced append (or the release) syncs the whole journal and that folder, so the
+    new name survives a power cut too, then closes it.
+    """
+
+    def __init__(self, run_id: str, lock: Any, fd: int, unsynced_dir: int = -1) -> None:
+        self.run_id, self._lock, self._fd = run_id, lock, fd  # lock None: the fd holds it
+        self._unsynced_dir = unsynced_dir
+        self._first_sync = threading.Lock()  # submitted activities append concurrently
+        self._writing = threading.Lock()  # one write at a time: each knows where it began
+        self._size = -1  # the journal's length (its lines so far); -1 until the first append
+        self._failed: OSError | None = None  # an append failed: nothing more is written
+
+    def append(self, event: Event, sync: bool) -> None:
+        """Append one line; on any failure (a short write too) cut the journal back to what
+        it was before, refuse every later append, and raise `OSError`."""
+        if self._fd < 0:
+            raise LeaseLost(f"run {self.run_id!r} was released: this lease writes nothing more")
+        data = dumps(event)
+        # Alone (the usual case): one synced write under the lock. Behind another append
+        # (submitted activities): write under the lock, sync after it, so syncs overlap.
+        alone = self._writing.acquire(False)  # positional: half the cost of blocking=False
+        if not alone:
+            self._writing.acquire()
+        try:
+            if self._failed is not None:
+                raise OSError(
+                    errno.EIO,
+                    f"the journal of run {self.run_id!r} takes no more lines after a failed "
+                    f"append ({self._failed})",
+                )
+            if self._size < 0:
+                self._size = os.fstat(self._fd).st_size
+            sync_here = sync and alone and self._unsynced_dir < 0
+            try:
+                write(self._fd, data, sync_here)  # one write: O_APPEND keeps the line whole
+            except OSError as exc:
+                self._cut(exc)
+                raise
+            self._size += len(data)
+        finally:
+            self._writing.release()
+        if sync and not sync_here:
+            try:
+                if self._unsynced_dir >= 0:
+                    self._sync_new()
+                else:
+                    os.fdatasync(self._fd)
+            except OSError as exc:  # the line is whole; whether it reached the disk is unknown
+                self._failed = exc
+                raise
+
+    def _cut(self, exc: OSError) -> None:
+        """After a failed or short write: the journal back to its length before it."""
+        self._failed = exc
+        with contextlib.suppress(OSError):  # read-only now: a torn tail is cut by the next claim
+            os.ftruncate(self._fd, self._size)
+
+    def _sync_new(self) -> None:
+        with self._first_sync:
+            os.fdatasync(self._fd)  # every line so far, the first one included
+            if self._unsynced_dir >= 0:  # cleared only once the name is on disk too
+                os.fsync(self._unsynced_dir)
+                os.close(self._unsynced_dir)
+                self._unsynced_dir = -1
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            try:
+                if self._unsynced_dir >= 0:  # released before any synced append
+                    self._sync_new()
+            finally:
+                os.close(self._fd)  # drops a flock taken through it
+                if self._unsynced_dir >= 0:  # the sync failed: the error is raised
+                    os.close(self._unsynced_dir)
+                    self._unsynced_dir = -1
+            self._fd = -1
+            if self._lock is not None:
+                unlock(self._lock)
