@@ -53,6 +53,7 @@ from .runtime.executor import Executor, closed_error
 from .runtime.worker import Worker
 from .start_api import StartAPI, StartOptions
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
+from .tracing import tracing_observer
 
 log = logging.getLogger("intemporal")
 
@@ -72,6 +73,8 @@ class Engine(Worker, Executor, StartAPI):
     (default the real one; `intemporal.testing` passes a virtual one that skips waits).
     `strict=True` refuses a store others may write (`UnsafeStore`). `observers`:
     `intemporal.Observer`s told of each run and step (a `LoggingObserver` is always there).
+    `tracing`: OpenTelemetry spans (README "Tracing") when True and the program configured
+    a tracer provider before making the engine; False never; or a `TracerProvider` to use.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Engine(Worker, Executor, StartAPI):
         observers: Sequence[Observer] = (),
         clock: Clock | None = None,
         strict: bool = False,
+        tracing: Any = True,
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
@@ -94,7 +98,9 @@ class Engine(Worker, Executor, StartAPI):
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.store = open_store(store, strict=strict)
-        self.observer = Observers([LoggingObserver(), *observers])
+        tracer = tracing_observer(tracing)
+        extra = [tracer] if tracer is not None else []
+        self.observer = Observers([LoggingObserver(), *observers, *extra])
         self.clock = clock or Clock()
         self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close
         self.threads, self.queues, self.worker = threads, queues, worker
@@ -143,6 +149,7 @@ class Engine(Worker, Executor, StartAPI):
         first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols, now=now)
         if start_at is not None:
             first["start_at"] = start_at
+        self._with_headers(first)  # on the caller's thread: a tracer takes its span here
         exe = _Execution(run_id, wf, args, kwargs, protocols)
         exe.start_at = start_at
         if inline and self.worker and current() is None:

@@ -21,8 +21,8 @@ logger.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .events import RunStatus
@@ -32,14 +32,29 @@ _failures = logging.getLogger("intemporal.observe")
 
 
 @dataclass(frozen=True, slots=True)
+class RunCreated:
+    """A run is about to be recorded (`parent`: the run starting it as a child, or None).
+
+    An observer's `headers` answers it on the creating thread: the caller's, or the parent
+    workflow's.
+    """
+
+    run_id: str
+    workflow: str
+    parent: str | None = None
+    replaying: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RunStarted:
-    """A run's first execution begins."""
+    """A run's first execution begins; `headers` are those journaled at its creation."""
 
     run_id: str
     workflow: str
     parent: str | None = None
     queue: str | None = None
     replaying: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +69,9 @@ class RunResumed:
     workflow: str
     after: str
     replaying: bool = True
+    queue: str | None = None
+    parent: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +93,18 @@ class RunFinished:
     workflow: str
     status: RunStatus
     duration: float
+    error: BaseException | None = None
+    replaying: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunStopped:
+    """An execution of a run ended, whatever the end: after `RunFinished` or `RunSuspended`,
+    or unrecorded (`error`: its engine shut down, the store failed, an interrupt; else None).
+    Told on the thread that executed it, once per `RunStarted` or `RunResumed`."""
+
+    run_id: str
+    workflow: str
     error: BaseException | None = None
     replaying: bool = False
 
@@ -130,6 +160,26 @@ class SignalReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class TimerStarted:
+    """A workflow sleeps durably (step `seq`): `seconds` long, due at `fire_at` (epoch seconds)."""
+
+    run_id: str
+    seq: int
+    seconds: float
+    fire_at: float
+    replaying: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CancelDelivered:
+    """A requested cancellation reached the workflow at step `seq` (it raises `Cancelled`)."""
+
+    run_id: str
+    seq: int
+    replaying: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ChildStarted:
     """A workflow started child run `child_id` of workflow `workflow`."""
 
@@ -163,6 +213,9 @@ class Observer:
     def on_run_finished(self, rec: RunFinished) -> None:
         """A run completed, failed or was cancelled."""
 
+    def on_run_stopped(self, rec: RunStopped) -> None:
+        """An execution ended (finished, suspended, or stopped unrecorded): its thread is free."""
+
     def on_activity_started(self, rec: ActivityStarted) -> None:
         """An activity attempt begins (or is replayed)."""
 
@@ -175,14 +228,26 @@ class Observer:
     def on_signal_received(self, rec: SignalReceived) -> None:
         """A workflow took a signal."""
 
+    def on_timer_started(self, rec: TimerStarted) -> None:
+        """A workflow sleeps durably."""
+
+    def on_cancelled(self, rec: CancelDelivered) -> None:
+        """A cancellation reached the workflow."""
+
     def on_child_started(self, rec: ChildStarted) -> None:
         """A workflow started a child run."""
 
     def on_compensation(self, rec: Compensation) -> None:
         """A saga begins compensating."""
 
+    def headers(self, rec: RunCreated) -> Mapping[str, str] | None:
+        """Strings to journal with a new run (its first event's `headers`, a JSON object),
+        handed back to each execution of it as `RunStarted.headers` / `RunResumed.headers`,
+        in any process: a trace context, say. Observers' headers are merged; None adds none."""
+        return None
 
-HOOKS = tuple(name for name in vars(Observer) if name.startswith("on_"))
+
+HOOKS = (*(name for name in vars(Observer) if name.startswith("on_")), "headers")
 
 
 class Observers:
@@ -200,15 +265,19 @@ class Observers:
     on_run_resumed: Callable[[RunResumed], None] | None
     on_run_suspended: Callable[[RunSuspended], None] | None
     on_run_finished: Callable[[RunFinished], None] | None
+    on_run_stopped: Callable[[RunStopped], None] | None
     on_activity_started: Callable[[ActivityStarted], None] | None
     on_attempt_failed: Callable[[AttemptFailed], None] | None
     on_activity_finished: Callable[[ActivityFinished], None] | None
     on_signal_received: Callable[[SignalReceived], None] | None
+    on_timer_started: Callable[[TimerStarted], None] | None
+    on_cancelled: Callable[[CancelDelivered], None] | None
     on_child_started: Callable[[ChildStarted], None] | None
     on_compensation: Callable[[Compensation], None] | None
+    headers: Callable[[RunCreated], dict[str, str]] | None
 
 
-def _fan_out(hook: str, observers: Sequence[Observer]) -> Callable[[Any], None] | None:
+def _fan_out(hook: str, observers: Sequence[Observer]) -> Callable[[Any], Any] | None:
     base = getattr(Observer, hook)
     calls = [getattr(o, hook) for o in observers if getattr(type(o), hook, base) is not base]
     if not calls:
@@ -221,7 +290,16 @@ def _fan_out(hook: str, observers: Sequence[Observer]) -> Callable[[Any], None] 
             except Exception:  # an observer never breaks a run
                 _failures.exception("observer %r raised in %s; ignored", fn.__self__, hook)
 
-    return call
+    def merge(rec: Any) -> dict[str, str]:
+        merged: dict[str, str] = {}
+        for fn in calls:
+            try:
+                merged.update(fn(rec) or {})
+            except Exception:  # an observer never breaks a run
+                _failures.exception("observer %r raised in %s; ignored", fn.__self__, hook)
+        return merged
+
+    return merge if hook == "headers" else call
 
 
 NO_OBSERVERS = Observers(())

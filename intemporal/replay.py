@@ -52,6 +52,7 @@ from .observe import (
     ActivityFinished,
     ActivityStarted,
     AttemptFailed,
+    CancelDelivered,
     ChildStarted,
     Observers,
 )
@@ -257,8 +258,7 @@ class RunContext:
         rec = self.recorded.get(seq)
         if rec is not None:
             if rec["type"] == CANCEL_DELIVERED:
-                self.cancel_delivered = True
-                raise Cancelled(f"run {self.run_id!r} was cancelled")
+                raise self._cancelled(seq, True)
             if rec.get("name") != name:
                 self.poisoned = NonDeterminismError(seq, str(rec.get("name", rec["type"])), name)
                 raise self.poisoned
@@ -268,8 +268,15 @@ class RunContext:
         if self.cancel_requested.is_set() and not self.cancel_delivered:
             self.cancel_delivered = True
             self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": "intemporal.cancel"})
-            raise Cancelled(f"run {self.run_id!r} was cancelled")
+            raise self._cancelled(seq, False)
         return seq, None
+
+    def _cancelled(self, seq: int, replaying: bool) -> Cancelled:
+        """The cancellation delivered at step `seq`, observers told: the error to raise."""
+        self.cancel_delivered = True
+        if self.observer.on_cancelled:
+            self.observer.on_cancelled(CancelDelivered(self.run_id, seq, replaying))
+        return Cancelled(f"run {self.run_id!r} was cancelled")
 
     def check_complete(self) -> None:
         """Raise `NonDeterminismError` if the workflow returned before replaying its journal."""
@@ -540,7 +547,7 @@ class RunContext:
             if self._cancel_pending():
                 self.cancel_delivered = True
                 self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": name})
-                raise Cancelled(f"run {self.run_id!r} was cancelled")
+                raise self._cancelled(seq, False)
             if self.host.closing:
                 raise _Shutdown("the engine is shutting down")
             if hold:

@@ -36,7 +36,7 @@ from .events import (
     SIGNAL_WAIT,
     TIMER_STARTED,
 )
-from .observe import SignalReceived
+from .observe import SignalReceived, TimerStarted
 from .replay import (
     NOT_READY,
     TIMED_OUT,
@@ -107,6 +107,9 @@ def sleep(seconds: float) -> None:
         )
     else:
         fire_at = rec["fire_at"]
+    if ctx.observer.on_timer_started:
+        replaying = rec is not None
+        ctx.observer.on_timer_started(TimerStarted(ctx.run_id, seq, seconds, fire_at, replaying))
     ctx.block(seq, name, fire_at, lambda: NOT_READY)
 
 

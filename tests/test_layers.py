@@ -28,6 +28,7 @@ RANKS = {
     # storage, and the observer seam (both speak the journal's vocabulary only)
     "observe": 5,
     "store.base": 5,
+    "tracing": 6,
     "store.safefs": 1,
     "store.fileio": 6,
     "store.memory": 7,

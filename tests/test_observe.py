@@ -128,6 +128,60 @@ def test_an_observer_that_raises_is_logged_and_ignored(caplog: pytest.LogCapture
     assert len(bugs) == 3 and all("raised in on_" in r.getMessage() for r in bugs)
 
 
+class Carrier(Recorder):
+    """Journals a header with each new run; keeps every record it is given."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__()
+        self.tag = tag
+
+    on_run_stopped = on_timer_started = on_cancelled = Recorder._keep
+
+    def headers(self, rec: ob.RunCreated) -> dict[str, str]:
+        return {self.tag: f"{rec.workflow} of {rec.parent}"}
+
+
+class BrokenHeaders(intemporal.Observer):
+    def headers(self, rec: ob.RunCreated) -> dict[str, str]:
+        raise RuntimeError("observer bug")
+
+
+@intemporal.workflow
+def ob_sleepy(x: int) -> int:
+    intemporal.sleep(3600)
+    return ob_child(x)
+
+
+def test_headers_are_journaled_and_handed_back_stops_timers_and_cancels_are_told() -> None:
+    # Given observers adding headers (one of them broken)
+    a, b = Carrier("a"), Carrier("b")
+    with Engine(store=MemoryStore(), observers=[a, BrokenHeaders(), b]) as engine:
+        # When a run suspends in a long sleep and is cancelled there
+        handle = engine.start(ob_sleepy, 1, run_id="h")
+        wait_until(lambda: handle.status() is RunStatus.WAITING, what="the run waits")
+        engine.cancel("h")
+        with pytest.raises(intemporal.Cancelled):
+            handle.result(timeout=10)
+        # Then the merged headers are in its first event, and each execution got them
+        assert engine.history("h")[0]["headers"] == {
+            "a": "ob_sleepy of None",
+            "b": "ob_sleepy of None",
+        }
+    given = [r for r in a.records if isinstance(r, ob.RunStarted | ob.RunResumed)]
+    assert [type(r).__name__ for r in given] == ["RunStarted", "RunResumed"]
+    assert all(r.headers == {"a": "ob_sleepy of None", "b": "ob_sleepy of None"} for r in given)
+    # each execution's end is told once; the timer and the cancellation, replays marked
+    kinds = (ob.RunStopped, ob.TimerStarted, ob.CancelDelivered)
+    told = [(type(r).__name__, r.replaying) for r in a.records if isinstance(r, kinds)]
+    assert told == [
+        ("TimerStarted", False),
+        ("RunStopped", False),
+        ("TimerStarted", True),
+        ("CancelDelivered", False),
+        ("RunStopped", False),
+    ]
+
+
 def test_logging_observer_reports_runs_and_each_failed_attempt(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

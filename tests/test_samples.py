@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,6 +113,12 @@ def check_typed(out: str) -> None:
     assert "sent: ['customer@example.com: order-1: 3 steps'" in out
 
 
+def check_tracing(out: str) -> None:
+    # the span tree the sample's docstring promises, as printed
+    doc = (SAMPLES / "tracing.py").read_text().split("prints\n", 1)[1].split("\n\n", 1)[0]
+    assert textwrap.dedent(doc) + "\n" in out, out
+
+
 def check_observers(out: str) -> None:
     # two failed attempts, then success; replayed once when the signal woke the run
     assert "charge: 3 attempts, 2 failed, replayed 1" in out
@@ -119,6 +126,7 @@ def check_observers(out: str) -> None:
 
 
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "tracing.py": check_tracing,
     "observers.py": check_observers,
     "typed.py": check_typed,
     "cancel_worker_threads.py": check_cancel_worker_threads,

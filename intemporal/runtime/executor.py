@@ -39,7 +39,15 @@ from ..events import (
 )
 from ..failures import encode_error
 from ..handle import EngineCalls, _Execution, final_outcome
-from ..observe import Observers, RunFinished, RunResumed, RunStarted, RunSuspended
+from ..observe import (
+    Observers,
+    RunCreated,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    RunStopped,
+    RunSuspended,
+)
 from ..replay import ChildNotFinished, RunContext, _current, child_id
 from ..runs import check_same_run, first_event
 from ..store import Event, Lease, RunStatus, Store
@@ -175,7 +183,20 @@ class Executor:
                     lease.release()
                 except Exception as exc:  # a last sync failed: the run may not be durable
                     exe.finish("error", store_error(exc, f"sync run {exe.run_id!r}", exe.run_id))
+            if exe.ctx is not None and self.observer.on_run_stopped:
+                kind, value = exe.outcome or ("stopped", None)
+                why = value if kind == "error" and not exe.terminal else None  # not a shutdown
+                self.observer.on_run_stopped(RunStopped(exe.run_id, exe.ctx.workflow, why))
             self._stopped(exe)
+
+    def _with_headers(self, first: Event) -> Event:
+        """`first` (a new run's `run_started`) with the observers' `headers`, if any."""
+        if self.observer.headers:
+            rec = RunCreated(first["run_id"], first["workflow"], first.get("parent"))
+            headers = self.observer.headers(rec)
+            if headers:
+                first["headers"] = headers
+        return first
 
     def _stopped(self, exe: _Execution) -> None:
         """Bookkeeping once an execution ends: park a waiting run, wake a parent, notify."""
@@ -226,10 +247,13 @@ class Executor:
         if len(events) > 1 and after == "crash":
             ctx.marker = {"type": RUN_RECOVERED, "after": last}
         obs, workflow = self.observer, ctx.workflow
+        queue, headers = events[0].get("queue"), events[0].get("headers") or {}
         if len(events) == 1 and obs.on_run_started:
-            obs.on_run_started(RunStarted(exe.run_id, workflow, ctx.parent, events[0].get("queue")))
+            obs.on_run_started(RunStarted(exe.run_id, workflow, ctx.parent, queue, headers=headers))
         elif len(events) > 1 and obs.on_run_resumed:
-            obs.on_run_resumed(RunResumed(exe.run_id, workflow, after))
+            obs.on_run_resumed(
+                RunResumed(exe.run_id, workflow, after, True, queue, ctx.parent, headers)
+            )
         with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
             messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
         ctx.deliver(messages)
@@ -325,7 +349,8 @@ class Executor:
         now = self.clock.time()
         first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id, now)
         with store_call(cid, f"create child run {cid!r}"):
-            fresh = not self.store.exists(cid) and self.store.create(cid, first, self.sync)
+            fresh = not self.store.exists(cid)
+            fresh = fresh and self.store.create(cid, self._with_headers(first), self.sync)
             if not fresh:  # made by an earlier execution, or a run someone else put at that id
                 check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
             info = self.store.summary(cid)
