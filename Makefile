@@ -27,7 +27,7 @@ demo: $(STAMP) ## run a workflow that crashes and resumes, then list the runs
 	$(BIN)/python samples/crash_and_resume.py --store .intemporal-demo
 	$(BIN)/intemporal --store .intemporal-demo list
 
-test: $(STAMP) ## run the test suite (skips the slow soak/fuzz tests)
+test: $(STAMP) ## run the test suite (skips the slow soak/fuzz tests; PostgreSQL: apt-get install postgresql)
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP) ## run only the slow soak/fuzz tests

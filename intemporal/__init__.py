@@ -41,7 +41,7 @@ from .handle import RunHandle
 from .observe import LoggingObserver, Observer
 from .replay import heartbeat
 from .saga import Saga, saga
-from .store import FileStore, MemoryStore, RunInfo, RunStatus, Store
+from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (
     DurableFuture,
     info,
@@ -73,6 +73,7 @@ __all__ = [
     "MemoryStore",
     "NonDeterminismError",
     "Observer",
+    "PostgresStore",
     "RemoteError",
     "RetryPolicy",
     "RunConflict",

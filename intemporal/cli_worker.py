@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -32,6 +35,7 @@ from .cli_support import (
     command,
 )
 from .engine import Engine
+from .errors import StoreUnavailable
 from .handle import RunHandle
 from .store import RunStatus, redact
 
@@ -160,7 +164,11 @@ def worker(
     watching: dict[str, RunHandle] = {}
     reported: set[str] = set()
     ended: list[Outcome] = []  # how each run ended, for --once's exit code
-    with _engine(ctx, create=True, threads=threads, queues=queues or None) as engine:
+    stopped = False
+    with (
+        _signals() as stopping,
+        _engine(ctx, create=True, threads=threads, queues=queues or None) as engine,
+    ):
         where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"
         board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
@@ -170,20 +178,65 @@ def worker(
             board.outcome(bad)
         try:
             with board.showing():
+                pause = interval
                 while True:
-                    _take(engine, board, watching, reported, ended)
-                    for rid in list(watching):
-                        done = _look(engine, rid, once)
-                        if done is not None:
-                            ended.append(done)
-                            board.outcome(done)
-                            del watching[rid]
+                    try:
+                        _take(engine, board, watching, reported, ended)
+                        for rid in list(watching):
+                            done = _look(engine, rid, once)
+                            if done is not None:
+                                ended.append(done)
+                                board.outcome(done)
+                                del watching[rid]
+                        pause = interval
+                    except StoreUnavailable as exc:  # the database went away: wait for it
+                        if pause == interval:
+                            board.say("error", None, Text(f"{exc}; retrying", style="red"))
+                        pause = min(pause * 2, max(interval, 5.0))
                     board.refresh(engine)
                     if once and not watching:
                         raise typer.Exit(exit_code(ended))
-                    time.sleep(interval)
+                    time.sleep(pause)
         except KeyboardInterrupt:
-            board.say("stopping", None, "stopping: unfinished runs stay durable and resumable")
+            stopping()
+            stopped = True
+            taken = set(engine._active)  # taken here, maybe not yet said: left too
+            board.say(
+                "stopping",
+                None,
+                "stopping: runs in flight stop at their next durable step "
+                "(a second Ctrl-C or SIGTERM stops at once)",
+            )
+    if stopped:  # the engine is closed: the runs it executed are released
+        left = sorted({*watching, *taken, *(h.run_id for h in engine.adopted)})
+        text = f"stopped; left {len(left)} unfinished run(s), resumable by any worker"
+        board.say("stopped", None, text + (": " + ", ".join(left) if left else ""), left=left)
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[Callable[[], None]]:
+    """SIGTERM (as systemd and docker send) stops the worker as Ctrl-C does, gracefully;
+    calling the function yielded makes a second SIGINT or SIGTERM end the process at once.
+    The handlers before are back at the end (only the main thread may set any)."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    def stopping() -> None:
+        if main:
+            for sig in previous:
+                signal.signal(sig, lambda signum, frame: os._exit(128 + signum))
+
+    if main:
+        signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield stopping
+    finally:
+        if main:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _take(

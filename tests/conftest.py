@@ -2,21 +2,62 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import Cli, cli_on
+from pg_server import INSTALL, PgServer, find_bindir, remove, start_server
 
-from intemporal import Engine, FileStore, MemoryStore, Store
+from intemporal import Engine, FileStore, MemoryStore, PostgresStore, Store
+
+_databases = itertools.count(1)
 
 
-@pytest.fixture(params=["file", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """A fresh store: a `FileStore` in a new directory under `tmp_path`, or a `MemoryStore`."""
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server for the whole session (started once, on first use).
+
+    Skipped, saying how to install it, when Debian's server binaries are missing; in CI
+    (`CI=true`) that is a failure: `.ci/run` installs them first.
+    """
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no PostgreSQL server binaries in CI: {INSTALL}")
+        pytest.skip(f"no PostgreSQL server binaries: {INSTALL}")
+    server = start_server(bindir)
+    yield server
+    remove(server)
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PgServer) -> str:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_databases)}"
+    with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_server.dsn.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["file", "memory", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store: a `FileStore` under `tmp_path`, a `MemoryStore`, or a `PostgresStore`
+    in a new database of the session's throwaway server."""
+    st: Store
     if request.param == "file":
-        return FileStore(tmp_path / "store")
-    return MemoryStore()
+        st = FileStore(tmp_path / "store")
+    elif request.param == "memory":
+        st = MemoryStore()
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        st = PostgresStore(server.dsn, lease=3.0, schema=f"t{os.getpid()}_{next(_databases)}")
+    yield st
+    st.close()
 
 
 @pytest.fixture

@@ -34,6 +34,8 @@ RANKS = {
     "store.memory": 7,
     "store.file": 7,
     "store.locate": 7,
+    "store.postgres_schema": 6,
+    "store.postgres": 7,
     "store": 8,
     # one run's context: replay, durable operations
     "replay": 9,

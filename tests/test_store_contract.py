@@ -21,19 +21,29 @@ import pytest
 from process_helpers import wait_until
 
 import intemporal
-from intemporal import FileStore, LeaseLost, MemoryStore, RunNotFound, RunStatus, Store
+from intemporal import (
+    FileStore,
+    LeaseLost,
+    MemoryStore,
+    PostgresStore,
+    RunNotFound,
+    RunStatus,
+    Store,
+)
 from intemporal import events as ev
 
-STORES: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda tmp: MemoryStore(),
-    "file": lambda tmp: FileStore(tmp / "store"),
+STORES: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
+    "memory": lambda tmp, request: MemoryStore(),
+    "file": lambda tmp, request: FileStore(tmp / "store"),
+    "postgres": lambda tmp, request: PostgresStore(request.getfixturevalue("pg_dsn"), lease=2.0),
 }
-SHARED = ["file"]
+SHARED = ["file", "postgres"]
+LEASED = {"postgres": ["short-lease"]}  # the holder's lease expires 1 s after it dies
 
 
 @pytest.fixture(params=sorted(STORES))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    st = STORES[request.param](tmp_path)
+    st = STORES[request.param](tmp_path, request)
     yield st
     st.close()
 
@@ -221,9 +231,11 @@ def test_list_runs_newest_first_filtered(store: Store) -> None:
 # -- across processes --------------------------------------------------------------------------------
 HOLDER = """
 import sys
+from intemporal import PostgresStore
 from intemporal.store import open_store
 
-store = open_store(sys.argv[1])
+# a store whose leases expire (PostgreSQL) gets a short one when argv[3] is given
+store = open_store(sys.argv[1]) if len(sys.argv) < 4 else PostgresStore(sys.argv[1], lease=1.0)
 lease = store.claim(sys.argv[2], "child")
 assert lease is not None, "the child could not claim the run"
 lease.append({"type": "activity_completed", "seq": 1, "name": "a", "result": 1, "ts": 2.0}, True)
@@ -233,13 +245,15 @@ sys.stdin.read()  # hold the run until killed
 
 
 @pytest.mark.parametrize("kind", SHARED)
-def test_a_claim_excludes_other_processes_until_the_owner_dies(kind: str, tmp_path: Path) -> None:
+def test_a_claim_excludes_other_processes_until_the_owner_dies(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     # Given a run claimed by another process
-    store = STORES[kind](tmp_path)
+    store = STORES[kind](tmp_path, request)
     make(store, "r")
     assert store.location is not None
     proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, store.location, "r"],
+        [sys.executable, "-c", HOLDER, store.location, "r", *LEASED.get(kind, [])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -251,10 +265,14 @@ def test_a_claim_excludes_other_processes_until_the_owner_dies(kind: str, tmp_pa
         assert store.claim("r", "me") is None
         assert store.claim_next("me") == []
         assert store.summary("r").status is RunStatus.RUNNING and not store.summary("r").orphaned
-        # When its owner dies, Then the run is left for anyone: claim_next takes it
+        # When its owner dies, Then the run is left for anyone: claim_next takes it (once
+        # the dead owner's lease expired, where the store's leases expire)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
-        (lease,) = store.claim_next("me")
+        deadline = time.monotonic() + 5
+        while not (got := store.claim_next("me")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (lease,) = got
         assert lease.run_id == "r"
         lease.append({"type": ev.RUN_COMPLETED, "result": 1, "ts": 3.0}, True)
         lease.release()

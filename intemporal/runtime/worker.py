@@ -14,6 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import StoreError
 from ..handle import RunHandle, _Execution
 from ..store import Lease, Store
 
@@ -27,6 +28,7 @@ class Worker:
     worker: bool
     queues: list[str] | None
     engine_id: str
+    threads: int
     halted: dict[str, BaseException]
     adopted: collections.deque[RunHandle[Any]]
     _mutex: threading.RLock
@@ -58,10 +60,19 @@ class Worker:
             return None
 
     def _claim_ready(self, run_ids: list[str] | None, busy_only: bool = False) -> list[Lease]:
-        """The store's `claim_next` for this engine: runs of its queues nobody executes."""
+        """The store's `claim_next` for this engine: runs of its queues nobody executes.
+
+        On a store shared by hosts (`Store.shared_by_hosts`) it claims no more runs than it
+        has free threads: the rest stay for other workers instead of queueing here.
+        """
         skip = _Held(self, halted=not busy_only)
         queues = None if busy_only else self.queues
-        return self.store.claim_next(self.engine_id, queues, None, among=run_ids, skip=skip)
+        limit = None
+        if self.store.shared_by_hosts:
+            limit = max(self.threads - len(self._active), 0)
+            if limit == 0:
+                return []
+        return self.store.claim_next(self.engine_id, queues, limit, among=run_ids, skip=skip)
 
     def recover(self) -> list[RunHandle[Any]]:
         """Resume every unfinished run that no live process owns; return their handles.
@@ -135,4 +146,10 @@ class _Held:
 
     def __contains__(self, run_id: object) -> bool:
         e = self._engine
-        return run_id in e._active or run_id in e._sleeping or (self._halted and run_id in e.halted)
+        if run_id in e._active or run_id in e._sleeping:
+            return True
+        stopped = e.halted.get(run_id) if self._halted and isinstance(run_id, str) else None
+        # A shared database that went away is retried once it is back (and a lost lease
+        # once it expires): only other halts (a full disk) wait for a resume on request.
+        retry = e.store.shared_by_hosts and isinstance(stopped, StoreError)
+        return stopped is not None and not retry

@@ -32,11 +32,32 @@ from typing import Any
 
 from ..codec import masked, peek
 from ..errors import IntemporalError, RunNotFound
-from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunStatus, fold
+from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunState, RunStatus, fold
 
 POLL = 0.02  # seconds between looks of the polling `Store.wait`
 
 _RUN_ID = re.compile(r"[A-Za-z0-9\-_.:@/]{1,200}")
+
+
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_SECRET_PARAM = re.compile(
+    r"((?:^|[?&;\s])(?:password|passwd|pwd|secret|token|sslpassword)=)[^&;\s]*", re.I
+)
+
+
+def redact(location: str) -> str:
+    """`location` (a path, a URL or a DSN) fit to print: any password in it shown as `***`.
+
+    >>> redact("postgresql://app:s3cret@db:5432/prod?password=x")
+    'postgresql://app:***@db:5432/prod?password=***'
+    """
+    m = _URL.match(location)
+    if m:  # the user info ends at the last "@": a password may hold "@", "/" or "?"
+        at = location.rfind("@", m.end())
+        if at >= 0:
+            user, colon, _ = location[m.end() : at].partition(":")
+            location = m.group() + user + (":***" if colon else "") + location[at:]
+    return _SECRET_PARAM.sub(r"\1***", location)
 
 
 def check_run_id(run_id: object) -> str:
@@ -106,7 +127,11 @@ class RunInfo:
 
 def summarize(run_id: str, events: list[Event], claimed: bool) -> RunInfo:
     """Fold a run's journal into a `RunInfo`; `claimed` says whether an owner holds it now."""
-    state = fold(events)
+    return summarize_state(run_id, fold(events), claimed)
+
+
+def summarize_state(run_id: str, state: RunState, claimed: bool) -> RunInfo:
+    """A `RunInfo` from a run's folded state (a store that keeps the fold reads no journal)."""
     status = state.status
     if claimed and not status.finished:
         status = RunStatus.RUNNING
@@ -178,6 +203,8 @@ class Store(ABC):
 
     #: a URL or path that names this store for another process (None: not shareable)
     location: str | None = None
+    #: workers on many hosts share it: an engine claims only the runs it can execute now
+    shared_by_hosts: bool = False
 
     @abstractmethod
     def create(self, run_id: str, first: Event, sync: bool = True) -> bool:

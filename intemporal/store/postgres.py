@@ -1,0 +1,518 @@
+"""A `Store` in PostgreSQL: the same workflows run by workers on many hosts.
+
+    engine = Engine(store="postgresql://app@db:5432/flows")
+    store = PostgresStore("postgresql://app@db/flows", lease=15.0, schema="intemporal")
+
+One row per run in `runs` holds the fold of its journal (status, queue, parent, wake-up
+time, the engine that parked it) and its lease (owner, epoch, expiry), updated in the
+statement of each append. A lease is a claim that expires unless renewed: this store's
+heartbeat renews every lease it holds each third of `lease` seconds, so a worker that dies
+(or is cut off) loses its runs once `lease` passes, and any live worker claims them
+(`FOR UPDATE SKIP LOCKED`). Every append is fenced by the run's lease epoch in the same
+statement: a stale owner's append writes nothing and raises `LeaseLost`. New messages ring
+a doorbell table whose trigger NOTIFYs the schema's channel (`wait` LISTENs). A database
+that cannot be reached raises `StoreUnavailable` (connections time out, never hang).
+Needs psycopg 3: `pip install 'intemporal[postgres]'`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import select
+import threading
+import time
+from collections.abc import Callable, Collection, Container, Iterable, Iterator
+from typing import Any, NamedTuple
+
+from ..errors import LeaseLost, RunNotFound, StoreUnavailable
+from ..events import RunState, RunStatus, fold
+from .base import (
+    Event,
+    Lease,
+    RunInfo,
+    Store,
+    check_run_id,
+    redact,
+    summarize_state,
+    with_signal_id,
+)
+
+psycopg: Any = None  # imported by the first PostgresStore: `import intemporal` stays fast
+sql: Any = None
+
+CONNECT = {  # a database that goes away raises within seconds instead of hanging
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10000,
+}
+RESCAN = 1.0  # seconds between looks for claimable runs nobody rang for (the safety poll)
+IDLE = 8  # connections kept open for reuse
+STATE = (
+    "run_id, workflow, status, queue, parent, wake_at, steps, created_at, updated_at,"
+    " engine, last, outcome"
+)
+UNFINISHED = "status IN ('pending', 'running', 'waiting')"
+READY = f"""{UNFINISHED} AND (lease_owner IS NULL OR lease_expires < now())
+    AND (status <> 'waiting' OR (coalesce(engine, '') <> '' AND NOT EXISTS (
+        SELECT 1 FROM engines e WHERE e.engine_id = runs.engine AND e.expires > now())))"""
+TAKE = """lease_owner = %(owner)s, lease_epoch = nextval('lease_epochs'),
+    lease_expires = now() + %(lease)s * interval '1 second'"""
+
+
+class Result(NamedTuple):
+    """What one statement did: rows it touched, rows it returned."""
+
+    rowcount: int
+    rows: list[tuple[Any, ...]]
+
+
+def _state(row: tuple[Any, ...]) -> RunState:
+    return RunState(
+        run_id=row[0],
+        workflow=row[1],
+        status=RunStatus(row[2]),
+        queue=row[3],
+        parent=row[4],
+        wake_at=row[5],
+        steps=row[6],
+        created_at=row[7],
+        updated_at=row[8],
+        owner=row[9],
+        last=row[10],
+        outcome=json.loads(row[11]),
+    )
+
+
+def _columns(s: RunState) -> dict[str, Any]:
+    return {
+        "workflow": s.workflow,
+        "status": s.status.value,
+        "queue": s.queue,
+        "parent": s.parent,
+        "wake_at": s.wake_at,
+        "steps": s.steps,
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+        "engine": s.owner,
+        "last": s.last,
+        "outcome": json.dumps(s.outcome),
+    }
+
+
+SET_STATE = ", ".join(f"{c} = %({c})s" for c in _columns(RunState()))
+
+
+class PostgresLease(Lease):
+    """A claim on one run of a `PostgresStore`, fenced by its epoch (`token`)."""
+
+    def __init__(self, store: PostgresStore, state: RunState, token: int) -> None:
+        self._store, self._state, self.token = store, state, token
+        self.run_id = state.run_id or ""
+
+    def append(self, event: Event, sync: bool) -> None:
+        body = json.dumps(event)
+        state = fold([json.loads(body)], self._state)
+        params = {
+            **_columns(state),
+            "id": self.run_id,
+            "token": self.token,
+            "lease": self._store.lease,
+            "body": body,
+        }
+        query = f"""WITH r AS (UPDATE runs SET {SET_STATE}, events = events + 1,
+                lease_expires = now() + %(lease)s * interval '1 second'
+            WHERE run_id = %(id)s AND lease_epoch = %(token)s AND lease_owner IS NOT NULL
+            RETURNING events)
+            INSERT INTO events (run_id, seq, body) SELECT %(id)s, events, %(body)s FROM r"""
+        if self._store._execute(query, params, "append to run", self.run_id).rowcount != 1:
+            self._store._held.pop(self.token, None)
+            raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
+        self._state = state
+
+    def renew(self) -> None:
+        query = """UPDATE runs SET lease_expires = now() + %s * interval '1 second'
+            WHERE run_id = %s AND lease_epoch = %s AND lease_owner IS NOT NULL"""
+        params = (self._store.lease, self.run_id, self.token)
+        if self._store._execute(query, params, "renew the lease of", self.run_id).rowcount != 1:
+            raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
+
+    def release(self) -> None:
+        self._store._held.pop(self.token, None)
+        try:
+            self._store._release([self.token])
+        except StoreUnavailable:  # the database is away: released by the heartbeat later
+            self._store._unreleased.add(self.token)
+            raise
+
+
+class PostgresStore(Store):
+    """Runs, journals and inboxes in a PostgreSQL schema, shared by workers on many hosts.
+
+    `dsn`: a libpq URL or key=value string (`postgresql://user:pw@host:5432/db`); `lease`:
+    seconds a worker owns a run without renewing (renewed each third of it); `schema`: the
+    schema holding the tables, created and migrated on first use. Raises `StoreUnavailable`
+    when the database cannot be reached or its schema is newer than this code knows.
+    """
+
+    shared_by_hosts = True
+
+    def __init__(self, dsn: str, *, lease: float = 15.0, schema: str = "intemporal") -> None:
+        global psycopg, sql
+        try:
+            import psycopg
+            from psycopg import sql
+        except ImportError:  # the extra is not installed
+            raise StoreUnavailable(
+                "the PostgreSQL store needs psycopg 3: pip install 'intemporal[postgres]'"
+            ) from None
+        if lease <= 0:
+            raise ValueError(f"lease must be a positive number of seconds, not {lease!r}")
+        self.dsn, self.lease, self.schema = dsn, float(lease), schema
+        self.location = dsn
+        self._idle: list[Any] = []
+        self._pool_lock = threading.Lock()
+        self._held: dict[int, str] = {}  # token -> run id of the leases to renew
+        self._unreleased: set[int] = set()  # tokens whose release the database missed
+        self._engines: set[str] = set()
+        self._stop = threading.Event()
+        self._heart: threading.Thread | None = None
+        self._listener: Any = None
+        self._rescanned = time.monotonic()
+        from .postgres_schema import channel, migrate
+
+        self._channel = channel(schema)
+        with self._connection("open the store") as conn:
+            migrate(conn, schema)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({redact(self.dsn)!r}, schema={self.schema!r})"
+
+    # -- connections -------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        conn = psycopg.connect(self.dsn, autocommit=True, **CONNECT)
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self, doing: str, run_id: str | None = None) -> Iterator[Any]:
+        """A pooled connection; a driver error becomes `StoreUnavailable` (password masked)."""
+        conn = self._reuse()
+        try:
+            if conn is None:
+                conn = self._connect()
+            yield conn
+        except psycopg.Error as exc:
+            if conn is not None:
+                conn.close()
+                conn = None
+            text = str(exc).replace(self.dsn, redact(self.dsn)).strip()
+            raise StoreUnavailable(
+                f"store unavailable: cannot {doing} on {redact(self.dsn)}: "
+                f"{type(exc).__name__}: {text}",
+                run_id,
+            ) from None
+        finally:
+            if conn is not None:
+                with self._pool_lock:
+                    if len(self._idle) < IDLE and not conn.closed:
+                        self._idle.append(conn)
+                        conn = None
+                if conn is not None:
+                    conn.close()
+
+    def _reuse(self) -> Any:
+        """An idle pooled connection still open, or None. One the server closed while it
+        was idle (a restart) has something to read, a notice of its end: closed, not used."""
+        while True:
+            with self._pool_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or not select.select([conn.fileno()], [], [], 0)[0]:
+                return conn
+            conn.close()
+
+    def _execute(self, query: str, params: Any, doing: str, run_id: str | None = None) -> Result:
+        """Run one statement (its own transaction); return the cursor, rows fetched."""
+        with self._connection(f"{doing} {run_id!r}" if run_id else doing, run_id) as conn:
+            cur = conn.execute(query, params)
+            return Result(cur.rowcount, cur.fetchall() if cur.description else [])
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._heart is not None and self._heart is not threading.current_thread():
+            self._heart.join(timeout=5)
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+            listener, self._listener = self._listener, None
+        for conn in [*idle, listener]:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    # -- the heartbeat: leases and engines stay alive while this process does ----------------
+    def _beat_soon(self) -> None:
+        with self._pool_lock:
+            if self._heart is None or not self._heart.is_alive():
+                self._stop.clear()
+                self._heart = threading.Thread(
+                    target=self._beat, name="intemporal-pg-heartbeat", daemon=True
+                )
+                self._heart.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            with contextlib.suppress(StoreUnavailable):  # the next beat tries again
+                self.renew_all()
+
+    def _release(self, tokens: list[int]) -> None:
+        query = """UPDATE runs SET lease_owner = NULL, lease_expires = NULL
+            WHERE lease_epoch = ANY(%s)"""
+        self._execute(query, (tokens,), "release runs")
+
+    def renew_all(self) -> None:
+        """Renew every lease and engine mark this store holds, and release the leases given
+        up while the database was away (so this worker or another takes them at once)."""
+        if self._unreleased:
+            given_up = list(self._unreleased)
+            self._release(given_up)
+            self._unreleased.difference_update(given_up)
+        tokens = list(self._held)
+        if tokens:
+            self._execute(
+                """UPDATE runs SET lease_expires = now() + %s * interval '1 second'
+                WHERE lease_epoch = ANY(%s) AND lease_owner IS NOT NULL""",
+                (self.lease, tokens),
+                "renew leases",
+            )
+        engines = list(self._engines)
+        if engines:
+            self._execute(
+                """UPDATE engines SET expires = now() + %s * interval '1 second'
+                WHERE engine_id = ANY(%s)""",
+                (self.lease, engines),
+                "renew engines",
+            )
+
+    def _lease(self, row: tuple[Any, ...], token: int) -> PostgresLease:
+        lease = PostgresLease(self, _state(row), token)
+        self._held[token] = lease.run_id
+        self._beat_soon()
+        return lease
+
+    # -- runs ------------------------------------------------------------------------------
+    def _insert(self, run_id: str, first: Event, owner: str | None) -> Any:
+        check_run_id(run_id)
+        body = json.dumps(first)
+        state = fold([json.loads(body)])
+        state.run_id = run_id
+        take = "%(owner)s, nextval('lease_epochs'), now() + %(lease)s * interval '1 second'"
+        lease = take if owner is not None else "NULL, 0, NULL"
+        cols = _columns(state)
+        query = f"""WITH r AS (
+                INSERT INTO runs (run_id, {", ".join(cols)}, events, lease_owner, lease_epoch,
+                    lease_expires)
+                VALUES (%(id)s, {", ".join(f"%({c})s" for c in cols)}, 1, {lease})
+                ON CONFLICT DO NOTHING RETURNING {STATE}, lease_epoch),
+            e AS (INSERT INTO events (run_id, seq, body) SELECT run_id, 1, %(body)s FROM r)
+            SELECT * FROM r"""
+        params = {**cols, "id": run_id, "body": body, "owner": owner, "lease": self.lease}
+        return self._execute(query, params, "create run", run_id).rows
+
+    def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
+        return bool(self._insert(run_id, first, None))
+
+    def create_claimed(
+        self, run_id: str, first: Event, sync: bool = True, owner: str = ""
+    ) -> Lease | None:
+        rows = self._insert(run_id, first, owner)
+        return self._lease(rows[0][:-1], rows[0][-1]) if rows else None
+
+    def read(self, run_id: str) -> list[Event]:
+        rows = self._execute(
+            "SELECT body FROM events WHERE run_id = %s ORDER BY seq", (run_id,), "read run", run_id
+        ).rows
+        if not rows:
+            raise RunNotFound(run_id)
+        return [json.loads(r[0]) for r in rows]
+
+    def exists(self, run_id: str) -> bool:
+        query = "SELECT 1 FROM runs WHERE run_id = %s"
+        return bool(self._execute(query, (run_id,), "look up run", run_id).rows)
+
+    def claim(self, run_id: str, owner: str = "") -> Lease | None:
+        query = f"""UPDATE runs SET {TAKE} WHERE run_id = %(id)s
+            AND (lease_owner IS NULL OR lease_expires < now()) RETURNING {STATE}, lease_epoch"""
+        params = {"id": run_id, "owner": owner, "lease": self.lease}
+        rows = self._execute(query, params, "claim run", run_id).rows
+        if rows:
+            return self._lease(rows[0][:-1], rows[0][-1])
+        if not self.exists(run_id):
+            raise RunNotFound(run_id)
+        return None
+
+    def claim_next(
+        self,
+        owner: str,
+        queues: Collection[str] | None = None,
+        limit: int | None = None,
+        *,
+        among: Iterable[str] | None = None,
+        skip: Container[str] = (),
+    ) -> list[Lease]:
+        where, params = [READY], {"owner": owner, "lease": self.lease}
+        if queues is not None:
+            named = [q for q in queues if q is not None]
+            where.append("(queue = ANY(%(queues)s) OR (queue IS NULL AND %(nulls)s))")
+            params.update(queues=named, nulls=len(named) != len(list(queues)))
+        if among is not None:
+            where.append("run_id = ANY(%(among)s)")
+            params["among"] = list(among)
+        pick = f"SELECT run_id FROM runs WHERE {' AND '.join(where)} ORDER BY created_at, run_id"
+        with self._connection("claim runs") as conn, conn.transaction():
+            found = conn.execute(pick + " FOR UPDATE SKIP LOCKED", params).fetchall()
+            ids = [r[0] for r in found if r[0] not in skip][:limit]
+            if not ids:
+                return []
+            params["ids"] = ids
+            rows = conn.execute(
+                f"UPDATE runs SET {TAKE} WHERE run_id = ANY(%(ids)s) "
+                f"RETURNING {STATE}, lease_epoch",
+                params,
+            ).fetchall()
+        order = {run_id: i for i, run_id in enumerate(ids)}
+        rows.sort(key=lambda r: order[r[0]])
+        return [self._lease(r[:-1], r[-1]) for r in rows]
+
+    def is_claimed(self, run_id: str) -> bool:
+        query = """SELECT 1 FROM runs WHERE run_id = %s AND lease_owner IS NOT NULL
+            AND lease_expires > now()"""
+        return bool(self._execute(query, (run_id,), "look up run", run_id).rows)
+
+    def summary(self, run_id: str) -> RunInfo:
+        query = f"""SELECT {STATE}, lease_owner IS NOT NULL AND lease_expires > now()
+            FROM runs WHERE run_id = %s"""
+        rows = self._execute(query, (run_id,), "read run", run_id).rows
+        if not rows:
+            raise RunNotFound(run_id)
+        return self._info(rows[0])
+
+    def _info(self, row: tuple[Any, ...]) -> RunInfo:
+        return self.adopt(summarize_state(row[0], _state(row[:-1]), row[-1]))
+
+    def list_runs(
+        self,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunInfo]:
+        want = RunStatus(status) if status is not None else None
+        where, params = ["true"], {}
+        if workflow is not None:
+            where.append("workflow = %(workflow)s")
+            params["workflow"] = workflow
+        if want is not None and want is not RunStatus.RUNNING and want is not RunStatus.PENDING:
+            where.append("status = %(status)s")  # pending and running depend on the lease
+            params["status"] = want.value
+        query = f"""SELECT {STATE}, lease_owner IS NOT NULL AND lease_expires > now()
+            FROM runs WHERE {" AND ".join(where)} ORDER BY created_at DESC, run_id DESC"""
+        out = []
+        for row in self._execute(query, params, "list runs").rows:
+            info = self._info(row)
+            if want is None or info.status is want:
+                out.append(info)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    def run_ids(self) -> Iterator[str]:
+        yield from (r[0] for r in self._execute("SELECT run_id FROM runs", (), "list runs").rows)
+
+    def unfinished(self) -> Iterator[str]:
+        query = f"SELECT run_id FROM runs WHERE {UNFINISHED} ORDER BY created_at"
+        yield from (r[0] for r in self._execute(query, (), "list runs").rows)
+
+    def delete(self, run_id: str) -> None:
+        self._held = {t: r for t, r in self._held.items() if r != run_id}
+        self._execute("DELETE FROM runs WHERE run_id = %s", (run_id,), "delete run", run_id)
+
+    # -- inbox and doorbell --------------------------------------------------------------------
+    def send(self, run_id: str, message: Event) -> None:
+        query = """WITH i AS (INSERT INTO inbox (run_id, body)
+                SELECT run_id, %s FROM runs WHERE run_id = %s RETURNING run_id)
+            INSERT INTO doorbell (run_id) SELECT run_id FROM i"""
+        body = json.dumps(with_signal_id(message))
+        if self._execute(query, (body, run_id), "send to run", run_id).rowcount != 1:
+            raise RunNotFound(run_id)
+
+    def notify(self, run_id: str) -> None:
+        query = "INSERT INTO doorbell (run_id) VALUES (%s)"
+        self._execute(query, (run_id,), "ring the doorbell of run", run_id)
+
+    def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
+        query = "SELECT id, body FROM inbox WHERE run_id = %s AND id > %s ORDER BY id"
+        rows = self._execute(query, (run_id, cursor), "read the inbox of run", run_id).rows
+        return [json.loads(r[1]) for r in rows], (rows[-1][0] if rows else cursor)
+
+    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
+        if cursor is None:
+            now = self._execute("SELECT coalesce(max(id), 0) FROM doorbell", (), "read doorbell")
+            return [], int(now.rows[0][0])
+        rows = self._execute(
+            "SELECT id, run_id FROM doorbell WHERE id > %s ORDER BY id", (cursor,), "read doorbell"
+        ).rows
+        ids = [r[1] for r in rows]
+        if time.monotonic() - self._rescanned >= RESCAN:
+            # The safety poll: runs nobody rang for (a dead worker's, once its lease expired).
+            self._rescanned = time.monotonic()
+            query = f"SELECT run_id FROM runs WHERE {READY} ORDER BY created_at LIMIT 100"
+            ids += [r[0] for r in self._execute(query, (), "look for ready runs").rows]
+        return list(dict.fromkeys(ids)), (rows[-1][0] if rows else cursor)
+
+    def wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
+        if cursor is None or timeout <= 0:
+            return self.changes(cursor)
+        deadline = time.monotonic() + timeout
+        while True:
+            ids, cursor = self.changes(cursor)
+            left = deadline - time.monotonic()
+            if ids or left <= 0:
+                return ids, cursor
+            self._listen(min(left, RESCAN))
+
+    def _listen(self, timeout: float) -> None:
+        """Block until a NOTIFY on this schema's channel, or `timeout` seconds."""
+        try:
+            if self._listener is None:
+                self._listener = self._connect()
+                self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:
+            self._listener = None
+            time.sleep(min(timeout, 0.5))  # the next `changes` reports the database down
+
+    # -- engines ----------------------------------------------------------------------------
+    def hold_engine(self, engine_id: str) -> Callable[[], None]:
+        self._execute(
+            """INSERT INTO engines VALUES (%s, now() + %s * interval '1 second')
+            ON CONFLICT (engine_id) DO UPDATE SET expires = EXCLUDED.expires""",
+            (engine_id, self.lease),
+            "mark engine alive",
+        )
+        self._engines.add(engine_id)
+        self._beat_soon()
+
+        def release() -> None:
+            self._engines.discard(engine_id)
+            query = "DELETE FROM engines WHERE engine_id = %s"
+            with contextlib.suppress(StoreUnavailable):  # it expires by itself
+                self._execute(query, (engine_id,), "release engine")
+
+        return release
+
+    def engine_alive(self, engine_id: str) -> bool:
+        query = "SELECT 1 FROM engines WHERE engine_id = %s AND expires > now()"
+        return bool(self._execute(query, (engine_id,), "look up engine").rows)
