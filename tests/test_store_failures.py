@@ -231,9 +231,14 @@ KINDS = [
 ]
 
 
+@pytest.mark.file_errors  # on PostgreSQL only the driver's errors, "fsync" (conftest.py)
 @pytest.mark.parametrize(
-    "error",
-    [enospc, erofs, lambda: DriverError("connection lost")],
+    "error_kind,error",
+    [
+        ("disk-full", enospc),
+        ("read-only", erofs),
+        ("driver", lambda: DriverError("connection lost")),
+    ],
     ids=["disk-full", "read-only", "driver"],
 )
 @pytest.mark.parametrize(
@@ -247,12 +252,11 @@ def test_a_store_failure_at_any_append_stops_the_run_resumable_and_reaches_the_c
     kind: str,
     caller: str,
     durability: str,
+    error_kind: str,
     error: Callable[[], Exception],
 ) -> None:
     cause = error()
     what = getattr(cause, "errno", None) or type(cause).__name__
-    if isinstance(store, PostgresStore) and (isinstance(cause, OSError) or durability == "flush"):
-        pytest.skip("a database fails with its driver's errors, and has no flush/fsync choice")
     tag = f"{kind}-{caller}-{durability}-{what}-{type(store).__name__}"
     # Given a store that fails at the first append of one kind of event
     nth = 2 if kind in ("activity_completed", "submitted", "submitted_unjoined") else 1
