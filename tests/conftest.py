@@ -27,7 +27,7 @@ def pg_server() -> Iterator[PgServer]:
     if bindir is None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"no PostgreSQL server binaries in CI: {INSTALL}")
-        pytest.skip(f"no PostgreSQL server binaries: {INSTALL}")
+        pytest.skip(f"no PostgreSQL server binaries (outside CI, a skip): {INSTALL}")
     server = start_server(bindir)
     yield server
     remove(server)

@@ -125,7 +125,14 @@ def check_observers(out: str) -> None:
     assert "result: charged 42" in out
 
 
+def check_secret_token(out: str) -> None:
+    assert "result: {'user': 'alice', 'authorized': True}" in out
+    assert "the token, printed: Secret(***)" in out
+    assert re.search(r"intemporal show: args +\"alice\", Secret\(\*\*\*\)", out), out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "secret_token.py": check_secret_token,
     "tracing.py": check_tracing,
     "observers.py": check_observers,
     "typed.py": check_typed,
