@@ -15,6 +15,7 @@ with intemporal.Engine(store=".intemporal") as engine:
 
 from . import testing
 from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
+from .attempts import heartbeat
 from .codec import Secret
 from .engine import Engine
 from .errors import (
@@ -39,7 +40,6 @@ from .errors import (
 )
 from .handle import RunHandle
 from .observe import LoggingObserver, Observer
-from .replay import heartbeat
 from .saga import Saga, saga
 from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (

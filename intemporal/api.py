@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
-from . import replay
+from . import attempts, replay
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -146,7 +146,7 @@ class Activity(Generic[P, R]):
         if ctx is None:
             if replay.activity_context() is not None:  # inside a run's activity: plain call
                 return self.fn(*args, **kwargs)
-            return cast(R, replay.run_plainly(self.fn, args, kwargs))
+            return cast(R, attempts.run_plainly(self.fn, args, kwargs))
         return cast(
             R, ctx.call_activity(self.name, self.fn, args, kwargs, self.retry, self.timeout)
         )

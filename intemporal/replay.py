@@ -13,17 +13,15 @@ run starts again, so a run of N activities costs O(N), not O(N^2).
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, cast
 
+from .attempts import WorkflowInfo, _activity, _current, run_attempt
 from .clock import INLINE_WAIT, Clock
 from .codec import decode, encode
 from .errors import (
-    ActivityTimeout,
     Cancelled,
     IntemporalError,
     NonDeterminismError,
@@ -76,35 +74,14 @@ class Named(Protocol):
     def name(self) -> str: ...
 
 
-_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
-    "intemporal_run", default=None
-)
-_activity: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
-    "intemporal_activity", default=None
-)
-
-
-_plain: contextvars.ContextVar[bool] = contextvars.ContextVar("intemporal_plain", default=False)
-# The threads executing an attempt of a run's activity now (`heartbeat` checks for helpers).
-_ATTEMPT_THREADS: set[int] = set()
-_step: contextvars.ContextVar[WorkflowInfo | None] = contextvars.ContextVar(
-    "intemporal_step", default=None
-)
-
-
 def current() -> RunContext | None:
     """The context of the workflow running on this thread, or None outside workflows."""
-    return _current.get()
+    return cast("RunContext | None", _current.get())  # only run contexts are set
 
 
 def activity_context() -> RunContext | None:
     """The context of the run whose activity is executing on this thread, if any."""
-    return _activity.get()
-
-
-def step_info() -> WorkflowInfo | None:
-    """What `intemporal.info()` tells the activity executing on this thread (None outside one)."""
-    return _step.get()
+    return cast("RunContext | None", _activity.get())  # set by `RunContext._attempt` only
 
 
 class Host(Protocol):
@@ -137,24 +114,6 @@ class Host(Protocol):
 
     def child_result(self, ctx: RunContext, seq: int) -> Any:
         """The result of child `<ctx.run_id>/<seq>` if finished, else raise `ChildNotFinished`."""
-
-
-@dataclass(frozen=True)
-class WorkflowInfo:
-    """What `intemporal.info()` tells a workflow, or an activity, about its run and step.
-
-    `activity` is the activity's name, `seq` its sequence number and `attempt` its attempt
-    (1-based) inside an activity; inside a workflow `activity` and `attempt` are None and
-    `seq` is the number of durable operations so far. An activity builds an idempotency
-    key from `run_id` and `seq`: the same on every attempt and every resume.
-    """
-
-    run_id: str
-    workflow: str
-    parent: str | None
-    activity: str | None = None
-    seq: int | None = None
-    attempt: int | None = None
 
 
 def _is_cancelled_error(err: dict[str, Any]) -> bool:
@@ -458,22 +417,8 @@ class RunContext:
         seq: int = 0,
         attempt: int = 1,
     ) -> Any:
-        # Inside an activity, decorated calls run plainly and heartbeat() finds this run.
-        t_run, t_act = _current.set(None), _activity.set(self)
-        me = threading.get_ident()
-        _ATTEMPT_THREADS.add(me)
-        t_step = _step.set(
-            WorkflowInfo(self.run_id, self.workflow, self.parent, name, seq, attempt)
-        )
-        try:
-            if timeout is None:
-                return fn(*args, **kwargs)  # inline: no thread hand-off on the hot path
-            return _run_with_timeout(name, fn, args, kwargs, timeout)
-        finally:
-            _ATTEMPT_THREADS.discard(me)
-            _step.reset(t_step)
-            _activity.reset(t_act)
-            _current.reset(t_run)
+        step = WorkflowInfo(self.run_id, self.workflow, self.parent, name, seq, attempt)
+        return run_attempt(self, name, fn, args, kwargs, timeout, step)
 
     # -- other operations, provided by the engine's features -----------------------------
     def protocol_impl(self, proto: type) -> Any:
@@ -623,68 +568,3 @@ TIMED_OUT: Any = object()  # `block`'s "the deadline passed"
 def child_id(parent: str, seq: int) -> str:
     """The id of the child run started at operation `seq` of run `parent`."""
     return f"{parent}/{seq}"
-
-
-def _run_with_timeout(
-    name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float
-) -> Any:
-    """Run one attempt on a daemon thread and give up waiting after `timeout` seconds.
-
-    Python cannot kill a thread: a timed-out attempt is abandoned, not stopped, which is
-    why activities should be idempotent and why the thread is a daemon.
-    """
-    done = threading.Event()
-    box: dict[str, Any] = {}
-    ctx = contextvars.copy_context()
-
-    def target() -> None:
-        try:
-            box["value"] = ctx.run(fn, *args, **kwargs)
-        except BaseException as exc:
-            box["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=target, name=f"intemporal-activity-{name}", daemon=True).start()
-    if not done.wait(timeout):
-        raise ActivityTimeout(f"activity {name!r} timed out after {timeout} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def run_plainly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call an activity outside any run (a test, a REPL): `heartbeat()` in it does nothing."""
-    token = _plain.set(True)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _plain.reset(token)
-
-
-HEARTBEAT_THREAD = (
-    "intemporal.heartbeat() was called on a thread that has no activity context (a thread "
-    "or a pool the activity started), so it cannot see the run's cancellation. Call it on "
-    "the activity's own thread, or run the helper under the activity's context: "
-    "threading.Thread(target=contextvars.copy_context().run, args=(fn, ...)) or "
-    "pool.submit(contextvars.copy_context().run, fn, ...), with copy_context() called on "
-    "the activity's thread"
-)
-
-
-def heartbeat() -> None:
-    """Tell the engine an activity is alive; raise `Cancelled` if its run was cancelled.
-
-    It must run on the activity's thread, or in a thread that runs under a copy of the
-    activity's context (`contextvars.copy_context().run`). Called on another thread while
-    this process executes activities, it raises `IntemporalError` saying so, instead of
-    silently missing a cancellation. In a workflow, or in an activity called plainly
-    outside any run, it does nothing.
-    """
-    ctx = _activity.get()
-    if ctx is not None:
-        if ctx._cancel_pending():
-            raise Cancelled(f"run {ctx.run_id!r} was cancelled")
-        return
-    if _ATTEMPT_THREADS and _current.get() is None and not _plain.get():
-        raise IntemporalError(HEARTBEAT_THREAD)

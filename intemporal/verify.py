@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .attempts import _current
 from .clock import Clock
 from .codec import READ_ONLY, code_ref
 from .errors import DillRefused, NonDeterminismError, Suspend
 from .events import FINAL_EVENTS, RESTART_EVENTS
 from .loader import load_workflow
 from .observe import NO_OBSERVERS
-from .replay import RunContext, _current
+from .replay import RunContext
 from .runs import recorded_args
 from .store import Event, Lease, Store, check_run_id, open_store
 

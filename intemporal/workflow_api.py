@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from .api import Activity, Workflow, stub
+from .attempts import WorkflowInfo, step_info
 from .codec import encode
 from .errors import SignalTimeout
 from .events import (
@@ -37,15 +38,7 @@ from .events import (
     TIMER_STARTED,
 )
 from .observe import SignalReceived, TimerStarted
-from .replay import (
-    NOT_READY,
-    TIMED_OUT,
-    ChildNotFinished,
-    RunContext,
-    WorkflowInfo,
-    current,
-    step_info,
-)
+from .replay import NOT_READY, TIMED_OUT, ChildNotFinished, RunContext, current
 
 T = TypeVar("T")
 P = ParamSpec("P")

@@ -37,7 +37,8 @@ RANKS = {
     "store.postgres_schema": 6,
     "store.postgres": 7,
     "store": 8,
-    # one run's context: replay, durable operations
+    # one run's context: what executes on a thread (attempts), replay, durable operations
+    "attempts": 8,
     "replay": 9,
     # what workflow code calls
     "api": 10,

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
 from ..api import Workflow
+from ..attempts import _current
 from ..clock import Clock
 from ..codec import encode
 from ..errors import (
@@ -48,7 +49,7 @@ from ..observe import (
     RunStopped,
     RunSuspended,
 )
-from ..replay import ChildNotFinished, RunContext, _current, child_id
+from ..replay import ChildNotFinished, RunContext, child_id
 from ..runs import check_same_run, first_event
 from ..store import Event, Lease, RunStatus, Store
 
