@@ -301,7 +301,8 @@ def test_join_any_over_waiting_children_parks_the_parent(store: Store) -> None:
 
         engine.signal("jaw/2", "approve", "yes")
         assert handle.result(timeout=10) == (1, "bob: yes")
-        assert engine.get_run("jaw/1").status is RunStatus.WAITING  # still running on its own
+        # still running on its own: waiting (a store that polls may look at it meanwhile)
+        wait_for_status(engine, "jaw/1", RunStatus.WAITING)
 
 
 # -- cancellation cascades ---------------------------------------------------------------------
