@@ -148,11 +148,14 @@ if __name__ == "__main__":
 """
 
 
-def _worker(tmp_path: Path, dsn: str, **env: str) -> subprocess.Popen[str]:
+def _worker(
+    tmp_path: Path, dsn: str, prefix: tuple[str, ...] = (), **env: str
+) -> subprocess.Popen[str]:
+    """Start WORKER on `dsn` (behind `prefix`, e.g. `ip netns exec NS`); return once it serves."""
     script = tmp_path / "pgworker.py"
     script.write_text(textwrap.dedent(WORKER))
     proc = subprocess.Popen(
-        [sys.executable, str(script), dsn, str(tmp_path / "marks")],
+        [*prefix, sys.executable, str(script), dsn, str(tmp_path / "marks")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pg_server import PgServer, find_bindir, remove, start_server
 from process_helpers import wait_until
-from test_postgres import WORKER, _completed, _enqueue, _marks
+from test_postgres import _completed, _enqueue, _marks, _worker
 
 from intemporal import RunStatus
 
@@ -79,30 +77,11 @@ def linked_server(hosts: list[Host]) -> Iterator[PgServer]:
 def test_a_worker_cut_off_past_its_lease_is_fenced_out_when_its_link_is_back(
     tmp_path: Path, hosts: list[Host], linked_server: PgServer
 ) -> None:
-    script = tmp_path / "pgworker.py"
-    script.write_text(textwrap.dedent(WORKER))
     port, user = linked_server.port, linked_server.user
 
     def worker(host: Host, **env: str) -> subprocess.Popen[str]:
         dsn = f"postgresql://{user}@10.77.{host.n}.1:{port}/postgres"
-        proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                host.ns,
-                sys.executable,
-                str(script),
-                dsn,
-                str(tmp_path / "marks"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **env},
-        )
-        assert proc.stdout is not None and proc.stdout.readline() == "serving\n", proc.stderr
-        return proc
+        return _worker(tmp_path, dsn, ("ip", "netns", "exec", host.ns), **env)
 
     a = worker(hosts[0], HANG_AT_ONE="1", HANG_FOR="4")
     b: subprocess.Popen[str] | None = None
