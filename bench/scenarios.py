@@ -185,12 +185,17 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
             for j in range(sz.long_w):
                 engine.run(workload.seq_workflow, sz.long_k, j)
             times_long.append(time.perf_counter() - t0)
+        fan = fan_out_syncs(engine, runs=3 if sz.quick else 20)
     ctx.drop(store)
     t_k, t_0 = med(times_k), med(times_0)
     return {
         "long_W": sz.long_w,
         "long_K": sz.long_k,
         "us_per_step_long_runs": med(times_long) / (sz.long_w * sz.long_k) * 1e6,
+        "us_per_step_long_runs_reps": [
+            round(t / (sz.long_w * sz.long_k) * 1e6, 1) for t in times_long
+        ],
+        **fan,
         "W": w,
         "K": k,
         "reps": sz.reps,
@@ -200,6 +205,20 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
         "us_per_workflow_K0": t_0 / w * 1e6,
         "us_per_step_marginal": (t_k - t_0) / (w * k) * 1e6,
     }
+
+
+def fan_out_syncs(engine: Any, n: int = 10, runs: int = 20) -> dict[str, Any]:
+    """Syncs per run of `workload.fan_out_workflow` (submit `n` activities, join them,
+    return): counted by the store's write-ahead log (max over `runs` runs)."""
+    log = getattr(engine.store, "_wal", None)
+    if log is None:
+        return {}
+    counts = []
+    for j in range(runs):
+        before = log.syncs
+        engine.run(workload.fan_out_workflow, n, j)
+        counts.append(log.syncs - before)
+    return {"fan_out_n": n, "fan_out_syncs_max": max(counts), "fan_out_syncs_med": med(counts)}
 
 
 # -- 2: concurrent -------------------------------------------------------------------------
@@ -558,6 +577,32 @@ def fdatasync_us(ctx: Ctx, n: int = 200) -> float:
             t0 = time.perf_counter()
             os.write(fd, b"x" * 149 + b"\n")
             os.fdatasync(fd)
+            lat.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return med(lat) * 1e6
+
+
+def inplace_sync_us(ctx: Ctx, n: int = 200) -> float:
+    """Median cost of one 150-byte write + sync in place into a preallocated, zero-filled
+    file (`pwritev` with RWF_DSYNC where Linux has it): what one write-ahead log sync costs
+    on the bench's disk, the floor of a durable activity."""
+    path = ctx.tmp / "probe-inplace.bin"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    dsync = getattr(os, "RWF_DSYNC", 0)
+    lat = []
+    try:
+        os.write(fd, bytes(1 << 20))
+        os.fsync(fd)
+        line = b"x" * 149 + b"\n"
+        for i in range(n):
+            t0 = time.perf_counter()
+            if dsync:
+                os.pwritev(fd, [line], i * 150, dsync)
+            else:
+                os.pwrite(fd, line, i * 150)
+                os.fdatasync(fd)
             lat.append(time.perf_counter() - t0)
     finally:
         os.close(fd)

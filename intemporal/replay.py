@@ -196,9 +196,23 @@ class RunContext:
                 self._write_marker(event["ts"])
             self.lease.append(event, self.host.sync if sync is None else sync)
         except Exception as exc:  # whatever the store raises: the workflow never sees it
-            doing = f"write the journal of run {self.run_id!r}"
-            self.store_failed = StoreFailure(store_error(exc, doing, self.run_id))
-            raise self.store_failed from exc
+            raise self._store_failure(exc) from exc
+
+    def sync_journal(self) -> None:
+        """Make every appended event durable (in fsync mode): the results of submitted
+        activities, appended unsynced, share one sync when the workflow takes them."""
+        if self.store_failed is not None:
+            raise self.store_failed
+        if self.host.sync:
+            try:
+                self.lease.sync()
+            except Exception as exc:
+                raise self._store_failure(exc) from exc
+
+    def _store_failure(self, exc: Exception) -> StoreFailure:
+        doing = f"write the journal of run {self.run_id!r}"
+        self.store_failed = StoreFailure(store_error(exc, doing, self.run_id))
+        return self.store_failed
 
     def _write_marker(self, ts: float) -> None:
         # Before this execution's first line, unsynced: the line after it syncs both.
@@ -331,8 +345,12 @@ class RunContext:
         kwargs: dict[str, Any],
         retry: Retry,
         timeout: float | None,
+        sync: bool | None = None,
     ) -> Any:
-        """Execute activity `name` as operation `seq` with retries; journal its outcome."""
+        """Execute activity `name` as operation `seq` with retries; journal its outcome.
+
+        `sync=False`: its records are not synced here (a submitted activity: the workflow
+        syncs them when it takes the result, `sync_journal`)."""
         attempt = self.failed_attempts.get(seq, 0) + 1
         if attempt > 1:
             # Resumed in the middle of retries: wait out the rest of the recorded backoff,
@@ -360,7 +378,8 @@ class RunContext:
                             "attempt": attempt,
                             "error": encode_error(exc, self.host.codec),
                             "retry_in": delay,
-                        }
+                        },
+                        sync,
                     )
                     if obs.on_attempt_failed:
                         obs.on_attempt_failed(
@@ -381,7 +400,8 @@ class RunContext:
                         "attempts": attempt,
                         "started": started,
                         "error": encode_error(exc, self.host.codec),
-                    }
+                    },
+                    sync,
                 )
                 if obs.on_activity_finished:
                     took = self.host.clock.time() - first_started
@@ -397,7 +417,8 @@ class RunContext:
                     "attempts": attempt,
                     "started": started,
                     "result": value,
-                }
+                },
+                sync,
             )
             if obs.on_activity_finished:
                 took = self.host.clock.time() - first_started
