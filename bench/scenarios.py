@@ -567,47 +567,55 @@ def plain_python(ctx: Ctx) -> dict[str, Any]:
     return {"source": "inline loop", "us_per_step": med(ts) / (sz.plain_w * 10) * 1e6}
 
 
-def fdatasync_us(ctx: Ctx, n: int = 200) -> float:
-    """Median cost of appending a 150-byte line and fdatasync-ing it, on the bench's disk."""
-    path = ctx.tmp / "probe.bin"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def _timed(ctx: Ctx, name: str, flags: int, each: Any, prepare: Any = None, n: int = 200) -> float:
+    """Median µs of `each(fd, i)` over `n` calls on a scratch file opened with `flags`."""
+    path = ctx.tmp / name
+    fd = os.open(path, flags, 0o600)
     lat = []
     try:
-        for _ in range(n):
+        if prepare is not None:
+            prepare(fd)
+        for i in range(n):
             t0 = time.perf_counter()
-            os.write(fd, b"x" * 149 + b"\n")
-            os.fdatasync(fd)
+            each(fd, i)
             lat.append(time.perf_counter() - t0)
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
     return med(lat) * 1e6
+
+
+_LINE = b"x" * 149 + b"\n"
+
+
+def fdatasync_us(ctx: Ctx, n: int = 200) -> float:
+    """Median cost of appending a 150-byte line and fdatasync-ing it, on the bench's disk."""
+
+    def append(fd: int, i: int) -> None:
+        os.write(fd, _LINE)
+        os.fdatasync(fd)
+
+    return _timed(ctx, "probe.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, append, n=n)
 
 
 def inplace_sync_us(ctx: Ctx, n: int = 200) -> float:
     """Median cost of one 150-byte write + sync in place into a preallocated, zero-filled
     file (`pwritev` with RWF_DSYNC where Linux has it): what one write-ahead log sync costs
     on the bench's disk, the floor of a durable activity."""
-    path = ctx.tmp / "probe-inplace.bin"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     dsync = getattr(os, "RWF_DSYNC", 0)
-    lat = []
-    try:
+
+    def zeros(fd: int) -> None:
         os.write(fd, bytes(1 << 20))
         os.fsync(fd)
-        line = b"x" * 149 + b"\n"
-        for i in range(n):
-            t0 = time.perf_counter()
-            if dsync:
-                os.pwritev(fd, [line], i * 150, dsync)
-            else:
-                os.pwrite(fd, line, i * 150)
-                os.fdatasync(fd)
-            lat.append(time.perf_counter() - t0)
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-    return med(lat) * 1e6
+
+    def in_place(fd: int, i: int) -> None:
+        if dsync:
+            os.pwritev(fd, [_LINE], i * 150, dsync)
+        else:
+            os.pwrite(fd, _LINE, i * 150)
+            os.fdatasync(fd)
+
+    return _timed(ctx, "probe-inplace.bin", os.O_RDWR | os.O_CREAT, in_place, zeros, n)
 
 
 def create_file_us(ctx: Ctx, n: int = 200) -> float:

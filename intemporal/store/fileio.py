@@ -400,7 +400,8 @@ class FileLease(Lease):
         log = self._log
         assert log is not None
         with self._writing:
-            self._check()
+            if self._failed is not None:
+                self._check()
             if self._size < 0:
                 self._size = os.fstat(self._fd).st_size
             start = self._size
@@ -410,7 +411,8 @@ class FileLease(Lease):
                 self._cut(exc)
                 raise
             self._size += len(data)
-            log.add(self._fd, start, data)
+            if log.covered >= 0:  # else (flush mode, a claimed run) nothing to keep
+                log.add(self._fd, start, data)
             item = None
             if sync:
                 log.sync_on_release = False
