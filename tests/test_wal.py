@@ -419,3 +419,47 @@ def test_a_writer_killed_in_the_middle_of_a_batch_leaves_the_log_whole(
     paths = [r.path for r in log.records(state[1], state[2])]
     assert paths == (["a", "b", "c"] if written else ["a", "c"])
     log.close()
+
+
+def test_a_run_journaled_without_syncs_then_resumed_durably_is_logged_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run whose first lines were written by a flush-mode execution (never synced)
+    _reboot(monkeypatch, "boot-a")
+    root = tmp_path / "s"
+    store = FileStore(root)
+    lease = store.create_claimed("r", _started(), sync=False)
+    assert lease is not None
+    lease.append({"type": "side_effect", "seq": 1, "name": "n", "ts": 1.0}, False)
+    lease.release()
+    # When a durable execution claims it and appends one synced line
+    lease = store.claim("r")
+    assert lease is not None
+    lease.append({"type": "side_effect", "seq": 2, "name": "n", "ts": 1.0}, True)
+    lease.release()
+    store.close()
+    journal = (root / "r.jsonl").read_bytes()
+    # Then a power cut that loses the whole journal loses nothing acknowledged: the
+    # record holds the journal from its first byte, the unsynced lines included
+    (root / "r.jsonl").unlink()
+    _reboot(monkeypatch, "boot-b")
+    FileStore(root).close()
+    assert (root / "r.jsonl").read_bytes() == journal
+
+
+def test_a_record_too_large_for_a_segment_syncs_its_file_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a durable run, and a result larger than a segment of the log
+    monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 4096)
+    store = FileStore(tmp_path / "s")
+    lease = store.create_claimed("r", _started())
+    assert lease is not None
+    syncs = _Syncs(monkeypatch)
+    # When it is appended durably
+    lease.append({"type": "side_effect", "seq": 1, "name": "n", "result": "x" * 8000}, True)
+    # Then the journal itself was synced, with its folder (its name is new), not logged
+    assert (syncs.count, syncs.folders) == (1, 1)
+    lease.release()
+    assert store.read("r")[1]["result"] == "x" * 8000
+    store.close()
