@@ -63,7 +63,7 @@ SLOTS = 4  # segment files, reused round-robin
 FIRST_SEGMENT = 1 << 16  # a new store's log starts small (a test's store costs 64 KiB)...
 MAX_SEGMENT = 1 << 22  # ...and grows x4 per segment up to 4 MiB
 UNBORN_SLACK = 60.0  # s: a journal linked this long before a checkpoint had its record in
-BULK = 64  # a checkpoint naming more files than this syncs the whole filesystem (syncfs)
+BULK = 4096  # a checkpoint naming more files than this syncs the whole filesystem (syncfs)
 
 # segno, offset, and the end of a batch being written (0: none): a writer killed in
 # between leaves it set, and the next one finds out whether that batch is in the log.
@@ -104,7 +104,11 @@ class WriteAheadLog:
         self._tail: mmap.mmap | None = None
         self._failed: OSError | None = None
         self._open_lock = threading.Lock()
+        self._file_mu = threading.Lock()  # the flock excludes processes; this, our threads
         self.end = (0, 0)  # where the last `records` stopped
+        self._behind = threading.Condition()  # the checkpointer thread's wake-up
+        self._behind_upto: tuple[int, int] | None = None
+        self._checkpointer: threading.Thread | None = None
 
     # -- writing ---------------------------------------------------------------------------
     def log(self, path: str, offset: int, data: bytes) -> None:
@@ -192,9 +196,8 @@ class WriteAheadLog:
         if self._failed is not None:
             raise OSError(errno.EIO, f"the write-ahead log failed to sync before: {self._failed}")
         self._open()
-        assert self._tail is not None and fcntl is not None
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
+        assert self._tail is not None
+        with self._locked():
             segno, off, pending = _TAIL.unpack_from(self._tail)
             if pending > off:  # its writer died: past its batch if the batch is there
                 head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
@@ -216,8 +219,18 @@ class WriteAheadLog:
                 off += size
             if chunk:
                 self._write_chunk(segno, start, chunk)
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The log to ourselves: one thread of this process (a mutex: a flock is shared by
+        the threads of a process), one process (the flock)."""
+        assert fcntl is not None
+        with self._file_mu:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _write_chunk(self, segno: int, offset: int, chunk: list[bytes]) -> None:
         assert self._tail is not None
@@ -253,7 +266,9 @@ class WriteAheadLog:
         slot = new % SLOTS
         state = read_state(self.folder)
         if state is not None and new - SLOTS >= state[1]:  # the slot holds live records
-            self._checkpoint(state, (new, 0), replay=False)
+            self._checkpoint(state, (new, 0), replay=False)  # (the checkpointer fell behind)
+        elif state is not None and new > 1:
+            self._checkpoint_behind((new, 0))  # long before this slot comes round again
         want = min(MAX_SEGMENT, FIRST_SEGMENT << min(2 * (new - 1), 16))
         fd = self._slot_fd(slot)
         have = os.fstat(fd).st_size
@@ -315,11 +330,20 @@ class WriteAheadLog:
         """Make every record from the checkpoint on durable in its file, then move the
         checkpoint to `upto`. `replay`: write the records into their files first."""
         version, segno, off = state
+        records = self.records(segno, off, upto)
+        self._sync_files(self._applied(records) if replay else records)
+        write_state(self.folder, walfile.boot_id() or "", version + 1, *upto)
+
+    def _applied(self, records: Iterator[Record]) -> Iterator[Record]:
+        for rec in records:
+            apply(self.root, rec)
+            yield rec
+
+    def _sync_files(self, records: Iterator[Record]) -> None:
+        """Sync every file the records name (and the folders of those made or deleted)."""
         paths: dict[str, None] = {}
         folders: dict[str, None] = {}
-        for rec in self.records(segno, off, upto):
-            if replay:
-                apply(self.root, rec)
+        for rec in records:
             paths[rec.path] = None
             if rec.kind == DELETE or rec.offset == 0:
                 folders[os.path.dirname(rec.path)] = None
@@ -340,19 +364,64 @@ class WriteAheadLog:
             for folder in folders:
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     sync_folder(os.path.join(self.root, folder))
-        write_state(self.folder, walfile.boot_id() or "", version + 1, *upto)
+
+    def _checkpoint_behind(self, upto: tuple[int, int]) -> None:
+        """Have the checkpointer thread move the checkpoint to `upto`, off the commit path."""
+        with self._behind:
+            self._behind_upto = upto
+            if self._checkpointer is None or not self._checkpointer.is_alive():
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoints, name="intemporal-checkpoint", daemon=True
+                )
+                self._checkpointer.start()
+            self._behind.notify()
+
+    def _checkpoints(self) -> None:
+        while True:
+            with self._behind:
+                while self._behind_upto is None:
+                    self._behind.wait()
+                upto, self._behind_upto = self._behind_upto, None
+            if upto == (0, 0):  # closed
+                return
+            with contextlib.suppress(OSError):  # the commit path's checkpoint does it then
+                self._checkpoint_outside(upto)
+
+    def _checkpoint_outside(self, upto: tuple[int, int]) -> None:
+        """A checkpoint to `upto` holding the lock only to copy the segments and to write
+        the state: the files are synced while records keep being logged."""
+        with self._locked():
+            state = read_state(self.folder)
+            if state is None or state[1:] >= upto:
+                return
+            pages = {
+                s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0] + 1)
+            }
+        self._sync_files(self.records(state[1], state[2], upto, pages))
+        with self._locked():
+            now = read_state(self.folder)
+            if now is not None and now[1:] < upto:
+                write_state(self.folder, walfile.boot_id() or "", now[0] + 1, *upto)
 
     def records(
-        self, segno: int, off: int, upto: tuple[int, int] | None = None
+        self,
+        segno: int,
+        off: int,
+        upto: tuple[int, int] | None = None,
+        pages: dict[int, bytes] | None = None,
     ) -> Iterator[Record]:
-        """The records from (`segno`, `off`) to `upto` (None: to the log's end); sets `end`."""
+        """The records from (`segno`, `off`) to `upto` (None: to the log's end); sets `end`.
+        `pages`: the segments' bytes by slot, copied before (else read from their files)."""
         self.end = (segno, off)
         while True:
             fd = self._fds.get(segno % SLOTS)
             path = os.path.join(self.folder, f"{segno % SLOTS}.log")
             try:
-                data = read_all(fd) if fd is not None else read_file(path)
-            except FileNotFoundError:
+                if pages is not None:
+                    data = pages[segno % SLOTS]
+                else:
+                    data = read_all(fd) if fd is not None else read_file(path)
+            except (FileNotFoundError, KeyError):
                 return
             while upto is None or (segno, off) < upto:
                 rec, size = parse(data, off, segno)
@@ -365,8 +434,8 @@ class WriteAheadLog:
                 return
             nxt = os.path.join(self.folder, f"{(segno + 1) % SLOTS}.log")
             try:
-                head = read_file(nxt, 1 << 16)
-            except FileNotFoundError:
+                head = pages[(segno + 1) % SLOTS] if pages is not None else read_file(nxt, 1 << 16)
+            except (FileNotFoundError, KeyError):
                 return
             if parse(head, 0, segno + 1)[0] is None and (upto is None or upto[0] != segno + 1):
                 return
@@ -382,9 +451,8 @@ class WriteAheadLog:
         if got is None or got[0] == walfile.boot_id():
             return 0
         self._open()
-        assert self._tail is not None and fcntl is not None
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
+        assert self._tail is not None
+        with self._locked():
             got = walfile.load_state(self.folder)
             if got is None or got[0] == walfile.boot_id():
                 return 0  # another process replayed it meanwhile
@@ -401,13 +469,18 @@ class WriteAheadLog:
                 with contextlib.suppress(FileNotFoundError):
                     self._slot_fd(slot)
             return count
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         """Write what is queued, and close the log's files."""
         with contextlib.suppress(OSError):
             self.flush()
+        with self._behind:
+            if self._checkpointer is not None:
+                self._behind_upto = (0, 0)  # stop
+                self._behind.notify()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
