@@ -50,6 +50,7 @@ STATUS_STYLE = {
     RunStatus.FAILED: "red",
     RunStatus.CANCELLED: "magenta",
     RunStatus.UNREADABLE: "bold red",
+    RunStatus.STUCK: "bold red",
 }
 ORPHANED_STYLE = "bold dark_orange"
 
