@@ -40,11 +40,14 @@ from .events import (
     ATTEMPT_FAILED,
     CANCEL_DELIVERED,
     CHILD_STARTED,
+    PATCH,
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_FORKED,
     RUN_RECOVERED,
     RUN_RESUMED,
+    RUN_STUCK,
     RUN_SUSPENDED,
 )
 from .store import Event, RunInfo, RunStatus
@@ -66,6 +69,9 @@ EVENT_STYLE = {
     RUN_SUSPENDED: "dim",
     RUN_RESUMED: "bold yellow",
     RUN_RECOVERED: "bold yellow",
+    RUN_STUCK: "bold red",
+    RUN_FORKED: "bold yellow",
+    PATCH: "cyan",
 }
 EVENT_WORD_STYLE = (
     ("compensat", "magenta"),
@@ -295,6 +301,13 @@ def event_detail(ev: Event, children: dict[str, RunInfo], utc: bool) -> Text:
         return Text("resumed after a crash: its last execution stopped unrecorded", style="yellow")
     if kind == RUN_RESUMED:
         return Text("resumed after it failed: the failed step is retried")
+    if kind == RUN_FORKED:
+        return Text(f"the steps above are copied from run {ev.get('from_run')}")
+    if kind == RUN_STUCK:
+        said = f"parked after {ev.get('recoveries')} recoveries in a row without progress"
+        return Text(said + ": resume it once the cause is fixed", style="red")
+    if kind == PATCH:
+        return Text(f"took the new path of patch {ev.get('patch_id')!r}", style="cyan")
     if "error" in ev:
         said = error_text(ev["error"])
         if kind == ATTEMPT_FAILED and "retry_in" in ev:  # first: a long error is cut at its end

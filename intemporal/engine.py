@@ -42,15 +42,7 @@ from .events import (
     check_version,
 )
 from .handle import RunHandle, _Execution, wait_for_event
-from .lineage import (
-    check_fork,
-    check_step,
-    copy_children,
-    fork_events,
-    replay_signals,
-    stamp,
-    write_journal,
-)
+from .lineage import check_step, fork_run, stamp
 from .loader import load_workflow
 from .observe import (
     LoggingObserver,
@@ -345,21 +337,11 @@ class Engine(Worker, Executor, StartAPI):
         events = self.history(run_id)
         step = check_step(events, from_step, run_id)
         new_id = check_run_id(new_run_id) if new_run_id is not None else random_id()
-        journal = fork_events(events, run_id, new_id, step, self.clock.time())
-        stamp(journal[0], self.version, None)
         with store_call(new_id, f"create run {new_id!r}", caller=True, started=False):
-            lease = self.store.create_claimed(new_id, journal[0], False, self.engine_id)
-            if lease is None:
-                check_fork(self.store, new_id, run_id, step)
-                return self.resume(new_id)
-            try:
-                write_journal(self.store, lease, journal[1:-1], False)
-                copy_children(self.store, journal, run_id, new_id)
-                replay_signals(self.store, run_id, new_id, journal)
-                write_journal(self.store, lease, journal[-1:], self.sync)
-            except BaseException:
-                lease.release()
-                raise
+            now = self.clock.time()
+            lease = fork_run(self.store, run_id, events, step, new_id, now, self.version, self.sync)
+        if lease is None:  # this very fork, made before
+            return self.resume(new_id)
         return self._resume(new_id, None, None, lease)
 
     def signal(

@@ -202,3 +202,36 @@ def check_fork(store: Store, new_id: str, source: str, from_step: int) -> None:
         raise RunConflict(
             new_id, str(first.get("workflow")), f"a fork of run {source!r} from step {from_step}"
         )
+
+
+def fork_run(
+    store: Store,
+    source: str,
+    events: list[Event],
+    from_step: int,
+    new_id: str,
+    now: float,
+    version: str | None,
+    sync: bool,
+) -> Lease | None:
+    """Write the fork `new_id` of run `source` (its journal: `events`) from step `from_step`,
+    and return its lease, to execute it; None when `new_id` is this very fork already.
+
+    `version`: the code version of the engine that forks (None: the source's stays).
+    Raises `RunConflict` when `new_id` is another run.
+    """
+    journal = fork_events(events, source, new_id, from_step, now)
+    stamp(journal[0], version, None)
+    lease = store.create_claimed(new_id, journal[0], False)
+    if lease is None:
+        check_fork(store, new_id, source, from_step)
+        return None
+    try:
+        write_journal(store, lease, journal[1:-1], False)
+        copy_children(store, journal, source, new_id)
+        replay_signals(store, source, new_id, journal)
+        write_journal(store, lease, journal[-1:], sync)
+    except BaseException:
+        lease.release()
+        raise
+    return lease

@@ -73,3 +73,15 @@ def test_terminate_and_list_by_version(home: Path, cli: Cli) -> None:
     assert "no runs match" in cli("list", "--version", "0.1").stdout
     shown = cli("show", "parked")
     assert "version" in shown.stdout and "7.1" in shown.stdout
+
+
+def test_a_worker_executes_only_the_runs_of_its_versions(home: Path, cli: Cli) -> None:
+    with Engine(home, worker=False, version="1.0") as client:
+        client.start(flow, 1, run_id="v1-run")
+    BROKEN["on"] = False
+    other = cli("worker", "--once", "--interval", "0.05", "--version", "2.0")
+    assert other.exit_code == 0, other.output
+    assert "v1-run" not in other.stdout
+    mine = cli("worker", "--once", "--interval", "0.05", "--version", "1.0", "--version", "2.0")
+    assert mine.exit_code == 0, mine.output
+    assert "v1-run completed: 20" in mine.stdout

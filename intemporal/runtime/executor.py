@@ -289,6 +289,8 @@ class Executor:
         start_at = events[0].get("start_at")  # start(delay=...): pending, parked until then
         if len(events) == 1 and start_at is not None and start_at > self.clock.time():
             exe.finish("stopped", _Wait("delayed start", start_at))
+            if timer is not None:
+                timer.cancel()
             return
         token = _current.set(ctx)
         try:
