@@ -62,7 +62,8 @@ def fork(
     \b
     Examples:
       intemporal fork order-42 --from-step 3
-      intemporal fork order-42 --from-step 3 --run-id order-42-fixed --import shop.flows
+      intemporal fork order-42 --from-step 3 --run-id order-42-fixed
+      intemporal fork order-42 --from-step 1 --import shop.flows
     """
     for module in imports or []:
         _import(module)

@@ -235,10 +235,11 @@ class RunContext:
             self.cancel_delivered = True
             self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": "intemporal.cancel"})
             raise self._cancelled(seq, False)
-        with self._marker_lock:  # executing anew from here: a recovery is journaled first
-            marker, self.marker = self.marker, None
-        if marker is not None:
-            self.append(marker, False)
+        if self.marker is not None:  # executing anew from here: a recovery is journaled first
+            with self._marker_lock:
+                marker, self.marker = self.marker, None
+            if marker is not None:
+                self.append(marker, False)
         return seq, None
 
     def _cancelled(self, seq: int, replaying: bool) -> Cancelled:

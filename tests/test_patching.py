@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import cli_on
 from process_helpers import wait_until
 
 import intemporal
@@ -133,8 +134,9 @@ def test_a_finished_run_replays_the_old_path_and_deprecate_patch_records_nothing
         h.result(timeout=10)
     # Then the patched code replays it deterministically (the old path)
     VERSION["code"] = "new"
-    ok, said = verify_replay(str(tmp_path / "s"), "done")
-    assert ok and "old path" in said
+    replayed = cli_on(tmp_path / "s")("replay", "done")
+    assert replayed.exit_code == 0, replayed.output
+    assert "deterministic" in replayed.stdout and "patch 'charge-v2': old path" in replayed.stdout
 
     # And once no old run remains, deprecate_patch keeps the new path and writes no marker
     @intemporal.workflow(name="patching.deprecated")
