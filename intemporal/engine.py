@@ -41,7 +41,7 @@ from .events import (
     TERMINAL_EVENTS,
     check_version,
 )
-from .handle import RunHandle, _Execution, wait_for_event
+from .handle import RunHandle, _Execution, chain_end, wait_for_event
 from .lineage import check_step, fork_run, stamp
 from .loader import load_workflow
 from .observe import (
@@ -292,7 +292,9 @@ class Engine(Worker, Executor, StartAPI):
 
         A sleeping or signal-waiting run gets it at once; running children are cancelled
         too. Cancelling a finished run changes nothing; an unknown id raises `RunNotFound`.
+        A run that continued as new passes it on to the run that continues it.
         """
+        run_id = self._latest(run_id)
         events = self.history(run_id)
         if events[-1]["type"] in TERMINAL_EVENTS:
             return
@@ -310,17 +312,22 @@ class Engine(Worker, Executor, StartAPI):
         No `Cancelled` is delivered, so no saga compensates and no `except` in the workflow
         runs (`cancel` is the polite way). A run no process executes is ended here and now;
         one a live process executes stops at its next durable operation (an activity in
-        flight finishes first). Its unfinished child runs are terminated too. A finished run
-        is left as it is; an unknown id raises `RunNotFound`; a reason not a string `TypeError`.
+        flight finishes first). Its unfinished child runs are terminated too; a run that
+        continued as new, the last run of its chain. A finished run is left as it is; an unknown id raises `RunNotFound`; a reason not a string `TypeError`.
         """
-        check_run_id(run_id)
         reason, now = check_reason(reason), self.clock.time()
+        run_id = self._latest(run_id)
         with store_call(run_id, f"terminate run {run_id!r}", caller=True):
             woken = terminate_run(
                 self.store, run_id, reason, self.engine_id, self.codec, now, self.sync
             )
         for rid in [run_id, *woken]:
             self.poke(rid)
+
+    def _latest(self, run_id: str) -> str:
+        """The id of the run that carries `run_id` on now: `run_id` itself, or the last run of
+        the chain it continued as new into (`continue_as_new`). `RunNotFound` if unknown."""
+        return chain_end(self.get_run, self.get_run(run_id)).run_id
 
     def fork(self, run_id: str, from_step: int, new_run_id: str | None = None) -> RunHandle[Any]:
         """A new run that repeats run `run_id` up to step `from_step`, then executes on with
@@ -350,9 +357,11 @@ class Engine(Worker, Executor, StartAPI):
         """Deliver a signal to a run; `wait_for_signal(name)` in the workflow returns `payload`.
 
         Sending the same `signal_id` twice delivers it once. An unknown run raises
-        `RunNotFound`; a finished run refuses signals with `IntemporalError`.
+        `RunNotFound`; a finished run refuses signals with `IntemporalError`. A run that
+        continued as new passes it on to the last run of its chain.
         """
-        info = self.get_run(run_id)
+        info = chain_end(self.get_run, self.get_run(run_id))  # continued as new: the last
+        run_id = info.run_id
         if info.status.finished:
             raise IntemporalError(
                 f"run {run_id!r} is {info.status.value}: it takes no more signals"

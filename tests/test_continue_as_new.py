@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, MemoryStore, RunStatus, Store
@@ -54,6 +55,46 @@ def test_a_child_that_continues_as_new_returns_its_chains_result(store: Store) -
         # And `intemporal replay` replays a continued run
         ok, said = verify_replay(store, "par/1")
         assert ok and "continued as new" in said, said
+
+
+@intemporal.workflow(name="can.listener")
+def listener(round_: int) -> str:
+    said = intemporal.wait_for_signal("say")
+    if round_ < 2:
+        intemporal.continue_as_new(round_ + 1)
+    return f"round {round_}: {said}"
+
+
+def _waiting(engine: Engine, run_id: str) -> None:
+    def look() -> bool:
+        try:
+            return engine.get_run(run_id).status is RunStatus.WAITING
+        except intemporal.RunNotFound:  # not created yet
+            return False
+
+    wait_until(look)
+
+
+def test_signals_cancel_and_terminate_reach_the_last_run_of_a_chain(engine: Engine) -> None:
+    # Given a chain whose runs each wait for a signal
+    handle = engine.start(listener, 0, run_id="talk")
+    for n, link in enumerate(["talk", "talk~1"]):
+        _waiting(engine, link)
+        # When the first id is signalled, the live run of the chain takes it
+        engine.signal("talk", "say", f"hello {n}")
+    _waiting(engine, "talk~2")
+    handle.signal("say", "bye")
+    # Then the first handle's result is the last run's
+    assert handle.result(timeout=10) == "round 2: bye"
+    # And terminating a chain by its first id ends its live run
+    engine.start(listener, 1, run_id="quiet")
+    _waiting(engine, "quiet")
+    engine.signal("quiet", "say", "x")
+    _waiting(engine, "quiet~1")
+    engine.terminate("quiet", reason="enough")
+    assert engine.get_run("quiet~1").status is RunStatus.CANCELLED
+    with pytest.raises(intemporal.Cancelled, match="enough"):
+        engine.handle("quiet").result(timeout=5)
 
 
 def test_continue_as_new_outside_a_workflow_is_refused() -> None:
