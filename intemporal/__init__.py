@@ -30,6 +30,7 @@ from .errors import (
     RemoteError,
     RunConflict,
     RunNotFound,
+    RunStuck,
     SerializationError,
     SignalTimeout,
     StoreError,
@@ -39,7 +40,9 @@ from .errors import (
     is_suspension,
 )
 from .handle import RunHandle
+from .lineage import continue_as_new
 from .observe import LoggingObserver, Observer
+from .patching import deprecate_patch, patched
 from .saga import Saga, saga
 from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (
@@ -81,6 +84,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "RunStatus",
+    "RunStuck",
     "Saga",
     "Secret",
     "SerializationError",
@@ -92,12 +96,15 @@ __all__ = [
     "Workflow",
     "WorkflowNotFound",
     "activity",
+    "continue_as_new",
+    "deprecate_patch",
     "heartbeat",
     "info",
     "is_suspension",
     "join_all",
     "join_any",
     "now",
+    "patched",
     "run_id",
     "saga",
     "set_event",

@@ -42,9 +42,13 @@ RANKS = {
     # one run's context: what executes on a thread (attempts), replay, durable operations
     "attempts": 8,
     "replay": 9,
+    "control": 10,
+    "deadlines": 10,
+    "versions": 10,
     # what workflow code calls
     "api": 10,
     "workflow_api": 11,
+    "patching": 11,
     "saga": 11,
     "loader": 11,
     "runs": 12,
@@ -52,7 +56,8 @@ RANKS = {
     "handle": 13,
     "parking": 13,
     "housekeeping": 13,
-    "verify": 13,
+    "verify": 14,
+    "lineage": 13,
     "start_api": 14,
     "runtime": 14,
     "runtime.executor": 14,
@@ -67,6 +72,7 @@ RANKS = {
     "ui_view": 19,
     "ui_app": 20,
     "cli_inspect": 20,
+    "cli_control": 20,
     "cli_worker": 20,
     "ui": 21,
     "cli": 22,
@@ -74,6 +80,7 @@ RANKS = {
 }
 FRONT_ENDS = {
     "cli",
+    "cli_control",
     "cli_inspect",
     "cli_render",
     "cli_support",

@@ -131,7 +131,23 @@ def check_secret_token(out: str) -> None:
     assert re.search(r"intemporal show: args +\"alice\", Secret\(\*\*\*\)", out), out
 
 
+def check_long_runs(out: str) -> None:
+    assert "old run -> charged by v1, new run -> charged by v2 (replay: deterministic both)" in out
+    assert re.search(
+        r"fork: +src-\w+ failed at step 2; fork fix-\w+ -> shipped order-9 \(reserve ran 1 time\)",
+        out,
+    ), out
+    assert re.search(r"continue: +poll-\w+ -> 5 after 5 runs of 3 events each", out), out
+    assert re.search(
+        r"timeout: +trip-\w+ cancelled \(timed out\); compensations: unbook hotel", out
+    ), out
+    assert re.search(
+        r"terminate: +stuck-\w+ cancelled \(terminated: duplicate\); compensations: none", out
+    ), out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "long_runs.py": check_long_runs,
     "secret_token.py": check_secret_token,
     "tracing.py": check_tracing,
     "observers.py": check_observers,
