@@ -743,7 +743,9 @@ def render(raw: dict[str, Any]) -> str:
         f"Machine: nproc {mach['nproc']}, filesystem {mach['filesystem']} "
         f"(stores in {mach.get('scratch', 'bench/.tmp')}), "
         f"Python {mach['python']}, {mach['platform']}; append + fdatasync of one line: "
-        f"{mach['fdatasync_us']:.0f} µs (median of 200); creating an empty file: "
+        f"{mach['fdatasync_us']:.0f} µs (median of 200); one write + sync in place into a "
+        f"preallocated file: {mach.get('inplace_sync_us', 0):.0f} µs (median of 200); "
+        "creating an empty file: "
         f"{mach.get('create_file_us', 0):.0f} µs (median of 200); 1-minute load average "
         f"{num(mach['loadavg_start'], 2)} at the start, {num(mach['loadavg_end'], 2)} at the end "
         "(anything else running competes for the same cores and disk).",
