@@ -40,6 +40,7 @@ from .errors import (
 )
 from .handle import RunHandle
 from .observe import LoggingObserver, Observer
+from .queues import Queue
 from .saga import Saga, saga
 from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (
@@ -74,6 +75,7 @@ __all__ = [
     "NonDeterminismError",
     "Observer",
     "PostgresStore",
+    "Queue",
     "RemoteError",
     "RetryPolicy",
     "RunConflict",

@@ -123,7 +123,8 @@ class RunState:
     waits, whether or not a process executes it now); `wake_at` is the epoch time a
     waiting run's timer fires (None: it waits for a message only); `steps` counts
     completed activities; `outcome` is the event that ended the run (or {}); `owner`
-    the engine that parked a waiting run, where it recorded one.
+    the engine that parked a waiting run, where it recorded one; `priority` and
+    `start_at` (epoch seconds, None: at once) order and delay its start in its queue.
     """
 
     run_id: str = ""
@@ -138,6 +139,8 @@ class RunState:
     owner: str | None = None
     last: str = ""
     outcome: Event = field(default_factory=dict)
+    priority: int = 0
+    start_at: float | None = None
 
 
 def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
@@ -155,6 +158,7 @@ def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
             s.run_id = ev.get("run_id", s.run_id)
             s.workflow = ev.get("workflow", "?")
             s.queue, s.parent = ev.get("queue"), ev.get("parent")
+            s.priority, s.start_at = ev.get("priority", 0), ev.get("start_at")
             s.created_at = ev.get("ts", 0.0)
             continue
         if t != RUN_SUSPENDED:

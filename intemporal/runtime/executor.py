@@ -82,6 +82,9 @@ class Executor:
     _parking: Parking
 
     if TYPE_CHECKING:
+        from .queues import QueueRuntime
+
+        _queue_rt: QueueRuntime
 
         def poke(self, run_id: str) -> None: ...
         def _hold(self) -> str: ...
@@ -215,6 +218,7 @@ class Executor:
                     self._parking.park(exe, value.until)
             exe.done.set()
             self.changed.notify_all()
+        self._queue_rt.kick()  # a slot of its queue may be free: look now, not at the next poll
         if exe.terminal and exe.parent and not exe.inline:
             try:  # the parent may wait for this child, here or in another process
                 self.store.send(
