@@ -42,6 +42,7 @@ from .handle import RunHandle
 from .observe import LoggingObserver, Observer
 from .queues import Queue
 from .saga import Saga, saga
+from .schedules import scheduled
 from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (
     DurableFuture,
@@ -102,6 +103,7 @@ __all__ = [
     "now",
     "run_id",
     "saga",
+    "scheduled",
     "set_event",
     "side_effect",
     "sleep",

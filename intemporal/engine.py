@@ -53,6 +53,7 @@ from .runs import check_same_run, first_event, new_run_id, rebuild_protocols, re
 from .runtime.executor import Executor, closed_error
 from .runtime.queues import QueueRuntime
 from .runtime.worker import Worker
+from .schedules import Scheduler
 from .start_api import StartAPI, StartOptions
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .tracing import tracing_observer
@@ -140,8 +141,10 @@ class Engine(Worker, Executor, StartAPI):
             poll=self._poll_queues,
             closing=self._closing,
         )
+        self._scheduler = Scheduler(self.start, self.store, self.clock, self._closing, self.queues)
         if worker:
             self._queue_rt.start()  # serving a limited queue: take its runs as room frees
+            self._scheduler.start()  # `@scheduled` workflows imported: fire their ticks
 
     # -- starting and resuming (`start` and `run` are typed in `start_api.py`) --------------
     def _start(
