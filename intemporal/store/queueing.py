@@ -32,6 +32,7 @@ L = TypeVar("L")  # a store's lease
 
 #: a queue's ledger: (run id, admitted at, epoch seconds), oldest first
 Ledger = list[tuple[str, float]]
+RATE_MARGIN = 0.05  # seconds a rate window is counted beyond its period (`QueueSpec.window`)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,12 @@ class QueueSpec:
         return int(max(0, min(free, 1 << 30)))
 
     def window(self, now: float) -> float:
-        """The start of the rate window ending `now` (`now` itself when there is no rate)."""
-        return now - self.rate[1] if self.rate is not None else now
+        """The start of the rate window ending `now` (`now` itself when there is no rate).
+
+        `RATE_MARGIN` longer than the period: a run's first step comes a few milliseconds
+        after its admission, so the start times its steps record keep the limit too.
+        """
+        return now - self.rate[1] - RATE_MARGIN if self.rate is not None else now
 
 
 def fresh(state: RunState) -> bool:
