@@ -20,11 +20,11 @@ from rich import box
 from rich.table import Table
 
 from . import cli_render as render
-from .cli_support import ImportOption, JsonOption, _engine, _import, command
+from .cli_support import ImportOption, JsonOption, UserError, _import, _open, command
 from .events import fold
 from .queues import Queue, declared
 from .schedules import latest_tick, schedules, tick_text
-from .store import Store
+from .store import MemoryStore, Store
 from .store.queueing import fresh
 
 NO_QUEUE = "(none)"  # how a run recorded on no queue is shown
@@ -83,6 +83,17 @@ def queue_lines(store: Store, now: float) -> list[QueueLine]:
     return sorted(lines.values(), key=lambda li: (li.name is None, li.name or ""))
 
 
+def _store(ctx: typer.Context, declared_here: bool) -> Store:
+    """The store; an empty one when it does not exist yet but the code declares something
+    to show (a queue, a schedule): nothing ran, which is worth saying too."""
+    try:
+        return _open(ctx)
+    except UserError:
+        if not declared_here:
+            raise
+        return MemoryStore()
+
+
 def _limit(value: int | None) -> str:
     return "-" if value is None else str(value)
 
@@ -105,8 +116,11 @@ def queues(ctx: typer.Context, imports: ImportOption = None, as_json: JsonOption
     """
     for module in imports or []:
         _import(module)
-    with _engine(ctx, worker=False) as engine:
-        lines = queue_lines(engine.store, engine.clock.time())
+    store = _store(ctx, bool(declared()))
+    try:
+        lines = queue_lines(store, time.time())
+    finally:
+        store.close()
     if as_json:
         for line in lines:
             typer.echo(json.dumps(line.to_json()))
@@ -157,9 +171,10 @@ def list_schedules(
     found = schedules()
     now = time.time()
     rows: list[dict[str, Any]] = []
-    with _engine(ctx, worker=False) as engine:
+    store = _store(ctx, bool(found))
+    try:
         for sched in found:
-            last = latest_tick(engine.store, sched)
+            last = latest_tick(store, sched)
             rows.append(
                 {
                     "workflow": sched.name,
@@ -170,6 +185,8 @@ def list_schedules(
                     "last": tick_text(last) if last is not None else None,
                 }
             )
+    finally:
+        store.close()
     if as_json:
         for row in rows:
             typer.echo(json.dumps(row))

@@ -171,6 +171,9 @@ class Executor:
             with store_call(exe.run_id, f"claim run {exe.run_id!r}"):
                 if lease is None:
                     lease = self.store.claim(exe.run_id)
+                    # Claimed only now: another engine (an idempotent start of the same id,
+                    # a worker's look) may have executed it since `events` were read.
+                    events = None
                 if lease is not None and events is None:
                     events = self.store.read(exe.run_id)
             if lease is None or events is None:  # another process owns it: the handle
