@@ -384,7 +384,7 @@ def start(
       intemporal start shop.flows:checkout '["order-42", 100]' --run-id order-42
       intemporal start shop.flows:checkout '{"order_id": "order-43", "amount": 5}'
       intemporal start shop.flows:nightly --detach
-      intemporal start shop.flows:remind '["u-7"]' --queue emails --priority -1 --delay 30s
+      intemporal start shop.flows:remind '["u-7"]' --queue emails --delay 30s
     """
     wf = _load_target(target)
     args, kwargs = _parse_args(args_json)
