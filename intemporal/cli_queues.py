@@ -121,32 +121,51 @@ def queues(ctx: typer.Context, imports: ImportOption = None, as_json: JsonOption
         lines = queue_lines(store, time.time())
     finally:
         store.close()
-    if as_json:
-        for line in lines:
-            typer.echo(json.dumps(line.to_json()))
-        return
-    out = render.console()
-    if not lines:
-        out.print("no queues: none declared (--import MODULE) and no unfinished runs")
-        return
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for name in ("queue", "concurrency", "per worker", "rate", "pending", "executing"):
-        table.add_column(name, justify="left" if name == "queue" else "right")
-    table.add_column("delayed", justify="right")
-    table.add_column("started", justify="right")
+    columns = [
+        ("queue", "left"),
+        *((c, "right") for c in ("concurrency", "per worker", "rate", "pending")),
+        *((c, "right") for c in ("executing", "delayed", "started")),
+    ]
+    rows = []
     for line in lines:
         q = line.queue
-        rate = f"{q.rate[0]}/{q.rate[1]:g}s" if q and q.rate else "-"
-        table.add_row(
-            line.name if line.name is not None else NO_QUEUE,
-            _limit(q.concurrency if q else None),
-            _limit(q.worker_concurrency if q else None),
-            rate,
-            str(line.pending),
-            str(line.executing),
-            str(line.delayed),
-            _limit(line.started),
+        rows.append(
+            [
+                line.name if line.name is not None else NO_QUEUE,
+                _limit(q.concurrency if q else None),
+                _limit(q.worker_concurrency if q else None),
+                f"{q.rate[0]}/{q.rate[1]:g}s" if q and q.rate else "-",
+                str(line.pending),
+                str(line.executing),
+                str(line.delayed),
+                _limit(line.started),
+            ]
         )
+    empty = "no queues: none declared (--import MODULE) and no unfinished runs"
+    _show([line.to_json() for line in lines], as_json, empty, columns, rows)
+
+
+def _show(
+    objects: list[dict[str, Any]],
+    as_json: bool,
+    empty: str,
+    columns: list[tuple[str, str]],
+    rows: list[list[str]],
+) -> None:
+    """Print one JSON object per line, or a table of `columns` (name, justify) and `rows`."""
+    if as_json:
+        for obj in objects:
+            typer.echo(json.dumps(obj))
+        return
+    out = render.console()
+    if not rows:
+        out.print(empty)
+        return
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    for name, justify in columns:
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(*row)
     out.print(table)
 
 
@@ -187,24 +206,17 @@ def list_schedules(
             )
     finally:
         store.close()
-    if as_json:
-        for row in rows:
-            typer.echo(json.dumps(row))
-        return
-    out = render.console()
-    if not rows:
-        out.print("no schedules: --import the modules that declare @intemporal.scheduled")
-        return
-    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
-    for name in ("workflow", "cron", "queue", "catch up", "next tick (UTC)", "last run"):
-        table.add_column(name)
-    for row in rows:
-        table.add_row(
+    names = ("workflow", "cron", "queue", "catch up", "next tick (UTC)", "last run")
+    table_rows = [
+        [
             row["workflow"],
             row["cron"],
             row["queue"] or NO_QUEUE,
             "yes" if row["catch_up"] else "no",
             row["next"],
             row["last"] or "-",
-        )
-    out.print(table)
+        ]
+        for row in rows
+    ]
+    empty = "no schedules: --import the modules that declare @intemporal.scheduled"
+    _show(rows, as_json, empty, [(n, "left") for n in names], table_rows)

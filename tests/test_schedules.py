@@ -68,6 +68,10 @@ def _runs(store: Store, name: str, done: bool = False) -> list[str]:
     )
 
 
+def _count_is(store: Store, name: str, n: int) -> Callable[[], bool]:
+    return lambda: len(_runs(store, name, done=True)) == n
+
+
 def _ids(name: str, first: float, count: int) -> list[str]:
     return [f"{name}@{schedules.tick_text(first + 60 * i)}" for i in range(count)]
 
@@ -89,7 +93,7 @@ def test_two_workers_start_exactly_one_run_per_tick(store: Store) -> None:
         for n in range(1, 4):
             tick = _next_minute(clock)
             first = first or tick
-            wait_until(lambda n=n: len(_runs(store, "minutely", done=True)) == n, what="a tick")
+            wait_until(_count_is(store, "minutely", n), what="a tick")
     # Then each tick has exactly one run, executed once, given its tick (UTC)
     assert first is not None
     assert _runs(store, "minutely") == _ids("minutely", first, 3)
