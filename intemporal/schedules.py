@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from croniter import croniter
-
 from .api import Workflow, workflow
 from .clock import Clock
 from .store import Store, check_run_id
@@ -40,6 +38,14 @@ W = TypeVar("W")
 
 _schedules: dict[str, Schedule] = {}  # workflow name -> its schedule
 _lock = threading.Lock()
+
+
+def _croniter() -> Any:
+    """croniter's class, imported on first use: `import intemporal` stays light (it pulls
+    in dateutil and pytz, ~0.2 s)."""
+    from croniter import croniter
+
+    return croniter
 
 
 def tick_text(tick: float) -> str:
@@ -75,12 +81,12 @@ class Schedule:
     def next_tick(self, after: float) -> float:
         """The first tick strictly after `after` (epoch seconds)."""
         start = datetime.fromtimestamp(after, UTC)
-        it = croniter(self.cron, start, second_at_beginning=True)
+        it = _croniter()(self.cron, start, second_at_beginning=True)
         return float(it.get_next(datetime).timestamp())
 
     def ticks(self, after: float, until: float, most: int = CATCH_UP_MAX) -> list[float]:
         """The ticks in `(after, until]` (epoch seconds), the newest `most`, oldest first."""
-        it = croniter(
+        it = _croniter()(
             self.cron, datetime.fromtimestamp(until + 1e-3, UTC), second_at_beginning=True
         )
         out: list[float] = []
@@ -108,7 +114,7 @@ def scheduled(cron: str, *, queue: str | None = None, catch_up: bool = False) ->
     `ValueError` for an expression croniter cannot read or a workflow name that cannot
     be part of a run id (give the workflow `name=`).
     """
-    if not isinstance(cron, str) or not croniter.is_valid(cron, second_at_beginning=True):
+    if not isinstance(cron, str) or not _croniter().is_valid(cron, second_at_beginning=True):
         raise ValueError(
             f"not a cron expression: {cron!r} (five fields, or six with seconds first)"
         )

@@ -284,7 +284,9 @@ class Store(ABC):
                 state = fold(self.read(run_id))
                 if queues is not None and state.queue not in queues:
                     continue
-                if queueing.fresh(state) and not self.is_claimed(run_id):
+                if queueing.fresh(state):  # pending: only `_start_fresh` takes it
+                    if self.is_claimed(run_id):  # executing now (or a probe holds it)
+                        continue
                     # A run not due yet is taken only where no limit holds it back: its
                     # engine parks it until then. A limited queue admits it once due.
                     if queueing.due(state, now) or not queueing.limited(specs, state.queue):
