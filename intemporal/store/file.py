@@ -555,25 +555,13 @@ class FileStore(Store):
 
     @contextlib.contextmanager
     def queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
-        # One file per queue, flocked while a worker of any process decides: the ledger is
-        # read, the decision taken and the ledger rewritten under one lock (`queueing`).
         if fcntl is None:  # no flock here: this process only
             with super().queue_ledger(name) as ledger:
                 yield ledger
             return
         fd = self._open(f"{QUEUES}/{queueing.file_name(name)}", os.O_RDWR | os.O_CREAT, True)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            data = os.pread(fd, max(os.fstat(fd).st_size, 1), 0)
-            ledger = queueing.parse_ledger(data)
-            before = list(ledger)
+        with queueing.flocked_ledger(fd) as ledger:  # any process of this host waits here
             yield ledger
-            if ledger != before:
-                text = queueing.dump_ledger(ledger)
-                os.pwrite(fd, text, 0)
-                os.ftruncate(fd, len(text))
-        finally:
-            os.close(fd)  # drops the flock
 
     def run_ids(self) -> Iterator[str]:
         root = str(self.root)

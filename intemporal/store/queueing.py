@@ -19,14 +19,21 @@ calls given to it: no clock (the caller passes `now`), no I/O of its own.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 from ..events import RunState, RunStatus
+
+try:
+    import fcntl
+except ImportError:  # not on this system: `FileStore.queue_ledger` keeps ledgers in-process
+    fcntl = None  # type: ignore[assignment]
 
 L = TypeVar("L")  # a store's lease
 
@@ -180,3 +187,24 @@ def dump_ledger(ledger: Ledger) -> bytes:
 def lock_key(text: str) -> int:
     """A 60-bit advisory lock key (a PostgreSQL bigint) named by `text`."""
     return int(hashlib.sha1(text.encode()).hexdigest()[:15], 16)
+
+
+@contextlib.contextmanager
+def flocked_ledger(fd: int) -> Iterator[Ledger]:
+    """The ledger in file `fd`, under an exclusive `flock` until the block ends; what the
+    block changed is written back then, and `fd` closed (which drops the lock).
+
+    A crash mid-write can leave a torn file, read back as an empty ledger: the queue's
+    slots are then counted afresh from the runs admitted after it.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        ledger = parse_ledger(os.pread(fd, max(os.fstat(fd).st_size, 1), 0))
+        before = list(ledger)
+        yield ledger
+        if ledger != before:
+            text = dump_ledger(ledger)
+            os.pwrite(fd, text, 0)
+            os.ftruncate(fd, len(text))
+    finally:
+        os.close(fd)
