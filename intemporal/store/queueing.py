@@ -39,7 +39,8 @@ L = TypeVar("L")  # a store's lease
 
 #: a queue's ledger: (run id, admitted at, epoch seconds), oldest first
 Ledger = list[tuple[str, float]]
-RATE_MARGIN = 0.05  # seconds a rate window is counted beyond its period (`QueueSpec.window`)
+RATE_MARGIN = 0.15  # how much longer than its period a rate window is counted (`window`)
+RATE_SLACK = 0.05  # seconds: the least it is counted longer
 
 
 @dataclass(frozen=True)
@@ -76,10 +77,15 @@ class QueueSpec:
     def window(self, now: float) -> float:
         """The start of the rate window ending `now` (`now` itself when there is no rate).
 
-        `RATE_MARGIN` longer than the period: a run's first step comes a few milliseconds
-        after its admission, so the start times its steps record keep the limit too.
+        Longer than the period by `RATE_MARGIN` of it (at least `RATE_SLACK` seconds): a
+        run's first step comes some milliseconds after its admission (a database round
+        trip or two, a busy host), so the start times its own steps record keep the limit
+        too, not only the admission times.
         """
-        return now - self.rate[1] - RATE_MARGIN if self.rate is not None else now
+        if self.rate is None:
+            return now
+        period = self.rate[1]
+        return now - period - max(period * RATE_MARGIN, RATE_SLACK)
 
 
 def fresh(state: RunState) -> bool:
