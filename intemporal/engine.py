@@ -71,8 +71,10 @@ class Engine(Worker, Executor, StartAPI):
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
     a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
     nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
-    without executing them. Leaving `with` stops taking work, lets in-flight activities
-    finish and leaves every unfinished run durable and resumable. `clock`: the time source
+    without executing them. `queues`: the queues a worker takes runs of (None: all), as
+    names or `intemporal.Queue`s whose limits it keeps (README "Queues and schedules"); a
+    worker also fires the `@scheduled` workflows of those queues. Leaving `with` stops
+    taking work, lets in-flight activities finish and leaves every unfinished run durable and resumable. `clock`: the time source
     (default the real one; `intemporal.testing` passes a virtual one that skips waits).
     `strict=True` refuses a store others may write (`UnsafeStore`). `observers`:
     `intemporal.Observer`s told of each run and step (a `LoggingObserver` is always there).

@@ -125,6 +125,7 @@ def test_a_restarted_worker_fires_missed_ticks_only_if_asked(store: Store, catch
     assert _runs(store, "daily-ish") == expected
 
 
+@pytest.mark.slow  # the virtual-clock test above is the fast version
 def test_every_second_with_two_engines_in_real_time(tmp_path: Path) -> None:
     # Given an every-second schedule and two worker engines
     store = FileStore(tmp_path / "store")
