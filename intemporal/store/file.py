@@ -7,7 +7,7 @@
       order-42/3.jsonl        a child run "order-42/3"
       .doorbell               which runs got a message: engines stat this one file
       .engines/ID.lock        held by each live engine that parks waiting runs
-      .queues/NAME.ledger     a limited queue's admitted runs, flocked while deciding
+      .queues/NAME-HASH.ledger  a limited queue's admitted runs, flocked while deciding
 
 Ownership is taken once per execution, not per append, with a plain `fcntl.flock` on the
 journal itself, through the descriptor the run appends with: what `filelock` does on

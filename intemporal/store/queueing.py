@@ -2,7 +2,8 @@
 
 A queue with limits (`QueueSpec`: `concurrency`, `rate`) admits its pending runs under one
 lock per queue held by the store (the memory store's mutex, the file store's flock on
-`.queues/<name>.lock`, a PostgreSQL advisory transaction lock), so two workers never both
+its ledger `.queues/<name>-<hash>.ledger`, a PostgreSQL advisory transaction lock, the
+ledger there being the `started_at` column of `runs`), so two workers never both
 take its last slot. What the decision reads is the queue's *ledger*: one entry per run it
 admitted, `(run_id, started_at)`, kept while the run is unfinished (it holds a slot) or
 its start is inside the rate window.
@@ -14,7 +15,8 @@ A run holds its slot from its admission until it finishes, sleeps and signal wai
 included (as in DBOS); child runs never pass the gate: they share their parent's slot.
 Within a queue, pending runs start by `priority` (lower first), then by age; a run whose
 `start_at` (from `start(delay=...)`) is still ahead is not taken. Pure but for the store
-calls given to it: no clock (the caller passes `now`), no I/O of its own.
+calls given to it (and `flocked_ledger`, the file store's): no clock, the caller passes
+`now`.
 """
 
 from __future__ import annotations
