@@ -9,6 +9,7 @@
       .engines/ID.lock        held by each live engine that parks waiting runs
       .wal/                   the write-ahead log: every durable write goes there first,
                               synced by group commit (`wal.py`); files are synced in bulk
+      .queues/NAME-HASH.ledger  a limited queue's admitted runs, flocked while deciding
 
 Ownership is taken once per execution, not per append, with a plain `fcntl.flock` on the
 journal itself, through the descriptor the run appends with: what `filelock` does on
@@ -45,6 +46,7 @@ import filelock
 
 from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
+from . import queueing
 from .base import (
     Event,
     Lease,
@@ -74,6 +76,7 @@ from .walfile import supported as wal_supported
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
+QUEUES = ".queues"  # one ledger per limited queue, its own lock (`queue_ledger`)
 TAIL = 4096  # bytes read from a journal's end to find its last event
 DOORBELL = ".doorbell"  # one line per message sent: which run to look at
 DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then look at all runs
@@ -575,6 +578,16 @@ class FileStore(Store):
             return is_locked(rel, self._opener(rel))
         except NotADirectoryError:
             return False
+
+    @contextlib.contextmanager
+    def queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
+        if fcntl is None:  # no flock here: this process only
+            with super().queue_ledger(name) as ledger:
+                yield ledger
+            return
+        fd = self._open(f"{QUEUES}/{queueing.file_name(name)}", os.O_RDWR | os.O_CREAT, True)
+        with queueing.flocked_ledger(fd) as ledger:  # any process of this host waits here
+            yield ledger
 
     def run_ids(self) -> Iterator[str]:
         root = str(self.root)
