@@ -6,6 +6,7 @@ waits on when the run executes here.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -148,6 +149,42 @@ class RunHandle(Generic[R]):
                     self.engine.changed.wait(poll if left is None else min(poll, left))
             poll = min(poll * 2, 0.1)
         raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        """`result()` for async code: await the run's end without blocking the event loop.
+
+        Returns the run's value, or raises its exception (or `Cancelled`); `TimeoutError`
+        after `timeout` seconds; `StoreUnavailable` if the store failed under the run.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = 0.002
+        while True:
+            finished, value = self._poll()
+            if finished:
+                return value
+            left = _remaining(deadline)
+            if left == 0:
+                raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
+            await asyncio.sleep(poll if left is None else min(poll, left))
+            poll = min(poll * 1.5, 0.05)
+
+    def _poll(self) -> tuple[bool, Any]:
+        """`(True, value)` if the run finished (its error raised), else `(False, None)`."""
+        exe = self._exe or self.engine.execution(self.run_id)
+        if exe is not None and not exe.done.is_set():
+            self._exe = exe
+            return False, None
+        self._exe = None
+        if exe is not None and exe.outcome is not None and exe.outcome[0] == "ok":
+            return True, exe.outcome[1]
+        if exe is not None and exe.outcome is not None and exe.outcome[0] == "error":
+            raise exe.outcome[1]
+        with store_call(self.run_id, f"read run {self.run_id!r}", caller=True):
+            info = self.engine.get_run(self.run_id)
+        if info.status.finished:
+            return True, final_outcome(info, self.engine)
+        raise_if_halted(self.engine, self.run_id)
+        return False, None
 
     def cancel(self) -> None:
         """Request cancellation of the run (see `Engine.cancel`)."""

@@ -50,25 +50,16 @@ class Saga:
 
         A cancellation requested while compensating is delivered once, to the compensation
         that was next or running (`heartbeat()`); that compensation then runs again.
+        In an async workflow, `await saga.compensate_async()` instead.
         """
-        failures = []
         ctx = replay.current()
-        if ctx is not None and self._steps:
-            # A marker in the journal, so `intemporal show` tells compensations apart.
-            seq, rec = ctx.next("intemporal.compensate")
-            names = [act.name for act, _, _ in reversed(self._steps)]
-            if ctx.observer.on_compensation:
-                replaying = rec is not None
-                ctx.observer.on_compensation(Compensation(ctx.run_id, tuple(names), replaying))
-            if rec is None:
-                ctx.append(
-                    {
-                        "type": COMPENSATION_STARTED,
-                        "seq": seq,
-                        "name": "intemporal.compensate",
-                        "compensations": names,
-                    }
-                )
+        if getattr(ctx, "is_async", False):
+            raise TypeError(
+                "saga.compensate() in an async workflow: use await saga.compensate_async(), "
+                "or async with intemporal.saga() as saga:"
+            )
+        self._mark()
+        failures = []
         while self._steps:
             act, args, kwargs = self._steps.pop()
             try:
@@ -80,6 +71,45 @@ class Saga:
                     act(*args, **kwargs)
             except Exception as exc:  # recorded in the journal by the activity; keep going
                 failures.append((act.name, exc))
+        self._settle(failures)
+
+    async def compensate_async(self) -> None:
+        """`compensate()` for an async workflow: each compensation is awaited, last first."""
+        self._mark()
+        failures = []
+        while self._steps:
+            act, args, kwargs = self._steps.pop()
+            try:
+                try:
+                    await act(*args, **kwargs)  # type: ignore[misc]  # an awaitable in async runs
+                except Cancelled:
+                    await act(*args, **kwargs)  # type: ignore[misc]
+            except Exception as exc:
+                failures.append((act.name, exc))
+        self._settle(failures)
+
+    def _mark(self) -> None:
+        """Journal that compensating starts (so `intemporal show` tells compensations apart)."""
+        ctx = replay.current()
+        if ctx is None or not self._steps:
+            return
+        seq, rec = ctx.next("intemporal.compensate")
+        names = [act.name for act, _, _ in reversed(self._steps)]
+        if ctx.observer.on_compensation:
+            replaying = rec is not None
+            ctx.observer.on_compensation(Compensation(ctx.run_id, tuple(names), replaying))
+        if rec is None:
+            ctx.append(
+                {
+                    "type": COMPENSATION_STARTED,
+                    "seq": seq,
+                    "name": "intemporal.compensate",
+                    "compensations": names,
+                }
+            )
+
+    def _settle(self, failures: list[tuple[str, BaseException]]) -> None:
+        """Note the compensations that failed on the error being handled, or raise them."""
         self.failures.extend(failures)
         if not failures:
             return
@@ -107,7 +137,23 @@ class Saga:
             except Exception:
                 self.compensate()
 
+    async def __aenter__(self) -> Saga:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, Exception):
+            try:
+                raise exc  # so compensate_async() sees it as the error being handled
+            except Exception:
+                await self.compensate_async()
+
 
 def saga() -> Saga:
-    """A new `Saga`: use it with try/except and `compensate()`, or as `with saga() as s:`."""
+    """A new `Saga`: use it with try/except and `compensate()`, or as `with saga() as s:`;
+    in an async workflow, `await saga.compensate_async()` or `async with saga() as s:`."""
     return Saga()

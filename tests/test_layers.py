@@ -39,13 +39,16 @@ RANKS = {
     "store": 8,
     # one run's context: what executes on a thread (attempts), replay, durable operations
     "attempts": 8,
+    "activity_steps": 8,
     "replay": 9,
+    "async_replay": 10,
     # what workflow code calls
     "api": 10,
     "workflow_api": 11,
     "saga": 11,
     "loader": 11,
     "runs": 12,
+    "async_api": 12,
     # above one run: handles, parking, housekeeping, dry replay
     "handle": 13,
     "parking": 13,
@@ -55,8 +58,10 @@ RANKS = {
     "runtime": 14,
     "runtime.executor": 14,
     "runtime.worker": 14,
+    "runtime.aio": 13,
     "engine": 15,
     "testing": 16,
+    "async_engine": 16,
     "pytest_plugin": 17,
     # front ends
     "cli_render": 18,
