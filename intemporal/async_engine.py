@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable, Mapping
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, ParamSpec, TypeVar, overload
 
+from .api import Workflow
 from .engine import Engine
 from .handle import RunHandle
 from .store import RunInfo, RunStatus, Store
@@ -56,12 +57,24 @@ class AsyncEngine:
         self._bind()
         return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
 
-    async def start(self, fn: Callable[P, Any], /, *args: Any, **options: Any) -> RunHandle[Any]:
+    @overload
+    async def start(
+        self, fn: Workflow[P, Coroutine[Any, Any, R]], /, *args: Any, **options: Any
+    ) -> RunHandle[R]: ...
+    @overload
+    async def start(self, fn: Workflow[P, R], /, *args: Any, **options: Any) -> RunHandle[R]: ...
+    async def start(self, fn: Any, /, *args: Any, **options: Any) -> RunHandle[Any]:
         """Start a run (see `Engine.start`: `run_id`, `protocols`, `queue`, `priority`,
         `delay`, `kwargs`, ...); returns its `RunHandle` at once (`await handle.result_async()`)."""
         return await self._call(self.engine.start, fn, *args, **options)
 
-    async def run(self, fn: Callable[P, Any], /, *args: Any, **options: Any) -> Any:
+    @overload
+    async def run(
+        self, fn: Workflow[P, Coroutine[Any, Any, R]], /, *args: Any, **options: Any
+    ) -> R: ...
+    @overload
+    async def run(self, fn: Workflow[P, R], /, *args: Any, **options: Any) -> R: ...
+    async def run(self, fn: Any, /, *args: Any, **options: Any) -> Any:
         """Start a run and await its result (see `Engine.run`); raises what the workflow raised."""
         handle = await self.start(fn, *args, **options)
         return await handle.result_async()

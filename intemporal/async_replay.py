@@ -364,7 +364,7 @@ class AsyncRunContext(RunContext):
             started = self.attempt_started(seq, name, attempt)
             times = (started, first_started)
             try:
-                result = await self._attempt(seq, name, attempt, fn, args, kwargs, timeout)
+                result = await self._attempt_async(seq, name, attempt, fn, args, kwargs, timeout)
                 value = encode(result, self.host.codec)
             except Exception as exc:
                 delay = self.attempt_failed(seq, name, attempt, exc, retry)
@@ -381,7 +381,7 @@ class AsyncRunContext(RunContext):
                 raise
             return self.activity_done(seq, name, attempt, times, result, value)
 
-    async def _attempt(
+    async def _attempt_async(
         self,
         seq: int,
         name: str,

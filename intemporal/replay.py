@@ -112,6 +112,8 @@ def _is_cancelled_error(err: dict[str, Any]) -> bool:
 class RunContext(ActivitySteps):
     """One execution of one run: its lease on the journal and the replay position."""
 
+    host: Host
+
     def __init__(
         self,
         host: Host,

@@ -59,7 +59,7 @@ class Saga:
                 "or async with intemporal.saga() as saga:"
             )
         self._mark()
-        failures = []
+        failures: list[tuple[str, BaseException]] = []
         while self._steps:
             act, args, kwargs = self._steps.pop()
             try:
@@ -76,14 +76,14 @@ class Saga:
     async def compensate_async(self) -> None:
         """`compensate()` for an async workflow: each compensation is awaited, last first."""
         self._mark()
-        failures = []
+        failures: list[tuple[str, BaseException]] = []
         while self._steps:
             act, args, kwargs = self._steps.pop()
             try:
                 try:
-                    await act(*args, **kwargs)  # type: ignore[misc]  # an awaitable in async runs
+                    await act(*args, **kwargs)  # an awaitable in an async run
                 except Cancelled:
-                    await act(*args, **kwargs)  # type: ignore[misc]
+                    await act(*args, **kwargs)
             except Exception as exc:
                 failures.append((act.name, exc))
         self._settle(failures)

@@ -288,6 +288,7 @@ class Executor:
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
                 lease.append(resumed, self.sync)
             events.append(resumed)
+        ctx: RunContext
         if is_async(exe.wf.fn):
             loop = asyncio.get_running_loop()
             ctx = AsyncRunContext(self, lease, events, exe.protocols, loop, self._child_ended)
