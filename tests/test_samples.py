@@ -131,7 +131,16 @@ def check_secret_token(out: str) -> None:
     assert re.search(r"intemporal show: args +\"alice\", Secret\(\*\*\*\)", out), out
 
 
+def check_async_crawl(out: str) -> None:
+    took = re.search(r"5 pages fetched in ([0-9.]+) s", out)
+    assert took is not None and float(took.group(1)) < 0.6, out  # gathered, not one by one
+    assert "checksum from the fast mirror" in out
+    assert "journal: fetch x5, mirror x2 (1 cancelled), store, run_completed" in out
+    assert "the sync Engine ran it too: 5 pages" in out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "async_crawl.py": check_async_crawl,
     "secret_token.py": check_secret_token,
     "tracing.py": check_tracing,
     "observers.py": check_observers,
