@@ -47,7 +47,7 @@ from typing import Any
 from .activity_steps import Retry
 from .attempts import WorkflowInfo, enter_attempt, run_attempt
 from .codec import encode
-from .errors import ActivityTimeout, Cancelled, _Shutdown
+from .errors import ActivityTimeout, Cancelled, NonDeterminismError, _Shutdown
 from .events import (
     ACTIVITY_COMPLETED,
     ACTIVITY_FAILED,
@@ -62,6 +62,7 @@ from .replay import NOT_READY, ChildNotFinished, Host, Named, RunContext, child_
 from .store.base import Event, Lease
 
 QUIET_TURNS = 8  # loop turns without a new operation after which a run counts as settled
+STALL = 5.0  # seconds a replay may wait for a recorded step that nothing awaits
 COMPLETIONS = {
     ACTIVITY_COMPLETED,
     ACTIVITY_FAILED,
@@ -82,9 +83,13 @@ class Deliveries:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, order: list[int], progress: Callable[[], int]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        order: list[int],
+        progress: Callable[[], int],
+        stalled: Callable[[int], BaseException],
     ) -> None:
-        self.loop, self.progress = loop, progress
+        self.loop, self.progress, self.stalled = loop, progress, stalled
         self.queue: collections.deque[int] = collections.deque(order)
         self.queued = set(order)
         self.awaiting: dict[int, asyncio.Future[None]] = {}
@@ -131,16 +136,26 @@ class Deliveries:
             self._kick()
             return
         fut = self.awaiting.pop(self.queue[0], None)
-        if fut is None:
-            return  # not awaited yet: its `turn` kicks again
+        if fut is None:  # not awaited yet: its `turn` kicks again
+            if self.awaiting:  # ... unless the run waits behind it for good
+                self.loop.call_later(STALL, self._check, self.queue[0], now)
+            return
         self.queue.popleft()
         fut.set_result(None)
         self._seen = -1  # settle again before the next one
         self._kick()
 
-    @property
-    def drained(self) -> bool:
-        return not self.queue
+    def _check(self, head: int, progress: int) -> None:
+        """A replay that took no step for STALL seconds while awaiting outcomes queued after
+        one nothing awaits (the code now awaits in another order) stops, unrecorded."""
+        stuck = self.queue and self.queue[0] == head and head not in self.awaiting
+        if not stuck or self.progress() != progress or not self.awaiting:
+            return
+        error = self.stalled(head)
+        for fut in self.awaiting.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self.awaiting.clear()
 
 
 class LoopWake(threading.Event):
@@ -179,7 +194,14 @@ class AsyncRunContext(RunContext):
         self._attempts: set[asyncio.Task[Any]] = set()  # async activity attempts in flight
         self._cancelling: set[asyncio.Task[Any]] = set()  # ... cancelled with the run
         self._live: set[asyncio.Task[Any]] = set()  # tasks inside an operation that executes
-        self.deliveries = Deliveries(loop, self._order(events, ended), lambda: self.ticks)
+        order = self._order(events, ended)
+        self.deliveries = Deliveries(loop, order, lambda: self.ticks, self._stalled)
+
+    def _stalled(self, seq: int) -> BaseException:
+        rec = self.recorded[seq]
+        name = str(rec.get("name", rec["type"]))
+        self.poisoned = NonDeterminismError(seq, name, "<not awaited: another step awaited first>")
+        return self.poisoned
 
     def _order(self, events: list[Event], ended: Callable[[str], float | None]) -> list[int]:
         """The recorded outcomes' sequence numbers in the order the run first saw them."""

@@ -19,7 +19,7 @@ import pytest
 from process_helpers import journal_events, run_and_kill, wait_until
 
 import intemporal
-from intemporal import Engine, FileStore, MemoryStore, RunStatus, Store
+from intemporal import Engine, FileStore, MemoryStore, RunStatus, Store, async_replay
 
 FAST = intemporal.RetryPolicy(max_attempts=3, initial_interval=0.01)
 calls: list[str] = []
@@ -351,6 +351,40 @@ def test_nondeterminism_is_detected_and_the_journal_left_untouched() -> None:
             with pytest.raises(intemporal.NonDeterminismError, match=r"as_book.*as_charge"):
                 engine.resume("as-nd").result(timeout=10)
             assert engine.history("as-nd") == before
+    finally:
+        VERSION["step"] = "as_book"
+
+
+@intemporal.workflow
+async def as_reordered() -> str:
+    first, second = as_book("a"), as_book("b")
+    if VERSION["step"] == "as_book":
+        await first
+        await second
+    else:  # the same steps, awaited the other way round
+        try:
+            await second
+            await first
+        finally:
+            first.close()  # not awaited if the replay stops: closed, not warned about
+    await intemporal.wait_for_signal_async("go")
+    return "done"
+
+
+def test_a_replay_awaiting_in_another_order_stops_instead_of_hanging(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(async_replay, "STALL", 0.3)
+    store = MemoryStore()
+    with Engine(store) as engine:
+        engine.start(as_reordered, run_id="as-order")
+        wait_until(lambda: of_type(engine, "as-order", "signal_wait"), what="the wait")
+    VERSION["step"] = "other"
+    try:
+        with Engine(store) as engine:
+            with pytest.raises(intemporal.NonDeterminismError, match="step 1"):
+                engine.resume("as-order").result(timeout=10)
+            assert not engine.get_run("as-order").status.finished  # no verdict: resumable
     finally:
         VERSION["step"] = "as_book"
 
