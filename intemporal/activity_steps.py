@@ -8,8 +8,12 @@ loop's in `async_replay.py`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .codec import encode
 from .errors import Cancelled, SerializationError
 from .events import ACTIVITY_COMPLETED, ACTIVITY_FAILED, ATTEMPT_FAILED
 from .failures import encode_error
@@ -35,6 +39,31 @@ class _Host(Protocol):
     clock: Clock
 
 
+# What an activity's retries ask their driver to do: each is a call without arguments (an
+# attempt, a backoff) whose value is sent back, or whose exception is thrown back, in.
+Steps = Generator[Callable[[], Any], Any, Any]
+
+
+def advance(steps: Steps, value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Send `value` (or throw `error`) into `steps`: `(False, next call)`, or `(True, result)`."""
+    try:
+        return False, steps.throw(error) if error is not None else steps.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def run_steps(steps: Steps) -> Any:
+    """Drive `steps` on this thread: make each call, hand its outcome back; return the result."""
+    finished, step = advance(steps, None, None)
+    while not finished:
+        try:
+            value, error = step(), None
+        except Exception as exc:
+            value, error = None, exc
+        finished, step = advance(steps, value, error)
+    return step
+
+
 class ActivitySteps:
     """The journal's side of an activity's attempts (a part of `RunContext`)."""
 
@@ -42,12 +71,48 @@ class ActivitySteps:
     host: _Host
     observer: Observers
     retry_at: dict[int, float]
+    failed_attempts: dict[int, int]
     cancel_delivered: bool
 
     if TYPE_CHECKING:
 
         def append(self, event: Event, sync: bool | None = None) -> None: ...
         def _cancel_pending(self) -> bool: ...
+
+    def retrying(
+        self,
+        seq: int,
+        name: str,
+        retry: Retry,
+        attempt: Callable[[int], Any],
+        pause: Callable[[float], Any],
+    ) -> Steps:
+        """Activity `name`'s attempts with retries, as steps for a driver (`run_steps`, or an
+        event loop's): `attempt(n)` runs attempt n, `pause(s)` waits out a backoff. Every
+        attempt's failure and the outcome are journaled; returns the result or raises."""
+        n = self.failed_attempts.get(seq, 0) + 1
+        if n > 1:  # resumed in the middle of retries: wait out the rest of the backoff
+            yield functools.partial(pause, self.backoff_left(seq, retry, n))
+        first_started = self.host.clock.time()
+        while True:
+            times = (self.attempt_started(seq, name, n), first_started)
+            try:
+                result = yield functools.partial(attempt, n)
+                value = encode(result, self.host.codec)
+            except Exception as exc:
+                delay = self.attempt_failed(seq, name, n, exc, retry)
+                if delay is not None:
+                    yield functools.partial(pause, delay)
+                    if not self._cancel_pending():
+                        n += 1
+                        continue
+                    exc = Cancelled(f"run {self.run_id!r} was cancelled")
+                self.activity_failed(seq, name, n, times, exc)
+                raise exc
+            except asyncio.CancelledError as exc:  # an async workflow cancelled its await
+                self.activity_failed(seq, name, n, times, exc)
+                raise
+            return self.activity_done(seq, name, n, times, result, value)
 
     def backoff_left(self, seq: int, retry: Retry, attempt: int) -> float:
         """Seconds left of the backoff before attempt `attempt` of a run resumed mid-retries:

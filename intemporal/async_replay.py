@@ -44,9 +44,8 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from .activity_steps import Retry
+from .activity_steps import Retry, Steps, advance
 from .attempts import WorkflowInfo, enter_attempt, run_attempt
-from .codec import encode
 from .errors import ActivityTimeout, Cancelled, NonDeterminismError, _Shutdown
 from .events import (
     ACTIVITY_COMPLETED,
@@ -250,8 +249,11 @@ class AsyncRunContext(RunContext):
                     self._replay_observed(seq, name, rec)
             return self.replay_outcome(seq, rec)
 
-        def execute() -> Awaitable[Any]:
-            return self._execute(seq, name, fn, args, kwargs, retry, timeout)
+        def attempt(n: int) -> Awaitable[Any]:
+            return self._attempt_async(seq, name, n, fn, args, kwargs, timeout)
+
+        def execute() -> Awaitable[Any]:  # `execute_activity`, on the loop
+            return run_steps_async(self.retrying(seq, name, retry, attempt, self._pause))
 
         return self.live(seq, name, execute)
 
@@ -367,42 +369,6 @@ class AsyncRunContext(RunContext):
                 task.cancel()
 
     # -- activities -------------------------------------------------------------------------------
-    async def _execute(
-        self,
-        seq: int,
-        name: str,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        retry: Retry,
-        timeout: float | None,
-    ) -> Any:
-        """`execute_activity` for the loop: attempts with retries, outcome journaled."""
-        attempt = self.failed_attempts.get(seq, 0) + 1
-        if attempt > 1:
-            await self._pause(self.backoff_left(seq, retry, attempt))
-        first_started = self.host.clock.time()
-        while True:
-            started = self.attempt_started(seq, name, attempt)
-            times = (started, first_started)
-            try:
-                result = await self._attempt_async(seq, name, attempt, fn, args, kwargs, timeout)
-                value = encode(result, self.host.codec)
-            except Exception as exc:
-                delay = self.attempt_failed(seq, name, attempt, exc, retry)
-                if delay is not None:
-                    await self._pause(delay)
-                    if not self._cancel_pending():
-                        attempt += 1
-                        continue
-                    exc = Cancelled(f"run {self.run_id!r} was cancelled")
-                self.activity_failed(seq, name, attempt, times, exc)
-                raise exc
-            except asyncio.CancelledError as exc:  # the workflow cancelled its await
-                self.activity_failed(seq, name, attempt, times, exc)
-                raise
-            return self.activity_done(seq, name, attempt, times, result, value)
-
     async def _attempt_async(
         self,
         seq: int,
@@ -471,6 +437,18 @@ class AsyncRunContext(RunContext):
             others = self._live - {asyncio.current_task()}
             if others:
                 await asyncio.wait(others)
+
+
+async def run_steps_async(steps: Steps) -> Any:
+    """`run_steps` on the loop: each call's awaitable is awaited (a cancellation thrown in too)."""
+    finished, step = advance(steps, None, None)
+    while not finished:
+        try:
+            value, error = await step(), None
+        except (Exception, asyncio.CancelledError) as exc:
+            value, error = None, exc
+        finished, step = advance(steps, value, error)
+    return step
 
 
 def never() -> Any:

@@ -19,13 +19,16 @@ being handled gets a note naming the failed ones (or, with no error being handle
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ParamSpec
 
 from . import replay
+from .activity_steps import Steps, run_steps
 from .api import Activity, stub
+from .async_replay import run_steps_async
 from .errors import Cancelled, CompensationError
 from .events import COMPENSATION_STARTED
 from .observe import Compensation
@@ -52,39 +55,32 @@ class Saga:
         that was next or running (`heartbeat()`); that compensation then runs again.
         In an async workflow, `await saga.compensate_async()` instead.
         """
-        ctx = replay.current()
-        if getattr(ctx, "is_async", False):
+        if getattr(replay.current(), "is_async", False):
             raise TypeError(
                 "saga.compensate() in an async workflow: use await saga.compensate_async(), "
                 "or async with intemporal.saga() as saga:"
             )
-        self._mark()
-        failures: list[tuple[str, BaseException]] = []
-        while self._steps:
-            act, args, kwargs = self._steps.pop()
-            try:
-                try:
-                    act(*args, **kwargs)
-                except Cancelled:
-                    # A cancellation requested mid-rollback is delivered here, once: run
-                    # the compensation it stopped again rather than skip it.
-                    act(*args, **kwargs)
-            except Exception as exc:  # recorded in the journal by the activity; keep going
-                failures.append((act.name, exc))
-        self._settle(failures)
+        run_steps(self._rollback())
 
     async def compensate_async(self) -> None:
         """`compensate()` for an async workflow: each compensation is awaited, last first."""
+        await run_steps_async(self._rollback())
+
+    def _rollback(self) -> Steps:
+        """The compensations, last first, as calls for a driver (a thread's or a loop's)."""
         self._mark()
         failures: list[tuple[str, BaseException]] = []
         while self._steps:
             act, args, kwargs = self._steps.pop()
+            call = functools.partial(act, *args, **kwargs)
             try:
                 try:
-                    await act(*args, **kwargs)  # an awaitable in an async run
+                    yield call
                 except Cancelled:
-                    await act(*args, **kwargs)
-            except Exception as exc:
+                    # A cancellation requested mid-rollback is delivered here, once: run
+                    # the compensation it stopped again rather than skip it.
+                    yield call
+            except Exception as exc:  # recorded in the journal by the activity; keep going
                 failures.append((act.name, exc))
         self._settle(failures)
 
@@ -140,15 +136,12 @@ class Saga:
     async def __aenter__(self) -> Saga:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, Exception):
+    async def __aexit__(self, *exc_info: object) -> None:
+        """`async with saga() as s:` compensates on any `Exception` (awaited), which goes on."""
+        error = exc_info[1]
+        if isinstance(error, Exception):
             try:
-                raise exc  # so compensate_async() sees it as the error being handled
+                raise error  # so compensate_async() sees it as the error being handled
             except Exception:
                 await self.compensate_async()
 

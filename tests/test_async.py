@@ -74,20 +74,22 @@ def test_async_and_plain_activities_are_retried_with_attempts_journaled(engine: 
     assert [e["attempts"] for e in of_type(engine, "as-retry", "activity_completed")] == [3, 3]
 
 
-@intemporal.activity(timeout=0.1, retry=intemporal.RetryPolicy(max_attempts=1))
-async def as_slow() -> str:
+@intemporal.activity
+async def as_sleepy(seconds: float) -> str:
+    calls.append("activity started")
     try:
-        await asyncio.sleep(5)
+        await asyncio.sleep(seconds)
     except asyncio.CancelledError:
-        calls.append("slow stopped")
+        calls.append("activity cancelled")
         raise
     return "late"
 
 
 @intemporal.workflow
 async def as_timing_out() -> str:
+    once_briefly = intemporal.stub(as_sleepy, timeout=0.1, retry=intemporal.RetryPolicy(1))
     try:
-        return await as_slow()
+        return await once_briefly(5)
     except intemporal.ActivityTimeout as exc:
         return f"timed out: {exc}"
 
@@ -95,8 +97,8 @@ async def as_timing_out() -> str:
 def test_an_async_attempt_that_times_out_is_stopped() -> None:
     with Engine(MemoryStore()) as engine:
         result = engine.run(as_timing_out, run_id="as-timeout")
-    assert result == "timed out: activity 'as_slow' timed out after 0.1 s"
-    assert calls == ["slow stopped"]  # its task was cancelled, not abandoned
+    assert result == "timed out: activity 'as_sleepy' timed out after 0.1 s"
+    assert calls == ["activity started", "activity cancelled"]  # its task was stopped
 
 
 # -- sagas --------------------------------------------------------------------------------------
@@ -174,21 +176,10 @@ def test_saga_rolls_back_on_cancel_at_the_await(engine: Engine) -> None:
     assert engine.get_run("as-cancel").status is RunStatus.CANCELLED
 
 
-@intemporal.activity
-async def as_forever() -> str:
-    calls.append("activity started")
-    try:
-        await asyncio.sleep(60)
-    except asyncio.CancelledError:
-        calls.append("activity cancelled")
-        raise
-    return "never"
-
-
 @intemporal.workflow
 async def as_cancel_inflight() -> str:
     try:
-        return await as_forever()
+        return await as_sleepy(60)
     except intemporal.Cancelled:
         await as_unbook("after")  # type: ignore[misc]  # runs normally
         raise
