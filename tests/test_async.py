@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from process_helpers import journal_events, run_and_kill, wait_until
+from test_tracing import Spans, span_id
 
 import intemporal
 from intemporal import Engine, FileStore, MemoryStore, RunStatus, Store, async_replay
@@ -378,6 +379,30 @@ def test_a_replay_awaiting_in_another_order_stops_instead_of_hanging(
             assert not engine.get_run("as-order").status.finished  # no verdict: resumable
     finally:
         VERSION["step"] = "as_book"
+
+
+@intemporal.workflow
+async def as_traced() -> None:
+    await asyncio.gather(as_book("a"), as_book("b"))
+    await as_unbook("c")  # type: ignore[misc]
+
+
+def test_async_runs_are_traced_like_plain_ones() -> None:
+    spans = Spans()
+    with Engine(MemoryStore(), tracing=spans.provider) as engine:
+        engine.run(as_traced, run_id="as-traced")
+    run = spans.one("workflow as_traced")
+    steps = sorted(spans.named("activity as_book") + spans.named("activity as_unbook"), key=seq)
+    assert [(s.name, seq(s)) for s in steps] == [
+        ("activity as_book", 1),
+        ("activity as_book", 2),
+        ("activity as_unbook", 3),
+    ]
+    assert all(s.parent is not None and s.parent.span_id == span_id(run) for s in steps)
+
+
+def seq(span: Any) -> int:
+    return int(span.attributes["intemporal.seq"])
 
 
 # -- engines ------------------------------------------------------------------------------------
