@@ -77,8 +77,8 @@ class Deliveries:
     `order` (sequence numbers) is the journal's order of the outcomes recorded so far; a
     new outcome joins the queue when its operation asks for its turn (`turn`). The head is
     handed over once its operation awaits it and the run has settled since the previous
-    hand-over: `progress()` (a counter of operations taken) did not move for QUIET_TURNS
-    loop turns.
+    hand-over (or its start): `progress()` (a counter of operations taken) did not move
+    for QUIET_TURNS loop turns.
     """
 
     def __init__(
@@ -93,7 +93,7 @@ class Deliveries:
         self.queued = set(order)
         self.awaiting: dict[int, asyncio.Future[None]] = {}
         self.dropped: set[int] = set()  # awaiting tasks cancelled by the workflow itself
-        self._seen, self._quiet, self._pumping = -1, 0, False
+        self._seen, self._quiet, self._pumping, self._settled = -1, 0, False, False
 
     def expects(self, seq: int) -> bool:
         """Whether `seq`'s outcome was recorded before this execution (it has a place)."""
@@ -125,14 +125,16 @@ class Deliveries:
         self._pumping = False
         while self.queue and self.queue[0] in self.dropped:
             self.dropped.discard(self.queue.popleft())
-        if not self.queue:
-            return
         now = self.progress()
-        if now != self._seen:
-            self._seen, self._quiet = now, 0
-        if self._quiet < QUIET_TURNS:
-            self._quiet += 1
-            self._kick()
+        if not self._settled:  # since the last hand-over (or the start)
+            if now != self._seen:
+                self._seen, self._quiet = now, 0
+            if self._quiet < QUIET_TURNS:
+                self._quiet += 1
+                self._kick()
+                return
+            self._settled = True
+        if not self.queue:
             return
         fut = self.awaiting.pop(self.queue[0], None)
         if fut is None:  # not awaited yet: its `turn` kicks again
@@ -141,7 +143,7 @@ class Deliveries:
             return
         self.queue.popleft()
         fut.set_result(None)
-        self._seen = -1  # settle again before the next one
+        self._settled, self._seen = False, -1  # settle again before the next one
         self._kick()
 
     def _check(self, head: int, progress: int) -> None:
