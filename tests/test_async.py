@@ -279,7 +279,7 @@ def test_gather_of_ten_across_a_crash_runs_only_the_unfinished(tmp_path: Path) -
 
 
 # -- replay -------------------------------------------------------------------------------------
-DELAYS = {"first": 0.3, "second": 0.02}
+DELAYS = {"first": 0.3, "second": 0.02, "third": 0.15}
 
 
 @intemporal.activity
@@ -316,6 +316,29 @@ def test_a_first_completed_race_is_replayed_the_same_way() -> None:
             assert handle.result(timeout=10) == ["second", 1]
     finally:
         DELAYS.update(first=0.3, second=0.02)
+
+
+@intemporal.workflow
+async def as_arrivals() -> list[str]:
+    legs = [as_leg("first"), as_leg("second"), as_leg("third")]
+    order = [await leg for leg in asyncio.as_completed(legs)]
+    await intemporal.wait_for_signal_async("finish")
+    return order
+
+
+def test_as_completed_is_replayed_in_the_recorded_order() -> None:
+    store = MemoryStore()
+    with Engine(store) as engine:
+        engine.start(as_arrivals, run_id="as-arrivals")
+        wait_until(lambda: of_type(engine, "as-arrivals", "signal_wait"), what="the wait")
+    DELAYS.update(first=0.0, second=0.5, third=0.2)
+    try:
+        with Engine(store) as engine:
+            handle = engine.resume("as-arrivals")
+            handle.signal("finish")
+            assert handle.result(timeout=10) == ["second", "third", "first"]
+    finally:
+        DELAYS.update(first=0.3, second=0.02, third=0.15)
 
 
 VERSION = {"step": "as_book"}
