@@ -54,14 +54,17 @@ def advance(steps: Steps, value: Any, error: BaseException | None) -> tuple[bool
 
 def run_steps(steps: Steps) -> Any:
     """Drive `steps` on this thread: make each call, hand its outcome back; return the result."""
-    finished, step = advance(steps, None, None)
-    while not finished:
-        try:
-            value, error = step(), None
-        except Exception as exc:
-            value, error = None, exc
-        finished, step = advance(steps, value, error)
-    return step
+    try:
+        step = next(steps)
+        while True:
+            try:
+                value = step()
+            except Exception as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(value)
+    except StopIteration as stop:
+        return stop.value
 
 
 class ActivitySteps:

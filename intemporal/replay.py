@@ -18,10 +18,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NoReturn, Protocol, cast
 
-from .activity_steps import ActivitySteps, Retry, run_steps
+from .activity_steps import ActivitySteps, Retry
 from .attempts import WorkflowInfo, _activity, _current, run_attempt
 from .clock import INLINE_WAIT, Clock
-from .codec import decode
+from .codec import decode, encode
 from .errors import (
     Cancelled,
     IntemporalError,
@@ -329,15 +329,31 @@ class RunContext(ActivitySteps):
         retry: Retry,
         timeout: float | None,
     ) -> Any:
-        """Execute activity `name` as operation `seq` with retries; journal its outcome."""
+        """Execute activity `name` as operation `seq` with retries; journal its outcome.
 
-        def attempt(n: int) -> Any:
-            return self._attempt(name, fn, args, kwargs, timeout, seq, n)
-
-        def pause(seconds: float) -> None:
-            self.host.pause(self, seconds)
-
-        return run_steps(self.retrying(seq, name, retry, attempt, pause))
+        `ActivitySteps.retrying` written out for this thread: the same steps without a
+        generator to drive, which costs ~1.4 µs per activity on this, the hot path.
+        """
+        attempt = self.failed_attempts.get(seq, 0) + 1
+        if attempt > 1:
+            self.host.pause(self, self.backoff_left(seq, retry, attempt))
+        first_started = self.host.clock.time()
+        while True:
+            started = self.attempt_started(seq, name, attempt)
+            try:
+                result = self._attempt(name, fn, args, kwargs, timeout, seq, attempt)
+                value = encode(result, self.host.codec)
+            except Exception as exc:
+                delay = self.attempt_failed(seq, name, attempt, exc, retry)
+                if delay is not None:
+                    self.host.pause(self, delay)
+                    if not self._cancel_pending():
+                        attempt += 1
+                        continue
+                    exc = Cancelled(f"run {self.run_id!r} was cancelled")
+                self.activity_failed(seq, name, attempt, (started, first_started), exc)
+                raise exc
+            return self.activity_done(seq, name, attempt, (started, first_started), result, value)
 
     def _cancel_pending(self) -> bool:
         return self.cancel_requested.is_set() and not self.cancel_delivered
