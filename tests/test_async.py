@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -492,13 +493,35 @@ def test_async_engine_api(store: Store) -> None:
     asyncio.run(main())
 
 
-def test_thousand_async_runs_share_one_loop() -> None:
+RUNS = 500
+in_flight: list[int] = []
+threads_seen: list[int] = []
+
+
+@intemporal.activity
+async def as_meet(i: int) -> int:
+    """Returns only once every run's activity is in flight at the same time."""
+    in_flight.append(i)
+    while len(in_flight) < RUNS:
+        await asyncio.sleep(0.01)
+    threads_seen.append(threading.active_count())
+    return i
+
+
+@intemporal.workflow
+async def as_meeting(i: int) -> int:
+    return await as_meet(i)
+
+
+def test_hundreds_of_async_runs_wait_at_once_on_one_loop() -> None:
     async def main() -> list[int]:
         async with intemporal.AsyncEngine(MemoryStore(), threads=2) as engine:
-            handles = [await engine.start(as_async_child, i) for i in range(300)]
-            return [await h.result_async(timeout=20) for h in handles]
+            handles = [await engine.start(as_meeting, i) for i in range(RUNS)]
+            return [await h.result_async(timeout=30) for h in handles]
 
-    assert asyncio.run(main()) == [i * 2 for i in range(300)]
+    # every run's activity awaits the others: all finish only if all waited at once
+    assert asyncio.run(main()) == list(range(RUNS))
+    assert max(threads_seen) < 20  # not a thread per run
 
 
 CLI_RUN = """
