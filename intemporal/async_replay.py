@@ -392,7 +392,10 @@ class AsyncRunContext(RunContext):
                     done.set_exception(exc)
 
             self.host.submit_activity(job)
-            return await asyncio.wrap_future(done)
+            result = await asyncio.wrap_future(done)
+            if inspect.iscoroutine(result):  # a protocol stub whose implementation is async
+                result = await result
+            return result
         context = contextvars.copy_context()
         context.run(enter_attempt, self, step)
         task = self.loop.create_task(fn(*args, **kwargs), context=context)

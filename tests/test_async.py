@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from process_helpers import journal_events, run_and_kill, wait_until
@@ -427,6 +427,26 @@ def test_async_runs_are_traced_like_plain_ones() -> None:
 
 def seq(span: Any) -> int:
     return int(span.attributes["intemporal.seq"])
+
+
+class Pricing(Protocol):
+    async def quote(self, item: str) -> int: ...
+
+
+class AsyncPricing:
+    async def quote(self, item: str) -> int:
+        await asyncio.sleep(0.01)
+        return len(item)
+
+
+@intemporal.workflow
+async def as_priced(item: str) -> int:
+    pricing = intemporal.stub_protocol(Pricing)
+    return await pricing.quote(item)
+
+
+def test_a_protocol_with_an_async_implementation(engine: Engine) -> None:
+    assert engine.run(as_priced, "pear", protocols={Pricing: AsyncPricing()}) == 4
 
 
 # -- engines ------------------------------------------------------------------------------------
