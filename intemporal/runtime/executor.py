@@ -61,6 +61,14 @@ if TYPE_CHECKING:
     from ..parking import Parking
 
 
+def _on_loop_thread(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether this thread runs `loop` (where blocking on it would never return)."""
+    try:
+        return loop is not None and asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def closed_error() -> RuntimeError:
     return RuntimeError("the engine is closed; start a new Engine to run more work")
 
@@ -192,7 +200,15 @@ class Executor:
                 raise closed_error()
             return False
         self._parking.start()
-        if is_async(exe.wf.fn):  # a plain parent's async child: executed on the loop, awaited
+        if is_async(exe.wf.fn):  # executed on the loop, waited for here
+            if _on_loop_thread(self._loop):
+                self._stopped(exe)
+                if lease is not None:
+                    lease.release()
+                raise RuntimeError(
+                    "a blocking call would wait on its own event loop: use "
+                    "`await AsyncEngine.run(...)` or `await handle.result_async()`"
+                )
             self._on_loop(exe, events, lease).result()
         else:
             self._execute(exe, events, lease)
