@@ -32,6 +32,7 @@ from .errors import (
     RemoteError,
     RunConflict,
     RunNotFound,
+    RunStuck,
     SerializationError,
     SignalTimeout,
     StoreError,
@@ -41,7 +42,9 @@ from .errors import (
     is_suspension,
 )
 from .handle import RunHandle
+from .lineage import continue_as_new
 from .observe import LoggingObserver, Observer
+from .patching import deprecate_patch, patched
 from .saga import Saga, saga
 from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (
@@ -84,6 +87,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "RunStatus",
+    "RunStuck",
     "Saga",
     "Secret",
     "SerializationError",
@@ -95,12 +99,15 @@ __all__ = [
     "Workflow",
     "WorkflowNotFound",
     "activity",
+    "continue_as_new",
+    "deprecate_patch",
     "heartbeat",
     "info",
     "is_suspension",
     "join_all",
     "join_any",
     "now",
+    "patched",
     "run_id",
     "saga",
     "set_event",

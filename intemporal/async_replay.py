@@ -365,7 +365,7 @@ class AsyncRunContext(RunContext):
         """On the loop: wake every waiter; a cancellation cancels the async attempts in flight."""
         for fut in list(self._waiters):
             _resolve(fut)
-        if self._cancel_pending():
+        if self._cancel_pending() or self.terminated is not None:
             for task in self._attempts - self._cancelling:
                 self._cancelling.add(task)
                 task.cancel()
@@ -407,7 +407,9 @@ class AsyncRunContext(RunContext):
                 await asyncio.wait({task})
                 raise ActivityTimeout(f"activity {name!r} timed out after {timeout} s")
             if task.cancelled() and task in self._cancelling:
-                raise Cancelled(f"run {self.run_id!r} was cancelled")
+                if self.terminated is not None:
+                    raise self.terminated  # the run ends now: nothing more is journaled
+                raise self._cancelled(seq, False)
             return task.result()
         finally:
             self._attempts.discard(task)

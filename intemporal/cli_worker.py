@@ -137,6 +137,16 @@ def worker(
             "--once", help="Take the work there is now, watch it until it ends or parks, exit."
         ),
     ] = False,
+    versions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--version",
+            metavar="V",
+            help="Execute only runs started by Engine(version=V) (repeatable); runs this "
+            "worker starts record the first.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Execute runs until stopped (Ctrl-C): every pending run and every orphaned one.
@@ -167,7 +177,14 @@ def worker(
     stopped = False
     with (
         _signals() as stopping,
-        _engine(ctx, create=True, threads=threads, queues=queues or None) as engine,
+        _engine(
+            ctx,
+            create=True,
+            threads=threads,
+            queues=queues or None,
+            version=versions[0] if versions else None,
+            versions=set(versions) if versions else None,
+        ) as engine,
     ):
         where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"

@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from .api import Workflow
+from .clock import check_seconds
 from .handle import RunHandle
 
 P = ParamSpec("P")
@@ -49,12 +50,7 @@ class StartOptions:
                 "started (pass priority=0, the default); a workflow argument named priority "
                 "goes in kwargs={'priority': ...}"
             )
-        if timeout is not None:
-            raise NotImplementedError(
-                "start(timeout=...) is not supported yet: bound waits with "
-                "wait_for_signal(timeout=...) and activities with @activity(timeout=...); "
-                "a workflow argument named timeout goes in kwargs={'timeout': ...}"
-            )
+        self.timeout = check_seconds(timeout, "timeout")  # the whole run's: `deadlines.py`
         self.delay = _seconds(delay)
 
 
@@ -133,8 +129,10 @@ class StartAPI:
           left behind); the same id for another workflow raises `RunConflict`.
         - `queue`: the queue to record the run on (default: the workflow's).
         - `delay`: seconds (or a `timedelta`) the run stays pending before it starts.
-        - `priority` (only 0) and `timeout` (only None) are reserved: other values raise
-          `NotImplementedError`.
+        - `timeout`: seconds (or a `timedelta`) the whole run may take, counted from now
+          (default: the workflow's `@workflow(timeout=...)`, else none): then the run gets
+          `Cancelled` (its sagas roll back) and ends cancelled, "timed out".
+        - `priority` (only 0) is reserved: other values raise `NotImplementedError`.
         - `protocols`: `{Proto: implementation}` for `stub_protocol` proxies.
 
         Raises `TypeError` if `fn` is not a `@workflow` (an activity, a plain function),

@@ -199,6 +199,25 @@ def test_cancel_stops_an_async_activity_in_flight_through_its_task() -> None:
     assert calls == ["activity started", "activity cancelled", "cancel after"]
 
 
+def test_terminate_and_timeout_reach_an_async_run_at_its_await() -> None:
+    with Engine(MemoryStore()) as engine:
+        # terminated: the activity in flight is stopped, nothing is compensated
+        handle = engine.start(as_cancel_inflight, run_id="as-terminate")
+        wait_until(lambda: calls, what="the activity to start")
+        engine.terminate("as-terminate", reason="duplicate")
+        with pytest.raises(intemporal.Cancelled):
+            handle.result(timeout=10)
+        assert calls == ["activity started", "activity cancelled"]  # no "cancel after"
+        assert engine.get_run("as-terminate").status is RunStatus.CANCELLED
+
+        # timed out: Cancelled at the signal wait, the saga rolls back
+        calls.clear()
+        handle = engine.start(as_trip, 5, "pay", run_id="as-timeout-run", timeout=0.5)
+        with pytest.raises(intemporal.Cancelled, match="timed out"):
+            handle.result(timeout=10)
+        assert calls == ["book hotel", "book flight", "cancel flight-1", "cancel hotel-1"]
+
+
 # -- signals -----------------------------------------------------------------------------------
 @intemporal.workflow
 async def as_approval(timeout: float) -> str:

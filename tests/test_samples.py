@@ -139,8 +139,24 @@ def check_async_crawl(out: str) -> None:
     assert "the sync Engine ran it too: 5 pages" in out
 
 
+def check_long_runs(out: str) -> None:
+    assert "old run -> charged by v1, new run -> charged by v2 (replay: deterministic both)" in out
+    assert re.search(
+        r"fork: +src-\w+ failed at step 2; fork fix-\w+ -> shipped order-9 \(reserve ran 1 time\)",
+        out,
+    ), out
+    assert re.search(r"continue: +poll-\w+ -> 5 after 5 runs of 3 events each", out), out
+    assert re.search(
+        r"timeout: +trip-\w+ cancelled \(timed out\); compensations: unbook hotel", out
+    ), out
+    assert re.search(
+        r"terminate: +stuck-\w+ cancelled \(terminated: duplicate\); compensations: none", out
+    ), out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
     "async_crawl.py": check_async_crawl,
+    "long_runs.py": check_long_runs,
     "secret_token.py": check_secret_token,
     "tracing.py": check_tracing,
     "observers.py": check_observers,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
 from ..handle import RunHandle, _Execution
 from ..store import Lease, Store
+from ..versions import OtherVersions
 
 log = logging.getLogger("intemporal")
 
@@ -28,6 +29,7 @@ class Worker:
     worker: bool
     queues: list[str] | None
     engine_id: str
+    versions: frozenset[str | None] | None
     threads: int
     halted: dict[str, BaseException]
     adopted: collections.deque[RunHandle[Any]]
@@ -65,7 +67,9 @@ class Worker:
         On a store shared by hosts (`Store.shared_by_hosts`) it claims no more runs than it
         has free threads: the rest stay for other workers instead of queueing here.
         """
-        skip = _Held(self, halted=not busy_only)
+        skip: Container[str] = _Held(self, halted=not busy_only)
+        if self.versions is not None and not busy_only:  # `versions.py`: only runs of these
+            skip = OtherVersions(skip, self.store, self.versions)
         queues = None if busy_only else self.queues
         limit = None
         if self.store.shared_by_hosts:

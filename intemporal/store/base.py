@@ -36,7 +36,8 @@ from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunState, RunStatus, fold
 
 POLL = 0.02  # seconds between looks of the polling `Store.wait`
 
-_RUN_ID = re.compile(r"[A-Za-z0-9\-_.:@/]{1,200}")
+# `~<n>` ends a segment only: the ids continue-as-new gives ("order-42~3", "r/2~1")
+_RUN_ID = re.compile(r"(?=.{1,200}$)(?:[A-Za-z0-9\-_.:@/]|~[0-9]+(?=/|$))+", re.S)
 
 
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -64,7 +65,8 @@ def check_run_id(run_id: object) -> str:
     """Return `run_id` if it is safe as a name (and a path); raise `ValueError` otherwise.
 
     1-200 characters of letters, digits and `-_.:@/`, no leading `/`, no empty, `.` or `..`
-    segment: a run id becomes a file path in the file store and must never escape it.
+    segment: a run id becomes a file path in the file store and must never escape it. A
+    segment may end in `~<digits>`, as the runs of a continue-as-new chain do ("r~2").
     """
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
         raise ValueError(
@@ -94,6 +96,7 @@ class RunInfo:
     steps: int = 0
     orphaned: bool = False
     owner: str | None = None  # the engine that parked a waiting run
+    version: str | None = None  # the `Engine(version=...)` that started it
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def matches(self, status: RunStatus | None, workflow: str | None) -> bool:
@@ -122,6 +125,7 @@ class RunInfo:
             "owner": self.owner,
             "result": masked(self.raw.get("result")),
             "error": self.error,
+            "version": self.version,
         }
 
 
@@ -150,6 +154,7 @@ def summarize_state(run_id: str, state: RunState, claimed: bool) -> RunInfo:
         steps=state.steps,
         orphaned=orphaned,
         owner=state.owner if status is RunStatus.WAITING else None,
+        version=state.code_version,
         raw=raw,
     )
 

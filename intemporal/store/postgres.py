@@ -53,7 +53,7 @@ RESCAN = 1.0  # seconds between looks for claimable runs nobody rang for (the sa
 IDLE = 8  # connections kept open for reuse
 STATE = (
     "run_id, workflow, status, queue, parent, wake_at, steps, created_at, updated_at,"
-    " engine, last, outcome"
+    " engine, last, outcome, code_version"
 )
 UNFINISHED = "status IN ('pending', 'running', 'waiting')"
 READY = f"""{UNFINISHED} AND (lease_owner IS NULL OR lease_expires < now())
@@ -84,6 +84,7 @@ def _state(row: tuple[Any, ...]) -> RunState:
         owner=row[9],
         last=row[10],
         outcome=json.loads(row[11]),
+        code_version=row[12],
     )
 
 
@@ -100,6 +101,7 @@ def _columns(s: RunState) -> dict[str, Any]:
         "engine": s.owner,
         "last": s.last,
         "outcome": json.dumps(s.outcome),
+        "code_version": s.code_version,
     }
 
 

@@ -70,6 +70,8 @@ MIGRATIONS: list[str] = [
         RETURN NULL;
     END $$;
     """,
+    # 2: the code version that started each run (`Engine(version=...)`)
+    "ALTER TABLE runs ADD COLUMN code_version text;",
 ]
 VERSION = len(MIGRATIONS)
 
