@@ -22,6 +22,7 @@ from test_tracing import Spans, span_id
 
 import intemporal
 from intemporal import Engine, FileStore, MemoryStore, RunStatus, Store, async_replay
+from intemporal.verify import verify_replay
 
 FAST = intemporal.RetryPolicy(max_attempts=3, initial_interval=0.01)
 calls: list[str] = []
@@ -372,6 +373,23 @@ async def as_changing() -> str:
         await as_charge(1)
     await intemporal.wait_for_signal_async("go")
     return "done"
+
+
+def test_intemporal_replay_checks_an_async_run_without_running_it() -> None:
+    store = MemoryStore()
+    with Engine(store) as engine:
+        engine.start(as_changing, run_id="as-check")
+        wait_until(lambda: of_type(engine, "as-check", "signal_wait"), what="the wait")
+    calls.clear()
+    ok, message = verify_replay(store, "as-check")
+    assert ok and message.startswith("deterministic: 1 recorded step replay"), message
+    VERSION["step"] = "as_charge"
+    try:
+        ok, message = verify_replay(store, "as-check")
+    finally:
+        VERSION["step"] = "as_book"
+    assert not ok and message == "mismatch at step 1: recorded 'as_book', now 'as_charge'"
+    assert calls == []  # nothing ran
 
 
 def test_nondeterminism_is_detected_and_the_journal_left_untouched() -> None:
