@@ -22,6 +22,9 @@ happen, because several parts of one run (tasks) run at once:
   sees the same winner and the workflow takes the same branch. A timer's or a child run's
   end is not journaled in the parent: a replay places it by time, before the first event
   journaled after it fired (a race decided within a few milliseconds may replay either way).
+  A replay whose code awaits its recorded steps in another order (it waits for an outcome
+  queued behind one nothing awaits) raises `NonDeterminismError` after `STALL` seconds
+  without a step, instead of hanging; the journal is left as it is.
 - **Cancellation is delivered at an await**: the wait in progress (a sleep, a signal wait)
   raises `Cancelled`, and every async activity in flight is cancelled through its task
   (journaled as failed with `Cancelled`); a sync activity in flight sees it with
