@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
+from dataclasses import fields
 from typing import Any, ParamSpec, TypeVar, overload
 
 from .api import Workflow
@@ -28,6 +29,7 @@ from .store import RunInfo, RunStatus, Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class AsyncEngine:
@@ -108,22 +110,25 @@ class AsyncEngine:
         (see `Engine.get_event`)."""
         return await self._call(self.engine.get_event, run_id, key, timeout)
 
-    async def get_run(self, run_id: str) -> RunInfo:
-        """The run's `RunInfo`; `RunNotFound` for an unknown id."""
-        return await self._call(self.engine.get_run, run_id)
+    # Quick reads of the store: answered at once, and awaitable too (`await engine.get_run(r)`
+    # and `engine.get_run(r)` both give the `RunInfo`), as a sync caller or an async one expects.
+    def get_run(self, run_id: str) -> _ReadyInfo:
+        """The run's `RunInfo` (also awaitable); `RunNotFound` for an unknown id."""
+        info = self.engine.get_run(run_id)
+        return _ReadyInfo(**{f.name: getattr(info, f.name) for f in fields(info)})
 
-    async def list_runs(
+    def list_runs(
         self,
         status: RunStatus | str | None = None,
         workflow: str | None = None,
         limit: int | None = None,
-    ) -> list[RunInfo]:
-        """Runs, newest first, optionally filtered (see `Engine.list_runs`)."""
-        return await self._call(self.engine.list_runs, status, workflow, limit)
+    ) -> _ReadyList[RunInfo]:
+        """Runs, newest first, optionally filtered (see `Engine.list_runs`); also awaitable."""
+        return _ReadyList(self.engine.list_runs(status, workflow, limit))
 
-    async def history(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's journal events, oldest first (see `Engine.history`)."""
-        return await self._call(self.engine.history, run_id)
+    def history(self, run_id: str) -> _ReadyList[dict[str, Any]]:
+        """The run's journal events, oldest first (see `Engine.history`); also awaitable."""
+        return _ReadyList(self.engine.history(run_id))
 
     def handle(self, run_id: str) -> RunHandle[Any]:
         """A handle to an existing run (`await handle.result_async()`); `RunNotFound` if none."""
@@ -149,3 +154,22 @@ class AsyncEngine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _ready(value: T) -> Generator[Any, None, T]:
+    return value
+    yield  # a generator: `await` on it returns `value` at once
+
+
+class _ReadyInfo(RunInfo):
+    """A `RunInfo` that may also be awaited (it is ready)."""
+
+    def __await__(self) -> Generator[Any, None, RunInfo]:
+        return _ready(self)
+
+
+class _ReadyList(list[T]):
+    """A list that may also be awaited (it is ready)."""
+
+    def __await__(self) -> Generator[Any, None, list[T]]:
+        return _ready(self)

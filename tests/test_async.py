@@ -539,8 +539,11 @@ def test_async_engine_api(store: Store) -> None:
                 await cancelled.result_async(timeout=10)
             with pytest.raises(TimeoutError):
                 await (await engine.start(as_approval, 30.0, run_id="ae-t")).result_async(0.05)
-            info = await engine.get_run("ae-run")
+            info = await engine.get_run("ae-run")  # quick reads: awaited, or not
             assert info.status is RunStatus.COMPLETED
+            assert engine.get_run("ae-run").status is RunStatus.COMPLETED
+            assert {r.run_id for r in await engine.list_runs()} >= {"ae-run", "ae-wait"}
+            assert engine.history("ae-run")[-1]["type"] == "run_completed"
         # leaving the block leaves the waiting run resumable
         async with intemporal.AsyncEngine(store) as engine:
             handle = await engine.resume("ae-t")
