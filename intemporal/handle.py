@@ -119,8 +119,15 @@ class RunHandle(Generic[R]):
         `StoreUnavailable` if the store failed under the run (it stays resumable), instead
         of waiting; an interrupt the workflow raised (`KeyboardInterrupt`, `SystemExit`)
         is raised again here. On a virtual clock (`intemporal.testing`) waiting here lets
-        the run's timers fire at once.
+        the run's timers fire at once. Called on the event loop its async run executes on,
+        it raises `RuntimeError` (waiting would stop that loop): `await result_async()` there.
         """
+        exe = self._exe or self.engine.execution(self.run_id)
+        if exe is not None and exe.ctx is not None and _on_its_loop(exe.ctx):
+            raise RuntimeError(
+                f"handle.result() on the event loop that executes run {self.run_id!r} would "
+                f"never return: use `await handle.result_async()`"
+            )
         with self.engine.clock.awaited():
             return self._wait(timeout)
 
@@ -204,6 +211,15 @@ class RunHandle(Generic[R]):
     def signal(self, name: str, payload: Any = None, signal_id: str | None = None) -> None:
         """Send the run a signal (see `Engine.signal`)."""
         self.engine.signal(self.run_id, name, payload, signal_id=signal_id)
+
+
+def _on_its_loop(ctx: RunContext) -> bool:
+    """Whether this thread runs the event loop that executes `ctx`'s async run."""
+    loop = getattr(ctx, "loop", None)
+    try:
+        return loop is not None and asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop runs on this thread
+        return False
 
 
 def _remaining(deadline: float | None) -> float | None:

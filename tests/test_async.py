@@ -528,6 +528,8 @@ def test_async_engine_api(store: Store) -> None:
             handle = await engine.start(as_approval, 30.0, run_id="ae-wait")
             again = await engine.start(as_approval, 30.0, run_id="ae-wait")  # idempotent
             assert await engine.get_event("ae-wait", "state", timeout=5) == "waiting"
+            with pytest.raises(RuntimeError, match=r"await handle\.result_async\(\)"):
+                handle.result(timeout=1)  # on the loop the run needs: refused, not a hang
             await engine.signal("ae-wait", "approve", {"by": "bo"})
             assert await again.result_async(timeout=10) == "approved by bo"
             assert await handle.result_async() == "approved by bo"
