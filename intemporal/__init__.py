@@ -45,7 +45,9 @@ from .handle import RunHandle
 from .lineage import continue_as_new
 from .observe import LoggingObserver, Observer
 from .patching import deprecate_patch, patched
+from .queues import Queue
 from .saga import Saga, saga
+from .schedules import scheduled
 from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (
     DurableFuture,
@@ -80,6 +82,7 @@ __all__ = [
     "NonDeterminismError",
     "Observer",
     "PostgresStore",
+    "Queue",
     "RemoteError",
     "RetryPolicy",
     "RunConflict",
@@ -110,6 +113,7 @@ __all__ = [
     "patched",
     "run_id",
     "saga",
+    "scheduled",
     "set_event",
     "side_effect",
     "sleep",

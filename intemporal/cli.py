@@ -23,7 +23,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from . import cli_control, cli_inspect, cli_worker  # noqa: F401 - they register their commands
+from . import cli_control, cli_inspect, cli_queues, cli_worker  # noqa: F401 - they register their commands
 from . import cli_render as render
 from . import cli_timeline as view
 from .cli_render import Outcome, describe, exit_code
@@ -345,6 +345,20 @@ def start(
     queue: Annotated[
         str | None, typer.Option(metavar="QUEUE", help="The queue to record the run on.")
     ] = None,
+    priority: Annotated[
+        int,
+        typer.Option(
+            metavar="N", help="Within its queue, a lower N starts first (ties: the older)."
+        ),
+    ] = 0,
+    delay: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Keep the run pending this long first: 30s, 15m, 2h, 1d.",
+            show_default=False,
+        ),
+    ] = None,
     timeout: TimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -362,14 +376,24 @@ def start(
       intemporal start shop.flows:checkout '["order-42", 100]' --run-id order-42
       intemporal start shop.flows:checkout '{"order_id": "order-43", "amount": 5}'
       intemporal start shop.flows:nightly --detach
+      intemporal start shop.flows:remind '["u-7"]' --queue emails --delay 30s
     """
     wf = _load_target(target)
     args, kwargs = _parse_args(args_json)
+    seconds = parse_age(delay, "--delay", "30s") if delay is not None else None
     if run_id is not None:
         check_run_id(run_id)
     with _engine(ctx, worker=wait, create=True) as engine:
         known = engine.store.exists(run_id) if run_id is not None else False
-        handle = engine.start(wf, *args, run_id=run_id, kwargs=kwargs, queue=queue)
+        handle = engine.start(
+            wf,
+            *args,
+            run_id=run_id,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            delay=seconds,
+        )
         if known:  # idempotent start: say so, then report the run as it stands
             info = engine.get_run(handle.run_id)
             what = "already ran" if info.status.finished else "already exists"

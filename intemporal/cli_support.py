@@ -284,11 +284,11 @@ _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_age(text: str) -> float:
+def parse_age(text: str, option: str = "--older-than", example: str = "7d") -> float:
     """Seconds in an age such as "90s", "15m", "12h", "7d" or "2w" (a bare number is seconds)."""
     m = _AGE.fullmatch(text.strip().lower())
     if m is None:
-        raise UserError(f"--older-than {text!r}: use a number and s, m, h, d or w, e.g. 7d", 2)
+        raise UserError(f"{option} {text!r}: use a number and s, m, h, d or w, e.g. {example}", 2)
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 

@@ -157,7 +157,8 @@ def worker(
     and how each ended. On a terminal a status line counts runs executing, waiting, done
     and failed per queue, and the uptime; elsewhere each line starts with its time.
     --json prints one object per line (ts, event, run_id, ...). With --queue it serves
-    only those queues. On Ctrl-C the runs stop at their next durable operation and stay
+    only those queues, within the limits the imported modules declare (intemporal.Queue);
+    it also fires the @intemporal.scheduled workflows they declare. On Ctrl-C the runs stop at their next durable operation and stay
     resumable. --once watches the runs it took until each ends or parks to wait for a
     signal or a distant timer, then exits with the codes of `resume`: 1 if a run ended
     failed (or could not be resumed), else 0.

@@ -50,11 +50,14 @@ from .observe import (
     Observers,
 )
 from .parking import Parking
+from .queues import Queue, split
 from .replay import current
 from .runs import check_same_run, first_event, rebuild_protocols, recorded_args
 from .runs import new_run_id as random_id
 from .runtime.executor import Executor, closed_error
+from .runtime.queues import QueueRuntime
 from .runtime.worker import Worker
+from .schedules import Scheduler
 from .start_api import StartAPI, StartOptions
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .tracing import tracing_observer
@@ -73,8 +76,10 @@ class Engine(Worker, Executor, StartAPI):
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
     a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
     nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
-    without executing them. Leaving `with` stops taking work, lets in-flight activities
-    finish and leaves every unfinished run durable and resumable. `clock`: the time source
+    without executing them. `queues`: the queues a worker takes runs of (None: all), as
+    names or `intemporal.Queue`s whose limits it keeps (README "Queues and schedules"); a
+    worker also fires the `@scheduled` workflows of those queues. Leaving `with` stops
+    taking work, lets in-flight activities finish and leaves every unfinished run durable and resumable. `clock`: the time source
     (default the real one; `intemporal.testing` passes a virtual one that skips waits).
     `strict=True` refuses a store others may write (`UnsafeStore`). `observers`:
     `intemporal.Observer`s told of each run and step (a `LoggingObserver` is always there).
@@ -93,7 +98,7 @@ class Engine(Worker, Executor, StartAPI):
         store: Store | str | os.PathLike[str] | None = None,
         *,
         threads: int = 8,
-        queues: list[str] | None = None,
+        queues: Sequence[str | Queue] | None = None,
         worker: bool = True,
         durability: str = "fsync",
         codec: str = "auto",
@@ -123,7 +128,8 @@ class Engine(Worker, Executor, StartAPI):
         self.observer = Observers([LoggingObserver(), *observers, *extra])
         self.clock = clock or Clock()
         self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close
-        self.threads, self.queues, self.worker = threads, queues, worker
+        self.queues, given = split(queues)  # names served, and the `Queue`s among them
+        self.threads, self.worker = threads, worker
         self.durability, self.codec, self.sync = durability, codec, durability == "fsync"
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intemporal-run")
         self._activity_pool: ThreadPoolExecutor | None = None
@@ -152,6 +158,18 @@ class Engine(Worker, Executor, StartAPI):
         self._loop: Any = None  # where async runs execute: our LoopThread's, or AsyncEngine's
         self._loop_thread: Any = None
         self._async_runs: set[Any] = set()
+        self._queue_rt = QueueRuntime(
+            self.store,
+            given,
+            self.queues,
+            held=lambda: list(self._active) + list(self._sleeping),
+            poll=self._poll_queues,
+            closing=self._closing,
+        )
+        self._scheduler = Scheduler(self.start, self.store, self.clock, self._closing, self.queues)
+        if worker:
+            self._queue_rt.start()  # serving a limited queue: take its runs as room frees
+            self._scheduler.start()  # `@scheduled` workflows imported: fire their ticks
 
     # -- starting and resuming (`start` and `run` are typed in `start_api.py`) --------------
     def _start(
@@ -173,7 +191,11 @@ class Engine(Worker, Executor, StartAPI):
         if start_at is not None:
             first["start_at"] = start_at
         stamp(first, self.version, deadline_for(start_at or now, opts.timeout, wf.timeout))
+        if opts.priority:
+            first["priority"] = opts.priority
         self._with_headers(first)  # on the caller's thread: a tracer takes its span here
+        if self._queue_rt.limited(first["queue"]) is not None:
+            return self._start_queued(run_id, first, wf, protocols)
         exe = _Execution(run_id, wf, args, kwargs, protocols)
         exe.start_at = start_at
         if inline and self.worker and current() is None:
@@ -190,6 +212,17 @@ class Engine(Worker, Executor, StartAPI):
                 return RunHandle(self, run_id)
             return RunHandle(self, run_id, self._launch(exe, [first]))
         return self._existing(run_id, wf, protocols)
+
+    def _start_queued(
+        self, run_id: str, first: Event, wf: Workflow[Any, Any], protocols: dict[type, Any]
+    ) -> RunHandle[Any]:
+        """Record a run of a limited queue pending: a worker starts it when the queue has room."""
+        if not self._create(run_id, first):
+            return self._existing(run_id, wf, protocols)
+        self.store.notify(run_id)
+        if self.worker:
+            self._queue_rt.started(first["queue"])
+        return RunHandle(self, run_id)
 
     def _create(self, run_id: str, first: Event) -> bool:
         with store_call(run_id, f"create run {run_id!r}", caller=True, started=False):

@@ -134,7 +134,8 @@ class RunState:
     waiting run's timer fires (None: it waits for a message only); `steps` counts
     completed activities; `outcome` is the event that ended the run (or {}); `owner`
     the engine that parked a waiting run, where it recorded one; `code_version` the
-    `Engine(version=...)` that started it (None: none recorded).
+    `Engine(version=...)` that started it (None: none recorded); `priority` and
+    `start_at` (epoch seconds, None: at once) order and delay its start in its queue.
     """
 
     run_id: str = ""
@@ -150,6 +151,8 @@ class RunState:
     last: str = ""
     outcome: Event = field(default_factory=dict)
     code_version: str | None = None
+    priority: int = 0
+    start_at: float | None = None
 
 
 def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
@@ -167,6 +170,7 @@ def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
             s.run_id = ev.get("run_id", s.run_id)
             s.workflow = ev.get("workflow", "?")
             s.queue, s.parent = ev.get("queue"), ev.get("parent")
+            s.priority, s.start_at = ev.get("priority", 0), ev.get("start_at")
             s.created_at = ev.get("ts", 0.0)
             s.code_version = ev.get("code_version")
             continue

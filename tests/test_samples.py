@@ -154,9 +154,19 @@ def check_long_runs(out: str) -> None:
     ), out
 
 
+def check_queues(out: str) -> None:
+    assert "first two sent: urgent-0, urgent-1 (priority 0" in out
+    assert "at most 2 at once (concurrency=2)" in out
+    late = re.search(r"reminder started ([0-9.]+) s after", out)
+    assert late is not None and float(late.group(1)) >= 0.5, out
+    ticks = re.findall(r"heartbeat@(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)", out)
+    assert len(ticks) == 2 and ticks[0] < ticks[1], out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
     "async_crawl.py": check_async_crawl,
     "long_runs.py": check_long_runs,
+    "queues.py": check_queues,
     "secret_token.py": check_secret_token,
     "tracing.py": check_tracing,
     "observers.py": check_observers,

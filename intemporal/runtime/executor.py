@@ -105,6 +105,9 @@ class Executor:
     _async_runs: set[concurrent.futures.Future[None]]
 
     if TYPE_CHECKING:
+        from .queues import QueueRuntime
+
+        _queue_rt: QueueRuntime
 
         def poke(self, run_id: str) -> None: ...
         def _hold(self) -> str: ...
@@ -236,6 +239,9 @@ class Executor:
             with store_call(exe.run_id, f"claim run {exe.run_id!r}"):
                 if lease is None:
                     lease = self.store.claim(exe.run_id)
+                    # Claimed only now: another engine (an idempotent start of the same id,
+                    # a worker's look) may have executed it since `events` were read.
+                    events = None
                 if lease is not None and events is None:
                     events = self.store.read(exe.run_id)
             if lease is None or events is None:  # another process owns it: the handle
@@ -283,6 +289,7 @@ class Executor:
                     self._parking.park(exe, value.until)
             exe.done.set()
             self.changed.notify_all()
+        self._queue_rt.kick()  # a slot of its queue may be free: look now, not at the next poll
         if exe.terminal and exe.parent and not exe.inline:
             try:  # the parent may wait for this child, here or in another process
                 self.store.send(

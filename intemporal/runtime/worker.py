@@ -14,6 +14,7 @@ import threading
 from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..clock import Clock
 from ..errors import StoreError
 from ..handle import RunHandle, _Execution
 from ..store import Lease, Store
@@ -33,14 +34,17 @@ class Worker:
     threads: int
     halted: dict[str, BaseException]
     adopted: collections.deque[RunHandle[Any]]
+    clock: Clock
     _mutex: threading.RLock
     _active: dict[str, _Execution]
     _sleeping: dict[str, tuple[Any, float | None]]
 
     if TYPE_CHECKING:
         from ..parking import Parking
+        from .queues import QueueRuntime
 
         _parking: Parking
+        _queue_rt: QueueRuntime
 
         @property
         def closing(self) -> bool: ...
@@ -76,7 +80,33 @@ class Worker:
             limit = max(self.threads - len(self._active), 0)
             if limit == 0:
                 return []
-        return self.store.claim_next(self.engine_id, queues, limit, among=run_ids, skip=skip)
+        return self.store.claim_next(
+            self.engine_id,
+            queues,
+            limit,
+            among=run_ids,
+            skip=skip,
+            specs=self._queue_rt.specs(),
+            now=self.clock.time(),
+        )
+
+    def _poll_queues(self, names: list[str]) -> None:
+        """Start the runs limited queues `names` admit now, as many as there are free threads."""
+        limit = self.threads - len(self._active)
+        if not names or limit <= 0 or not self.worker or self.closing:
+            return
+        leases = self.store.claim_next(
+            self.engine_id,
+            names,
+            limit,
+            skip=_Held(self, halted=True),
+            specs=self._queue_rt.specs(),
+            now=self.clock.time(),
+        )
+        for lease in leases:
+            handle = self._take(lease)
+            if handle is not None:
+                self.adopted.append(handle)
 
     def recover(self) -> list[RunHandle[Any]]:
         """Resume every unfinished run that no live process owns; return their handles.
@@ -85,6 +115,7 @@ class Worker:
         runs recorded by clients (`Engine(worker=False)`) of the queues it serves.
         """
         self._parking.start()
+        self._queue_rt.start()
         handles = []
         for lease in self._claim_ready(None):
             handle = self._take(lease)
