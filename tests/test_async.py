@@ -9,6 +9,7 @@ resuming one.
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 import threading
@@ -360,6 +361,61 @@ def test_as_completed_is_replayed_in_the_recorded_order() -> None:
             assert handle.result(timeout=10) == ["second", "third", "first"]
     finally:
         DELAYS.update(first=0.3, second=0.02, third=0.15)
+
+
+TIMES: dict[int, float] = {}
+
+
+@intemporal.activity
+async def as_step(k: int) -> int:
+    await asyncio.sleep(TIMES.get(k, 0.01))
+    return k
+
+
+async def as_branch(k: int) -> int:
+    """Steps that depend on the one before, so their numbers depend on who finished first."""
+    first = await as_step(k)
+    if first % 2:
+        return first + sum(await asyncio.gather(as_step(k + 100), as_step(k + 200)))
+    return first + await as_step(k + 300)
+
+
+@intemporal.workflow
+async def as_branches() -> list[int]:
+    before = await asyncio.gather(*(as_branch(k) for k in range(5)))
+    await intemporal.wait_for_signal_async("go")
+    return list(before) + list(await asyncio.gather(*(as_branch(k) for k in range(5, 7))))
+
+
+def replay_after_a_stop(seed: int) -> None:
+    rnd = random.Random(seed)
+    keys = [k + o for k in range(7) for o in (0, 100, 200, 300)]
+    store = MemoryStore()
+    TIMES.update({k: rnd.uniform(0, 0.03) for k in keys})
+    with Engine(store) as engine:  # stopped at a random moment: the run stays resumable
+        engine.start(as_branches, run_id="as-branches")
+        time.sleep(rnd.uniform(0.0, 0.08))  # the moment is the point: any moment will do
+    TIMES.update({k: rnd.uniform(0, 0.03) for k in keys})  # other timings now
+    with Engine(store) as engine:
+        handle = engine.resume("as-branches")
+        wait_until(lambda: of_type(engine, "as-branches", "signal_wait"), what="the wait")
+        handle.signal("go")
+        assert handle.result(timeout=10) == [
+            k + (2 * k + 300 if k % 2 else k + 300) for k in range(7)
+        ]
+    ok, message = verify_replay(store, "as-branches")  # and its whole journal replays
+    assert ok and message.endswith("the workflow returned"), message
+
+
+def test_branches_of_several_steps_replay_the_same_after_a_stop_at_any_moment() -> None:
+    for seed in range(3):
+        replay_after_a_stop(seed)
+
+
+@pytest.mark.slow
+def test_branches_replay_the_same_soak() -> None:
+    for seed in range(3, 60):
+        replay_after_a_stop(seed)
 
 
 VERSION = {"step": "as_book"}
