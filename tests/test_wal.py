@@ -28,6 +28,7 @@ from intemporal.events import TERMINAL_EVENTS
 from intemporal.housekeeping import collectable, delete_trees
 from intemporal.store import wal as wal_module
 from intemporal.store import walfile
+from intemporal.store.base import Lease
 from intemporal.store.wal import WriteAheadLog
 
 pytestmark = pytest.mark.skipif(not walfile.supported(), reason="no flock/pwritev/boot id")
@@ -186,15 +187,23 @@ def _reboot(monkeypatch: pytest.MonkeyPatch, boot: str) -> None:
     monkeypatch.setattr(walfile, "boot_id", lambda: boot)
 
 
+def _run_in_boot_a(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool = True
+) -> tuple[Path, FileStore, Lease]:
+    """A store opened in boot "a", and its run "r" created claimed."""
+    _reboot(monkeypatch, "boot-a")
+    root = tmp_path / "s"
+    store = FileStore(root)
+    lease = store.create_claimed("r", _started(), sync=sync)
+    assert lease is not None
+    return root, store, lease
+
+
 def test_after_a_reboot_opening_the_store_puts_back_what_the_journals_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a run with three synced steps and a signal, in boot A
-    _reboot(monkeypatch, "boot-a")
-    root = tmp_path / "s"
-    store = FileStore(root)
-    lease = store.create_claimed("r", _started())
-    assert lease is not None
+    root, store, lease = _run_in_boot_a(tmp_path, monkeypatch)
     for j in range(3):
         lease.append({"type": "side_effect", "seq": j + 1, "name": "n", "ts": 1.0}, True)
     lease.release()
@@ -425,18 +434,14 @@ def test_a_run_journaled_without_syncs_then_resumed_durably_is_logged_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a run whose first lines were written by a flush-mode execution (never synced)
-    _reboot(monkeypatch, "boot-a")
-    root = tmp_path / "s"
-    store = FileStore(root)
-    lease = store.create_claimed("r", _started(), sync=False)
-    assert lease is not None
+    root, store, lease = _run_in_boot_a(tmp_path, monkeypatch, sync=False)
     lease.append({"type": "side_effect", "seq": 1, "name": "n", "ts": 1.0}, False)
     lease.release()
     # When a durable execution claims it and appends one synced line
-    lease = store.claim("r")
-    assert lease is not None
-    lease.append({"type": "side_effect", "seq": 2, "name": "n", "ts": 1.0}, True)
-    lease.release()
+    again = store.claim("r")
+    assert again is not None
+    again.append({"type": "side_effect", "seq": 2, "name": "n", "ts": 1.0}, True)
+    again.release()
     store.close()
     journal = (root / "r.jsonl").read_bytes()
     # Then a power cut that loses the whole journal loses nothing acknowledged: the
