@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -15,9 +14,7 @@ def test_quick_bench_prints_a_figure_for_every_scenario(tmp_path: Path) -> None:
     # Given the bench at its smoke sizes, without the DBOS baseline
     results = tmp_path / "RESULTS.md"
     cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--no-dbos"]
-    t0 = time.monotonic()
-
-    # When it runs
+    # When it runs (`timeout` only stops a hang: speed is the bench's business, not a test's)
     proc = subprocess.run(
         [*cmd, "--results", str(results)],
         cwd=REPO,
@@ -25,11 +22,9 @@ def test_quick_bench_prints_a_figure_for_every_scenario(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    elapsed = time.monotonic() - t0
 
-    # Then it succeeds quickly, and every scenario 1-7 printed a figure (or says why not)
+    # Then it succeeds, and every scenario 1-7 printed a figure (or says why not)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert elapsed < 20, f"the quick bench took {elapsed:.1f} s"
     for n in range(1, 8):
         figures = re.findall(rf"^  \[{n}\] .*?: intemporal (\S+)", proc.stdout, re.MULTILINE)
         assert figures, f"scenario {n} printed no figure:\n{proc.stdout[-3000:]}"
