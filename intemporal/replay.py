@@ -39,6 +39,7 @@ from .events import (
     CANCEL,
     CANCEL_DELIVERED,
     CHILD_STARTED,
+    OWNER,
     RUN_FAILED,
     RUN_RESUMED,
     SIGNAL,
@@ -91,6 +92,7 @@ class Host(Protocol):
     sync: bool
     observer: Observers
     clock: Clock
+    engine_id: str  # stamped on every event an execution appends (`owner`)
 
     @property
     def closing(self) -> bool: ...
@@ -181,7 +183,8 @@ class RunContext:
 
     # -- the journal --------------------------------------------------------------------
     def append(self, event: Event, sync: bool | None = None) -> None:
-        """Append an event stamped with the time; a storage failure stops the run unrecorded.
+        """Append an event stamped with the time and the engine (`owner`); a storage failure
+        stops the run unrecorded.
 
         Any exception of the store (an `OSError`, a database driver's) raises `StoreFailure`,
         which user code does not catch, and every later append of this execution raises it
@@ -191,6 +194,7 @@ class RunContext:
         if self.store_failed is not None:
             raise self.store_failed
         event["ts"] = round(self.host.clock.time(), 6)
+        event.setdefault(OWNER, self.host.engine_id)  # which engine executed this step
         try:
             if self.marker is not None:
                 self._write_marker(event["ts"])
@@ -204,7 +208,7 @@ class RunContext:
         # Before this execution's first line, unsynced: the line after it syncs both.
         with self._marker_lock:  # a submitted activity may append at the same moment
             if self.marker is not None:
-                self.lease.append({**self.marker, "ts": ts}, False)
+                self.lease.append({**self.marker, "ts": ts, OWNER: self.host.engine_id}, False)
                 self.marker = None
 
     def next(self, name: str) -> tuple[int, Event | None]:

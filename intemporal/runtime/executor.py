@@ -30,6 +30,7 @@ from ..errors import (
 from ..events import (
     CHILD_DONE,
     FINAL_EVENTS,
+    OWNER,
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
@@ -240,7 +241,11 @@ class Executor:
         # its journal, with its first new event (`RunContext.marker`).
         after = "failure" if last == RUN_FAILED else "waiting" if last == RUN_SUSPENDED else "crash"
         if len(events) > 1 and after == "failure":
-            resumed: Event = {"type": RUN_RESUMED, "ts": round(self.clock.time(), 6)}
+            resumed: Event = {
+                "type": RUN_RESUMED,
+                "ts": round(self.clock.time(), 6),
+                OWNER: self.engine_id,
+            }
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
                 lease.append(resumed, self.sync)
             events.append(resumed)
