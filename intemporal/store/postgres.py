@@ -49,7 +49,7 @@ CONNECT = {  # a database that goes away raises within seconds instead of hangin
     "keepalives_count": 3,
     "tcp_user_timeout": 10000,
 }
-RESCAN = 1.0  # seconds between looks for claimable runs nobody rang for (the safety poll)
+RESCAN = 1.0  # most seconds between looks for claimable runs nobody rang for (safety poll)
 IDLE = 8  # connections kept open for reuse
 STATE = (
     "run_id, workflow, status, queue, parent, wake_at, steps, created_at, updated_at,"
@@ -59,6 +59,7 @@ UNFINISHED = "status IN ('pending', 'running', 'waiting')"
 READY = f"""{UNFINISHED} AND (lease_owner IS NULL OR lease_expires < now())
     AND (status <> 'waiting' OR (coalesce(engine, '') <> '' AND NOT EXISTS (
         SELECT 1 FROM engines e WHERE e.engine_id = runs.engine AND e.expires > now())))"""
+PENDING = "status = 'pending' AND lease_owner IS NULL"
 TAKE = """lease_owner = %(owner)s, lease_epoch = nextval('lease_epochs'),
     lease_expires = now() + %(lease)s * interval '1 second'"""
 
@@ -128,7 +129,8 @@ class PostgresLease(Lease):
             WHERE run_id = %(id)s AND lease_epoch = %(token)s AND lease_owner IS NOT NULL
             RETURNING events)
             INSERT INTO events (run_id, seq, body) SELECT %(id)s, events, %(body)s FROM r"""
-        if self._store._execute(query, params, "append to run", self.run_id).rowcount != 1:
+        done = self._store._execute(query, params, "append to run", self.run_id, durable=sync)
+        if done.rowcount != 1:
             self._store._held.pop(self.token, None)
             raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
         self._state = state
@@ -137,11 +139,13 @@ class PostgresLease(Lease):
         query = """UPDATE runs SET lease_expires = now() + %s * interval '1 second'
             WHERE run_id = %s AND lease_epoch = %s AND lease_owner IS NOT NULL"""
         params = (self._store.lease, self.run_id, self.token)
-        if self._store._execute(query, params, "renew the lease of", self.run_id).rowcount != 1:
+        done = self._store._execute(query, params, "renew the lease of", self.run_id, False)
+        if done.rowcount != 1:
             raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
 
     def release(self) -> None:
         self._store._held.pop(self.token, None)
+        self._store._freed = True  # a thread is free: look for pending runs at once
         try:
             self._store._release([self.token])
         except StoreUnavailable:  # the database is away: released by the heartbeat later
@@ -159,6 +163,7 @@ class PostgresStore(Store):
     """
 
     shared_by_hosts = True
+    wait_blocks = True
 
     def __init__(self, dsn: str, *, lease: float = 15.0, schema: str = "intemporal") -> None:
         global psycopg, sql
@@ -173,7 +178,7 @@ class PostgresStore(Store):
             raise ValueError(f"lease must be a positive number of seconds, not {lease!r}")
         self.dsn, self.lease, self.schema = dsn, float(lease), schema
         self.location = dsn
-        self._idle: list[Any] = []
+        self._idle: dict[bool, list[Any]] = {True: [], False: []}  # durable commits or not
         self._pool_lock = threading.Lock()
         self._held: dict[int, str] = {}  # token -> run id of the leases to renew
         self._unreleased: set[int] = set()  # tokens whose release the database missed
@@ -181,7 +186,9 @@ class PostgresStore(Store):
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
         self._listener: Any = None
-        self._rescanned = time.monotonic()
+        self._rescan_at = time.monotonic() + RESCAN  # when the next safety poll is due
+        self._heard: list[str] = []  # run ids heard by LISTEN, for the next `changes`
+        self._freed = False  # a lease was released since the last look for pending runs
         from .postgres_schema import channel, migrate
 
         self._channel = channel(schema)
@@ -192,18 +199,28 @@ class PostgresStore(Store):
         return f"PostgresStore({redact(self.dsn)!r}, schema={self.schema!r})"
 
     # -- connections -------------------------------------------------------------------------
-    def _connect(self) -> Any:
+    def _connect(self, durable: bool = True) -> Any:
         conn = psycopg.connect(self.dsn, autocommit=True, **CONNECT)
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if not durable:
+            conn.execute("SET synchronous_commit TO off")
         return conn
 
     @contextlib.contextmanager
-    def _connection(self, doing: str, run_id: str | None = None) -> Iterator[Any]:
-        """A pooled connection; a driver error becomes `StoreUnavailable` (password masked)."""
-        conn = self._reuse()
+    def _connection(
+        self, doing: str, run_id: str | None = None, durable: bool = True
+    ) -> Iterator[Any]:
+        """A pooled connection; a driver error becomes `StoreUnavailable` (password masked).
+
+        `durable=False`: one whose commits do not wait for the server's disk (a killed
+        client loses nothing, a crash of the server may lose the last ones): for what is
+        safe to lose (a release, a renewal) or asked for (an append with `sync=False`).
+        """
+        idle = self._idle[durable]
+        conn = self._reuse(idle)
         try:
             if conn is None:
-                conn = self._connect()
+                conn = self._connect(durable)
             yield conn
         except psycopg.Error as exc:
             if conn is not None:
@@ -218,25 +235,28 @@ class PostgresStore(Store):
         finally:
             if conn is not None:
                 with self._pool_lock:
-                    if len(self._idle) < IDLE and not conn.closed:
-                        self._idle.append(conn)
+                    if len(idle) < IDLE and not conn.closed:
+                        idle.append(conn)
                         conn = None
                 if conn is not None:
                     conn.close()
 
-    def _reuse(self) -> Any:
+    def _reuse(self, idle: list[Any]) -> Any:
         """An idle pooled connection still open, or None. One the server closed while it
         was idle (a restart) has something to read, a notice of its end: closed, not used."""
         while True:
             with self._pool_lock:
-                conn = self._idle.pop() if self._idle else None
+                conn = idle.pop() if idle else None
             if conn is None or not select.select([conn.fileno()], [], [], 0)[0]:
                 return conn
             conn.close()
 
-    def _execute(self, query: str, params: Any, doing: str, run_id: str | None = None) -> Result:
+    def _execute(
+        self, query: str, params: Any, doing: str, run_id: str | None = None, durable: bool = True
+    ) -> Result:
         """Run one statement (its own transaction); return the cursor, rows fetched."""
-        with self._connection(f"{doing} {run_id!r}" if run_id else doing, run_id) as conn:
+        what = f"{doing} {run_id!r}" if run_id else doing
+        with self._connection(what, run_id, durable) as conn:
             cur = conn.execute(query, params)
             return Result(cur.rowcount, cur.fetchall() if cur.description else [])
 
@@ -245,7 +265,8 @@ class PostgresStore(Store):
         if self._heart is not None and self._heart is not threading.current_thread():
             self._heart.join(timeout=5)
         with self._pool_lock:
-            idle, self._idle = self._idle, []
+            idle = [*self._idle[True], *self._idle[False]]
+            self._idle = {True: [], False: []}
             listener, self._listener = self._listener, None
         for conn in [*idle, listener]:
             if conn is not None:
@@ -270,7 +291,7 @@ class PostgresStore(Store):
     def _release(self, tokens: list[int]) -> None:
         query = """UPDATE runs SET lease_owner = NULL, lease_expires = NULL
             WHERE lease_epoch = ANY(%s)"""
-        self._execute(query, (tokens,), "release runs")
+        self._execute(query, (tokens,), "release runs", durable=False)  # lost: it expires
 
     def renew_all(self) -> None:
         """Renew every lease and engine mark this store holds, and release the leases given
@@ -286,6 +307,7 @@ class PostgresStore(Store):
                 WHERE lease_epoch = ANY(%s) AND lease_owner IS NOT NULL""",
                 (self.lease, tokens),
                 "renew leases",
+                durable=False,  # lost in a crash of the server: they expire, others take over
             )
         engines = list(self._engines)
         if engines:
@@ -294,6 +316,7 @@ class PostgresStore(Store):
                 WHERE engine_id = ANY(%s)""",
                 (self.lease, engines),
                 "renew engines",
+                durable=False,
             )
 
     def _lease(self, row: tuple[Any, ...], token: int) -> PostgresLease:
@@ -448,8 +471,10 @@ class PostgresStore(Store):
             raise RunNotFound(run_id)
 
     def notify(self, run_id: str) -> None:
-        query = "INSERT INTO doorbell (run_id) VALUES (%s)"
-        self._execute(query, (run_id,), "ring the doorbell of run", run_id)
+        # A NOTIFY alone writes nothing to disk: a listening worker hears the run's id at
+        # once (`_listen`), one that is not listening finds the run by its safety poll.
+        query = "SELECT pg_notify(%s, %s)"
+        self._execute(query, (self._channel, run_id), "ring the doorbell of run", run_id, False)
 
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         query = "SELECT id, body FROM inbox WHERE run_id = %s AND id > %s ORDER BY id"
@@ -463,36 +488,68 @@ class PostgresStore(Store):
         rows = self._execute(
             "SELECT id, run_id FROM doorbell WHERE id > %s ORDER BY id", (cursor,), "read doorbell"
         ).rows
-        ids = [r[1] for r in rows]
-        if time.monotonic() - self._rescanned >= RESCAN:
-            # The safety poll: runs nobody rang for (a dead worker's, once its lease expired).
-            self._rescanned = time.monotonic()
-            query = f"SELECT run_id FROM runs WHERE {READY} ORDER BY created_at LIMIT 100"
-            ids += [r[0] for r in self._execute(query, (), "look for ready runs").rows]
+        heard, self._heard = self._heard, []
+        ids = [r[1] for r in rows] + heard
+        if time.monotonic() >= self._rescan_at:
+            ids += self._safety_poll()
+        elif self._freed:  # the runs clients enqueued while every thread was busy
+            self._freed = False
+            query = f"SELECT run_id FROM runs WHERE {PENDING} ORDER BY created_at LIMIT 100"
+            ids += [r[0] for r in self._execute(query, (), "look for pending runs").rows]
         return list(dict.fromkeys(ids)), (rows[-1][0] if rows else cursor)
 
+    def _safety_poll(self) -> list[str]:
+        """The safety poll: runs nobody rang for (a dead worker's, once its lease expired).
+
+        The next one is due when the first lease held elsewhere expires (so a dead worker's
+        run is taken over as its lease ends), RESCAN seconds at most. (A lease released here
+        makes `changes` look for pending runs at once: a thread is free for one.)"""
+        query = f"""SELECT run_id, NULL FROM (SELECT run_id FROM runs WHERE {READY}
+                ORDER BY created_at LIMIT 100) ready
+            UNION ALL SELECT NULL, extract(epoch FROM min(lease_expires) - now()) FROM runs
+                WHERE {UNFINISHED} AND lease_expires > now() AND lease_epoch <> ALL(%s)"""
+        self._rescan_at = time.monotonic() + RESCAN
+        rows = self._execute(query, (list(self._held),), "look for ready runs").rows
+        expires = rows[-1][1] if rows and rows[-1][0] is None else None
+        if expires is not None:  # a little after it: `now()` of the claim must be past it
+            self._rescan_at = min(self._rescan_at, time.monotonic() + float(expires) + 0.01)
+        return [r[0] for r in rows if r[0] is not None]
+
     def wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
+        """As `Store.wait`, blocking on LISTEN: it returns as soon as a NOTIFY comes, and
+        queries the doorbell only then (or when the safety poll is due)."""
         if cursor is None or timeout <= 0:
             return self.changes(cursor)
         deadline = time.monotonic() + timeout
         while True:
-            ids, cursor = self.changes(cursor)
-            left = deadline - time.monotonic()
-            if ids or left <= 0:
-                return ids, cursor
-            self._listen(min(left, RESCAN))
+            now = time.monotonic()
+            if self._listen(min(deadline, self._rescan_at) - now) or (
+                self._freed or time.monotonic() >= self._rescan_at
+            ):
+                ids, cursor = self.changes(cursor)
+                if ids:
+                    return ids, cursor
+            if time.monotonic() >= deadline:
+                return [], cursor
 
-    def _listen(self, timeout: float) -> None:
-        """Block until a NOTIFY on this schema's channel, or `timeout` seconds."""
+    def _listen(self, timeout: float) -> bool:
+        """Block until a NOTIFY on this schema's channel, or `timeout` seconds; True if one
+        came, or if the doorbell must be read anyway (the listener is new, or broke)."""
         try:
             if self._listener is None:
                 self._listener = self._connect()
                 self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                pass
+                return True  # rings before it listened are in the doorbell only
+            if timeout <= 0:
+                timeout = 0.0
+            for note in self._listener.notifies(timeout=timeout, stop_after=1):
+                self._heard.append(note.payload)  # a run id (see `notify` and `ring`)
+                return True
+            return False
         except psycopg.Error:
             self._listener = None
-            time.sleep(min(timeout, 0.5))  # the next `changes` reports the database down
+            time.sleep(min(max(timeout, 0.0), 0.5))  # `changes` reports the database down
+            return True
 
     # -- engines ----------------------------------------------------------------------------
     def hold_engine(self, engine_id: str) -> Callable[[], None]:
