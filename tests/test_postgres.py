@@ -8,6 +8,7 @@ database has. Each test gets a new database on the session's throwaway server.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -137,7 +138,7 @@ def flow(n: int) -> int:
 if __name__ == "__main__":
     engine = Engine(PostgresStore(sys.argv[1], lease=1.0), threads=2)
     engine.recover()
-    print("serving", flush=True)
+    print("serving", engine.engine_id, flush=True)
     told = set()
     while True:  # say which runs stopped here unrecorded, and why
         for run_id, exc in list(engine.halted.items()):
@@ -151,7 +152,8 @@ if __name__ == "__main__":
 def _worker(
     tmp_path: Path, dsn: str, prefix: tuple[str, ...] = (), **env: str
 ) -> subprocess.Popen[str]:
-    """Start WORKER on `dsn` (behind `prefix`, e.g. `ip netns exec NS`); return once it serves."""
+    """Start WORKER on `dsn` (behind `prefix`, e.g. `ip netns exec NS`); return once it serves
+    (`ENGINE_OF[pid]`: its engine's id, the `owner` of the events it appends)."""
     script = tmp_path / "pgworker.py"
     script.write_text(textwrap.dedent(WORKER))
     proc = subprocess.Popen(
@@ -161,8 +163,34 @@ def _worker(
         text=True,
         env={**os.environ, **env},
     )
-    assert proc.stdout is not None and proc.stdout.readline() == "serving\n", proc.stderr
+    assert proc.stdout is not None
+    said = proc.stdout.readline().split()
+    assert said[:1] == ["serving"], proc.stderr
+    ENGINE_OF[proc.pid] = said[1]
     return proc
+
+
+ENGINE_OF: dict[int, str] = {}  # worker process id -> the id of its engine
+
+
+def _owners(events: list[dict[str, object]]) -> list[str]:
+    """The engines that wrote a run's journal, in turn; asserts that they never overlapped.
+
+    Each engine wrote one block of events (none wrote again after another took over), and
+    no step of a block began (`started`) before the previous block's last event.
+    """
+    blocks: list[tuple[str, float, float]] = []  # (owner, first start, last ts)
+    for ev in events[1:]:
+        owner, ts = str(ev["owner"]), float(ev["ts"])  # type: ignore[arg-type]
+        begin = min(ts, float(ev.get("started", ts)))  # type: ignore[arg-type]
+        if blocks and blocks[-1][0] == owner:
+            blocks[-1] = (owner, min(blocks[-1][1], begin), ts)
+            continue
+        assert owner not in [b[0] for b in blocks], f"engine {owner} wrote again: {events}"
+        blocks.append((owner, begin, ts))
+    for before, after in itertools.pairwise(blocks):
+        assert after[1] >= before[2], f"{after[0]} began before {before[0]} ended: {events}"
+    return [b[0] for b in blocks]
 
 
 def _cli_worker(dsn: str, cwd: Path, module: str, *options: str) -> subprocess.Popen[str]:
@@ -203,11 +231,12 @@ def pgw_flow(n: int) -> int:
     raise AssertionError("executed by the worker processes only")
 
 
-def _enqueue(dsn: str, run_id: str) -> PostgresStore:
-    """Record a run of `pgw.flow` from a client engine (it executes nothing)."""
+def _enqueue(dsn: str, *run_ids: str) -> PostgresStore:
+    """Record runs of `pgw.flow` (3 steps) from a client engine (it executes nothing)."""
     store = PostgresStore(dsn, lease=1.0)
     with Engine(store, worker=False) as client:
-        client.start(pgw_flow, 3, run_id=run_id)
+        for run_id in run_ids:
+            client.start(pgw_flow, 3, run_id=run_id)
     return store
 
 
@@ -232,6 +261,8 @@ def test_a_killed_workers_run_is_taken_over_once_its_lease_expires(
             assert (second.pid, 0) not in _marks(tmp_path)  # step 0 was journaled: not again
             seqs = _completed(store, "taken")
             assert len(seqs) == 3 and len(set(seqs)) == 3
+            # each event names its engine: the first worker's, then the second's, never mixed
+            assert _owners(store.read("taken")) == [ENGINE_OF[first.pid], ENGINE_OF[second.pid]]
         finally:
             second.kill()
             second.wait(10)
@@ -244,6 +275,8 @@ def test_a_killed_workers_run_is_taken_over_once_its_lease_expires(
 def test_a_stalled_worker_past_its_lease_is_fenced_out_and_writes_nothing(
     tmp_path: Path, pg_dsn: str
 ) -> None:
+    """The short version of tests/test_postgres_hosts.py's link cut (slow, network
+    namespaces): plain processes, and a SIGSTOP/SIGCONT pause instead of the cut."""
     # Given a worker paused (SIGSTOP) in step 1 of a run, past its lease
     stale = _worker(tmp_path, pg_dsn, HANG_AT_ONE="1", HANG_FOR="0.3")
     try:
@@ -268,6 +301,7 @@ def test_a_stalled_worker_past_its_lease_is_fenced_out_and_writes_nothing(
         assert store.read("fenced") == done
         seqs = _completed(store, "fenced")
         assert len(seqs) == 3 and len(set(seqs)) == 3
+        assert _owners(done) == [ENGINE_OF[stale.pid], ENGINE_OF[other.pid]]
     finally:
         stale.kill()
         stale.wait(10)
