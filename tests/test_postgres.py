@@ -115,6 +115,28 @@ def test_a_run_stopped_by_the_database_going_away_resumes_once_it_is_back(
         assert engine.get_run("before").status is RunStatus.COMPLETED
 
 
+def test_a_client_waiting_for_a_result_is_told_when_the_database_goes_away(
+    pg_dsn: str, pg_server: PgServer
+) -> None:
+    # Given a client-only engine waiting for a run no worker executes yet
+    with Engine(PostgresStore(pg_dsn), worker=False) as client:
+        waiting = client.start(flow, 1, run_id="enqueued")
+        # When the database goes away
+        pg_server.stop()
+        try:
+            # Then the wait raises StoreUnavailable at once instead of hanging
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                waiting.result(timeout=30)
+            with pytest.raises(StoreUnavailable):
+                client.run(flow, 2, run_id="later")
+            assert time.monotonic() - t0 < 10
+        finally:
+            pg_server.start()
+        # and once it is back the run is there, still pending for a worker
+        assert client.get_run("enqueued").status is RunStatus.PENDING
+
+
 # -- workers that die or stall -------------------------------------------------------------------
 WORKER = """
 import os, sys, threading
@@ -329,19 +351,27 @@ def pgt_slow(folder: str) -> str:
     raise AssertionError("executed by the worker process only")
 
 
+def _worker_in_flight(
+    tmp_path: Path, pg_dsn: str, *options: str
+) -> tuple[subprocess.Popen[str], PostgresStore]:
+    """`intemporal worker OPTIONS` executing run "graceful", its activity in flight."""
+    (tmp_path / "slowflows.py").write_text(SLOW)
+    proc = _cli_worker(pg_dsn, tmp_path, "slowflows", "--interval", "0.05", *options)
+    store = PostgresStore(pg_dsn)
+    with Engine(store, worker=False) as client:
+        client.start(pgt_slow, str(tmp_path), run_id="graceful")
+    assert proc.stdout is not None
+    wait_until(lambda: "started graceful" in proc.stdout.readline(), 20, "the run started")  # type: ignore[union-attr]
+    wait_until(lambda: (tmp_path / "in-flight").exists(), 20, "the activity in flight")
+    return proc, store
+
+
 def test_sigterm_stops_the_worker_gracefully_releasing_its_runs(
     tmp_path: Path, pg_dsn: str
 ) -> None:
     # Given `intemporal worker` executing an activity
-    (tmp_path / "slowflows.py").write_text(SLOW)
-    proc = _cli_worker(pg_dsn, tmp_path, "slowflows", "--interval", "0.05")
+    proc, store = _worker_in_flight(tmp_path, pg_dsn)
     try:
-        store = PostgresStore(pg_dsn)
-        with Engine(store, worker=False) as client:
-            client.start(pgt_slow, str(tmp_path), run_id="graceful")
-        assert proc.stdout is not None
-        wait_until(lambda: "started graceful" in proc.stdout.readline(), 20, "the run started")  # type: ignore[union-attr]
-        wait_until(lambda: (tmp_path / "in-flight").exists(), 20, "the activity in flight")
         # When it gets SIGTERM (as systemd and docker send), and the activity then ends
         proc.send_signal(signal.SIGTERM)
         wait_until(lambda: "stopping" in proc.stdout.readline(), 10, "the worker stopping")  # type: ignore[union-attr]
@@ -354,6 +384,38 @@ def test_sigterm_stops_the_worker_gracefully_releasing_its_runs(
         assert len(steps) == 1
         assert not store.is_claimed("graceful")  # released now, not when its lease expires
         assert store.summary("graceful").status is RunStatus.RUNNING
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["grace-over", "second-signal"])
+def test_an_activity_that_does_not_end_stops_the_worker_after_its_grace_or_a_second_signal(
+    tmp_path: Path, pg_dsn: str, second_signal: bool
+) -> None:
+    # Given `intemporal worker --grace 0.5` executing an activity that does not end
+    proc, store = _worker_in_flight(
+        tmp_path, pg_dsn, "--grace", "0.5" if not second_signal else "60"
+    )
+    try:
+        # When it gets SIGTERM (and, maybe, a second one)
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping" in proc.stdout.readline(), 10, "the worker stopping")  # type: ignore[union-attr]
+        if second_signal:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        # Then it exits: at once on a second signal, else once the grace period is over,
+        # saying what it left; the run stays resumable (its step in flight runs again)
+        if second_signal:
+            assert proc.returncode == 128 + signal.SIGTERM, err
+        else:
+            assert proc.returncode == 1, err
+            assert "grace period of 0.5 s over" in out
+            assert "left 1 unfinished run(s), resumable by any worker: graceful" in out
+        assert "Traceback" not in err
+        assert not [e for e in store.read("graceful") if e["type"] == "activity_completed"]
+        assert store.summary("graceful").status is not RunStatus.COMPLETED
     finally:
         if proc.poll() is None:
             proc.kill()

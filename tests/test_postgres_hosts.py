@@ -91,6 +91,10 @@ def _stop(*procs: subprocess.Popen[str] | None) -> None:
 RUNS = ("run-1", "run-2")  # as many as a worker executes at once (threads=2)
 
 
+def _all_completed(store: PostgresStore) -> bool:
+    return all(store.summary(run_id).status is RunStatus.COMPLETED for run_id in RUNS)
+
+
 def _check_journals(store: PostgresStore, first: str, then: str) -> None:
     """Each run: every step's completion journaled once, host A's engine then host B's."""
     for run_id in RUNS:
@@ -114,8 +118,7 @@ def test_runs_of_a_host_whose_worker_is_killed_complete_on_another_within_lease_
         a.wait(10)
         killed_at = time.monotonic()
         # Then B completes both runs within lease (1 s) + 2 s
-        for run_id in RUNS:
-            wait_until(lambda r=run_id: store.summary(r).status is RunStatus.COMPLETED, 10, run_id)
+        wait_until(lambda: _all_completed(store), 10, "both runs completed")
         assert time.monotonic() - killed_at < 1.0 + 2.0
         _check_journals(store, ENGINE_OF[a.pid], ENGINE_OF[b.pid])
         store.close()
@@ -135,8 +138,7 @@ def test_a_worker_cut_off_past_its_lease_is_fenced_out_when_its_link_is_back(
         # When A's link is cut past its lease, and host B serves the same database
         hosts[0].link(False)
         b = _on(hosts[1], linked_server, tmp_path)
-        for run_id in RUNS:
-            wait_until(lambda r=run_id: store.summary(r).status is RunStatus.COMPLETED, 15, run_id)
+        wait_until(lambda: _all_completed(store), 15, "both runs completed")
         done = {run_id: store.read(run_id) for run_id in RUNS}
         # Then B finished the runs; when A's link is back, its late appends are refused
         hosts[0].link(True)
