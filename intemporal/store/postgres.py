@@ -51,6 +51,7 @@ CONNECT = {  # a database that goes away raises within seconds instead of hangin
 }
 RESCAN = 1.0  # most seconds between looks for claimable runs nobody rang for (safety poll)
 IDLE = 8  # connections kept open for reuse
+BACKOFF = 2.0  # most seconds between two tries of a waiting worker to reach the database
 STATE = (
     "run_id, workflow, status, queue, parent, wake_at, steps, created_at, updated_at,"
     " engine, last, outcome"
@@ -189,6 +190,7 @@ class PostgresStore(Store):
         self._rescan_at = time.monotonic() + RESCAN  # when the next safety poll is due
         self._heard: list[str] = []  # run ids heard by LISTEN, for the next `changes`
         self._freed = False  # a lease was released since the last look for pending runs
+        self._backoff = 0.1  # seconds `wait` pauses after failing to reach the database
         from .postgres_schema import channel, migrate
 
         self._channel = channel(schema)
@@ -517,7 +519,19 @@ class PostgresStore(Store):
 
     def wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
         """As `Store.wait`, blocking on LISTEN: it returns as soon as a NOTIFY comes, and
-        queries the doorbell only then (or when the safety poll is due)."""
+        queries the doorbell only then (or when the safety poll is due). While the database
+        cannot be reached it raises `StoreUnavailable` after a pause that doubles each time
+        (0.1 s to BACKOFF), so waiting workers do not hammer a server that restarts."""
+        try:
+            found = self._wait(cursor, timeout)
+        except StoreUnavailable:
+            time.sleep(self._backoff)
+            self._backoff = min(self._backoff * 2, BACKOFF)
+            raise
+        self._backoff = 0.1
+        return found
+
+    def _wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
         if cursor is None or timeout <= 0:
             return self.changes(cursor)
         deadline = time.monotonic() + timeout
