@@ -50,7 +50,7 @@ CONNECT = {  # a database that goes away raises within seconds instead of hangin
     "tcp_user_timeout": 10000,
 }
 RESCAN = 1.0  # most seconds between looks for claimable runs nobody rang for (safety poll)
-IDLE = 8  # connections kept open for reuse
+IDLE = 32  # connections kept open for reuse (an engine of 32 threads reconnects none)
 BACKOFF = 2.0  # most seconds between two tries of a waiting worker to reach the database
 STATE = (
     "run_id, workflow, status, queue, parent, wake_at, steps, created_at, updated_at,"
@@ -494,11 +494,15 @@ class PostgresStore(Store):
         ids = [r[1] for r in rows] + heard
         if time.monotonic() >= self._rescan_at:
             ids += self._safety_poll()
-        elif self._freed:  # the runs clients enqueued while every thread was busy
-            self._freed = False
-            query = f"SELECT run_id FROM runs WHERE {PENDING} ORDER BY created_at LIMIT 100"
-            ids += [r[0] for r in self._execute(query, (), "look for pending runs").rows]
+        elif self._freed:
+            ids += self._pending()
         return list(dict.fromkeys(ids)), (rows[-1][0] if rows else cursor)
+
+    def _pending(self) -> list[str]:
+        """The runs clients enqueued while every thread was busy (after a release here)."""
+        self._freed = False
+        query = f"SELECT run_id FROM runs WHERE {PENDING} ORDER BY created_at LIMIT 100"
+        return [r[0] for r in self._execute(query, (), "look for pending runs").rows]
 
     def _safety_poll(self) -> list[str]:
         """The safety poll: runs nobody rang for (a dead worker's, once its lease expired).
@@ -538,11 +542,13 @@ class PostgresStore(Store):
         while True:
             now = time.monotonic()
             if self._listen(min(deadline, self._rescan_at) - now) or (
-                self._freed or time.monotonic() >= self._rescan_at
+                time.monotonic() >= self._rescan_at
             ):
                 ids, cursor = self.changes(cursor)
                 if ids:
                     return ids, cursor
+            elif self._freed and (ids := self._pending()):
+                return ids, cursor
             if time.monotonic() >= deadline:
                 return [], cursor
 
