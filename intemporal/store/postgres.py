@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Container, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from ..errors import LeaseLost, RunNotFound, StoreUnavailable
-from ..events import RunState, RunStatus, fold
+from ..events import TERMINAL_EVENTS, RunState, RunStatus, fold
 from .base import (
     Event,
     Lease,
@@ -37,6 +37,7 @@ from .base import (
     summarize_state,
     with_signal_id,
 )
+from .postgres_wake import READY, RESCAN, UNFINISHED, Wakeups
 
 psycopg: Any = None  # imported by the first PostgresStore: `import intemporal` stays fast
 sql: Any = None
@@ -49,18 +50,12 @@ CONNECT = {  # a database that goes away raises within seconds instead of hangin
     "keepalives_count": 3,
     "tcp_user_timeout": 10000,
 }
-RESCAN = 1.0  # most seconds between looks for claimable runs nobody rang for (safety poll)
 IDLE = 32  # connections kept open for reuse (an engine of 32 threads reconnects none)
-BACKOFF = 2.0  # most seconds between two tries of a waiting worker to reach the database
+CREATED = 10_000  # most run ids remembered as created here and not yet claimed
 STATE = (
     "run_id, workflow, status, queue, parent, wake_at, steps, created_at, updated_at,"
     " engine, last, outcome"
 )
-UNFINISHED = "status IN ('pending', 'running', 'waiting')"
-READY = f"""{UNFINISHED} AND (lease_owner IS NULL OR lease_expires < now())
-    AND (status <> 'waiting' OR (coalesce(engine, '') <> '' AND NOT EXISTS (
-        SELECT 1 FROM engines e WHERE e.engine_id = runs.engine AND e.expires > now())))"""
-PENDING = "status = 'pending' AND lease_owner IS NULL"
 TAKE = """lease_owner = %(owner)s, lease_epoch = nextval('lease_epochs'),
     lease_expires = now() + %(lease)s * interval '1 second'"""
 
@@ -106,6 +101,18 @@ def _columns(s: RunState) -> dict[str, Any]:
 
 
 SET_STATE = ", ".join(f"{c} = %({c})s" for c in _columns(RunState()))
+_APPEND = """WITH r AS (UPDATE runs SET {state}, events = events + 1, {lease}
+        WHERE run_id = %(id)s AND lease_epoch = %(token)s AND lease_owner IS NOT NULL
+        RETURNING events)
+    INSERT INTO events (run_id, seq, body) SELECT %(id)s, events, %(body)s FROM r"""
+#: one event, fenced by the lease's epoch, renewing the lease: one statement, one round trip
+APPEND = _APPEND.format(
+    state=SET_STATE, lease="lease_expires = now() + %(lease)s * interval '1 second'"
+)
+#: the event that ends an execution (`TERMINAL_EVENTS`), releasing the run in the same statement
+APPEND_AND_RELEASE = _APPEND.format(
+    state=SET_STATE, lease="lease_owner = NULL, lease_expires = NULL"
+)
 
 
 class PostgresLease(Lease):
@@ -114,6 +121,7 @@ class PostgresLease(Lease):
     def __init__(self, store: PostgresStore, state: RunState, token: int) -> None:
         self._store, self._state, self.token = store, state, token
         self.run_id = state.run_id or ""
+        self._ended = False  # a terminal event released the run in its own statement
 
     def append(self, event: Event, sync: bool) -> None:
         body = json.dumps(event)
@@ -125,16 +133,13 @@ class PostgresLease(Lease):
             "lease": self._store.lease,
             "body": body,
         }
-        query = f"""WITH r AS (UPDATE runs SET {SET_STATE}, events = events + 1,
-                lease_expires = now() + %(lease)s * interval '1 second'
-            WHERE run_id = %(id)s AND lease_epoch = %(token)s AND lease_owner IS NOT NULL
-            RETURNING events)
-            INSERT INTO events (run_id, seq, body) SELECT %(id)s, events, %(body)s FROM r"""
+        ends = event.get("type") in TERMINAL_EVENTS  # nothing follows: release it here
+        query = APPEND_AND_RELEASE if ends else APPEND
         done = self._store._execute(query, params, "append to run", self.run_id, durable=sync)
         if done.rowcount != 1:
             self._store._held.pop(self.token, None)
             raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
-        self._state = state
+        self._state, self._ended = state, ends
 
     def renew(self) -> None:
         query = """UPDATE runs SET lease_expires = now() + %s * interval '1 second'
@@ -147,6 +152,8 @@ class PostgresLease(Lease):
     def release(self) -> None:
         self._store._held.pop(self.token, None)
         self._store._freed = True  # a thread is free: look for pending runs at once
+        if self._ended:
+            return  # released by the statement that ended the run
         try:
             self._store._release([self.token])
         except StoreUnavailable:  # the database is away: released by the heartbeat later
@@ -154,7 +161,7 @@ class PostgresLease(Lease):
             raise
 
 
-class PostgresStore(Store):
+class PostgresStore(Wakeups, Store):
     """Runs, journals and inboxes in a PostgreSQL schema, shared by workers on many hosts.
 
     `dsn`: a libpq URL or key=value string (`postgresql://user:pw@host:5432/db`); `lease`:
@@ -190,6 +197,9 @@ class PostgresStore(Store):
         self._rescan_at = time.monotonic() + RESCAN  # when the next safety poll is due
         self._heard: list[str] = []  # run ids heard by LISTEN, for the next `changes`
         self._freed = False  # a lease was released since the last look for pending runs
+        # Runs created here and not claimed yet: queued for this process's own engine, so
+        # the looks for ready runs leave them out (a poke would make it execute one twice).
+        self._created: dict[str, None] = {}
         self._backoff = 0.1  # seconds `wait` pauses after failing to reach the database
         from .postgres_schema import channel, migrate
 
@@ -323,6 +333,7 @@ class PostgresStore(Store):
 
     def _lease(self, row: tuple[Any, ...], token: int) -> PostgresLease:
         lease = PostgresLease(self, _state(row), token)
+        self._created.pop(lease.run_id, None)
         self._held[token] = lease.run_id
         self._beat_soon()
         return lease
@@ -347,7 +358,13 @@ class PostgresStore(Store):
         return self._execute(query, params, "create run", run_id).rows
 
     def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
-        return bool(self._insert(run_id, first, None))
+        made = bool(self._insert(run_id, first, None))
+        if made:  # this process's engine executes it next: not news for its watcher
+            with self._pool_lock:
+                self._created[run_id] = None
+                if len(self._created) > CREATED:
+                    del self._created[next(iter(self._created))]
+        return made
 
     def create_claimed(
         self, run_id: str, first: Event, sync: bool = True, owner: str = ""
@@ -482,94 +499,6 @@ class PostgresStore(Store):
         query = "SELECT id, body FROM inbox WHERE run_id = %s AND id > %s ORDER BY id"
         rows = self._execute(query, (run_id, cursor), "read the inbox of run", run_id).rows
         return [json.loads(r[1]) for r in rows], (rows[-1][0] if rows else cursor)
-
-    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
-        if cursor is None:
-            now = self._execute("SELECT coalesce(max(id), 0) FROM doorbell", (), "read doorbell")
-            return [], int(now.rows[0][0])
-        rows = self._execute(
-            "SELECT id, run_id FROM doorbell WHERE id > %s ORDER BY id", (cursor,), "read doorbell"
-        ).rows
-        heard, self._heard = self._heard, []
-        ids = [r[1] for r in rows] + heard
-        if time.monotonic() >= self._rescan_at:
-            ids += self._safety_poll()
-        elif self._freed:
-            ids += self._pending()
-        return list(dict.fromkeys(ids)), (rows[-1][0] if rows else cursor)
-
-    def _pending(self) -> list[str]:
-        """The runs clients enqueued while every thread was busy (after a release here)."""
-        self._freed = False
-        query = f"SELECT run_id FROM runs WHERE {PENDING} ORDER BY created_at LIMIT 100"
-        return [r[0] for r in self._execute(query, (), "look for pending runs").rows]
-
-    def _safety_poll(self) -> list[str]:
-        """The safety poll: runs nobody rang for (a dead worker's, once its lease expired).
-
-        The next one is due when the first lease held elsewhere expires (so a dead worker's
-        run is taken over as its lease ends), RESCAN seconds at most. (A lease released here
-        makes `changes` look for pending runs at once: a thread is free for one.)"""
-        query = f"""SELECT run_id, NULL FROM (SELECT run_id FROM runs WHERE {READY}
-                ORDER BY created_at LIMIT 100) ready
-            UNION ALL SELECT NULL, extract(epoch FROM min(lease_expires) - now()) FROM runs
-                WHERE {UNFINISHED} AND lease_expires > now() AND lease_epoch <> ALL(%s)"""
-        self._rescan_at = time.monotonic() + RESCAN
-        rows = self._execute(query, (list(self._held),), "look for ready runs").rows
-        expires = rows[-1][1] if rows and rows[-1][0] is None else None
-        if expires is not None:  # a little after it: `now()` of the claim must be past it
-            self._rescan_at = min(self._rescan_at, time.monotonic() + float(expires) + 0.01)
-        return [r[0] for r in rows if r[0] is not None]
-
-    def wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
-        """As `Store.wait`, blocking on LISTEN: it returns as soon as a NOTIFY comes, and
-        queries the doorbell only then (or when the safety poll is due). While the database
-        cannot be reached it raises `StoreUnavailable` after a pause that doubles each time
-        (0.1 s to BACKOFF), so waiting workers do not hammer a server that restarts."""
-        try:
-            found = self._wait(cursor, timeout)
-        except StoreUnavailable:
-            time.sleep(self._backoff)
-            self._backoff = min(self._backoff * 2, BACKOFF)
-            raise
-        self._backoff = 0.1
-        return found
-
-    def _wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
-        if cursor is None or timeout <= 0:
-            return self.changes(cursor)
-        deadline = time.monotonic() + timeout
-        while True:
-            now = time.monotonic()
-            if self._listen(min(deadline, self._rescan_at) - now) or (
-                time.monotonic() >= self._rescan_at
-            ):
-                ids, cursor = self.changes(cursor)
-                if ids:
-                    return ids, cursor
-            elif self._freed and (ids := self._pending()):
-                return ids, cursor
-            if time.monotonic() >= deadline:
-                return [], cursor
-
-    def _listen(self, timeout: float) -> bool:
-        """Block until a NOTIFY on this schema's channel, or `timeout` seconds; True if one
-        came, or if the doorbell must be read anyway (the listener is new, or broke)."""
-        try:
-            if self._listener is None:
-                self._listener = self._connect()
-                self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-                return True  # rings before it listened are in the doorbell only
-            if timeout <= 0:
-                timeout = 0.0
-            for note in self._listener.notifies(timeout=timeout, stop_after=1):
-                self._heard.append(note.payload)  # a run id (see `notify` and `ring`)
-                return True
-            return False
-        except psycopg.Error:
-            self._listener = None
-            time.sleep(min(max(timeout, 0.0), 0.5))  # `changes` reports the database down
-            return True
 
     # -- engines ----------------------------------------------------------------------------
     def hold_engine(self, engine_id: str) -> Callable[[], None]:
