@@ -151,9 +151,9 @@ class PostgresLease(Lease):
 
     def release(self) -> None:
         self._store._held.pop(self.token, None)
-        self._store._freed = True  # a thread is free: look for pending runs at once
-        if self._ended:
-            return  # released by the statement that ended the run
+        if self._ended:  # released by the statement that ended the run
+            self._store._freed = True  # its thread is free: look for pending runs at once
+            return
         try:
             self._store._release([self.token])
         except StoreUnavailable:  # the database is away: released by the heartbeat later
@@ -196,7 +196,7 @@ class PostgresStore(Wakeups, Store):
         self._listener: Any = None
         self._rescan_at = time.monotonic() + RESCAN  # when the next safety poll is due
         self._heard: list[str] = []  # run ids heard by LISTEN, for the next `changes`
-        self._freed = False  # a lease was released since the last look for pending runs
+        self._freed = False  # a run ended here since the last look for pending runs
         # Runs created here and not claimed yet: queued for this process's own engine, so
         # the looks for ready runs leave them out (a poke would make it execute one twice).
         self._created: dict[str, None] = {}
@@ -492,6 +492,7 @@ class PostgresStore(Wakeups, Store):
     def notify(self, run_id: str) -> None:
         # A NOTIFY alone writes nothing to disk: a listening worker hears the run's id at
         # once (`_listen`), one that is not listening finds the run by its safety poll.
+        self._created.pop(run_id, None)  # a client's run: for any worker, this one's too
         query = "SELECT pg_notify(%s, %s)"
         self._execute(query, (self._channel, run_id), "ring the doorbell of run", run_id, False)
 

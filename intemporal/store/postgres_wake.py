@@ -3,8 +3,8 @@
 An engine's watcher calls `wait(cursor, timeout)` (`Store.wait_blocks`): it blocks in
 `LISTEN` on the schema's channel and returns the run ids the notifications carry, and the
 doorbell rows rung since `cursor` (signals, cancellations, a child's end). A safety poll
-finds what nobody rang for: a dead worker's runs as its lease expires, and, after a lease
-was released here, the runs clients enqueued while every thread was busy.
+finds what nobody rang for: a dead worker's runs as its lease expires, and, once a run
+ended here, the runs clients enqueued while every thread was busy.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Wakeups:
         return list(dict.fromkeys(ids)), (rows[-1][0] if rows else cursor)
 
     def _pending(self) -> list[str]:
-        """The runs clients enqueued while every thread was busy (after a release here)."""
+        """The runs clients enqueued while every thread was busy (after a run ended here)."""
         self._freed = False
         query = f"SELECT run_id FROM runs WHERE {PENDING} ORDER BY created_at LIMIT 100"
         rows = self._execute(query, (), "look for pending runs").rows
@@ -67,7 +67,7 @@ class Wakeups:
         """The safety poll: runs nobody rang for (a dead worker's, once its lease expired).
 
         The next one is due when the first lease held elsewhere expires (so a dead worker's
-        run is taken over as its lease ends), RESCAN seconds at most. (A lease released here
+        run is taken over as its lease ends), RESCAN seconds at most. (A run that ends here
         makes `changes` look for pending runs at once: a thread is free for one.)"""
         query = f"""SELECT run_id, NULL FROM (SELECT run_id FROM runs WHERE {READY}
                 ORDER BY created_at LIMIT 100) ready
