@@ -30,6 +30,7 @@ from .errors import (
     RemoteError,
     RunConflict,
     RunNotFound,
+    RunStuck,
     SerializationError,
     SignalTimeout,
     StoreError,
@@ -39,8 +40,12 @@ from .errors import (
     is_suspension,
 )
 from .handle import RunHandle
+from .lineage import continue_as_new
 from .observe import LoggingObserver, Observer
+from .patching import deprecate_patch, patched
+from .queues import Queue
 from .saga import Saga, saga
+from .schedules import scheduled
 from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
 from .workflow_api import (
     DurableFuture,
@@ -74,6 +79,7 @@ __all__ = [
     "NonDeterminismError",
     "Observer",
     "PostgresStore",
+    "Queue",
     "RemoteError",
     "RetryPolicy",
     "RunConflict",
@@ -81,6 +87,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "RunStatus",
+    "RunStuck",
     "Saga",
     "Secret",
     "SerializationError",
@@ -92,14 +99,18 @@ __all__ = [
     "Workflow",
     "WorkflowNotFound",
     "activity",
+    "continue_as_new",
+    "deprecate_patch",
     "heartbeat",
     "info",
     "is_suspension",
     "join_all",
     "join_any",
     "now",
+    "patched",
     "run_id",
     "saga",
+    "scheduled",
     "set_event",
     "side_effect",
     "sleep",

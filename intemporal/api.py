@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from . import attempts, replay
+from .clock import check_seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -173,12 +174,14 @@ class Workflow(Generic[P, R]):
         name: str | None = None,
         queue: str | None = None,
         *,
+        timeout: float | None = None,
         _register: bool = True,
     ) -> None:
         _refuse_async(fn, "a workflow")
         self.fn = fn
         self.name = name or fn.__qualname__
         self.queue = queue
+        self.timeout = check_seconds(timeout, "timeout")  # a whole run's, in seconds
         functools.update_wrapper(self, fn)
         if _register:  # a copy loaded from one run's journal is that run's only: not registered
             REGISTRY.add(self)
@@ -307,15 +310,25 @@ def activity(
 def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
 @overload
 def workflow(
-    *, name: str | None = None, queue: str | None = None
+    *, name: str | None = None, queue: str | None = None, timeout: float | None = None
 ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
 def workflow(
-    fn: Callable[P, R] | None = None, /, *, name: str | None = None, queue: str | None = None
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    timeout: float | None = None,
 ) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
-    """Make a function a workflow: `@workflow` or `@workflow(name=..., queue=...)`."""
+    """Make a function a workflow: `@workflow` or `@workflow(name=..., queue=..., timeout=...)`.
+
+    `timeout`: seconds each run may take in all (`engine.start(timeout=...)` overrides
+    it); then the run gets `Cancelled` and ends cancelled, "timed out". A child run never
+    outlives its parent's deadline. Raises `ValueError` for a timeout not above 0.
+    """
 
     def wrap(f: Callable[P, R]) -> Workflow[P, R]:
-        return Workflow(f, name=name, queue=queue)
+        return Workflow(f, name=name, queue=queue, timeout=timeout)
 
     return wrap(fn) if fn is not None else wrap
 

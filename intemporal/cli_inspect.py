@@ -24,7 +24,12 @@ from .codec import masked
 from .engine import Engine
 from .store import RunInfo, RunStatus
 
-STATES = [*(s.value for s in RunStatus), "orphaned", RunStatus.UNREADABLE.value]
+STATES = [
+    *(s.value for s in RunStatus),
+    RunStatus.STUCK.value,
+    "orphaned",
+    RunStatus.UNREADABLE.value,
+]
 StatusOption = Annotated[
     str | None,
     typer.Option(
@@ -130,12 +135,22 @@ def list_runs(
         int, typer.Option("--offset", min=0, metavar="N", help="Skip the N newest first.")
     ] = 0,
     all_runs: Annotated[bool, typer.Option("--all", "-a", help="Every run (no --limit).")] = False,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            metavar="V",
+            help="Only runs started by Engine(version=V).",
+            show_default=False,
+        ),
+    ] = None,
     utc: UtcOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """List runs as a table, newest first: the 20 newest unless --all or --limit N.
 
-    A run's state is its status, or "orphaned" when no process executes it any more
+    A run's state is its status ("stuck": recovered too often after crashes without
+    progress, parked until `intemporal resume RUN`), or "orphaned" when no process executes it any more
     (running and its process gone, or waiting and the engine that kept it waiting gone):
     `intemporal resume --all` or `intemporal worker` continues it. Times are local
     (--utc for UTC) and carry their zone. --json prints one object per run (run_id,
@@ -148,11 +163,13 @@ def list_runs(
       intemporal list
       intemporal list --status failed --workflow checkout --since 2d
       intemporal list --status orphaned --all
+      intemporal list --status stuck --version 2026.11.2
       intemporal list --limit 50 --offset 50 --utc
       intemporal list --json | jq -r 'select(.orphaned) | .run_id'
     """
     with _engine(ctx, worker=False) as engine:
         runs = matching(engine, status, workflow, queue, parent, since, until, utc)
+    runs = [i for i in runs if version is None or i.version == version]
     total = len(runs)
     runs = runs[offset:] if all_runs else runs[offset : offset + limit]
     if as_json:
@@ -161,7 +178,7 @@ def list_runs(
         return
     out = render.console()
     if not runs:
-        filtered = any((status, workflow, queue, parent, since, until, offset))
+        filtered = any((status, workflow, queue, parent, since, until, offset, version))
         out.print("no runs" + (" match" if filtered else " yet"))
         return
     out.print(view.runs_table(runs, out.width, utc))

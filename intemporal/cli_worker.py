@@ -146,6 +146,16 @@ def worker(
             "before the worker exits anyway (exit code 1; they run again elsewhere).",
         ),
     ] = 30.0,
+    versions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--version",
+            metavar="V",
+            help="Execute only runs started by Engine(version=V) (repeatable); runs this "
+            "worker starts record the first.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Execute runs until stopped (Ctrl-C): every pending run and every orphaned one.
@@ -156,10 +166,12 @@ def worker(
     and how each ended. On a terminal a status line counts runs executing, waiting, done
     and failed per queue, and the uptime; elsewhere each line starts with its time.
     --json prints one object per line (ts, event, run_id, ...). With --queue it serves
-    only those queues. On Ctrl-C or SIGTERM it stops taking runs, the runs stop at their
-    next durable operation and stay resumable by any worker, and it exits 0 saying what it
-    left; activities still in flight after --grace seconds are abandoned (exit 1), and a
-    second Ctrl-C or SIGTERM exits at once. --once watches the runs it took until each ends or parks to wait for a
+    only those queues, within the limits the imported modules declare (intemporal.Queue);
+    it also fires the @intemporal.scheduled workflows they declare. On Ctrl-C or SIGTERM
+    it stops taking runs, the runs stop at their next durable operation and stay
+    resumable by any worker, and it exits 0 saying what it left; activities still in
+    flight after --grace seconds are abandoned (exit 1), and a second Ctrl-C or SIGTERM
+    exits at once. --once watches the runs it took until each ends or parks to wait for a
     signal or a distant timer, then exits with the codes of `resume`: 1 if a run ended
     failed (or could not be resumed), else 0.
 
@@ -178,7 +190,14 @@ def worker(
     stopped = False
     with (
         _signals() as stopping,
-        _engine(ctx, create=True, threads=threads, queues=queues or None) as engine,
+        _engine(
+            ctx,
+            create=True,
+            threads=threads,
+            queues=queues or None,
+            version=versions[0] if versions else None,
+            versions=set(versions) if versions else None,
+        ) as engine,
     ):
         where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .clock import Clock
@@ -18,6 +19,7 @@ from .errors import (
     JournalCorrupted,
     RemoteError,
     RunNotFound,
+    RunStuck,
     SerializationError,
     StoreError,
     StoreFailure,
@@ -124,8 +126,9 @@ class RunHandle(Generic[R]):
     def _wait(self, timeout: float | None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
+        run_id = self.run_id  # moves along a chain of runs that continued as new
         while True:
-            exe = self._exe or self.engine.execution(self.run_id)
+            exe = self._exe or self.engine.execution(run_id)
             self._exe = None
             if exe is not None:
                 if not exe.done.wait(_remaining(deadline)):
@@ -134,17 +137,25 @@ class RunHandle(Generic[R]):
                     return exe.outcome[1]
                 if exe.outcome is not None and exe.outcome[0] == "error":
                     raise exe.outcome[1]
-            with store_call(self.run_id, f"read run {self.run_id!r}", caller=True):
-                info = self.engine.get_run(self.run_id)
+                if exe.outcome is not None and exe.outcome[0] == "continued":
+                    run_id = exe.outcome[1]
+                    continue
+            with store_call(run_id, f"read run {run_id!r}", caller=True):
+                info = chain_end(self.engine.get_run, self.engine.get_run(run_id))
+            if info.run_id != run_id:
+                run_id = info.run_id
+                continue
             if info.status.finished:
                 return final_outcome(info, self.engine)
-            raise_if_halted(self.engine, self.run_id)
+            if info.status is RunStatus.STUCK:
+                raise RunStuck(run_id, info.raw.get("recoveries", 0))
+            raise_if_halted(self.engine, run_id)
             left = _remaining(deadline)
             if left == 0:
                 break
             # Waiting here, or executed elsewhere: wake on any local change, poll the store.
             with self.engine.changed:
-                if self.engine.execution(self.run_id) is None:
+                if self.engine.execution(run_id) is None:
                     self.engine.changed.wait(poll if left is None else min(poll, left))
             poll = min(poll * 2, 0.1)
         raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
@@ -160,6 +171,14 @@ class RunHandle(Generic[R]):
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def chain_end(get_run: Callable[[str], RunInfo], info: RunInfo) -> RunInfo:
+    """The last run of the chain `info` starts: each run that continued as new (completed,
+    `continued_as` in its outcome) is followed to the next with `get_run`."""
+    while info.status is RunStatus.COMPLETED and info.raw.get("continued_as"):
+        info = get_run(str(info.raw["continued_as"]))
+    return info
 
 
 def raise_if_halted(engine: EngineCalls, run_id: str) -> None:

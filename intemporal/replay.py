@@ -28,6 +28,7 @@ from .errors import (
     RemoteError,
     SerializationError,
     StoreFailure,
+    Terminated,
     _Shutdown,
     _Wait,
     store_error,
@@ -44,6 +45,7 @@ from .events import (
     RUN_RESUMED,
     SIGNAL,
     SIGNAL_RECEIVED,
+    TERMINATE,
     check_version,
 )
 from .failures import encode_error, rebuild_error
@@ -147,6 +149,9 @@ class RunContext:
         self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
         self.thread = threading.get_ident()  # the workflow's own thread: it may park the run
         self.cancel_delivered = False
+        self.cancel_reason: str | None = None  # "timed out": said by `Cancelled`, recorded
+        self.deadline: float | None = first.get("deadline")  # epoch s: `deadlines.py`
+        self.terminated: Terminated | None = None  # `engine.terminate()`: raised at once
         self.signals: dict[str, deque[Event]] = {}  # unconsumed signals, FIFO per name
         self._seen_signals: set[str] = set()
         self.inflight: set[Any] = set()  # futures of submitted activities not yet finished
@@ -217,6 +222,8 @@ class RunContext:
             raise self.store_failed
         if self.poisoned is not None:
             raise self.poisoned
+        if self.terminated is not None:
+            raise self.terminated
         seq = self.seq = self.seq + 1
         rec = self.recorded.get(seq)
         if rec is not None:
@@ -232,6 +239,11 @@ class RunContext:
             self.cancel_delivered = True
             self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": "intemporal.cancel"})
             raise self._cancelled(seq, False)
+        if self.marker is not None:  # executing anew from here: a recovery is journaled first
+            with self._marker_lock:
+                marker, self.marker = self.marker, None
+            if marker is not None:
+                self.append(marker, False)
         return seq, None
 
     def _cancelled(self, seq: int, replaying: bool) -> Cancelled:
@@ -239,7 +251,7 @@ class RunContext:
         self.cancel_delivered = True
         if self.observer.on_cancelled:
             self.observer.on_cancelled(CancelDelivered(self.run_id, seq, replaying))
-        return Cancelled(f"run {self.run_id!r} was cancelled")
+        return Cancelled(f"run {self.run_id!r} {self.cancel_reason or 'was cancelled'}")
 
     def check_complete(self) -> None:
         """Raise `NonDeterminismError` if the workflow returned before replaying its journal."""
@@ -461,6 +473,8 @@ class RunContext:
             if kind == CANCEL:
                 news = news or not self.cancel_requested.is_set()
                 self.cancel_requested.set()
+            elif kind == TERMINATE:
+                self.terminated, news = Terminated(msg.get("reason")), True
             elif kind == SIGNAL:
                 sid = msg.get("signal_id") or ""
                 if sid in self._seen_signals:
@@ -493,6 +507,8 @@ class RunContext:
             remaining = None if until is None else until - self.host.clock.time()
             if remaining is not None and remaining <= 0:
                 return TIMED_OUT
+            if self.terminated is not None:
+                raise self.terminated
             if self._cancel_pending():
                 self.cancel_delivered = True
                 self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": name})

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 from .attempts import _current
 from .clock import Clock
 from .codec import READ_ONLY, code_ref
-from .errors import DillRefused, NonDeterminismError, Suspend
+from .errors import ContinueAsNew, DillRefused, NonDeterminismError, Suspend
 from .events import FINAL_EVENTS, RESTART_EVENTS
+from .handle import chain_end
 from .loader import load_workflow
 from .observe import NO_OBSERVERS
+from .patching import decisions
 from .replay import RunContext
 from .runs import recorded_args
 from .store import Event, Lease, Store, check_run_id, open_store
@@ -90,7 +92,7 @@ class _DryHost:
         """A finished child's recorded outcome; an unfinished child ends the replay here."""
         cid = f"{ctx.run_id}/{seq}"
         try:
-            info = self.store.summary(cid)
+            info = chain_end(self.store.summary, self.store.summary(cid))
         except Exception:
             raise _ReachedEnd(seq, cid, f"child run {cid!r} was not created yet") from None
         if not info.status.finished:
@@ -133,9 +135,24 @@ def verify_replay(
 
     Returns `(True, "deterministic: ...")` or `(False, "mismatch at step N: recorded
     'a', now 'b'")`; `(True, "not checked: ...")` when the run's arguments are stored with
-    dill (a check never unpickles). Raises `RunNotFound`, `WorkflowNotFound`, or whatever rebuilding the
-    recorded arguments raises.
+    dill (a check never unpickles). A deterministic replay names the path each
+    `intemporal.patched()` took ("patch 'charge-v2': old path"). Raises `RunNotFound`,
+    `WorkflowNotFound`, or whatever rebuilding the recorded arguments raises.
     """
+    seen: list[RunContext] = []
+    ok, message = _verify(store, run_id, imports, seen)
+    taken = decisions(seen[0]) if seen else {}
+    if ok and taken and message.startswith("deterministic"):
+        paths = "; ".join(
+            f"patch {p!r}: {'new' if new else 'old'} path" for p, new in taken.items()
+        )
+        message += f" ({paths})"
+    return ok, message
+
+
+def _verify(
+    store: Store | str | None, run_id: str, imports: list[str] | None, seen: list[RunContext]
+) -> tuple[bool, str]:
     st = open_store(store)
     events = st.read(check_run_id(run_id))
     first = events[0]
@@ -146,6 +163,7 @@ def verify_replay(
     except DillRefused as exc:  # nothing to check without unpickling: say so, not a mismatch
         return True, f"not checked: {exc}"
     ctx = _DryContext(_DryHost(st), _DryLease(run_id), events)
+    seen.append(ctx)
     end: _ReachedEnd | None = None
     outcome = "returned"
     token = _current.set(ctx)
@@ -153,6 +171,8 @@ def verify_replay(
         wf.fn(*args, **kwargs)
     except _ReachedEnd as exc:
         end = exc
+    except ContinueAsNew:
+        outcome = "continued as new"
     except Suspend:  # it would wait here (a timer not yet due, a signal not yet sent)
         end = _ReachedEnd(ctx.seq, "wait")
     except Exception as exc:

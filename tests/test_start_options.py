@@ -206,14 +206,10 @@ def test_bad_options_are_refused_before_anything_is_written(
     assert engine.list_runs() == []
 
 
-def test_priority_and_timeout_are_reserved(engine: Engine) -> None:
+def test_priority_and_timeout_are_taken(engine: Engine) -> None:
     engine.run(stamped, priority=0, timeout=None)  # the defaults are accepted
-    with pytest.raises(NotImplementedError, match="priority"):
-        engine.start(stamped, priority=5)
-    with pytest.raises(NotImplementedError, match="timeout") as caught:
-        engine.start(stamped, timeout=30)
-    assert "kwargs={'timeout': ...}" in str(caught.value)  # a workflow's own `timeout`
-    assert len(engine.list_runs()) == 1
+    engine.run(stamped, priority=5, timeout=30)  # tests/test_queues.py, tests/test_run_timeout.py
+    assert len(engine.list_runs()) == 2
 
 
 def test_a_delayed_run_can_be_cancelled_before_it_starts(engine: Engine) -> None:

@@ -17,11 +17,16 @@ from ..api import Workflow
 from ..attempts import _current
 from ..clock import Clock
 from ..codec import encode
+from ..control import recoveries, restart_kind, stuck_event, terminated
+from ..deadlines import arm, deadline_for, wake_by
 from ..errors import (
     Cancelled,
+    ContinueAsNew,
+    RunStuck,
     SerializationError,
     StoreFailure,
     Suspend,
+    Terminated,
     _Shutdown,
     _Wait,
     store_call,
@@ -40,7 +45,8 @@ from ..events import (
     TERMINAL_EVENTS,
 )
 from ..failures import encode_error
-from ..handle import EngineCalls, _Execution, final_outcome
+from ..handle import EngineCalls, _Execution, chain_end, final_outcome
+from ..lineage import continue_run, stamp
 from ..observe import (
     Observers,
     RunCreated,
@@ -72,6 +78,8 @@ class Executor:
     threads: int
     observer: Observers
     engine_id: str
+    version: str | None
+    max_recoveries: int
     halted: dict[str, BaseException]
     changed: threading.Condition
     _mutex: threading.RLock
@@ -83,6 +91,9 @@ class Executor:
     _parking: Parking
 
     if TYPE_CHECKING:
+        from .queues import QueueRuntime
+
+        _queue_rt: QueueRuntime
 
         def poke(self, run_id: str) -> None: ...
         def _hold(self) -> str: ...
@@ -169,6 +180,9 @@ class Executor:
             with store_call(exe.run_id, f"claim run {exe.run_id!r}"):
                 if lease is None:
                     lease = self.store.claim(exe.run_id)
+                    # Claimed only now: another engine (an idempotent start of the same id,
+                    # a worker's look) may have executed it since `events` were read.
+                    events = None
                 if lease is not None and events is None:
                     events = self.store.read(exe.run_id)
             if lease is None or events is None:  # another process owns it: the handle
@@ -216,6 +230,7 @@ class Executor:
                     self._parking.park(exe, value.until)
             exe.done.set()
             self.changed.notify_all()
+        self._queue_rt.kick()  # a slot of its queue may be free: look now, not at the next poll
         if exe.terminal and exe.parent and not exe.inline:
             try:  # the parent may wait for this child, here or in another process
                 self.store.send(
@@ -239,7 +254,14 @@ class Executor:
         # Resuming a failed run retries what failed. A run that stopped with neither a
         # verdict nor a suspension (its process died, or was stopped mid-run) says so in
         # its journal, with its first new event (`RunContext.marker`).
-        after = "failure" if last == RUN_FAILED else "waiting" if last == RUN_SUSPENDED else "crash"
+        after = restart_kind(last)
+        if after == "crash" and recoveries(events) >= self.max_recoveries:
+            with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
+                lease.append(
+                    {**stuck_event(recoveries(events)), "ts": self.clock.time()}, self.sync
+                )
+            exe.finish("error", RunStuck(exe.run_id, recoveries(events)))  # parked: for a person
+            return
         if len(events) > 1 and after == "failure":
             resumed: Event = {
                 "type": RUN_RESUMED,
@@ -263,21 +285,42 @@ class Executor:
         with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
             messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
         ctx.deliver(messages)
+        if ctx.terminated is not None:  # while no process executed it
+            self._terminated(exe, ctx, events, ctx.terminated)
+            return
+        timer = arm(ctx, self.clock)  # a deadline that passed: cancellation requested now
         if ctx.cancel_requested.is_set() and len(events) == 1:
-            exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
-            ctx.append({"type": RUN_CANCELLED, "error": encode_error(exc, self.codec)})
+            exc = Cancelled(
+                f"run {exe.run_id!r} {ctx.cancel_reason or 'was cancelled'} before it started"
+            )
+            reason = {"reason": ctx.cancel_reason} if ctx.cancel_reason else {}
+            ctx.append({"type": RUN_CANCELLED, "error": encode_error(exc, self.codec), **reason})
             exe.finish("error", exc, terminal=True)
             self._finished(exe, events, RunStatus.CANCELLED, exc)
             return
         start_at = events[0].get("start_at")  # start(delay=...): pending, parked until then
         if len(events) == 1 and start_at is not None and start_at > self.clock.time():
             exe.finish("stopped", _Wait("delayed start", start_at))
+            if timer is not None:
+                timer.cancel()
             return
         token = _current.set(ctx)
         try:
-            result = exe.wf.fn(*exe.args, **exe.kwargs)
+            try:
+                result, continued = exe.wf.fn(*exe.args, **exe.kwargs), None
+            except ContinueAsNew as again:
+                result, continued = None, again
             ctx.check_complete()
             self._wait_inflight(ctx)
+            if continued is not None:
+                nxt = continue_run(self, ctx, events, exe.wf, exe.protocols, continued)
+                exe.finish("continued", nxt, terminal=True)
+                self._finished(exe, events, RunStatus.COMPLETED, None)
+                then = _Execution(nxt, exe.wf, continued.args, continued.kwargs, exe.protocols)
+                then.parent = exe.parent
+                if not self.closing:  # else it stays pending, for a worker to take
+                    self._launch(then, None)
+                return
             try:
                 value = encode(result, self.codec)
             except SerializationError as exc:
@@ -287,11 +330,17 @@ class Executor:
             ctx.append({"type": RUN_COMPLETED, "result": value})
             exe.finish("ok", result, terminal=True)
             self._finished(exe, events, RunStatus.COMPLETED, None)
+        except Terminated as exc:
+            self._wait_inflight(ctx)
+            if ctx.store_failed is not None:
+                raise ctx.store_failed from None
+            self._terminated(exe, ctx, events, exc)
         except Suspend as exc:
             self._wait_inflight(ctx)
             if ctx.store_failed is not None or isinstance(exc, StoreFailure):
                 raise ctx.store_failed or exc from None  # `_execute` reports it
             if isinstance(exc, _Wait):
+                exc.until = wake_by(exc.until, ctx)  # a deadline wakes it to be cancelled
                 with store_call(exe.run_id, "mark this engine alive in the store"):
                     owner = self._hold()
                 ctx.append(
@@ -314,13 +363,29 @@ class Executor:
                 exe.finish("error", ctx.poisoned)
             elif isinstance(exc, Exception):
                 kind = RUN_CANCELLED if isinstance(exc, Cancelled) else RUN_FAILED
-                ctx.append({"type": kind, "error": encode_error(exc, self.codec)})
+                why = (
+                    {"reason": ctx.cancel_reason}
+                    if kind == RUN_CANCELLED and ctx.cancel_reason
+                    else {}
+                )
+                ctx.append({"type": kind, "error": encode_error(exc, self.codec), **why})
                 exe.finish("error", exc, terminal=True)
                 self._finished(exe, events, TERMINAL_EVENTS[kind], exc)
             else:
                 exe.finish("error", exc)  # KeyboardInterrupt & co: raised to the waiter, resumable
         finally:
             _current.reset(token)
+            if timer is not None:
+                timer.cancel()
+
+    def _terminated(
+        self, exe: _Execution, ctx: RunContext, events: list[Event], exc: Terminated
+    ) -> None:
+        """End a run that `engine.terminate()` stopped: CANCELLED, nothing compensated."""
+        event, error = terminated(exe.run_id, exc.reason, self.codec)
+        ctx.append(event)
+        exe.finish("error", error, terminal=True)
+        self._finished(exe, events, RunStatus.CANCELLED, error)
 
     def _finished(
         self, exe: _Execution, events: list[Event], status: RunStatus, exc: BaseException | None
@@ -354,12 +419,15 @@ class Executor:
         cid = child_id(ctx.run_id, seq)
         now = self.clock.time()
         first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id, now)
+        stamp(first, self.version, deadline_for(now, None, wf.timeout, ctx.deadline))
         with store_call(cid, f"create child run {cid!r}"):
             fresh = not self.store.exists(cid)
             fresh = fresh and self.store.create(cid, self._with_headers(first), self.sync)
             if not fresh:  # made by an earlier execution, or a run someone else put at that id
                 check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
-            info = self.store.summary(cid)
+            info = chain_end(self.store.summary, self.store.summary(cid))
+        if info.run_id != cid and not info.status.finished:  # it continued as new: wait
+            raise _Wait(f"child {info.run_id}", None)
         if info.status.finished and not (wait and ctx.retries_child(seq, info)):
             return final_outcome(info, self._calls, ctx) if wait else None
         exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
@@ -387,7 +455,7 @@ class Executor:
         """The result of child `<parent>/<seq>` if it finished; else raise `ChildNotFinished`."""
         cid = child_id(ctx.run_id, seq)
         with store_call(cid, f"read child run {cid!r}"):
-            info = self.store.summary(cid)
+            info = chain_end(self.store.summary, self.store.summary(cid))
         if not info.status.finished:
             raise ChildNotFinished(info.run_id)
         return final_outcome(info, self._calls, ctx)

@@ -7,6 +7,7 @@
       order-42/3.jsonl        a child run "order-42/3"
       .doorbell               which runs got a message: engines stat this one file
       .engines/ID.lock        held by each live engine that parks waiting runs
+      .queues/NAME-HASH.ledger  a limited queue's admitted runs, flocked while deciding
 
 Ownership is taken once per execution, not per append, with a plain `fcntl.flock` on the
 journal itself, through the descriptor the run appends with: what `filelock` does on
@@ -43,6 +44,7 @@ import filelock
 
 from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
+from . import queueing
 from .base import (
     Event,
     Lease,
@@ -70,6 +72,7 @@ from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
+QUEUES = ".queues"  # one ledger per limited queue, its own lock (`queue_ledger`)
 TAIL = 4096  # bytes read from a journal's end to find its last event
 DOORBELL = ".doorbell"  # one line per message sent: which run to look at
 DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then look at all runs
@@ -549,6 +552,16 @@ class FileStore(Store):
             return is_locked(rel, self._opener(rel))
         except NotADirectoryError:
             return False
+
+    @contextlib.contextmanager
+    def queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
+        if fcntl is None:  # no flock here: this process only
+            with super().queue_ledger(name) as ledger:
+                yield ledger
+            return
+        fd = self._open(f"{QUEUES}/{queueing.file_name(name)}", os.O_RDWR | os.O_CREAT, True)
+        with queueing.flocked_ledger(fd) as ledger:  # any process of this host waits here
+            yield ledger
 
     def run_ids(self) -> Iterator[str]:
         root = str(self.root)
