@@ -418,7 +418,9 @@ def tabulate(r: dict[str, Any], table: Any) -> None:
         + "."
     )
     table.notes.append(
-        f"8: takeover: two worker processes with lease={t['lease_s']:g} s (renewed each third); "
+        f"8: takeover: two worker processes with lease={t['lease_s']:g} s (renewed by each "
+        "append and each third of it, so a busy run is taken over about one lease after the "
+        "kill); "
         "the one executing a run of 10 ms steps is SIGKILLed after 5 steps, and the time runs "
         "from the kill to the other's first event in the journal (its `owner` field names "
         f"the engine). p90 {t['p90']:.2f} s; all: "
