@@ -94,3 +94,19 @@ def test_quick_postgres_scenario_prints_its_figures(tmp_path: Path) -> None:
     ], proc.stdout
     assert all(re.match(r"[\d,.]+$", figure) for _, figure in rows), rows
     assert "Steps journaled twice: 0" in results.read_text()
+
+
+def test_async_fanout_bench_runs_at_smoke_size() -> None:
+    # Given the async fan-out bench at a smoke size: 50 runs each awaiting a 0.2 s activity
+    cmd = [sys.executable, str(REPO / "bench" / "async_fanout.py"), "--runs", "50"]
+    proc = subprocess.run(
+        [*cmd, "--seconds", "0.2", "--stores", "memory"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then every run awaited at once, on one loop, and the figures are printed
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"memory store: all done in [\d.]+ s .*50 awaiting at once", proc.stdout)
+    assert re.search(r"[\d.]+ KiB of RSS per run in flight", proc.stdout), proc.stdout
