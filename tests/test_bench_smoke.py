@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +19,7 @@ def test_quick_bench_prints_a_figure_for_every_scenario(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--no-dbos"]
     cmd += ["--only", "1,2,3,4,5,6,7"]  # 8 (PostgreSQL): the test below
-    t0 = time.monotonic()
-
-    # When it runs
+    # When it runs (`timeout` only stops a hang: speed is the bench's business, not a test's)
     proc = subprocess.run(
         [*cmd, "--results", str(results)],
         cwd=REPO,
@@ -30,11 +27,9 @@ def test_quick_bench_prints_a_figure_for_every_scenario(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    elapsed = time.monotonic() - t0
 
-    # Then it succeeds quickly, and every scenario 1-7 printed a figure (or says why not)
+    # Then it succeeds, and every scenario 1-7 printed a figure (or says why not)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert elapsed < 20, f"the quick bench took {elapsed:.1f} s"
     for n in range(1, 8):
         figures = re.findall(rf"^  \[{n}\] .*?: intemporal (\S+)", proc.stdout, re.MULTILINE)
         assert figures, f"scenario {n} printed no figure:\n{proc.stdout[-3000:]}"
