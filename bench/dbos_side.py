@@ -1,7 +1,8 @@
-"""The baseline: DBOS Transact on SQLite, in a virtualenv of its own (bench/.venv-dbos).
+"""The baseline: DBOS Transact on SQLite (and on PostgreSQL), in a virtualenv of its own
+(bench/.venv-dbos).
 
-`ensure()` creates the virtualenv with the current interpreter and `pip install dbos`
-when it is missing; `run()` runs `../shared/bench/bench_dbos.py` (found beside the repo)
+`ensure()` creates the virtualenv with the current interpreter and `pip install dbos
+psycopg[binary]` when it is missing; `run()` runs `../shared/bench/bench_dbos.py` (found beside the repo)
 there and returns its final JSON. DBOS is never a dependency of the project itself.
 """
 
@@ -17,12 +18,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 VENV = BENCH / ".venv-dbos"
-#: shared/ lies beside the repo: /work/shared for /work/main, and beside CI's clone too
-SHARED_BENCH = REPO.parent / "shared" / "bench"
-if not SHARED_BENCH.exists() and (REPO / ".git").is_file():  # a git worktree elsewhere:
-    # shared/ lies beside the main checkout (.git/worktrees/NAME -> .git -> main -> ..)
-    _gitdir = Path((REPO / ".git").read_text().split("gitdir:", 1)[-1].strip())
-    SHARED_BENCH = _gitdir.parent.parent.parent.parent / "shared" / "bench"
+#: shared/ lies beside the repo (/work/shared for /work/main, and beside CI's clone too),
+#: or beside the folder of a git worktree (/work/shared for /work/wt/NAME)
+SHARED_BENCH = next(
+    (p / "shared" / "bench" for p in REPO.parents if (p / "shared" / "bench").is_dir()),
+    REPO.parent / "shared" / "bench",
+)
 
 
 def python() -> Path:
@@ -33,7 +34,9 @@ def _works() -> bool:
     py = python()
     if not py.exists():
         return False
-    probe = subprocess.run([str(py), "-c", "import dbos"], capture_output=True, timeout=120)
+    probe = subprocess.run(
+        [str(py), "-c", "import dbos, psycopg"], capture_output=True, timeout=120
+    )
     return probe.returncode == 0
 
 
@@ -54,7 +57,8 @@ def ensure(log=print) -> tuple[Path | None, str]:
                 timeout=300,
             )
         pip = subprocess.run(
-            [str(python()), "-m", "pip", "install", "--quiet", "dbos"],
+            # psycopg: DBOS on PostgreSQL (the PostgreSQL scenario's `system_database_url`)
+            [str(python()), "-m", "pip", "install", "--quiet", "dbos", "psycopg[binary]"],
             capture_output=True,
             text=True,
             timeout=900,

@@ -3,7 +3,8 @@
     python bench/run.py                    # everything; writes bench/RESULTS.md
     python bench/run.py --quick --no-dbos  # a smoke run in seconds (the test suite runs it)
     python bench/run.py --only 1,3         # some scenarios: 1 seq, 2 conc, 3 flush,
-                                           # 4 recovery, 5 replay, 6 waiting, 7 list+import
+                                           # 4 recovery, 5 replay, 6 waiting, 7 list+import,
+                                           # 8 postgres (bench/pg_bench.py)
 
 DBOS is installed on first use into bench/.venv-dbos (never into the project) and its
 `../shared/bench/bench_dbos.py` runs there; without it, each figure is printed with its
@@ -44,6 +45,7 @@ SCENARIOS = {
     "5": "replay",
     "6": "waiting",
     "7": "list",
+    "8": "postgres",
 }
 TITLES = {
     "1": "sequential, durable (fsync)",
@@ -53,6 +55,7 @@ TITLES = {
     "5": "replay of a long run",
     "6": "waiting at scale",
     "7": "CLI list and import",
+    "8": "PostgreSQL, same server as DBOS",
 }
 
 
@@ -155,7 +158,7 @@ def parse_only(values: list[str] | None) -> list[str]:
             part = part.strip()
             key = part if part in SCENARIOS else names.get(part)
             if key is None:
-                raise SystemExit(f"unknown scenario {part!r}: use 1-7 or {', '.join(names)}")
+                raise SystemExit(f"unknown scenario {part!r}: use 1-8 or {', '.join(names)}")
             out.append(key)
     return sorted(set(out))
 
@@ -227,7 +230,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke run in seconds")
-    ap.add_argument("--only", action="append", help="scenarios to run: numbers 1-7 or names")
+    ap.add_argument("--only", action="append", help="scenarios to run: numbers 1-8 or names")
     ap.add_argument(
         "--no-dbos", action="store_true", help="skip DBOS (print ratios to plain Python)"
     )
@@ -326,6 +329,7 @@ def _run(
         "5": lambda: sc.replay(ctx),
         "6": lambda: sc.waiting(ctx),
         "7": lambda: measure_list(ctx),
+        "8": lambda: measure_postgres(ctx, dbos.get("python"), log),
     }
     probes: dict[str, float] = {}
     raw["create_file_us_before"] = probes  # this disk's mood drifts: see scenario 3's note
@@ -351,6 +355,13 @@ def _run(
     results_path.write_text(report)
     log(f"written to {results_path}")
     return 0
+
+
+def measure_postgres(ctx: sc.Ctx, dbos_python: str | None, log: Any) -> dict[str, Any]:
+    """Scenario 8 (bench/pg_bench.py): imported here, so psycopg is needed only for it."""
+    import pg_bench
+
+    return pg_bench.measure(ctx, Path(dbos_python) if dbos_python else None, log)
 
 
 def measure_list(ctx: sc.Ctx) -> dict[str, Any]:
@@ -723,6 +734,10 @@ def tabulate(raw: dict[str, Any]) -> Table:
             f"{sizes.import_reps} fresh interpreters; slowest imports (ms, cumulative): "
             + ", ".join(f"{n} {ms:.0f}" for n, ms in r["import_top_ms"][:5])
         )
+    if "8" in res:
+        import pg_bench
+
+        pg_bench.tabulate(res["8"], table)
     return table
 
 
@@ -753,8 +768,10 @@ def render(raw: dict[str, Any]) -> str:
     ]
     if dbos and not why:
         prag = dbos.get("pragmas") or {}
+        pg = (raw["intemporal"].get("8") or {}).get("dbos") or {}
+        version = dbos.get("version") or pg.get("version", "?")
         lines.append(
-            f"Baseline: DBOS {dbos.get('version', '?')} on SQLite "
+            f"Baseline: DBOS {version} on SQLite (scenario 8: on the same PostgreSQL server) "
             + (
                 f"(journal_mode={prag.get('journal_mode')}, synchronous={prag.get('synchronous')}) "
                 if prag

@@ -53,6 +53,17 @@ class Sizes:
     list_limit: int = 50
     import_reps: int = 5
     plain_w: int = 200_000
+    pg_seq_w: int = 300  # scenario 8, PostgreSQL (bench/pg_bench.py)
+    pg_seq_k: int = 10
+    pg_conc_w: int = 1000
+    pg_conc_k: int = 10
+    pg_conc_reps: int = 3
+    pg_scale_w: int = 1000
+    pg_scale_k: int = 10
+    pg_latency_n: int = 200
+    pg_latency_gap: float = 0.02
+    pg_kills: int = 10
+    pg_lease: float = 2.0
     quick: bool = False
 
     @classmethod
@@ -75,6 +86,17 @@ class Sizes:
             list_n=1000,
             import_reps=3,
             plain_w=20_000,
+            pg_seq_w=20,
+            pg_seq_k=3,
+            pg_conc_w=40,
+            pg_conc_k=3,
+            pg_conc_reps=1,
+            pg_scale_w=20,
+            pg_scale_k=3,
+            pg_latency_n=5,
+            pg_latency_gap=0.01,
+            pg_kills=1,
+            pg_lease=1.0,
             quick=True,
         )
 

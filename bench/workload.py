@@ -94,3 +94,16 @@ def waiting_workflow(n: int) -> Any:
     payload = intemporal.wait_for_signal("go")  # type: ignore[attr-defined]
     WOKE[intemporal.run_id()] = time.time()
     return payload
+
+
+@intemporal.activity
+def slow_step(i: int, pause: float) -> int:
+    """A step that takes `pause` seconds: a run long enough to be killed in the middle of."""
+    time.sleep(pause)
+    return i
+
+
+@intemporal.workflow
+def slow_workflow(k: int, pause: float) -> int:
+    """K steps of `pause` seconds each (the PostgreSQL takeover scenario)."""
+    return sum(slow_step(i, pause) for i in range(k))

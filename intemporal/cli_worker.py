@@ -137,6 +137,15 @@ def worker(
             "--once", help="Take the work there is now, watch it until it ends or parks, exit."
         ),
     ] = False,
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            metavar="SECONDS",
+            help="On Ctrl-C or SIGTERM, how long activities in flight may take to finish "
+            "before the worker exits anyway (exit code 1; they run again elsewhere).",
+        ),
+    ] = 30.0,
     versions: Annotated[
         list[str] | None,
         typer.Option(
@@ -158,8 +167,11 @@ def worker(
     and failed per queue, and the uptime; elsewhere each line starts with its time.
     --json prints one object per line (ts, event, run_id, ...). With --queue it serves
     only those queues, within the limits the imported modules declare (intemporal.Queue);
-    it also fires the @intemporal.scheduled workflows they declare. On Ctrl-C the runs stop at their next durable operation and stay
-    resumable. --once watches the runs it took until each ends or parks to wait for a
+    it also fires the @intemporal.scheduled workflows they declare. On Ctrl-C or SIGTERM
+    it stops taking runs, the runs stop at their next durable operation and stay
+    resumable by any worker, and it exits 0 saying what it left; activities still in
+    flight after --grace seconds are abandoned (exit 1), and a second Ctrl-C or SIGTERM
+    exits at once. --once watches the runs it took until each ends or parks to wait for a
     signal or a distant timer, then exits with the codes of `resume`: 1 if a run ended
     failed (or could not be resumed), else 0.
 
@@ -218,17 +230,41 @@ def worker(
         except KeyboardInterrupt:
             stopping()
             stopped = True
+            engine._closing.set()  # no new step from now on; leaving `with` waits for them
             taken = set(engine._active)  # taken here, maybe not yet said: left too
             board.say(
                 "stopping",
                 None,
-                "stopping: runs in flight stop at their next durable step "
-                "(a second Ctrl-C or SIGTERM stops at once)",
+                "stopping: runs in flight stop at their next durable step, activities get "
+                f"{grace:g} s to finish (a second Ctrl-C or SIGTERM stops at once)",
             )
-    if stopped:  # the engine is closed: the runs it executed are released
+            watchdog = _give_up_after(
+                grace, board, lambda: sorted({*watching, *taken, *engine._active})
+            )
+    if stopped:
+        watchdog.cancel()  # the engine is closed: the runs it executed are released
         left = sorted({*watching, *taken, *(h.run_id for h in engine.adopted)})
         text = f"stopped; left {len(left)} unfinished run(s), resumable by any worker"
         board.say("stopped", None, text + (": " + ", ".join(left) if left else ""), left=left)
+
+
+def _give_up_after(grace: float, board: Board, left: Callable[[], list[str]]) -> threading.Timer:
+    """Exit the process (code 1) once `grace` seconds pass, saying which runs it leaves; the
+    caller cancels the timer when the engine closed in time."""
+
+    def give_up() -> None:
+        runs = left()
+        text = (
+            f"grace period of {grace:g} s over: exiting with activities in flight; left "
+            f"{len(runs)} unfinished run(s), resumable by any worker"
+        )
+        board.say("stopped", None, text + (": " + ", ".join(runs) if runs else ""), left=runs)
+        os._exit(1)
+
+    timer = threading.Timer(grace, give_up)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 @contextlib.contextmanager

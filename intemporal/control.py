@@ -24,6 +24,7 @@ from .errors import Cancelled, RunNotFound
 from .events import (
     CHILD_DONE,
     CHILD_STARTED,
+    OWNER,
     RUN_CANCELLED,
     RUN_FAILED,
     RUN_FORKED,
@@ -111,7 +112,7 @@ def terminate_run(
             events = store.read(run_id)
             if events[-1]["type"] not in TERMINAL_EVENTS:
                 event, _ = terminated(run_id, reason, codec)
-                lease.append({**event, "ts": round(now, 6)}, sync)
+                lease.append({**event, "ts": round(now, 6), OWNER: owner}, sync)
                 parent = events[0].get("parent")
                 if parent:  # a parent waiting for it wakes up to its end
                     with contextlib.suppress(RunNotFound):

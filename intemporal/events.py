@@ -3,8 +3,11 @@
 A run's journal is a list of events (dicts JSON can hold), each with a `type` named here
 and a `ts`. The first is always `RUN_STARTED`, which carries `version`, the journal format
 (`JOURNAL_VERSION`): a journal written by a newer intemporal is refused, both versions
-named, instead of being misread. Inbox messages (`SIGNAL`, `CANCEL`, `CHILD_DONE`) are
-events too, kept apart from the journal.
+named, instead of being misread. Every later event carries `owner`: the id of the engine
+that executed that step (`Engine.engine_id`, unique per engine object), so a journal shows
+which worker did what and that two never wrote it at once; a reader that predates the
+field ignores it (the format version stays 1). Inbox messages (`SIGNAL`, `CANCEL`,
+`CHILD_DONE`) are events too, kept apart from the journal.
 
     state = fold(store.read("order-42"))
     state.status, state.queue, state.parent, state.wake_at, state.steps
@@ -26,6 +29,8 @@ Event = dict[str, Any]
 
 #: the journal format this intemporal writes; a journal with a higher one is refused
 JOURNAL_VERSION = 1
+#: the field naming the engine that appended an event (all events after `run_started`)
+OWNER = "owner"
 
 # -- the journal: the run's own events ---------------------------------------------------------
 RUN_STARTED = "run_started"  # first line: workflow, args, code reference, queue, parent

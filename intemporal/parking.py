@@ -67,9 +67,10 @@ class Parking:
 
     def _watch(self) -> None:
         """Follow the doorbell and fire due timers, until the engine closes."""
-        while not self._closing.wait(WATCH_INTERVAL):
+        blocks = self.store.wait_blocks  # then the store's `wait` is the pause
+        while not self._closing.wait(0 if blocks else WATCH_INTERVAL):
             try:
-                ids, self._cursor = self.store.wait(self._cursor, 0)
+                ids, self._cursor = self.store.wait(self._cursor, WATCH_INTERVAL if blocks else 0)
                 if ids is None:  # the doorbell was reset: look at every run we hold
                     ids = self._held()
                 for run_id in ids:

@@ -40,6 +40,7 @@ from .events import (
     CANCEL,
     CANCEL_DELIVERED,
     CHILD_STARTED,
+    OWNER,
     RUN_FAILED,
     RUN_RESUMED,
     SIGNAL,
@@ -82,6 +83,7 @@ class Host(Protocol):
     sync: bool
     observer: Observers
     clock: Clock
+    engine_id: str  # stamped on every event an execution appends (`owner`)
 
     @property
     def closing(self) -> bool: ...
@@ -178,7 +180,8 @@ class RunContext(ActivitySteps):
 
     # -- the journal --------------------------------------------------------------------
     def append(self, event: Event, sync: bool | None = None) -> None:
-        """Append an event stamped with the time; a storage failure stops the run unrecorded.
+        """Append an event stamped with the time and the engine (`owner`); a storage failure
+        stops the run unrecorded.
 
         Any exception of the store (an `OSError`, a database driver's) raises `StoreFailure`,
         which user code does not catch, and every later append of this execution raises it
@@ -190,6 +193,7 @@ class RunContext(ActivitySteps):
         event["ts"] = round(self.host.clock.time(), 6)
         if sync is None:
             sync = self.host.sync and not getattr(self._unsynced, "on", False)
+        event.setdefault(OWNER, self.host.engine_id)  # which engine executed this step
         try:
             if self.marker is not None:
                 self._write_marker(event["ts"])
@@ -217,7 +221,7 @@ class RunContext(ActivitySteps):
         # Before this execution's first line, unsynced: the line after it syncs both.
         with self._marker_lock:  # a submitted activity may append at the same moment
             if self.marker is not None:
-                self.lease.append({**self.marker, "ts": ts}, False)
+                self.lease.append({**self.marker, "ts": ts, OWNER: self.host.engine_id}, False)
                 self.marker = None
 
     def next(self, name: str, deliver: bool = True) -> tuple[int, Event | None]:

@@ -69,6 +69,7 @@ class _DryHost:
     sync = False
     closing = False
     observer = NO_OBSERVERS  # a check is not an execution: nobody is told
+    engine_id = "dry-replay"  # never written: a dry lease appends nothing
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -32,6 +32,7 @@ class PgServer:
     user: str
     root: Path
     listen: str = "127.0.0.1"  # listen_addresses: "*" for the multi-host test's links
+    durable: bool = False  # fsync on (the benchmark); the tests run with fsync off (-F)
 
     @property
     def dsn(self) -> str:
@@ -42,7 +43,9 @@ class PgServer:
         _run(self.user, [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-s", *args])
 
     def start(self) -> None:
-        opts = f"-p {self.port} -h '{self.listen}' -k {self.data} -F -c max_connections=300"
+        opts = f"-p {self.port} -h '{self.listen}' -k {self.data} -c max_connections=300"
+        if not self.durable:
+            opts += " -F"
         self.ctl("-w", "-t", "30", "-l", str(self.root / "log"), "-o", opts, "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -76,12 +79,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(bindir: Path, listen: str = "127.0.0.1", trust: str = "") -> PgServer:
+def start_server(
+    bindir: Path,
+    listen: str = "127.0.0.1",
+    trust: str = "",
+    durable: bool = False,
+    parent: Path | None = None,
+) -> PgServer:
     """initdb a new cluster in a temp folder and start it; the caller stops it.
 
     `listen`: its listen_addresses; `trust`: a network (`10.77.0.0/16`) whose clients it
-    trusts too, beside the loopback."""
-    root = Path(tempfile.mkdtemp(prefix="intemporal-pg-"))
+    trusts too, beside the loopback; `durable`: fsync on (default off: tests need no
+    durability against power cuts); `parent`: the folder to make its folder in."""
+    root = Path(tempfile.mkdtemp(prefix="intemporal-pg-", dir=parent))
     user = "nobody" if os.geteuid() == 0 else os.environ.get("USER") or "postgres"
     if os.geteuid() == 0:
         os.chmod(root, 0o700)
@@ -108,7 +118,7 @@ def start_server(bindir: Path, listen: str = "127.0.0.1", trust: str = "") -> Pg
     if trust:
         with open(data / "pg_hba.conf", "a") as hba:
             hba.write(f"host all all {trust} trust\n")
-    server = PgServer(bindir, data, free_port(), user, root, listen)
+    server = PgServer(bindir, data, free_port(), user, root, listen, durable)
     server.start()
     return server
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from pg_server import INSTALL, find_bindir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -14,6 +18,7 @@ def test_quick_bench_prints_a_figure_for_every_scenario(tmp_path: Path) -> None:
     # Given the bench at its smoke sizes, without the DBOS baseline
     results = tmp_path / "RESULTS.md"
     cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--no-dbos"]
+    cmd += ["--only", "1,2,3,4,5,6,7"]  # 8 (PostgreSQL): the test below
     # When it runs (`timeout` only stops a hang: speed is the bench's business, not a test's)
     proc = subprocess.run(
         [*cmd, "--results", str(results)],
@@ -55,6 +60,36 @@ def test_start_profile_splits_the_callers_time_by_system_call(tmp_path: Path) ->
     assert 0 < int(rows["FileStore.create, all of it"]) <= int(rows["start(), the whole call"])
     assert re.search(r"throughput of the busy engine: [\d,]+ steps/s", proc.stdout), proc.stdout
     assert list(tmp_path.iterdir()) == []  # its stores removed
+
+
+@pytest.mark.slow  # ~10-25 s: a server, seven worker processes, a lease to expire
+def test_quick_postgres_scenario_prints_its_figures(tmp_path: Path) -> None:
+    # Given scenario 8 at its smoke size (a throwaway PostgreSQL server), without DBOS
+    if find_bindir() is None and os.environ.get("CI") != "true":
+        pytest.skip("no PostgreSQL server binaries (outside CI): " + INSTALL)
+    results = tmp_path / "RESULTS.md"
+    cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--no-dbos"]
+    # When it runs
+    proc = subprocess.run(
+        [*cmd, "--only", "postgres", "--results", str(results)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Then each measurement printed a figure: sequential, concurrent, 3 scale-outs, takeover
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = re.findall(r"^  \[8\] (.*?): intemporal (\S+)", proc.stdout, re.MULTILINE)
+    assert [r[0].split(":")[0].split(",")[0] for r in rows] == [
+        "sequential",
+        "concurrent",
+        "scale-out",
+        "scale-out",
+        "scale-out",
+        "takeover after SIGKILL",
+    ], proc.stdout
+    assert all(re.match(r"[\d,.]+$", figure) for _, figure in rows), rows
+    assert "Steps journaled twice: 0" in results.read_text()
 
 
 def test_async_fanout_bench_runs_at_smoke_size() -> None:

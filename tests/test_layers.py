@@ -39,6 +39,7 @@ RANKS = {
     "store.file": 7,
     "store.locate": 7,
     "store.postgres_schema": 6,
+    "store.postgres_wake": 6,
     "store.postgres": 7,
     "store": 8,
     # one run's context: what executes on a thread (attempts), replay, durable operations

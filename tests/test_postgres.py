@@ -8,6 +8,7 @@ database has. Each test gets a new database on the session's throwaway server.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -114,6 +115,28 @@ def test_a_run_stopped_by_the_database_going_away_resumes_once_it_is_back(
         assert engine.get_run("before").status is RunStatus.COMPLETED
 
 
+def test_a_client_waiting_for_a_result_is_told_when_the_database_goes_away(
+    pg_dsn: str, pg_server: PgServer
+) -> None:
+    # Given a client-only engine waiting for a run no worker executes yet
+    with Engine(PostgresStore(pg_dsn), worker=False) as client:
+        waiting = client.start(flow, 1, run_id="enqueued")
+        # When the database goes away
+        pg_server.stop()
+        try:
+            # Then the wait raises StoreUnavailable at once instead of hanging
+            t0 = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                waiting.result(timeout=30)
+            with pytest.raises(StoreUnavailable):
+                client.run(flow, 2, run_id="later")
+            assert time.monotonic() - t0 < 10
+        finally:
+            pg_server.start()
+        # and once it is back the run is there, still pending for a worker
+        assert client.get_run("enqueued").status is RunStatus.PENDING
+
+
 # -- workers that die or stall -------------------------------------------------------------------
 WORKER = """
 import os, sys, threading
@@ -137,7 +160,7 @@ def flow(n: int) -> int:
 if __name__ == "__main__":
     engine = Engine(PostgresStore(sys.argv[1], lease=1.0), threads=2)
     engine.recover()
-    print("serving", flush=True)
+    print("serving", engine.engine_id, flush=True)
     told = set()
     while True:  # say which runs stopped here unrecorded, and why
         for run_id, exc in list(engine.halted.items()):
@@ -151,7 +174,8 @@ if __name__ == "__main__":
 def _worker(
     tmp_path: Path, dsn: str, prefix: tuple[str, ...] = (), **env: str
 ) -> subprocess.Popen[str]:
-    """Start WORKER on `dsn` (behind `prefix`, e.g. `ip netns exec NS`); return once it serves."""
+    """Start WORKER on `dsn` (behind `prefix`, e.g. `ip netns exec NS`); return once it serves
+    (`ENGINE_OF[pid]`: its engine's id, the `owner` of the events it appends)."""
     script = tmp_path / "pgworker.py"
     script.write_text(textwrap.dedent(WORKER))
     proc = subprocess.Popen(
@@ -161,8 +185,34 @@ def _worker(
         text=True,
         env={**os.environ, **env},
     )
-    assert proc.stdout is not None and proc.stdout.readline() == "serving\n", proc.stderr
+    assert proc.stdout is not None
+    said = proc.stdout.readline().split()
+    assert said[:1] == ["serving"], proc.stderr
+    ENGINE_OF[proc.pid] = said[1]
     return proc
+
+
+ENGINE_OF: dict[int, str] = {}  # worker process id -> the id of its engine
+
+
+def _owners(events: list[dict[str, object]]) -> list[str]:
+    """The engines that wrote a run's journal, in turn; asserts that they never overlapped.
+
+    Each engine wrote one block of events (none wrote again after another took over), and
+    no step of a block began (`started`) before the previous block's last event.
+    """
+    blocks: list[tuple[str, float, float]] = []  # (owner, first start, last ts)
+    for ev in events[1:]:
+        owner, ts = str(ev["owner"]), float(ev["ts"])  # type: ignore[arg-type]
+        begin = min(ts, float(ev.get("started", ts)))  # type: ignore[arg-type]
+        if blocks and blocks[-1][0] == owner:
+            blocks[-1] = (owner, min(blocks[-1][1], begin), ts)
+            continue
+        assert owner not in [b[0] for b in blocks], f"engine {owner} wrote again: {events}"
+        blocks.append((owner, begin, ts))
+    for before, after in itertools.pairwise(blocks):
+        assert after[1] >= before[2], f"{after[0]} began before {before[0]} ended: {events}"
+    return [b[0] for b in blocks]
 
 
 def _cli_worker(dsn: str, cwd: Path, module: str, *options: str) -> subprocess.Popen[str]:
@@ -203,11 +253,12 @@ def pgw_flow(n: int) -> int:
     raise AssertionError("executed by the worker processes only")
 
 
-def _enqueue(dsn: str, run_id: str) -> PostgresStore:
-    """Record a run of `pgw.flow` from a client engine (it executes nothing)."""
+def _enqueue(dsn: str, *run_ids: str) -> PostgresStore:
+    """Record runs of `pgw.flow` (3 steps) from a client engine (it executes nothing)."""
     store = PostgresStore(dsn, lease=1.0)
     with Engine(store, worker=False) as client:
-        client.start(pgw_flow, 3, run_id=run_id)
+        for run_id in run_ids:
+            client.start(pgw_flow, 3, run_id=run_id)
     return store
 
 
@@ -232,6 +283,8 @@ def test_a_killed_workers_run_is_taken_over_once_its_lease_expires(
             assert (second.pid, 0) not in _marks(tmp_path)  # step 0 was journaled: not again
             seqs = _completed(store, "taken")
             assert len(seqs) == 3 and len(set(seqs)) == 3
+            # each event names its engine: the first worker's, then the second's, never mixed
+            assert _owners(store.read("taken")) == [ENGINE_OF[first.pid], ENGINE_OF[second.pid]]
         finally:
             second.kill()
             second.wait(10)
@@ -244,6 +297,8 @@ def test_a_killed_workers_run_is_taken_over_once_its_lease_expires(
 def test_a_stalled_worker_past_its_lease_is_fenced_out_and_writes_nothing(
     tmp_path: Path, pg_dsn: str
 ) -> None:
+    """The short version of tests/test_postgres_hosts.py's link cut (slow, network
+    namespaces): plain processes, and a SIGSTOP/SIGCONT pause instead of the cut."""
     # Given a worker paused (SIGSTOP) in step 1 of a run, past its lease
     stale = _worker(tmp_path, pg_dsn, HANG_AT_ONE="1", HANG_FOR="0.3")
     try:
@@ -268,6 +323,7 @@ def test_a_stalled_worker_past_its_lease_is_fenced_out_and_writes_nothing(
         assert store.read("fenced") == done
         seqs = _completed(store, "fenced")
         assert len(seqs) == 3 and len(set(seqs)) == 3
+        assert _owners(done) == [ENGINE_OF[stale.pid], ENGINE_OF[other.pid]]
     finally:
         stale.kill()
         stale.wait(10)
@@ -295,19 +351,27 @@ def pgt_slow(folder: str) -> str:
     raise AssertionError("executed by the worker process only")
 
 
+def _worker_in_flight(
+    tmp_path: Path, pg_dsn: str, *options: str
+) -> tuple[subprocess.Popen[str], PostgresStore]:
+    """`intemporal worker OPTIONS` executing run "graceful", its activity in flight."""
+    (tmp_path / "slowflows.py").write_text(SLOW)
+    proc = _cli_worker(pg_dsn, tmp_path, "slowflows", "--interval", "0.05", *options)
+    store = PostgresStore(pg_dsn)
+    with Engine(store, worker=False) as client:
+        client.start(pgt_slow, str(tmp_path), run_id="graceful")
+    assert proc.stdout is not None
+    wait_until(lambda: "started graceful" in proc.stdout.readline(), 20, "the run started")  # type: ignore[union-attr]
+    wait_until(lambda: (tmp_path / "in-flight").exists(), 20, "the activity in flight")
+    return proc, store
+
+
 def test_sigterm_stops_the_worker_gracefully_releasing_its_runs(
     tmp_path: Path, pg_dsn: str
 ) -> None:
     # Given `intemporal worker` executing an activity
-    (tmp_path / "slowflows.py").write_text(SLOW)
-    proc = _cli_worker(pg_dsn, tmp_path, "slowflows", "--interval", "0.05")
+    proc, store = _worker_in_flight(tmp_path, pg_dsn)
     try:
-        store = PostgresStore(pg_dsn)
-        with Engine(store, worker=False) as client:
-            client.start(pgt_slow, str(tmp_path), run_id="graceful")
-        assert proc.stdout is not None
-        wait_until(lambda: "started graceful" in proc.stdout.readline(), 20, "the run started")  # type: ignore[union-attr]
-        wait_until(lambda: (tmp_path / "in-flight").exists(), 20, "the activity in flight")
         # When it gets SIGTERM (as systemd and docker send), and the activity then ends
         proc.send_signal(signal.SIGTERM)
         wait_until(lambda: "stopping" in proc.stdout.readline(), 10, "the worker stopping")  # type: ignore[union-attr]
@@ -320,6 +384,38 @@ def test_sigterm_stops_the_worker_gracefully_releasing_its_runs(
         assert len(steps) == 1
         assert not store.is_claimed("graceful")  # released now, not when its lease expires
         assert store.summary("graceful").status is RunStatus.RUNNING
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["grace-over", "second-signal"])
+def test_an_activity_that_does_not_end_stops_the_worker_after_its_grace_or_a_second_signal(
+    tmp_path: Path, pg_dsn: str, second_signal: bool
+) -> None:
+    # Given `intemporal worker --grace 0.5` executing an activity that does not end
+    proc, store = _worker_in_flight(
+        tmp_path, pg_dsn, "--grace", "0.5" if not second_signal else "60"
+    )
+    try:
+        # When it gets SIGTERM (and, maybe, a second one)
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping" in proc.stdout.readline(), 10, "the worker stopping")  # type: ignore[union-attr]
+        if second_signal:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        # Then it exits: at once on a second signal, else once the grace period is over,
+        # saying what it left; the run stays resumable (its step in flight runs again)
+        if second_signal:
+            assert proc.returncode == 128 + signal.SIGTERM, err
+        else:
+            assert proc.returncode == 1, err
+            assert "grace period of 0.5 s over" in out
+            assert "left 1 unfinished run(s), resumable by any worker: graceful" in out
+        assert "Traceback" not in err
+        assert not [e for e in store.read("graceful") if e["type"] == "activity_completed"]
+        assert store.summary("graceful").status is not RunStatus.COMPLETED
     finally:
         if proc.poll() is None:
             proc.kill()

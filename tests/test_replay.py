@@ -387,6 +387,30 @@ def test_recover_resumes_orphaned_runs_only(store: intemporal.Store, engine: Eng
     assert store.summary("failed").status is RunStatus.FAILED
 
 
+def test_each_event_names_the_engine_that_appended_it(
+    store: intemporal.Store, engine: Engine
+) -> None:
+    calls = Calls()
+    step = _steps(calls, "owned.step")
+
+    @intemporal.workflow(name="owned.wf")
+    def wf(n: int) -> list[int]:
+        return [step(i) for i in range(n)]
+
+    # Given a run cut short after its first step, executed by `engine`
+    engine.run(wf, 3, run_id="whole")
+    clone_prefix(store, "whole", "cut", keep=2)
+    # When another engine takes it over
+    with Engine(store, threads=2) as other:
+        assert other.resume("cut").result(timeout=10) == [0, 1, 4]
+    # Then every event after `run_started` names its engine: the first's, then the other's
+    events = store.read("cut")
+    assert "owner" not in events[0]
+    owners = [e["owner"] for e in events[1:]]
+    assert owners == [engine.engine_id] + [other.engine_id] * (len(events) - 2)
+    assert [e["type"] for e in events[2:4]] == ["run_recovered", "activity_completed"]
+
+
 def test_recover_leaves_runs_owned_by_a_live_engine(
     store: intemporal.Store, engine: Engine
 ) -> None:

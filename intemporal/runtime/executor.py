@@ -38,6 +38,7 @@ from ..errors import (
 from ..events import (
     CHILD_DONE,
     FINAL_EVENTS,
+    OWNER,
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
@@ -322,7 +323,11 @@ class Executor:
             exe.finish("error", RunStuck(exe.run_id, recoveries(events)))  # parked: for a person
             return
         if len(events) > 1 and after == "failure":
-            resumed: Event = {"type": RUN_RESUMED, "ts": round(self.clock.time(), 6)}
+            resumed: Event = {
+                "type": RUN_RESUMED,
+                "ts": round(self.clock.time(), 6),
+                OWNER: self.engine_id,
+            }
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
                 lease.append(resumed, self.sync)
             events.append(resumed)

@@ -219,6 +219,9 @@ class Store(ABC):
     location: str | None = None
     #: workers on many hosts share it: an engine claims only the runs it can execute now
     shared_by_hosts: bool = False
+    #: `wait` returns as soon as a message comes (a database's LISTEN): an engine's watcher
+    #: waits in it instead of sleeping between looks
+    wait_blocks: bool = False
 
     @abstractmethod
     def create(self, run_id: str, first: Event, sync: bool = True) -> bool:

@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ..errors import LeaseLost, RunNotFound, StoreUnavailable
-from ..events import RunState, RunStatus, fold
+from ..events import TERMINAL_EVENTS, RunState, RunStatus, fold
 from . import queueing
 from .base import (
     Event,
@@ -39,6 +39,7 @@ from .base import (
     summarize_state,
     with_signal_id,
 )
+from .postgres_wake import READY, RESCAN, UNFINISHED, Wakeups
 from .queueing import QueueSpec
 
 psycopg: Any = None  # imported by the first PostgresStore: `import intemporal` stays fast
@@ -52,16 +53,12 @@ CONNECT = {  # a database that goes away raises within seconds instead of hangin
     "keepalives_count": 3,
     "tcp_user_timeout": 10000,
 }
-RESCAN = 1.0  # seconds between looks for claimable runs nobody rang for (the safety poll)
-IDLE = 8  # connections kept open for reuse
+IDLE = 32  # connections kept open for reuse (an engine of 32 threads reconnects none)
+CREATED = 10_000  # most run ids remembered as created here and not yet claimed
 STATE = (
     "run_id, workflow, status, queue, parent, wake_at, steps, created_at, updated_at,"
     " engine, last, outcome, code_version, priority, start_at"
 )
-UNFINISHED = "status IN ('pending', 'running', 'waiting')"
-READY = f"""{UNFINISHED} AND (lease_owner IS NULL OR lease_expires < now())
-    AND (status <> 'waiting' OR (coalesce(engine, '') <> '' AND NOT EXISTS (
-        SELECT 1 FROM engines e WHERE e.engine_id = runs.engine AND e.expires > now())))"""
 TAKE = """lease_owner = %(owner)s, lease_epoch = nextval('lease_epochs'),
     lease_expires = now() + %(lease)s * interval '1 second'"""
 
@@ -113,6 +110,18 @@ def _columns(s: RunState) -> dict[str, Any]:
 
 
 SET_STATE = ", ".join(f"{c} = %({c})s" for c in _columns(RunState()))
+_APPEND = """WITH r AS (UPDATE runs SET {state}, events = events + 1, {lease}
+        WHERE run_id = %(id)s AND lease_epoch = %(token)s AND lease_owner IS NOT NULL
+        RETURNING events)
+    INSERT INTO events (run_id, seq, body) SELECT %(id)s, events, %(body)s FROM r"""
+#: one event, fenced by the lease's epoch, renewing the lease: one statement, one round trip
+APPEND = _APPEND.format(
+    state=SET_STATE, lease="lease_expires = now() + %(lease)s * interval '1 second'"
+)
+#: the event that ends an execution (`TERMINAL_EVENTS`), releasing the run in the same statement
+APPEND_AND_RELEASE = _APPEND.format(
+    state=SET_STATE, lease="lease_owner = NULL, lease_expires = NULL"
+)
 
 
 class PostgresLease(Lease):
@@ -121,6 +130,7 @@ class PostgresLease(Lease):
     def __init__(self, store: PostgresStore, state: RunState, token: int) -> None:
         self._store, self._state, self.token = store, state, token
         self.run_id = state.run_id or ""
+        self._ended = False  # a terminal event released the run in its own statement
 
     def append(self, event: Event, sync: bool) -> None:
         body = json.dumps(event)
@@ -132,25 +142,27 @@ class PostgresLease(Lease):
             "lease": self._store.lease,
             "body": body,
         }
-        query = f"""WITH r AS (UPDATE runs SET {SET_STATE}, events = events + 1,
-                lease_expires = now() + %(lease)s * interval '1 second'
-            WHERE run_id = %(id)s AND lease_epoch = %(token)s AND lease_owner IS NOT NULL
-            RETURNING events)
-            INSERT INTO events (run_id, seq, body) SELECT %(id)s, events, %(body)s FROM r"""
-        if self._store._execute(query, params, "append to run", self.run_id).rowcount != 1:
+        ends = event.get("type") in TERMINAL_EVENTS  # nothing follows: release it here
+        query = APPEND_AND_RELEASE if ends else APPEND
+        done = self._store._execute(query, params, "append to run", self.run_id, durable=sync)
+        if done.rowcount != 1:
             self._store._held.pop(self.token, None)
             raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
-        self._state = state
+        self._state, self._ended = state, ends
 
     def renew(self) -> None:
         query = """UPDATE runs SET lease_expires = now() + %s * interval '1 second'
             WHERE run_id = %s AND lease_epoch = %s AND lease_owner IS NOT NULL"""
         params = (self._store.lease, self.run_id, self.token)
-        if self._store._execute(query, params, "renew the lease of", self.run_id).rowcount != 1:
+        done = self._store._execute(query, params, "renew the lease of", self.run_id, False)
+        if done.rowcount != 1:
             raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
 
     def release(self) -> None:
         self._store._held.pop(self.token, None)
+        if self._ended:  # released by the statement that ended the run
+            self._store._freed = True  # its thread is free: look for pending runs at once
+            return
         try:
             self._store._release([self.token])
         except StoreUnavailable:  # the database is away: released by the heartbeat later
@@ -158,7 +170,7 @@ class PostgresLease(Lease):
             raise
 
 
-class PostgresStore(Store):
+class PostgresStore(Wakeups, Store):
     """Runs, journals and inboxes in a PostgreSQL schema, shared by workers on many hosts.
 
     `dsn`: a libpq URL or key=value string (`postgresql://user:pw@host:5432/db`); `lease`:
@@ -168,6 +180,7 @@ class PostgresStore(Store):
     """
 
     shared_by_hosts = True
+    wait_blocks = True
 
     def __init__(self, dsn: str, *, lease: float = 15.0, schema: str = "intemporal") -> None:
         global psycopg, sql
@@ -182,7 +195,7 @@ class PostgresStore(Store):
             raise ValueError(f"lease must be a positive number of seconds, not {lease!r}")
         self.dsn, self.lease, self.schema = dsn, float(lease), schema
         self.location = dsn
-        self._idle: list[Any] = []
+        self._idle: dict[bool, list[Any]] = {True: [], False: []}  # durable commits or not
         self._pool_lock = threading.Lock()
         self._held: dict[int, str] = {}  # token -> run id of the leases to renew
         self._unreleased: set[int] = set()  # tokens whose release the database missed
@@ -190,7 +203,13 @@ class PostgresStore(Store):
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
         self._listener: Any = None
-        self._rescanned = time.monotonic()
+        self._rescan_at = time.monotonic() + RESCAN  # when the next safety poll is due
+        self._heard: list[str] = []  # run ids heard by LISTEN, for the next `changes`
+        self._freed = False  # a run ended here since the last look for pending runs
+        # Runs created here and not claimed yet: queued for this process's own engine, so
+        # the looks for ready runs leave them out (a poke would make it execute one twice).
+        self._created: dict[str, None] = {}
+        self._backoff = 0.1  # seconds `wait` pauses after failing to reach the database
         from .postgres_schema import channel, migrate
 
         self._channel = channel(schema)
@@ -201,18 +220,28 @@ class PostgresStore(Store):
         return f"PostgresStore({redact(self.dsn)!r}, schema={self.schema!r})"
 
     # -- connections -------------------------------------------------------------------------
-    def _connect(self) -> Any:
+    def _connect(self, durable: bool = True) -> Any:
         conn = psycopg.connect(self.dsn, autocommit=True, **CONNECT)
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+        if not durable:
+            conn.execute("SET synchronous_commit TO off")
         return conn
 
     @contextlib.contextmanager
-    def _connection(self, doing: str, run_id: str | None = None) -> Iterator[Any]:
-        """A pooled connection; a driver error becomes `StoreUnavailable` (password masked)."""
-        conn = self._reuse()
+    def _connection(
+        self, doing: str, run_id: str | None = None, durable: bool = True
+    ) -> Iterator[Any]:
+        """A pooled connection; a driver error becomes `StoreUnavailable` (password masked).
+
+        `durable=False`: one whose commits do not wait for the server's disk (a killed
+        client loses nothing, a crash of the server may lose the last ones): for what is
+        safe to lose (a release, a renewal) or asked for (an append with `sync=False`).
+        """
+        idle = self._idle[durable]
+        conn = self._reuse(idle)
         try:
             if conn is None:
-                conn = self._connect()
+                conn = self._connect(durable)
             yield conn
         except psycopg.Error as exc:
             if conn is not None:
@@ -227,25 +256,28 @@ class PostgresStore(Store):
         finally:
             if conn is not None:
                 with self._pool_lock:
-                    if len(self._idle) < IDLE and not conn.closed:
-                        self._idle.append(conn)
+                    if len(idle) < IDLE and not conn.closed:
+                        idle.append(conn)
                         conn = None
                 if conn is not None:
                     conn.close()
 
-    def _reuse(self) -> Any:
+    def _reuse(self, idle: list[Any]) -> Any:
         """An idle pooled connection still open, or None. One the server closed while it
         was idle (a restart) has something to read, a notice of its end: closed, not used."""
         while True:
             with self._pool_lock:
-                conn = self._idle.pop() if self._idle else None
+                conn = idle.pop() if idle else None
             if conn is None or not select.select([conn.fileno()], [], [], 0)[0]:
                 return conn
             conn.close()
 
-    def _execute(self, query: str, params: Any, doing: str, run_id: str | None = None) -> Result:
+    def _execute(
+        self, query: str, params: Any, doing: str, run_id: str | None = None, durable: bool = True
+    ) -> Result:
         """Run one statement (its own transaction); return the cursor, rows fetched."""
-        with self._connection(f"{doing} {run_id!r}" if run_id else doing, run_id) as conn:
+        what = f"{doing} {run_id!r}" if run_id else doing
+        with self._connection(what, run_id, durable) as conn:
             cur = conn.execute(query, params)
             return Result(cur.rowcount, cur.fetchall() if cur.description else [])
 
@@ -254,7 +286,8 @@ class PostgresStore(Store):
         if self._heart is not None and self._heart is not threading.current_thread():
             self._heart.join(timeout=5)
         with self._pool_lock:
-            idle, self._idle = self._idle, []
+            idle = [*self._idle[True], *self._idle[False]]
+            self._idle = {True: [], False: []}
             listener, self._listener = self._listener, None
         for conn in [*idle, listener]:
             if conn is not None:
@@ -279,7 +312,7 @@ class PostgresStore(Store):
     def _release(self, tokens: list[int]) -> None:
         query = """UPDATE runs SET lease_owner = NULL, lease_expires = NULL
             WHERE lease_epoch = ANY(%s)"""
-        self._execute(query, (tokens,), "release runs")
+        self._execute(query, (tokens,), "release runs", durable=False)  # lost: it expires
 
     def renew_all(self) -> None:
         """Renew every lease and engine mark this store holds, and release the leases given
@@ -295,6 +328,7 @@ class PostgresStore(Store):
                 WHERE lease_epoch = ANY(%s) AND lease_owner IS NOT NULL""",
                 (self.lease, tokens),
                 "renew leases",
+                durable=False,  # lost in a crash of the server: they expire, others take over
             )
         engines = list(self._engines)
         if engines:
@@ -303,10 +337,12 @@ class PostgresStore(Store):
                 WHERE engine_id = ANY(%s)""",
                 (self.lease, engines),
                 "renew engines",
+                durable=False,
             )
 
     def _lease(self, row: tuple[Any, ...], token: int) -> PostgresLease:
         lease = PostgresLease(self, _state(row), token)
+        self._created.pop(lease.run_id, None)
         self._held[token] = lease.run_id
         self._beat_soon()
         return lease
@@ -331,7 +367,13 @@ class PostgresStore(Store):
         return self._execute(query, params, "create run", run_id).rows
 
     def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
-        return bool(self._insert(run_id, first, None))
+        made = bool(self._insert(run_id, first, None))
+        if made:  # this process's engine executes it next: not news for its watcher
+            with self._pool_lock:
+                self._created[run_id] = None
+                if len(self._created) > CREATED:
+                    del self._created[next(iter(self._created))]
+        return made
 
     def create_claimed(
         self, run_id: str, first: Event, sync: bool = True, owner: str = ""
@@ -518,51 +560,16 @@ class PostgresStore(Store):
             raise RunNotFound(run_id)
 
     def notify(self, run_id: str) -> None:
-        query = "INSERT INTO doorbell (run_id) VALUES (%s)"
-        self._execute(query, (run_id,), "ring the doorbell of run", run_id)
+        # A NOTIFY alone writes nothing to disk: a listening worker hears the run's id at
+        # once (`_listen`), one that is not listening finds the run by its safety poll.
+        self._created.pop(run_id, None)  # a client's run: for any worker, this one's too
+        query = "SELECT pg_notify(%s, %s)"
+        self._execute(query, (self._channel, run_id), "ring the doorbell of run", run_id, False)
 
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         query = "SELECT id, body FROM inbox WHERE run_id = %s AND id > %s ORDER BY id"
         rows = self._execute(query, (run_id, cursor), "read the inbox of run", run_id).rows
         return [json.loads(r[1]) for r in rows], (rows[-1][0] if rows else cursor)
-
-    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
-        if cursor is None:
-            now = self._execute("SELECT coalesce(max(id), 0) FROM doorbell", (), "read doorbell")
-            return [], int(now.rows[0][0])
-        rows = self._execute(
-            "SELECT id, run_id FROM doorbell WHERE id > %s ORDER BY id", (cursor,), "read doorbell"
-        ).rows
-        ids = [r[1] for r in rows]
-        if time.monotonic() - self._rescanned >= RESCAN:
-            # The safety poll: runs nobody rang for (a dead worker's, once its lease expired).
-            self._rescanned = time.monotonic()
-            query = f"SELECT run_id FROM runs WHERE {READY} ORDER BY created_at LIMIT 100"
-            ids += [r[0] for r in self._execute(query, (), "look for ready runs").rows]
-        return list(dict.fromkeys(ids)), (rows[-1][0] if rows else cursor)
-
-    def wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
-        if cursor is None or timeout <= 0:
-            return self.changes(cursor)
-        deadline = time.monotonic() + timeout
-        while True:
-            ids, cursor = self.changes(cursor)
-            left = deadline - time.monotonic()
-            if ids or left <= 0:
-                return ids, cursor
-            self._listen(min(left, RESCAN))
-
-    def _listen(self, timeout: float) -> None:
-        """Block until a NOTIFY on this schema's channel, or `timeout` seconds."""
-        try:
-            if self._listener is None:
-                self._listener = self._connect()
-                self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-            for _ in self._listener.notifies(timeout=timeout, stop_after=1):
-                pass
-        except psycopg.Error:
-            self._listener = None
-            time.sleep(min(timeout, 0.5))  # the next `changes` reports the database down
 
     # -- engines ----------------------------------------------------------------------------
     def hold_engine(self, engine_id: str) -> Callable[[], None]:
