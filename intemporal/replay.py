@@ -458,7 +458,22 @@ class RunContext:
         if self.observer.on_child_started:
             cid = child_id(self.run_id, seq)
             self.observer.on_child_started(ChildStarted(self.run_id, cid, wf.name, rec is not None))
-        return self.host.run_child(self, seq, wf, args, kwargs, wait)
+        try:
+            return self.host.run_child(self, seq, wf, args, kwargs, wait)
+        except Cancelled:
+            self.child_cancelled()
+            raise
+
+    def child_cancelled(self) -> None:
+        """A child's `Cancelled` reaches this run: if this run is being cancelled too (its
+        deadline passed, which the child shared, or a cancel cascaded down), that was its
+        own delivery, so its compensations that follow run normally."""
+        if self.deadline is not None and self.deadline <= self.host.clock.time():
+            from .deadlines import expire  # deadlines.py builds on this module
+
+            expire(self)
+        if self.cancel_requested.is_set():
+            self.cancel_delivered = True
 
     # -- waiting ----------------------------------------------------------------------------
     def deliver(self, messages: list[Event]) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import UNDONE, book, unbook
-from process_helpers import run_and_kill
+from process_helpers import run_and_kill, wait_until
 
 import intemporal
 from intemporal import Engine, FileStore, RunStatus, Store
@@ -67,6 +67,36 @@ def test_a_child_inherits_its_parents_remaining_time(store: Store) -> None:
         assert engine.history("p/1")[0]["deadline"] == engine.history("p")[0]["deadline"]
         _timed_out(engine, "p/1")
         assert engine.get_run("p").status is RunStatus.CANCELLED
+
+
+@intemporal.workflow(name="timeout.booking_parent")
+def booking_parent(item: str) -> str:
+    with intemporal.saga() as saga:
+        book(item)
+        saga.add_compensation(unbook, item)
+        return child(item)  # sleeps past the deadline it shares with its parent
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_parent_whose_child_ends_cancelled_with_it_still_compensates(
+    store: Store, how: str
+) -> None:
+    UNDONE.clear()
+    with Engine(store) as engine:
+        # Given a parent with a saga, waiting for a child when it times out (or is cancelled)
+        timeout = 0.4 if how == "timeout" else None
+        handle = engine.start(booking_parent, "car", run_id="bp", timeout=timeout)
+        if how == "cancel":
+            wait_until(lambda: "bp/2" in {r.run_id for r in engine.list_runs(status="waiting")})
+            handle.cancel()
+        # Then the child's Cancelled is the parent's own: the parent's saga rolls back
+        with pytest.raises(intemporal.Cancelled):
+            handle.result(timeout=10)
+        assert engine.get_run("bp/2").status is RunStatus.CANCELLED
+        assert engine.get_run("bp").status is RunStatus.CANCELLED
+        if how == "timeout":
+            _timed_out(engine, "bp")
+    assert UNDONE == ["car"]
 
 
 def test_timeouts_are_checked_and_skip_with_virtual_time() -> None:
