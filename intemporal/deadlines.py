@@ -19,6 +19,8 @@ from .replay import RunContext
 
 #: the reason recorded in `run_cancelled` (and said by `Cancelled`) when a deadline passed
 TIMED_OUT = "timed out"
+#: seconds: a deadline further away than this (some 31 years) arms no timer
+TIMER_MAX = 1e9
 
 
 def deadline_for(
@@ -62,6 +64,8 @@ def arm(ctx: RunContext, clock: Clock) -> threading.Timer | None:
     left = ctx.deadline - clock.time()
     if left <= 0:
         expire(ctx)
+        return None
+    if left > TIMER_MAX:  # no execution lasts that long; a timer that far cannot be waited on
         return None
     timer = threading.Timer(left, expire, (ctx,))
     timer.daemon = True

@@ -7,6 +7,9 @@ survives a SIGKILL of the process executing the run.
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,7 @@ from helpers import UNDONE, book, unbook
 from process_helpers import run_and_kill, wait_until
 
 import intemporal
-from intemporal import Engine, FileStore, RunStatus, Store
+from intemporal import Engine, FileStore, MemoryStore, RunStatus, Store
 
 
 @intemporal.workflow(name="timeout.trip")
@@ -97,6 +100,24 @@ def test_a_parent_whose_child_ends_cancelled_with_it_still_compensates(
         if how == "timeout":
             _timed_out(engine, "bp")
     assert UNDONE == ["car"]
+
+
+@pytest.mark.parametrize("timeout", [1e10, 1e15, timedelta(days=999_999)])
+def test_a_timeout_centuries_away_is_kept_without_a_thread_error(
+    timeout: float | timedelta, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    with Engine(MemoryStore()) as engine:
+        # Given a run whose deadline is further away than a thread can wait
+        handle = engine.start(trip, "far", run_id="far", timeout=timeout)
+        wait_until(lambda: engine.get_run("far").status is RunStatus.WAITING)
+        # Then it is recorded, it waits, and nothing failed behind the user's back
+        assert engine.history("far")[0]["deadline"] > time.time() + 1e9
+        handle.cancel()
+        with pytest.raises(intemporal.Cancelled):
+            handle.result(timeout=10)
+    assert errors == []
 
 
 def test_timeouts_are_checked_and_skip_with_virtual_time() -> None:
