@@ -71,6 +71,8 @@ def test_terminate_and_list_by_version(home: Path, cli: Cli) -> None:
     listed = cli("list", "--version", "7.1", "--json")
     assert [json.loads(line)["run_id"] for line in listed.stdout.splitlines()] == ["parked"]
     assert "no runs match" in cli("list", "--version", "0.1").stdout
+    for empty in (["--version", ""], ["--queue", ""], ["--workflow", ""]):  # a filter, even ""
+        assert "no runs match" in cli("list", *empty).stdout, empty
     shown = cli("show", "parked")
     assert "version" in shown.stdout and "7.1" in shown.stdout
 
