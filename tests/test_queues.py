@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +99,33 @@ def test_concurrency_holds_across_two_worker_processes(
     assert len(marks.read_text().splitlines()) == 30
     assert 2 <= flows.most_at_once(str(marks)) <= 3
     store.close()
+
+
+def test_a_worker_that_did_not_import_the_queue_still_keeps_its_limit(tmp_path: Path) -> None:
+    # Given 8 runs of a queue of concurrency 3 recorded before any worker serves it
+    flows = importlib.import_module("queue_flows")
+    marks = tmp_path / "marks"
+    with Engine(tmp_path / "store", worker=False) as client:
+        handles = [client.start(flows.limited, str(marks), 0.2) for _ in range(8)]
+        # When a worker without --import takes them: the limits come with the module that
+        # its first run loads
+        argv = [sys.executable, "-m", "intemporal.cli", "--store", str(tmp_path / "store")]
+        proc = subprocess.Popen(
+            [*argv, "worker", "--interval", "0.2"],
+            cwd=TESTS,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for handle in handles:
+                handle.result(timeout=60)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+    # Then never more than 3 executed at once
+    assert len(marks.read_text().splitlines()) == 8
+    assert flows.most_at_once(str(marks)) <= 3
 
 
 # -- rate ------------------------------------------------------------------------------------------
