@@ -105,6 +105,8 @@ def continue_run(
     queue, now = first.get("queue"), host.clock.time()
     new = first_event(nxt, wf, exc.args, exc.kwargs, host.codec, queue, protocols, parent, now)
     new["continued_from"] = ctx.run_id
+    if first.get("priority"):  # its place in its queue, kept along the chain
+        new["priority"] = first["priority"]
     stamp(host._with_headers(new), host.version, first.get("deadline"))
     with store_call(nxt, f"create run {nxt!r}"):
         if not host.store.create(nxt, new, host.sync):  # made before a crash: the same run?

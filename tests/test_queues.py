@@ -209,6 +209,31 @@ def test_inline_children_share_their_parents_slot(store: Store) -> None:
         assert engine.get_run(f"{handles[0].run_id}/1").status is RunStatus.COMPLETED
 
 
+@intemporal.workflow(name="queues.looping", queue="one-slot")
+def looping(marks: str, n: int) -> int:
+    importlib.import_module("queue_flows").hold(marks, 0.05)
+    if n > 0:
+        intemporal.continue_as_new(marks, n - 1)
+    return n
+
+
+def test_a_run_that_continues_as_new_takes_its_queues_gate_again(
+    store: Store, tmp_path: Path
+) -> None:
+    flows = importlib.import_module("queue_flows")
+    marks = tmp_path / "marks"
+    # Given a queue of one slot, a run that continues as new 4 times and 4 other runs on it
+    with Engine(store, queues=[Queue("one-slot", concurrency=1)]) as engine:
+        chain = engine.start(looping, str(marks), 4, run_id="loop", priority=-1)
+        others = [engine.start(looping, str(marks), 0, run_id=f"other-{i}") for i in range(4)]
+        # Then all complete, never two at once: each next run of the chain waits for the slot
+        assert chain.result(timeout=30) == 0
+        assert [h.result(timeout=30) for h in others] == [0] * 4
+        assert engine.history("loop~4")[0]["priority"] == -1  # its place kept along the chain
+    assert len(marks.read_text().splitlines()) == 9
+    assert flows.most_at_once(str(marks)) == 1
+
+
 # -- declaring queues -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("options", "error"),
