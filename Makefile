@@ -40,6 +40,7 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 
 bench: $(STAMP) ## benchmarks, side by side with DBOS (installed in bench/.venv-dbos)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/async_fanout.py
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info .intemporal-demo

@@ -15,6 +15,8 @@ with intemporal.Engine(store=".intemporal") as engine:
 
 from . import testing
 from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
+from .async_api import sleep_async, wait_for_signal_async
+from .async_engine import AsyncEngine
 from .attempts import heartbeat
 from .codec import Secret
 from .engine import Engine
@@ -65,6 +67,7 @@ from .workflow_api import (
 __all__ = [
     "Activity",
     "ActivityTimeout",
+    "AsyncEngine",
     "Cancelled",
     "CompensationError",
     "DillRefused",
@@ -114,11 +117,13 @@ __all__ = [
     "set_event",
     "side_effect",
     "sleep",
+    "sleep_async",
     "stub",
     "stub_protocol",
     "submit",
     "testing",
     "uuid4",
     "wait_for_signal",
+    "wait_for_signal_async",
     "workflow",
 ]

@@ -104,23 +104,18 @@ def _check_policy(policy: RetryPolicy) -> tuple[type[BaseException], ...]:
 DEFAULT_RETRY = RetryPolicy()
 
 
-def _refuse_async(fn: Any, what: str) -> None:
-    """Raise `TypeError` for an `async def` function: runs execute on threads, not an event loop."""
-    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-        name = getattr(fn, "__qualname__", None) or repr(fn)
-        raise TypeError(
-            f"{name} is an async def function: it cannot be {what} yet (intemporal runs "
-            f"workflows and activities on threads); make it a plain def, and call async "
-            f"code inside it with asyncio.run(...)"
-        )
+def is_async(fn: Any) -> bool:
+    """Whether `fn` is an `async def` function (a workflow or an activity run on an event loop)."""
+    return inspect.iscoroutinefunction(getattr(fn, "fn", fn))
 
 
 class Activity(Generic[P, R]):
     """A function made durable: inside a workflow each call is journaled and replayed.
 
     Called outside a workflow (or inside another activity) it simply runs. It keeps the
-    function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`.
-    Raises `TypeError` for an `async def` function.
+    function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`. An
+    `async def` activity runs on the engine's event loop; inside an async workflow every
+    activity call returns an awaitable. Raises `TypeError` for an async generator.
     """
 
     __name__: str
@@ -134,7 +129,8 @@ class Activity(Generic[P, R]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
     ) -> None:
-        _refuse_async(fn, "an activity")
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(f"{fn!r} is an async generator: an activity returns one value")
         self.fn = fn
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self.retry = retry or DEFAULT_RETRY
@@ -160,8 +156,9 @@ class Workflow(Generic[P, R]):
     """A function that runs durably when started on an `Engine`.
 
     Called outside a workflow it runs plainly; inside one it runs as a child run. It keeps
-    the function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`.
-    Raises `TypeError` for an `async def` function.
+    the function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`. An
+    `async def` workflow executes on an event loop (`intemporal.async_replay`). Raises
+    `TypeError` for an async generator.
     """
 
     __name__: str
@@ -177,7 +174,8 @@ class Workflow(Generic[P, R]):
         timeout: float | None = None,
         _register: bool = True,
     ) -> None:
-        _refuse_async(fn, "a workflow")
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(f"{fn!r} is an async generator: a workflow returns one value")
         self.fn = fn
         self.name = name or fn.__qualname__
         self.queue = queue

@@ -155,6 +155,9 @@ class Engine(Worker, Executor, StartAPI):
         self._sleeping = self._parking.parked  # run id -> (execution, due): parked runs
         self.engine_id = uuid.uuid4().hex[:16]
         self._release_hold: Any = None
+        self._loop: Any = None  # where async runs execute: our LoopThread's, or AsyncEngine's
+        self._loop_thread: Any = None
+        self._async_runs: set[Any] = set()
         self._queue_rt = QueueRuntime(
             self.store,
             given,
@@ -435,6 +438,7 @@ class Engine(Worker, Executor, StartAPI):
                 if exe.ctx is not None:
                     exe.ctx.wake.set()
         self._pool.shutdown(wait=True)
+        self._stop_loop()
         if self._activity_pool is not None:
             self._activity_pool.shutdown(wait=True)
         with self._mutex:

@@ -14,7 +14,7 @@ is checked, but the workflow's arguments are not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -85,6 +85,10 @@ class StartAPI:
     _start: Callable[..., RunHandle[Any]]  # the engine's: (fn, args, kwargs, StartOptions, inline)
 
     @overload
+    def start(  # an async workflow: its handle's result is what the coroutine returns
+        self, fn: Workflow[P, Coroutine[Any, Any, R]], /, *args: Any, **kw: Any
+    ) -> RunHandle[R]: ...
+    @overload
     def start(self, fn: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]: ...
     @overload
     def start(
@@ -139,6 +143,8 @@ class StartAPI:
         """
         return self._begin(fn, args, kwargs, inline=False)
 
+    @overload
+    def run(self, fn: Workflow[P, Coroutine[Any, Any, R]], /, *args: Any, **kw: Any) -> R: ...
     @overload
     def run(self, fn: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
     @overload

@@ -12,9 +12,12 @@ asks for.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .api import is_async
+from .async_replay import AsyncRunContext
 from .attempts import _current
 from .clock import Clock
 from .codec import READ_ONLY, code_ref
@@ -24,7 +27,7 @@ from .handle import chain_end
 from .loader import load_workflow
 from .observe import NO_OBSERVERS
 from .patching import decisions
-from .replay import RunContext
+from .replay import NOT_READY, RunContext
 from .runs import recorded_args
 from .store import Event, Lease, Store, check_run_id, open_store
 
@@ -113,6 +116,30 @@ class _DryContext(RunContext):
         return seq, rec
 
 
+class _DryAsyncContext(_DryContext, AsyncRunContext):
+    """`_DryContext` for an async workflow, run on an event loop of its own."""
+
+    async def wait(self, seq: int, name: str, until: float | None, ready: Callable[[], Any]) -> Any:
+        value, _ = self.look(seq, name, until, ready)
+        if value is NOT_READY:
+            raise _ReachedEnd(seq, "wait")
+        return value
+
+
+def _run_async(ctx: AsyncRunContext, work: Any) -> None:
+    """Run an async workflow's coroutine on `ctx`'s loop; then stop what is left, quietly."""
+    loop = ctx.loop
+    try:
+        loop.run_until_complete(work)
+    finally:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left))
+        loop.close()
+
+
 def _final_event(events: list[Event]) -> str | None:
     kinds = [e["type"] for e in events]
     last = next((k for k in reversed(kinds) if k in _FINAL or k in RESTART_EVENTS), None)
@@ -161,13 +188,29 @@ def _verify(
         args, kwargs = recorded_args(first, READ_ONLY)
     except DillRefused as exc:  # nothing to check without unpickling: say so, not a mismatch
         return True, f"not checked: {exc}"
-    ctx = _DryContext(_DryHost(st), _DryLease(run_id), events)
+    ctx: RunContext
+    if is_async(wf.fn):
+
+        def ended(cid: str) -> float | None:
+            try:
+                info = st.summary(cid)
+            except Exception:
+                return None
+            return info.updated_at if info.status.finished else None
+
+        loop = asyncio.new_event_loop()
+        ctx = _DryAsyncContext(_DryHost(st), _DryLease(run_id), events, None, loop, ended)
+    else:
+        ctx = _DryContext(_DryHost(st), _DryLease(run_id), events)
     seen.append(ctx)
     end: _ReachedEnd | None = None
     outcome = "returned"
     token = _current.set(ctx)
     try:
-        wf.fn(*args, **kwargs)
+        if isinstance(ctx, AsyncRunContext):
+            _run_async(ctx, wf.fn(*args, **kwargs))
+        else:
+            wf.fn(*args, **kwargs)
     except _ReachedEnd as exc:
         end = exc
     except ContinueAsNew:

@@ -59,3 +59,19 @@ def test_start_profile_splits_the_callers_time_by_system_call(tmp_path: Path) ->
     assert 0 < int(rows["FileStore.create, all of it"]) <= int(rows["start(), the whole call"])
     assert re.search(r"throughput of the busy engine: [\d,]+ steps/s", proc.stdout), proc.stdout
     assert list(tmp_path.iterdir()) == []  # its stores removed
+
+
+def test_async_fanout_bench_runs_at_smoke_size() -> None:
+    # Given the async fan-out bench at a smoke size: 50 runs each awaiting a 0.2 s activity
+    cmd = [sys.executable, str(REPO / "bench" / "async_fanout.py"), "--runs", "50"]
+    proc = subprocess.run(
+        [*cmd, "--seconds", "0.2", "--stores", "memory"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then every run awaited at once, on one loop, and the figures are printed
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"memory store: all done in [\d.]+ s .*50 awaiting at once", proc.stdout)
+    assert re.search(r"[\d.]+ KiB of RSS per run in flight", proc.stdout), proc.stdout

@@ -41,7 +41,9 @@ RANKS = {
     "store": 8,
     # one run's context: what executes on a thread (attempts), replay, durable operations
     "attempts": 8,
+    "activity_steps": 8,
     "replay": 9,
+    "async_replay": 10,
     "control": 10,
     "deadlines": 10,
     "versions": 10,
@@ -52,6 +54,7 @@ RANKS = {
     "saga": 11,
     "loader": 11,
     "runs": 12,
+    "async_api": 12,
     "schedules": 12,
     # above one run: handles, parking, housekeeping, dry replay
     "handle": 13,
@@ -63,9 +66,11 @@ RANKS = {
     "runtime": 14,
     "runtime.executor": 14,
     "runtime.worker": 14,
+    "runtime.aio": 13,
     "runtime.queues": 13,
     "engine": 15,
     "testing": 16,
+    "async_engine": 16,
     "pytest_plugin": 17,
     # front ends
     "cli_render": 18,

@@ -125,7 +125,7 @@ def test_timeouts_are_checked_and_skip_with_virtual_time() -> None:
         with pytest.raises(ValueError):
             engine.start(trip, "x", timeout=0)
         with pytest.raises(TypeError):
-            engine.start(trip, "x", timeout="soon")  # type: ignore[call-arg]
+            engine.start(trip, "x", timeout="soon")  # type: ignore[arg-type]
         assert engine.list_runs() == []
         # A day-long sleep under an hour's timeout ends in virtual time
         handle = engine.start(trip, "car", timeout=3600)

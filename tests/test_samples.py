@@ -131,6 +131,14 @@ def check_secret_token(out: str) -> None:
     assert re.search(r"intemporal show: args +\"alice\", Secret\(\*\*\*\)", out), out
 
 
+def check_async_crawl(out: str) -> None:
+    took = re.search(r"5 pages fetched in ([0-9.]+) s", out)
+    assert took is not None and float(took.group(1)) < 0.6, out  # gathered, not one by one
+    assert "checksum from the fast mirror" in out
+    assert "journal: fetch x5, mirror x2 (1 cancelled), store, run_completed" in out
+    assert "the sync Engine ran it too: 5 pages" in out
+
+
 def check_long_runs(out: str) -> None:
     assert "old run -> charged by v1, new run -> charged by v2 (replay: deterministic both)" in out
     assert re.search(
@@ -156,6 +164,7 @@ def check_queues(out: str) -> None:
 
 
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "async_crawl.py": check_async_crawl,
     "long_runs.py": check_long_runs,
     "queues.py": check_queues,
     "secret_token.py": check_secret_token,

@@ -9,11 +9,14 @@ due or a message reaches its inbox. `Executor` is a part of `intemporal.Engine`.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
-from ..api import Workflow
+from ..api import Workflow, is_async
+from ..async_replay import AsyncRunContext
 from ..attempts import _current
 from ..clock import Clock
 from ..codec import encode
@@ -58,9 +61,18 @@ from ..observe import (
 from ..replay import ChildNotFinished, RunContext, child_id
 from ..runs import check_same_run, first_event
 from ..store import Event, Lease, RunStatus, Store
+from .aio import LoopThread, Steps, drive, drive_async
 
 if TYPE_CHECKING:
     from ..parking import Parking
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether this thread runs `loop` (where blocking on it would never return)."""
+    try:
+        return loop is not None and asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def closed_error() -> RuntimeError:
@@ -88,6 +100,9 @@ class Executor:
     _active: dict[str, _Execution]
     _sleeping: dict[str, tuple[Any, float | None]]
     _parking: Parking
+    _loop: asyncio.AbstractEventLoop | None
+    _loop_thread: LoopThread | None
+    _async_runs: set[concurrent.futures.Future[None]]
 
     if TYPE_CHECKING:
         from .queues import QueueRuntime
@@ -149,9 +164,36 @@ class Executor:
             self._active[exe.run_id] = exe
             self._sleeping.pop(exe.run_id, None)
             self.halted.pop(exe.run_id, None)
-        self._pool.submit(self._execute, exe, events, lease)
+        if is_async(exe.wf.fn):
+            self._on_loop(exe, events, lease)
+        else:
+            self._pool.submit(self._execute, exe, events, lease)
         self._parking.start()
         return exe
+
+    def _on_loop(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None
+    ) -> concurrent.futures.Future[None]:
+        """Execute an async run as a task on the engine's event loop."""
+        with self._mutex:
+            if self._loop is None:
+                self._loop_thread = LoopThread()
+                self._loop = self._loop_thread.loop
+            loop = self._loop
+        steps = self._execution(exe, events, lease)
+        future = asyncio.run_coroutine_threadsafe(drive_async(steps), loop)
+        with self._mutex:
+            self._async_runs.add(future)
+        future.add_done_callback(self._async_runs.discard)
+        return future
+
+    def _stop_loop(self) -> None:
+        """Wait for the async runs (they stop at their next await), then stop our loop."""
+        concurrent.futures.wait(list(self._async_runs))
+        with self._mutex:
+            thread, self._loop_thread = self._loop_thread, None
+        if thread is not None:
+            thread.stop()
 
     def _execute_here(
         self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
@@ -169,12 +211,30 @@ class Executor:
                 raise closed_error()
             return False
         self._parking.start()
-        self._execute(exe, events, lease)
+        if is_async(exe.wf.fn):  # executed on the loop, waited for here
+            if _on_loop_thread(self._loop):
+                self._stopped(exe)
+                if lease is not None:
+                    lease.release()
+                raise RuntimeError(
+                    "a blocking call would wait on its own event loop: use "
+                    "`await AsyncEngine.run(...)` or `await handle.result_async()`"
+                )
+            self._on_loop(exe, events, lease).result()
+        else:
+            self._execute(exe, events, lease)
         return True
 
     def _execute(
         self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
     ) -> None:
+        drive(self._execution(exe, events, lease))
+
+    def _execution(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> Steps:
+        """One execution of a run, as steps (`runtime/aio.py`): it yields only to await an
+        async workflow."""
         try:
             with store_call(exe.run_id, f"claim run {exe.run_id!r}"):
                 if lease is None:
@@ -187,7 +247,7 @@ class Executor:
             if lease is None or events is None:  # another process owns it: the handle
                 exe.finish("stopped")  # follows the store
                 return
-            self._run_body(exe, lease, events)
+            yield from self._run_body(exe, lease, events)
         except StoreFailure as failure:  # the store failed: the caller gets why, not a hang
             exe.finish("error", failure.error)
         except BaseException as exc:  # KeyboardInterrupt & co: raised to the waiting handle
@@ -245,7 +305,7 @@ class Executor:
         if not self.closing:
             self._launch(fresh, None)
 
-    def _run_body(self, exe: _Execution, lease: Lease, events: list[Event]) -> None:
+    def _run_body(self, exe: _Execution, lease: Lease, events: list[Event]) -> Steps:
         last = events[-1]["type"]
         if last in FINAL_EVENTS:
             exe.finish("stopped")  # finished by someone else meanwhile
@@ -266,7 +326,13 @@ class Executor:
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
                 lease.append(resumed, self.sync)
             events.append(resumed)
-        ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
+        ctx: RunContext
+        if is_async(exe.wf.fn):
+            loop = asyncio.get_running_loop()
+            ctx = AsyncRunContext(self, lease, events, exe.protocols, loop, self._child_ended)
+        else:
+            ctx = RunContext(self, lease, events, exe.protocols)
+        exe.ctx = ctx
         if len(events) > 1 and after == "crash":
             ctx.marker = {"type": RUN_RECOVERED, "after": last}
         obs, workflow = self.observer, ctx.workflow
@@ -302,7 +368,11 @@ class Executor:
         token = _current.set(ctx)
         try:
             try:
-                result, continued = exe.wf.fn(*exe.args, **exe.kwargs), None
+                if isinstance(ctx, AsyncRunContext):
+                    result = yield ctx.run_workflow(exe.wf.fn, exe.args, exe.kwargs)
+                else:
+                    result = exe.wf.fn(*exe.args, **exe.kwargs)
+                continued = None
             except ContinueAsNew as again:
                 result, continued = None, again
             ctx.check_complete()
@@ -448,6 +518,14 @@ class Executor:
                 raise value
             exe.raise_halt()  # stopped unrecorded (the store, an interrupt): so does the parent
         raise _Wait(f"child {cid}", None)
+
+    def _child_ended(self, cid: str) -> float | None:
+        """When child run `cid` finished (epoch seconds), or None if it has not."""
+        try:
+            info = self.store.summary(cid)
+        except Exception:  # recorded, never created (or unreadable): not finished
+            return None
+        return info.updated_at if info.status.finished else None
 
     def child_result(self, ctx: RunContext, seq: int) -> Any:
         """The result of child `<parent>/<seq>` if it finished; else raise `ChildNotFinished`."""
