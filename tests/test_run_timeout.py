@@ -102,6 +102,32 @@ def test_a_parent_whose_child_ends_cancelled_with_it_still_compensates(
     assert UNDONE == ["car"]
 
 
+@intemporal.workflow(name="timeout.async_child")
+async def async_child(item: str) -> str:
+    await intemporal.sleep_async(3600)
+    return item
+
+
+@intemporal.workflow(name="timeout.async_parent")
+async def async_parent(item: str) -> str:
+    await book(item)
+    try:
+        return str(await async_child(item))
+    except intemporal.Cancelled:
+        await unbook(item)
+        raise
+
+
+def test_an_async_parent_whose_child_times_out_with_it_still_compensates(store: Store) -> None:
+    UNDONE.clear()
+    with Engine(store) as engine:
+        handle = engine.start(async_parent, "bike", run_id="ap", timeout=0.4)
+        with pytest.raises(intemporal.Cancelled):
+            handle.result(timeout=10)
+        _timed_out(engine, "ap")
+    assert UNDONE == ["bike"]
+
+
 @pytest.mark.parametrize("timeout", [1e10, 1e15, timedelta(days=999_999)])
 def test_a_timeout_centuries_away_is_kept_without_a_thread_error(
     timeout: float | timedelta, monkeypatch: pytest.MonkeyPatch
