@@ -110,11 +110,11 @@ async def async_child(item: str) -> str:
 
 @intemporal.workflow(name="timeout.async_parent")
 async def async_parent(item: str) -> str:
-    await book(item)
+    await book(item)  # type: ignore[misc]  # a sync activity, awaitable in an async workflow
     try:
         return str(await async_child(item))
     except intemporal.Cancelled:
-        await unbook(item)
+        await unbook(item)  # type: ignore[misc]
         raise
 
 
