@@ -87,3 +87,26 @@ def test_a_worker_executes_only_the_runs_of_its_versions(home: Path, cli: Cli) -
     mine = cli("worker", "--once", "--interval", "0.05", "--version", "1.0", "--version", "2.0")
     assert mine.exit_code == 0, mine.output
     assert "v1-run completed: 20" in mine.stdout
+
+
+@intemporal.workflow(name="cli_control.counter")
+def counter(n: int, *, until: int) -> int:
+    n = step_one(n)
+    if n < until:
+        intemporal.continue_as_new(n, until=until)
+    return n
+
+
+def test_result_follows_a_run_that_continued_as_new_to_its_chains_end(home: Path, cli: Cli) -> None:
+    with Engine(home) as engine:
+        assert engine.start(counter, 0, until=7, run_id="count").result(timeout=10) == 7
+    # The first id and any id of the chain give the chain's result, never the pointer
+    for run_id in ("count", "count~3", "count~6"):
+        said = cli("result", run_id, "--json")
+        assert said.exit_code == 0, said.output
+        assert json.loads(said.stdout) == {
+            "run_id": run_id,
+            "status": "completed",
+            "result": 7,
+            "error": None,
+        }
