@@ -110,3 +110,13 @@ def test_result_follows_a_run_that_continued_as_new_to_its_chains_end(home: Path
             "result": 7,
             "error": None,
         }
+
+
+def test_worker_once_watches_a_chain_to_its_end(home: Path, cli: Cli) -> None:
+    with Engine(home, worker=False) as client:
+        client.start(counter, 0, until=4, run_id="loop")
+    said = cli("worker", "--once", "--interval", "0.05")
+    assert said.exit_code == 0, said.output
+    assert "loop completed: 4" in said.stdout  # not the pointer to loop~1
+    with Engine(home, worker=False) as engine:
+        assert engine.get_run("loop~3").status is RunStatus.COMPLETED
