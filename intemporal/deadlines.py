@@ -15,10 +15,10 @@ from __future__ import annotations
 import threading
 
 from .clock import Clock
-from .replay import RunContext
+from .replay import DEADLINE_PASSED, RunContext
 
 #: the reason recorded in `run_cancelled` (and said by `Cancelled`) when a deadline passed
-TIMED_OUT = "timed out"
+TIMED_OUT = DEADLINE_PASSED
 #: seconds: a deadline further away than this (some 31 years) arms no timer
 TIMER_MAX = 1e9
 
@@ -50,10 +50,7 @@ def wake_by(until: float | None, ctx: RunContext) -> float | None:
 
 def expire(ctx: RunContext) -> None:
     """Request the cancellation of a run whose deadline passed, with the reason "timed out"."""
-    if not ctx.cancel_requested.is_set():
-        ctx.cancel_reason = TIMED_OUT
-    ctx.cancel_requested.set()
-    ctx.wake.set()
+    ctx.expire()
 
 
 def arm(ctx: RunContext, clock: Clock) -> threading.Timer | None:

@@ -420,11 +420,17 @@ class RunContext(ActivitySteps):
         deadline passed, which the child shared, or a cancel cascaded down), that was its
         own delivery, so its compensations that follow run normally."""
         if self.deadline is not None and self.deadline <= self.host.clock.time():
-            from .deadlines import expire  # deadlines.py builds on this module
-
-            expire(self)
+            self.expire()
         if self.cancel_requested.is_set():
             self.cancel_delivered = True
+
+    def expire(self) -> None:
+        """The run's deadline passed: request its cancellation, with the reason "timed out"
+        (`deadlines.py` calls it when the deadline's timer fires)."""
+        if not self.cancel_requested.is_set():
+            self.cancel_reason = DEADLINE_PASSED
+        self.cancel_requested.set()
+        self.wake.set()
 
     # -- waiting ----------------------------------------------------------------------------
     def deliver(self, messages: list[Event]) -> bool:
@@ -557,6 +563,7 @@ class ChildNotFinished(Exception):
 
 NOT_READY: Any = object()  # `block`'s "keep waiting"
 TIMED_OUT: Any = object()  # `block`'s "the deadline passed"
+DEADLINE_PASSED = "timed out"  # the reason a run whose deadline passed is cancelled with
 
 
 def child_id(parent: str, seq: int) -> str:
