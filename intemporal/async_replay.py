@@ -295,6 +295,8 @@ class AsyncRunContext(RunContext):
             await self.changed(None)
         await self.deliveries.turn(seq)
         if ended[0] == "error":
+            if isinstance(ended[1], Cancelled):
+                self.child_cancelled()  # this run's own cancellation, if it has one pending
             raise ended[1]
         return ended[1]
 

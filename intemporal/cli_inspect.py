@@ -178,7 +178,8 @@ def list_runs(
         return
     out = render.console()
     if not runs:
-        filtered = any((status, workflow, queue, parent, since, until, offset, version))
+        given = (status, workflow, queue, parent, since, until, version)
+        filtered = offset > 0 or any(f is not None for f in given)
         out.print("no runs" + (" match" if filtered else " yet"))
         return
     out.print(view.runs_table(runs, out.width, utc))

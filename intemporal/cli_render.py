@@ -17,7 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -229,16 +229,17 @@ def final_outcome(info: RunInfo) -> Outcome:
 def settle(engine: Engine, run_id: str, timeout: float | None) -> Outcome:
     """Wait for a run to end, wherever it executes, and return its outcome as recorded.
 
-    For `intemporal result`: it executes nothing and decodes nothing, so a pickled result
+    A run that continued as new is followed to the last run of its chain, whose outcome
+    is the run's. For `intemporal result`: it executes nothing and decodes nothing, so a pickled result
     or error is shown as what it is (`<dill: tuple, 48 B>`), never unpickled (reading a
     store never runs its code). Polls the run's summary, backing off to 0.2 s.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     poll = 0.01
     while True:
-        info = engine.get_run(run_id)
+        info = chain_end(engine.get_run, engine.get_run(run_id))  # continued as new: the last
         if info.status.finished:
-            return final_outcome(info)
+            return replace(final_outcome(info), run_id=run_id)
         if info.status is RunStatus.UNREADABLE:
             return unreadable_outcome(info)
         left = None if deadline is None else deadline - time.monotonic()

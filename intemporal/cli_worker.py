@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -36,7 +37,7 @@ from .cli_support import (
 )
 from .engine import Engine
 from .errors import StoreUnavailable
-from .handle import RunHandle
+from .handle import RunHandle, chain_end
 from .store import RunStatus, redact
 
 DEFAULT_QUEUE = "default"
@@ -337,11 +338,11 @@ def _look(engine: Engine, rid: str, once: bool) -> Outcome | None:
     stopped = render.halted(engine, rid)
     if stopped is not None:  # the store failed, or the workflow interrupted itself:
         return stopped  # say so once; it stays resumable
-    info = engine.get_run(rid)
+    info = chain_end(engine.get_run, engine.get_run(rid))  # continued as new: the last
     if info.status.finished:
-        return final_outcome(info)
+        return replace(final_outcome(info), run_id=rid)
     if once and info.status is RunStatus.WAITING:  # it may take days
-        what = render.long_wait(engine.history(rid))
-        if what is not None and not engine.store.is_claimed(rid):
+        what = render.long_wait(engine.history(info.run_id))
+        if what is not None and not engine.store.is_claimed(info.run_id):
             return Outcome(rid, info.status.value, waiting_for=what)
     return None

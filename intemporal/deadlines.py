@@ -15,10 +15,12 @@ from __future__ import annotations
 import threading
 
 from .clock import Clock
-from .replay import RunContext
+from .replay import DEADLINE_PASSED, RunContext
 
 #: the reason recorded in `run_cancelled` (and said by `Cancelled`) when a deadline passed
-TIMED_OUT = "timed out"
+TIMED_OUT = DEADLINE_PASSED
+#: seconds: a deadline further away than this (some 31 years) arms no timer
+TIMER_MAX = 1e9
 
 
 def deadline_for(
@@ -48,10 +50,7 @@ def wake_by(until: float | None, ctx: RunContext) -> float | None:
 
 def expire(ctx: RunContext) -> None:
     """Request the cancellation of a run whose deadline passed, with the reason "timed out"."""
-    if not ctx.cancel_requested.is_set():
-        ctx.cancel_reason = TIMED_OUT
-    ctx.cancel_requested.set()
-    ctx.wake.set()
+    ctx.expire()
 
 
 def arm(ctx: RunContext, clock: Clock) -> threading.Timer | None:
@@ -62,6 +61,8 @@ def arm(ctx: RunContext, clock: Clock) -> threading.Timer | None:
     left = ctx.deadline - clock.time()
     if left <= 0:
         expire(ctx)
+        return None
+    if left > TIMER_MAX:  # no execution lasts that long; a timer that far cannot be waited on
         return None
     timer = threading.Timer(left, expire, (ctx,))
     timer.daemon = True

@@ -259,8 +259,13 @@ class Engine(Worker, Executor, StartAPI):
         protocols: Mapping[type, Any] | None,
         imports: list[str] | None,
         lease: Lease | None,
+        gated: Collection[str] | None = None,
     ) -> RunHandle[Any]:
-        """`resume`, with the run already claimed (`lease`, released on any failure) or not."""
+        """`resume`, with the run already claimed (`lease`, released on any failure) or not.
+
+        `gated`: for a run a worker claimed, the limited queues its claim knew of; a fresh
+        run of another queue that loading the workflow found limited is left pending for
+        that queue's gate."""
         try:
             with store_call(run_id, f"read the journal of run {run_id!r}", caller=True):
                 events = self.store.read(run_id)
@@ -276,6 +281,10 @@ class Engine(Worker, Executor, StartAPI):
             first = events[0]
             check_version(first)
             wf = load_workflow(first, imports, copies=self.codec == "auto")
+            if lease is not None and gated is not None and self._ungated(events, gated):
+                lease.release()  # its module declared the queue's limits: the gate admits it
+                self._queue_rt.kick()
+                return RunHandle(self, run_id)
             args, kwargs = recorded_args(first, self.codec)
             impls = rebuild_protocols(first) if protocols is None else dict(protocols)
         except BaseException:
@@ -285,6 +294,14 @@ class Engine(Worker, Executor, StartAPI):
         exe = _Execution(run_id, wf, args, kwargs, impls, first.get("parent"))
         exe.start_at = first.get("start_at")
         return RunHandle(self, run_id, self._launch(exe, None, lease))
+
+    def _ungated(self, events: list[Event], gated: Collection[str]) -> bool:
+        """Whether a claimed run is a fresh top-level one of a limited queue the claim did
+        not know limited (a worker that had not imported the module declaring it)."""
+        first = events[0]
+        queue = first.get("queue")
+        fresh = len(events) == 1 and not first.get("parent")
+        return fresh and queue not in gated and self._queue_rt.limited(queue) is not None
 
     # -- looking at runs ---------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunInfo:

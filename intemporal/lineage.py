@@ -10,7 +10,7 @@
 
 Continue-as-new ends the run `completed`, its result a pointer `{"continued_as": next}`,
 and starts the next run of the chain (same workflow, same queue and parent, the deadline
-carried over) with a journal of its own: `"<run_id>~<n>"`. `RunHandle.result()` follows the
+carried over, the signals it left unread sent on) with a journal of its own: `"<run_id>~<n>"`. `RunHandle.result()` follows the
 chain to its last run. The next run is created before the current one records its end,
 so a crash between the two replays to the same call and finds it made.
 
@@ -105,11 +105,17 @@ def continue_run(
     queue, now = first.get("queue"), host.clock.time()
     new = first_event(nxt, wf, exc.args, exc.kwargs, host.codec, queue, protocols, parent, now)
     new["continued_from"] = ctx.run_id
+    if first.get("priority"):  # its place in its queue, kept along the chain
+        new["priority"] = first["priority"]
     stamp(host._with_headers(new), host.version, first.get("deadline"))
     with store_call(nxt, f"create run {nxt!r}"):
         if not host.store.create(nxt, new, host.sync):  # made before a crash: the same run?
             check_same_run(nxt, host.store.read(nxt)[0], wf, parent=parent)
+        replay_signals(host.store, ctx.run_id, nxt, host.store.read(ctx.run_id))
     ctx.append({"type": RUN_COMPLETED, "result": {"continued_as": nxt}, "continued_as": nxt})
+    with store_call(nxt, f"send run {nxt!r} the signals of {ctx.run_id!r}"):
+        # those sent while it ended (a signal's id is taken once: none arrives twice)
+        replay_signals(host.store, ctx.run_id, nxt, host.store.read(ctx.run_id))
     return nxt
 
 
@@ -186,8 +192,9 @@ def copy_children(store: Store, events: list[Event], source: str, new_id: str) -
 
 
 def replay_signals(store: Store, source: str, new_id: str, kept: list[Event]) -> None:
-    """Send the fork the source's signals its kept steps did not consume (the ones steps at
-    and after `from_step` took, and those still queued)."""
+    """Send run `new_id` the signals of run `source` that the journal `kept` did not take:
+    for a fork, those the steps at and after `from_step` took and those still queued; for
+    the next run of a chain, those its previous run left unread."""
     used = {ev.get("signal_id") for ev in kept if ev["type"] == SIGNAL_RECEIVED}
     messages, _ = store.inbox(source)
     for msg in messages:

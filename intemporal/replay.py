@@ -438,7 +438,28 @@ class RunContext(ActivitySteps):
         if self.observer.on_child_started:
             cid = child_id(self.run_id, seq)
             self.observer.on_child_started(ChildStarted(self.run_id, cid, wf.name, rec is not None))
-        return self.host.run_child(self, seq, wf, args, kwargs, wait)
+        try:
+            return self.host.run_child(self, seq, wf, args, kwargs, wait)
+        except Cancelled:
+            self.child_cancelled()
+            raise
+
+    def child_cancelled(self) -> None:
+        """A child's `Cancelled` reaches this run: if this run is being cancelled too (its
+        deadline passed, which the child shared, or a cancel cascaded down), that was its
+        own delivery, so its compensations that follow run normally."""
+        if self.deadline is not None and self.deadline <= self.host.clock.time():
+            self.expire()
+        if self.cancel_requested.is_set():
+            self.cancel_delivered = True
+
+    def expire(self) -> None:
+        """The run's deadline passed: request its cancellation, with the reason "timed out"
+        (`deadlines.py` calls it when the deadline's timer fires)."""
+        if not self.cancel_requested.is_set():
+            self.cancel_reason = DEADLINE_PASSED
+        self.cancel_requested.set()
+        self.wake.set()
 
     # -- waiting ----------------------------------------------------------------------------
     def deliver(self, messages: list[Event]) -> bool:
@@ -571,6 +592,7 @@ class ChildNotFinished(Exception):
 
 NOT_READY: Any = object()  # `block`'s "keep waiting"
 TIMED_OUT: Any = object()  # `block`'s "the deadline passed"
+DEADLINE_PASSED = "timed out"  # the reason a run whose deadline passed is cancelled with
 
 
 def child_id(parent: str, seq: int) -> str:

@@ -208,9 +208,16 @@ class Scheduler:
         ]
 
     def start(self) -> None:
-        """Start the thread, once, if there is a schedule to fire."""
+        """Start the thread, once, if there is a schedule to fire. The engine's start is
+        the moment its ticks count from: a tick that comes before the thread's first look
+        (a virtual clock advanced at once) is still fired."""
         with self._mutex:
             if self._thread is None and self.mine() and not self._closing.is_set():
+                for sched in self.mine():
+                    try:
+                        self._begin(sched)
+                    except Exception as exc:  # the store away: the thread's first look sets it
+                        log.warning("schedule %s: %s", sched.name, exc)
                 self._thread = threading.Thread(
                     target=self._run, name="intemporal-schedules", daemon=True
                 )
@@ -226,14 +233,23 @@ class Scheduler:
                     log.warning("schedule %s: %s", sched.name, exc)
             self._closing.wait(max(0.0, min(due - self._clock.time(), WATCH)))
 
-    def fire(self, sched: Schedule) -> float:
-        """Start the runs of `sched`'s ticks that came; return when the next one comes."""
-        now = self._clock.time()
-        last = self._last.get(sched.name)
-        if last is None:  # this engine just began: what came before is not ours to fire
+    def _begin(self, sched: Schedule) -> float:
+        """The tick `sched` counts from in this engine, set at its first sight: now (what
+        came before is not ours to fire), or with `catch_up` the last tick with a run."""
+        if sched.name not in self._last:
+            now = self._clock.time()
             latest = latest_tick(self._store, sched) if sched.catch_up else None
-            last = now if latest is None else min(latest, now)
-        ticks = sched.ticks(last, now, CATCH_UP_MAX if sched.catch_up else 1)
+            self._last[sched.name] = now if latest is None else min(latest, now)
+        return self._last[sched.name]
+
+    def fire(self, sched: Schedule) -> float:
+        """Start the runs of `sched`'s ticks that came; return when the next one comes.
+
+        Every tick since the last one handled here is started (the newest `CATCH_UP_MAX`):
+        an engine that was up for them misses none, even when its clock jumped (a virtual
+        one advanced by hours, a stalled process)."""
+        last = self._begin(sched)
+        ticks = sched.ticks(last, self._clock.time())
         for tick in ticks:
             if self._closing.is_set():
                 break
@@ -241,5 +257,4 @@ class Scheduler:
                 sched.workflow, tick_text(tick), run_id=sched.run_id(tick), queue=sched.queue
             )
             self._last[sched.name] = tick
-        self._last.setdefault(sched.name, last)
         return sched.next_tick(self._last[sched.name])

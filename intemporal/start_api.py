@@ -25,6 +25,9 @@ from .handle import RunHandle
 P = ParamSpec("P")
 R = TypeVar("R")
 
+#: The range of `start(priority=...)`: what every store keeps (PostgreSQL: an integer column)
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+
 #: The engine's own options of `start`/`run`; any other keyword is the workflow's.
 OPTIONS = ("run_id", "queue", "priority", "delay", "timeout", "protocols", "kwargs")
 
@@ -44,6 +47,10 @@ class StartOptions:
         self.run_id, self.queue, self.protocols = run_id, queue, dict(protocols or {})
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, not {priority!r}")
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            raise ValueError(
+                f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}, not {priority}"
+            )
         self.priority = priority
         self.timeout = check_seconds(timeout, "timeout")  # the whole run's: `deadlines.py`
         self.delay = _seconds(delay)

@@ -27,7 +27,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from .api import Activity, Workflow, stub
 from .attempts import WorkflowInfo, step_info
 from .codec import encode
-from .errors import SignalTimeout
+from .errors import Cancelled, SignalTimeout
 from .events import (
     EVENT_SET,
     JOIN_ANY,
@@ -304,6 +304,8 @@ class DurableFuture(Generic[T]):
             if not wait and isinstance(exc, ChildNotFinished):
                 return
             if isinstance(exc, Exception):
+                if isinstance(exc, Cancelled):
+                    self.ctx.child_cancelled()
                 self._set(error=exc)
                 return
             raise

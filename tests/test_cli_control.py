@@ -71,6 +71,8 @@ def test_terminate_and_list_by_version(home: Path, cli: Cli) -> None:
     listed = cli("list", "--version", "7.1", "--json")
     assert [json.loads(line)["run_id"] for line in listed.stdout.splitlines()] == ["parked"]
     assert "no runs match" in cli("list", "--version", "0.1").stdout
+    for empty in (["--version", ""], ["--queue", ""], ["--workflow", ""]):  # a filter, even ""
+        assert "no runs match" in cli("list", *empty).stdout, empty
     shown = cli("show", "parked")
     assert "version" in shown.stdout and "7.1" in shown.stdout
 
@@ -85,3 +87,36 @@ def test_a_worker_executes_only_the_runs_of_its_versions(home: Path, cli: Cli) -
     mine = cli("worker", "--once", "--interval", "0.05", "--version", "1.0", "--version", "2.0")
     assert mine.exit_code == 0, mine.output
     assert "v1-run completed: 20" in mine.stdout
+
+
+@intemporal.workflow(name="cli_control.counter")
+def counter(n: int, *, until: int) -> int:
+    n = step_one(n)
+    if n < until:
+        intemporal.continue_as_new(n, until=until)
+    return n
+
+
+def test_result_follows_a_run_that_continued_as_new_to_its_chains_end(home: Path, cli: Cli) -> None:
+    with Engine(home) as engine:
+        assert engine.start(counter, 0, until=7, run_id="count").result(timeout=10) == 7
+    # The first id and any id of the chain give the chain's result, never the pointer
+    for run_id in ("count", "count~3", "count~6"):
+        said = cli("result", run_id, "--json")
+        assert said.exit_code == 0, said.output
+        assert json.loads(said.stdout) == {
+            "run_id": run_id,
+            "status": "completed",
+            "result": 7,
+            "error": None,
+        }
+
+
+def test_worker_once_watches_a_chain_to_its_end(home: Path, cli: Cli) -> None:
+    with Engine(home, worker=False) as client:
+        client.start(counter, 0, until=4, run_id="loop")
+    said = cli("worker", "--once", "--interval", "0.05")
+    assert said.exit_code == 0, said.output
+    assert "loop completed: 4" in said.stdout  # not the pointer to loop~1
+    with Engine(home, worker=False) as engine:
+        assert engine.get_run("loop~3").status is RunStatus.COMPLETED

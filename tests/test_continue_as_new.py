@@ -97,6 +97,32 @@ def test_signals_cancel_and_terminate_reach_the_last_run_of_a_chain(engine: Engi
         engine.handle("quiet").result(timeout=5)
 
 
+@intemporal.workflow(name="can.adder")
+def adder(total: int) -> int:
+    n = intemporal.wait_for_signal("add", timeout=30)
+    total += fetch(n) - 1
+    if n:
+        intemporal.continue_as_new(total)
+    return total
+
+
+def test_signals_a_run_left_unread_go_on_to_the_next_run_of_its_chain(engine: Engine) -> None:
+    # Given a chain that takes one signal per run, sent four signals at once
+    handle = engine.start(adder, 0, run_id="sum")
+    for n in [4, 6, 9, 0]:
+        engine.signal("sum", "add", n)
+    # Then each is taken by one run of the chain, none lost when a run continues as new
+    assert handle.result(timeout=20) == 19
+    assert engine.get_run("sum~3").result == 19
+    taken = [
+        e["signal_id"]
+        for link in ["sum", "sum~1", "sum~2", "sum~3"]
+        for e in engine.history(link)
+        if e["type"] == "signal_received"
+    ]
+    assert len(taken) == len(set(taken)) == 4
+
+
 def test_continue_as_new_outside_a_workflow_is_refused() -> None:
     with pytest.raises(RuntimeError):
         intemporal.continue_as_new(1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +101,33 @@ def test_concurrency_holds_across_two_worker_processes(
     store.close()
 
 
+def test_a_worker_that_did_not_import_the_queue_still_keeps_its_limit(tmp_path: Path) -> None:
+    # Given 8 runs of a queue of concurrency 3 recorded before any worker serves it
+    flows = importlib.import_module("queue_flows")
+    marks = tmp_path / "marks"
+    with Engine(tmp_path / "store", worker=False) as client:
+        handles = [client.start(flows.limited, str(marks), 0.2) for _ in range(8)]
+        # When a worker without --import takes them: the limits come with the module that
+        # its first run loads
+        argv = [sys.executable, "-m", "intemporal.cli", "--store", str(tmp_path / "store")]
+        proc = subprocess.Popen(
+            [*argv, "worker", "--interval", "0.2"],
+            cwd=TESTS,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            for handle in handles:
+                handle.result(timeout=60)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+    # Then never more than 3 executed at once
+    assert len(marks.read_text().splitlines()) == 8
+    assert flows.most_at_once(str(marks)) <= 3
+
+
 # -- rate ------------------------------------------------------------------------------------------
 ON_FILE_ELSE_SLOW = [
     "file",
@@ -178,6 +207,31 @@ def test_inline_children_share_their_parents_slot(store: Store) -> None:
         # Then both complete: a child never waits for a slot its parent holds
         assert [h.result(timeout=30) for h in handles] == [2, 6]
         assert engine.get_run(f"{handles[0].run_id}/1").status is RunStatus.COMPLETED
+
+
+@intemporal.workflow(name="queues.looping", queue="one-slot")
+def looping(marks: str, n: int) -> int:
+    importlib.import_module("queue_flows").hold(marks, 0.05)
+    if n > 0:
+        intemporal.continue_as_new(marks, n - 1)
+    return n
+
+
+def test_a_run_that_continues_as_new_takes_its_queues_gate_again(
+    store: Store, tmp_path: Path
+) -> None:
+    flows = importlib.import_module("queue_flows")
+    marks = tmp_path / "marks"
+    # Given a queue of one slot, a run that continues as new 4 times and 4 other runs on it
+    with Engine(store, queues=[Queue("one-slot", concurrency=1)]) as engine:
+        chain = engine.start(looping, str(marks), 4, run_id="loop", priority=-1)
+        others = [engine.start(looping, str(marks), 0, run_id=f"other-{i}") for i in range(4)]
+        # Then all complete, never two at once: each next run of the chain waits for the slot
+        assert chain.result(timeout=30) == 0
+        assert [h.result(timeout=30) for h in others] == [0] * 4
+        assert engine.history("loop~4")[0]["priority"] == -1  # its place kept along the chain
+    assert len(marks.read_text().splitlines()) == 9
+    assert flows.most_at_once(str(marks)) == 1
 
 
 # -- declaring queues -------------------------------------------------------------------------------

@@ -7,14 +7,17 @@ survives a SIGKILL of the process executing the run.
 
 from __future__ import annotations
 
+import threading
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from helpers import UNDONE, book, unbook
-from process_helpers import run_and_kill
+from process_helpers import run_and_kill, wait_until
 
 import intemporal
-from intemporal import Engine, FileStore, RunStatus, Store
+from intemporal import Engine, FileStore, MemoryStore, RunStatus, Store
 
 
 @intemporal.workflow(name="timeout.trip")
@@ -67,6 +70,80 @@ def test_a_child_inherits_its_parents_remaining_time(store: Store) -> None:
         assert engine.history("p/1")[0]["deadline"] == engine.history("p")[0]["deadline"]
         _timed_out(engine, "p/1")
         assert engine.get_run("p").status is RunStatus.CANCELLED
+
+
+@intemporal.workflow(name="timeout.booking_parent")
+def booking_parent(item: str) -> str:
+    with intemporal.saga() as saga:
+        book(item)
+        saga.add_compensation(unbook, item)
+        return child(item)  # sleeps past the deadline it shares with its parent
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_parent_whose_child_ends_cancelled_with_it_still_compensates(
+    store: Store, how: str
+) -> None:
+    UNDONE.clear()
+    with Engine(store) as engine:
+        # Given a parent with a saga, waiting for a child when it times out (or is cancelled)
+        timeout = 0.4 if how == "timeout" else None
+        handle = engine.start(booking_parent, "car", run_id="bp", timeout=timeout)
+        if how == "cancel":
+            wait_until(lambda: "bp/2" in {r.run_id for r in engine.list_runs(status="waiting")})
+            handle.cancel()
+        # Then the child's Cancelled is the parent's own: the parent's saga rolls back
+        with pytest.raises(intemporal.Cancelled):
+            handle.result(timeout=10)
+        assert engine.get_run("bp/2").status is RunStatus.CANCELLED
+        assert engine.get_run("bp").status is RunStatus.CANCELLED
+        if how == "timeout":
+            _timed_out(engine, "bp")
+    assert UNDONE == ["car"]
+
+
+@intemporal.workflow(name="timeout.async_child")
+async def async_child(item: str) -> str:
+    await intemporal.sleep_async(3600)
+    return item
+
+
+@intemporal.workflow(name="timeout.async_parent")
+async def async_parent(item: str) -> str:
+    await book(item)  # type: ignore[misc]  # a sync activity, awaitable in an async workflow
+    try:
+        return str(await async_child(item))
+    except intemporal.Cancelled:
+        await unbook(item)  # type: ignore[misc]
+        raise
+
+
+def test_an_async_parent_whose_child_times_out_with_it_still_compensates(store: Store) -> None:
+    UNDONE.clear()
+    with Engine(store) as engine:
+        handle = engine.start(async_parent, "bike", run_id="ap", timeout=0.4)
+        with pytest.raises(intemporal.Cancelled):
+            handle.result(timeout=10)
+        _timed_out(engine, "ap")
+    assert UNDONE == ["bike"]
+
+
+@pytest.mark.parametrize("timeout", [1e10, 1e15, timedelta(days=999_999)])
+def test_a_timeout_centuries_away_is_kept_without_a_thread_error(
+    timeout: float | timedelta, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    with Engine(MemoryStore()) as engine:
+        # Given a run whose deadline is further away than a thread can wait
+        handle = engine.start(trip, "far", run_id="far", timeout=timeout)
+        wait_until(lambda: engine.get_run("far").status is RunStatus.WAITING)
+        # Then it is recorded, it waits, and nothing failed behind the user's back
+        assert engine.history("far")[0]["deadline"] > time.time() + 1e9
+        handle.cancel()
+        with pytest.raises(intemporal.Cancelled):
+            handle.result(timeout=10)
+    assert errors == []
 
 
 def test_timeouts_are_checked_and_skip_with_virtual_time() -> None:

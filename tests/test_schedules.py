@@ -102,6 +102,22 @@ def test_two_workers_start_exactly_one_run_per_tick(store: Store) -> None:
     assert run.result == datetime.fromtimestamp(first, UTC).isoformat()
 
 
+def test_a_worker_that_was_up_fires_every_tick_when_its_clock_jumps(store: Store) -> None:
+    # Given a minute schedule and a worker engine on a virtual clock
+    _, ran = _minutely("jumpy")
+    clock = _at_a_minute_start()
+    first = clock.time() - clock.time() % 60 + 60
+    with Engine(store, clock=clock):
+        # When five minutes pass at once, before the engine's first look at its clock
+        clock.advance(300)
+        # Then each of the five ticks has one run, none dropped as if the worker were down
+        wait_until(_count_is(store, "jumpy", 5), what="five ticks")
+        clock.advance(150)  # and two more later
+        wait_until(_count_is(store, "jumpy", 7), what="seven ticks")
+    assert _runs(store, "jumpy") == _ids("jumpy", first, 7)
+    assert len(ran) == 7
+
+
 @pytest.mark.parametrize("catch_up", [False, True])
 def test_a_restarted_worker_fires_missed_ticks_only_if_asked(store: Store, catch_up: bool) -> None:
     # Given a worker that started one tick's run, then stopped for five ticks

@@ -173,6 +173,8 @@ def test_delay_takes_a_timedelta_and_survives_a_new_engine(store: intemporal.Sto
         ({"delay": float("nan")}, ValueError),
         ({"delay": "soon"}, TypeError),
         ({"priority": "high"}, TypeError),
+        ({"priority": 2**31}, ValueError),  # a store's column (PostgreSQL: integer) holds it
+        ({"priority": -(2**70)}, ValueError),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_written(
@@ -186,7 +188,9 @@ def test_bad_options_are_refused_before_anything_is_written(
 def test_priority_and_timeout_are_taken(engine: Engine) -> None:
     engine.run(stamped, priority=0, timeout=None)  # the defaults are accepted
     engine.run(stamped, priority=5, timeout=30)  # tests/test_queues.py, tests/test_run_timeout.py
-    assert len(engine.list_runs()) == 2
+    engine.run(stamped, priority=2**31 - 1)  # the range's ends, on every store
+    engine.run(stamped, priority=-(2**31))
+    assert len(engine.list_runs()) == 4
 
 
 def test_a_delayed_run_can_be_cancelled_before_it_starts(engine: Engine) -> None:

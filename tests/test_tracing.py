@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,7 +217,7 @@ def test_a_run_a_client_records_is_traced_under_the_clients_span(
 
 
 def test_one_span_per_attempt_failed_ones_with_error_status(traced: Engine, spans: Spans) -> None:
-    key = f"k-{id(traced)}"
+    key = f"k-{uuid.uuid4().hex}"
     assert traced.run(tr_retrying, key, run_id="retry") == key
     attempts = sorted(spans.named("activity tr_flaky"), key=lambda s: attr(s, "intemporal.attempt"))
     assert [attr(s, "intemporal.attempt") for s in attempts] == [1, 2, 3]
@@ -336,7 +337,7 @@ def test_resuming_a_finished_run_emits_nothing(traced: Engine, spans: Spans) -> 
 
 
 def test_resuming_a_half_done_run_traces_only_new_work(traced: Engine, spans: Spans) -> None:
-    key = f"half-{id(traced)}"
+    key = f"half-{uuid.uuid4().hex}"
     with pytest.raises(RuntimeError):
         traced.run(tr_half_done, key, run_id="half")
     assert len(spans.named("activity tr_add")) == 1
@@ -355,7 +356,7 @@ def test_resuming_a_half_done_run_traces_only_new_work(traced: Engine, spans: Sp
 def test_a_finished_child_is_not_traced_again_when_its_parent_resumes(
     traced: Engine, spans: Spans
 ) -> None:
-    key = f"child-{id(traced)}"
+    key = f"child-{uuid.uuid4().hex}"
     with pytest.raises(RuntimeError):
         traced.run(tr_child_then_fail, key, run_id="pc")
     _gate[key] = threading.Event()

@@ -388,7 +388,10 @@ class Executor:
                 self._finished(exe, events, RunStatus.COMPLETED, None)
                 then = _Execution(nxt, exe.wf, continued.args, continued.kwargs, exe.protocols)
                 then.parent = exe.parent
-                if not self.closing:  # else it stays pending, for a worker to take
+                queue = events[0].get("queue")
+                if exe.parent is None and queue and self._queue_rt.limited(queue) is not None:
+                    self._queue_rt.started(queue)  # pending: its queue's gate admits it
+                elif not self.closing:  # else it stays pending, for a worker to take
                     self._launch(then, None)
                 return
             try:

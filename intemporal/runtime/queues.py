@@ -59,6 +59,11 @@ class QueueRuntime:
         queue = self.known().get(name) if name is not None else None
         return queue if queue is not None and queue.limited else None
 
+    def gated(self) -> set[str]:
+        """The queues with limits known now: a claim made now takes their runs through the
+        store's gate."""
+        return {name for name, queue in self.known().items() if queue.limited}
+
     def specs(self) -> dict[str, QueueSpec]:
         """The limits to claim with now, `worker_concurrency` turned into this engine's room."""
         out: dict[str, QueueSpec] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Container, Mapping
+from collections.abc import Collection, Container, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock
@@ -55,12 +55,17 @@ class Worker:
             protocols: Mapping[type, Any] | None,
             imports: list[str] | None,
             lease: Lease | None,
+            gated: Collection[str] | None = None,
         ) -> RunHandle[Any]: ...
 
-    def _take(self, lease: Lease) -> RunHandle[Any] | None:
-        """Execute a run `claim_next` gave this engine; None if it cannot (logged)."""
+    def _take(self, lease: Lease, gated: Collection[str]) -> RunHandle[Any] | None:
+        """Execute a run `claim_next` gave this engine; None if it cannot (logged).
+
+        `gated`: the limited queues the claim knew of. A fresh run of a queue whose limits
+        only its workflow's module declares (imported as the run is loaded) is put back for
+        the queue's gate (`Engine._resume`)."""
         try:
-            return self._resume(lease.run_id, None, None, lease)
+            return self._resume(lease.run_id, None, None, lease, gated)
         except Exception as exc:  # one unreadable or unloadable run must not stop the rest
             log.warning("cannot take run %r: %s", lease.run_id, exc)
             return None
@@ -95,16 +100,17 @@ class Worker:
         limit = self.threads - len(self._active)
         if not names or limit <= 0 or not self.worker or self.closing:
             return
+        specs = self._queue_rt.specs()
         leases = self.store.claim_next(
             self.engine_id,
             names,
             limit,
             skip=_Held(self, halted=True),
-            specs=self._queue_rt.specs(),
+            specs=specs,
             now=self.clock.time(),
         )
         for lease in leases:
-            handle = self._take(lease)
+            handle = self._take(lease, specs)
             if handle is not None:
                 self.adopted.append(handle)
 
@@ -117,8 +123,9 @@ class Worker:
         self._parking.start()
         self._queue_rt.start()
         handles = []
+        gated = self._queue_rt.gated()
         for lease in self._claim_ready(None):
-            handle = self._take(lease)
+            handle = self._take(lease, gated)
             if handle is not None:
                 handles.append(handle)
         return handles
@@ -164,8 +171,9 @@ class Worker:
         if not self.worker or self.closing:
             return
         try:
+            gated = self._queue_rt.gated()
             for lease in self._claim_ready([run_id]):
-                handle = self._take(lease)
+                handle = self._take(lease, gated)
                 if handle is not None:
                     self.adopted.append(handle)
         except Exception as exc:  # not ours to report to anyone: the run stays pending
