@@ -64,6 +64,7 @@ from .replay import NOT_READY, ChildNotFinished, Host, Named, RunContext, child_
 from .store.base import Event, Lease
 
 QUIET_TURNS = 8  # loop turns without a new operation after which a run counts as settled
+VIRTUAL_POLL = 0.01  # seconds between looks of a signal wait on a virtual clock, unawaited
 STALL = 5.0  # seconds a replay may wait for a recorded step that nothing awaits
 COMPLETIONS = {
     ACTIVITY_COMPLETED,
@@ -343,10 +344,17 @@ class AsyncRunContext(RunContext):
                 raise
             if value is not NOT_READY:
                 return value
-            advance = getattr(self.host.clock, "advance", None)
-            if ready is never and advance is not None and remaining is not None:
-                advance(remaining)  # a virtual clock (intemporal.testing): skip the sleep
-                continue
+            clock = self.host.clock
+            advance = getattr(clock, "advance", None)
+            if advance is not None and remaining is not None:
+                # A virtual clock (intemporal.testing): a timer is skipped at once; a signal
+                # wait's timeout once someone awaits the run's result (a signal may come first).
+                if ready is not never and clock.skip_to(clock.time() + remaining):
+                    continue
+                if ready is never:
+                    advance(remaining)
+                    continue
+                remaining = min(remaining, VIRTUAL_POLL)
             await self.changed(remaining)
 
     # -- waking -------------------------------------------------------------------------------
