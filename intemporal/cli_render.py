@@ -314,12 +314,12 @@ def wait(
         step = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
         try:
             return Outcome(rid, RunStatus.COMPLETED.value, value=handle.result(timeout=step))
-        except TimeoutError as exc:  # our own timeout, or the workflow's TimeoutError
+        except TimeoutError:  # our own timeout, or the workflow's TimeoutError
             if on_poll is not None:
                 on_poll()
             info = chain_end(engine.get_run, engine.get_run(rid))  # continued as new: the last
-            if info.status.finished:
-                return Outcome(rid, info.status.value, error=describe(exc))
+            if info.status.finished:  # it may have ended just after this look timed out
+                return _ended(engine, handle)
             if info.status is RunStatus.WAITING and not engine.store.is_claimed(info.run_id):
                 what = long_wait(engine.history(info.run_id))
                 if what is not None:  # may take days: do not hold the terminal
@@ -335,6 +335,15 @@ def wait(
             if stopped is None:
                 raise
             return stopped
+
+
+def _ended(engine: Engine, handle: RunHandle) -> Outcome:
+    """The outcome of a run recorded as finished: its value, or the error it ended with."""
+    try:
+        return Outcome(handle.run_id, RunStatus.COMPLETED.value, value=handle.result())
+    except Exception as exc:  # the workflow's own error (a TimeoutError too), or Cancelled
+        info = chain_end(engine.get_run, engine.get_run(handle.run_id))
+        return Outcome(handle.run_id, info.status.value, error=describe(exc))
 
 
 def follow(
