@@ -446,13 +446,24 @@ class AsyncRunContext(RunContext):
     async def run_workflow(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """Await the workflow; then let the operations still executing in its tasks end
-        (they journal to this run's lease) before the run's verdict is written."""
+        """Await the workflow; then cancel the operations still executing in tasks it left
+        behind (as `asyncio.run` does: the loser of a race it did not cancel, the rest of an
+        `asyncio.wait(..., timeout=)`), and let them end (they journal to this run's lease)
+        before the run's verdict is written. A run stopped unfinished (the engine closing)
+        cancels nothing: what is in flight then runs again on resume."""
+        ended = False
         try:
-            return await fn(*args, **kwargs)
+            value = await fn(*args, **kwargs)
+            ended = True
+            return value
+        except Exception:
+            ended = True
+            raise
         finally:
             self.finished = True
             others = self._live - {asyncio.current_task()}
+            for task in others if ended else ():
+                task.cancel()
             if others:
                 await asyncio.wait(others)
 
