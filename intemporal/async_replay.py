@@ -202,6 +202,11 @@ class AsyncRunContext(RunContext):
         order = self._order(events, ended)
         self.deliveries = Deliveries(loop, order, lambda: self.ticks, self._stalled)
 
+    def idle(self) -> bool:
+        """Whether no activity of the run executes now: its tasks only wait (a signal, a
+        timer, a child run, their turn)."""
+        return not self._live and not self._attempts
+
     def _stalled(self, seq: int) -> BaseException:
         rec = self.recorded[seq]
         name = str(rec.get("name", rec["type"]))

@@ -32,10 +32,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from .async_replay import AsyncRunContext
 from .codec import is_exact_json, peek
 from .events import (
     ACTIVITY_COMPLETED,
     RUN_SUSPENDED,
+    SIGNAL_WAIT,
+    TIMER_STARTED,
 )
 from .handle import chain_end
 from .store import Event, RunInfo, RunStatus
@@ -297,6 +300,29 @@ def long_wait(events: list[Event]) -> str | None:
     return None
 
 
+def async_long_wait(engine: Engine, run_id: str) -> str | None:
+    """What an async run executed here waits for, if it may take long and no activity of it
+    executes: a signal it awaits, or a timer further off than `LONG_WAIT`; else None.
+
+    An async run does not suspend (`run_suspended`): its open waits are read from the
+    journal instead, a `signal_wait` not yet answered at its step, or a `timer_started`.
+    """
+    exe = engine.execution(run_id)
+    ctx = exe.ctx if exe is not None else None
+    if not isinstance(ctx, AsyncRunContext) or not ctx.idle():
+        return None
+    events = engine.history(run_id)
+    answered = {e["seq"] for e in events if e.get("type") != SIGNAL_WAIT and "seq" in e}
+    for ev in events:
+        if ev.get("type") == SIGNAL_WAIT and ev["seq"] not in answered:
+            return f"signal {str(ev.get('name', ''))[len(SIGNAL_OP) :]!r}"
+    for ev in events:
+        until = ev.get("fire_at") if ev.get("type") == TIMER_STARTED else None
+        if isinstance(until, int | float) and until - time.time() > LONG_WAIT:
+            return f"a timer, due {fmt_time(until)}"
+    return None
+
+
 def wait(
     engine: Engine,
     handle: RunHandle,
@@ -324,6 +350,9 @@ def wait(
                 what = long_wait(engine.history(info.run_id))
                 if what is not None:  # may take days: do not hold the terminal
                     return Outcome(rid, info.status.value, waiting_for=what)
+            what = async_long_wait(engine, info.run_id)
+            if what is not None:  # an async run waits without suspending: the same
+                return Outcome(rid, RunStatus.WAITING.value, waiting_for=what)
             if deadline is not None and time.monotonic() >= deadline:
                 return Outcome(rid, "still-running")
         except Exception as exc:

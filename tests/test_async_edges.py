@@ -1,9 +1,17 @@
-"""Async workflows at their edges: tasks a workflow leaves behind when it returns."""
+"""Async workflows at their edges: tasks a workflow leaves behind when it returns, and
+`intemporal resume` of an async run that comes to wait for a signal or a distant timer."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import cli_on
+from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, MemoryStore
@@ -49,3 +57,47 @@ def test_a_workflow_returning_with_activities_in_flight_ends_at_once() -> None:
             assert len(failed) == stopped and all("CancelledError" in str(e) for e in failed)
             ok, message = verify_replay(store, run_id)
             assert ok, message
+
+
+@intemporal.activity
+async def noted(x: int) -> int:
+    return x
+
+
+@intemporal.workflow(name="edges.approval")
+async def async_approval(x: int) -> int:
+    await noted(x)
+    got = await intemporal.wait_for_signal_async("ok")
+    return await noted(x + got)
+
+
+@intemporal.workflow(name="edges.nap")
+async def async_nap(x: int) -> int:
+    await noted(x)
+    await intemporal.sleep_async(3600)
+    return x
+
+
+@pytest.mark.parametrize(
+    ("wf", "waits_for"), [(async_approval, "signal 'ok'"), (async_nap, "a timer, due")]
+)
+def test_resume_leaves_an_async_run_waiting_long_to_a_worker(
+    tmp_path: Path, wf: Any, waits_for: str
+) -> None:
+    # Given an async run that waits (a signal, an hour's timer), its engine gone
+    with Engine(str(tmp_path)) as engine:
+        engine.start(wf, 1, run_id="w")
+        wait_until(lambda: len(engine.history("w")) >= 3, what="the wait")
+    cli = cli_on(tmp_path)
+    # When `intemporal resume` takes it: it comes to the same wait
+    started = time.monotonic()
+    first = cli("resume", "w", "--timeout", "20")  # a regression exits 3, not hangs
+    # Then the command does not hold the terminal: it says what the run waits for, exit 0
+    assert first.exit_code == 0, first.output
+    assert "w waiting: waits for " + waits_for in first.stdout
+    assert time.monotonic() - started < 10
+    if wf is async_approval:  # and once signalled, the next resume completes it
+        assert cli("signal", "w", "ok", "41").exit_code == 0
+        done = cli("resume", "--all", "--json")
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.stdout)["result"] == 42
