@@ -148,6 +148,7 @@ class RunContext(ActivitySteps):
         # an execution that stops unrecorded (non-determinism) leaves the journal as it was.
         self.marker: Event | None = None
         self._marker_lock = threading.Lock()
+        self._unsynced = threading.local()  # .on: this thread executes a submitted activity
         self.events = events
         self._index(events)
 
@@ -187,14 +188,30 @@ class RunContext(ActivitySteps):
         if self.store_failed is not None:
             raise self.store_failed
         event["ts"] = round(self.host.clock.time(), 6)
+        if sync is None:
+            sync = self.host.sync and not getattr(self._unsynced, "on", False)
         try:
             if self.marker is not None:
                 self._write_marker(event["ts"])
-            self.lease.append(event, self.host.sync if sync is None else sync)
+            self.lease.append(event, sync)
         except Exception as exc:  # whatever the store raises: the workflow never sees it
-            doing = f"write the journal of run {self.run_id!r}"
-            self.store_failed = StoreFailure(store_error(exc, doing, self.run_id))
-            raise self.store_failed from exc
+            raise self._store_failure(exc) from exc
+
+    def sync_journal(self) -> None:
+        """Make every appended event durable (in fsync mode): the results of submitted
+        activities, appended unsynced, share one sync when the workflow takes them."""
+        if self.store_failed is not None:
+            raise self.store_failed
+        if self.host.sync:
+            try:
+                self.lease.sync()
+            except Exception as exc:
+                raise self._store_failure(exc) from exc
+
+    def _store_failure(self, exc: Exception) -> StoreFailure:
+        doing = f"write the journal of run {self.run_id!r}"
+        self.store_failed = StoreFailure(store_error(exc, doing, self.run_id))
+        return self.store_failed
 
     def _write_marker(self, ts: float) -> None:
         # Before this execution's first line, unsynced: the line after it syncs both.
@@ -340,12 +357,20 @@ class RunContext(ActivitySteps):
         kwargs: dict[str, Any],
         retry: Retry,
         timeout: float | None,
+        sync: bool | None = None,
     ) -> Any:
         """Execute activity `name` as operation `seq` with retries; journal its outcome.
+        `sync=False` (a submitted one): synced when the workflow takes it (`sync_journal`).
 
         `ActivitySteps.retrying` written out for this thread: the same steps without a
         generator to drive, which costs ~1.4 µs per activity on this, the hot path.
         """
+        if sync is False:
+            self._unsynced.on = True
+            try:
+                return self.execute_activity(seq, name, fn, args, kwargs, retry, timeout)
+            finally:
+                self._unsynced.on = False
         attempt = self.failed_attempts.get(seq, 0) + 1
         if attempt > 1:
             self.host.pause(self, self.backoff_left(seq, retry, attempt))

@@ -309,11 +309,15 @@ class DurableFuture(Generic[T]):
             raise
         self._set(value)
 
-    def result(self) -> T:
-        """Wait for the result and return it, or raise the activity's or child's exception."""
+    def _wait(self) -> None:
         if self._child is not None and not self._done.is_set():
             self._poll_child(wait=True)
         self._done.wait()
+
+    def result(self) -> T:
+        """Wait for the result and return it, or raise the activity's or child's exception."""
+        self._wait()
+        self.ctx.sync_journal()  # its record durable before the workflow acts on it
         if self._error is not None:
             raise self._error
         return self._value
@@ -348,7 +352,9 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableF
     def job() -> None:
         try:
             fut._set(
-                ctx.execute_activity(seq, act.name, act.fn, args, kwargs, act.retry, act.timeout)
+                ctx.execute_activity(
+                    seq, act.name, act.fn, args, kwargs, act.retry, act.timeout, sync=False
+                )
             )
         except BaseException as exc:
             fut._set(error=exc)
@@ -363,8 +369,13 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableF
 def join_all(futures: Sequence[DurableFuture[T]]) -> list[T]:
     """Wait for every future; return their results in order (raising the first error, in order).
 
-    Futures of one result type `T` give a `list[T]`.
+    Futures of one result type `T` give a `list[T]`. The results not yet durable are
+    synced together, once all are in: one sync for the whole fan-out.
     """
+    for f in futures:
+        f._wait()
+    if futures:
+        futures[0].ctx.sync_journal()
     return [f.result() for f in futures]
 
 

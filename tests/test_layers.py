@@ -30,6 +30,8 @@ RANKS = {
     "store.base": 5,
     "tracing": 6,
     "store.safefs": 1,
+    "store.walfile": 2,
+    "store.wal": 3,
     "store.queueing": 2,
     "queues": 3,
     "store.fileio": 6,

@@ -200,6 +200,10 @@ class Lease(ABC):
         the caller writes nothing more.
         """
 
+    def sync(self) -> None:  # noqa: B027 - where every append is durable, nothing to do
+        """Make every event appended so far durable, those appended with `sync=False` too
+        (submitted activities' results, synced together when the workflow joins them)."""
+
     def renew(self) -> None:  # noqa: B027 - a heartbeat: nothing to do where the OS holds the lock
         """Tell the store this owner still executes the run; `LeaseLost` if it no longer does."""
 

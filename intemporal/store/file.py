@@ -7,6 +7,8 @@
       order-42/3.jsonl        a child run "order-42/3"
       .doorbell               which runs got a message: engines stat this one file
       .engines/ID.lock        held by each live engine that parks waiting runs
+      .wal/                   the write-ahead log: every durable write goes there first,
+                              synced by group commit (`wal.py`); files are synced in bulk
       .queues/NAME-HASH.ledger  a limited queue's admitted runs, flocked while deciding
 
 Ownership is taken once per execution, not per append, with a plain `fcntl.flock` on the
@@ -69,6 +71,8 @@ from .fileio import (
     write,
 )
 from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
+from .wal import Logged, WriteAheadLog
+from .walfile import supported as wal_supported
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
@@ -100,10 +104,15 @@ class FileStore(Store):
         self._root_fd = -1
         self._root_lock = threading.Lock()
         self._tmpfile_ok = _O_TMPFILE != 0  # until the system says otherwise
+        # The write-ahead log (`wal.py`; its files made on first use): None where the
+        # system cannot keep one, and then each durable write syncs its own file.
+        self._wal = WriteAheadLog(self._root) if wal_supported() else None
         if not self.root.is_dir():
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         else:  # not made by us: others may have been able to plant links in it
             check_trust(self._root, strict)
+            if self._wal is not None:
+                self._wal.recover()  # after a power cut: what the journals lack
 
     def _open(self, rel: str, flags: int, mkdirs: bool = False) -> int:
         """A descriptor of the store's file `rel` (`a/b.jsonl`), no link followed (`open_in`)."""
@@ -149,6 +158,10 @@ class FileStore(Store):
         else:  # a child run's folder: made private, and never through a link
             dfd = open_folder(self._root, run_id.rpartition("/")[0], create=True)
         tmpfile_ok = self._tmpfile_ok
+        wal = self._wal if sync and self._wal is not None and self._wal.fits(len(data)) else None
+        if wal is not None:
+            sync = False  # the log makes it durable, the file and its name alike
+            wal.open()
         try:
             try:
                 created = self._link_new(dfd, name + JOURNAL, data, sync)
@@ -164,7 +177,9 @@ class FileStore(Store):
                 created = self._link_new(dfd, name + JOURNAL, data, sync)
             if not created:
                 return False
-            if sync:
+            if wal is not None:
+                wal.log(run_id + JOURNAL, 0, data)  # replayed after a power cut, name and all
+            elif sync:
                 os.fsync(dfd)  # the new name itself must survive a power cut
         finally:
             if not top:
@@ -174,22 +189,27 @@ class FileStore(Store):
     def create_claimed(
         self, run_id: str, first: Event, sync: bool = True, owner: str = ""
     ) -> Lease | None:
-        # `Engine.run` executes a new run at once: create its journal already locked, and
-        # append through the descriptor that wrote it. No claim (open, lock, tail check) and
-        # no sync of its own: the first synced append syncs the file and its folder, one
-        # flush fewer per run than `create` (its sync, then the folder's) + that append.
+        # `Engine.run` executes a new run at once: its journal created locked, appended
+        # through the descriptor that wrote it; no claim, no sync: its first synced append
+        # logs the first line too (or, without a log, syncs the file and its folder).
         folder, _, name = self._base(run_id).rpartition("/")
         if fcntl is None or not self._tmpfile_ok or folder != self._root:
             return super().create_claimed(run_id, first, sync, owner)
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
+        if sync and self._wal is not None:
+            self._wal.open()
         try:
             fd = os.open(".", os.O_RDWR | os.O_APPEND | _O_TMPFILE, 0o600, dir_fd=dfd)
         except OSError:
             return super().create_claimed(run_id, first, sync, owner)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
-            write(fd, dumps(first), False)  # whole, or OSError: a short write is refused
+            data = dumps(first)
+            write(fd, data, False)  # whole, or OSError: a short write is refused
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
+            if self._wal is not None:  # the first synced append logs this line with its own
+                logged = Logged(self._wal, name + JOURNAL, *((0, data, True) if sync else ()))
+                return FileLease(run_id, None, fd, log=logged)
             return FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
         except FileExistsError:
             os.close(fd)
@@ -214,6 +234,8 @@ class FileStore(Store):
         fd, self._root_fd = self._root_fd, -1
         if fd >= 0:
             os.close(fd)
+        if self._wal is not None:
+            self._wal.close()  # opened again if the store is used again
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -327,7 +349,8 @@ class FileStore(Store):
             if lock is not None:
                 unlock(lock)
             raise
-        return FileLease(run_id, lock, fd)
+        logged = None if self._wal is None else Logged(self._wal, run_id + JOURNAL)
+        return FileLease(run_id, lock, fd, log=logged)
 
     def is_claimed(self, run_id: str) -> bool:
         suffix = JOURNAL if fcntl is not None else LOCK
@@ -434,11 +457,14 @@ class FileStore(Store):
         if not self.exists(run_id):
             raise RunNotFound(run_id)
         data = dumps(with_signal_id(message))
+        wal = self._wal if self._wal is not None and self._wal.fits(len(data)) else None
         fd = self._open(run_id + INBOX, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             before = os.fstat(fd).st_size
             try:
-                write(fd, data, True)
+                write(fd, data, wal is None)
+                if wal is not None:  # where O_APPEND put it: this descriptor's offset now
+                    wal.log(run_id + INBOX, os.lseek(fd, 0, os.SEEK_CUR) - len(data), data)
             except OSError:
                 # Cut a torn message away, unless another sender appended after it meanwhile
                 # (then it stays a torn line in the middle, which reading the inbox reports).
@@ -574,6 +600,8 @@ class FileStore(Store):
                     yield prefix + name[: -len(JOURNAL)]
 
     def delete(self, run_id: str) -> None:
+        if self._wal is not None:  # so a replay does not bring it back (with the next sync)
+            self._wal.forget(check_run_id(run_id) + JOURNAL, run_id + INBOX)
         for suffix in (JOURNAL, INBOX, LOCK):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 unlink_in(self._root, check_run_id(run_id) + suffix)
