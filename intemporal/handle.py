@@ -174,6 +174,10 @@ class RunHandle(Generic[R]):
         Returns the run's value, or raises its exception (or `Cancelled`); `TimeoutError`
         after `timeout` seconds; `StoreUnavailable` if the store failed under the run.
         """
+        with self.engine.clock.awaited():  # a virtual clock may skip the run's waits
+            return await self._wait_async(timeout)
+
+    async def _wait_async(self, timeout: float | None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.002
         while True:
