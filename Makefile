@@ -6,6 +6,9 @@ PY ?= $(shell for p in python3 python3.13 python3.12 python3.11 python; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# test processes for `make test` (pytest-xdist): the suite mostly waits on processes,
+# timers and disks, so 4 fill 2 cores; JOBS=0 runs it in this process
+JOBS ?= 4
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test test-slow lint bench clean
@@ -28,7 +31,7 @@ demo: $(STAMP) ## run a workflow that crashes and resumes, then list the runs
 	$(BIN)/intemporal --store .intemporal-demo list
 
 test: $(STAMP) ## run the test suite (skips the slow soak/fuzz tests; PostgreSQL: apt-get install postgresql)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS)
 
 test-slow: $(STAMP) ## run only the slow soak/fuzz tests
 	$(BIN)/python -m pytest -q -m slow
