@@ -39,7 +39,7 @@ from ..events import (
     TERMINAL_EVENTS,
 )
 from ..failures import encode_error
-from ..handle import EngineCalls, _Execution, final_outcome
+from ..handle import DONE, EngineCalls, _Execution, final_outcome
 from ..observe import (
     Observers,
     RunCreated,
@@ -212,8 +212,13 @@ class Executor:
                     exe.done.set()
                     self._relaunch(exe)
                 else:
+                    # A parked run keeps its id, code and arguments, nothing of its last
+                    # execution: not its context (journal, futures), not the traceback of
+                    # the suspension (the workflow's frames and their locals).
+                    exe.ctx, exe.outcome = None, ("stopped", None)
                     self._parking.park(exe, value.until)
             exe.done.set()
+            exe.done = DONE  # set for good: one shared event, not a lock and a condition each
             self.changed.notify_all()
         if exe.terminal and exe.parent and not exe.inline:
             try:  # the parent may wait for this child, here or in another process
