@@ -13,49 +13,138 @@ with intemporal.Engine(store=".intemporal") as engine:
     print(engine.run(checkout, "order-42"))
 """
 
-from . import testing
-from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
-from .attempts import heartbeat
-from .codec import Secret
-from .engine import Engine
-from .errors import (
-    ActivityTimeout,
-    Cancelled,
-    CompensationError,
-    DillRefused,
-    IntemporalError,
-    JournalCorrupted,
-    LeaseLost,
-    NonDeterminismError,
-    RemoteError,
-    RunConflict,
-    RunNotFound,
-    SerializationError,
-    SignalTimeout,
-    StoreError,
-    StoreUnavailable,
-    UnsafeStore,
-    WorkflowNotFound,
-    is_suspension,
-)
-from .handle import RunHandle
-from .observe import LoggingObserver, Observer
-from .saga import Saga, saga
-from .store import FileStore, MemoryStore, PostgresStore, RunInfo, RunStatus, Store
-from .workflow_api import (
-    DurableFuture,
-    info,
-    join_all,
-    join_any,
-    now,
-    run_id,
-    set_event,
-    side_effect,
-    sleep,
-    submit,
-    uuid4,
-    wait_for_signal,
-)
+from __future__ import annotations
+
+from importlib import import_module
+
+TYPE_CHECKING = False  # typing's own constant costs `import typing`: ~5 ms
+
+if TYPE_CHECKING:  # what type checkers see; at run time each name loads on first use
+    from typing import Any
+
+    from . import testing
+    from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
+    from .attempts import heartbeat
+    from .codec import Secret
+    from .engine import Engine
+    from .errors import (
+        ActivityTimeout,
+        Cancelled,
+        CompensationError,
+        DillRefused,
+        IntemporalError,
+        JournalCorrupted,
+        LeaseLost,
+        NonDeterminismError,
+        RemoteError,
+        RunConflict,
+        RunNotFound,
+        SerializationError,
+        SignalTimeout,
+        StoreError,
+        StoreUnavailable,
+        UnsafeStore,
+        WorkflowNotFound,
+        is_suspension,
+    )
+    from .handle import RunHandle
+    from .observe import LoggingObserver, Observer
+    from .saga import Saga, saga
+    from .store import FileStore, MemoryStore, RunInfo, RunStatus, Store
+    from .store.postgres import PostgresStore
+    from .workflow_api import (
+        DurableFuture,
+        info,
+        join_all,
+        join_any,
+        now,
+        run_id,
+        set_event,
+        side_effect,
+        sleep,
+        submit,
+        uuid4,
+        wait_for_signal,
+    )
+
+# Public name -> the module that defines it. `import intemporal` loads none of them (nor
+# filelock, nor the PostgreSQL driver): each loads with its first use, `intemporal.workflow`
+# loading what a workflow needs, `intemporal.Engine` the engine.
+_LAZY = {
+    **dict.fromkeys(
+        ["Activity", "RetryPolicy", "Workflow", "activity", "stub", "stub_protocol", "workflow"],
+        "api",
+    ),
+    "heartbeat": "attempts",
+    "Secret": "codec",
+    "Engine": "engine",
+    **dict.fromkeys(
+        [
+            "ActivityTimeout",
+            "Cancelled",
+            "CompensationError",
+            "DillRefused",
+            "IntemporalError",
+            "JournalCorrupted",
+            "LeaseLost",
+            "NonDeterminismError",
+            "RemoteError",
+            "RunConflict",
+            "RunNotFound",
+            "SerializationError",
+            "SignalTimeout",
+            "StoreError",
+            "StoreUnavailable",
+            "UnsafeStore",
+            "WorkflowNotFound",
+            "is_suspension",
+        ],
+        "errors",
+    ),
+    "RunHandle": "handle",
+    "LoggingObserver": "observe",
+    "Observer": "observe",
+    "Saga": "saga",
+    "saga": "saga",
+    **dict.fromkeys(["FileStore", "MemoryStore", "RunInfo", "RunStatus", "Store"], "store"),
+    "PostgresStore": "store.postgres",
+    **dict.fromkeys(
+        [
+            "DurableFuture",
+            "info",
+            "join_all",
+            "join_any",
+            "now",
+            "run_id",
+            "set_event",
+            "side_effect",
+            "sleep",
+            "submit",
+            "uuid4",
+            "wait_for_signal",
+        ],
+        "workflow_api",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name on first use (PEP 562); later uses find it in the module."""
+    value: Any
+    if name == "testing":
+        value = import_module(".testing", __name__)
+    else:
+        where = _LAZY.get(name)
+        if where is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(import_module("." + where, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "Activity",

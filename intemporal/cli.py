@@ -146,6 +146,7 @@ def resume(
     started: list[RunHandle | Outcome] = []
     with _engine(ctx) as engine:
         if not runs:  # oldest first; child runs are left to their parent, which resumes them
+            # every run: a finished one damaged since must be said too, not skipped
             listed = list(reversed(engine.list_runs()))
             targets = [i for i in listed if resumable(engine.store, i, failed)]
             started += render.unreadable_outcomes(listed)  # reported, never skipped in silence
@@ -449,7 +450,7 @@ def gc(
     out = render.console()
     # the top-level run first, then what it started
     listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
-    doomed = doomed if dry_run else delete_trees(store, doomed)
+    doomed = doomed if dry_run else delete_trees(store, doomed, unreadable)
     gone = {i.run_id for tree in doomed for i in tree.runs}
     for info in listed:
         if as_json:

@@ -37,7 +37,7 @@ from .cli_support import (
 from .engine import Engine
 from .errors import StoreUnavailable
 from .handle import RunHandle
-from .store import RunStatus, redact
+from .store import RunInfo, RunStatus, redact
 
 DEFAULT_QUEUE = "default"
 
@@ -172,7 +172,7 @@ def worker(
         where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"
         board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
-        for info in engine.list_runs(status=RunStatus.UNREADABLE):  # never skipped in silence:
+        for info in _unreadable(engine):  # never skipped in silence:
             bad = render.unreadable_outcome(info)
             ended.append(bad)  # said once, and --once exits 1
             board.outcome(bad)
@@ -211,6 +211,15 @@ def worker(
         left = sorted({*watching, *taken, *(h.run_id for h in engine.adopted)})
         text = f"stopped; left {len(left)} unfinished run(s), resumable by any worker"
         board.say("stopped", None, text + (": " + ", ".join(left) if left else ""), left=left)
+
+
+def _unreadable(engine: Engine) -> Iterator[RunInfo]:
+    """The damaged runs a worker would otherwise take: among the unfinished ones (the file
+    store's index names them, and the runs found damaged since), not every run's journal."""
+    for run_id in engine.store.unfinished():
+        info = engine.store.summary_or_unreadable(run_id)
+        if info is not None and info.status is RunStatus.UNREADABLE:
+            yield info
 
 
 @contextlib.contextmanager

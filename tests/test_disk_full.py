@@ -402,6 +402,7 @@ def test_a_short_write_of_a_runs_first_line_records_nothing(
             else:
                 engine.start(echo, "half", run_id="half")
         assert shorted and engine.list_runs() == []
-        assert sorted(p.name for p in (tmp_path / "store").iterdir()) == []
+        left = sorted(p.name for p in (tmp_path / "store").iterdir())
+        assert left in ([], [".index"])  # no journal; the run index, if made, lists none
         # and the same start then succeeds
         assert engine.run(echo, "half", run_id="half") == 4

@@ -41,8 +41,8 @@ def test_a_parked_run_keeps_neither_its_context_nor_its_frames(tmp_path: Path) -
     # Given runs parked waiting for a signal, their handles kept as a caller keeps them
     with intemporal.Engine(tmp_path, threads=2, durability="flush") as engine:
         handles = [engine.start(waits_holding_locals, f"r{i}", run_id=f"r{i}") for i in range(3)]
-        for h in handles:
-            wait_until(lambda h=h: h.status() is intemporal.RunStatus.WAITING, timeout=20)
+        waiting = intemporal.RunStatus.WAITING
+        wait_until(lambda: all(h.status() is waiting for h in handles), timeout=20)
         wait_until(lambda: all(REFS.get(f"r{i}:context") for i in range(3)), timeout=20)
 
         # When nothing else runs

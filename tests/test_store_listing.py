@@ -103,4 +103,5 @@ def test_create_once_private_and_without_leftovers(tmp_path: Path, tmpfile: bool
     assert store.read("r1") == [first]
     assert stat.S_IMODE(os.stat(tmp_path / "r1.jsonl").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "r1").st_mode) == 0o700
-    assert sorted(p.name for p in tmp_path.rglob("*")) == ["2.jsonl", "r1", "r1.jsonl"]
+    files = sorted(p.name for p in tmp_path.rglob("*") if ".index" not in p.parts)
+    assert files == ["2.jsonl", "r1", "r1.jsonl"]  # and the run index, in `.index/`

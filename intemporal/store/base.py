@@ -375,6 +375,21 @@ class Store(ABC):
             except Exception:  # deleted meanwhile, or unreadable: `show` reports it
                 continue
 
+    def ended_before(self, cutoff: float) -> tuple[dict[str, RunInfo], set[str]]:
+        """What `gc` looks at: the runs of every tree whose top-level run may have ended by
+        `cutoff` (epoch seconds), by id, and the ids of the runs that cannot be read.
+
+        This default returns every run of the store; a backend with an index returns less.
+        """
+        infos: dict[str, RunInfo] = {}
+        unreadable: set[str] = set()
+        for rid in self.run_ids():
+            try:
+                infos[rid] = self.summary(rid)
+            except Exception:  # damaged, or deleted meanwhile: never collected blindly
+                unreadable.add(rid)
+        return infos, unreadable
+
     def summary(self, run_id: str) -> RunInfo:
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
         return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))
@@ -421,6 +436,41 @@ class Store(ABC):
                 out.append(info)
         out.sort(key=lambda i: (i.created_at, i.run_id), reverse=True)
         return out[:limit] if limit is not None else out
+
+    def iter_runs(
+        self,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        queue: str | None = None,
+        parent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[RunInfo]:
+        """Run summaries newest first, filtered, yielded as they are read (`intemporal list`).
+
+        `since`/`until` bound `created_at` (epoch seconds, `until` excluded). This default
+        reads every run first; the file store reads only the runs asked for (its index).
+        """
+        for info in self.list_runs(status=status, workflow=workflow):
+            if (
+                (parent is None or info.parent == parent)
+                and (since is None or info.created_at >= since)
+                and (until is None or info.created_at < until)
+                and (queue is None or self._queue_of(info.run_id) == queue)
+            ):
+                yield info
+
+    def _queue_of(self, run_id: str) -> str | None:
+        try:
+            queue = self.read(run_id)[0].get("queue")
+        except Exception:  # deleted meanwhile, or unreadable
+            return None
+        return queue if isinstance(queue, str) else None
+
+    def count_runs(self, **filters: Any) -> int | None:
+        """How many runs `iter_runs(**filters)` yields, where a store can tell without reading
+        them (None: it cannot)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         """Release whatever the store holds open."""

@@ -15,10 +15,11 @@ is the dearest system call a run makes). `filelock` on `<run>.lock` is the fallb
 there is no `fcntl`. The OS drops a flock when its process dies, so "lock free and status
 running" means "orphaned, resumable"; there is no stale lock to clean.
 
-Listing newest-first with a limit reads journals in descending mtime order and stops once
-no older file can hold a newer run: a run's `created_at` is stamped just before its first
-line is written, so it is never later than its journal's mtime (give or take
-`MTIME_SLACK` for coarse filesystem clocks). The newest 50 of 100,000 runs take ~50 reads.
+      .index/runs.sqlite3     the run index: status, workflow, queue, times, parent
+                              (`index.py`); rebuilt from the journals whenever in doubt
+
+Listing, `gc` and `recover` find runs through the index (`filelist.py`) and read the
+journals of the runs they return: `list --limit 10` over 100,000 runs reads 10 journals.
 
 A crash can tear the last line of a journal. Reading ignores a last line without its
 newline, and claiming truncates it away before the next append; any other unreadable line
@@ -29,17 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import heapq
-import json
 import os
 import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import filelock
+from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
@@ -47,8 +44,6 @@ from .base import (
     Event,
     Lease,
     RunInfo,
-    RunStatus,
-    Store,
     check_run_id,
     summarize,
     with_signal_id,
@@ -66,11 +61,15 @@ from .fileio import (
     unlock,
     write,
 )
+from .filelist import FileListing
+from .index import IndexedLease
 from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
+
+if TYPE_CHECKING:
+    import filelock
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
-TAIL = 4096  # bytes read from a journal's end to find its last event
 DOORBELL = ".doorbell"  # one line per message sent: which run to look at
 DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then look at all runs
 CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_claimed` probe
@@ -80,10 +79,9 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until l
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 # A failure of the store itself, not of the O_TMPFILE feature: the named way fails too.
 _STORE_DOWN = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE})
-MTIME_SLACK = 2.0  # seconds a journal's mtime may trail the `ts` stamped in its first line
 
 
-class FileStore(Store):
+class FileStore(FileListing):
     """A directory of run journals; see the module docstring for the layout.
 
     >>> store = FileStore(".intemporal")
@@ -140,6 +138,7 @@ class FileStore(Store):
         # wait to get it back, and `Engine.start` calls this on the caller's thread.
         data = dumps(first)
         folder, _, name = self._base(run_id).rpartition("/")
+        self.index.created(run_id, first)  # the row first: the index never misses a run
         top = folder == self._root
         if top:  # the root's descriptor stays open: system calls fewer per run
             dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
@@ -178,6 +177,7 @@ class FileStore(Store):
         folder, _, name = self._base(run_id).rpartition("/")
         if fcntl is None or not self._tmpfile_ok or folder != self._root:
             return super().create_claimed(run_id, first, sync, owner)
+        self.index.created(run_id, first)  # the row first: the index never misses a run
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
         try:
             fd = os.open(".", os.O_RDWR | os.O_APPEND | _O_TMPFILE, 0o600, dir_fd=dfd)
@@ -187,7 +187,8 @@ class FileStore(Store):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
             write(fd, dumps(first), False)  # whole, or OSError: a short write is refused
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
-            return FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
+            lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
+            return IndexedLease(lease, self.index)
         except FileExistsError:
             os.close(fd)
             return None
@@ -211,6 +212,7 @@ class FileStore(Store):
         fd, self._root_fd = self._root_fd, -1
         if fd >= 0:
             os.close(fd)
+        self.close_index()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -262,10 +264,14 @@ class FileStore(Store):
             raise RunNotFound(run_id) from None
         with open(fd, "rb") as f:
             data = f.read()
-        events, _ = parse_lines(data, path)
-        if not events:
-            raise JournalCorrupted(path, 1, "empty journal")
-        check_journal(events, path)
+        try:
+            events, _ = parse_lines(data, path)
+            if not events:
+                raise JournalCorrupted(path, 1, "empty journal")
+            check_journal(events, path)
+        except JournalCorrupted:
+            self.index.damaged(run_id)  # a worker's start-up reports it, with no full scan
+            raise
         return events
 
     def exists(self, run_id: str) -> bool:
@@ -324,7 +330,7 @@ class FileStore(Store):
             if lock is not None:
                 unlock(lock)
             raise
-        return FileLease(run_id, lock, fd)
+        return IndexedLease(FileLease(run_id, lock, fd), self.index)
 
     def is_claimed(self, run_id: str) -> bool:
         suffix = JOURNAL if fcntl is not None else LOCK
@@ -343,90 +349,6 @@ class FileStore(Store):
         except (OSError, ValueError):
             return 0.0
 
-    def unfinished(self) -> Iterator[str]:
-        # Only each journal's last line: a store of 100,000 finished runs is a few reads
-        # of 4 KiB each, not 100,000 whole journals parsed (`recover()` calls this).
-        for run_id in self.run_ids():
-            try:
-                with open(self._open(run_id + JOURNAL, os.O_RDONLY), "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    tail = os.pread(f.fileno(), min(size, TAIL), max(0, size - TAIL))
-            except UnsafeStore:  # not followed, not skipped in silence: `recover` reports it
-                yield run_id
-                continue
-            except OSError:  # deleted meanwhile
-                continue
-            end = tail.rfind(b"\n")
-            start = tail.rfind(b"\n", 0, end) + 1 if end > 0 else 0
-            last: Any
-            try:
-                if start == 0 and size > TAIL:  # a last line longer than the tail: read it all
-                    last = self.read(run_id)[-1]
-                else:
-                    last = json.loads(tail[start:end]) if end > 0 else None
-            except RunNotFound:  # deleted meanwhile
-                continue
-            except Exception:  # damaged: `recover` reports it, `list` shows it unreadable
-                yield run_id
-                continue
-            if not isinstance(last, dict) or last.get("type") not in TERMINAL_EVENTS:
-                yield run_id
-
-    def _journals_newest_first(self) -> list[tuple[float, str]]:
-        """(-mtime, run id) of every journal, child runs' folders included, as a heap."""
-        out: list[tuple[float, str]] = []
-        stack = [("", str(self.root))]
-        cut = -len(JOURNAL)
-        while stack:
-            prefix, folder = stack.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except FileNotFoundError:  # a child folder removed while listing
-                continue
-            for entry in entries:
-                name = entry.name
-                if name.endswith(JOURNAL):  # temporary files end in .tmp, never .jsonl
-                    try:
-                        mtime = entry.stat(follow_symlinks=False).st_mtime
-                        out.append((-mtime, prefix + name[:cut]))
-                    except FileNotFoundError:
-                        continue
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append((prefix + name + "/", entry.path))
-        heapq.heapify(out)  # O(n); only the few newest are popped, in order
-        return out
-
-    def list_runs(
-        self,
-        status: RunStatus | str | None = None,
-        workflow: str | None = None,
-        limit: int | None = None,
-    ) -> list[RunInfo]:
-        """Run summaries, newest first; with `limit`, reads only the journals it must.
-
-        Journals are read newest mtime first, keeping the best `limit` by
-        (created_at, run_id); reading stops at the first journal whose mtime (plus
-        `MTIME_SLACK`) is older than the oldest kept run: no journal after it is newer.
-        """
-        if limit is None or limit < 0:
-            return super().list_runs(status=status, workflow=workflow, limit=limit)
-        want = RunStatus(status) if status is not None else None
-        best: list[tuple[float, str, RunInfo]] = []  # a min-heap of the newest `limit`
-        journals = self._journals_newest_first()
-        while journals and limit:
-            neg_mtime, rid = heapq.heappop(journals)
-            if len(best) >= limit and -neg_mtime + MTIME_SLACK < best[0][0]:
-                break
-            info = self.summary_or_unreadable(rid)
-            if info is None or not info.matches(want, workflow):
-                continue
-            item = (info.created_at, info.run_id, info)  # run ids are unique: no tie
-            if len(best) < limit:
-                heapq.heappush(best, item)
-            elif item[:2] > best[0][:2]:
-                heapq.heapreplace(best, item)
-        return [info for _, _, info in sorted(best, key=lambda i: i[:2], reverse=True)]
-
     def send(self, run_id: str, message: Event) -> None:
         if not self.exists(run_id):
             raise RunNotFound(run_id)
@@ -436,6 +358,8 @@ class FileStore(Store):
             before = os.fstat(fd).st_size
             try:
                 write(fd, data, True)
+                if before == 0:  # a new inbox: its name must survive a power cut too
+                    self._sync_folder(run_id)
             except OSError:
                 # Cut a torn message away, unless another sender appended after it meanwhile
                 # (then it stays a torn line in the middle, which reading the inbox reports).
@@ -446,6 +370,18 @@ class FileStore(Store):
         finally:
             os.close(fd)
         self._ring(run_id)
+
+    def _sync_folder(self, run_id: str) -> None:
+        """fsync the folder holding `run_id`'s files: a file created there keeps its name."""
+        folder = run_id.rpartition("/")[0]
+        if not folder:
+            os.fsync(self._root_fd if self._root_fd >= 0 else self._open_root())
+            return
+        dfd = open_folder(self._root, folder)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
     def notify(self, run_id: str) -> None:
         self._ring(run_id)
@@ -508,6 +444,8 @@ class FileStore(Store):
 
     def _engine_lock(self, engine_id: str) -> filelock.BaseFileLock:
         """Where there is no `fcntl`: `filelock` on `.engines/ID.lock`."""
+        import filelock  # only there: `import intemporal` does not load it
+
         folder = self.root / ENGINES
         folder.mkdir(mode=0o700, exist_ok=True)
         return filelock.FileLock(
@@ -538,6 +476,8 @@ class FileStore(Store):
         if fcntl is None:
             if not (self.root / rel).exists():
                 return False
+            import filelock
+
             lock = self._engine_lock(engine_id)
             try:
                 lock.acquire(timeout=0)
@@ -561,9 +501,15 @@ class FileStore(Store):
                     yield prefix + name[: -len(JOURNAL)]
 
     def delete(self, run_id: str) -> None:
+        top = "/" not in check_run_id(run_id)
+        dfd = (self._root_fd if self._root_fd >= 0 else self._open_root()) if top else -1
         for suffix in (JOURNAL, INBOX, LOCK):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                unlink_in(self._root, check_run_id(run_id) + suffix)
+                if top:  # the root's descriptor is open already: one call per file
+                    os.unlink(run_id + suffix, dir_fd=dfd)
+                else:
+                    unlink_in(self._root, run_id + suffix)
+        self.forget(run_id)
         # Folders of child runs ("<parent>/<seq>") go once empty, up to the root.
         parts = run_id.split("/")[:-1]
         while parts:

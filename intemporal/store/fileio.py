@@ -19,8 +19,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import filelock
-
 from ..errors import JournalCorrupted, LeaseLost
 from ..events import RUN_STARTED, SIGNAL
 from .base import Event, Lease
@@ -256,6 +254,8 @@ def try_lock(
     default `path` is opened without following a link as its last component.
     """
     if fcntl is None:
+        import filelock  # only where there is no fcntl: `import intemporal` stays light
+
         lock = filelock.FileLock(path, mode=0o600, thread_local=False, preserve_lock_file=True)
         try:
             lock.acquire(timeout=patience, poll_interval=0.001)
