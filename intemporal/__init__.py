@@ -67,38 +67,28 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
         wait_for_signal,
     )
 
+
 # Public name -> the module that defines it. `import intemporal` loads none of them (nor
 # filelock, nor the PostgreSQL driver): each loads with its first use, `intemporal.workflow`
 # loading what a workflow needs, `intemporal.Engine` the engine.
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 _LAZY = {
     **dict.fromkeys(
-        ["Activity", "RetryPolicy", "Workflow", "activity", "stub", "stub_protocol", "workflow"],
-        "api",
+        _words("Activity RetryPolicy Workflow activity stub stub_protocol workflow"), "api"
     ),
     "heartbeat": "attempts",
     "Secret": "codec",
     "Engine": "engine",
     **dict.fromkeys(
-        [
-            "ActivityTimeout",
-            "Cancelled",
-            "CompensationError",
-            "DillRefused",
-            "IntemporalError",
-            "JournalCorrupted",
-            "LeaseLost",
-            "NonDeterminismError",
-            "RemoteError",
-            "RunConflict",
-            "RunNotFound",
-            "SerializationError",
-            "SignalTimeout",
-            "StoreError",
-            "StoreUnavailable",
-            "UnsafeStore",
-            "WorkflowNotFound",
-            "is_suspension",
-        ],
+        _words(
+            "ActivityTimeout Cancelled CompensationError DillRefused IntemporalError "
+            "JournalCorrupted LeaseLost NonDeterminismError RemoteError RunConflict "
+            "RunNotFound SerializationError SignalTimeout StoreError StoreUnavailable "
+            "UnsafeStore WorkflowNotFound is_suspension"
+        ),
         "errors",
     ),
     "RunHandle": "handle",
@@ -106,23 +96,13 @@ _LAZY = {
     "Observer": "observe",
     "Saga": "saga",
     "saga": "saga",
-    **dict.fromkeys(["FileStore", "MemoryStore", "RunInfo", "RunStatus", "Store"], "store"),
+    **dict.fromkeys(_words("FileStore MemoryStore RunInfo RunStatus Store"), "store"),
     "PostgresStore": "store.postgres",
     **dict.fromkeys(
-        [
-            "DurableFuture",
-            "info",
-            "join_all",
-            "join_any",
-            "now",
-            "run_id",
-            "set_event",
-            "side_effect",
-            "sleep",
-            "submit",
-            "uuid4",
-            "wait_for_signal",
-        ],
+        _words(
+            "DurableFuture info join_all join_any now run_id set_event side_effect sleep "
+            "submit uuid4 wait_for_signal"
+        ),
         "workflow_api",
     ),
 }

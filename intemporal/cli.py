@@ -451,6 +451,7 @@ def gc(
     # the top-level run first, then what it started
     listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
     doomed = doomed if dry_run else delete_trees(store, doomed, unreadable)
+    store.close()  # the file store's index drops the deleted runs' rows now
     gone = {i.run_id for tree in doomed for i in tree.runs}
     for info in listed:
         if as_json:

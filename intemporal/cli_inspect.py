@@ -76,21 +76,6 @@ def parse_when(text: str, utc: bool = False) -> float:
     return when.timestamp()
 
 
-def matching(
-    engine: Engine,
-    status: str | None,
-    workflow: str | None,
-    queue: str | None,
-    parent: str | None,
-    since: str | None,
-    until: str | None,
-    utc: bool,
-) -> Iterator[RunInfo]:
-    """The runs the filters keep, newest first, read as they are asked for (the file
-    store's index reads only the journals of the runs taken)."""
-    return _matching(engine, _filters(engine, status, workflow, queue, parent, since, until, utc))
-
-
 def _filters(
     engine: Engine,
     status: str | None,

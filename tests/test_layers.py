@@ -31,6 +31,8 @@ RANKS = {
     "tracing": 6,
     "store.safefs": 1,
     "store.fileio": 6,
+    "store.index": 6,
+    "store.filelist": 6.5,
     "store.memory": 7,
     "store.file": 7,
     "store.locate": 7,

@@ -452,13 +452,24 @@ class Store(ABC):
         reads every run first; the file store reads only the runs asked for (its index).
         """
         for info in self.list_runs(status=status, workflow=workflow):
-            if (
-                (parent is None or info.parent == parent)
-                and (since is None or info.created_at >= since)
-                and (until is None or info.created_at < until)
-                and (queue is None or self._queue_of(info.run_id) == queue)
-            ):
+            if self._kept(info, queue, parent, since, until):
                 yield info
+
+    def _kept(
+        self,
+        info: RunInfo,
+        queue: str | None,
+        parent: str | None,
+        since: float | None,
+        until: float | None,
+    ) -> bool:
+        """Whether `info` passes `iter_runs`' filters (beyond status and workflow)."""
+        return (
+            (parent is None or info.parent == parent)
+            and (since is None or info.created_at >= since)
+            and (until is None or info.created_at < until)
+            and (queue is None or self._queue_of(info.run_id) == queue)
+        )
 
     def _queue_of(self, run_id: str) -> str | None:
         try:

@@ -138,7 +138,7 @@ class FileStore(FileListing):
         # wait to get it back, and `Engine.start` calls this on the caller's thread.
         data = dumps(first)
         folder, _, name = self._base(run_id).rpartition("/")
-        self.index.created(run_id, first)  # the row first: the index never misses a run
+        self._index_row(run_id, first)
         top = folder == self._root
         if top:  # the root's descriptor stays open: system calls fewer per run
             dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
@@ -177,7 +177,7 @@ class FileStore(FileListing):
         folder, _, name = self._base(run_id).rpartition("/")
         if fcntl is None or not self._tmpfile_ok or folder != self._root:
             return super().create_claimed(run_id, first, sync, owner)
-        self.index.created(run_id, first)  # the row first: the index never misses a run
+        self._index_row(run_id, first)
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
         try:
             fd = os.open(".", os.O_RDWR | os.O_APPEND | _O_TMPFILE, 0o600, dir_fd=dfd)
@@ -198,6 +198,15 @@ class FileStore(FileListing):
         except BaseException:  # the run stays, pending and unlocked: `recover` takes it
             os.close(fd)
             raise
+
+    def _index_row(self, run_id: str, first: Event) -> None:
+        """The new run's index row, before its journal: the index never misses a run."""
+        try:
+            self.index.created(run_id, first)
+        except FileNotFoundError:  # the store's folder was deleted under us: made again
+            self.close()
+            self._mkdirs(self.root)
+            self.index.created(run_id, first)
 
     def _open_root(self) -> int:
         fd = os.open(self._root, os.O_RDONLY | _O_DIRECTORY)

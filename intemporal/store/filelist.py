@@ -135,15 +135,14 @@ class FileListing(Store):
         """Run summaries newest first, read lazily: each from its journal, as it is asked for.
 
         `since`/`until` bound `created_at` (epoch seconds, `until` excluded). An unreadable
-        run is yielded with no status filter (or `status="unreadable"`, which reads every
-        journal: a finished run's row is never looked at again otherwise).
+        run is yielded with no status filter; `status="unreadable"` reads every journal (a
+        finished run's row is never looked at again otherwise).
         """
         want = RunStatus(status) if status is not None else None
-        if not self.index.ready():  # no index to be had (a full disk): every journal
+        if want is RunStatus.UNREADABLE or not self.index.ready():
+            # every journal: a finished run damaged since is found only by reading it (and
+            # without an index to be had, a full disk, there is nothing else to read)
             yield from self._every(want, workflow, queue, parent, since, until)
-            return
-        if want is RunStatus.UNREADABLE:
-            yield from self._unreadable(workflow, queue, parent, since, until)
             return
         self._forget()
         # `since`/`until` are checked on each journal only: one whose times were edited by
@@ -184,14 +183,9 @@ class FileListing(Store):
         since: float | None,
         until: float | None,
     ) -> Iterator[RunInfo]:
-        """`iter_runs` without the index: every journal read."""
+        """`iter_runs` over every journal, without the index."""
         for info in Store.list_runs(self, status=want, workflow=workflow):
-            if (
-                (queue is None or self._queue_of(info.run_id) == queue)
-                and (parent is None or info.parent == parent)
-                and (since is None or info.created_at >= since)
-                and (until is None or info.created_at < until)
-            ):
+            if self._kept(info, queue, parent, since, until):
                 yield info
 
     def _queue_of(self, run_id: str) -> str | None:
@@ -211,20 +205,6 @@ class FileListing(Store):
             return None
         filters = {k: v for k, v in filters.items() if k not in ("status", "since", "until")}
         return self.index.count(**filters)
-
-    def _unreadable(
-        self,
-        workflow: str | None,
-        queue: str | None,
-        parent: str | None,
-        since: float | None,
-        until: float | None,
-    ) -> Iterator[RunInfo]:
-        rows = self.index.newest(None, workflow, queue, parent, since, until)
-        for row in rows:
-            info = self.summary_or_unreadable(row[0])
-            if info is not None and info.status is RunStatus.UNREADABLE:
-                yield info
 
     def list_runs(
         self,

@@ -178,14 +178,13 @@ class RunIndex:
                         os.path.join(self._folder, name),
                         "is a symbolic link; the store never follows one",
                     )
-        old = os.umask(0o077)  # the database and its -wal, -shm files private (0600)
-        try:
-            conn = sqlite3.connect(
-                self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-        finally:
-            os.umask(old)
+        # Made private (0600) first: SQLite gives its -wal and -shm files the database's
+        # permissions (no umask is touched: it is the whole process's).
+        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        conn = sqlite3.connect(
+            self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
         # No fsync: a SIGKILL loses nothing the kernel has, and after a power cut the index
         # is rebuilt (another boot id). The journals carry the durability.
         conn.execute("PRAGMA synchronous=OFF")
