@@ -445,7 +445,11 @@ def gc(
     store = _open(ctx)
     unreadable: set[str] = set()
     doomed = collectable(
-        store, older_than=seconds, status=status and RunStatus(status), unreadable=unreadable
+        store,
+        older_than=seconds,
+        status=status and RunStatus(status),
+        unreadable=unreadable,
+        probe=dry_run,
     )
     out = render.console()
     # the top-level run first, then what it started

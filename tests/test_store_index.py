@@ -94,14 +94,12 @@ def _journal_statuses(store: Path) -> dict[str, str]:
 
 
 def _consistent(store: Path) -> None:
-    """Every journal has a row; a finished row says what its journal says."""
+    """Every journal has a row; a finished row says what its journal says (an open row may
+    be a run that ended just before a kill: readers look at its journal)."""
     rows, truth = _rows(store), _journal_statuses(store)
     assert set(truth) <= set(rows), set(truth) - set(rows)
     for rid, status in truth.items():
-        row = rows[rid]
-        assert row in ("open", status), (rid, row, status)
-        if row == "open":
-            assert status not in ("completed", "cancelled"), (rid, status)
+        assert rows[rid] in ("open", status), (rid, rows[rid], status)
 
 
 def test_a_missing_or_damaged_index_is_rebuilt_from_the_journals(

@@ -223,44 +223,42 @@ class FileListing(Store):
 
         The open rows are settled first (their journals' last lines); the damaged ones are
         returned apart, as ids. Each tree's runs come from the index, not from journals:
-        `delete_trees` reads each one again before deleting it.
+        `delete_trees` claims and reads each one before deleting it (a damaged one is left
+        with its tree, and named; a row without a journal is skipped).
         """
         if not self.index.ready():  # no index to be had (a full disk): every journal
             return Store.ended_before(self, cutoff)
         self._forget()
         damaged = {rid for rid in self.unfinished() if self._last_damaged(rid)}
         candidates = self.index.ended_before(cutoff)
-        found: list[Row] = []
         parents = [r[3] for r in candidates if r[3] is not None]
         present = self.index.ids(parents) if parents else set()
+        below: dict[str, list[Row]] = {}  # id -> the rows named "<id>/...", in one query
+        for nested in self.index.nested():
+            parts = nested[0].split("/")
+            for n in range(1, len(parts)):
+                below.setdefault("/".join(parts[:n]), []).append(nested)
         infos: dict[str, RunInfo] = {}
-        gone: list[str] = []
         for row in candidates:
             parent = row[3]
             if parent is not None and parent in present and self.exists(parent):
                 continue  # in its parent's tree: taken with it, or not at all
             # Its children, theirs...: by id prefix, kept when their parent is in the tree
             # (a run merely named "<id>/x" by a user belongs to its own parent, if any).
-            tree = [row, *sorted(self.index.below(row[0]), key=lambda r: len(r[0]))]
+            tree = [row, *sorted(below.get(row[0], ()), key=lambda r: len(r[0]))]
             for run in tree:
                 if run is not row and run[3] not in infos:
                     continue
-                try:
-                    last = self._last(run[0])  # the journal's word on when it ended
+                try:  # its last line: a torn or damaged one is never claimed (nor cut)
+                    last = self._last(run[0])
                 except RunNotFound:  # a row left by a crash, or a run deleted by hand
-                    if run[4] < time.time() - GHOST_AGE:  # not one being created now
-                        gone.append(run[0])
                     continue
                 if last is _DAMAGED:
                     damaged.add(run[0])
-                    found.append((*run[:6], DAMAGED))
+                    self.index.damaged(run[0])  # a worker's start-up reports it too
                     continue
-                info = infos[run[0]] = _info(run)
+                info = infos[run[0]] = _info(run)  # `delete_trees` reads it whole again
                 info.updated_at = last.get("ts", info.updated_at)
-                if last.get("type") not in TERMINAL_EVENTS:
-                    info.status = RunStatus.RUNNING
-        self.index.removed(gone)
-        self.index.settled(found)
         return infos, damaged
 
     def _last_damaged(self, run_id: str) -> bool:
@@ -272,8 +270,9 @@ class FileListing(Store):
     def forget(self, run_id: str) -> None:
         """After a run's files are deleted: its row goes too (in batches: a row without a
         journal is skipped by every reader meanwhile, and a crash leaves it for `gc`)."""
-        if self._index_obj is None:
-            return
+        if self._index_obj is None:  # made if it was not: its rows must learn of it
+            self._index_obj = RunIndex(self._root, self._scan)
+            self._forgotten = []
         self._forgotten.append(run_id)
         if len(self._forgotten) >= 512:
             self._forget()

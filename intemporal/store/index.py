@@ -363,12 +363,9 @@ class RunIndex:
             self._rows(f"SELECT * FROM runs WHERE status != '{OPEN}' AND updated <= ?", (cutoff,))
         )
 
-    def below(self, run_id: str) -> list[Row]:
-        """The rows whose id starts with `run_id + "/"` (child runs, theirs...)."""
-        lo = run_id + "/"
-        return list(
-            self._rows("SELECT * FROM runs WHERE run_id > ? AND run_id < ?", (lo, run_id + "0"))
-        )
+    def nested(self) -> list[Row]:
+        """The rows whose id has a "/" (child runs, and runs a user named so)."""
+        return list(self._rows("SELECT * FROM runs WHERE instr(run_id, '/') > 0", ()))
 
     def ids(self, run_ids: list[str]) -> set[str]:
         """Which of `run_ids` have a row."""
