@@ -53,6 +53,7 @@ FORMAT = "1"  # the schema's version: another one is rebuilt
 OPEN = "open"  # a row's status while the run is not finished
 DAMAGED = "unreadable"  # a row whose journal a reader found damaged: looked at again
 UNSURE = (OPEN, DAMAGED)  # rows whose journal says what the run is now
+BATCH = 256  # finished runs whose rows are written in one transaction
 BUSY_TIMEOUT = 60.0  # seconds a writer waits for another (a rebuild of 100k runs: seconds)
 
 _SCHEMA = """
@@ -119,6 +120,8 @@ class RunIndex:
         self._conn: sqlite3.Connection | None = None
         self._inode = (-1, -1)
         self._mutex = threading.RLock()  # one connection, shared by this store's threads
+        self._ends: list[Row] = []  # finished runs whose rows are not written yet
+        self._ends_lock = threading.Lock()
 
     # -- opening --------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -230,6 +233,9 @@ class RunIndex:
         return conn
 
     def close(self) -> None:
+        if self._ends:
+            with contextlib.suppress(Exception):
+                self.flush()
         with self._mutex:
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -249,16 +255,25 @@ class RunIndex:
         )
 
     def ended(self, run_id: str, event: Event) -> None:
-        """After a terminal `event` is in the run's journal: the row says how it ended.
+        """After a terminal `event` is in the run's journal: the row will say how it ended.
 
-        Best effort: a row left open is read from its journal by the next reader.
+        Written in batches (by `flush`, before this process reads the index, and every
+        `BATCH` ends): meanwhile the row is open, and other processes read its journal, as
+        they do after a crash. A batch never overwrites a row reopened since (`settled`).
         """
         status = TERMINAL_EVENTS[event["type"]].value
-        with contextlib.suppress(OSError):
-            self._write(
-                "UPDATE runs SET status = ?, updated = ? WHERE run_id = ?",
-                (status, event.get("ts", 0.0), run_id),
-            )
+        row = (run_id, "", None, None, 0.0, float(event.get("ts", 0.0)), status)
+        with self._ends_lock:
+            self._ends.append(row)
+            full = len(self._ends) >= BATCH
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the ends `ended` keeps for a batch (best effort)."""
+        with self._ends_lock:
+            rows, self._ends = self._ends, []
+        self.settled(rows)
 
     def reopened(self, run_id: str) -> None:
         """Before a finished run's journal takes a restart line (`run_resumed`): open again.
@@ -310,6 +325,8 @@ class RunIndex:
     # -- reading --------------------------------------------------------------------------------
     def _rows(self, sql: str, args: tuple[Any, ...], chunk: int = 256) -> Iterator[Row]:
         """Rows of a query, fetched `chunk` at a time (the mutex is not held between chunks)."""
+        if self._ends:
+            self.flush()  # what this process knows, first
         with self._mutex, sql_errors(self._path):
             cur = self._db().execute(sql, args)
             first = cur.fetchmany(chunk)
@@ -343,6 +360,8 @@ class RunIndex:
     ) -> int:
         """How many rows pass the filters (of `newest`, without a status)."""
         where, args = _where(None, workflow, queue, parent, since, until)
+        if self._ends:
+            self.flush()
         with self._mutex, sql_errors(self._path):
             return int(self._db().execute("SELECT COUNT(*) FROM runs" + where, args).fetchone()[0])
 
