@@ -117,6 +117,10 @@ def delete_trees(
     for tree in doomed:
         leases = []
         try:
+            if len(tree.runs) == 1:  # most trees: one run, deleted in one step
+                if store.delete_if_ended(tree.root.run_id, tree.root.updated_at):
+                    deleted.append(tree)
+                continue
             for info in tree.runs:
                 lease = store.claim(info.run_id)
                 if lease is None:
@@ -133,7 +137,7 @@ def delete_trees(
             continue
         except IntemporalError:  # damaged, or a link: left alone, and said
             if unreadable is not None:
-                unreadable.add(info.run_id)
+                unreadable.add(info.run_id if len(tree.runs) > 1 else tree.root.run_id)
         finally:
             for lease in leases:
                 lease.release()

@@ -390,6 +390,26 @@ class Store(ABC):
                 unreadable.add(rid)
         return infos, unreadable
 
+    def delete_if_ended(self, run_id: str, updated_at: float) -> bool:
+        """Delete a run nobody owns whose journal still ends with a terminal event stamped
+        `updated_at` (what `gc` saw); False, deleting nothing, otherwise.
+
+        Raises `RunNotFound`, and `JournalCorrupted` (or `UnsafeStore`) for a journal that
+        cannot be read. This default claims, reads and deletes; a backend may do it in fewer
+        steps (the file store: one descriptor locked, read and unlinked).
+        """
+        lease = self.claim(run_id)
+        if lease is None:
+            return False
+        try:
+            last = self.read(run_id)[-1]
+            if last["type"] not in TERMINAL_EVENTS or last.get("ts", 0.0) != updated_at:
+                return False
+            self.delete(run_id)
+            return True
+        finally:
+            lease.release()
+
     def summary(self, run_id: str) -> RunInfo:
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
         return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))

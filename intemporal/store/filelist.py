@@ -246,6 +246,9 @@ class FileListing(Store):
             # Its children, theirs...: by id prefix, kept when their parent is in the tree
             # (a run merely named "<id>/x" by a user belongs to its own parent, if any).
             tree = [row, *sorted(below.get(row[0], ()), key=lambda r: len(r[0]))]
+            if len(tree) == 1:  # `delete_if_ended` reads it whole, cutting nothing
+                infos[row[0]] = _info(row)
+                continue
             for run in tree:
                 if run is not row and run[3] not in infos:
                     continue
