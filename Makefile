@@ -40,6 +40,7 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 
 bench: $(STAMP) ## benchmarks, side by side with DBOS (installed in bench/.venv-dbos)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/async_fanout.py
 
 bench-store: $(STAMP) ## the file store at 100,000 runs: list, gc, recover, parked memory, import (BASELINE=DIR: beside another checkout)
 	$(BIN)/python bench/store_bench.py $(if $(BASELINE),--baseline $(BASELINE))

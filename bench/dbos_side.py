@@ -19,6 +19,10 @@ REPO = BENCH.parent
 VENV = BENCH / ".venv-dbos"
 #: shared/ lies beside the repo: /work/shared for /work/main, and beside CI's clone too
 SHARED_BENCH = REPO.parent / "shared" / "bench"
+if not SHARED_BENCH.exists() and (REPO / ".git").is_file():  # a git worktree elsewhere:
+    # shared/ lies beside the main checkout (.git/worktrees/NAME -> .git -> main -> ..)
+    _gitdir = Path((REPO / ".git").read_text().split("gitdir:", 1)[-1].strip())
+    SHARED_BENCH = _gitdir.parent.parent.parent.parent / "shared" / "bench"
 
 
 def python() -> Path:

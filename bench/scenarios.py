@@ -178,19 +178,27 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
             times_k.append(batch(k))
         for _ in range(sz.reps):
             times_0.append(batch(0))
-        # long runs: the per-workflow cost spread over many activities
+        # long runs: the per-workflow cost spread over many activities, beside one sync in
+        # place measured just before (this disk's latency drifts over minutes)
+        inplace = inplace_sync_us(ctx, 100) if durability == "fsync" else None
         times_long = []
         for _ in range(sz.reps):
             t0 = time.perf_counter()
             for j in range(sz.long_w):
                 engine.run(workload.seq_workflow, sz.long_k, j)
             times_long.append(time.perf_counter() - t0)
+        fan = fan_out_syncs(engine, runs=3 if sz.quick else 20)
     ctx.drop(store)
     t_k, t_0 = med(times_k), med(times_0)
     return {
         "long_W": sz.long_w,
         "long_K": sz.long_k,
         "us_per_step_long_runs": med(times_long) / (sz.long_w * sz.long_k) * 1e6,
+        "us_per_step_long_runs_reps": [
+            round(t / (sz.long_w * sz.long_k) * 1e6, 1) for t in times_long
+        ],
+        **fan,
+        "inplace_sync_us": inplace,
         "W": w,
         "K": k,
         "reps": sz.reps,
@@ -200,6 +208,20 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
         "us_per_workflow_K0": t_0 / w * 1e6,
         "us_per_step_marginal": (t_k - t_0) / (w * k) * 1e6,
     }
+
+
+def fan_out_syncs(engine: Any, n: int = 10, runs: int = 20) -> dict[str, Any]:
+    """Syncs per run of `workload.fan_out_workflow` (submit `n` activities, join them,
+    return): counted by the store's write-ahead log (max over `runs` runs)."""
+    log = getattr(engine.store, "_wal", None)
+    if log is None:
+        return {}
+    counts = []
+    for j in range(runs):
+        before = log.syncs
+        engine.run(workload.fan_out_workflow, n, j)
+        counts.append(log.syncs - before)
+    return {"fan_out_n": n, "fan_out_syncs_max": max(counts), "fan_out_syncs_med": med(counts)}
 
 
 # -- 2: concurrent -------------------------------------------------------------------------
@@ -548,21 +570,55 @@ def plain_python(ctx: Ctx) -> dict[str, Any]:
     return {"source": "inline loop", "us_per_step": med(ts) / (sz.plain_w * 10) * 1e6}
 
 
-def fdatasync_us(ctx: Ctx, n: int = 200) -> float:
-    """Median cost of appending a 150-byte line and fdatasync-ing it, on the bench's disk."""
-    path = ctx.tmp / "probe.bin"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+def _timed(ctx: Ctx, name: str, flags: int, each: Any, prepare: Any = None, n: int = 200) -> float:
+    """Median µs of `each(fd, i)` over `n` calls on a scratch file opened with `flags`."""
+    path = ctx.tmp / name
+    fd = os.open(path, flags, 0o600)
     lat = []
     try:
-        for _ in range(n):
+        if prepare is not None:
+            prepare(fd)
+        for i in range(n):
             t0 = time.perf_counter()
-            os.write(fd, b"x" * 149 + b"\n")
-            os.fdatasync(fd)
+            each(fd, i)
             lat.append(time.perf_counter() - t0)
     finally:
         os.close(fd)
         path.unlink(missing_ok=True)
     return med(lat) * 1e6
+
+
+_LINE = b"x" * 149 + b"\n"
+
+
+def fdatasync_us(ctx: Ctx, n: int = 200) -> float:
+    """Median cost of appending a 150-byte line and fdatasync-ing it, on the bench's disk."""
+
+    def append(fd: int, i: int) -> None:
+        os.write(fd, _LINE)
+        os.fdatasync(fd)
+
+    return _timed(ctx, "probe.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, append, n=n)
+
+
+def inplace_sync_us(ctx: Ctx, n: int = 200) -> float:
+    """Median cost of one 150-byte write + sync in place into a preallocated, zero-filled
+    file (`pwritev` with RWF_DSYNC where Linux has it): what one write-ahead log sync costs
+    on the bench's disk, the floor of a durable activity."""
+    dsync = getattr(os, "RWF_DSYNC", 0)
+
+    def zeros(fd: int) -> None:
+        os.write(fd, bytes(1 << 20))
+        os.fsync(fd)
+
+    def in_place(fd: int, i: int) -> None:
+        if dsync:
+            os.pwritev(fd, [_LINE], i * 150, dsync)
+        else:
+            os.pwrite(fd, _LINE, i * 150)
+            os.fdatasync(fd)
+
+    return _timed(ctx, "probe-inplace.bin", os.O_RDWR | os.O_CREAT, in_place, zeros, n)
 
 
 def create_file_us(ctx: Ctx, n: int = 200) -> float:

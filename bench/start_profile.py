@@ -35,6 +35,7 @@ import workload  # noqa: E402
 import intemporal  # noqa: E402
 from intemporal.store import file as file_module  # noqa: E402
 from intemporal.store import fileio  # noqa: E402
+from intemporal.store import wal as wal_module  # noqa: E402
 
 TIMED = ("open", "pwritev", "write", "fdatasync", "link", "fsync", "close")
 
@@ -78,7 +79,7 @@ def profile(
         finally:
             spent["FileStore.create, all of it"] += time.perf_counter() - t0
 
-    file_module.os, fileio.os = timed, timed  # type: ignore[assignment]
+    file_module.os, fileio.os, wal_module.os = timed, timed, timed  # type: ignore[assignment]
     file_module.FileStore.create = create  # type: ignore[method-assign]
     try:
         for _ in range(reps):
@@ -103,7 +104,7 @@ def profile(
             per_rep["start(), the whole call"].append(loop / runs * 1e6)
             per_rep["steps/s"].append(runs * k / total)
     finally:
-        file_module.os, fileio.os = os, os  # type: ignore[assignment]
+        file_module.os, fileio.os, wal_module.os = os, os, os  # type: ignore[assignment]
         file_module.FileStore.create = real_create  # type: ignore[method-assign]
     return {name: statistics.median(values) for name, values in per_rep.items()}
 

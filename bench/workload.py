@@ -51,6 +51,13 @@ def seq_workflow(k: int, x: int) -> int:
     return acc
 
 
+@intemporal.workflow
+def fan_out_workflow(n: int, x: int) -> int:
+    """`n` activities submitted at once, then joined: their results share a sync."""
+    futures = [intemporal.submit(step, i, x) for i in range(n)]
+    return sum(r["y"] for r in intemporal.join_all(futures))
+
+
 def _kill_at() -> int:
     # Read from the environment, not from the run's arguments: the resuming process
     # replays the same arguments and must not kill itself again.

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
 
     from . import testing
     from .api import Activity, RetryPolicy, Workflow, activity, stub, stub_protocol, workflow
+    from .async_api import sleep_async, wait_for_signal_async
+    from .async_engine import AsyncEngine
     from .attempts import heartbeat
     from .codec import Secret
     from .engine import Engine
@@ -39,6 +41,7 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
         RemoteError,
         RunConflict,
         RunNotFound,
+        RunStuck,
         SerializationError,
         SignalTimeout,
         StoreError,
@@ -48,8 +51,12 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name loads on firs
         is_suspension,
     )
     from .handle import RunHandle
+    from .lineage import continue_as_new
     from .observe import LoggingObserver, Observer
+    from .patching import deprecate_patch, patched
+    from .queues import Queue
     from .saga import Saga, saga
+    from .schedules import scheduled
     from .store import FileStore, MemoryStore, RunInfo, RunStatus, Store
     from .store.postgres import PostgresStore
     from .workflow_api import (
@@ -79,6 +86,9 @@ _LAZY = {
     **dict.fromkeys(
         _words("Activity RetryPolicy Workflow activity stub stub_protocol workflow"), "api"
     ),
+    "sleep_async": "async_api",
+    "wait_for_signal_async": "async_api",
+    "AsyncEngine": "async_engine",
     "heartbeat": "attempts",
     "Secret": "codec",
     "Engine": "engine",
@@ -86,12 +96,17 @@ _LAZY = {
         _words(
             "ActivityTimeout Cancelled CompensationError DillRefused IntemporalError "
             "JournalCorrupted LeaseLost NonDeterminismError RemoteError RunConflict "
-            "RunNotFound SerializationError SignalTimeout StoreError StoreUnavailable "
+            "RunNotFound RunStuck SerializationError SignalTimeout StoreError StoreUnavailable "
             "UnsafeStore WorkflowNotFound is_suspension"
         ),
         "errors",
     ),
     "RunHandle": "handle",
+    "continue_as_new": "lineage",
+    "deprecate_patch": "patching",
+    "patched": "patching",
+    "Queue": "queues",
+    "scheduled": "schedules",
     "LoggingObserver": "observe",
     "Observer": "observe",
     "Saga": "saga",
@@ -129,6 +144,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "Activity",
     "ActivityTimeout",
+    "AsyncEngine",
     "Cancelled",
     "CompensationError",
     "DillRefused",
@@ -143,6 +159,7 @@ __all__ = [
     "NonDeterminismError",
     "Observer",
     "PostgresStore",
+    "Queue",
     "RemoteError",
     "RetryPolicy",
     "RunConflict",
@@ -150,6 +167,7 @@ __all__ = [
     "RunInfo",
     "RunNotFound",
     "RunStatus",
+    "RunStuck",
     "Saga",
     "Secret",
     "SerializationError",
@@ -161,22 +179,28 @@ __all__ = [
     "Workflow",
     "WorkflowNotFound",
     "activity",
+    "continue_as_new",
+    "deprecate_patch",
     "heartbeat",
     "info",
     "is_suspension",
     "join_all",
     "join_any",
     "now",
+    "patched",
     "run_id",
     "saga",
+    "scheduled",
     "set_event",
     "side_effect",
     "sleep",
+    "sleep_async",
     "stub",
     "stub_protocol",
     "submit",
     "testing",
     "uuid4",
     "wait_for_signal",
+    "wait_for_signal_async",
     "workflow",
 ]

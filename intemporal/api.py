@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 
 from . import attempts, replay
+from .clock import check_seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -103,23 +104,18 @@ def _check_policy(policy: RetryPolicy) -> tuple[type[BaseException], ...]:
 DEFAULT_RETRY = RetryPolicy()
 
 
-def _refuse_async(fn: Any, what: str) -> None:
-    """Raise `TypeError` for an `async def` function: runs execute on threads, not an event loop."""
-    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-        name = getattr(fn, "__qualname__", None) or repr(fn)
-        raise TypeError(
-            f"{name} is an async def function: it cannot be {what} yet (intemporal runs "
-            f"workflows and activities on threads); make it a plain def, and call async "
-            f"code inside it with asyncio.run(...)"
-        )
+def is_async(fn: Any) -> bool:
+    """Whether `fn` is an `async def` function (a workflow or an activity run on an event loop)."""
+    return inspect.iscoroutinefunction(getattr(fn, "fn", fn))
 
 
 class Activity(Generic[P, R]):
     """A function made durable: inside a workflow each call is journaled and replayed.
 
     Called outside a workflow (or inside another activity) it simply runs. It keeps the
-    function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`.
-    Raises `TypeError` for an `async def` function.
+    function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`. An
+    `async def` activity runs on the engine's event loop; inside an async workflow every
+    activity call returns an awaitable. Raises `TypeError` for an async generator.
     """
 
     __name__: str
@@ -133,7 +129,8 @@ class Activity(Generic[P, R]):
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
     ) -> None:
-        _refuse_async(fn, "an activity")
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(f"{fn!r} is an async generator: an activity returns one value")
         self.fn = fn
         self.name = name or getattr(fn, "__qualname__", None) or repr(fn)
         self.retry = retry or DEFAULT_RETRY
@@ -159,8 +156,9 @@ class Workflow(Generic[P, R]):
     """A function that runs durably when started on an `Engine`.
 
     Called outside a workflow it runs plainly; inside one it runs as a child run. It keeps
-    the function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`.
-    Raises `TypeError` for an `async def` function.
+    the function's signature, `__name__`, `__qualname__`, `__doc__` and `__wrapped__`. An
+    `async def` workflow executes on an event loop (`intemporal.async_replay`). Raises
+    `TypeError` for an async generator.
     """
 
     __name__: str
@@ -173,12 +171,15 @@ class Workflow(Generic[P, R]):
         name: str | None = None,
         queue: str | None = None,
         *,
+        timeout: float | None = None,
         _register: bool = True,
     ) -> None:
-        _refuse_async(fn, "a workflow")
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(f"{fn!r} is an async generator: a workflow returns one value")
         self.fn = fn
         self.name = name or fn.__qualname__
         self.queue = queue
+        self.timeout = check_seconds(timeout, "timeout")  # a whole run's, in seconds
         functools.update_wrapper(self, fn)
         if _register:  # a copy loaded from one run's journal is that run's only: not registered
             REGISTRY.add(self)
@@ -307,15 +308,25 @@ def activity(
 def workflow(fn: Callable[P, R], /) -> Workflow[P, R]: ...
 @overload
 def workflow(
-    *, name: str | None = None, queue: str | None = None
+    *, name: str | None = None, queue: str | None = None, timeout: float | None = None
 ) -> Callable[[Callable[P, R]], Workflow[P, R]]: ...
 def workflow(
-    fn: Callable[P, R] | None = None, /, *, name: str | None = None, queue: str | None = None
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    timeout: float | None = None,
 ) -> Workflow[P, R] | Callable[[Callable[P, R]], Workflow[P, R]]:
-    """Make a function a workflow: `@workflow` or `@workflow(name=..., queue=...)`."""
+    """Make a function a workflow: `@workflow` or `@workflow(name=..., queue=..., timeout=...)`.
+
+    `timeout`: seconds each run may take in all (`engine.start(timeout=...)` overrides
+    it); then the run gets `Cancelled` and ends cancelled, "timed out". A child run never
+    outlives its parent's deadline. Raises `ValueError` for a timeout not above 0.
+    """
 
     def wrap(f: Callable[P, R]) -> Workflow[P, R]:
-        return Workflow(f, name=name, queue=queue)
+        return Workflow(f, name=name, queue=queue, timeout=timeout)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -93,6 +93,14 @@ def run_attempt(
         _current.reset(t_run)
 
 
+def enter_attempt(ctx: Attempting, step: WorkflowInfo) -> None:
+    """Mark the current context as executing an attempt of `ctx`'s activity `step`: for an
+    async activity, called in the fresh context (`contextvars.copy_context`) of its task."""
+    _current.set(None)
+    _activity.set(ctx)
+    _step.set(step)
+
+
 def _run_with_timeout(
     name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float
 ) -> Any:

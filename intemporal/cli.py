@@ -23,10 +23,10 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from . import cli_inspect, cli_worker  # noqa: F401 - they register their commands
+from . import cli_control, cli_inspect, cli_queues, cli_worker  # noqa: F401 - they register their commands
 from . import cli_render as render
 from . import cli_timeline as view
-from .cli_render import Outcome, describe, exit_code, report
+from .cli_render import Outcome, describe, exit_code
 from .cli_support import (
     _USER_ERRORS,
     STRICT,
@@ -48,6 +48,7 @@ from .cli_support import (
     app,
     command,
     parse_age,
+    print_outcome,
 )
 from .errors import IntemporalError
 from .handle import RunHandle
@@ -109,7 +110,8 @@ def resume(
         ),
     ] = False,
     failed: Annotated[
-        bool, typer.Option("--failed", help="With --all (implied): retry failed runs too.")
+        bool,
+        typer.Option("--failed", help="With --all (implied): retry failed and stuck runs too."),
     ] = False,
     imports: ImportOption = None,
     timeout: TimeoutOption = None,
@@ -126,7 +128,7 @@ def resume(
 
     --all takes every unfinished run that no live process has: pending, orphaned
     (running, its process gone), and waiting with its engine gone; failed runs only with
-    --failed. Child runs are left to their parent. Runs it does not take are not touched.
+    --failed (which also takes stuck runs). Child runs are left to their parent. Runs it does not take are not touched.
 
     Exits 0 unless a run resumed here ends failed or cannot go on (1), or --timeout
     passes with a run still going (3); usage errors exit 2.
@@ -191,17 +193,7 @@ def result(
     """
     with _engine(ctx, worker=False) as engine:
         outcome = render.settle(engine, engine.handle(run).run_id, timeout)
-    _print_outcome(outcome, as_json)
-
-
-def _print_outcome(outcome: Outcome, as_json: bool) -> None:
-    """The result alone on stdout when the run completed, else the outcome; exit its code."""
-    if outcome.status == RunStatus.COMPLETED and not as_json:
-        typer.echo(render.value_text(outcome.value))
-    else:
-        report(render.console(), outcome, as_json)
-    if outcome.code:
-        raise typer.Exit(outcome.code)
+    print_outcome(outcome, as_json)
 
 
 @command()
@@ -354,6 +346,20 @@ def start(
     queue: Annotated[
         str | None, typer.Option(metavar="QUEUE", help="The queue to record the run on.")
     ] = None,
+    priority: Annotated[
+        int,
+        typer.Option(
+            metavar="N", help="Within its queue, a lower N starts first (ties: the older)."
+        ),
+    ] = 0,
+    delay: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Keep the run pending this long first: 30s, 15m, 2h, 1d.",
+            show_default=False,
+        ),
+    ] = None,
     timeout: TimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -371,14 +377,24 @@ def start(
       intemporal start shop.flows:checkout '["order-42", 100]' --run-id order-42
       intemporal start shop.flows:checkout '{"order_id": "order-43", "amount": 5}'
       intemporal start shop.flows:nightly --detach
+      intemporal start shop.flows:remind '["u-7"]' --queue emails --delay 30s
     """
     wf = _load_target(target)
     args, kwargs = _parse_args(args_json)
+    seconds = parse_age(delay, "--delay", "30s") if delay is not None else None
     if run_id is not None:
         check_run_id(run_id)
     with _engine(ctx, worker=wait, create=True) as engine:
         known = engine.store.exists(run_id) if run_id is not None else False
-        handle = engine.start(wf, *args, run_id=run_id, kwargs=kwargs, queue=queue)
+        handle = engine.start(
+            wf,
+            *args,
+            run_id=run_id,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            delay=seconds,
+        )
         if known:  # idempotent start: say so, then report the run as it stands
             info = engine.get_run(handle.run_id)
             what = "already ran" if info.status.finished else "already exists"
@@ -402,7 +418,7 @@ def start(
         if not as_json:
             typer.echo(handle.run_id)
         outcome = render.wait(engine, handle, timeout)
-    _print_outcome(outcome, as_json)
+    print_outcome(outcome, as_json)
 
 
 @command()

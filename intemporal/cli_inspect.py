@@ -26,7 +26,12 @@ from .codec import masked
 from .engine import Engine
 from .store import RunInfo, RunStatus
 
-STATES = [*(s.value for s in RunStatus), "orphaned", RunStatus.UNREADABLE.value]
+STATES = [
+    *(s.value for s in RunStatus),
+    RunStatus.STUCK.value,
+    "orphaned",
+    RunStatus.UNREADABLE.value,
+]
 StatusOption = Annotated[
     str | None,
     typer.Option(
@@ -104,9 +109,11 @@ def _filters(
 
 
 def _matching(engine: Engine, filters: dict[str, Any]) -> Iterator[RunInfo]:
-    query = {k: v for k, v in filters.items() if k != "orphaned"}
-    for info in engine.store.iter_runs(**query):
-        if not filters["orphaned"] or info.orphaned:
+    version = filters.get("version")
+    for info in engine.store.iter_runs(**_counted(filters)):
+        if (not filters["orphaned"] or info.orphaned) and (
+            version is None or info.version == version
+        ):
             yield info
 
 
@@ -129,12 +136,22 @@ def list_runs(
         int, typer.Option("--offset", min=0, metavar="N", help="Skip the N newest first.")
     ] = 0,
     all_runs: Annotated[bool, typer.Option("--all", "-a", help="Every run (no --limit).")] = False,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            "--version",
+            metavar="V",
+            help="Only runs started by Engine(version=V).",
+            show_default=False,
+        ),
+    ] = None,
     utc: UtcOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """List runs as a table, newest first: the 20 newest unless --all or --limit N.
 
-    A run's state is its status, or "orphaned" when no process executes it any more
+    A run's state is its status ("stuck": recovered too often after crashes without
+    progress, parked until `intemporal resume RUN`), or "orphaned" when no process executes it any more
     (running and its process gone, or waiting and the engine that kept it waiting gone):
     `intemporal resume --all` or `intemporal worker` continues it. Times are local
     (--utc for UTC) and carry their zone. --json prints one object per run (run_id,
@@ -147,11 +164,13 @@ def list_runs(
       intemporal list
       intemporal list --status failed --workflow checkout --since 2d
       intemporal list --status orphaned --all
+      intemporal list --status stuck --version 2026.11.2
       intemporal list --limit 50 --offset 50 --utc
       intemporal list --json | jq -r 'select(.orphaned) | .run_id'
     """
     with _engine(ctx, worker=False) as engine:
         filters = _filters(engine, status, workflow, queue, parent, since, until, utc)
+        filters["version"] = version
         runs = _matching(engine, filters)
         page = itertools.islice(runs, offset, None if all_runs else offset + limit)
         if as_json:  # one line per run, printed as it is read
@@ -168,12 +187,13 @@ def list_runs(
             orphans += sum(info.orphaned for info in chunk)
             unreadable += sum(info.status is RunStatus.UNREADABLE for info in chunk)
         if not shown:
-            filtered = any((status, workflow, queue, parent, since, until, offset))
+            filtered = any((status, workflow, queue, parent, since, until, offset, version))
             out.print("no runs" + (" match" if filtered else " yet"))
             return
         more = not all_runs and next(runs, None) is not None
         if more:
-            total = None if filters["orphaned"] else engine.store.count_runs(**_counted(filters))
+            counted = not filters["orphaned"] and version is None
+            total = engine.store.count_runs(**_counted(filters)) if counted else None
             of = f"of {total} runs" if total is not None else "shown, more match"
             out.print(
                 f"{offset + 1}-{offset + shown} {of}: --all, --limit N or --offset N for more",
@@ -194,7 +214,8 @@ def _chunks(runs: Iterator[RunInfo], size: int) -> Iterator[list[RunInfo]]:
 
 
 def _counted(filters: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in filters.items() if k != "orphaned"}
+    """The filters `Store.iter_runs` takes (orphaned and version are checked per run)."""
+    return {k: v for k, v in filters.items() if k not in ("orphaned", "version")}
 
 
 @command()

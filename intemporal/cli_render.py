@@ -37,6 +37,7 @@ from .events import (
     ACTIVITY_COMPLETED,
     RUN_SUSPENDED,
 )
+from .handle import chain_end
 from .store import Event, RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ STATUS_STYLE = {
     RunStatus.FAILED: "red",
     RunStatus.CANCELLED: "magenta",
     RunStatus.UNREADABLE: "bold red",
+    RunStatus.STUCK: "bold red",
 }
 ORPHANED_STYLE = "bold dark_orange"
 
@@ -315,11 +317,11 @@ def wait(
         except TimeoutError as exc:  # our own timeout, or the workflow's TimeoutError
             if on_poll is not None:
                 on_poll()
-            info = engine.get_run(rid)
+            info = chain_end(engine.get_run, engine.get_run(rid))  # continued as new: the last
             if info.status.finished:
                 return Outcome(rid, info.status.value, error=describe(exc))
-            if info.status is RunStatus.WAITING and not engine.store.is_claimed(rid):
-                what = long_wait(engine.history(rid))
+            if info.status is RunStatus.WAITING and not engine.store.is_claimed(info.run_id):
+                what = long_wait(engine.history(info.run_id))
                 if what is not None:  # may take days: do not hold the terminal
                     return Outcome(rid, info.status.value, waiting_for=what)
             if deadline is not None and time.monotonic() >= deadline:

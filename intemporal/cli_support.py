@@ -27,10 +27,11 @@ from typer.core import TyperGroup
 
 from . import cli_render as render
 from .api import Workflow, not_a_workflow
+from .cli_render import Outcome
 from .engine import Engine
 from .errors import IntemporalError
 from .loader import import_code
-from .store import Located, Store, locate, open_store, redact
+from .store import Located, RunStatus, Store, locate, open_store, redact
 
 
 class UserError(Exception):
@@ -283,9 +284,19 @@ _AGE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_age(text: str) -> float:
+def parse_age(text: str, option: str = "--older-than", example: str = "7d") -> float:
     """Seconds in an age such as "90s", "15m", "12h", "7d" or "2w" (a bare number is seconds)."""
     m = _AGE.fullmatch(text.strip().lower())
     if m is None:
-        raise UserError(f"--older-than {text!r}: use a number and s, m, h, d or w, e.g. 7d", 2)
+        raise UserError(f"{option} {text!r}: use a number and s, m, h, d or w, e.g. {example}", 2)
     return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def print_outcome(outcome: Outcome, as_json: bool) -> None:
+    """The result alone on stdout when the run completed, else the outcome; exit its code."""
+    if outcome.status == RunStatus.COMPLETED and not as_json:
+        typer.echo(render.value_text(outcome.value))
+    else:
+        render.report(render.console(), outcome, as_json)
+    if outcome.code:
+        raise typer.Exit(outcome.code)

@@ -40,11 +40,14 @@ from .events import (
     ATTEMPT_FAILED,
     CANCEL_DELIVERED,
     CHILD_STARTED,
+    PATCH,
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
+    RUN_FORKED,
     RUN_RECOVERED,
     RUN_RESUMED,
+    RUN_STUCK,
     RUN_SUSPENDED,
 )
 from .store import Event, RunInfo, RunStatus
@@ -66,6 +69,9 @@ EVENT_STYLE = {
     RUN_SUSPENDED: "dim",
     RUN_RESUMED: "bold yellow",
     RUN_RECOVERED: "bold yellow",
+    RUN_STUCK: "bold red",
+    RUN_FORKED: "bold yellow",
+    PATCH: "cyan",
 }
 EVENT_WORD_STYLE = (
     ("compensat", "magenta"),
@@ -212,6 +218,8 @@ def run_header(
         grid.add_row("parent", info.parent)
     if first.get("queue"):
         grid.add_row("queue", str(first["queue"]))
+    for key, value in lineage(info, first, utc):
+        grid.add_row(key, value)
     args = [stored_text(a, cap) for a in first.get("args", [])]
     args += [f"{k}={stored_text(v, cap)}" for k, v in first.get("kwargs", {}).items()]
     cut: dict[str, Any] = {} if full else {"no_wrap": True, "overflow": "ellipsis"}
@@ -230,6 +238,33 @@ def run_header(
     if note:
         grid.add_row("note", Text(note, style=ORPHANED_STYLE))
     return grid
+
+
+def lineage(info: RunInfo, first: Event, utc: bool) -> list[tuple[str, str]]:
+    """Where a run came from and where it went (fork, continue-as-new), its code version,
+    its deadline, and why a stuck run is parked: `show`'s rows for them."""
+    rows = []
+    forked = first.get("forked_from")
+    if isinstance(forked, dict):
+        rows.append(("forked from", f"{forked.get('run_id')} at step {forked.get('step')}"))
+    if first.get("continued_from"):
+        rows.append(("continued from", str(first["continued_from"])))
+    if info.raw.get("continued_as"):
+        rows.append(("continued as", f"{info.raw['continued_as']} (`intemporal show` it)"))
+    if info.version is not None:
+        rows.append(("version", info.version))
+    if isinstance(first.get("deadline"), int | float):
+        rows.append(("deadline", fmt_time(first["deadline"], utc)))
+    if info.status is RunStatus.STUCK:
+        n = info.raw.get("recoveries", "?")
+        rows.append(
+            (
+                "stuck",
+                f"recovered {n} times in a row after crashes without progress: fix the "
+                f"cause, then `intemporal resume {info.run_id}`",
+            )
+        )
+    return rows
 
 
 # -- the timeline ----------------------------------------------------------------------------------
@@ -266,6 +301,13 @@ def event_detail(ev: Event, children: dict[str, RunInfo], utc: bool) -> Text:
         return Text("resumed after a crash: its last execution stopped unrecorded", style="yellow")
     if kind == RUN_RESUMED:
         return Text("resumed after it failed: the failed step is retried")
+    if kind == RUN_FORKED:
+        return Text(f"the steps above are copied from run {ev.get('from_run')}")
+    if kind == RUN_STUCK:
+        said = f"parked after {ev.get('recoveries')} recoveries in a row without progress"
+        return Text(said + ": resume it once the cause is fixed", style="red")
+    if kind == PATCH:
+        return Text(f"took the new path of patch {ev.get('patch_id')!r}", style="cyan")
     if "error" in ev:
         said = error_text(ev["error"])
         if kind == ATTEMPT_FAILED and "retry_in" in ev:  # first: a long error is cut at its end

@@ -137,6 +137,16 @@ def worker(
             "--once", help="Take the work there is now, watch it until it ends or parks, exit."
         ),
     ] = False,
+    versions: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--version",
+            metavar="V",
+            help="Execute only runs started by Engine(version=V) (repeatable); runs this "
+            "worker starts record the first.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Execute runs until stopped (Ctrl-C): every pending run and every orphaned one.
@@ -147,7 +157,8 @@ def worker(
     and how each ended. On a terminal a status line counts runs executing, waiting, done
     and failed per queue, and the uptime; elsewhere each line starts with its time.
     --json prints one object per line (ts, event, run_id, ...). With --queue it serves
-    only those queues. On Ctrl-C the runs stop at their next durable operation and stay
+    only those queues, within the limits the imported modules declare (intemporal.Queue);
+    it also fires the @intemporal.scheduled workflows they declare. On Ctrl-C the runs stop at their next durable operation and stay
     resumable. --once watches the runs it took until each ends or parks to wait for a
     signal or a distant timer, then exits with the codes of `resume`: 1 if a run ended
     failed (or could not be resumed), else 0.
@@ -167,7 +178,14 @@ def worker(
     stopped = False
     with (
         _signals() as stopping,
-        _engine(ctx, create=True, threads=threads, queues=queues or None) as engine,
+        _engine(
+            ctx,
+            create=True,
+            threads=threads,
+            queues=queues or None,
+            version=versions[0] if versions else None,
+            versions=set(versions) if versions else None,
+        ) as engine,
     ):
         where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"

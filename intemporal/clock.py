@@ -12,6 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 INLINE_WAIT = 1.0  # a wait shorter than this keeps its thread; a longer one suspends the run
 
@@ -98,3 +99,20 @@ class VirtualClock(Clock):
             return False
         self.advance(due - self.time())
         return True
+
+
+def check_seconds(value: object, what: str) -> float | None:
+    """`value` (a number or a `timedelta`) as a positive, finite number of seconds (None stays None).
+
+    `what` names the option in the error: `TypeError` for a value that is not a number,
+    `ValueError` for one that is not above 0 or not finite.
+    """
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {value!r}")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{what} must be a finite number of seconds above 0, not {value!r}")
+    return float(value)

@@ -19,13 +19,15 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .api import Workflow, require_workflow
 from .clock import Clock
 from .codec import encode
+from .control import MAX_RECOVERIES, check_reason, terminate_run
+from .deadlines import deadline_for
 from .errors import (
     IntemporalError,
     RunNotFound,
@@ -39,7 +41,8 @@ from .events import (
     TERMINAL_EVENTS,
     check_version,
 )
-from .handle import RunHandle, _Execution, wait_for_event
+from .handle import RunHandle, _Execution, chain_end, wait_for_event
+from .lineage import check_step, fork_run, stamp
 from .loader import load_workflow
 from .observe import (
     LoggingObserver,
@@ -47,13 +50,18 @@ from .observe import (
     Observers,
 )
 from .parking import Parking
+from .queues import Queue, split
 from .replay import current
-from .runs import check_same_run, first_event, new_run_id, rebuild_protocols, recorded_args
+from .runs import check_same_run, first_event, rebuild_protocols, recorded_args
+from .runs import new_run_id as random_id
 from .runtime.executor import Executor, closed_error
+from .runtime.queues import QueueRuntime
 from .runtime.worker import Worker
+from .schedules import Scheduler
 from .start_api import StartAPI, StartOptions
 from .store import Event, Lease, RunInfo, RunStatus, Store, check_run_id, open_store
 from .tracing import tracing_observer
+from .versions import accepted
 
 log = logging.getLogger("intemporal")
 
@@ -68,13 +76,21 @@ class Engine(Worker, Executor, StartAPI):
     not a power cut). `codec="auto"` stores JSON where a value round-trips exactly, else
     a pickle (executing a run unpickles: trust the store as code); `"json"` never writes
     nor reads a pickle (`DillRefused`). `worker=False` makes a client that records runs
-    without executing them. Leaving `with` stops taking work, lets in-flight activities
-    finish and leaves every unfinished run durable and resumable. `clock`: the time source
+    without executing them. `queues`: the queues a worker takes runs of (None: all), as
+    names or `intemporal.Queue`s whose limits it keeps (README "Queues and schedules"); a
+    worker also fires the `@scheduled` workflows of those queues. Leaving `with` stops
+    taking work, lets in-flight activities finish and leaves every unfinished run durable and resumable. `clock`: the time source
     (default the real one; `intemporal.testing` passes a virtual one that skips waits).
     `strict=True` refuses a store others may write (`UnsafeStore`). `observers`:
     `intemporal.Observer`s told of each run and step (a `LoggingObserver` is always there).
     `tracing`: OpenTelemetry spans (README "Tracing") when True and the program configured
     a tracer provider before making the engine; False never; or a `TracerProvider` to use.
+    `version`: the code version recorded on each run this engine starts (`RunInfo.version`);
+    `versions`: the versions of the runs it executes when it recovers or adopts runs
+    (default: its own version only; every run when it has none; None in it stands for runs
+    without a version) — README "Changing code under running workflows". `max_recoveries`:
+    how many times in a row a run is recovered after a crash without progress before it is
+    parked as `RunStatus.STUCK` (default 50).
     """
 
     def __init__(
@@ -82,7 +98,7 @@ class Engine(Worker, Executor, StartAPI):
         store: Store | str | os.PathLike[str] | None = None,
         *,
         threads: int = 8,
-        queues: list[str] | None = None,
+        queues: Sequence[str | Queue] | None = None,
         worker: bool = True,
         durability: str = "fsync",
         codec: str = "auto",
@@ -90,6 +106,9 @@ class Engine(Worker, Executor, StartAPI):
         clock: Clock | None = None,
         strict: bool = False,
         tracing: Any = True,
+        version: str | None = None,
+        versions: Collection[str | None] | None = None,
+        max_recoveries: int = MAX_RECOVERIES,
     ) -> None:
         if durability not in ("fsync", "flush"):
             raise ValueError(f"durability must be 'fsync' or 'flush', not {durability!r}")
@@ -97,13 +116,20 @@ class Engine(Worker, Executor, StartAPI):
             raise ValueError(f"codec must be 'auto' or 'json', not {codec!r}")
         if threads < 1:
             raise ValueError("threads must be at least 1")
+        if isinstance(max_recoveries, bool) or not isinstance(max_recoveries, int):
+            raise TypeError(f"max_recoveries must be an int, not {max_recoveries!r}")
+        if max_recoveries < 0:
+            raise ValueError(f"max_recoveries must be 0 or more, not {max_recoveries}")
+        self.version, self.max_recoveries = version, max_recoveries
+        self.versions = accepted(version, versions)
         self.store = open_store(store, strict=strict)
         tracer = tracing_observer(tracing)
         extra = [tracer] if tracer is not None else []
         self.observer = Observers([LoggingObserver(), *observers, *extra])
         self.clock = clock or Clock()
         self._owns_store = not isinstance(store, Store)  # opened from a path: ours to close
-        self.threads, self.queues, self.worker = threads, queues, worker
+        self.queues, given = split(queues)  # names served, and the `Queue`s among them
+        self.threads, self.worker = threads, worker
         self.durability, self.codec, self.sync = durability, codec, durability == "fsync"
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intemporal-run")
         self._activity_pool: ThreadPoolExecutor | None = None
@@ -129,6 +155,21 @@ class Engine(Worker, Executor, StartAPI):
         self._sleeping = self._parking.parked  # run id -> (execution, due): parked runs
         self.engine_id = uuid.uuid4().hex[:16]
         self._release_hold: Any = None
+        self._loop: Any = None  # where async runs execute: our LoopThread's, or AsyncEngine's
+        self._loop_thread: Any = None
+        self._async_runs: set[Any] = set()
+        self._queue_rt = QueueRuntime(
+            self.store,
+            given,
+            self.queues,
+            held=lambda: list(self._active) + list(self._sleeping),
+            poll=self._poll_queues,
+            closing=self._closing,
+        )
+        self._scheduler = Scheduler(self.start, self.store, self.clock, self._closing, self.queues)
+        if worker:
+            self._queue_rt.start()  # serving a limited queue: take its runs as room frees
+            self._scheduler.start()  # `@scheduled` workflows imported: fire their ticks
 
     # -- starting and resuming (`start` and `run` are typed in `start_api.py`) --------------
     def _start(
@@ -140,7 +181,7 @@ class Engine(Worker, Executor, StartAPI):
         inline: bool,
     ) -> RunHandle[Any]:
         wf = require_workflow(fn, "engine.start()")
-        run_id = check_run_id(opts.run_id) if opts.run_id is not None else new_run_id()
+        run_id = check_run_id(opts.run_id) if opts.run_id is not None else random_id()
         protocols, queue = opts.protocols, opts.queue
         if self.worker and self.closing:  # before anything is written: nobody would run it
             raise closed_error()
@@ -149,7 +190,12 @@ class Engine(Worker, Executor, StartAPI):
         first = first_event(run_id, wf, args, kwargs, self.codec, queue, protocols, now=now)
         if start_at is not None:
             first["start_at"] = start_at
+        stamp(first, self.version, deadline_for(start_at or now, opts.timeout, wf.timeout))
+        if opts.priority:
+            first["priority"] = opts.priority
         self._with_headers(first)  # on the caller's thread: a tracer takes its span here
+        if self._queue_rt.limited(first["queue"]) is not None:
+            return self._start_queued(run_id, first, wf, protocols)
         exe = _Execution(run_id, wf, args, kwargs, protocols)
         exe.start_at = start_at
         if inline and self.worker and current() is None:
@@ -166,6 +212,17 @@ class Engine(Worker, Executor, StartAPI):
                 return RunHandle(self, run_id)
             return RunHandle(self, run_id, self._launch(exe, [first]))
         return self._existing(run_id, wf, protocols)
+
+    def _start_queued(
+        self, run_id: str, first: Event, wf: Workflow[Any, Any], protocols: dict[type, Any]
+    ) -> RunHandle[Any]:
+        """Record a run of a limited queue pending: a worker starts it when the queue has room."""
+        if not self._create(run_id, first):
+            return self._existing(run_id, wf, protocols)
+        self.store.notify(run_id)
+        if self.worker:
+            self._queue_rt.started(first["queue"])
+        return RunHandle(self, run_id)
 
     def _create(self, run_id: str, first: Event) -> bool:
         with store_call(run_id, f"create run {run_id!r}", caller=True, started=False):
@@ -271,7 +328,9 @@ class Engine(Worker, Executor, StartAPI):
 
         A sleeping or signal-waiting run gets it at once; running children are cancelled
         too. Cancelling a finished run changes nothing; an unknown id raises `RunNotFound`.
+        A run that continued as new passes it on to the run that continues it.
         """
+        run_id = self._latest(run_id)
         events = self.history(run_id)
         if events[-1]["type"] in TERMINAL_EVENTS:
             return
@@ -283,15 +342,62 @@ class Engine(Worker, Executor, StartAPI):
                 with contextlib.suppress(RunNotFound):  # recorded, never created: nothing to do
                     self.cancel(ev["child_id"])
 
+    def terminate(self, run_id: str, reason: str | None = None) -> None:
+        """End a run at once, without compensations: it ends `CANCELLED`, recorded with `reason`.
+
+        No `Cancelled` is delivered, so no saga compensates and no `except` in the workflow
+        runs (`cancel` is the polite way). A run no process executes is ended here and now;
+        one a live process executes stops at its next durable operation (an activity in
+        flight finishes first). Its unfinished child runs are terminated too; a run that
+        continued as new, the last run of its chain. A finished run is left as it is; an unknown id raises `RunNotFound`; a reason not a string `TypeError`.
+        """
+        reason, now = check_reason(reason), self.clock.time()
+        run_id = self._latest(run_id)
+        with store_call(run_id, f"terminate run {run_id!r}", caller=True):
+            woken = terminate_run(
+                self.store, run_id, reason, self.engine_id, self.codec, now, self.sync
+            )
+        for rid in [run_id, *woken]:
+            self.poke(rid)
+
+    def _latest(self, run_id: str) -> str:
+        """The id of the run that carries `run_id` on now: `run_id` itself, or the last run of
+        the chain it continued as new into (`continue_as_new`). `RunNotFound` if unknown."""
+        return chain_end(self.get_run, self.get_run(run_id)).run_id
+
+    def fork(self, run_id: str, from_step: int, new_run_id: str | None = None) -> RunHandle[Any]:
+        """A new run that repeats run `run_id` up to step `from_step`, then executes on with
+        today's code; returns its handle (the run executes here, as `resume` does).
+
+        Its journal is a copy of the source's steps before `from_step` (sequence numbers, as
+        `intemporal show` lists them); the child runs they started are copied too, not run
+        again; signals consumed from `from_step` on are queued to it again. The source is
+        untouched; the fork records where it came from (`intemporal show` says so).
+        `new_run_id` defaults to a random id; forking again to an id that is this very fork
+        returns its handle. Raises `RunNotFound`, `ValueError` for a step outside 1..(last
+        step + 1) or a bad id, `RunConflict` if `new_run_id` is taken by another run.
+        """
+        events = self.history(run_id)
+        step = check_step(events, from_step, run_id)
+        new_id = check_run_id(new_run_id) if new_run_id is not None else random_id()
+        with store_call(new_id, f"create run {new_id!r}", caller=True, started=False):
+            now = self.clock.time()
+            lease = fork_run(self.store, run_id, events, step, new_id, now, self.version, self.sync)
+        if lease is None:  # this very fork, made before
+            return self.resume(new_id)
+        return self._resume(new_id, None, None, lease)
+
     def signal(
         self, run_id: str, name: str, payload: Any = None, signal_id: str | None = None
     ) -> None:
         """Deliver a signal to a run; `wait_for_signal(name)` in the workflow returns `payload`.
 
         Sending the same `signal_id` twice delivers it once. An unknown run raises
-        `RunNotFound`; a finished run refuses signals with `IntemporalError`.
+        `RunNotFound`; a finished run refuses signals with `IntemporalError`. A run that
+        continued as new passes it on to the last run of its chain.
         """
-        info = self.get_run(run_id)
+        info = chain_end(self.get_run, self.get_run(run_id))  # continued as new: the last
+        run_id = info.run_id
         if info.status.finished:
             raise IntemporalError(
                 f"run {run_id!r} is {info.status.value}: it takes no more signals"
@@ -300,7 +406,7 @@ class Engine(Worker, Executor, StartAPI):
             "type": SIGNAL,
             "name": name,
             "payload": encode(payload, self.codec),
-            "signal_id": signal_id or new_run_id(),
+            "signal_id": signal_id or random_id(),
             "ts": round(self.clock.time(), 6),
         }
         with store_call(run_id, f"send signal {name!r} to run {run_id!r}", caller=True):
@@ -315,6 +421,7 @@ class Engine(Worker, Executor, StartAPI):
                 if exe.ctx is not None:
                     exe.ctx.wake.set()
         self._pool.shutdown(wait=True)
+        self._stop_loop()
         if self._activity_pool is not None:
             self._activity_pool.shutdown(wait=True)
         with self._mutex:

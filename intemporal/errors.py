@@ -13,6 +13,7 @@
      |    +-- WorkflowNotFound           the code of a recorded workflow cannot be loaded
      |    +-- RemoteError                an exception whose type cannot be rebuilt on replay
      |    +-- CompensationError          one or more saga compensations failed
+     |    +-- RunStuck                   recovered too often without progress: parked until resumed
      |    +-- StoreError                 the store failed under a run, which stops unrecorded
      |         +-- StoreUnavailable      the store cannot be read or written (disk full,
      |         |                         read-only, database down): free it, then resume
@@ -25,8 +26,10 @@
           +-- _Wait                      waiting for a timer, a signal or a child run
           +-- _Shutdown                  the engine is closing
           +-- StoreFailure               the store failed (or a child run's journal is damaged):
-                                         the run stops, the error goes to the caller, never to
-                                         the workflow's `except Exception`
+          |                              the run stops, the error goes to the caller, never to
+          |                              the workflow's `except Exception`
+          +-- ContinueAsNew              `continue_as_new()`: this run ends, a fresh one goes on
+          +-- Terminated                 `engine.terminate()`: the run ends now, no compensations
 
 `Suspend` and its subclasses are never raised at user code that catches `Exception`:
 they unwind the workflow's thread when it waits, or when the engine shuts down.
@@ -143,6 +146,21 @@ class RemoteError(IntemporalError):
 
 class CompensationError(IntemporalError):
     """Raised (as the `__context__`-free note on a saga's error) when compensations fail."""
+
+
+class RunStuck(IntemporalError):
+    """Raised when a run was recovered after a crash more than `Engine(max_recoveries=...)`
+    times without progress: it is parked (`RunStatus.STUCK`) until a person resumes it."""
+
+    def __init__(self, run_id: str, recoveries: int) -> None:
+        super().__init__(
+            f"run {run_id!r} is stuck: recovered {recoveries} times after a crash without "
+            f"progress; fix the cause, then `intemporal resume {run_id}`"
+        )
+        self.run_id, self.recoveries = run_id, recoveries
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.recoveries))
 
 
 class StoreError(IntemporalError):
@@ -295,3 +313,21 @@ def store_call(
     if caller:
         raise err from err.__cause__
     raise StoreFailure(err) from err
+
+
+class ContinueAsNew(Suspend):
+    """Raised by `intemporal.continue_as_new(...)`: the run ends and a fresh run of the same
+    workflow starts with these arguments (`args`, `kwargs`) and a journal of its own."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__("continue as new")
+        self.args, self.kwargs = args, kwargs
+
+
+class Terminated(Suspend):
+    """Raised at a workflow's next durable operation once `engine.terminate()` asked for it:
+    the run ends `CANCELLED` at once, its compensations not run (`reason` is recorded)."""
+
+    def __init__(self, reason: str | None = None) -> None:
+        super().__init__(reason or "terminated")
+        self.reason = reason

@@ -48,11 +48,15 @@ SIDE_EFFECT = "side_effect"  # seq, name, result (`side_effect`, `now`, `uuid4`)
 JOIN_ANY = "join_any"  # seq, name, index
 CANCEL_DELIVERED = "cancel_delivered"  # seq, name: where the workflow got `Cancelled`
 COMPENSATION_STARTED = "compensation_started"  # seq, name: a saga undoes a step
+PATCH = "patch"  # patch_id, at (the step before it): `patched()` took the new path here
+RUN_STUCK = "run_stuck"  # recoveries: recovered too often without progress; parked
+RUN_FORKED = "run_forked"  # from_run, from_step: the events above are a copy of that run's
 
 # -- the inbox: messages from any process --------------------------------------------------------
 SIGNAL = "signal"  # name, payload, signal_id
 CANCEL = "cancel"  # a cancellation request
 CHILD_DONE = "child_done"  # child_id: a child run finished
+TERMINATE = "terminate"  # reason: end the run at once, without compensations
 
 
 class RunStatus(StrEnum):
@@ -67,13 +71,17 @@ class RunStatus(StrEnum):
     #: Not a state a run goes through (iterating lists the six above): it marks, in
     #: listings only, a run whose journal cannot be read; `RunInfo.error` says why.
     UNREADABLE: ClassVar[RunStatus]
+    #: A pseudo-state too (iterating lists the six above): a run recovered after a crash
+    #: more than `Engine(max_recoveries=...)` times without progress, parked until a
+    #: person resumes it (`engine.resume`, `intemporal resume RUN`).
+    STUCK: ClassVar[RunStatus]
 
     def __str__(self) -> str:
         return self.value
 
     @classmethod
     def _missing_(cls, value: object) -> RunStatus | None:
-        return cls.UNREADABLE if value == "unreadable" else None
+        return {"unreadable": cls.UNREADABLE, "stuck": cls.STUCK}.get(str(value))
 
     @property
     def finished(self) -> bool:
@@ -84,6 +92,8 @@ class RunStatus(StrEnum):
 # A pseudo-member, as `enum.Flag` makes them: an instance outside the six listed states.
 RunStatus.UNREADABLE = str.__new__(RunStatus, "unreadable")
 RunStatus.UNREADABLE._name_, RunStatus.UNREADABLE._value_ = "UNREADABLE", "unreadable"
+RunStatus.STUCK = str.__new__(RunStatus, "stuck")
+RunStatus.STUCK._name_, RunStatus.STUCK._value_ = "STUCK", "stuck"
 
 
 #: the events that end an execution, and the status each one gives the run
@@ -97,7 +107,7 @@ TERMINAL_EVENTS: dict[str, RunStatus] = {
 FINAL_EVENTS = frozenset({RUN_COMPLETED, RUN_CANCELLED})
 
 #: the events that start an execution again after the run stopped
-RESTART_EVENTS = frozenset({RUN_RESUMED, RUN_RECOVERED})
+RESTART_EVENTS = frozenset({RUN_RESUMED, RUN_RECOVERED, RUN_FORKED})
 
 
 def check_version(first: Event) -> None:
@@ -123,7 +133,9 @@ class RunState:
     waits, whether or not a process executes it now); `wake_at` is the epoch time a
     waiting run's timer fires (None: it waits for a message only); `steps` counts
     completed activities; `outcome` is the event that ended the run (or {}); `owner`
-    the engine that parked a waiting run, where it recorded one.
+    the engine that parked a waiting run, where it recorded one; `code_version` the
+    `Engine(version=...)` that started it (None: none recorded); `priority` and
+    `start_at` (epoch seconds, None: at once) order and delay its start in its queue.
     """
 
     run_id: str = ""
@@ -138,6 +150,9 @@ class RunState:
     owner: str | None = None
     last: str = ""
     outcome: Event = field(default_factory=dict)
+    code_version: str | None = None
+    priority: int = 0
+    start_at: float | None = None
 
 
 def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
@@ -155,12 +170,17 @@ def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
             s.run_id = ev.get("run_id", s.run_id)
             s.workflow = ev.get("workflow", "?")
             s.queue, s.parent = ev.get("queue"), ev.get("parent")
+            s.priority, s.start_at = ev.get("priority", 0), ev.get("start_at")
             s.created_at = ev.get("ts", 0.0)
+            s.code_version = ev.get("code_version")
             continue
         if t != RUN_SUSPENDED:
             s.wake_at = None
         if t in TERMINAL_EVENTS:
             s.status = TERMINAL_EVENTS[t]
+            s.outcome = ev
+        elif t == RUN_STUCK:
+            s.status = RunStatus.STUCK
             s.outcome = ev
         elif t == RUN_SUSPENDED:
             s.status = RunStatus.WAITING

@@ -6,8 +6,10 @@ waits on when the run executes here.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .clock import Clock
@@ -18,6 +20,7 @@ from .errors import (
     JournalCorrupted,
     RemoteError,
     RunNotFound,
+    RunStuck,
     SerializationError,
     StoreError,
     StoreFailure,
@@ -138,16 +141,24 @@ class RunHandle(Generic[R]):
         `StoreUnavailable` if the store failed under the run (it stays resumable), instead
         of waiting; an interrupt the workflow raised (`KeyboardInterrupt`, `SystemExit`)
         is raised again here. On a virtual clock (`intemporal.testing`) waiting here lets
-        the run's timers fire at once.
+        the run's timers fire at once. Called on the event loop its async run executes on,
+        it raises `RuntimeError` (waiting would stop that loop): `await result_async()` there.
         """
+        exe = self._exe or self.engine.execution(self.run_id)
+        if exe is not None and exe.ctx is not None and _on_its_loop(exe.ctx):
+            raise RuntimeError(
+                f"handle.result() on the event loop that executes run {self.run_id!r} would "
+                f"never return: use `await handle.result_async()`"
+            )
         with self.engine.clock.awaited():
             return self._wait(timeout)
 
     def _wait(self, timeout: float | None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.005
+        run_id = self.run_id  # moves along a chain of runs that continued as new
         while True:
-            exe = self._exe or self.engine.execution(self.run_id)
+            exe = self._exe or self.engine.execution(run_id)
             self._exe = None
             if exe is not None:
                 if not exe.done.wait(_remaining(deadline)):
@@ -156,20 +167,64 @@ class RunHandle(Generic[R]):
                     return exe.outcome[1]
                 if exe.outcome is not None and exe.outcome[0] == "error":
                     raise exe.outcome[1]
-            with store_call(self.run_id, f"read run {self.run_id!r}", caller=True):
-                info = self.engine.get_run(self.run_id)
+                if exe.outcome is not None and exe.outcome[0] == "continued":
+                    run_id = exe.outcome[1]
+                    continue
+            with store_call(run_id, f"read run {run_id!r}", caller=True):
+                info = chain_end(self.engine.get_run, self.engine.get_run(run_id))
+            if info.run_id != run_id:
+                run_id = info.run_id
+                continue
             if info.status.finished:
                 return final_outcome(info, self.engine)
-            raise_if_halted(self.engine, self.run_id)
+            if info.status is RunStatus.STUCK:
+                raise RunStuck(run_id, info.raw.get("recoveries", 0))
+            raise_if_halted(self.engine, run_id)
             left = _remaining(deadline)
             if left == 0:
                 break
             # Waiting here, or executed elsewhere: wake on any local change, poll the store.
             with self.engine.changed:
-                if self.engine.execution(self.run_id) is None:
+                if self.engine.execution(run_id) is None:
                     self.engine.changed.wait(poll if left is None else min(poll, left))
             poll = min(poll * 2, 0.1)
         raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        """`result()` for async code: await the run's end without blocking the event loop.
+
+        Returns the run's value, or raises its exception (or `Cancelled`); `TimeoutError`
+        after `timeout` seconds; `StoreUnavailable` if the store failed under the run.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        poll = 0.002
+        while True:
+            finished, value = self._poll()
+            if finished:
+                return value
+            left = _remaining(deadline)
+            if left == 0:
+                raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
+            await asyncio.sleep(poll if left is None else min(poll, left))
+            poll = min(poll * 1.5, 0.05)
+
+    def _poll(self) -> tuple[bool, Any]:
+        """`(True, value)` if the run finished (its error raised), else `(False, None)`."""
+        exe = self._exe or self.engine.execution(self.run_id)
+        if exe is not None and not exe.done.is_set():
+            self._exe = exe
+            return False, None
+        self._exe = None
+        if exe is not None and exe.outcome is not None and exe.outcome[0] == "ok":
+            return True, exe.outcome[1]
+        if exe is not None and exe.outcome is not None and exe.outcome[0] == "error":
+            raise exe.outcome[1]
+        with store_call(self.run_id, f"read run {self.run_id!r}", caller=True):
+            info = self.engine.get_run(self.run_id)
+        if info.status.finished:
+            return True, final_outcome(info, self.engine)
+        raise_if_halted(self.engine, self.run_id)
+        return False, None
 
     def cancel(self) -> None:
         """Request cancellation of the run (see `Engine.cancel`)."""
@@ -180,8 +235,25 @@ class RunHandle(Generic[R]):
         self.engine.signal(self.run_id, name, payload, signal_id=signal_id)
 
 
+def _on_its_loop(ctx: RunContext) -> bool:
+    """Whether this thread runs the event loop that executes `ctx`'s async run."""
+    loop = getattr(ctx, "loop", None)
+    try:
+        return loop is not None and asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop runs on this thread
+        return False
+
+
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def chain_end(get_run: Callable[[str], RunInfo], info: RunInfo) -> RunInfo:
+    """The last run of the chain `info` starts: each run that continued as new (completed,
+    `continued_as` in its outcome) is followed to the next with `get_run`."""
+    while info.status is RunStatus.COMPLETED and info.raw.get("continued_as"):
+        info = get_run(str(info.raw["continued_as"]))
+    return info
 
 
 def raise_if_halted(engine: EngineCalls, run_id: str) -> None:

@@ -145,7 +145,8 @@ def delete_trees(
 
 
 def resumable(store: Store, info: RunInfo, failed: bool = False) -> bool:
-    """Whether `resume --all` takes this run: unfinished and nobody's, or failed with `failed`.
+    """Whether `resume --all` takes this run: unfinished and nobody's, or failed (or stuck)
+    with `failed`.
 
     Unfinished and nobody's: pending, running with no owner (orphaned), or waiting with
     no live engine holding it. Child runs are left to their parent, which resumes them
@@ -153,7 +154,7 @@ def resumable(store: Store, info: RunInfo, failed: bool = False) -> bool:
     """
     if info.parent is not None and store.exists(info.parent):
         return False
-    if info.status is RunStatus.FAILED:
+    if info.status is RunStatus.FAILED or info.status is RunStatus.STUCK:
         wanted = failed
     elif info.status is RunStatus.PENDING:
         wanted = True

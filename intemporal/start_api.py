@@ -14,11 +14,12 @@ is checked, but the workflow's arguments are not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from .api import Workflow
+from .clock import check_seconds
 from .handle import RunHandle
 
 P = ParamSpec("P")
@@ -43,18 +44,8 @@ class StartOptions:
         self.run_id, self.queue, self.protocols = run_id, queue, dict(protocols or {})
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, not {priority!r}")
-        if priority != 0:
-            raise NotImplementedError(
-                "start(priority=...) is not supported yet: runs start in the order they are "
-                "started (pass priority=0, the default); a workflow argument named priority "
-                "goes in kwargs={'priority': ...}"
-            )
-        if timeout is not None:
-            raise NotImplementedError(
-                "start(timeout=...) is not supported yet: bound waits with "
-                "wait_for_signal(timeout=...) and activities with @activity(timeout=...); "
-                "a workflow argument named timeout goes in kwargs={'timeout': ...}"
-            )
+        self.priority = priority
+        self.timeout = check_seconds(timeout, "timeout")  # the whole run's: `deadlines.py`
         self.delay = _seconds(delay)
 
 
@@ -86,6 +77,10 @@ class StartAPI:
 
     _start: Callable[..., RunHandle[Any]]  # the engine's: (fn, args, kwargs, StartOptions, inline)
 
+    @overload
+    def start(  # an async workflow: its handle's result is what the coroutine returns
+        self, fn: Workflow[P, Coroutine[Any, Any, R]], /, *args: Any, **kw: Any
+    ) -> RunHandle[R]: ...
     @overload
     def start(self, fn: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]: ...
     @overload
@@ -128,9 +123,12 @@ class StartAPI:
           Starting an existing id returns a handle to that run (and resumes it if it was
           left behind); the same id for another workflow raises `RunConflict`.
         - `queue`: the queue to record the run on (default: the workflow's).
+        - `priority`: an int; within a queue, runs with a lower value start first (ties:
+          the older first) when the queue's limits hold runs back (`intemporal.Queue`).
         - `delay`: seconds (or a `timedelta`) the run stays pending before it starts.
-        - `priority` (only 0) and `timeout` (only None) are reserved: other values raise
-          `NotImplementedError`.
+        - `timeout`: seconds (or a `timedelta`) the whole run may take, counted from now
+          (default: the workflow's `@workflow(timeout=...)`, else none): then the run gets
+          `Cancelled` (its sagas roll back) and ends cancelled, "timed out".
         - `protocols`: `{Proto: implementation}` for `stub_protocol` proxies.
 
         Raises `TypeError` if `fn` is not a `@workflow` (an activity, a plain function),
@@ -138,6 +136,8 @@ class StartAPI:
         """
         return self._begin(fn, args, kwargs, inline=False)
 
+    @overload
+    def run(self, fn: Workflow[P, Coroutine[Any, Any, R]], /, *args: Any, **kw: Any) -> R: ...
     @overload
     def run(self, fn: Workflow[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
     @overload

@@ -201,7 +201,7 @@ class _View:
             "runs": rows,
             "total": total,
             "filters": filters,
-            "statuses": [s.value for s in RunStatus] + [ORPHANED],
+            "statuses": [s.value for s in RunStatus] + [RunStatus.STUCK.value, ORPHANED],
             "queue_of": self.queue_of,
             "paging": _paging(request, filters, total),
         }

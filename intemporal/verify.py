@@ -12,17 +12,22 @@ asks for.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .api import is_async
+from .async_replay import AsyncRunContext
 from .attempts import _current
 from .clock import Clock
 from .codec import READ_ONLY, code_ref
-from .errors import DillRefused, NonDeterminismError, Suspend
+from .errors import ContinueAsNew, DillRefused, NonDeterminismError, Suspend
 from .events import FINAL_EVENTS, RESTART_EVENTS
+from .handle import chain_end
 from .loader import load_workflow
 from .observe import NO_OBSERVERS
-from .replay import RunContext
+from .patching import decisions
+from .replay import NOT_READY, RunContext
 from .runs import recorded_args
 from .store import Event, Lease, Store, check_run_id, open_store
 
@@ -89,7 +94,7 @@ class _DryHost:
         """A finished child's recorded outcome; an unfinished child ends the replay here."""
         cid = f"{ctx.run_id}/{seq}"
         try:
-            info = self.store.summary(cid)
+            info = chain_end(self.store.summary, self.store.summary(cid))
         except Exception:
             raise _ReachedEnd(seq, cid, f"child run {cid!r} was not created yet") from None
         if not info.status.finished:
@@ -109,6 +114,30 @@ class _DryContext(RunContext):
         if rec is None:
             raise _ReachedEnd(seq, name)
         return seq, rec
+
+
+class _DryAsyncContext(_DryContext, AsyncRunContext):
+    """`_DryContext` for an async workflow, run on an event loop of its own."""
+
+    async def wait(self, seq: int, name: str, until: float | None, ready: Callable[[], Any]) -> Any:
+        value, _ = self.look(seq, name, until, ready)
+        if value is NOT_READY:
+            raise _ReachedEnd(seq, "wait")
+        return value
+
+
+def _run_async(ctx: AsyncRunContext, work: Any) -> None:
+    """Run an async workflow's coroutine on `ctx`'s loop; then stop what is left, quietly."""
+    loop = ctx.loop
+    try:
+        loop.run_until_complete(work)
+    finally:
+        left = asyncio.all_tasks(loop)
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left))
+        loop.close()
 
 
 def _final_event(events: list[Event]) -> str | None:
@@ -132,9 +161,24 @@ def verify_replay(
 
     Returns `(True, "deterministic: ...")` or `(False, "mismatch at step N: recorded
     'a', now 'b'")`; `(True, "not checked: ...")` when the run's arguments are stored with
-    dill (a check never unpickles). Raises `RunNotFound`, `WorkflowNotFound`, or whatever rebuilding the
-    recorded arguments raises.
+    dill (a check never unpickles). A deterministic replay names the path each
+    `intemporal.patched()` took ("patch 'charge-v2': old path"). Raises `RunNotFound`,
+    `WorkflowNotFound`, or whatever rebuilding the recorded arguments raises.
     """
+    seen: list[RunContext] = []
+    ok, message = _verify(store, run_id, imports, seen)
+    taken = decisions(seen[0]) if seen else {}
+    if ok and taken and message.startswith("deterministic"):
+        paths = "; ".join(
+            f"patch {p!r}: {'new' if new else 'old'} path" for p, new in taken.items()
+        )
+        message += f" ({paths})"
+    return ok, message
+
+
+def _verify(
+    store: Store | str | None, run_id: str, imports: list[str] | None, seen: list[RunContext]
+) -> tuple[bool, str]:
     st = open_store(store)
     events = st.read(check_run_id(run_id))
     first = events[0]
@@ -144,14 +188,33 @@ def verify_replay(
         args, kwargs = recorded_args(first, READ_ONLY)
     except DillRefused as exc:  # nothing to check without unpickling: say so, not a mismatch
         return True, f"not checked: {exc}"
-    ctx = _DryContext(_DryHost(st), _DryLease(run_id), events)
+    ctx: RunContext
+    if is_async(wf.fn):
+
+        def ended(cid: str) -> float | None:
+            try:
+                info = st.summary(cid)
+            except Exception:
+                return None
+            return info.updated_at if info.status.finished else None
+
+        loop = asyncio.new_event_loop()
+        ctx = _DryAsyncContext(_DryHost(st), _DryLease(run_id), events, None, loop, ended)
+    else:
+        ctx = _DryContext(_DryHost(st), _DryLease(run_id), events)
+    seen.append(ctx)
     end: _ReachedEnd | None = None
     outcome = "returned"
     token = _current.set(ctx)
     try:
-        wf.fn(*args, **kwargs)
+        if isinstance(ctx, AsyncRunContext):
+            _run_async(ctx, wf.fn(*args, **kwargs))
+        else:
+            wf.fn(*args, **kwargs)
     except _ReachedEnd as exc:
         end = exc
+    except ContinueAsNew:
+        outcome = "continued as new"
     except Suspend:  # it would wait here (a timer not yet due, a signal not yet sent)
         end = _ReachedEnd(ctx.seq, "wait")
     except Exception as exc:

@@ -39,6 +39,7 @@ from .events import (
 )
 from .observe import SignalReceived, TimerStarted
 from .replay import NOT_READY, TIMED_OUT, ChildNotFinished, RunContext, current
+from .store.base import Event
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -80,13 +81,23 @@ def sleep(seconds: float) -> None:
     """Sleep durably: the fire time is journaled once, so after a crash only the rest is waited.
 
     A long sleep holds no thread: the run is suspended and woken when the timer fires.
+    In an async workflow, `await intemporal.sleep_async(seconds)` instead.
     """
     ctx = current()
     if ctx is None:
         time.sleep(seconds)
         return
+    _not_async(ctx, "sleep", "await intemporal.sleep_async(seconds)")
+    seq, _, fire_at = start_timer(ctx, seconds)
+    ctx.block(seq, "intemporal.sleep", fire_at, lambda: NOT_READY)
+
+
+def start_timer(
+    ctx: RunContext, seconds: float, deliver: bool = True
+) -> tuple[int, Event | None, float]:
+    """Take a timer's sequence number and journal its fire time once: `(seq, record, fire_at)`."""
     name = "intemporal.sleep"
-    seq, rec = ctx.next(name)
+    seq, rec = ctx.next(name, deliver)
     if rec is None:
         fire_at = round(ctx.host.clock.time() + max(0.0, seconds), 6)
         ctx.append(
@@ -99,11 +110,20 @@ def sleep(seconds: float) -> None:
             }
         )
     else:
-        fire_at = rec["fire_at"]
-    if ctx.observer.on_timer_started:
+        fire_at = rec.get("fire_at", 0.0)  # none in a recorded cancellation (async runs)
+    if ctx.observer.on_timer_started and (rec is None or rec["type"] == TIMER_STARTED):
         replaying = rec is not None
         ctx.observer.on_timer_started(TimerStarted(ctx.run_id, seq, seconds, fire_at, replaying))
-    ctx.block(seq, name, fire_at, lambda: NOT_READY)
+    return seq, rec, fire_at
+
+
+def _not_async(ctx: RunContext, what: str, instead: str) -> None:
+    """Refuse a call that would block an async workflow's event loop, naming what to use."""
+    if getattr(ctx, "is_async", False):
+        raise TypeError(
+            f"intemporal.{what}() would block the event loop of async workflow run "
+            f"{ctx.run_id!r}; use {instead}"
+        )
 
 
 # -- signals ------------------------------------------------------------------------------------
@@ -117,16 +137,39 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
 
     Signals sent before the wait are queued FIFO per name; each wait consumes one. With a
     `timeout` (seconds) that passes, raises `SignalTimeout`. A waiting run holds no thread.
+    In an async workflow, `await intemporal.wait_for_signal_async(name, timeout)` instead.
     """
     ctx = _ctx("wait_for_signal")
+    _not_async(ctx, "wait_for_signal", "await intemporal.wait_for_signal_async(name)")
+    seq, rec, deadline, take = begin_signal_wait(ctx, name, timeout)
+    if rec is not None and rec["type"] != SIGNAL_WAIT:
+        return replayed_signal(ctx, name, rec)
+    if rec is None:
+        value = take()  # already queued: consume it without recording a wait
+        if value is not NOT_READY:
+            return value
+        ctx.append(
+            {
+                "type": SIGNAL_WAIT,
+                "seq": seq,
+                "name": f"intemporal.signal:{name}",
+                "deadline": deadline,
+            }
+        )
+    value = ctx.block(seq, f"intemporal.signal:{name}", deadline, take)
+    if value is TIMED_OUT:
+        raise signal_timed_out(ctx, seq, name, timeout)
+    return value
+
+
+def begin_signal_wait(
+    ctx: RunContext, name: str, timeout: float | None, deliver: bool = True
+) -> tuple[int, Event | None, float | None, Callable[[], Any]]:
+    """Take a signal wait's sequence number: `(seq, record, deadline, take)`; `take()` consumes
+    the oldest queued signal `name` (journaled) and returns its payload, or `NOT_READY`."""
     op = f"intemporal.signal:{name}"
-    seq, rec = ctx.next(op)
+    seq, rec = ctx.next(op, deliver)
     if rec is not None:
-        if rec["type"] == SIGNAL_RECEIVED:
-            _observe_signal(ctx, name, rec.get("signal_id"), True)
-            return ctx.value(rec.get("payload"), rec)
-        if rec["type"] == SIGNAL_TIMEOUT:
-            raise SignalTimeout(f"no signal {name!r} within {rec.get('timeout')} s")
         deadline = rec.get("deadline")
     else:
         deadline = None if timeout is None else round(ctx.host.clock.time() + timeout, 6)
@@ -150,16 +193,22 @@ def wait_for_signal(name: str, timeout: float | None = None) -> Any:
         _observe_signal(ctx, name, msg.get("signal_id"), False)
         return value
 
-    if rec is None:
-        value = take()  # already queued: consume it without recording a wait
-        if value is not NOT_READY:
-            return value
-        ctx.append({"type": SIGNAL_WAIT, "seq": seq, "name": op, "deadline": deadline})
-    value = ctx.block(seq, op, deadline, take)
-    if value is TIMED_OUT:
-        ctx.append({"type": SIGNAL_TIMEOUT, "seq": seq, "name": op, "timeout": timeout})
-        raise SignalTimeout(f"no signal {name!r} within {timeout} s")
-    return value
+    return seq, rec, deadline, take
+
+
+def replayed_signal(ctx: RunContext, name: str, rec: Event) -> Any:
+    """The recorded outcome of a signal wait: its payload, or `SignalTimeout` raised again."""
+    if rec["type"] == SIGNAL_TIMEOUT:
+        raise SignalTimeout(f"no signal {name!r} within {rec.get('timeout')} s")
+    _observe_signal(ctx, name, rec.get("signal_id"), True)
+    return ctx.value(rec.get("payload"), rec)
+
+
+def signal_timed_out(ctx: RunContext, seq: int, name: str, timeout: float | None) -> SignalTimeout:
+    """Journal that the wait for signal `name` at `seq` timed out; return the error to raise."""
+    op = f"intemporal.signal:{name}"
+    ctx.append({"type": SIGNAL_TIMEOUT, "seq": seq, "name": op, "timeout": timeout})
+    return SignalTimeout(f"no signal {name!r} within {timeout} s")
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -260,11 +309,15 @@ class DurableFuture(Generic[T]):
             raise
         self._set(value)
 
-    def result(self) -> T:
-        """Wait for the result and return it, or raise the activity's or child's exception."""
+    def _wait(self) -> None:
         if self._child is not None and not self._done.is_set():
             self._poll_child(wait=True)
         self._done.wait()
+
+    def result(self) -> T:
+        """Wait for the result and return it, or raise the activity's or child's exception."""
+        self._wait()
+        self.ctx.sync_journal()  # its record durable before the workflow acts on it
         if self._error is not None:
             raise self._error
         return self._value
@@ -279,6 +332,7 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableF
     whatever order they finish in. Outside a workflow, `fn` runs at once.
     """
     ctx = _ctx("submit")
+    _not_async(ctx, "submit", "the awaitable the call returns, with asyncio.gather or asyncio.wait")
     if isinstance(fn, Workflow):
         seq = ctx.seq + 1
         ctx.call_child(fn, args, kwargs, wait=False)
@@ -298,7 +352,9 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableF
     def job() -> None:
         try:
             fut._set(
-                ctx.execute_activity(seq, act.name, act.fn, args, kwargs, act.retry, act.timeout)
+                ctx.execute_activity(
+                    seq, act.name, act.fn, args, kwargs, act.retry, act.timeout, sync=False
+                )
             )
         except BaseException as exc:
             fut._set(error=exc)
@@ -313,8 +369,13 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableF
 def join_all(futures: Sequence[DurableFuture[T]]) -> list[T]:
     """Wait for every future; return their results in order (raising the first error, in order).
 
-    Futures of one result type `T` give a `list[T]`.
+    Futures of one result type `T` give a `list[T]`. The results not yet durable are
+    synced together, once all are in: one sync for the whole fan-out.
     """
+    for f in futures:
+        f._wait()
+    if futures:
+        futures[0].ctx.sync_journal()
     return [f.result() for f in futures]
 
 
@@ -326,6 +387,7 @@ def join_any(futures: Sequence[DurableFuture[T]]) -> tuple[int, T]:
     if not futures:
         raise ValueError("join_any() needs at least one future")
     ctx = _ctx("join_any")
+    _not_async(ctx, "join_any", "asyncio.wait(..., return_when=asyncio.FIRST_COMPLETED)")
     op = "intemporal.join_any"
     seq, rec = ctx.next(op)
     if rec is not None:

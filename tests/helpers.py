@@ -14,6 +14,7 @@ from typing import Any
 from process_helpers import wait_until
 from typer.testing import CliRunner, Result
 
+import intemporal
 from intemporal import Engine, RunStatus, Store
 from intemporal.cli import app
 
@@ -130,3 +131,18 @@ def held_elsewhere(home: Path, run_id: str) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+UNDONE: list[str] = []  # what `unbook` undid: the compensations that ran (clear it first)
+
+
+@intemporal.activity(name="helpers.book")
+def book(item: str) -> str:
+    """A booking step of the saga tests (timeouts, terminate)."""
+    return f"booked {item}"
+
+
+@intemporal.activity(name="helpers.unbook")
+def unbook(item: str) -> None:
+    """Its compensation: recorded in `UNDONE`."""
+    UNDONE.append(item)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -15,9 +14,7 @@ def test_quick_bench_prints_a_figure_for_every_scenario(tmp_path: Path) -> None:
     # Given the bench at its smoke sizes, without the DBOS baseline
     results = tmp_path / "RESULTS.md"
     cmd = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--no-dbos"]
-    t0 = time.monotonic()
-
-    # When it runs
+    # When it runs (`timeout` only stops a hang: speed is the bench's business, not a test's)
     proc = subprocess.run(
         [*cmd, "--results", str(results)],
         cwd=REPO,
@@ -25,11 +22,9 @@ def test_quick_bench_prints_a_figure_for_every_scenario(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    elapsed = time.monotonic() - t0
 
-    # Then it succeeds quickly, and every scenario 1-7 printed a figure (or says why not)
+    # Then it succeeds, and every scenario 1-7 printed a figure (or says why not)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert elapsed < 20, f"the quick bench took {elapsed:.1f} s"
     for n in range(1, 8):
         figures = re.findall(rf"^  \[{n}\] .*?: intemporal (\S+)", proc.stdout, re.MULTILINE)
         assert figures, f"scenario {n} printed no figure:\n{proc.stdout[-3000:]}"
@@ -53,9 +48,26 @@ def test_start_profile_splits_the_callers_time_by_system_call(tmp_path: Path) ->
     # Then it prints the whole call, create's share, each timed call and a throughput
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = dict(re.findall(r"^  (\S.*?\S)\s{2,}(\d+)\s", proc.stdout, re.MULTILINE))
-    for row in ("start(), the whole call", "FileStore.create, all of it", "fsync"):
+    for row in ("start(), the whole call", "FileStore.create, all of it", "open", "link"):
         assert row in rows, proc.stdout
-    assert "pwritev" in rows or "fdatasync" in rows, proc.stdout  # the journal's first line
+    # the run's first line made durable: in the write-ahead log (pwritev with RWF_DSYNC)
+    assert "pwritev" in rows or "fdatasync" in rows, proc.stdout
     assert 0 < int(rows["FileStore.create, all of it"]) <= int(rows["start(), the whole call"])
     assert re.search(r"throughput of the busy engine: [\d,]+ steps/s", proc.stdout), proc.stdout
     assert list(tmp_path.iterdir()) == []  # its stores removed
+
+
+def test_async_fanout_bench_runs_at_smoke_size() -> None:
+    # Given the async fan-out bench at a smoke size: 50 runs each awaiting a 0.2 s activity
+    cmd = [sys.executable, str(REPO / "bench" / "async_fanout.py"), "--runs", "50"]
+    proc = subprocess.run(
+        [*cmd, "--seconds", "0.2", "--stores", "memory"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then every run awaited at once, on one loop, and the figures are printed
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"memory store: all done in [\d.]+ s .*50 awaiting at once", proc.stdout)
+    assert re.search(r"[\d.]+ KiB of RSS per run in flight", proc.stdout), proc.stdout

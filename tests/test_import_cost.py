@@ -66,3 +66,9 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         intemporal.nope  # noqa: B018
+
+
+def test_every_exported_name_resolves() -> None:
+    import intemporal
+
+    assert [n for n in intemporal.__all__ if getattr(intemporal, n, None) is None] == []

@@ -299,7 +299,12 @@ class _SyncSpy:
 def _created_claimed(
     store: FileStore, monkeypatch: pytest.MonkeyPatch, sync: bool = True
 ) -> tuple[_SyncSpy, Lease]:
-    """A run "r" created claimed, and a spy on the syncs made from now on."""
+    """A run "r" created claimed, and a spy on the syncs made from now on.
+
+    These tests are about a store without a write-ahead log (a system that cannot keep
+    one: each file synced itself); the log's own are in tests/test_wal.py.
+    """
+    store._wal = None
     spy = _SyncSpy(monkeypatch)
     lease = store.create_claimed("r", _started(), sync=sync)
     assert lease is not None
@@ -332,7 +337,8 @@ def test_a_run_created_claimed_is_synced_with_its_folder_at_its_first_durable_ap
 def test_a_run_created_claimed_and_released_unsynced_is_synced_by_the_release(
     file_store: FileStore, monkeypatch: pytest.MonkeyPatch, sync: bool
 ) -> None:
-    # Given a run created claimed, released before any durable append
+    # Given a run created claimed, released before any durable append (no log: see below)
+    file_store._wal = None
     file_store.create("warm-up", _started())  # opens the store's folder descriptor, once
     open_before = len(os.listdir("/proc/self/fd"))
     spy, lease = _created_claimed(file_store, monkeypatch, sync)

@@ -131,7 +131,42 @@ def check_secret_token(out: str) -> None:
     assert re.search(r"intemporal show: args +\"alice\", Secret\(\*\*\*\)", out), out
 
 
+def check_async_crawl(out: str) -> None:
+    took = re.search(r"5 pages fetched in ([0-9.]+) s", out)
+    assert took is not None and float(took.group(1)) < 0.6, out  # gathered, not one by one
+    assert "checksum from the fast mirror" in out
+    assert "journal: fetch x5, mirror x2 (1 cancelled), store, run_completed" in out
+    assert "the sync Engine ran it too: 5 pages" in out
+
+
+def check_long_runs(out: str) -> None:
+    assert "old run -> charged by v1, new run -> charged by v2 (replay: deterministic both)" in out
+    assert re.search(
+        r"fork: +src-\w+ failed at step 2; fork fix-\w+ -> shipped order-9 \(reserve ran 1 time\)",
+        out,
+    ), out
+    assert re.search(r"continue: +poll-\w+ -> 5 after 5 runs of 3 events each", out), out
+    assert re.search(
+        r"timeout: +trip-\w+ cancelled \(timed out\); compensations: unbook hotel", out
+    ), out
+    assert re.search(
+        r"terminate: +stuck-\w+ cancelled \(terminated: duplicate\); compensations: none", out
+    ), out
+
+
+def check_queues(out: str) -> None:
+    assert "first two sent: urgent-0, urgent-1 (priority 0" in out
+    assert "at most 2 at once (concurrency=2)" in out
+    late = re.search(r"reminder started ([0-9.]+) s after", out)
+    assert late is not None and float(late.group(1)) >= 0.5, out
+    ticks = re.findall(r"heartbeat@(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)", out)
+    assert len(ticks) == 2 and ticks[0] < ticks[1], out
+
+
 EXPECTED: dict[str, Callable[[str], None]] = {
+    "async_crawl.py": check_async_crawl,
+    "long_runs.py": check_long_runs,
+    "queues.py": check_queues,
     "secret_token.py": check_secret_token,
     "tracing.py": check_tracing,
     "observers.py": check_observers,

@@ -1,5 +1,5 @@
 """`engine.start`/`run` at run time: workflow keywords pass through, the engine's options are
-keyword-only, only workflows start runs, `async def` is refused, `delay` keeps a run pending."""
+keyword-only, only workflows start runs, an async generator is refused, `delay` keeps a run pending."""
 
 from __future__ import annotations
 
@@ -127,38 +127,15 @@ def test_cli_start_of_an_activity_says_what_it_is(tmp_path: Path) -> None:
 
 
 # -- async def --------------------------------------------------------------------------------
-def test_async_activity_is_refused_by_the_decorator() -> None:
-    with pytest.raises(TypeError, match="fetch is an async def function: it cannot be an activity"):
+def test_async_generator_is_refused_by_the_decorators() -> None:
+    # async def functions are workflows and activities (tests/test_async.py); a generator is not
+    async def pages(url: str):  # type: ignore[no-untyped-def]
+        yield url
 
-        @intemporal.activity
-        async def fetch(url: str) -> str:
-            return url
-
-    with pytest.raises(TypeError, match="cannot be an activity yet"):
-
-        @intemporal.activity(retry=intemporal.RetryPolicy(max_attempts=2))
-        async def fetch2(url: str) -> str:
-            return url
-
-    async def raw(url: str) -> str:
-        return url
-
-    with pytest.raises(TypeError, match="raw is an async def function"):
-        intemporal.stub(raw)
-
-
-def test_async_workflow_is_refused_by_the_decorator() -> None:
-    with pytest.raises(TypeError, match="flow is an async def function: it cannot be a workflow"):
-
-        @intemporal.workflow
-        async def flow(order: str) -> str:
-            return order
-
-    with pytest.raises(TypeError, match=r"asyncio\.run"):
-
-        @intemporal.workflow(name="named")
-        async def flow2(order: str) -> str:
-            return order
+    with pytest.raises(TypeError, match="async generator: an activity returns one value"):
+        intemporal.activity(pages)
+    with pytest.raises(TypeError, match="async generator: a workflow returns one value"):
+        intemporal.workflow(pages)
 
 
 # -- delay, priority, timeout -----------------------------------------------------------------
@@ -206,14 +183,10 @@ def test_bad_options_are_refused_before_anything_is_written(
     assert engine.list_runs() == []
 
 
-def test_priority_and_timeout_are_reserved(engine: Engine) -> None:
+def test_priority_and_timeout_are_taken(engine: Engine) -> None:
     engine.run(stamped, priority=0, timeout=None)  # the defaults are accepted
-    with pytest.raises(NotImplementedError, match="priority"):
-        engine.start(stamped, priority=5)
-    with pytest.raises(NotImplementedError, match="timeout") as caught:
-        engine.start(stamped, timeout=30)
-    assert "kwargs={'timeout': ...}" in str(caught.value)  # a workflow's own `timeout`
-    assert len(engine.list_runs()) == 1
+    engine.run(stamped, priority=5, timeout=30)  # tests/test_queues.py, tests/test_run_timeout.py
+    assert len(engine.list_runs()) == 2
 
 
 def test_a_delayed_run_can_be_cancelled_before_it_starts(engine: Engine) -> None:

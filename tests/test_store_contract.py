@@ -31,6 +31,8 @@ from intemporal import (
     Store,
 )
 from intemporal import events as ev
+from intemporal.store.base import Lease
+from intemporal.store.queueing import QueueSpec
 
 STORES: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
     "memory": lambda tmp, request: MemoryStore(),
@@ -173,6 +175,111 @@ def test_claim_next_keeps_to_queues_limit_among_and_skip(store: Store) -> None:
     assert only.run_id == first
     for lease in [*got, *two, only]:
         lease.release()
+
+
+# -- claim_next with queue limits: decided under the queue's lock ---------------------------------
+def _done(lease: Lease) -> None:
+    lease.append({"type": ev.RUN_COMPLETED, "result": 1, "ts": 9.0}, True)
+    lease.release()
+
+
+def test_claim_next_keeps_a_queue_within_its_concurrency(store: Store) -> None:
+    # Given five pending runs of a queue that executes two at once
+    specs = {"q": QueueSpec("q", concurrency=2)}
+    for i in range(5):
+        make(store, f"r{i}", queue="q", ts=float(i + 1))
+    # When workers claim, Then two start (the oldest), and nobody takes a third
+    first = store.claim_next("a", ["q"], specs=specs)
+    assert sorted(lease.run_id for lease in first) == ["r0", "r1"]
+    assert store.claim_next("b", ["q"], specs=specs) == []
+    # A run released before it recorded anything keeps its slot, and is taken again
+    first[1].release()
+    (again,) = store.claim_next("b", ["q"], specs=specs)
+    assert again.run_id == "r1"
+    # When one finishes, Then exactly one more starts
+    _done(first[0])
+    assert [lease.run_id for lease in store.claim_next("b", ["q"], specs=specs)] == ["r2"]
+
+
+def test_claim_next_starts_by_priority_then_age_and_not_before_due(store: Store) -> None:
+    specs = {"q": QueueSpec("q", concurrency=1)}
+    now = time.time()
+    make(store, "late", queue="q", ts=1.0, start_at=now + 60)  # delayed a minute
+    for name, priority, ts in [("low", 5, 2.0), ("high-old", -1, 3.0), ("high-new", -1, 4.0)]:
+        make(store, name, queue="q", ts=ts, priority=priority)
+    order = []
+    for _ in range(3):
+        (lease,) = store.claim_next("w", ["q"], specs=specs, now=now)
+        order.append(lease.run_id)
+        _done(lease)
+    assert order == ["high-old", "high-new", "low"]
+    assert store.claim_next("w", ["q"], specs=specs, now=now) == []  # "late" is not due
+    (lease,) = store.claim_next("w", ["q"], specs=specs, now=now + 61)
+    assert lease.run_id == "late"
+    lease.release()
+
+
+def test_claim_next_keeps_a_queue_within_its_rate(store: Store) -> None:
+    # Given a queue that starts at most two runs a minute
+    specs = {"q": QueueSpec("q", rate=(2, 60.0))}
+    for i in range(4):
+        make(store, f"r{i}", queue="q", ts=float(i + 1))
+    got = store.claim_next("w", ["q"], specs=specs)
+    assert len(got) == 2
+    for lease in got:
+        _done(lease)
+    # Then finished runs still count in the window (counted 15% longer); later two more start
+    assert store.claim_next("w", ["q"], specs=specs) == []
+    assert store.queue_starts("q", time.time() - 60) == 2
+    later = store.claim_next("w", ["q"], specs=specs, now=time.time() + 70)
+    assert sorted(lease.run_id for lease in later) == ["r2", "r3"]
+    for lease in later:
+        lease.release()
+
+
+def test_claim_next_lets_child_runs_share_their_parents_slot(store: Store) -> None:
+    # Given a queue full with its parent run, and that run's child on the same queue
+    specs = {"q": QueueSpec("q", concurrency=1)}
+    make(store, "p", queue="q")
+    (parent,) = store.claim_next("w", ["q"], specs=specs)
+    make(store, "p/1", queue="q", parent="p")
+    make(store, "other", queue="q")
+    # Then the child is taken (no deadlock), the other top-level run is not
+    assert [lease.run_id for lease in store.claim_next("w", ["q"], specs=specs)] == ["p/1"]
+    # And a look at named runs (a doorbell) leaves a limited queue's pending runs alone
+    assert store.claim_next("w", ["q"], specs=specs, among=["other"]) == []
+    parent.release()
+
+
+def test_two_workers_never_both_take_the_last_slot(
+    store: Store, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Given ten pending runs of a queue of two, and six workers (each its own store object
+    # where the store is shared by processes) claiming at the same instant
+    kind = request.node.callspec.params["store"]
+    specs = {"q": QueueSpec("q", concurrency=2)}
+    for i in range(10):
+        make(store, f"r{i}", queue="q")
+    stores = [store if kind == "memory" else STORES[kind](tmp_path, request) for _ in range(6)]
+    go = threading.Barrier(len(stores))
+    taken: list[Lease] = []
+
+    def worker(st: Store, name: str) -> None:
+        go.wait()
+        taken.extend(st.claim_next(name, ["q"], specs=specs))
+
+    threads = [threading.Thread(target=worker, args=(s, f"w{i}")) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    # Then exactly two runs started
+    assert len(taken) == 2 and len({lease.run_id for lease in taken}) == 2
+    for lease in taken:
+        lease.release()
+    for st in stores:
+        if st is not store:
+            st.close()
 
 
 # -- inbox, wake-ups ---------------------------------------------------------------------------------

@@ -9,19 +9,27 @@ due or a message reaches its inbox. `Executor` is a part of `intemporal.Engine`.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, cast
 
-from ..api import Workflow
+from ..api import Workflow, is_async
+from ..async_replay import AsyncRunContext
 from ..attempts import _current
 from ..clock import Clock
 from ..codec import encode
+from ..control import recoveries, restart_kind, stuck_event, terminated
+from ..deadlines import arm, deadline_for, wake_by
 from ..errors import (
     Cancelled,
+    ContinueAsNew,
+    RunStuck,
     SerializationError,
     StoreFailure,
     Suspend,
+    Terminated,
     _Shutdown,
     _Wait,
     store_call,
@@ -39,7 +47,8 @@ from ..events import (
     TERMINAL_EVENTS,
 )
 from ..failures import encode_error
-from ..handle import DONE, EngineCalls, _Execution, final_outcome
+from ..handle import DONE, EngineCalls, _Execution, chain_end, final_outcome
+from ..lineage import continue_run, stamp
 from ..observe import (
     Observers,
     RunCreated,
@@ -52,9 +61,18 @@ from ..observe import (
 from ..replay import ChildNotFinished, RunContext, child_id
 from ..runs import check_same_run, first_event
 from ..store import Event, Lease, RunStatus, Store
+from .aio import LoopThread, Steps, drive, drive_async
 
 if TYPE_CHECKING:
     from ..parking import Parking
+
+
+def _on_loop_thread(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether this thread runs `loop` (where blocking on it would never return)."""
+    try:
+        return loop is not None and asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def closed_error() -> RuntimeError:
@@ -71,6 +89,8 @@ class Executor:
     threads: int
     observer: Observers
     engine_id: str
+    version: str | None
+    max_recoveries: int
     halted: dict[str, BaseException]
     changed: threading.Condition
     _mutex: threading.RLock
@@ -80,8 +100,14 @@ class Executor:
     _active: dict[str, _Execution]
     _sleeping: dict[str, tuple[Any, float | None]]
     _parking: Parking
+    _loop: asyncio.AbstractEventLoop | None
+    _loop_thread: LoopThread | None
+    _async_runs: set[concurrent.futures.Future[None]]
 
     if TYPE_CHECKING:
+        from .queues import QueueRuntime
+
+        _queue_rt: QueueRuntime
 
         def poke(self, run_id: str) -> None: ...
         def _hold(self) -> str: ...
@@ -138,9 +164,36 @@ class Executor:
             self._active[exe.run_id] = exe
             self._sleeping.pop(exe.run_id, None)
             self.halted.pop(exe.run_id, None)
-        self._pool.submit(self._execute, exe, events, lease)
+        if is_async(exe.wf.fn):
+            self._on_loop(exe, events, lease)
+        else:
+            self._pool.submit(self._execute, exe, events, lease)
         self._parking.start()
         return exe
+
+    def _on_loop(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None
+    ) -> concurrent.futures.Future[None]:
+        """Execute an async run as a task on the engine's event loop."""
+        with self._mutex:
+            if self._loop is None:
+                self._loop_thread = LoopThread()
+                self._loop = self._loop_thread.loop
+            loop = self._loop
+        steps = self._execution(exe, events, lease)
+        future = asyncio.run_coroutine_threadsafe(drive_async(steps), loop)
+        with self._mutex:
+            self._async_runs.add(future)
+        future.add_done_callback(self._async_runs.discard)
+        return future
+
+    def _stop_loop(self) -> None:
+        """Wait for the async runs (they stop at their next await), then stop our loop."""
+        concurrent.futures.wait(list(self._async_runs))
+        with self._mutex:
+            thread, self._loop_thread = self._loop_thread, None
+        if thread is not None:
+            thread.stop()
 
     def _execute_here(
         self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
@@ -158,22 +211,43 @@ class Executor:
                 raise closed_error()
             return False
         self._parking.start()
-        self._execute(exe, events, lease)
+        if is_async(exe.wf.fn):  # executed on the loop, waited for here
+            if _on_loop_thread(self._loop):
+                self._stopped(exe)
+                if lease is not None:
+                    lease.release()
+                raise RuntimeError(
+                    "a blocking call would wait on its own event loop: use "
+                    "`await AsyncEngine.run(...)` or `await handle.result_async()`"
+                )
+            self._on_loop(exe, events, lease).result()
+        else:
+            self._execute(exe, events, lease)
         return True
 
     def _execute(
         self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
     ) -> None:
+        drive(self._execution(exe, events, lease))
+
+    def _execution(
+        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> Steps:
+        """One execution of a run, as steps (`runtime/aio.py`): it yields only to await an
+        async workflow."""
         try:
             with store_call(exe.run_id, f"claim run {exe.run_id!r}"):
                 if lease is None:
                     lease = self.store.claim(exe.run_id)
+                    # Claimed only now: another engine (an idempotent start of the same id,
+                    # a worker's look) may have executed it since `events` were read.
+                    events = None
                 if lease is not None and events is None:
                     events = self.store.read(exe.run_id)
             if lease is None or events is None:  # another process owns it: the handle
                 exe.finish("stopped")  # follows the store
                 return
-            self._run_body(exe, lease, events)
+            yield from self._run_body(exe, lease, events)
         except StoreFailure as failure:  # the store failed: the caller gets why, not a hang
             exe.finish("error", failure.error)
         except BaseException as exc:  # KeyboardInterrupt & co: raised to the waiting handle
@@ -220,6 +294,7 @@ class Executor:
             exe.done.set()
             exe.done = DONE  # set for good: one shared event, not a lock and a condition each
             self.changed.notify_all()
+        self._queue_rt.kick()  # a slot of its queue may be free: look now, not at the next poll
         if exe.terminal and exe.parent and not exe.inline:
             try:  # the parent may wait for this child, here or in another process
                 self.store.send(
@@ -235,7 +310,7 @@ class Executor:
         if not self.closing:
             self._launch(fresh, None)
 
-    def _run_body(self, exe: _Execution, lease: Lease, events: list[Event]) -> None:
+    def _run_body(self, exe: _Execution, lease: Lease, events: list[Event]) -> Steps:
         last = events[-1]["type"]
         if last in FINAL_EVENTS:
             exe.finish("stopped")  # finished by someone else meanwhile
@@ -243,13 +318,26 @@ class Executor:
         # Resuming a failed run retries what failed. A run that stopped with neither a
         # verdict nor a suspension (its process died, or was stopped mid-run) says so in
         # its journal, with its first new event (`RunContext.marker`).
-        after = "failure" if last == RUN_FAILED else "waiting" if last == RUN_SUSPENDED else "crash"
+        after = restart_kind(last)
+        if after == "crash" and recoveries(events) >= self.max_recoveries:
+            with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
+                lease.append(
+                    {**stuck_event(recoveries(events)), "ts": self.clock.time()}, self.sync
+                )
+            exe.finish("error", RunStuck(exe.run_id, recoveries(events)))  # parked: for a person
+            return
         if len(events) > 1 and after == "failure":
             resumed: Event = {"type": RUN_RESUMED, "ts": round(self.clock.time(), 6)}
             with store_call(exe.run_id, f"write the journal of run {exe.run_id!r}"):
                 lease.append(resumed, self.sync)
             events.append(resumed)
-        ctx = exe.ctx = RunContext(self, lease, events, exe.protocols)
+        ctx: RunContext
+        if is_async(exe.wf.fn):
+            loop = asyncio.get_running_loop()
+            ctx = AsyncRunContext(self, lease, events, exe.protocols, loop, self._child_ended)
+        else:
+            ctx = RunContext(self, lease, events, exe.protocols)
+        exe.ctx = ctx
         if len(events) > 1 and after == "crash":
             ctx.marker = {"type": RUN_RECOVERED, "after": last}
         obs, workflow = self.observer, ctx.workflow
@@ -263,21 +351,46 @@ class Executor:
         with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
             messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
         ctx.deliver(messages)
+        if ctx.terminated is not None:  # while no process executed it
+            self._terminated(exe, ctx, events, ctx.terminated)
+            return
+        timer = arm(ctx, self.clock)  # a deadline that passed: cancellation requested now
         if ctx.cancel_requested.is_set() and len(events) == 1:
-            exc = Cancelled(f"run {exe.run_id!r} was cancelled before it started")
-            ctx.append({"type": RUN_CANCELLED, "error": encode_error(exc, self.codec)})
+            exc = Cancelled(
+                f"run {exe.run_id!r} {ctx.cancel_reason or 'was cancelled'} before it started"
+            )
+            reason = {"reason": ctx.cancel_reason} if ctx.cancel_reason else {}
+            ctx.append({"type": RUN_CANCELLED, "error": encode_error(exc, self.codec), **reason})
             exe.finish("error", exc, terminal=True)
             self._finished(exe, events, RunStatus.CANCELLED, exc)
             return
         start_at = events[0].get("start_at")  # start(delay=...): pending, parked until then
         if len(events) == 1 and start_at is not None and start_at > self.clock.time():
             exe.finish("stopped", _Wait("delayed start", start_at))
+            if timer is not None:
+                timer.cancel()
             return
         token = _current.set(ctx)
         try:
-            result = exe.wf.fn(*exe.args, **exe.kwargs)
+            try:
+                if isinstance(ctx, AsyncRunContext):
+                    result = yield ctx.run_workflow(exe.wf.fn, exe.args, exe.kwargs)
+                else:
+                    result = exe.wf.fn(*exe.args, **exe.kwargs)
+                continued = None
+            except ContinueAsNew as again:
+                result, continued = None, again
             ctx.check_complete()
             self._wait_inflight(ctx)
+            if continued is not None:
+                nxt = continue_run(self, ctx, events, exe.wf, exe.protocols, continued)
+                exe.finish("continued", nxt, terminal=True)
+                self._finished(exe, events, RunStatus.COMPLETED, None)
+                then = _Execution(nxt, exe.wf, continued.args, continued.kwargs, exe.protocols)
+                then.parent = exe.parent
+                if not self.closing:  # else it stays pending, for a worker to take
+                    self._launch(then, None)
+                return
             try:
                 value = encode(result, self.codec)
             except SerializationError as exc:
@@ -287,11 +400,17 @@ class Executor:
             ctx.append({"type": RUN_COMPLETED, "result": value})
             exe.finish("ok", result, terminal=True)
             self._finished(exe, events, RunStatus.COMPLETED, None)
+        except Terminated as exc:
+            self._wait_inflight(ctx)
+            if ctx.store_failed is not None:
+                raise ctx.store_failed from None
+            self._terminated(exe, ctx, events, exc)
         except Suspend as exc:
             self._wait_inflight(ctx)
             if ctx.store_failed is not None or isinstance(exc, StoreFailure):
                 raise ctx.store_failed or exc from None  # `_execute` reports it
             if isinstance(exc, _Wait):
+                exc.until = wake_by(exc.until, ctx)  # a deadline wakes it to be cancelled
                 with store_call(exe.run_id, "mark this engine alive in the store"):
                     owner = self._hold()
                 ctx.append(
@@ -314,13 +433,29 @@ class Executor:
                 exe.finish("error", ctx.poisoned)
             elif isinstance(exc, Exception):
                 kind = RUN_CANCELLED if isinstance(exc, Cancelled) else RUN_FAILED
-                ctx.append({"type": kind, "error": encode_error(exc, self.codec)})
+                why = (
+                    {"reason": ctx.cancel_reason}
+                    if kind == RUN_CANCELLED and ctx.cancel_reason
+                    else {}
+                )
+                ctx.append({"type": kind, "error": encode_error(exc, self.codec), **why})
                 exe.finish("error", exc, terminal=True)
                 self._finished(exe, events, TERMINAL_EVENTS[kind], exc)
             else:
                 exe.finish("error", exc)  # KeyboardInterrupt & co: raised to the waiter, resumable
         finally:
             _current.reset(token)
+            if timer is not None:
+                timer.cancel()
+
+    def _terminated(
+        self, exe: _Execution, ctx: RunContext, events: list[Event], exc: Terminated
+    ) -> None:
+        """End a run that `engine.terminate()` stopped: CANCELLED, nothing compensated."""
+        event, error = terminated(exe.run_id, exc.reason, self.codec)
+        ctx.append(event)
+        exe.finish("error", error, terminal=True)
+        self._finished(exe, events, RunStatus.CANCELLED, error)
 
     def _finished(
         self, exe: _Execution, events: list[Event], status: RunStatus, exc: BaseException | None
@@ -354,12 +489,15 @@ class Executor:
         cid = child_id(ctx.run_id, seq)
         now = self.clock.time()
         first = first_event(cid, wf, args, kwargs, self.codec, None, ctx.protocols, ctx.run_id, now)
+        stamp(first, self.version, deadline_for(now, None, wf.timeout, ctx.deadline))
         with store_call(cid, f"create child run {cid!r}"):
             fresh = not self.store.exists(cid)
             fresh = fresh and self.store.create(cid, self._with_headers(first), self.sync)
             if not fresh:  # made by an earlier execution, or a run someone else put at that id
                 check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
-            info = self.store.summary(cid)
+            info = chain_end(self.store.summary, self.store.summary(cid))
+        if info.run_id != cid and not info.status.finished:  # it continued as new: wait
+            raise _Wait(f"child {info.run_id}", None)
         if info.status.finished and not (wait and ctx.retries_child(seq, info)):
             return final_outcome(info, self._calls, ctx) if wait else None
         exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
@@ -383,11 +521,19 @@ class Executor:
             exe.raise_halt()  # stopped unrecorded (the store, an interrupt): so does the parent
         raise _Wait(f"child {cid}", None)
 
+    def _child_ended(self, cid: str) -> float | None:
+        """When child run `cid` finished (epoch seconds), or None if it has not."""
+        try:
+            info = self.store.summary(cid)
+        except Exception:  # recorded, never created (or unreadable): not finished
+            return None
+        return info.updated_at if info.status.finished else None
+
     def child_result(self, ctx: RunContext, seq: int) -> Any:
         """The result of child `<parent>/<seq>` if it finished; else raise `ChildNotFinished`."""
         cid = child_id(ctx.run_id, seq)
         with store_call(cid, f"read child run {cid!r}"):
-            info = self.store.summary(cid)
+            info = chain_end(self.store.summary, self.store.summary(cid))
         if not info.status.finished:
             raise ChildNotFinished(info.run_id)
         return final_outcome(info, self._calls, ctx)

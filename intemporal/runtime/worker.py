@@ -11,12 +11,14 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..clock import Clock
 from ..errors import StoreError
 from ..handle import RunHandle, _Execution
 from ..store import Lease, Store
+from ..versions import OtherVersions
 
 log = logging.getLogger("intemporal")
 
@@ -28,17 +30,21 @@ class Worker:
     worker: bool
     queues: list[str] | None
     engine_id: str
+    versions: frozenset[str | None] | None
     threads: int
     halted: dict[str, BaseException]
     adopted: collections.deque[RunHandle[Any]]
+    clock: Clock
     _mutex: threading.RLock
     _active: dict[str, _Execution]
     _sleeping: dict[str, tuple[Any, float | None]]
 
     if TYPE_CHECKING:
         from ..parking import Parking
+        from .queues import QueueRuntime
 
         _parking: Parking
+        _queue_rt: QueueRuntime
 
         @property
         def closing(self) -> bool: ...
@@ -65,14 +71,42 @@ class Worker:
         On a store shared by hosts (`Store.shared_by_hosts`) it claims no more runs than it
         has free threads: the rest stay for other workers instead of queueing here.
         """
-        skip = _Held(self, halted=not busy_only)
+        skip: Container[str] = _Held(self, halted=not busy_only)
+        if self.versions is not None and not busy_only:  # `versions.py`: only runs of these
+            skip = OtherVersions(skip, self.store, self.versions)
         queues = None if busy_only else self.queues
         limit = None
         if self.store.shared_by_hosts:
             limit = max(self.threads - len(self._active), 0)
             if limit == 0:
                 return []
-        return self.store.claim_next(self.engine_id, queues, limit, among=run_ids, skip=skip)
+        return self.store.claim_next(
+            self.engine_id,
+            queues,
+            limit,
+            among=run_ids,
+            skip=skip,
+            specs=self._queue_rt.specs(),
+            now=self.clock.time(),
+        )
+
+    def _poll_queues(self, names: list[str]) -> None:
+        """Start the runs limited queues `names` admit now, as many as there are free threads."""
+        limit = self.threads - len(self._active)
+        if not names or limit <= 0 or not self.worker or self.closing:
+            return
+        leases = self.store.claim_next(
+            self.engine_id,
+            names,
+            limit,
+            skip=_Held(self, halted=True),
+            specs=self._queue_rt.specs(),
+            now=self.clock.time(),
+        )
+        for lease in leases:
+            handle = self._take(lease)
+            if handle is not None:
+                self.adopted.append(handle)
 
     def recover(self) -> list[RunHandle[Any]]:
         """Resume every unfinished run that no live process owns; return their handles.
@@ -81,6 +115,7 @@ class Worker:
         runs recorded by clients (`Engine(worker=False)`) of the queues it serves.
         """
         self._parking.start()
+        self._queue_rt.start()
         handles = []
         for lease in self._claim_ready(None):
             handle = self._take(lease)

@@ -22,21 +22,27 @@ does). `tests/test_store_contract.py` is what every backend must pass.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Container, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..codec import masked, peek
 from ..errors import IntemporalError, RunNotFound
 from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunState, RunStatus, fold
+from . import queueing
+from .queueing import QueueSpec
 
 POLL = 0.02  # seconds between looks of the polling `Store.wait`
+_LEDGER_LOCK = threading.Lock()  # the default `Store.queue_ledger`'s lock (one process)
 
-_RUN_ID = re.compile(r"[A-Za-z0-9\-_.:@/]{1,200}")
+# `~<n>` ends a segment only: the ids continue-as-new gives ("order-42~3", "r/2~1")
+_RUN_ID = re.compile(r"(?=.{1,200}$)(?:[A-Za-z0-9\-_.:@/]|~[0-9]+(?=/|$))+", re.S)
 
 
 _URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -64,7 +70,8 @@ def check_run_id(run_id: object) -> str:
     """Return `run_id` if it is safe as a name (and a path); raise `ValueError` otherwise.
 
     1-200 characters of letters, digits and `-_.:@/`, no leading `/`, no empty, `.` or `..`
-    segment: a run id becomes a file path in the file store and must never escape it.
+    segment: a run id becomes a file path in the file store and must never escape it. A
+    segment may end in `~<digits>`, as the runs of a continue-as-new chain do ("r~2").
     """
     if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
         raise ValueError(
@@ -94,6 +101,7 @@ class RunInfo:
     steps: int = 0
     orphaned: bool = False
     owner: str | None = None  # the engine that parked a waiting run
+    version: str | None = None  # the `Engine(version=...)` that started it
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def matches(self, status: RunStatus | None, workflow: str | None) -> bool:
@@ -122,6 +130,7 @@ class RunInfo:
             "owner": self.owner,
             "result": masked(self.raw.get("result")),
             "error": self.error,
+            "version": self.version,
         }
 
 
@@ -150,6 +159,7 @@ def summarize_state(run_id: str, state: RunState, claimed: bool) -> RunInfo:
         steps=state.steps,
         orphaned=orphaned,
         owner=state.owner if status is RunStatus.WAITING else None,
+        version=state.code_version,
         raw=raw,
     )
 
@@ -189,6 +199,10 @@ class Lease(ABC):
         Raises `LeaseLost` once the lease is released (or fenced out by a newer claim):
         the caller writes nothing more.
         """
+
+    def sync(self) -> None:  # noqa: B027 - where every append is durable, nothing to do
+        """Make every event appended so far durable, those appended with `sync=False` too
+        (submitted activities' results, synced together when the workflow joins them)."""
 
     def renew(self) -> None:  # noqa: B027 - a heartbeat: nothing to do where the OS holds the lock
         """Tell the store this owner still executes the run; `LeaseLost` if it no longer does."""
@@ -250,6 +264,8 @@ class Store(ABC):
         *,
         among: Iterable[str] | None = None,
         skip: Container[str] = (),
+        specs: Mapping[str, QueueSpec] | None = None,
+        now: float | None = None,
     ) -> list[Lease]:
         """Claim, for `owner`, up to `limit` runs it may execute now; return their leases.
 
@@ -259,14 +275,33 @@ class Store(ABC):
         (the ones a wake-up named; None: every unfinished run); `skip`: ids the caller
         already holds. Each run is checked again once claimed, so two owners never both
         take it. A run that cannot be read is left for `show` to report.
+
+        Pending top-level runs are taken by priority then age; those of a queue in `specs`
+        with limits only once their `start_at` (epoch seconds, compared with `now`, default
+        the real time) has come and as the limits allow, decided under the queue's lock
+        (`queueing.admit`), and only in a full look (`among` None).
         """
+        now = time.time() if now is None else now
         leases: list[Lease] = []
+        fresh: list[RunState] = []
         for run_id in self.unfinished() if among is None else among:
             if limit is not None and len(leases) >= limit:
                 break
             if run_id in skip:
                 continue
             try:
+                state = fold(self.read(run_id))
+                if queues is not None and state.queue not in queues:
+                    continue
+                if queueing.fresh(state):  # pending: only `_start_fresh` takes it
+                    if self.is_claimed(run_id):  # executing now (or a probe holds it)
+                        continue
+                    # A run not due yet is taken only where no limit holds it back: its
+                    # engine parks it until then. A limited queue admits it once due.
+                    if queueing.due(state, now) or not queueing.limited(specs, state.queue):
+                        state.run_id = run_id
+                        fresh.append(state)
+                    continue
                 if not self._ready(run_id, queues):
                     continue
                 lease = self.claim(run_id, owner)
@@ -277,7 +312,8 @@ class Store(ABC):
                 continue
             if lease is not None:
                 leases.append(lease)
-        return leases
+        room = None if limit is None else limit - len(leases)
+        return leases + self._start_fresh(owner, fresh, specs, room, now, among is not None)
 
     def _ready(self, run_id: str, queues: Collection[str] | None, claimed: bool = False) -> bool:
         """Whether `claim_next` takes this run (`claimed`: we hold its claim now)."""
@@ -289,6 +325,81 @@ class Store(ABC):
         if state.status is RunStatus.PENDING or state.status is RunStatus.RUNNING:
             return claimed or not self.is_claimed(run_id)
         return False
+
+    def _start_fresh(
+        self,
+        owner: str,
+        fresh: list[RunState],
+        specs: Mapping[str, QueueSpec] | None,
+        room: int | None,
+        now: float,
+        partial: bool,
+    ) -> list[Lease]:
+        """Claim pending top-level runs (`fresh`), queue by queue, as their limits allow."""
+        leases: list[Lease] = []
+        for queue, members in queueing.group(fresh):
+            left = None if room is None else room - len(leases)
+            if left is not None and left <= 0:
+                break
+            spec = queueing.limited(specs, queue)
+            if spec is None:
+                for state in members[:left]:
+                    lease = self._claim_fresh(state.run_id, owner)
+                    if lease is not None:
+                        leases.append(lease)
+                continue
+            if partial or queue is None:  # a full look decides for the whole queue
+                continue
+            if left is not None:
+                spec = replace(
+                    spec, local=min(left, spec.local if spec.local is not None else left)
+                )
+            with self.queue_ledger(queue) as ledger:
+                leases += queueing.admit(
+                    spec,
+                    ledger,
+                    members,
+                    now,
+                    self._holds_slot,
+                    lambda run_id: self._claim_fresh(run_id, owner),
+                )
+        return leases
+
+    def _claim_fresh(self, run_id: str, owner: str) -> Lease | None:
+        """Claim a pending run; None if taken, or no longer pending once claimed."""
+        try:
+            lease = self.claim(run_id, owner)
+            if lease is not None and not queueing.fresh(fold(self.read(run_id))):
+                lease.release()  # started or finished by another owner meanwhile
+                return None
+            return lease
+        except Exception:  # deleted meanwhile, or unreadable: not ours to report here
+            return None
+
+    def _holds_slot(self, run_id: str) -> bool:
+        """Whether an admitted run still holds its queue slot: it exists and is unfinished."""
+        try:
+            return self.read(run_id)[-1]["type"] not in TERMINAL_EVENTS
+        except RunNotFound:
+            return False
+        except Exception:  # unreadable: count it, rather than let one run too many start
+            return True
+
+    @contextlib.contextmanager
+    def queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
+        """Hold queue `name`'s lock and yield its ledger (`queueing.admit`), saved on exit.
+
+        This default keeps both in this process (enough for the memory store); a store
+        shared by processes keeps them where those processes see them.
+        """
+        with _LEDGER_LOCK:
+            ledgers: dict[str, queueing.Ledger] = self.__dict__.setdefault("_ledgers", {})
+            yield ledgers.setdefault(name, [])
+
+    def queue_starts(self, name: str, since: float) -> int:
+        """How many runs of queue `name` its limits admitted after `since` (epoch seconds)."""
+        with self.queue_ledger(name) as ledger:
+            return queueing.started_since(ledger, since)
 
     # -- below: the file store's own mechanics, with defaults here. A backend need not
     # implement them: deciding who executes a run is `claim` / `claim_next`, waking is `wait`.

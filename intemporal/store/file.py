@@ -7,6 +7,11 @@
       order-42/3.jsonl        a child run "order-42/3"
       .doorbell               which runs got a message: engines stat this one file
       .engines/ID.lock        held by each live engine that parks waiting runs
+      .wal/                   the write-ahead log: every durable write goes there first,
+                              synced by group commit (`wal.py`); files are synced in bulk
+      .queues/NAME-HASH.ledger  a limited queue's admitted runs, flocked while deciding
+      .index/runs.sqlite3     the run index: status, workflow, queue, times, parent
+                              (`index.py`); rebuilt from the journals whenever in doubt
 
 Ownership is taken once per execution, not per append, with a plain `fcntl.flock` on the
 journal itself, through the descriptor the run appends with: what `filelock` does on
@@ -14,9 +19,6 @@ Unix, without its ~80 µs of bookkeeping and without a lock file per run (creati
 is the dearest system call a run makes). `filelock` on `<run>.lock` is the fallback where
 there is no `fcntl`. The OS drops a flock when its process dies, so "lock free and status
 running" means "orphaned, resumable"; there is no stale lock to clean.
-
-      .index/runs.sqlite3     the run index: status, workflow, queue, times, parent
-                              (`index.py`); rebuilt from the journals whenever in doubt
 
 Listing, `gc` and `recover` find runs through the index (`filelist.py`) and read the
 journals of the runs they return: `list --limit 10` over 100,000 runs reads 10 journals.
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
+from . import queueing
 from .base import (
     Event,
     Lease,
@@ -64,12 +67,15 @@ from .fileio import (
 from .filelist import FileListing
 from .index import IndexedLease
 from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
+from .wal import Logged, WriteAheadLog
+from .walfile import supported as wal_supported
 
 if TYPE_CHECKING:
     import filelock
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
+QUEUES = ".queues"  # one ledger per limited queue, its own lock (`queue_ledger`)
 DOORBELL = ".doorbell"  # one line per message sent: which run to look at
 DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then look at all runs
 CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_claimed` probe
@@ -95,10 +101,15 @@ class FileStore(FileListing):
         self._root_fd = -1
         self._root_lock = threading.Lock()
         self._tmpfile_ok = _O_TMPFILE != 0  # until the system says otherwise
+        # The write-ahead log (`wal.py`; its files made on first use): None where the
+        # system cannot keep one, and then each durable write syncs its own file.
+        self._wal = WriteAheadLog(self._root) if wal_supported() else None
         if not self.root.is_dir():
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         else:  # not made by us: others may have been able to plant links in it
             check_trust(self._root, strict)
+            if self._wal is not None:
+                self._wal.recover()  # after a power cut: what the journals lack
 
     def _open(self, rel: str, flags: int, mkdirs: bool = False) -> int:
         """A descriptor of the store's file `rel` (`a/b.jsonl`), no link followed (`open_in`)."""
@@ -145,6 +156,10 @@ class FileStore(FileListing):
         else:  # a child run's folder: made private, and never through a link
             dfd = open_folder(self._root, run_id.rpartition("/")[0], create=True)
         tmpfile_ok = self._tmpfile_ok
+        wal = self._wal if sync and self._wal is not None and self._wal.fits(len(data)) else None
+        if wal is not None:
+            sync = False  # the log makes it durable, the file and its name alike
+            wal.open()
         try:
             try:
                 created = self._link_new(dfd, name + JOURNAL, data, sync)
@@ -160,7 +175,9 @@ class FileStore(FileListing):
                 created = self._link_new(dfd, name + JOURNAL, data, sync)
             if not created:
                 return False
-            if sync:
+            if wal is not None:
+                wal.log(run_id + JOURNAL, 0, data)  # replayed after a power cut, name and all
+            elif sync:
                 os.fsync(dfd)  # the new name itself must survive a power cut
         finally:
             if not top:
@@ -170,23 +187,28 @@ class FileStore(FileListing):
     def create_claimed(
         self, run_id: str, first: Event, sync: bool = True, owner: str = ""
     ) -> Lease | None:
-        # `Engine.run` executes a new run at once: create its journal already locked, and
-        # append through the descriptor that wrote it. No claim (open, lock, tail check) and
-        # no sync of its own: the first synced append syncs the file and its folder, one
-        # flush fewer per run than `create` (its sync, then the folder's) + that append.
+        # `Engine.run` executes a new run at once: its journal created locked, appended
+        # through the descriptor that wrote it; no claim, no sync: its first synced append
+        # logs the first line too (or, without a log, syncs the file and its folder).
         folder, _, name = self._base(run_id).rpartition("/")
         if fcntl is None or not self._tmpfile_ok or folder != self._root:
             return super().create_claimed(run_id, first, sync, owner)
         self._index_row(run_id, first)
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
+        if sync and self._wal is not None:
+            self._wal.open()
         try:
             fd = os.open(".", os.O_RDWR | os.O_APPEND | _O_TMPFILE, 0o600, dir_fd=dfd)
         except OSError:
             return super().create_claimed(run_id, first, sync, owner)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
-            write(fd, dumps(first), False)  # whole, or OSError: a short write is refused
+            data = dumps(first)
+            write(fd, data, False)  # whole, or OSError: a short write is refused
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
+            if self._wal is not None:  # the first synced append logs this line with its own
+                logged = Logged(self._wal, name + JOURNAL, *((0, data, True) if sync else ()))
+                return IndexedLease(FileLease(run_id, None, fd, log=logged), self.index)
             lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
             return IndexedLease(lease, self.index)
         except FileExistsError:
@@ -221,6 +243,8 @@ class FileStore(FileListing):
         fd, self._root_fd = self._root_fd, -1
         if fd >= 0:
             os.close(fd)
+        if self._wal is not None:
+            self._wal.close()  # opened again if the store is used again
         self.close_index()
 
     def __del__(self) -> None:
@@ -339,43 +363,8 @@ class FileStore(FileListing):
             if lock is not None:
                 unlock(lock)
             raise
-        return IndexedLease(FileLease(run_id, lock, fd), self.index)
-
-    def delete_if_ended(self, run_id: str, updated_at: float) -> bool:
-        # One descriptor: locked (as `claim` does, never cutting a torn tail), read whole
-        # and checked, then the files unlinked: `gc` over 100,000 runs spends its time here.
-        if fcntl is None:
-            return super().delete_if_ended(run_id, updated_at)
-        path = self._base(run_id) + JOURNAL
-        try:
-            fd = try_lock(
-                path, CLAIM_PATIENCE, flags=os.O_RDONLY, opener=self._opener(run_id + JOURNAL)
-            )
-        except (FileNotFoundError, NotADirectoryError):
-            raise RunNotFound(run_id) from None
-        except UnsafeStore:  # a link: never followed; a worker's start-up reports it
-            self.index.damaged(run_id)
-            raise
-        if fd is None:
-            return False
-        try:
-            with open(fd, "rb", closefd=False) as f:
-                data = f.read()
-            try:
-                events, _ = parse_lines(data, path)
-                if not events:
-                    raise JournalCorrupted(path, 1, "empty journal")
-                check_journal(events, path)
-            except JournalCorrupted:
-                self.index.damaged(run_id)
-                raise
-            last = events[-1]
-            if last["type"] not in TERMINAL_EVENTS or last.get("ts", 0.0) != updated_at:
-                return False
-            self.delete(run_id)  # still locked: nobody claimed it meanwhile
-            return True
-        finally:
-            os.close(fd)
+        logged = None if self._wal is None else Logged(self._wal, run_id + JOURNAL)
+        return IndexedLease(FileLease(run_id, lock, fd, log=logged), self.index)
 
     def is_claimed(self, run_id: str) -> bool:
         suffix = JOURNAL if fcntl is not None else LOCK
@@ -398,12 +387,15 @@ class FileStore(FileListing):
         if not self.exists(run_id):
             raise RunNotFound(run_id)
         data = dumps(with_signal_id(message))
+        wal = self._wal if self._wal is not None and self._wal.fits(len(data)) else None
         fd = self._open(run_id + INBOX, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             before = os.fstat(fd).st_size
             try:
-                write(fd, data, True)
-                if before == 0:  # a new inbox: its name must survive a power cut too
+                write(fd, data, wal is None)
+                if wal is not None:  # where O_APPEND put it: this descriptor's offset now
+                    wal.log(run_id + INBOX, os.lseek(fd, 0, os.SEEK_CUR) - len(data), data)
+                elif before == 0:  # a new inbox: its name must survive a power cut too
                     self._sync_folder(run_id)
             except OSError:
                 # Cut a torn message away, unless another sender appended after it meanwhile
@@ -535,6 +527,16 @@ class FileStore(FileListing):
         except NotADirectoryError:
             return False
 
+    @contextlib.contextmanager
+    def queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
+        if fcntl is None:  # no flock here: this process only
+            with super().queue_ledger(name) as ledger:
+                yield ledger
+            return
+        fd = self._open(f"{QUEUES}/{queueing.file_name(name)}", os.O_RDWR | os.O_CREAT, True)
+        with queueing.flocked_ledger(fd) as ledger:  # any process of this host waits here
+            yield ledger
+
     def run_ids(self) -> Iterator[str]:
         root = str(self.root)
         for dirpath, dirnames, filenames in os.walk(root):
@@ -546,6 +548,8 @@ class FileStore(FileListing):
                     yield prefix + name[: -len(JOURNAL)]
 
     def delete(self, run_id: str) -> None:
+        if self._wal is not None:  # so a replay does not bring it back (with the next sync)
+            self._wal.forget(check_run_id(run_id) + JOURNAL, run_id + INBOX)
         top = "/" not in check_run_id(run_id)
         dfd = (self._root_fd if self._root_fd >= 0 else self._open_root()) if top else -1
         for suffix in (JOURNAL, INBOX, LOCK):

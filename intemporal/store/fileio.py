@@ -23,6 +23,7 @@ from ..errors import JournalCorrupted, LeaseLost
 from ..events import RUN_STARTED, SIGNAL
 from .base import Event, Lease
 from .safefs import open_file
+from .wal import Logged
 
 try:
     import fcntl
@@ -325,13 +326,21 @@ class FileLease(Lease):
     new name survives a power cut too, then closes it.
     """
 
-    def __init__(self, run_id: str, lock: Any, fd: int, unsynced_dir: int = -1) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        lock: Any,
+        fd: int,
+        unsynced_dir: int = -1,
+        log: Logged | None = None,
+    ) -> None:
         self.run_id, self._lock, self._fd = run_id, lock, fd  # lock None: the fd holds it
         self._unsynced_dir = unsynced_dir
         self._first_sync = threading.Lock()  # submitted activities append concurrently
         self._writing = threading.Lock()  # one write at a time: each knows where it began
         self._size = -1  # the journal's length (its lines so far); -1 until the first append
         self._failed: OSError | None = None  # an append failed: nothing more is written
+        self._log = log  # with a write-ahead log: lines written unsynced, then logged
 
     def append(self, event: Event, sync: bool) -> None:
         """Append one line; on any failure (a short write too) cut the journal back to what
@@ -339,6 +348,9 @@ class FileLease(Lease):
         if self._fd < 0:
             raise LeaseLost(f"run {self.run_id!r} was released: this lease writes nothing more")
         data = dumps(event)
+        if self._log is not None:
+            self._append_logged(data, sync)
+            return
         # Alone (the usual case): one synced write under the lock. Behind another append
         # (submitted activities): write under the lock, sync after it, so syncs overlap.
         alone = self._writing.acquire(False)  # positional: half the cost of blocking=False
@@ -386,11 +398,69 @@ class FileLease(Lease):
                 os.close(self._unsynced_dir)
                 self._unsynced_dir = -1
 
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise OSError(
+                errno.EIO,
+                f"the journal of run {self.run_id!r} takes no more lines after a failed "
+                f"append ({self._failed})",
+            )
+
+    def _append_logged(self, data: bytes, sync: bool) -> None:
+        """With a write-ahead log: the line written at once, unsynced; with `sync`, every
+        line not yet durable logged in one record, the log's group commit waited for
+        outside the lock (so appends of submitted activities share a sync)."""
+        log = self._log
+        assert log is not None
+        with self._writing:
+            if self._failed is not None:
+                self._check()
+            if self._size < 0:
+                self._size = os.fstat(self._fd).st_size
+            start = self._size
+            try:
+                write(self._fd, data, False)
+            except OSError as exc:
+                self._cut(exc)
+                raise
+            self._size += len(data)
+            if log.covered >= 0:  # else (flush mode, a claimed run) nothing to keep
+                log.add(self._fd, start, data)
+            item = None
+            if sync:
+                log.sync_on_release = False
+                item = log.take(self._fd, self._size)
+        self._wait(item)
+
+    def _wait(self, item: Any) -> None:
+        if item is None:
+            return
+        assert self._log is not None
+        try:
+            self._log.wait(item)
+        except OSError as exc:  # the line is whole; whether it reached the disk is unknown
+            self._failed = exc
+            raise
+
+    def sync(self) -> None:
+        """Make every line appended so far durable (one sync, shared with other threads')."""
+        if self._fd < 0 or self._log is None:
+            return
+        log = self._log
+        with self._writing:
+            self._check()
+            log.sync_on_release = False
+            end = self._size if self._size >= 0 else log.covered + log.size
+            item = log.take(self._fd, end) if end >= 0 else None
+        self._wait(item)
+
     def release(self) -> None:
         if self._fd >= 0:
             try:
                 if self._unsynced_dir >= 0:  # released before any synced append
                     self._sync_new()
+                elif self._log is not None and self._log.sync_on_release:
+                    self.sync()
             finally:
                 os.close(self._fd)  # drops a flock taken through it
                 if self._unsynced_dir >= 0:  # the sync failed: the error is raised

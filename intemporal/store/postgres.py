@@ -22,11 +22,13 @@ import json
 import select
 import threading
 import time
-from collections.abc import Callable, Collection, Container, Iterable, Iterator
+from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ..errors import LeaseLost, RunNotFound, StoreUnavailable
 from ..events import RunState, RunStatus, fold
+from . import queueing
 from .base import (
     Event,
     Lease,
@@ -37,6 +39,7 @@ from .base import (
     summarize_state,
     with_signal_id,
 )
+from .queueing import QueueSpec
 
 psycopg: Any = None  # imported by the first PostgresStore: `import intemporal` stays fast
 sql: Any = None
@@ -53,7 +56,7 @@ RESCAN = 1.0  # seconds between looks for claimable runs nobody rang for (the sa
 IDLE = 8  # connections kept open for reuse
 STATE = (
     "run_id, workflow, status, queue, parent, wake_at, steps, created_at, updated_at,"
-    " engine, last, outcome"
+    " engine, last, outcome, code_version, priority, start_at"
 )
 UNFINISHED = "status IN ('pending', 'running', 'waiting')"
 READY = f"""{UNFINISHED} AND (lease_owner IS NULL OR lease_expires < now())
@@ -84,6 +87,9 @@ def _state(row: tuple[Any, ...]) -> RunState:
         owner=row[9],
         last=row[10],
         outcome=json.loads(row[11]),
+        code_version=row[12],
+        priority=row[13],
+        start_at=row[14],
     )
 
 
@@ -100,6 +106,9 @@ def _columns(s: RunState) -> dict[str, Any]:
         "engine": s.owner,
         "last": s.last,
         "outcome": json.dumps(s.outcome),
+        "code_version": s.code_version,
+        "priority": s.priority,
+        "start_at": s.start_at,
     }
 
 
@@ -361,8 +370,23 @@ class PostgresStore(Store):
         *,
         among: Iterable[str] | None = None,
         skip: Container[str] = (),
+        specs: Mapping[str, QueueSpec] | None = None,
+        now: float | None = None,
     ) -> list[Lease]:
-        where, params = [READY], {"owner": owner, "lease": self.lease}
+        now = time.time() if now is None else now
+        gated = {
+            name: spec
+            for name, spec in (specs or {}).items()
+            if queueing.limited(specs, name) and (queues is None or name in queues)
+        }
+        where, params = [READY], {"owner": owner, "lease": self.lease, "now": now}
+        # Pending top-level runs of a limited queue wait for `_admit`; the ones it admitted
+        # already (`started_at`) are taken here again.
+        where.append(
+            """NOT (status = 'pending' AND parent IS NULL AND started_at IS NULL
+            AND coalesce(queue = ANY(%(gated)s), false))"""
+        )
+        params["gated"] = list(gated)
         if queues is not None:
             named = [q for q in queues if q is not None]
             where.append("(queue = ANY(%(queues)s) OR (queue IS NULL AND %(nulls)s))")
@@ -370,21 +394,67 @@ class PostgresStore(Store):
         if among is not None:
             where.append("run_id = ANY(%(among)s)")
             params["among"] = list(among)
-        pick = f"SELECT run_id FROM runs WHERE {' AND '.join(where)} ORDER BY created_at, run_id"
-        with self._connection("claim runs") as conn, conn.transaction():
-            found = conn.execute(pick + " FOR UPDATE SKIP LOCKED", params).fetchall()
-            ids = [r[0] for r in found if r[0] not in skip][:limit]
-            if not ids:
-                return []
-            params["ids"] = ids
-            rows = conn.execute(
-                f"UPDATE runs SET {TAKE} WHERE run_id = ANY(%(ids)s) "
-                f"RETURNING {STATE}, lease_epoch",
-                params,
-            ).fetchall()
+        pick = f"""SELECT run_id FROM runs WHERE {" AND ".join(where)}
+            ORDER BY priority, created_at, run_id"""
+        with self._connection("claim runs") as conn:
+            with conn.transaction():
+                found = conn.execute(pick + " FOR UPDATE SKIP LOCKED", params).fetchall()
+                ids = [r[0] for r in found if r[0] not in skip][:limit]
+                rows = self._take(conn, ids, params)
+            for spec in gated.values():
+                left = None if limit is None else limit - len(rows)
+                if among is not None or (left is not None and left <= 0):
+                    break
+                with conn.transaction():
+                    rows += self._admit(conn, spec, left, skip, params)
+        return [self._lease(r[:-1], r[-1]) for r in rows]
+
+    def _take(self, conn: Any, ids: list[str], params: dict[str, Any], admit: str = "") -> list:
+        """Claim the runs `ids` (locked by the caller's transaction), in that order."""
+        if not ids:
+            return []
+        rows = conn.execute(
+            f"UPDATE runs SET {TAKE}{admit} WHERE run_id = ANY(%(ids)s) "
+            f"RETURNING {STATE}, lease_epoch",
+            {**params, "ids": ids},
+        ).fetchall()
         order = {run_id: i for i, run_id in enumerate(ids)}
         rows.sort(key=lambda r: order[r[0]])
-        return [self._lease(r[:-1], r[-1]) for r in rows]
+        return rows
+
+    def _admit(
+        self, conn: Any, spec: QueueSpec, left: int | None, skip: Container[str], params: Any
+    ) -> list:
+        """Admit pending runs of `spec`'s queue as its limits allow, in the caller's
+        transaction, under the queue's advisory lock: two workers on any hosts decide one
+        after the other, each counting the other's admissions."""
+        key = queueing.lock_key(f"{self.schema}\0{spec.name}")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        mine = "queue = %(queue)s AND parent IS NULL AND started_at IS NOT NULL"
+        counts = conn.execute(
+            f"""SELECT count(*) FILTER (WHERE {UNFINISHED}),
+                count(*) FILTER (WHERE started_at > %(since)s) FROM runs WHERE {mine}""",
+            {"queue": spec.name, "since": spec.window(params["now"])},
+        ).fetchone()
+        if left is not None:
+            spec = replace(spec, local=min(left, spec.local if spec.local is not None else left))
+        room = spec.room(counts[0], counts[1])
+        if room <= 0:
+            return []
+        found = conn.execute(
+            f"""SELECT run_id FROM runs WHERE {READY} AND queue = %(queue)s AND parent IS NULL
+            AND status = 'pending' AND started_at IS NULL
+            AND (start_at IS NULL OR start_at <= %(now)s)
+            ORDER BY priority, created_at, run_id LIMIT %(room)s FOR UPDATE SKIP LOCKED""",
+            {**params, "queue": spec.name, "room": room},
+        ).fetchall()
+        ids = [r[0] for r in found if r[0] not in skip]
+        return self._take(conn, ids, params, ", started_at = %(now)s")
+
+    def queue_starts(self, name: str, since: float) -> int:
+        query = """SELECT count(*) FROM runs WHERE queue = %s AND parent IS NULL
+            AND started_at > %s"""
+        return int(self._execute(query, (name, since), "count queue starts").rows[0][0])
 
     def is_claimed(self, run_id: str) -> bool:
         query = """SELECT 1 FROM runs WHERE run_id = %s AND lease_owner IS NOT NULL

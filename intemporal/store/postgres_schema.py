@@ -70,6 +70,17 @@ MIGRATIONS: list[str] = [
         RETURN NULL;
     END $$;
     """,
+    # 2: the code version that started each run (`Engine(version=...)`)
+    "ALTER TABLE runs ADD COLUMN code_version text;",
+    # 3: queues (issue 16): a run's priority and delayed start from its `run_started`, and
+    # when its queue's limits admitted it (counted for concurrency and rate, kept after
+    # it finishes for the rate window)
+    """
+    ALTER TABLE runs ADD COLUMN priority integer NOT NULL DEFAULT 0,
+        ADD COLUMN start_at double precision,
+        ADD COLUMN started_at double precision;
+    CREATE INDEX runs_queue_started ON runs (queue, started_at) WHERE parent IS NULL;
+    """,
 ]
 VERSION = len(MIGRATIONS)
 

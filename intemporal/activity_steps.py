@@ -1,0 +1,196 @@
+"""The steps of an activity's retries as the journal records them, for sync and async runs.
+
+`ActivitySteps` is a part of a run context (`intemporal.replay.RunContext`): what an
+attempt's start, failure, retry backoff and final outcome write to the journal and tell
+observers. The loop that calls them is the run's own: a thread's in `replay.py`, an event
+loop's in `async_replay.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .codec import encode
+from .errors import Cancelled, SerializationError
+from .events import ACTIVITY_COMPLETED, ACTIVITY_FAILED, ATTEMPT_FAILED
+from .failures import encode_error
+from .observe import ActivityFinished, ActivityStarted, AttemptFailed, Observers
+from .store.base import Event
+
+if TYPE_CHECKING:
+    from .clock import Clock
+
+
+class Retry(Protocol):
+    """What an activity's retry policy (`intemporal.RetryPolicy`) tells a run context."""
+
+    def retries(self, exc: BaseException, attempt: int) -> bool:
+        """Whether attempt `attempt`, which raised `exc`, is retried."""
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt `attempt`."""
+
+
+class _Host(Protocol):
+    codec: str
+    clock: Clock
+
+
+# What an activity's retries ask their driver to do: each is a call without arguments (an
+# attempt, a backoff) whose value is sent back, or whose exception is thrown back, in.
+Steps = Generator[Callable[[], Any], Any, Any]
+
+
+def advance(steps: Steps, value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Send `value` (or throw `error`) into `steps`: `(False, next call)`, or `(True, result)`."""
+    try:
+        return False, steps.throw(error) if error is not None else steps.send(value)
+    except StopIteration as stop:
+        return True, stop.value
+
+
+def run_steps(steps: Steps) -> Any:
+    """Drive `steps` on this thread: make each call, hand its outcome back; return the result."""
+    try:
+        step = next(steps)
+        while True:
+            try:
+                value = step()
+            except Exception as exc:
+                step = steps.throw(exc)
+            else:
+                step = steps.send(value)
+    except StopIteration as stop:
+        return stop.value
+
+
+class ActivitySteps:
+    """The journal's side of an activity's attempts (a part of `RunContext`)."""
+
+    run_id: str
+    host: _Host
+    observer: Observers
+    retry_at: dict[int, float]
+    failed_attempts: dict[int, int]
+    cancel_delivered: bool
+
+    if TYPE_CHECKING:
+
+        def append(self, event: Event, sync: bool | None = None) -> None: ...
+        def _cancel_pending(self) -> bool: ...
+
+    def retrying(
+        self,
+        seq: int,
+        name: str,
+        retry: Retry,
+        attempt: Callable[[int], Any],
+        pause: Callable[[float], Any],
+    ) -> Steps:
+        """Activity `name`'s attempts with retries, as steps for a driver (`run_steps`, or an
+        event loop's): `attempt(n)` runs attempt n, `pause(s)` waits out a backoff. Every
+        attempt's failure and the outcome are journaled; returns the result or raises."""
+        n = self.failed_attempts.get(seq, 0) + 1
+        if n > 1:  # resumed in the middle of retries: wait out the rest of the backoff
+            yield functools.partial(pause, self.backoff_left(seq, retry, n))
+        first_started = self.host.clock.time()
+        while True:
+            times = (self.attempt_started(seq, name, n), first_started)
+            try:
+                result = yield functools.partial(attempt, n)
+                value = encode(result, self.host.codec)
+            except Exception as exc:
+                delay = self.attempt_failed(seq, name, n, exc, retry)
+                if delay is not None:
+                    yield functools.partial(pause, delay)
+                    if not self._cancel_pending():
+                        n += 1
+                        continue
+                    exc = Cancelled(f"run {self.run_id!r} was cancelled")
+                self.activity_failed(seq, name, n, times, exc)
+                raise exc
+            except asyncio.CancelledError as exc:  # an async workflow cancelled its await
+                self.activity_failed(seq, name, n, times, exc)
+                raise
+            return self.activity_done(seq, name, n, times, result, value)
+
+    def backoff_left(self, seq: int, retry: Retry, attempt: int) -> float:
+        """Seconds left of the backoff before attempt `attempt` of a run resumed mid-retries:
+        the rest of the recorded one, or the current policy's, if the code now asks less."""
+        left = self.retry_at.get(seq, 0.0) - self.host.clock.time()
+        return min(left, retry.delay(attempt - 1))
+
+    def attempt_started(self, seq: int, name: str, attempt: int) -> float:
+        """Tell observers attempt `attempt` of activity `name` starts; return the time."""
+        if self.observer.on_activity_started:
+            self.observer.on_activity_started(ActivityStarted(self.run_id, name, seq, attempt))
+        return round(self.host.clock.time(), 6)
+
+    def attempt_failed(
+        self, seq: int, name: str, attempt: int, exc: Exception, retry: Retry
+    ) -> float | None:
+        """Journal failed attempt `attempt` if it is retried and return the backoff (seconds);
+        None if it is not (cancelled, unstorable, or the policy says no)."""
+        cancelled = isinstance(exc, Cancelled) or self._cancel_pending()
+        retry_it = not cancelled and not isinstance(exc, SerializationError)
+        if not (retry_it and retry.retries(exc, attempt)):
+            return None
+        delay = retry.delay(attempt)
+        error = encode_error(exc, self.host.codec)
+        self.append(
+            {"type": ATTEMPT_FAILED, "seq": seq, "name": name, "attempt": attempt}
+            | {"error": error, "retry_in": delay}
+        )
+        if self.observer.on_attempt_failed:
+            self.observer.on_attempt_failed(
+                AttemptFailed(self.run_id, name, seq, attempt, exc, delay)
+            )
+        return delay
+
+    def activity_failed(
+        self, seq: int, name: str, attempts: int, times: tuple[float, float], exc: BaseException
+    ) -> None:
+        """Journal that activity `name` failed with `exc` after `attempts`.
+        `times`: when its last attempt and its first one started."""
+        if isinstance(exc, Cancelled):
+            self.cancel_delivered = True
+        error = encode_error(exc, self.host.codec)
+        self._journal_outcome(ACTIVITY_FAILED, seq, name, attempts, times, "error", error, exc)
+
+    def activity_done(
+        self,
+        seq: int,
+        name: str,
+        attempts: int,
+        times: tuple[float, float],
+        result: Any,
+        value: Any,
+    ) -> Any:
+        """Journal that activity `name` returned `result` (stored as `value`); return `result`."""
+        self._journal_outcome(ACTIVITY_COMPLETED, seq, name, attempts, times, "result", value)
+        return result
+
+    def _journal_outcome(
+        self,
+        kind: str,
+        seq: int,
+        name: str,
+        attempts: int,
+        times: tuple[float, float],
+        key: str,
+        data: Any,
+        exc: BaseException | None = None,
+    ) -> None:
+        started, first_started = times
+        self.append(
+            {"type": kind, "seq": seq, "name": name, "attempts": attempts, "started": started}
+            | {key: data}
+        )
+        if self.observer.on_activity_finished:
+            took = self.host.clock.time() - first_started
+            self.observer.on_activity_finished(
+                ActivityFinished(self.run_id, name, seq, attempts, took, exc)
+            )

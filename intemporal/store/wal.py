@@ -1,0 +1,553 @@
+"""The file store's write-ahead log: one log for the whole store, synced by group commit.
+
+    .intemporal/.wal/
+      0.log 1.log 2.log 3.log   preallocated, zero-filled segments, reused round-robin
+      state                     the boot it was last checked in + the checkpoint (synced)
+      tail                      where the next record goes: shared by processes (mmap)
+      lock                      flocked by whichever process writes the log
+
+Every durable write of the store (a journal's new lines, an inbox message) is first made
+to its own file *without* a sync, then described in the log: "bytes D at offset O of file
+F". A caller waiting for durability queues its record and waits; one thread (the leader)
+writes every queued record of every thread in one `pwritev(RWF_DSYNC)` in place into the
+zero-filled segment (no size or block change: the cheapest sync the disk offers), then
+wakes exactly the waiters it covered, one lock each, and hands leadership to the next
+waiter queued meanwhile. Processes sharing the store serialize their writes with a flock.
+
+A power cut loses what was not synced: the run files may lack lines the log has. So when
+a store is opened in a boot other than the one its log was last checked in, the log is
+replayed from the checkpoint into the files (idempotent: bytes already there are left),
+the files are synced, and the checkpoint moves to the end. Without a reboot nothing can
+have been lost (a killed process leaves its writes in the page cache) and nothing is read.
+Before a segment is overwritten, a checkpoint syncs the files its records name.
+
+The record format, the state file and the replay of one record are in `walfile.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import walfile
+from .safefs import open_in
+from .walfile import (
+    DELETE,
+    OVERHEAD,
+    SEGNO,
+    WRITE,
+    Record,
+    apply,
+    fcntl,
+    make_folder,
+    parse,
+    read_all,
+    read_file,
+    read_state,
+    record,
+    sync_folder,
+    write_state,
+)
+
+__all__ = ["DELETE", "WAL", "WRITE", "Logged", "WriteAheadLog"]
+
+WAL = ".wal"
+SLOTS = 4  # segment files, reused round-robin
+FIRST_SEGMENT = 1 << 16  # a new store's log starts small (a test's store costs 64 KiB)...
+MAX_SEGMENT = 1 << 22  # ...and grows x4 per segment up to 4 MiB
+UNBORN_SLACK = 60.0  # s: a journal linked this long before a checkpoint had its record in
+BULK = 4096  # a checkpoint naming more files than this syncs the whole filesystem (syncfs)
+
+# segno, offset, and the end of a batch being written (0: none): a writer killed in
+# between leaves it set, and the next one finds out whether that batch is in the log.
+_TAIL = struct.Struct("<QQQ")
+_FULL = 1 << 62  # an offset past any segment's end: the next batch opens a new one
+_RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
+
+
+@dataclass(eq=False)
+class _Item:
+    """A queued record: its bytes without the crc and segment number, and who waits."""
+
+    body: bytes
+    crc: int  # crc32 of `body`, to be continued over the segment number
+    waiter: threading.Lock | None = None
+    done: bool = False
+    lead: bool = False  # woken to lead the next batch, not because it is written
+    error: OSError | None = None
+
+
+class WriteAheadLog:
+    """The log of the file store rooted at `root`; see the module docstring.
+
+    `log(path, offset, data)` returns once the record is on disk. `syncs` counts the
+    data syncs this object made (tests and `make bench` count them).
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.folder = os.path.join(root, WAL)
+        self.syncs = 0
+        self._mu = threading.Lock()
+        self._queue: list[_Item] = []
+        self._leading = False
+        self._fds: dict[int, int] = {}
+        self._sizes: dict[int, int] = {}
+        self._lock_fd = -1
+        self._tail: mmap.mmap | None = None
+        self._failed: OSError | None = None
+        self._open_lock = threading.Lock()
+        self._file_mu = threading.Lock()  # the flock excludes processes; this, our threads
+        self.end = (0, 0)  # where the last `records` stopped
+        self._behind = threading.Condition()  # the checkpointer thread's wake-up
+        self._behind_upto: tuple[int, int] | None = None
+        self._checkpointer: threading.Thread | None = None
+
+    # -- writing ---------------------------------------------------------------------------
+    def log(self, path: str, offset: int, data: bytes) -> None:
+        """Write `data` at `offset` of `path` into the log and return once it is synced.
+
+        Raises `OSError` when the log cannot be written or synced (a full disk).
+        """
+        self.wait(self.enqueue(WRITE, path, offset, data))
+
+    def fits(self, size: int) -> bool:
+        """Whether a record of `size` data bytes fits in a segment (larger: sync the file)."""
+        return size + OVERHEAD + 256 <= FIRST_SEGMENT
+
+    def enqueue(self, kind: int, path: str, offset: int, data: bytes, wait: bool = True) -> _Item:
+        """Queue a record (in this order among the queued); `wait(item)` waits for it."""
+        body, crc = record(kind, path, offset, data)
+        item = _Item(body, crc)
+        if wait:
+            item.waiter = threading.Lock()
+            item.waiter.acquire()
+        with self._mu:
+            self._queue.append(item)
+        return item
+
+    def wait(self, item: _Item) -> None:
+        """Return once `item` is on disk: lead a batch, or wait for the one covering it."""
+        with self._mu:
+            lead = not self._leading and not item.done
+            if lead:
+                self._leading = True
+        if not lead:
+            assert item.waiter is not None
+            item.waiter.acquire()  # released by the leader that wrote it, or to lead
+            if not item.lead:
+                if item.error is not None:
+                    raise item.error
+                return
+        self._lead()
+        if item.error is not None:
+            raise item.error
+
+    def _lead(self) -> None:
+        """Write the queued batch, wake who it covered, pass the lead to a later waiter."""
+        while True:
+            with self._mu:
+                batch, self._queue = self._queue, []
+            error: OSError | None = None
+            if batch:
+                try:
+                    self._write(batch)
+                except OSError as exc:
+                    error = exc
+            for it in batch:
+                it.error, it.done = error, True
+                if it.waiter is not None and not it.lead:
+                    it.waiter.release()
+            with self._mu:
+                nxt = next((it for it in self._queue if it.waiter is not None), None)
+                if nxt is None and self._queue:
+                    continue  # only records nobody waits for: write them too
+                if nxt is None:
+                    self._leading = False
+                    return
+                nxt.lead = True  # it writes the next batch, its own record included
+            assert nxt.waiter is not None
+            nxt.waiter.release()
+            return
+
+    def forget(self, *paths: str) -> None:
+        """Log that `paths` are deleted (written with the next sync, not waited for), so a
+        replay does not bring them back; nothing if this store never had a log."""
+        if self._tail is not None or os.path.isdir(self.folder):
+            for path in paths:
+                self.enqueue(DELETE, path, 0, b"", wait=False)
+
+    def flush(self) -> None:
+        """Write what is queued (records nobody waits for: deletions) without waiting."""
+        with self._mu:
+            if not self._queue or self._leading:
+                return
+            self._leading = True
+        self._lead()
+
+    def _write(self, batch: list[_Item]) -> None:
+        if self._failed is not None:
+            raise OSError(errno.EIO, f"the write-ahead log failed to sync before: {self._failed}")
+        self._open()
+        assert self._tail is not None
+        with self._locked():
+            segno, off, pending = _TAIL.unpack_from(self._tail)
+            if pending > off:  # its writer died: past its batch if the batch is there
+                head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
+                off = pending if parse(head, 0, segno)[0] is not None else off
+            if segno == 0:  # a new log: its first segment
+                segno, off = self._advance(0)
+            chunk: list[bytes] = []
+            start = off
+            for it in batch:
+                size = len(it.body) + 8 + 4
+                if off + size > self._segment_size(segno):
+                    if chunk:
+                        self._write_chunk(segno, start, chunk)
+                        chunk = []
+                    segno, off = self._advance(segno)
+                    start = off
+                seg = SEGNO.pack(segno)
+                chunk += [struct.pack("<I", zlib.crc32(seg, it.crc)), it.body, seg]
+                off += size
+            if chunk:
+                self._write_chunk(segno, start, chunk)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The log to ourselves: one thread of this process (a mutex: a flock is shared by
+        the threads of a process), one process (the flock)."""
+        assert fcntl is not None
+        with self._file_mu:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _write_chunk(self, segno: int, offset: int, chunk: list[bytes]) -> None:
+        assert self._tail is not None
+        fd = self._slot_fd(segno % SLOTS)
+        data = b"".join(chunk)
+        _TAIL.pack_into(self._tail, 0, segno, offset, offset + len(data))
+        try:
+            if _RWF_DSYNC:
+                written = os.pwritev(fd, [data], offset, _RWF_DSYNC)
+            else:
+                written = os.pwrite(fd, data, offset)
+                os.fdatasync(fd)
+        except OSError as exc:
+            _TAIL.pack_into(self._tail, 0, segno, offset, 0)
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._failed = exc  # the page cache's state is unknown: no more promises
+            raise
+        self.syncs += 1
+        if written != len(data):
+            _TAIL.pack_into(self._tail, 0, segno, offset, 0)
+            raise OSError(errno.ENOSPC, "short write to the write-ahead log")
+        _TAIL.pack_into(self._tail, 0, segno, offset + len(data), 0)
+
+    def _segment_size(self, segno: int) -> int:
+        slot = segno % SLOTS
+        if slot not in self._sizes:  # made by another process: its size as it is
+            self._slot_fd(slot)
+        return self._sizes[slot]
+
+    def _advance(self, segno: int) -> tuple[int, int]:
+        """Move the log to segment `segno + 1`: its slot preallocated, checkpointed if reused."""
+        new = segno + 1
+        slot = new % SLOTS
+        state = read_state(self.folder)
+        if state is not None and new - SLOTS >= state[1]:  # the slot holds live records
+            self._checkpoint(state, (new, 0), replay=False)  # (the checkpointer fell behind)
+        elif state is not None and new > 1:
+            self._checkpoint_behind((new, 0))  # long before this slot comes round again
+        want = min(MAX_SEGMENT, FIRST_SEGMENT << min(2 * (new - 1), 16))
+        fd = self._slot_fd(slot)
+        have = os.fstat(fd).st_size
+        if have < want:
+            # Zeros written, not fallocated: blocks allocated and initialized now, so a
+            # later write in place changes no metadata and its sync flushes data only.
+            zeros = bytes(1 << 16)
+            for pos in range(have, want, len(zeros)):
+                os.pwrite(fd, zeros[: want - pos], pos)
+            os.fsync(fd)
+            have = want
+        self._sizes[slot] = have  # a stale record of the last lap has an older segno
+        return new, 0
+
+    def _slot_fd(self, slot: int) -> int:
+        fd = self._fds.get(slot)
+        if fd is None:
+            fd = open_in(self.folder, f"{slot}.log", os.O_RDWR | os.O_CREAT)
+            if slot not in self._sizes:
+                self._sizes[slot] = os.fstat(fd).st_size
+            self._fds[slot] = fd
+            sync_folder(self.folder)  # a new segment's name survives a power cut
+        return fd
+
+    def open(self) -> None:
+        """Make the log's files (durably) if they are missing: a store creates a journal
+        only once its log exists, so a replay finds whatever a power cut left half-made."""
+        self._open()
+
+    def _open(self) -> None:
+        if self._tail is not None:
+            return
+        with self._open_lock:
+            if self._tail is not None:
+                return
+            made = make_folder(self.root, WAL)
+            self._lock_fd = open_in(self.folder, "lock", os.O_RDWR | os.O_CREAT)
+            fd = open_in(self.folder, "tail", os.O_RDWR | os.O_CREAT)
+            try:
+                if os.fstat(fd).st_size < mmap.PAGESIZE:
+                    os.ftruncate(fd, mmap.PAGESIZE)
+                tail = mmap.mmap(fd, mmap.PAGESIZE)
+            finally:
+                os.close(fd)
+            assert fcntl is not None
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                if read_state(self.folder) is None:
+                    write_state(self.folder, walfile.boot_id() or "", 0, 1, 0)
+                    if made:
+                        sync_folder(self.folder)
+                        sync_folder(self.root)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            self._tail = tail
+
+    # -- checkpoints and replay ------------------------------------------------------------
+    def _checkpoint(self, state: tuple[int, int, int], upto: tuple[int, int], replay: bool) -> None:
+        """Make every record from the checkpoint on durable in its file, then move the
+        checkpoint to `upto`. `replay`: write the records into their files first."""
+        version, segno, off = state
+        records = self.records(segno, off, upto)
+        self._sync_files(self._applied(records) if replay else records)
+        write_state(self.folder, walfile.boot_id() or "", version + 1, *upto)
+
+    def _applied(self, records: Iterator[Record]) -> Iterator[Record]:
+        for rec in records:
+            apply(self.root, rec)
+            yield rec
+
+    def _sync_files(self, records: Iterator[Record]) -> None:
+        """Sync every file the records name (and the folders of those made or deleted)."""
+        paths: dict[str, None] = {}
+        folders: dict[str, None] = {}
+        for rec in records:
+            paths[rec.path] = None
+            if rec.kind == DELETE or rec.offset == 0:
+                folders[os.path.dirname(rec.path)] = None
+        if len(paths) > BULK:
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                walfile.syncfs(fd)
+            finally:
+                os.close(fd)
+        else:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    fd = open_in(self.root, path, os.O_RDONLY)
+                    try:
+                        os.fdatasync(fd)
+                    finally:
+                        os.close(fd)
+            for folder in folders:
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    sync_folder(os.path.join(self.root, folder))
+
+    def _checkpoint_behind(self, upto: tuple[int, int]) -> None:
+        """Have the checkpointer thread move the checkpoint to `upto`, off the commit path."""
+        with self._behind:
+            self._behind_upto = upto
+            if self._checkpointer is None or not self._checkpointer.is_alive():
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoints, name="intemporal-checkpoint", daemon=True
+                )
+                self._checkpointer.start()
+            self._behind.notify()
+
+    def _checkpoints(self) -> None:
+        while True:
+            with self._behind:
+                while self._behind_upto is None:
+                    self._behind.wait()
+                upto, self._behind_upto = self._behind_upto, None
+            if upto == (0, 0):  # closed
+                return
+            with contextlib.suppress(OSError):  # the commit path's checkpoint does it then
+                self._checkpoint_outside(upto)
+
+    def _checkpoint_outside(self, upto: tuple[int, int]) -> None:
+        """A checkpoint to `upto` holding the lock only to copy the segments and to write
+        the state: the files are synced while records keep being logged."""
+        with self._locked():
+            state = read_state(self.folder)
+            if state is None or state[1:] >= upto:
+                return
+            pages = {
+                s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0] + 1)
+            }
+        self._sync_files(self.records(state[1], state[2], upto, pages))
+        with self._locked():
+            now = read_state(self.folder)
+            if now is not None and now[1:] < upto:
+                write_state(self.folder, walfile.boot_id() or "", now[0] + 1, *upto)
+
+    def records(
+        self,
+        segno: int,
+        off: int,
+        upto: tuple[int, int] | None = None,
+        pages: dict[int, bytes] | None = None,
+    ) -> Iterator[Record]:
+        """The records from (`segno`, `off`) to `upto` (None: to the log's end); sets `end`.
+        `pages`: the segments' bytes by slot, copied before (else read from their files)."""
+        self.end = (segno, off)
+        while True:
+            fd = self._fds.get(segno % SLOTS)
+            path = os.path.join(self.folder, f"{segno % SLOTS}.log")
+            try:
+                if pages is not None:
+                    data = pages[segno % SLOTS]
+                else:
+                    data = read_all(fd) if fd is not None else read_file(path)
+            except (FileNotFoundError, KeyError):
+                return
+            while upto is None or (segno, off) < upto:
+                rec, size = parse(data, off, segno)
+                if rec is None:
+                    break
+                off += size
+                self.end = (segno, off)
+                yield rec
+            if upto is not None and (segno, off) >= upto:
+                return
+            nxt = os.path.join(self.folder, f"{(segno + 1) % SLOTS}.log")
+            try:
+                head = pages[(segno + 1) % SLOTS] if pages is not None else read_file(nxt, 1 << 16)
+            except (FileNotFoundError, KeyError):
+                return
+            if parse(head, 0, segno + 1)[0] is None and (upto is None or upto[0] != segno + 1):
+                return
+            segno, off = segno + 1, 0
+
+    def recover(self) -> int:
+        """After a reboot: replay the log into the files; the number of records replayed.
+
+        Nothing to do (0) when the log was last checked in this boot. Raises `OSError` when
+        a file cannot be written.
+        """
+        got = walfile.load_state(self.folder)  # one small read when there is nothing to do
+        if got is None or got[0] == walfile.boot_id():
+            return 0
+        self._open()
+        assert self._tail is not None
+        with self._locked():
+            got = walfile.load_state(self.folder)
+            if got is None or got[0] == walfile.boot_id():
+                return 0  # another process replayed it meanwhile
+            state, since = got[1:4], got[4]
+            count = sum(1 for _ in self.records(state[1], state[2]))
+            end = self.end
+            self._checkpoint(state, end, replay=True)
+            walfile.drop_unborn(self.root, since - UNBORN_SLACK)
+            # New records go to a new segment: past the end found here, a power cut may have
+            # left whole records of a batch never acknowledged, which must stay unreachable.
+            _TAIL.pack_into(self._tail, 0, end[0], _FULL, 0)
+            for slot in range(SLOTS):
+                self._sizes.pop(slot, None)
+                with contextlib.suppress(FileNotFoundError):
+                    self._slot_fd(slot)
+            return count
+
+    def close(self) -> None:
+        """Write what is queued, and close the log's files."""
+        with contextlib.suppress(OSError):
+            self.flush()
+        with self._behind:
+            if self._checkpointer is not None:
+                self._behind_upto = (0, 0)  # stop
+                self._behind.notify()
+        if self._checkpointer is not None:
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        if self._tail is not None:
+            self._tail.close()
+            self._tail = None
+
+
+PENDING_MAX = 1 << 16  # unsynced lines a lease keeps to log; past it, the file is synced
+
+
+class Logged:
+    """One file written through the log: how much of it is durable, and the lines since.
+
+    `covered`: its first bytes known to be on disk (synced, or in the log); -1 when
+    unknown (a run claimed after another engine, maybe one that never synced): then its
+    next record holds the whole file, or the file is synced itself when it is large.
+    """
+
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        path: str,
+        covered: int = -1,
+        first: bytes = b"",
+        sync: bool = False,
+    ) -> None:
+        self.wal, self.path, self.covered = wal, path, covered
+        self.pending: list[bytes] = [first] if first else []
+        self.size = len(first)
+        self.sync_on_release = sync  # a durable run created claimed: durable by its release
+
+    def add(self, fd: int, start: int, data: bytes) -> None:
+        """A line written unsynced at `start` (in order, under the writer's lock)."""
+        if self.covered < 0:
+            return
+        self.pending.append(data)
+        self.size += len(data)
+        if self.size > PENDING_MAX:  # flush mode never syncs: keep no more than this
+            self.pending.clear()
+            self.size, self.covered = 0, -1
+
+    def take(self, fd: int, end: int) -> _Item | None:
+        """The record making the file durable up to `end`, queued (wait for it), or None
+        when it already is (nothing pending, or synced right here)."""
+        if self.covered == end:
+            return None
+        if self.covered < 0 and end <= PENDING_MAX:
+            blob, start = os.pread(fd, end, 0), 0
+        elif self.covered < 0:
+            blob, start = b"", -1
+        else:
+            blob, start = b"".join(self.pending), self.covered
+        self.pending.clear()
+        self.size = 0
+        if start < 0 or not self.wal.fits(len(blob)):  # too large for a record: sync it here
+            os.fdatasync(fd)
+            if start <= 0:  # its name may be new too
+                sync_folder(os.path.join(self.wal.root, os.path.dirname(self.path)))
+            self.wal.syncs += 1
+            self.covered = end
+            return None
+        self.covered = end
+        return self.wal.enqueue(WRITE, self.path, start, blob)
+
+    def wait(self, item: _Item) -> None:
+        self.wal.wait(item)

@@ -1,0 +1,235 @@
+"""The write-ahead log's files: the record format, the state file, and replaying a record.
+
+A record: crc32 | size | kind | offset | len(path) | path | data | segno, little-endian.
+The crc covers the rest, the segment number tells a record of this lap from a stale one:
+the log ends at the first record that fails either check (a torn write, zeros, the past).
+
+The state file holds, twice (written in turn: a write torn by a power cut leaves the
+other), the boot the log was last checked in and its checkpoint. `apply(root, record)`
+puts one record back into its file; `drop_unborn` removes journals whose creation a power
+cut cut short. `wal.py` writes and reads the log with these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+
+from .safefs import open_file, open_in, unlink_in
+
+try:
+    import fcntl
+except ImportError:  # no flock: the store syncs each file itself (no log)
+    fcntl = None  # type: ignore[assignment]
+
+WRITE, DELETE = 1, 2
+HEAD = struct.Struct("<II")  # crc, size (of kind..data)
+BODY = struct.Struct("<BQH")  # kind, offset, len(path)
+SEGNO = struct.Struct("<Q")
+OVERHEAD = HEAD.size + BODY.size + SEGNO.size
+_STATE = struct.Struct("<I36sQQQd")  # crc, boot, version, checkpoint segno, offset, time
+
+
+_BOOT: list[str | None] = []  # read once: a process lives in one boot
+
+
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), or None where it cannot be told: no log then."""
+    if not _BOOT:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+                _BOOT.append(f.read().strip().decode()[:36] or None)
+        except OSError:
+            _BOOT.append(None)
+    return _BOOT[0]
+
+
+def supported() -> bool:
+    """Whether this system can keep a log (flock, pwritev, a boot id)."""
+    return fcntl is not None and hasattr(os, "pwritev") and boot_id() is not None
+
+
+def syncfs(fd: int) -> None:
+    """Sync the whole filesystem holding `fd` (Linux `syncfs`), else everything (`sync`)."""
+    import ctypes  # only at a large checkpoint: ctypes costs milliseconds to import
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "syncfs"):
+        os.sync()
+    elif libc.syncfs(fd) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@dataclass
+class Record:
+    """One record read back from the log: `data` to put at `offset` of file `path`."""
+
+    kind: int
+    path: str
+    offset: int
+    data: bytes
+
+
+def record(kind: int, path: str, offset: int, data: bytes) -> tuple[bytes, int]:
+    """The bytes of a record (without crc and segment number) and their crc so far."""
+    raw = path.encode()
+    body = BODY.pack(kind, offset, len(raw)) + raw + data
+    head = struct.pack("<I", len(body))
+    return head + body, zlib.crc32(body, zlib.crc32(head))
+
+
+def parse(data: bytes, off: int, segno: int) -> tuple[Record | None, int]:
+    """The record at `off` of a segment's `data` if it is whole and of segment `segno`."""
+    if off + OVERHEAD > len(data):
+        return None, 0
+    crc, size = HEAD.unpack_from(data, off)
+    end = off + 8 + size
+    if size < BODY.size or end + 8 > len(data):
+        return None, 0
+    if SEGNO.unpack_from(data, end)[0] != segno:
+        return None, 0
+    if zlib.crc32(data[end : end + 8], zlib.crc32(data[off + 4 : end])) != crc:
+        return None, 0
+    kind, offset, plen = BODY.unpack_from(data, off + 8)
+    p = off + 8 + BODY.size
+    path = data[p : p + plen].decode(errors="replace")
+    return Record(kind, path, offset, data[p + plen : end]), end + 8 - off
+
+
+def apply(root: str, rec: Record) -> None:
+    """Put one record into its file: bytes already there are left alone (replay is
+    idempotent); a file a power cut left shorter than the record's offset is not patched
+    (a run deleted since, whose older lines are gone with it)."""
+    if rec.kind == DELETE:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            unlink_in(root, rec.path)
+        return
+    flags = os.O_RDWR | (os.O_CREAT if rec.offset == 0 else 0)
+    try:
+        fd = open_in(root, rec.path, flags, mkdirs=rec.offset == 0)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size < rec.offset:
+            return
+        have = os.pread(fd, len(rec.data), rec.offset)
+        if have == rec.data:
+            return
+        if rec.offset == 0 and have:  # a new run under an old name: the record's is newer
+            os.ftruncate(fd, 0)
+        os.pwrite(fd, rec.data, rec.offset)
+    finally:
+        os.close(fd)
+
+
+JOURNAL = ".jsonl"
+
+
+def drop_unborn(root: str, since: float) -> list[str]:
+    """Remove the journals a power cut left empty or with a torn first line: runs whose
+    creation was never acknowledged (its record lost), made after `since` (epoch s)."""
+    dropped = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if not name.endswith(JOURNAL):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+                if st.st_mtime < since or not _unborn(path, st.st_size):
+                    continue
+                os.unlink(path)
+            except OSError:
+                continue
+            dropped.append(os.path.relpath(path, root))
+    return dropped
+
+
+def _unborn(path: str, size: int) -> bool:
+    """Whether the journal at `path` lacks a whole first line."""
+    if size == 0:
+        return True
+    fd = open_file(path, os.O_RDONLY)
+    try:
+        pos = 0
+        while pos < size:
+            chunk = os.pread(fd, 1 << 16, pos)
+            if not chunk or b"\n" in chunk:
+                return False
+            pos += len(chunk)
+        return True
+    finally:
+        os.close(fd)
+
+
+def read_state(folder: str) -> tuple[int, int, int] | None:
+    """(version, checkpoint segno, offset) of the log in `folder`, or None if it has none."""
+    got = load_state(folder)
+    return None if got is None else got[1:4]
+
+
+def load_state(folder: str) -> tuple[str, int, int, int, float] | None:
+    """(boot, version, checkpoint segno, offset, time) of the log in `folder`, or None."""
+    # Two copies, written in turn: a write torn by a power cut leaves the other one.
+    try:
+        data = read_file(os.path.join(folder, "state"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    best = None
+    for pos in (0, 64):
+        chunk = data[pos : pos + _STATE.size]
+        if len(chunk) < _STATE.size:
+            continue
+        crc, boot, version, segno, off, when = _STATE.unpack(chunk)
+        if zlib.crc32(chunk[4:]) != crc:
+            continue
+        if best is None or version > best[1]:
+            best = (boot.rstrip(b"\0").decode(errors="replace"), version, segno, off, when)
+    return best
+
+
+def write_state(folder: str, boot: str, version: int, segno: int, off: int) -> None:
+    rest = _STATE.pack(0, boot.encode()[:36], version, segno, off, time.time())[4:]
+    data = struct.pack("<I", zlib.crc32(rest)) + rest
+    fd = open_in(folder, "state", os.O_RDWR | os.O_CREAT)
+    try:
+        os.pwrite(fd, data, 64 * (version % 2))
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_all(fd: int) -> bytes:
+    return os.pread(fd, os.fstat(fd).st_size, 0)
+
+
+def read_file(path: str, limit: int = -1) -> bytes:
+    fd = open_file(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, size if limit < 0 else min(size, limit), 0)
+    finally:
+        os.close(fd)
+
+
+def make_folder(root: str, name: str) -> bool:
+    try:
+        os.mkdir(os.path.join(root, name), 0o700)
+        return True
+    except FileExistsError:
+        return False
+
+
+def sync_folder(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

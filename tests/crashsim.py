@@ -1,0 +1,326 @@
+"""A simulated power cut for the file store: record every write and sync, rebuild a cut.
+
+`Disk(root)` wraps the `os` calls the store makes (open, write, pwrite, pwritev, ftruncate,
+fsync, fdatasync, link, unlink, mkdir, rmdir, and the log's `syncfs`) while it is
+installed, and records, in the order they happened, what each did below `root`: bytes
+written at an offset of a file, a file cut, a name added to or removed from a folder, a
+file or folder synced. Calls pass through to the real filesystem; `mark()` names the
+moment an operation was acknowledged (the number of operations recorded so far).
+
+`disk.rebuild(cut, into, rng)` then writes into the empty folder `into` what a disk would
+hold had the power failed after operation number `cut`, the way LazyFS or SQLite's
+crash-test VFS model it: of each file, what its last sync before the cut covered, plus
+(at random, with `rng`) a prefix of the later writes, the last of them maybe torn; of
+each folder, the names its last sync covered, plus a prefix of the later changes. A file
+whose name was never synced into its folder is gone, and so is everything in a folder
+whose own name was lost. `syncfs` syncs everything.
+
+Files are told apart by a generation number of their own, not by inode: a freed inode is
+soon reused for a new file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from intemporal.store import walfile
+
+Op = tuple[Any, ...]
+
+
+class Disk:
+    """The recorder; see the module docstring."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = str(root)
+        self.ops: list[Op] = []
+        self.lock = threading.RLock()
+        self._ids = 0
+        self._by_ino: dict[int, int] = {}  # real inode -> its file's current generation
+        self._fds: dict[int, tuple[int, int]] = {}  # descriptor -> (inode, generation)
+        self._live: dict[int, dict[str, int]] = {}  # folder generation -> name -> generation
+        self.folders: set[int] = set()
+        self._dev = os.stat(self.root).st_dev
+        self.root_id = self._new(os.stat(self.root).st_ino, folder=True)
+        self.real: dict[str, Callable[..., Any]] = {}
+
+    # -- recording -----------------------------------------------------------------------
+    def _new(self, ino: int, folder: bool = False) -> int:
+        self._ids += 1
+        self._by_ino[ino] = self._ids
+        if folder:
+            self.folders.add(self._ids)
+            self._live[self._ids] = {}
+        return self._ids
+
+    def mark(self) -> int:
+        """The number of operations recorded so far: a cut at or after it keeps them."""
+        with self.lock:
+            return len(self.ops)
+
+    def _gen_of_fd(self, fd: int) -> int | None:
+        known = self._fds.get(fd)
+        if known is None:
+            return None
+        try:
+            st = self.real["fstat"](fd)
+        except OSError:
+            return None
+        if st.st_ino != known[0] or st.st_dev != self._dev:
+            return None  # the descriptor number was reused for another file meanwhile
+        return known[1]
+
+    def _folder_of(self, path: Any, dir_fd: int | None) -> tuple[int | None, str]:
+        """(generation of the folder holding `path`, its last component)."""
+        path = os.fsdecode(path)
+        head, name = os.path.split(path)
+        if dir_fd is not None and not os.path.isabs(path):
+            parent = self._gen_of_fd(dir_fd)
+            if head:
+                return None, name  # the store opens nested names folder by folder
+            return parent, name
+        try:
+            st = self.real["stat"](head or ".")
+        except OSError:
+            return None, name
+        if st.st_dev != self._dev:
+            return None, name
+        gen = self._by_ino.get(st.st_ino)
+        return (gen if gen in self.folders else None), name
+
+    def _link(self, folder: int, name: str, gen: int) -> None:
+        self._live[folder][name] = gen
+        self.ops.append(("link", folder, name, gen))
+
+    def _unlink(self, folder: int, name: str) -> None:
+        self._live[folder].pop(name, None)
+        self.ops.append(("unlink", folder, name))
+
+    def open(self, path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        with self.lock:
+            fd: int = self.real["open"](path, flags, mode, dir_fd=dir_fd)
+            st = self.real["fstat"](fd)
+            if st.st_dev != self._dev:
+                return fd
+            tmpfile = getattr(os, "O_TMPFILE", 0)
+            if tmpfile and flags & tmpfile == tmpfile:
+                parent = self._gen_of_fd(dir_fd) if dir_fd is not None else None
+                if parent is None:
+                    parent, _ = self._folder_of(os.path.join(os.fsdecode(path), "x"), None)
+                if parent is not None:
+                    self._fds[fd] = (st.st_ino, self._new(st.st_ino))
+                return fd
+            if stat.S_ISDIR(st.st_mode):
+                gen = self._by_ino.get(st.st_ino)
+                if gen in self.folders:
+                    self._fds[fd] = (st.st_ino, gen)
+                return fd
+            folder, name = self._folder_of(path, dir_fd)
+            if folder is None:
+                return fd
+            gen = self._live[folder].get(name)
+            if gen is None or self._by_ino.get(st.st_ino) != gen:
+                gen = self._new(st.st_ino)  # a new file (or one made before recording)
+                self._link(folder, name, gen)
+            self._fds[fd] = (st.st_ino, gen)
+            return fd
+
+    def _write_at(self, fd: int, n: int, data: bytes, offset: int | None) -> None:
+        gen = self._gen_of_fd(fd)
+        if gen is None or n <= 0:
+            return
+        if offset is None:
+            offset = self.real["lseek"](fd, 0, os.SEEK_CUR) - n
+        self.ops.append(("write", gen, offset, bytes(data[:n])))
+
+    def write(self, fd: int, data: bytes) -> int:
+        with self.lock:
+            n: int = self.real["write"](fd, data)
+            self._write_at(fd, n, data, None)
+            return n
+
+    def pwrite(self, fd: int, data: bytes, offset: int) -> int:
+        with self.lock:
+            n: int = self.real["pwrite"](fd, data, offset)
+            self._write_at(fd, n, data, offset)
+            return n
+
+    def pwritev(self, fd: int, buffers: list[bytes], offset: int, flags: int = 0) -> int:
+        with self.lock:
+            n: int = self.real["pwritev"](fd, buffers, offset, flags)
+            data = b"".join(buffers)
+            appending = self._gen_of_fd(fd) is not None and (
+                fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
+            )
+            at = self.real["fstat"](fd).st_size - n if appending else offset
+            self._write_at(fd, n, data, at)
+            if flags & getattr(os, "RWF_DSYNC", 0):
+                self._sync(fd)
+            return n
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        with self.lock:
+            self.real["ftruncate"](fd, length)
+            gen = self._gen_of_fd(fd)
+            if gen is not None:
+                self.ops.append(("trunc", gen, length))
+
+    def _sync(self, fd: int) -> None:
+        gen = self._gen_of_fd(fd)
+        if gen is not None:
+            self.ops.append(("sync", gen))
+
+    def fsync(self, fd: int) -> None:
+        with self.lock:
+            self.real["fsync"](fd)
+            self._sync(fd)
+
+    def fdatasync(self, fd: int) -> None:
+        with self.lock:
+            self.real["fdatasync"](fd)
+            self._sync(fd)
+
+    def syncfs(self, fd: int) -> None:
+        with self.lock:
+            self.ops.append(("syncall",))
+
+    def link(
+        self,
+        src: Any,
+        dst: Any,
+        *,
+        src_dir_fd: int | None = None,
+        dst_dir_fd: int | None = None,
+        follow_symlinks: bool = True,
+    ) -> None:
+        with self.lock:
+            self.real["link"](
+                src,
+                dst,
+                src_dir_fd=src_dir_fd,
+                dst_dir_fd=dst_dir_fd,
+                follow_symlinks=follow_symlinks,
+            )
+            folder, name = self._folder_of(dst, dst_dir_fd)
+            if folder is None:
+                return
+            st = self.real["stat"](dst, dir_fd=dst_dir_fd, follow_symlinks=False)
+            gen = self._by_ino.get(st.st_ino)
+            if gen is not None:
+                self._link(folder, name, gen)
+
+    def unlink(self, path: Any, *, dir_fd: int | None = None) -> None:
+        with self.lock:
+            self.real["unlink"](path, dir_fd=dir_fd)
+            folder, name = self._folder_of(path, dir_fd)
+            if folder is not None:
+                self._unlink(folder, name)
+
+    def rmdir(self, path: Any, *, dir_fd: int | None = None) -> None:
+        with self.lock:
+            self.real["rmdir"](path, dir_fd=dir_fd)
+            folder, name = self._folder_of(path, dir_fd)
+            if folder is not None:
+                self._unlink(folder, name)
+
+    def mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        with self.lock:
+            self.real["mkdir"](path, mode, dir_fd=dir_fd)
+            folder, name = self._folder_of(path, dir_fd)
+            if folder is None:
+                return
+            st = self.real["stat"](path, dir_fd=dir_fd, follow_symlinks=False)
+            self._link(folder, name, self._new(st.st_ino, folder=True))
+
+    @contextmanager
+    def installed(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
+        """Record while inside; `os` is itself again afterwards."""
+        names: tuple[str, ...] = ("open", "write", "pwrite", "pwritev", "ftruncate", "fsync")
+        names += ("fdatasync", "link", "unlink", "rmdir", "mkdir")
+        for name in (*names, "fstat", "stat", "lseek"):
+            self.real[name] = getattr(os, name)
+        with monkeypatch.context() as m:
+            for name in names:
+                m.setattr(os, name, getattr(self, name))
+            m.setattr(walfile, "syncfs", self.syncfs)
+            yield self
+
+    # -- rebuilding ------------------------------------------------------------------------
+    def rebuild(self, cut: int, into: Path, rng: random.Random, lose_all: bool = False) -> None:
+        """Write into `into` what the disk holds after a power cut after `cut` operations.
+
+        `lose_all`: nothing not synced survives (else a random prefix of it, maybe torn).
+        """
+        ops = self.ops[:cut]
+        last_sync: dict[int, int] = {}
+        everything = -1
+        for i, op in enumerate(ops):
+            if op[0] == "sync":
+                last_sync[op[1]] = i
+            elif op[0] == "syncall":
+                everything = i
+        per: dict[int, list[tuple[int, Op]]] = {}
+        for i, op in enumerate(ops):
+            if op[0] in ("write", "trunc", "sync", "link", "unlink"):
+                per.setdefault(op[1], []).append((i, op))
+        contents: dict[int, bytearray] = {}
+        entries: dict[int, dict[str, int]] = {}
+        for gen, history in per.items():
+            durable = max(last_sync.get(gen, -1), everything)
+            kept = [op for i, op in history if i <= durable]
+            later = [op for i, op in history if i > durable and op[0] != "sync"]
+            if later and not lose_all:
+                n = rng.randint(0, len(later))
+                tail = later[:n]
+                if tail and tail[-1][0] == "write" and rng.random() < 0.5:
+                    w = tail[-1]
+                    tail[-1] = (w[0], w[1], w[2], w[3][: rng.randint(0, len(w[3]))])
+                kept += tail
+            if gen in self.folders:
+                names: dict[str, int] = {}
+                for op in kept:
+                    if op[0] == "link":
+                        names[op[2]] = op[3]
+                    elif op[0] == "unlink":
+                        names.pop(op[2], None)
+                entries[gen] = names
+            else:
+                buf = bytearray()
+                for op in kept:
+                    if op[0] == "write":
+                        _, _, off, data = op
+                        if len(buf) < off:
+                            buf.extend(bytes(off - len(buf)))
+                        buf[off : off + len(data)] = data
+                    elif op[0] == "trunc":
+                        del buf[op[2] :]
+                        if len(buf) < op[2]:
+                            buf.extend(bytes(op[2] - len(buf)))
+                contents[gen] = buf
+        self._write_tree(self.root_id, into, entries, contents)
+
+    def _write_tree(
+        self,
+        folder: int,
+        into: Path,
+        entries: dict[int, dict[str, int]],
+        contents: dict[int, bytearray],
+    ) -> None:
+        real_mkdir = self.real.get("mkdir", os.mkdir)
+        for name, gen in entries.get(folder, {}).items():
+            if gen in self.folders:
+                real_mkdir(into / name, 0o700)
+                self._write_tree(gen, into / name, entries, contents)
+            else:
+                (into / name).write_bytes(bytes(contents.get(gen, b"")))
+                (into / name).chmod(0o600)

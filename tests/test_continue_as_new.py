@@ -1,0 +1,102 @@
+"""`intemporal.continue_as_new(...)`: an endless loop in bounded journals, followed to its end."""
+
+from __future__ import annotations
+
+import pytest
+from process_helpers import wait_until
+
+import intemporal
+from intemporal import Engine, MemoryStore, RunStatus, Store
+from intemporal.verify import verify_replay
+
+
+@intemporal.activity
+def fetch(cursor: int) -> int:
+    return cursor + 1
+
+
+@intemporal.workflow(name="can.poller")
+def poller(cursor: int, until: int) -> int:
+    cursor = fetch(cursor)
+    if cursor < until:
+        intemporal.continue_as_new(cursor, until)
+    return cursor
+
+
+@intemporal.workflow(name="can.parent")
+def parent(until: int) -> str:
+    return f"child says {poller(0, until)}"
+
+
+def test_a_thousand_iterations_keep_every_journal_short() -> None:
+    # Given a poller that continues as new after each of its 1,000 iterations
+    with Engine(MemoryStore(), durability="flush") as engine:
+        handle = engine.start(poller, 0, 1000, run_id="poll")
+        # Then the first run's handle follows the chain to the last run's result
+        assert handle.result(timeout=60) == 1000
+        chain = ["poll", *(f"poll~{n}" for n in range(1, 1000))]
+        runs = {info.run_id: info for info in engine.list_runs()}
+        assert set(runs) == set(chain)
+        # And no journal holds more than one iteration's events
+        for run_id in chain:
+            assert len(engine.history(run_id)) == 3, run_id  # started, fetch, completed
+        first = engine.get_run("poll")
+        assert first.status is RunStatus.COMPLETED
+        assert first.result == {"continued_as": "poll~1"}
+        assert engine.history("poll~1")[0]["continued_from"] == "poll"
+        assert engine.get_run("poll~999").result == 1000
+
+
+def test_a_child_that_continues_as_new_returns_its_chains_result(store: Store) -> None:
+    with Engine(store) as engine:
+        assert engine.run(parent, 3, run_id="par") == "child says 3"
+        assert engine.get_run("par/1").result == {"continued_as": "par/1~1"}
+        assert engine.history("par/1~2")[0]["parent"] == "par"
+        # And `intemporal replay` replays a continued run
+        ok, said = verify_replay(store, "par/1")
+        assert ok and "continued as new" in said, said
+
+
+@intemporal.workflow(name="can.listener")
+def listener(round_: int) -> str:
+    said = intemporal.wait_for_signal("say")
+    if round_ < 2:
+        intemporal.continue_as_new(round_ + 1)
+    return f"round {round_}: {said}"
+
+
+def _waiting(engine: Engine, run_id: str) -> None:
+    def look() -> bool:
+        try:
+            return engine.get_run(run_id).status is RunStatus.WAITING
+        except intemporal.RunNotFound:  # not created yet
+            return False
+
+    wait_until(look)
+
+
+def test_signals_cancel_and_terminate_reach_the_last_run_of_a_chain(engine: Engine) -> None:
+    # Given a chain whose runs each wait for a signal
+    handle = engine.start(listener, 0, run_id="talk")
+    for n, link in enumerate(["talk", "talk~1"]):
+        _waiting(engine, link)
+        # When the first id is signalled, the live run of the chain takes it
+        engine.signal("talk", "say", f"hello {n}")
+    _waiting(engine, "talk~2")
+    handle.signal("say", "bye")
+    # Then the first handle's result is the last run's
+    assert handle.result(timeout=10) == "round 2: bye"
+    # And terminating a chain by its first id ends its live run
+    engine.start(listener, 1, run_id="quiet")
+    _waiting(engine, "quiet")
+    engine.signal("quiet", "say", "x")
+    _waiting(engine, "quiet~1")
+    engine.terminate("quiet", reason="enough")
+    assert engine.get_run("quiet~1").status is RunStatus.CANCELLED
+    with pytest.raises(intemporal.Cancelled, match="enough"):
+        engine.handle("quiet").result(timeout=5)
+
+
+def test_continue_as_new_outside_a_workflow_is_refused() -> None:
+    with pytest.raises(RuntimeError):
+        intemporal.continue_as_new(1)

@@ -1,0 +1,249 @@
+"""Queues with limits (issue 16): concurrency across worker processes, rate, priority, delay,
+worker_concurrency, children on a full queue, and what `intemporal queues` shows.
+
+The store-level decisions (two workers never both take the last slot, the rate window,
+priority and age) are in tests/test_store_contract.py, over every store.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Cli
+from test_postgres import _cli_worker
+
+import intemporal
+from intemporal import Engine, FileStore, MemoryStore, PostgresStore, Queue, RunStatus, Store
+from intemporal import queues as declared_queues
+from intemporal.runtime.queues import QUEUE_POLL
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def _forget_queues() -> Iterator[None]:
+    """Queues a test declares are forgotten after it: later engines do not poll them."""
+    before = declared_queues.declared()
+    yield
+    with declared_queues._lock:
+        declared_queues._declared.clear()
+        declared_queues._declared.update(before)
+
+
+@intemporal.activity
+def now_here() -> float:
+    return time.time()
+
+
+@intemporal.workflow
+def stamped(tag: Any = None) -> float:
+    """Returns when its first step ran: the run's start, as a user would record it."""
+    return now_here()
+
+
+@intemporal.workflow(queue="c1")
+def child(x: int) -> int:
+    return x * 2
+
+
+@intemporal.workflow(queue="c1")
+def parent(n: int) -> int:
+    return sum(child(i) for i in range(n))
+
+
+def _open(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
+    if kind == "file":
+        return FileStore(tmp_path / "store")
+    if kind == "memory":
+        return MemoryStore()
+    return PostgresStore(request.getfixturevalue("pg_dsn"))
+
+
+# -- concurrency across processes ------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["file", "postgres"])
+def test_concurrency_holds_across_two_worker_processes(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Given 30 runs of a queue of concurrency 3, recorded by a client
+    flows = importlib.import_module("queue_flows")
+    store = _open(kind, tmp_path, request)
+    location = str(store.location)
+    marks = tmp_path / "marks"
+    # When two worker processes serve the queue, its limit declared by the module they
+    # import (`intemporal worker --queue q3-limited --import queue_flows`)
+    workers = [
+        _cli_worker(location, TESTS, "queue_flows", "--queue", "q3-limited", "--interval", "0.2")
+        for _ in range(2)
+    ]
+    try:
+        with Engine(store, worker=False) as client:
+            handles = [client.start(flows.limited, str(marks), 0.05) for _ in range(30)]
+            for handle in handles:
+                handle.result(timeout=60)
+    finally:
+        for proc in workers:
+            proc.send_signal(signal.SIGINT)
+        for proc in workers:
+            proc.communicate(timeout=30)
+    # Then all completed, and never more than 3 executed at once (the activities' own clocks)
+    assert all(store.summary(h.run_id).status is RunStatus.COMPLETED for h in handles)
+    assert len(marks.read_text().splitlines()) == 30
+    assert 2 <= flows.most_at_once(str(marks)) <= 3
+    store.close()
+
+
+# -- rate ------------------------------------------------------------------------------------------
+ON_FILE_ELSE_SLOW = [
+    "file",
+    pytest.param("memory", marks=pytest.mark.slow),
+    pytest.param("postgres", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("kind", ON_FILE_ELSE_SLOW)
+def test_rate_allows_at_most_limit_starts_in_any_window(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Given a queue that starts at most 5 runs per second, and 20 runs of it
+    store = _open(kind, tmp_path, request)
+    with Engine(store, queues=[Queue("r5", rate=(5, 1.0))]) as engine:
+        handles = [engine.start(stamped, i, queue="r5") for i in range(20)]
+        starts = sorted(h.result(timeout=30) for h in handles)
+    # Then any 6 consecutive starts span at least a second: at most 5 in any 1-s window
+    assert len(starts) == 20
+    assert min(starts[i + 5] - starts[i] for i in range(len(starts) - 5)) >= 1.0
+    store.close()
+
+
+# -- priority, delay -------------------------------------------------------------------------------
+def test_priority_orders_starts_when_one_slot_is_free(store: Store) -> None:
+    # Given runs recorded with priorities, on a queue of one slot
+    one = Queue("p1", concurrency=1)
+    priorities = [5, 1, 3, 1, 0, 2]
+    with Engine(store, worker=False, queues=[one]) as client:
+        for i, p in enumerate(priorities):
+            client.start(stamped, i, queue="p1", priority=p, run_id=f"p-{i}")
+    # When a worker serves the queue
+    with Engine(store, queues=[one]) as engine:
+        started = [engine.handle(f"p-{i}").result(timeout=30) for i in range(len(priorities))]
+    # Then they started by priority (lower first), ties by age
+    assert sorted(range(len(priorities)), key=lambda i: started[i]) == [4, 1, 3, 5, 2, 0]
+
+
+@pytest.mark.parametrize("kind", ON_FILE_ELSE_SLOW)
+def test_delay_on_a_limited_queue_starts_when_due_within_a_poll(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store = _open(kind, tmp_path, request)
+    with Engine(store, queues=[Queue("d1", concurrency=2)]) as engine:
+        # Given a run started with delay=1.0
+        before = time.time()
+        handle = engine.start(stamped, queue="d1", delay=1.0)
+        # Then it is pending until then, and starts by 1 s + the poll interval
+        assert engine.get_run(handle.run_id).status is RunStatus.PENDING
+        began = handle.result(timeout=10)
+    assert 1.0 <= began - before <= 1.0 + QUEUE_POLL + 0.5
+    store.close()
+
+
+def test_priority_is_taken_on_any_queue(engine: Engine) -> None:
+    handle = engine.start(stamped, priority=-3)
+    handle.result(timeout=10)
+    assert engine.history(handle.run_id)[0]["priority"] == -3
+
+
+# -- per engine, and children -------------------------------------------------------------------------
+def test_worker_concurrency_bounds_one_engine(tmp_path: Path) -> None:
+    flows = importlib.import_module("queue_flows")
+    marks = tmp_path / "marks"
+    two = Queue("w2", worker_concurrency=2)
+    with Engine(MemoryStore(), queues=[two], threads=8) as engine:
+        handles = [engine.start(flows.limited, str(marks), 0.05, queue="w2") for _ in range(8)]
+        for handle in handles:
+            handle.result(timeout=30)
+    assert flows.most_at_once(str(marks)) == 2
+
+
+def test_inline_children_share_their_parents_slot(store: Store) -> None:
+    # Given a queue of one slot, and parents on it whose children are on it too
+    with Engine(store, queues=[Queue("c1", concurrency=1)]) as engine:
+        handles = [engine.start(parent, n) for n in (2, 3)]
+        # Then both complete: a child never waits for a slot its parent holds
+        assert [h.result(timeout=30) for h in handles] == [2, 6]
+        assert engine.get_run(f"{handles[0].run_id}/1").status is RunStatus.COMPLETED
+
+
+# -- declaring queues -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"concurrency": 0}, ValueError),
+        ({"concurrency": 1.5}, ValueError),
+        ({"worker_concurrency": -1}, ValueError),
+        ({"rate": (5,)}, ValueError),
+        ({"rate": (0, 1.0)}, ValueError),
+        ({"rate": (5, 0)}, ValueError),
+        ({"rate": (5, float("inf"))}, ValueError),
+    ],
+)
+def test_bad_limits_are_refused(options: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error, match="Queue"):
+        Queue("bad", **options)
+    assert "bad" not in declared_queues.declared()
+
+
+def test_engine_takes_names_and_queue_objects() -> None:
+    emails = Queue("emails", concurrency=2, rate=(10, 1.0))
+    with Engine(MemoryStore(), queues=[emails, "default"]) as engine:
+        assert engine.queues == ["emails", "default"]
+    with pytest.raises(TypeError, match=r"names and intemporal\.Queue"):
+        Engine(MemoryStore(), queues=[3])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="list of names"):
+        Engine(MemoryStore(), queues="emails")
+
+
+# -- the command line ----------------------------------------------------------------------------------
+APP = """
+import intemporal
+
+mail = intemporal.Queue("mail", concurrency=2, worker_concurrency=1, rate=(10, 1.0))
+
+@intemporal.workflow(queue="mail")
+def send(to: str) -> str:
+    return to
+"""
+
+
+def test_queues_command_shows_limits_and_counts(
+    cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a module declaring a queue at its top level, and runs recorded on it
+    monkeypatch.chdir(home.parent)
+    (home.parent / "mailapp.py").write_text(APP)
+    assert cli("start", "mailapp:send", '["a"]', "--detach").exit_code == 0
+    delayed = cli("start", "mailapp:send", '["b"]', "--detach", "--delay", "1h", "--priority", "2")
+    assert delayed.exit_code == 0, delayed.output
+    # When `intemporal queues` looks, Then it shows the declared limits and the counts
+    out = cli("queues", "--import", "mailapp", "--json")
+    assert out.exit_code == 0, out.output
+    (mail,) = [json.loads(line) for line in out.output.splitlines() if '"mail"' in line]
+    assert mail == {
+        "queue": "mail",
+        "concurrency": 2,
+        "worker_concurrency": 1,
+        "rate": [10, 1.0],
+        "pending": 1,
+        "executing": 0,
+        "delayed": 1,
+        "started_in_window": 0,
+    }
+    table = cli("queues", "--import", "mailapp")
+    assert "mail" in table.output and "10/1s" in table.output
+    assert cli("start", "mailapp:send", '["c"]', "--delay", "soon").exit_code == 2

@@ -1,0 +1,470 @@
+"""The file store's write-ahead log: group commit, sync counts, replay after a power cut.
+
+A power cut is simulated by `crashsim.Disk`: the workload runs on the real filesystem while
+every write and sync is recorded; then, for many cut points, the disk a power cut there
+would leave is rebuilt in a fresh folder and opened as a store (in a new "boot"), which
+replays its log. Every acknowledged record must be there, no journal torn in the middle,
+nothing doubled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from crashsim import Disk
+
+import intemporal
+from intemporal import Engine, FileStore
+from intemporal.events import TERMINAL_EVENTS
+from intemporal.housekeeping import collectable, delete_trees
+from intemporal.store import wal as wal_module
+from intemporal.store import walfile
+from intemporal.store.base import Lease
+from intemporal.store.wal import WriteAheadLog
+
+pytestmark = pytest.mark.skipif(not walfile.supported(), reason="no flock/pwritev/boot id")
+
+
+def _started(workflow: str = "wf") -> dict[str, Any]:
+    return {"type": "run_started", "workflow": workflow, "args": [], "kwargs": {}, "ts": 1.0}
+
+
+class _Syncs:
+    """Counts the data syncs the store makes: fdatasync, fsync and RWF_DSYNC writes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        self.folders = 0
+        lock = threading.Lock()
+        real = os.fdatasync, os.fsync, os.pwritev
+
+        def fdatasync(fd: int) -> None:
+            with lock:
+                self.count += 1
+            real[0](fd)
+
+        def fsync(fd: int) -> None:
+            with lock:
+                if stat.S_ISDIR(os.fstat(fd).st_mode):
+                    self.folders += 1
+                else:
+                    self.count += 1
+            real[1](fd)
+
+        def pwritev(fd: int, bufs: Any, offset: int, flags: int = 0) -> int:
+            if flags & getattr(os, "RWF_DSYNC", 0):
+                with lock:
+                    self.count += 1
+            return real[2](fd, bufs, offset, flags)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "pwritev", pwritev)
+
+
+@intemporal.activity
+def echo(x: int) -> int:
+    return x
+
+
+@intemporal.workflow
+def fan_out(n: int) -> int:
+    return sum(intemporal.join_all([intemporal.submit(echo, i) for i in range(n)]))
+
+
+@intemporal.workflow
+def in_sequence(n: int) -> int:
+    return sum(echo(i) for i in range(n))
+
+
+def test_a_fan_out_of_ten_activities_and_its_join_cost_at_most_two_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a durable engine on a file store, warmed up (the log's files exist)
+    with Engine(FileStore(tmp_path / "s"), threads=8) as engine:
+        assert engine.run(fan_out, 2) == 1
+        syncs = _Syncs(monkeypatch)
+        # When one run submits 10 activities and joins them
+        assert engine.run(fan_out, 10) == 45
+    # Then the whole run (10 results, the end) took at most 2 syncs and no folder sync
+    assert syncs.count <= 2 and syncs.folders == 0, (syncs.count, syncs.folders)
+    events = FileStore(tmp_path / "s").read(engine.list_runs(limit=1)[0].run_id)
+    assert sum(e["type"] == "activity_completed" for e in events) == 10
+
+
+def test_a_sequential_run_syncs_once_per_activity_and_once_at_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a durable engine, warmed up
+    with Engine(FileStore(tmp_path / "s"), threads=2) as engine:
+        engine.run(in_sequence, 1)
+        syncs = _Syncs(monkeypatch)
+        # When a run executes 5 activities one after another
+        assert engine.run(in_sequence, 5) == 10
+    # Then: 5 syncs for the activities (the first one carries the run's creation) + 1 end
+    assert (syncs.count, syncs.folders) == (6, 0)
+
+
+def test_start_makes_the_run_durable_with_one_sync_of_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client engine (it executes nothing) on a file store
+    with Engine(FileStore(tmp_path / "s"), worker=False) as engine:
+        engine.start(in_sequence, 1)
+        syncs = _Syncs(monkeypatch)
+        # When it starts a run
+        engine.start(in_sequence, 3)
+    # Then the creation took one sync (the log's), no folder sync
+    assert (syncs.count, syncs.folders) == (1, 0)
+
+
+def test_threads_logging_at_once_share_syncs_and_every_record_is_read_back(
+    tmp_path: Path,
+) -> None:
+    # Given one log and 16 threads, each logging 20 records
+    log = WriteAheadLog(str(tmp_path))
+    barrier = threading.Barrier(16)
+
+    def worker(t: int) -> None:
+        barrier.wait()
+        for i in range(20):
+            log.log(f"f{t}", i * 10, f"{t:04d}-{i:04d}\n".encode())
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    # Then fewer syncs than records were made, and every record reads back, in each
+    # thread's order
+    assert log.syncs < 320
+    state = walfile.read_state(log.folder)
+    assert state is not None
+    got = [(r.path, r.offset, r.data) for r in log.records(state[1], state[2])]
+    assert len(got) == 320
+    for t in range(16):
+        mine = [g for g in got if g[0] == f"f{t}"]
+        assert [m[1] for m in mine] == [i * 10 for i in range(20)]
+    log.close()
+
+
+def test_the_log_laps_its_segments_after_a_checkpoint_and_keeps_every_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given tiny segments, so the log wraps around its 4 files many times
+    monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 4096)
+    monkeypatch.setattr(wal_module, "MAX_SEGMENT", 4096)
+    store = FileStore(tmp_path / "s")
+    # When 300 synced appends go through it
+    for i in range(30):
+        lease = store.create_claimed(f"r{i}", _started())
+        assert lease is not None
+        for j in range(10):
+            lease.append({"type": "side_effect", "seq": j + 1, "name": "n", "ts": 1.0}, True)
+        lease.release()
+    # Then it used only its 4 segment files, checkpointed, and every journal is whole
+    log = store._wal
+    assert log is not None
+    names = sorted(p.name for p in (tmp_path / "s" / ".wal").iterdir())
+    assert names == ["0.log", "1.log", "2.log", "3.log", "lock", "state", "tail"]
+    state = walfile.read_state(log.folder)
+    assert state is not None and state[1] > 4
+    for i in range(30):
+        assert len(store.read(f"r{i}")) == 11
+    store.close()
+
+
+def _reboot(monkeypatch: pytest.MonkeyPatch, boot: str) -> None:
+    monkeypatch.setattr(walfile, "boot_id", lambda: boot)
+
+
+def _run_in_boot_a(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool = True
+) -> tuple[Path, FileStore, Lease]:
+    """A store opened in boot "a", and its run "r" created claimed."""
+    _reboot(monkeypatch, "boot-a")
+    root = tmp_path / "s"
+    store = FileStore(root)
+    lease = store.create_claimed("r", _started(), sync=sync)
+    assert lease is not None
+    return root, store, lease
+
+
+def test_after_a_reboot_opening_the_store_puts_back_what_the_journals_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run with three synced steps and a signal, in boot A
+    root, store, lease = _run_in_boot_a(tmp_path, monkeypatch)
+    for j in range(3):
+        lease.append({"type": "side_effect", "seq": j + 1, "name": "n", "ts": 1.0}, True)
+    lease.release()
+    store.send("r", {"type": "signal", "name": "go", "payload": None, "ts": 1.0})
+    store.close()
+    journal, inbox = (root / "r.jsonl").read_bytes(), (root / "r.inbox").read_bytes()
+    # When a power cut loses the journal's last lines and the inbox (what was not synced)
+    (root / "r.jsonl").write_bytes(journal[: journal.index(b"\n") + 1])
+    (root / "r.inbox").unlink()
+    # Then opening the store in the same boot changes nothing (no power cut there)...
+    FileStore(root).close()
+    assert (root / "r.jsonl").read_bytes() != journal
+    # ...and opening it in the next boot replays the log: both are back, byte for byte
+    _reboot(monkeypatch, "boot-b")
+    FileStore(root).close()
+    assert (root / "r.jsonl").read_bytes() == journal
+    assert (root / "r.inbox").read_bytes() == inbox
+
+
+# -- the power-cut fuzz --------------------------------------------------------------------
+ACKS: list[tuple[int, str, str, Any]] = []
+DISK: list[Disk] = []
+
+
+def _ack(kind: str, run_id: str, what: Any) -> None:
+    ACKS.append((DISK[0].mark(), kind, run_id, what))
+
+
+@intemporal.activity
+def cut_step(i: int) -> int:
+    return i
+
+
+@intemporal.workflow
+def cut_flow(rid: str, steps: int, fan: int, wait: bool) -> int:
+    for i in range(steps):
+        cut_step(i)
+        _ack("steps", rid, i + 1)
+    if fan:
+        intemporal.join_all([intemporal.submit(cut_step, 100 + j) for j in range(fan)])
+        _ack("fan", rid, fan)
+    if wait:
+        intemporal.wait_for_signal("go")
+        _ack("signal_taken", rid, 1)
+    return steps
+
+
+def _workload(root: Path, rng: random.Random, runs: int) -> tuple[set[str], set[str]]:
+    """Starts, steps, fan-outs, signals, ends and gc on a durable engine; the acks in ACKS.
+
+    Returns the runs started and the runs gc deleted."""
+    started: set[str] = set()
+    deleted: set[str] = set()
+    with Engine(FileStore(root), threads=4) as engine:
+        handles = {}
+        for n in range(runs):
+            rid = f"run-{n}"
+            wait = rng.random() < 0.3
+            handles[rid] = engine.start(
+                cut_flow, rid, rng.randint(0, 4), rng.choice([0, 0, 3]), wait, run_id=rid
+            )
+            _ack("run", rid, None)
+            started.add(rid)
+            if wait:
+                engine.signal(rid, "go", n)
+                _ack("signal", rid, n)
+            if n % 4 == 3:  # some finished, then gc'd
+                done = [r for r, h in handles.items() if h.status().finished]
+                for r in done[:2]:
+                    handles[r].result(timeout=30)
+                    _ack("end", r, None)
+                store = engine.store
+                for tree in delete_trees(store, collectable(store, older_than=-1)):
+                    deleted.update(info.run_id for info in tree.runs)
+                for r in deleted:
+                    handles.pop(r, None)
+        for rid, h in handles.items():
+            h.result(timeout=60)
+            _ack("end", rid, None)
+    return started, deleted
+
+
+def _check_cut(disk: Disk, cut: int, into: Path, rng: random.Random, deleted: set[str]) -> None:
+    disk.rebuild(cut, into, rng, lose_all=rng.random() < 0.5)
+    store = FileStore(into)  # a new boot: replays the log
+    try:
+        present = set(store.run_ids())
+        for rid in present:
+            events = store.read(rid)  # raises on a line torn in the middle
+            lines = [json.dumps(e, sort_keys=True) for e in events]
+            assert len(lines) == len(set(lines)), f"cut {cut}: a line doubled in {rid}"
+            ends = [e for e in events if e["type"] in TERMINAL_EVENTS]
+            assert len(ends) <= 1 and (not ends or events[-1] is ends[0]), f"cut {cut}: {rid}"
+        for mark, kind, rid, what in ACKS:
+            if mark > cut or rid in deleted:
+                continue
+            where = f"cut {cut}/{len(disk.ops)}: {kind} {what} of {rid} acknowledged at {mark}"
+            assert rid in present, where + ": the run is gone"
+            events = store.read(rid)
+            done = sum(e["type"] == "activity_completed" for e in events)
+            if kind == "steps":
+                assert done >= what, where
+            elif kind == "fan":
+                assert sum(e.get("seq", 0) > 0 for e in events) >= what, where
+            elif kind == "signal":
+                inbox, _ = store.inbox(rid)
+                taken = any(e["type"] == "signal_received" for e in events)
+                assert taken or any(m.get("payload") == what for m in inbox), where
+            elif kind == "end":
+                assert events[-1]["type"] == "run_completed", where
+    finally:
+        store.close()
+
+
+def _fuzz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, runs: int, cuts: int) -> None:
+    rng = random.Random(seed)
+    monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 2048)  # the log laps: checkpoints too
+    monkeypatch.setattr(wal_module, "MAX_SEGMENT", 2048)
+    monkeypatch.setattr(wal_module, "BULK", 8)  # and some checkpoints sync everything
+    root = tmp_path / "store"
+    root.mkdir(mode=0o700)
+    disk = Disk(root)
+    ACKS.clear()
+    DISK[:] = [disk]
+    _reboot(monkeypatch, "boot-before")
+    with disk.installed(monkeypatch):
+        started, deleted = _workload(root, rng, runs)
+    _reboot(monkeypatch, "boot-after")
+    assert ACKS and started
+    total = len(disk.ops)
+    syncs = [i + 1 for i, op in enumerate(disk.ops) if op[0] in ("sync", "syncall")]
+    points = sorted(
+        {rng.randint(0, total) for _ in range(cuts // 2)}
+        | set(rng.sample(syncs, min(len(syncs), cuts - cuts // 2)))
+    )
+    for n, cut in enumerate(points):
+        into = tmp_path / f"cut-{n}"
+        into.mkdir(mode=0o700)
+        _check_cut(disk, cut, into, rng, deleted)
+    # the last cut keeps everything synced: every run not gc'd is there and finished
+    into = tmp_path / "cut-end"
+    into.mkdir(mode=0o700)
+    _check_cut(disk, total, into, rng, deleted)
+
+
+def test_no_acknowledged_record_is_lost_at_any_of_many_power_cuts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fuzz(tmp_path, monkeypatch, seed=18, runs=12, cuts=120)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_no_acknowledged_record_is_lost_at_hundreds_of_power_cuts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    _fuzz(tmp_path, monkeypatch, seed=seed, runs=40, cuts=400)
+
+
+_WRITER = """
+import sys
+from intemporal import FileStore
+store = FileStore(sys.argv[1])
+name = sys.argv[2]
+for i in range(20):
+    lease = store.create_claimed(f"{name}-{i}", {"type": "run_started", "workflow": "wf",
+                                 "args": [], "kwargs": {}, "ts": 1.0})
+    for j in range(10):
+        lease.append({"type": "side_effect", "seq": j + 1, "name": name, "ts": 1.0}, True)
+    lease.release()
+    store.send(f"{name}-{i}", {"type": "signal", "name": "go", "payload": i, "ts": 1.0})
+store.close()
+"""
+
+
+def test_processes_sharing_a_store_share_its_log_and_a_replay_restores_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two processes writing 20 runs each into one store at the same time
+    root = tmp_path / "s"
+    FileStore(root).close()
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(root), name]) for name in "ab"]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    files = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+    assert len([n for n in files if n.endswith(".jsonl")]) == 40
+    state = walfile.read_state(str(root / ".wal"))
+    assert state is not None and state[1:] == (1, 0)  # no checkpoint: everything is in it
+    # When a power cut loses every journal and inbox (the log had no checkpoint yet)
+    for name in files:
+        if name.endswith((".jsonl", ".inbox")):
+            (root / name).unlink()
+    # Then the next boot's open replays both processes' records: every file is back whole
+    _reboot(monkeypatch, "boot-after")
+    FileStore(root).close()
+    for name, data in files.items():
+        if name.endswith((".jsonl", ".inbox")):
+            assert (root / name).read_bytes() == data, name
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["batch-written", "batch-not-written"])
+def test_a_writer_killed_in_the_middle_of_a_batch_leaves_the_log_whole(
+    tmp_path: Path, written: bool
+) -> None:
+    # Given a log with record A, and a writer killed while writing batch B: the shared
+    # tail still says "B is being written" (with B on disk or not)
+    log = WriteAheadLog(str(tmp_path))
+    log.log("a", 0, b"A\n")
+    assert log._tail is not None
+    segno, start, _ = wal_module._TAIL.unpack_from(log._tail)
+    if written:
+        log.log("b", 0, b"B\n")
+        end = wal_module._TAIL.unpack_from(log._tail)[1]
+    else:
+        end = start + 64  # what it would have written
+    wal_module._TAIL.pack_into(log._tail, 0, segno, start, end)
+    # When another writer logs C
+    log.log("c", 0, b"C\n")
+    # Then C follows B if B is there, or takes its place if not: the log reads A (B) C
+    state = walfile.read_state(log.folder)
+    assert state is not None
+    paths = [r.path for r in log.records(state[1], state[2])]
+    assert paths == (["a", "b", "c"] if written else ["a", "c"])
+    log.close()
+
+
+def test_a_run_journaled_without_syncs_then_resumed_durably_is_logged_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run whose first lines were written by a flush-mode execution (never synced)
+    root, store, lease = _run_in_boot_a(tmp_path, monkeypatch, sync=False)
+    lease.append({"type": "side_effect", "seq": 1, "name": "n", "ts": 1.0}, False)
+    lease.release()
+    # When a durable execution claims it and appends one synced line
+    again = store.claim("r")
+    assert again is not None
+    again.append({"type": "side_effect", "seq": 2, "name": "n", "ts": 1.0}, True)
+    again.release()
+    store.close()
+    journal = (root / "r.jsonl").read_bytes()
+    # Then a power cut that loses the whole journal loses nothing acknowledged: the
+    # record holds the journal from its first byte, the unsynced lines included
+    (root / "r.jsonl").unlink()
+    _reboot(monkeypatch, "boot-b")
+    FileStore(root).close()
+    assert (root / "r.jsonl").read_bytes() == journal
+
+
+def test_a_record_too_large_for_a_segment_syncs_its_file_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a durable run, and a result larger than a segment of the log
+    monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 4096)
+    store = FileStore(tmp_path / "s")
+    lease = store.create_claimed("r", _started())
+    assert lease is not None
+    syncs = _Syncs(monkeypatch)
+    # When it is appended durably
+    lease.append({"type": "side_effect", "seq": 1, "name": "n", "result": "x" * 8000}, True)
+    # Then the journal itself was synced, with its folder (its name is new), not logged
+    assert (syncs.count, syncs.folders) == (1, 1)
+    lease.release()
+    assert store.read("r")[1]["result"] == "x" * 8000
+    store.close()
