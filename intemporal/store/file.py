@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
+from ..errors import RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
 from . import queueing
 from .base import (
@@ -53,7 +53,6 @@ from .base import (
 )
 from .fileio import (
     FileLease,
-    check_journal,
     check_messages,
     complete_length,
     dumps,
@@ -297,15 +296,7 @@ class FileStore(FileListing):
             raise RunNotFound(run_id) from None
         with open(fd, "rb") as f:
             data = f.read()
-        try:
-            events, _ = parse_lines(data, path)
-            if not events:
-                raise JournalCorrupted(path, 1, "empty journal")
-            check_journal(events, path)
-        except JournalCorrupted:
-            self.index.damaged(run_id)  # a worker's start-up reports it, with no full scan
-            raise
-        return events
+        return self._events_of(run_id, data, path)
 
     def exists(self, run_id: str) -> bool:
         folder, _, name = check_run_id(run_id).rpartition("/")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
-from ..events import TERMINAL_EVENTS, RunStatus
+from ..events import TERMINAL_EVENTS, Event, RunStatus
 from .base import RunInfo, Store
 from .fileio import check_journal, fcntl, parse_lines, try_lock
 from .index import DAMAGED, OPEN, UNSURE, Row, RunIndex, row_of, statuses_for
@@ -296,21 +296,26 @@ class FileListing(Store):
         try:
             with open(fd, "rb", closefd=False) as f:
                 data = f.read()
-            try:
-                events, _ = parse_lines(data, path)
-                if not events:
-                    raise JournalCorrupted(path, 1, "empty journal")
-                check_journal(events, path)
-            except JournalCorrupted:
-                self.index.damaged(run_id)
-                raise
-            last = events[-1]
+            last = self._events_of(run_id, data, path)[-1]
             if last["type"] not in TERMINAL_EVENTS or last.get("ts", 0.0) != updated_at:
                 return False
             self.delete(run_id)  # still locked: nobody claimed it meanwhile
             return True
         finally:
             os.close(fd)
+
+    def _events_of(self, run_id: str, data: bytes, path: str) -> list[Event]:
+        """A journal's events, checked; `JournalCorrupted` (the row marked damaged: a
+        worker's start-up reports it, with no full scan) if they cannot be read."""
+        try:
+            events, _ = parse_lines(data, path)
+            if not events:
+                raise JournalCorrupted(path, 1, "empty journal")
+            check_journal(events, path)
+        except JournalCorrupted:
+            self.index.damaged(run_id)
+            raise
+        return events
 
     def forget(self, run_id: str) -> None:
         """After a run's files are deleted: its row goes too (in batches: a row without a
