@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 JOBS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-slow lint bench clean
+.PHONY: help demo test test-slow lint bench bench-store clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 bench: $(STAMP) ## benchmarks, side by side with DBOS (installed in bench/.venv-dbos)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/async_fanout.py
+
+bench-store: $(STAMP) ## the file store at 100,000 runs: list, gc, recover, parked memory, import (BASELINE=DIR: beside another checkout)
+	$(BIN)/python bench/store_bench.py $(if $(BASELINE),--baseline $(BASELINE))
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info .intemporal-demo

@@ -54,8 +54,30 @@ class EngineCalls(Protocol):
     ) -> None: ...
 
 
+#: the `done` of every parked execution: already set, shared (a parked run keeps no lock)
+DONE = threading.Event()
+DONE.set()
+
+
 class _Execution:
     """One run executing (or queued to execute) in this engine, and how it ended."""
+
+    __slots__ = (
+        "args",
+        "ctx",
+        "done",
+        "inbox_cursor",
+        "inline",
+        "kwargs",
+        "outcome",
+        "parent",
+        "protocols",
+        "rewake",
+        "run_id",
+        "start_at",
+        "terminal",
+        "wf",
+    )
 
     def __init__(
         self,
