@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from .errors import IntemporalError, RunNotFound
 from .events import TERMINAL_EVENTS
-from .store.base import RunInfo, RunStatus, Store
+from .store.base import RunStatus, Store
+from .store.runinfo import RunInfo
 
 
 @dataclass

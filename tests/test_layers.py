@@ -27,6 +27,7 @@ RANKS = {
     "failures": 4,
     # storage, and the observer seam (both speak the journal's vocabulary only)
     "observe": 5,
+    "store.runinfo": 4,
     "store.base": 5,
     "tracing": 6,
     "store.safefs": 1,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .base import _URL, Event, Lease, RunInfo, RunStatus, Store, check_run_id, redact, summarize
+from .base import Event, Lease, RunStatus, Store
 from .file import FileStore
 from .locate import Located, locate
 from .memory import MemoryStore
+from .runinfo import _URL, RunInfo, check_run_id, redact, summarize
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore

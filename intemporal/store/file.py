@@ -43,14 +43,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
 from . import queueing
-from .base import (
-    Event,
-    Lease,
-    RunInfo,
-    check_run_id,
-    summarize,
-    with_signal_id,
-)
+from .base import Event, Lease, with_signal_id
 from .fileio import (
     FileLease,
     check_messages,
@@ -65,6 +58,7 @@ from .fileio import (
 )
 from .filelist import FileListing
 from .index import IndexedLease
+from .runinfo import RunInfo, check_run_id, summarize
 from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
 from .wal import Logged, WriteAheadLog
 from .walfile import supported as wal_supported

@@ -21,9 +21,10 @@ from typing import Any
 
 from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS, Event, RunStatus
-from .base import RunInfo, Store
+from .base import Store
 from .fileio import check_journal, fcntl, parse_lines, try_lock
 from .index import DAMAGED, OPEN, UNSURE, Row, RunIndex, row_of, statuses_for
+from .runinfo import RunInfo
 
 JOURNAL = ".jsonl"
 TAIL = 4096  # bytes read from a journal's end to find its last event

@@ -11,7 +11,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ..errors import LeaseLost, RunNotFound
-from .base import Event, Lease, Store, check_run_id, with_signal_id
+from .base import Event, Lease, Store, with_signal_id
+from .runinfo import check_run_id
 
 
 class MemoryLease(Lease):

@@ -29,18 +29,10 @@ from typing import Any, NamedTuple
 from ..errors import LeaseLost, RunNotFound, StoreUnavailable
 from ..events import TERMINAL_EVENTS, RunState, RunStatus, fold
 from . import queueing
-from .base import (
-    Event,
-    Lease,
-    RunInfo,
-    Store,
-    check_run_id,
-    redact,
-    summarize_state,
-    with_signal_id,
-)
+from .base import Event, Lease, Store, with_signal_id
 from .postgres_wake import READY, RESCAN, UNFINISHED, Wakeups
 from .queueing import QueueSpec
+from .runinfo import RunInfo, check_run_id, redact, summarize_state
 
 psycopg: Any = None  # imported by the first PostgresStore: `import intemporal` stays fast
 sql: Any = None
