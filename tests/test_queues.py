@@ -301,3 +301,9 @@ def test_queues_command_shows_limits_and_counts(
     table = cli("queues", "--import", "mailapp")
     assert "mail" in table.output and "10/1s" in table.output
     assert cli("start", "mailapp:send", '["c"]', "--delay", "soon").exit_code == 2
+    # A priority outside what every store keeps is a bad option value too: exit 2, no run
+    for bad in ("99999999999", str(-(2**31) - 1)):
+        refused = cli("start", "mailapp:send", '["d"]', "--detach", "--priority", bad)
+        assert refused.exit_code == 2, refused.output
+        assert "--priority" in refused.output
+    assert len(cli("list", "--json").output.splitlines()) == 2  # a and b only
