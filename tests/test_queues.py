@@ -253,6 +253,13 @@ def test_bad_limits_are_refused(options: dict[str, Any], error: type[Exception])
     assert "bad" not in declared_queues.declared()
 
 
+def test_limits_are_keyword_only() -> None:
+    # `Queue(name, *, concurrency=None, ...)`: a bare number would not say which limit it is
+    with pytest.raises(TypeError):
+        Queue("positional", 2)  # type: ignore[call-arg]
+    assert "positional" not in declared_queues.declared()
+
+
 def test_engine_takes_names_and_queue_objects() -> None:
     emails = Queue("emails", concurrency=2, rate=(10, 1.0))
     with Engine(MemoryStore(), queues=[emails, "default"]) as engine:
