@@ -6,9 +6,12 @@ PY ?= $(shell for p in python3 python3.13 python3.12 python3.11 python; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# test processes for `make test` (pytest-xdist): the suite mostly waits on processes,
+# timers and disks, so 4 fill 2 cores; JOBS=0 runs it in this process
+JOBS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-slow lint bench clean
+.PHONY: help demo test test-slow lint bench bench-store clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,7 +31,7 @@ demo: $(STAMP) ## run a workflow that crashes and resumes, then list the runs
 	$(BIN)/intemporal --store .intemporal-demo list
 
 test: $(STAMP) ## run the test suite (skips the slow soak/fuzz tests; PostgreSQL: apt-get install postgresql)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(JOBS)
 
 test-slow: $(STAMP) ## run only the slow soak/fuzz tests
 	$(BIN)/python -m pytest -q -m slow
@@ -41,6 +44,9 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 bench: $(STAMP) ## benchmarks, side by side with DBOS (installed in bench/.venv-dbos)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/async_fanout.py
+
+bench-store: $(STAMP) ## the file store at 100,000 runs: list, gc, recover, parked memory, import (BASELINE=DIR: beside another checkout)
+	$(BIN)/python bench/store_bench.py $(if $(BASELINE),--baseline $(BASELINE))
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info .intemporal-demo

@@ -64,6 +64,7 @@ from .replay import NOT_READY, ChildNotFinished, Host, Named, RunContext, child_
 from .store.base import Event, Lease
 
 QUIET_TURNS = 8  # loop turns without a new operation after which a run counts as settled
+VIRTUAL_POLL = 0.01  # seconds between looks of a signal wait on a virtual clock, unawaited
 STALL = 5.0  # seconds a replay may wait for a recorded step that nothing awaits
 COMPLETIONS = {
     ACTIVITY_COMPLETED,
@@ -200,6 +201,11 @@ class AsyncRunContext(RunContext):
         self._live: set[asyncio.Task[Any]] = set()  # tasks inside an operation that executes
         order = self._order(events, ended)
         self.deliveries = Deliveries(loop, order, lambda: self.ticks, self._stalled)
+
+    def idle(self) -> bool:
+        """Whether no activity of the run executes now: its tasks only wait (a signal, a
+        timer, a child run, their turn)."""
+        return not self._live and not self._attempts
 
     def _stalled(self, seq: int) -> BaseException:
         rec = self.recorded[seq]
@@ -345,10 +351,17 @@ class AsyncRunContext(RunContext):
                 raise
             if value is not NOT_READY:
                 return value
-            advance = getattr(self.host.clock, "advance", None)
-            if ready is never and advance is not None and remaining is not None:
-                advance(remaining)  # a virtual clock (intemporal.testing): skip the sleep
-                continue
+            clock = self.host.clock
+            advance = getattr(clock, "advance", None)
+            if advance is not None and remaining is not None:
+                # A virtual clock (intemporal.testing): a timer is skipped at once; a signal
+                # wait's timeout once someone awaits the run's result (a signal may come first).
+                if ready is not never and clock.skip_to(clock.time() + remaining):
+                    continue
+                if ready is never:
+                    advance(remaining)
+                    continue
+                remaining = min(remaining, VIRTUAL_POLL)
             await self.changed(remaining)
 
     # -- waking -------------------------------------------------------------------------------
@@ -440,13 +453,24 @@ class AsyncRunContext(RunContext):
     async def run_workflow(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        """Await the workflow; then let the operations still executing in its tasks end
-        (they journal to this run's lease) before the run's verdict is written."""
+        """Await the workflow; then cancel the operations still executing in tasks it left
+        behind (as `asyncio.run` does: the loser of a race it did not cancel, the rest of an
+        `asyncio.wait(..., timeout=)`), and let them end (they journal to this run's lease)
+        before the run's verdict is written. A run stopped unfinished (the engine closing)
+        cancels nothing: what is in flight then runs again on resume."""
+        ended = False
         try:
-            return await fn(*args, **kwargs)
+            value = await fn(*args, **kwargs)
+            ended = True
+            return value
+        except Exception:
+            ended = True
+            raise
         finally:
             self.finished = True
             others = self._live - {asyncio.current_task()}
+            for task in others if ended else ():
+                task.cancel()
             if others:
                 await asyncio.wait(others)
 

@@ -149,6 +149,7 @@ def resume(
     started: list[RunHandle | Outcome] = []
     with _engine(ctx) as engine:
         if not runs:  # oldest first; child runs are left to their parent, which resumes them
+            # every run: a finished one damaged since must be said too, not skipped
             listed = list(reversed(engine.list_runs()))
             targets = [i for i in listed if resumable(engine.store, i, failed)]
             started += render.unreadable_outcomes(listed)  # reported, never skipped in silence
@@ -464,12 +465,17 @@ def gc(
     store = _open(ctx)
     unreadable: set[str] = set()
     doomed = collectable(
-        store, older_than=seconds, status=status and RunStatus(status), unreadable=unreadable
+        store,
+        older_than=seconds,
+        status=status and RunStatus(status),
+        unreadable=unreadable,
+        probe=dry_run,
     )
     out = render.console()
     # the top-level run first, then what it started
     listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
-    doomed = doomed if dry_run else delete_trees(store, doomed)
+    doomed = doomed if dry_run else delete_trees(store, doomed, unreadable)
+    store.close()  # the file store's index drops the deleted runs' rows now
     gone = {i.run_id for tree in doomed for i in tree.runs}
     for info in listed:
         if as_json:

@@ -8,9 +8,11 @@ table shows as orphaned; `--status running`/`waiting` include orphaned runs of t
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -79,7 +81,7 @@ def parse_when(text: str, utc: bool = False) -> float:
     return when.timestamp()
 
 
-def matching(
+def _filters(
     engine: Engine,
     status: str | None,
     workflow: str | None,
@@ -88,35 +90,34 @@ def matching(
     since: str | None,
     until: str | None,
     utc: bool,
-) -> list[RunInfo]:
-    """Every run the filters keep, newest first."""
+) -> dict[str, Any]:
+    """The filters as `Store.iter_runs` takes them (checked now: errors before any output)."""
     if status is not None and status.lower() not in STATES:
         raise UserError(f"--status {status!r}: choose one of {', '.join(STATES)}", 2)
     want = status.lower() if status else None
-    lo = parse_when(since, utc) if since else None
-    hi = parse_when(until, utc) if until else None
     if parent is not None:
         engine.get_run(parent)  # an unknown parent is an error, not "no runs"
-    recorded = None if want in (None, "orphaned") else RunStatus(want)
-    out = []
-    for info in engine.list_runs(status=recorded, workflow=workflow):
-        if want == "orphaned" and not info.orphaned:
-            continue
-        if (lo is not None and info.created_at < lo) or (hi is not None and info.created_at >= hi):
-            continue
-        if parent is not None and info.parent != parent:
-            continue
-        if queue is not None and _queue(engine, info) != queue:
-            continue
-        out.append(info)
-    return out
+    return {
+        "status": None if want in (None, "orphaned") else RunStatus(want),
+        "orphaned": want == "orphaned",
+        "workflow": workflow,
+        "queue": queue,
+        "parent": parent,
+        "since": parse_when(since, utc) if since else None,
+        "until": parse_when(until, utc) if until else None,
+    }
 
 
-def _queue(engine: Engine, info: RunInfo) -> str | None:
-    try:
-        return engine.store.read(info.run_id)[0].get("queue")
-    except Exception:  # deleted meanwhile
-        return None
+def _matching(engine: Engine, filters: dict[str, Any]) -> Iterator[RunInfo]:
+    version = filters.get("version")
+    for info in engine.store.iter_runs(**_counted(filters)):
+        if (not filters["orphaned"] or info.orphaned) and (
+            version is None or info.version == version
+        ):
+            yield info
+
+
+STREAM = 100  # rows per table printed at a time by `list --all` (it streams)
 
 
 @command("list")
@@ -168,36 +169,54 @@ def list_runs(
       intemporal list --json | jq -r 'select(.orphaned) | .run_id'
     """
     with _engine(ctx, worker=False) as engine:
-        runs = matching(engine, status, workflow, queue, parent, since, until, utc)
-    runs = [i for i in runs if version is None or i.version == version]
-    total = len(runs)
-    runs = runs[offset:] if all_runs else runs[offset : offset + limit]
-    if as_json:
-        for info in runs:
-            typer.echo(json.dumps(info.to_json()))
-        return
-    out = render.console()
-    if not runs:
-        given = (status, workflow, queue, parent, since, until, version)
-        filtered = offset > 0 or any(f is not None for f in given)
-        out.print("no runs" + (" match" if filtered else " yet"))
-        return
-    out.print(view.runs_table(runs, out.width, utc))
-    if len(runs) < total:
-        out.print(
-            f"{offset + 1}-{offset + len(runs)} of {total} runs: --all, --limit N or "
-            "--offset N for more",
-            style="dim",
-            soft_wrap=True,
-        )
-    orphans = sum(info.orphaned for info in runs)
+        filters = _filters(engine, status, workflow, queue, parent, since, until, utc)
+        filters["version"] = version
+        runs = _matching(engine, filters)
+        page = itertools.islice(runs, offset, None if all_runs else offset + limit)
+        if as_json:  # one line per run, printed as it is read
+            for info in page:
+                typer.echo(json.dumps(info.to_json()))
+            return
+        out = render.console()
+        shown, orphans, unreadable = 0, 0, 0
+        for chunk in _chunks(page, STREAM if all_runs else limit):
+            table = view.runs_table(chunk, out.width, utc)
+            table.show_header = shown == 0
+            out.print(table)
+            shown += len(chunk)
+            orphans += sum(info.orphaned for info in chunk)
+            unreadable += sum(info.status is RunStatus.UNREADABLE for info in chunk)
+        if not shown:
+            given = (status, workflow, queue, parent, since, until, version)
+            filtered = offset > 0 or any(f is not None for f in given)  # `--queue ""` too
+            out.print("no runs" + (" match" if filtered else " yet"))
+            return
+        more = not all_runs and next(runs, None) is not None
+        if more:
+            counted = not filters["orphaned"] and version is None
+            total = engine.store.count_runs(**_counted(filters)) if counted else None
+            of = f"of {total} runs" if total is not None else "shown, more match"
+            out.print(
+                f"{offset + 1}-{offset + shown} {of}: --all, --limit N or --offset N for more",
+                style="dim",
+                soft_wrap=True,
+            )
     if orphans:
         note = f"{orphans} orphaned (no process executes them): `intemporal resume --all` continues them"
         out.print(Text(note, style=render.ORPHANED_STYLE), soft_wrap=True)
-    unreadable = sum(info.status is RunStatus.UNREADABLE for info in runs)
     if unreadable:  # listed, never left out: `show` says why
         note = f"{unreadable} unreadable (a damaged journal): `intemporal show RUN` says why"
         out.print(Text(note, style=render.STATUS_STYLE[RunStatus.UNREADABLE]), soft_wrap=True)
+
+
+def _chunks(runs: Iterator[RunInfo], size: int) -> Iterator[list[RunInfo]]:
+    while chunk := list(itertools.islice(runs, size)):
+        yield chunk
+
+
+def _counted(filters: dict[str, Any]) -> dict[str, Any]:
+    """The filters `Store.iter_runs` takes (orphaned and version are checked per run)."""
+    return {k: v for k, v in filters.items() if k not in ("orphaned", "version")}
 
 
 @command()
@@ -220,7 +239,10 @@ def count(
       intemporal count --status orphaned --json
     """
     with _engine(ctx, worker=False) as engine:
-        n = len(matching(engine, status, workflow, queue, parent, since, until, False))
+        filters = _filters(engine, status, workflow, queue, parent, since, until, False)
+        n = None if filters["orphaned"] else engine.store.count_runs(**_counted(filters))
+        if n is None:  # a status asks each journal
+            n = sum(1 for _ in _matching(engine, filters))
     typer.echo(json.dumps({"count": n}) if as_json else str(n))
 
 

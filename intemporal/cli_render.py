@@ -32,10 +32,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from .async_replay import AsyncRunContext
 from .codec import is_exact_json, peek
 from .events import (
     ACTIVITY_COMPLETED,
     RUN_SUSPENDED,
+    SIGNAL_WAIT,
+    TIMER_STARTED,
 )
 from .handle import chain_end
 from .store import Event, RunInfo, RunStatus
@@ -298,6 +301,29 @@ def long_wait(events: list[Event]) -> str | None:
     return None
 
 
+def async_long_wait(engine: Engine, run_id: str) -> str | None:
+    """What an async run executed here waits for, if it may take long and no activity of it
+    executes: a signal it awaits, or a timer further off than `LONG_WAIT`; else None.
+
+    An async run does not suspend (`run_suspended`): its open waits are read from the
+    journal instead, a `signal_wait` not yet answered at its step, or a `timer_started`.
+    """
+    exe = engine.execution(run_id)
+    ctx = exe.ctx if exe is not None else None
+    if not isinstance(ctx, AsyncRunContext) or not ctx.idle():
+        return None
+    events = engine.history(run_id)
+    answered = {e["seq"] for e in events if e.get("type") != SIGNAL_WAIT and "seq" in e}
+    for ev in events:
+        if ev.get("type") == SIGNAL_WAIT and ev["seq"] not in answered:
+            return f"signal {str(ev.get('name', ''))[len(SIGNAL_OP) :]!r}"
+    for ev in events:
+        until = ev.get("fire_at") if ev.get("type") == TIMER_STARTED else None
+        if isinstance(until, int | float) and until - time.time() > LONG_WAIT:
+            return f"a timer, due {fmt_time(until)}"
+    return None
+
+
 def wait(
     engine: Engine,
     handle: RunHandle,
@@ -315,16 +341,19 @@ def wait(
         step = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
         try:
             return Outcome(rid, RunStatus.COMPLETED.value, value=handle.result(timeout=step))
-        except TimeoutError as exc:  # our own timeout, or the workflow's TimeoutError
+        except TimeoutError:  # our own timeout, or the workflow's TimeoutError
             if on_poll is not None:
                 on_poll()
             info = chain_end(engine.get_run, engine.get_run(rid))  # continued as new: the last
-            if info.status.finished:
-                return Outcome(rid, info.status.value, error=describe(exc))
+            if info.status.finished:  # it may have ended just after this look timed out
+                return _ended(engine, handle)
             if info.status is RunStatus.WAITING and not engine.store.is_claimed(info.run_id):
                 what = long_wait(engine.history(info.run_id))
                 if what is not None:  # may take days: do not hold the terminal
                     return Outcome(rid, info.status.value, waiting_for=what)
+            what = async_long_wait(engine, info.run_id)
+            if what is not None:  # an async run waits without suspending: the same
+                return Outcome(rid, RunStatus.WAITING.value, waiting_for=what)
             if deadline is not None and time.monotonic() >= deadline:
                 return Outcome(rid, "still-running")
         except Exception as exc:
@@ -336,6 +365,15 @@ def wait(
             if stopped is None:
                 raise
             return stopped
+
+
+def _ended(engine: Engine, handle: RunHandle) -> Outcome:
+    """The outcome of a run recorded as finished: its value, or the error it ended with."""
+    try:
+        return Outcome(handle.run_id, RunStatus.COMPLETED.value, value=handle.result())
+    except Exception as exc:  # the workflow's own error (a TimeoutError too), or Cancelled
+        info = chain_end(engine.get_run, engine.get_run(handle.run_id))
+        return Outcome(handle.run_id, info.status.value, error=describe(exc))
 
 
 def follow(

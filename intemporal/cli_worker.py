@@ -38,7 +38,7 @@ from .cli_support import (
 from .engine import Engine
 from .errors import StoreUnavailable
 from .handle import RunHandle, chain_end
-from .store import RunStatus, redact
+from .store import RunInfo, RunStatus, redact
 
 DEFAULT_QUEUE = "default"
 
@@ -203,7 +203,7 @@ def worker(
         where = redact(engine.store.location or _location(ctx))
         served = f"queues {', '.join(queues)}" if queues else "every queue"
         board.say("serving", None, f"worker on {where}, serving {served} (Ctrl-C to stop)")
-        for info in engine.list_runs(status=RunStatus.UNREADABLE):  # never skipped in silence:
+        for info in _unreadable(engine):  # never skipped in silence:
             bad = render.unreadable_outcome(info)
             ended.append(bad)  # said once, and --once exits 1
             board.outcome(bad)
@@ -266,6 +266,15 @@ def _give_up_after(grace: float, board: Board, left: Callable[[], list[str]]) ->
     timer.daemon = True
     timer.start()
     return timer
+
+
+def _unreadable(engine: Engine) -> Iterator[RunInfo]:
+    """The damaged runs a worker would otherwise take: among the unfinished ones (the file
+    store's index names them, and the runs found damaged since), not every run's journal."""
+    for run_id in engine.store.unfinished():
+        info = engine.store.summary_or_unreadable(run_id)
+        if info is not None and info.status is RunStatus.UNREADABLE:
+            yield info
 
 
 @contextlib.contextmanager

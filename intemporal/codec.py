@@ -5,7 +5,9 @@ str-keyed dicts of those, nested at most `MAX_JSON_DEPTH` deep) is stored as its
 journal stays readable with `jq`. Anything else (a tuple, a set, bytes, a datetime, a
 dataclass, an enum) is pickled (`pickling.py`) and stored as `{"$dill": "<base64>",
 "$type": "module.Class"}`: the type name beside the blob lets `intemporal show` say what it
-is without unpickling it (`peek`). A `Secret` is stored as `{"$secret": <its value>}`.
+is without unpickling it (`peek`). A `Secret` is stored as `{"$secret": <its value>}`, and
+`bytes` as `{"$bytes": "<base64>"}` (no pickle: read back as bytes, with `codec="json"` too);
+inside plain JSON they sit in a `{"$tree": ...}`.
 
 What is accepted comes back equal, or is refused at once with `SerializationError`: a
 reference cycle, containers nested deeper than `MAX_DEPTH`, an int too long to write as
@@ -39,7 +41,8 @@ SCRIPTS_TAG = "$scripts"
 SECRET_TAG = "$secret"
 TREE_TAG = "$tree"  # a list or dict holding secrets among plain JSON
 HIDDEN_TAG = "$hidden"  # beside a pickle that holds a Secret: never printed
-_TAGS = (DILL_TAG, SECRET_TAG, TREE_TAG)
+BYTES_TAG = "$bytes"  # bytes, as base64: no pickle
+_TAGS = (DILL_TAG, SECRET_TAG, TREE_TAG, BYTES_TAG)
 READ_ONLY = "read-only"  # decode's policy for commands that only look: never unpickle
 
 MAX_JSON_DEPTH = 100  # deeper lists/dicts are pickled: a journal line stays easy to parse
@@ -136,7 +139,7 @@ def is_exact_json(value: Any, depth: int = 0) -> bool:
                 return False
         return True
     if t is dict:
-        if DILL_TAG in value or SECRET_TAG in value or TREE_TAG in value:
+        if DILL_TAG in value or SECRET_TAG in value or TREE_TAG in value or BYTES_TAG in value:
             return False  # would be mistaken for an encoded value on the way back
         for k, v in value.items():
             if type(k) is not str or not is_exact_json(v, depth):
@@ -152,13 +155,17 @@ def encode(value: Any, codec: str = "auto") -> Any:
     """
     if is_exact_json(value):
         return value
+    if type(value) is bytes:
+        return {BYTES_TAG: _b64(value)}
     try:
-        problem = _tree_problem(value)
+        # One walk finds what cannot be stored and whether a secret or bytes sit inside;
+        # only then is the value walked again to tag them.
+        problem, tagged = _tree_problem(value)
         if problem:
             raise SerializationError(f"{type(value).__name__} value {_short(value)}: {problem}")
         if type(value) is Secret:
             return {SECRET_TAG: encode(value.value, codec)}
-        tree = _with_secrets(value, 0)
+        tree = _with_secrets(value, 0) if tagged else None
         if tree is not None:
             return {TREE_TAG: tree}
         if codec == "json":
@@ -190,11 +197,13 @@ def type_name(t: type) -> str:
     return t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
 
 
-def _tree_problem(value: Any) -> str | None:
-    """Why the built-in containers of `value` cannot be stored (a cycle, depth, a huge int)."""
+def _tree_problem(value: Any) -> tuple[str | None, bool]:
+    """Why the built-in containers of `value` cannot be stored (a cycle, depth, a huge int),
+    and whether a `Secret` or `bytes` sits among them (then it may be stored as a tree)."""
     containers = (list, tuple, dict, set, frozenset)
     on_path: set[int] = set()
     stack: list[tuple[Any, int, bool]] = [(value, 0, False)]
+    tagged = False
     while stack:
         item, depth, leaving = stack.pop()
         if leaving:
@@ -202,13 +211,16 @@ def _tree_problem(value: Any) -> str | None:
             continue
         t = type(item)
         if t is int and _INT_LIMIT is not None and not -_INT_LIMIT < item < _INT_LIMIT:
-            return f"an int of more than {_DIGITS} digits cannot be written as text"
-        if t not in containers and type(item) is not Secret:
+            return f"an int of more than {_DIGITS} digits cannot be written as text", tagged
+        if t is bytes:
+            tagged = True
+        if t not in containers and t is not Secret:
             continue
+        tagged = tagged or t is Secret
         if id(item) in on_path:
-            return "it contains a reference cycle (a container that holds itself)"
+            return "it contains a reference cycle (a container that holds itself)", tagged
         if depth >= MAX_DEPTH:
-            return f"containers nested more than {MAX_DEPTH} deep"
+            return f"containers nested more than {MAX_DEPTH} deep", tagged
         on_path.add(id(item))
         stack.append((item, depth, True))
         if t is dict:
@@ -218,12 +230,18 @@ def _tree_problem(value: Any) -> str | None:
         else:
             children = item
         stack.extend((c, depth + 1, False) for c in children)
-    return None
+    return None, tagged
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
 
 def _with_secrets(value: Any, depth: int) -> Any:
-    """`value` with its secrets tagged, if it is plain JSON apart from them; else None."""
+    """`value` with its secrets and bytes tagged, if it is plain JSON apart from them; else None."""
     t = type(value)
+    if t is bytes:
+        return {BYTES_TAG: _b64(value)}
     if t is Secret:
         inner = value.value
         return {SECRET_TAG: inner} if is_exact_json(inner) else None
@@ -253,6 +271,8 @@ def decode(data: Any, codec: str = "auto", where: str = "a stored value") -> Any
         return Secret(decode(data[SECRET_TAG], codec, where))
     if TREE_TAG in data:
         return _untree(data[TREE_TAG])
+    if BYTES_TAG in data:
+        return _unbytes(data, where)
     if DILL_TAG not in data:
         return data
     if codec != "auto":
@@ -274,6 +294,14 @@ def decode(data: Any, codec: str = "auto", where: str = "a stored value") -> Any
         ) from exc
 
 
+def _unbytes(data: dict[str, Any], where: str = "a stored value") -> bytes:
+    """The bytes of `{"$bytes": "<base64>"}`; `SerializationError` if it is not base64."""
+    try:
+        return base64.b64decode(data[BYTES_TAG], validate=True)
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise SerializationError(f"{where} is not valid base64 bytes: {exc}") from exc
+
+
 def _untree(data: Any, depth: int = 0) -> Any:
     if depth > _READ_DEPTH:  # only a hand-made journal gets here: `encode` nests far less
         raise SerializationError(f"a stored value is nested more than {_READ_DEPTH} deep")
@@ -282,6 +310,8 @@ def _untree(data: Any, depth: int = 0) -> Any:
     if type(data) is dict:
         if SECRET_TAG in data:
             return Secret(data[SECRET_TAG])
+        if BYTES_TAG in data:
+            return _unbytes(data)
         return {k: _untree(v, depth + 1) for k, v in data.items()}
     return data
 
@@ -307,6 +337,8 @@ def _peek(data: Any) -> Any:
         return Secret(_peek(data[SECRET_TAG]))
     if TREE_TAG in data:
         return _untree(data[TREE_TAG])
+    if BYTES_TAG in data:
+        return _unbytes(data)
     if DILL_TAG in data:
         blob = data[DILL_TAG]
         size = len(blob) * 3 // 4 - blob.count("=") if isinstance(blob, str) else 0

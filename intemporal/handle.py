@@ -54,8 +54,30 @@ class EngineCalls(Protocol):
     ) -> None: ...
 
 
+#: the `done` of every parked execution: already set, shared (a parked run keeps no lock)
+DONE = threading.Event()
+DONE.set()
+
+
 class _Execution:
     """One run executing (or queued to execute) in this engine, and how it ended."""
+
+    __slots__ = (
+        "args",
+        "ctx",
+        "done",
+        "inbox_cursor",
+        "inline",
+        "kwargs",
+        "outcome",
+        "parent",
+        "protocols",
+        "rewake",
+        "run_id",
+        "start_at",
+        "terminal",
+        "wf",
+    )
 
     def __init__(
         self,
@@ -174,6 +196,10 @@ class RunHandle(Generic[R]):
         Returns the run's value, or raises its exception (or `Cancelled`); `TimeoutError`
         after `timeout` seconds; `StoreUnavailable` if the store failed under the run.
         """
+        with self.engine.clock.awaited():  # a virtual clock may skip the run's waits
+            return await self._wait_async(timeout)
+
+    async def _wait_async(self, timeout: float | None) -> R:
         deadline = None if timeout is None else time.monotonic() + timeout
         poll = 0.002
         while True:

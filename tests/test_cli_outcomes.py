@@ -14,6 +14,7 @@ failed runs only with `--failed`; it touches no other run (`updated_at` unchange
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from typer.testing import Result
 
 import intemporal
 from intemporal import Engine, FileStore, RetryPolicy, RunStatus
+from intemporal import cli_render as render
 
 STATE = {"broken": True}
 
@@ -246,6 +248,40 @@ def test_resume_with_a_timeout_that_passes_first_exits_3_and_the_run_stays_resum
     assert "still running when --timeout passed" in result.stdout
     done = cli("resume", "slow", "--json")
     assert done.exit_code == 0 and objects(done)[0]["result"] == 9
+
+
+@intemporal.workflow(name="outcomes.gives_up")
+def gives_up(x: int) -> int:
+    raise TimeoutError(f"gave up on {x}")
+
+
+class _LateLook(intemporal.RunHandle[Any]):
+    """A handle whose first look times out although the run is recorded finished: the race
+    of a run that ends just after `resume` stopped waiting for one poll."""
+
+    looked = False
+
+    def result(self, timeout: float | None = None) -> Any:
+        if not self.looked and timeout is not None:
+            self.looked = True
+            raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout} s")
+        return super().result(timeout)
+
+
+@pytest.mark.parametrize(
+    ("wf", "status", "value", "error"),
+    [
+        (plain, "completed", 5, None),
+        (gives_up, "failed", None, "TimeoutError: gave up on 5"),
+    ],
+)
+def test_a_run_ending_as_a_poll_of_resume_times_out_reports_its_own_outcome(
+    engine: Engine, wf: Any, status: str, value: Any, error: str | None
+) -> None:
+    with pytest.raises(Exception) if error else contextlib.nullcontext():
+        engine.run(wf, 5, run_id="r")
+    outcome = render.wait(engine, _LateLook(engine, "r"), None)
+    assert (outcome.status, outcome.value, outcome.error) == (status, value, error)
 
 
 WAITING_SCRIPT = """

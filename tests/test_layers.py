@@ -35,6 +35,8 @@ RANKS = {
     "store.queueing": 2,
     "queues": 3,
     "store.fileio": 6,
+    "store.index": 6,
+    "store.filelist": 6.5,
     "store.memory": 7,
     "store.file": 7,
     "store.locate": 7,

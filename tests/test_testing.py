@@ -3,6 +3,7 @@ pytest fixture `intemporal_engine`."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -89,6 +90,34 @@ def test_a_signal_sent_before_waiting_for_the_result_arrives_first() -> None:
         # Then the signal wins over the timeout: time skips only while the test waits
         assert handle.result(timeout=5) == {"status": "approved", "by": "alice"}
         assert engine.clock.skipped < DAY
+
+
+@intemporal.workflow
+async def expense_async(amount: int, approval_timeout: float = 3 * DAY) -> dict[str, Any]:
+    asked = intemporal.now()
+    try:
+        decision = await intemporal.wait_for_signal_async("approve", timeout=approval_timeout)
+    except intemporal.SignalTimeout:
+        waited = (intemporal.now() - asked).total_seconds()
+        return {"status": "expired", "waited": waited}
+    return {"status": "approved", "by": decision["by"]}
+
+
+def test_an_async_approval_timeout_passes_in_milliseconds_too() -> None:
+    # Given an async workflow waiting 2 days for a signal, on an engine with time skipping
+    with intemporal.testing.engine() as engine:
+        started = time.monotonic()
+        # When nobody signals and the test waits for the result (blocking, then awaiting)
+        result = engine.start(expense_async, 1, 2 * DAY).result(timeout=10)
+        awaited = asyncio.run(engine.start(expense_async, 2, DAY).result_async(timeout=10))
+        # Then the timeout fires at once, and the workflow saw the days pass
+        assert result["status"] == awaited["status"] == "expired"
+        assert result["waited"] >= 2 * DAY and awaited["waited"] >= DAY
+        assert time.monotonic() - started < 5.0
+        # And a signal sent before anyone waits for the result still wins
+        handle = engine.start(expense_async, 3, run_id="exp-async")
+        handle.signal("approve", {"by": "bob"})
+        assert handle.result(timeout=10) == {"status": "approved", "by": "bob"}
 
 
 def test_a_run_waiting_without_a_result_awaited_keeps_waiting() -> None:

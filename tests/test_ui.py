@@ -405,7 +405,10 @@ def test_nothing_the_view_does_changes_a_run(engine: Engine, store_dir: Path) ->
     start_parent(engine, "ro")
     engine.start(waits, run_id="ro-wait")
     wait_status(engine, "ro-wait", RunStatus.WAITING)
-    before = {p: p.read_bytes() for p in store_dir.rglob("*") if p.is_file()}
+    # (the run index's shared memory moves as it is read: it is not a run, nor the store's data)
+    before = {
+        p: p.read_bytes() for p in store_dir.rglob("*") if p.is_file() and ".index" not in p.parts
+    }
 
     # When every page is read, and writes are attempted
     web = client(str(store_dir))
@@ -416,7 +419,9 @@ def test_nothing_the_view_does_changes_a_run(engine: Engine, store_dir: Path) ->
         assert getattr(web, method)("/api/runs").status_code == 405
 
     # Then no file of the store changed
-    after = {p: p.read_bytes() for p in store_dir.rglob("*") if p.is_file()}
+    after = {
+        p: p.read_bytes() for p in store_dir.rglob("*") if p.is_file() and ".index" not in p.parts
+    }
     assert after == before
 
 

@@ -48,7 +48,7 @@ from ..events import (
     TERMINAL_EVENTS,
 )
 from ..failures import encode_error
-from ..handle import EngineCalls, _Execution, chain_end, final_outcome
+from ..handle import DONE, EngineCalls, _Execution, chain_end, final_outcome
 from ..lineage import continue_run, stamp
 from ..observe import (
     Observers,
@@ -287,8 +287,13 @@ class Executor:
                     exe.done.set()
                     self._relaunch(exe)
                 else:
+                    # A parked run keeps its id, code and arguments, nothing of its last
+                    # execution: not its context (journal, futures), not the traceback of
+                    # the suspension (the workflow's frames and their locals).
+                    exe.ctx, exe.outcome = None, ("stopped", None)
                     self._parking.park(exe, value.until)
             exe.done.set()
+            exe.done = DONE  # set for good: one shared event, not a lock and a condition each
             self.changed.notify_all()
         self._queue_rt.kick()  # a slot of its queue may be free: look now, not at the next poll
         if exe.terminal and exe.parent and not exe.inline:

@@ -144,14 +144,15 @@ class Worker:
             if parked is None:
                 self._adopt(run_id)  # store reads and maybe imports: not under the mutex
             return
-        if exe.ctx is None:
+        ctx = exe.ctx  # once: parking the run clears it meanwhile
+        if ctx is None:
             self._rewake(exe)
             return
         try:
             messages, exe.inbox_cursor = self.store.inbox(run_id, exe.inbox_cursor)
         except Exception:  # a run deleted under us: its execution reports it
             return
-        if exe.ctx.deliver(messages):
+        if ctx.deliver(messages):
             self._rewake(exe)
 
     def _rewake(self, exe: _Execution) -> None:

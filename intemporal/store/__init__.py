@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from .base import _URL, Event, Lease, RunInfo, RunStatus, Store, check_run_id, redact, summarize
 from .file import FileStore
 from .locate import Located, locate
 from .memory import MemoryStore
-from .postgres import PostgresStore
+
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
 
 __all__ = [
     "Event",
@@ -26,6 +29,15 @@ __all__ = [
     "redact",
     "summarize",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`PostgresStore`, imported on first use: `import intemporal` does not load it."""
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_store(
@@ -46,6 +58,8 @@ def open_store(
         store = locate().where
     text = os.fspath(store)
     if text.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
         return PostgresStore(text)
     if text == "memory:":
         return MemoryStore()

@@ -489,6 +489,41 @@ class Store(ABC):
             except Exception:  # deleted meanwhile, or unreadable: `show` reports it
                 continue
 
+    def ended_before(self, cutoff: float) -> tuple[dict[str, RunInfo], set[str]]:
+        """What `gc` looks at: the runs of every tree whose top-level run may have ended by
+        `cutoff` (epoch seconds), by id, and the ids of the runs that cannot be read.
+
+        This default returns every run of the store; a backend with an index returns less.
+        """
+        infos: dict[str, RunInfo] = {}
+        unreadable: set[str] = set()
+        for rid in self.run_ids():
+            try:
+                infos[rid] = self.summary(rid)
+            except Exception:  # damaged, or deleted meanwhile: never collected blindly
+                unreadable.add(rid)
+        return infos, unreadable
+
+    def delete_if_ended(self, run_id: str, updated_at: float) -> bool:
+        """Delete a run nobody owns whose journal still ends with a terminal event stamped
+        `updated_at` (what `gc` saw); False, deleting nothing, otherwise.
+
+        Raises `RunNotFound`, and `JournalCorrupted` (or `UnsafeStore`) for a journal that
+        cannot be read. This default claims, reads and deletes; a backend may do it in fewer
+        steps (the file store: one descriptor locked, read and unlinked).
+        """
+        lease = self.claim(run_id)
+        if lease is None:
+            return False
+        try:
+            last = self.read(run_id)[-1]
+            if last["type"] not in TERMINAL_EVENTS or last.get("ts", 0.0) != updated_at:
+                return False
+            self.delete(run_id)
+            return True
+        finally:
+            lease.release()
+
     def summary(self, run_id: str) -> RunInfo:
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
         return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))
@@ -535,6 +570,52 @@ class Store(ABC):
                 out.append(info)
         out.sort(key=lambda i: (i.created_at, i.run_id), reverse=True)
         return out[:limit] if limit is not None else out
+
+    def iter_runs(
+        self,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        queue: str | None = None,
+        parent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[RunInfo]:
+        """Run summaries newest first, filtered, yielded as they are read (`intemporal list`).
+
+        `since`/`until` bound `created_at` (epoch seconds, `until` excluded). This default
+        reads every run first; the file store reads only the runs asked for (its index).
+        """
+        for info in self.list_runs(status=status, workflow=workflow):
+            if self._kept(info, queue, parent, since, until):
+                yield info
+
+    def _kept(
+        self,
+        info: RunInfo,
+        queue: str | None,
+        parent: str | None,
+        since: float | None,
+        until: float | None,
+    ) -> bool:
+        """Whether `info` passes `iter_runs`' filters (beyond status and workflow)."""
+        return (
+            (parent is None or info.parent == parent)
+            and (since is None or info.created_at >= since)
+            and (until is None or info.created_at < until)
+            and (queue is None or self._queue_of(info.run_id) == queue)
+        )
+
+    def _queue_of(self, run_id: str) -> str | None:
+        try:
+            queue = self.read(run_id)[0].get("queue")
+        except Exception:  # deleted meanwhile, or unreadable
+            return None
+        return queue if isinstance(queue, str) else None
+
+    def count_runs(self, **filters: Any) -> int | None:
+        """How many runs `iter_runs(**filters)` yields, where a store can tell without reading
+        them (None: it cannot)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing
         """Release whatever the store holds open."""

@@ -10,6 +10,8 @@
       .wal/                   the write-ahead log: every durable write goes there first,
                               synced by group commit (`wal.py`); files are synced in bulk
       .queues/NAME-HASH.ledger  a limited queue's admitted runs, flocked while deciding
+      .index/runs.sqlite3     the run index: status, workflow, queue, times, parent
+                              (`index.py`); rebuilt from the journals whenever in doubt
 
 Ownership is taken once per execution, not per append, with a plain `fcntl.flock` on the
 journal itself, through the descriptor the run appends with: what `filelock` does on
@@ -18,10 +20,8 @@ is the dearest system call a run makes). `filelock` on `<run>.lock` is the fallb
 there is no `fcntl`. The OS drops a flock when its process dies, so "lock free and status
 running" means "orphaned, resumable"; there is no stale lock to clean.
 
-Listing newest-first with a limit reads journals in descending mtime order and stops once
-no older file can hold a newer run: a run's `created_at` is stamped just before its first
-line is written, so it is never later than its journal's mtime (give or take
-`MTIME_SLACK` for coarse filesystem clocks). The newest 50 of 100,000 runs take ~50 reads.
+Listing, `gc` and `recover` find runs through the index (`filelist.py`) and read the
+journals of the runs they return: `list --limit 10` over 100,000 runs reads 10 journals.
 
 A crash can tear the last line of a journal. Reading ignores a last line without its
 newline, and claiming truncates it away before the next append; any other unreadable line
@@ -32,34 +32,27 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import heapq
-import json
 import os
 import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import filelock
-
-from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
+from ..errors import RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
 from . import queueing
 from .base import (
     Event,
     Lease,
     RunInfo,
-    RunStatus,
-    Store,
     check_run_id,
     summarize,
     with_signal_id,
 )
 from .fileio import (
     FileLease,
-    check_journal,
     check_messages,
     complete_length,
     dumps,
@@ -70,14 +63,18 @@ from .fileio import (
     unlock,
     write,
 )
+from .filelist import FileListing
+from .index import IndexedLease
 from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
 from .wal import Logged, WriteAheadLog
 from .walfile import supported as wal_supported
 
+if TYPE_CHECKING:
+    import filelock
+
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
 QUEUES = ".queues"  # one ledger per limited queue, its own lock (`queue_ledger`)
-TAIL = 4096  # bytes read from a journal's end to find its last event
 DOORBELL = ".doorbell"  # one line per message sent: which run to look at
 DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then look at all runs
 CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_claimed` probe
@@ -87,10 +84,9 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until l
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 # A failure of the store itself, not of the O_TMPFILE feature: the named way fails too.
 _STORE_DOWN = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE})
-MTIME_SLACK = 2.0  # seconds a journal's mtime may trail the `ts` stamped in its first line
 
 
-class FileStore(Store):
+class FileStore(FileListing):
     """A directory of run journals; see the module docstring for the layout.
 
     >>> store = FileStore(".intemporal")
@@ -152,6 +148,7 @@ class FileStore(Store):
         # wait to get it back, and `Engine.start` calls this on the caller's thread.
         data = dumps(first)
         folder, _, name = self._base(run_id).rpartition("/")
+        self._index_row(run_id, first)
         top = folder == self._root
         if top:  # the root's descriptor stays open: system calls fewer per run
             dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
@@ -195,6 +192,7 @@ class FileStore(Store):
         folder, _, name = self._base(run_id).rpartition("/")
         if fcntl is None or not self._tmpfile_ok or folder != self._root:
             return super().create_claimed(run_id, first, sync, owner)
+        self._index_row(run_id, first)
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
         if sync and self._wal is not None:
             self._wal.open()
@@ -209,8 +207,9 @@ class FileStore(Store):
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
             if self._wal is not None:  # the first synced append logs this line with its own
                 logged = Logged(self._wal, name + JOURNAL, *((0, data, True) if sync else ()))
-                return FileLease(run_id, None, fd, log=logged)
-            return FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
+                return IndexedLease(FileLease(run_id, None, fd, log=logged), self.index)
+            lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
+            return IndexedLease(lease, self.index)
         except FileExistsError:
             os.close(fd)
             return None
@@ -220,6 +219,15 @@ class FileStore(Store):
         except BaseException:  # the run stays, pending and unlocked: `recover` takes it
             os.close(fd)
             raise
+
+    def _index_row(self, run_id: str, first: Event) -> None:
+        """The new run's index row, before its journal: the index never misses a run."""
+        try:
+            self.index.created(run_id, first)
+        except FileNotFoundError:  # the store's folder was deleted under us: made again
+            self.close()
+            self._mkdirs(self.root)
+            self.index.created(run_id, first)
 
     def _open_root(self) -> int:
         fd = os.open(self._root, os.O_RDONLY | _O_DIRECTORY)
@@ -236,6 +244,7 @@ class FileStore(Store):
             os.close(fd)
         if self._wal is not None:
             self._wal.close()  # opened again if the store is used again
+        self.close_index()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
@@ -287,11 +296,7 @@ class FileStore(Store):
             raise RunNotFound(run_id) from None
         with open(fd, "rb") as f:
             data = f.read()
-        events, _ = parse_lines(data, path)
-        if not events:
-            raise JournalCorrupted(path, 1, "empty journal")
-        check_journal(events, path)
-        return events
+        return self._events_of(run_id, data, path)
 
     def exists(self, run_id: str) -> bool:
         folder, _, name = check_run_id(run_id).rpartition("/")
@@ -350,7 +355,7 @@ class FileStore(Store):
                 unlock(lock)
             raise
         logged = None if self._wal is None else Logged(self._wal, run_id + JOURNAL)
-        return FileLease(run_id, lock, fd, log=logged)
+        return IndexedLease(FileLease(run_id, lock, fd, log=logged), self.index)
 
     def is_claimed(self, run_id: str) -> bool:
         suffix = JOURNAL if fcntl is not None else LOCK
@@ -369,90 +374,6 @@ class FileStore(Store):
         except (OSError, ValueError):
             return 0.0
 
-    def unfinished(self) -> Iterator[str]:
-        # Only each journal's last line: a store of 100,000 finished runs is a few reads
-        # of 4 KiB each, not 100,000 whole journals parsed (`recover()` calls this).
-        for run_id in self.run_ids():
-            try:
-                with open(self._open(run_id + JOURNAL, os.O_RDONLY), "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    tail = os.pread(f.fileno(), min(size, TAIL), max(0, size - TAIL))
-            except UnsafeStore:  # not followed, not skipped in silence: `recover` reports it
-                yield run_id
-                continue
-            except OSError:  # deleted meanwhile
-                continue
-            end = tail.rfind(b"\n")
-            start = tail.rfind(b"\n", 0, end) + 1 if end > 0 else 0
-            last: Any
-            try:
-                if start == 0 and size > TAIL:  # a last line longer than the tail: read it all
-                    last = self.read(run_id)[-1]
-                else:
-                    last = json.loads(tail[start:end]) if end > 0 else None
-            except RunNotFound:  # deleted meanwhile
-                continue
-            except Exception:  # damaged: `recover` reports it, `list` shows it unreadable
-                yield run_id
-                continue
-            if not isinstance(last, dict) or last.get("type") not in TERMINAL_EVENTS:
-                yield run_id
-
-    def _journals_newest_first(self) -> list[tuple[float, str]]:
-        """(-mtime, run id) of every journal, child runs' folders included, as a heap."""
-        out: list[tuple[float, str]] = []
-        stack = [("", str(self.root))]
-        cut = -len(JOURNAL)
-        while stack:
-            prefix, folder = stack.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except FileNotFoundError:  # a child folder removed while listing
-                continue
-            for entry in entries:
-                name = entry.name
-                if name.endswith(JOURNAL):  # temporary files end in .tmp, never .jsonl
-                    try:
-                        mtime = entry.stat(follow_symlinks=False).st_mtime
-                        out.append((-mtime, prefix + name[:cut]))
-                    except FileNotFoundError:
-                        continue
-                elif entry.is_dir(follow_symlinks=False):
-                    stack.append((prefix + name + "/", entry.path))
-        heapq.heapify(out)  # O(n); only the few newest are popped, in order
-        return out
-
-    def list_runs(
-        self,
-        status: RunStatus | str | None = None,
-        workflow: str | None = None,
-        limit: int | None = None,
-    ) -> list[RunInfo]:
-        """Run summaries, newest first; with `limit`, reads only the journals it must.
-
-        Journals are read newest mtime first, keeping the best `limit` by
-        (created_at, run_id); reading stops at the first journal whose mtime (plus
-        `MTIME_SLACK`) is older than the oldest kept run: no journal after it is newer.
-        """
-        if limit is None or limit < 0:
-            return super().list_runs(status=status, workflow=workflow, limit=limit)
-        want = RunStatus(status) if status is not None else None
-        best: list[tuple[float, str, RunInfo]] = []  # a min-heap of the newest `limit`
-        journals = self._journals_newest_first()
-        while journals and limit:
-            neg_mtime, rid = heapq.heappop(journals)
-            if len(best) >= limit and -neg_mtime + MTIME_SLACK < best[0][0]:
-                break
-            info = self.summary_or_unreadable(rid)
-            if info is None or not info.matches(want, workflow):
-                continue
-            item = (info.created_at, info.run_id, info)  # run ids are unique: no tie
-            if len(best) < limit:
-                heapq.heappush(best, item)
-            elif item[:2] > best[0][:2]:
-                heapq.heapreplace(best, item)
-        return [info for _, _, info in sorted(best, key=lambda i: i[:2], reverse=True)]
-
     def send(self, run_id: str, message: Event) -> None:
         if not self.exists(run_id):
             raise RunNotFound(run_id)
@@ -465,6 +386,8 @@ class FileStore(Store):
                 write(fd, data, wal is None)
                 if wal is not None:  # where O_APPEND put it: this descriptor's offset now
                     wal.log(run_id + INBOX, os.lseek(fd, 0, os.SEEK_CUR) - len(data), data)
+                elif before == 0:  # a new inbox: its name must survive a power cut too
+                    self._sync_folder(run_id)
             except OSError:
                 # Cut a torn message away, unless another sender appended after it meanwhile
                 # (then it stays a torn line in the middle, which reading the inbox reports).
@@ -475,6 +398,18 @@ class FileStore(Store):
         finally:
             os.close(fd)
         self._ring(run_id)
+
+    def _sync_folder(self, run_id: str) -> None:
+        """fsync the folder holding `run_id`'s files: a file created there keeps its name."""
+        folder = run_id.rpartition("/")[0]
+        if not folder:
+            os.fsync(self._root_fd if self._root_fd >= 0 else self._open_root())
+            return
+        dfd = open_folder(self._root, folder)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
     def notify(self, run_id: str) -> None:
         self._ring(run_id)
@@ -537,6 +472,8 @@ class FileStore(Store):
 
     def _engine_lock(self, engine_id: str) -> filelock.BaseFileLock:
         """Where there is no `fcntl`: `filelock` on `.engines/ID.lock`."""
+        import filelock  # only there: `import intemporal` does not load it
+
         folder = self.root / ENGINES
         folder.mkdir(mode=0o700, exist_ok=True)
         return filelock.FileLock(
@@ -567,6 +504,8 @@ class FileStore(Store):
         if fcntl is None:
             if not (self.root / rel).exists():
                 return False
+            import filelock
+
             lock = self._engine_lock(engine_id)
             try:
                 lock.acquire(timeout=0)
@@ -602,9 +541,15 @@ class FileStore(Store):
     def delete(self, run_id: str) -> None:
         if self._wal is not None:  # so a replay does not bring it back (with the next sync)
             self._wal.forget(check_run_id(run_id) + JOURNAL, run_id + INBOX)
+        top = "/" not in check_run_id(run_id)
+        dfd = (self._root_fd if self._root_fd >= 0 else self._open_root()) if top else -1
         for suffix in (JOURNAL, INBOX, LOCK):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                unlink_in(self._root, check_run_id(run_id) + suffix)
+                if top:  # the root's descriptor is open already: one call per file
+                    os.unlink(run_id + suffix, dir_fd=dfd)
+                else:
+                    unlink_in(self._root, run_id + suffix)
+        self.forget(run_id)
         # Folders of child runs ("<parent>/<seq>") go once empty, up to the root.
         parts = run_id.split("/")[:-1]
         while parts:

@@ -1,0 +1,480 @@
+"""The file store's run index: which runs exist, newest first, and which are finished.
+
+    .intemporal/.index/runs.sqlite3     one row per run: workflow, queue, parent, created,
+                                        updated, and status: "open" (pending, running or
+                                        waiting: the journal says which) or how it ended
+
+So `list --limit`, `list --status`, `list --workflow`, `gc` and `recover()` read the rows
+they need and the journals of the runs they return, not every journal of the store. The
+journals stay the truth; the index only says where to look:
+
+- **A row is written before its journal.** `create` inserts the row (open), then makes the
+  journal: a crash in between leaves a row without a journal (skipped, removed by `gc`),
+  never a run the index does not know.
+- **A finished status is written after the journal's last line.** A crash in between
+  leaves the row open, and every reader of open rows reads their journal's last line
+  (`settle`): an open row may be finished, a finished row is finished. A failed run that is
+  resumed is made open again *before* its `run_resumed` line is appended.
+- **Every run a listing returns is read from its journal** (`summary`): a row that says
+  otherwise (an index edited by hand, a journal damaged since) never wins.
+- **Rebuilt from the journals** when it is missing, damaged (not a database), of another
+  format version, left half-built by a crash, or written before this machine last booted
+  (rows are written without `fsync`: a power cut may lose or tear them; a SIGKILL loses
+  nothing the kernel has). The first process to open it rebuilds it, holding the flock of
+  `.index/lock`; the others wait for it.
+
+Several processes (engines, workers, the CLI) share it: SQLite's own locking orders their
+writes (WAL mode: readers never wait for a writer). A journal written by hand, or by an
+intemporal older than the index, is not seen until the index is rebuilt: delete `.index/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UnsafeStore
+from ..events import RESTART_EVENTS, TERMINAL_EVENTS, Event, RunStatus
+from .base import Lease
+
+if TYPE_CHECKING:
+    import sqlite3
+
+FOLDER = ".index"
+DB = "runs.sqlite3"
+LOCK = "lock"
+FORMAT = "1"  # the schema's version: another one is rebuilt
+OPEN = "open"  # a row's status while the run is not finished
+DAMAGED = "unreadable"  # a row whose journal a reader found damaged: looked at again
+UNSURE = (OPEN, DAMAGED)  # rows whose journal says what the run is now
+BATCH = 256  # finished runs whose rows are written in one transaction
+BUSY_TIMEOUT = 60.0  # seconds a writer waits for another (a rebuild of 100k runs: seconds)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    queue TEXT,
+    parent TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    status TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created, run_id);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created, run_id);
+CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow, created, run_id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def boot_id() -> str:
+    """This boot of the machine (Linux), or "" where it cannot be told."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+#: the columns of a row, as `Row` holds them
+Row = tuple[str, str, "str | None", "str | None", float, float, str]
+
+
+def row_of(run_id: str, first: Event, last: Event | None = None) -> Row:
+    """The index row of a run whose journal starts with `first` and ends with `last`."""
+    status = OPEN
+    updated = first.get("ts", 0.0)
+    if last is not None:
+        updated = last.get("ts", updated)
+        ended = TERMINAL_EVENTS.get(last.get("type", ""))
+        if ended is not None:
+            status = ended.value
+    return (
+        run_id,
+        str(first.get("workflow", "?")),
+        first.get("queue"),
+        first.get("parent"),
+        float(first.get("ts", 0.0)),
+        float(updated),
+        status,
+    )
+
+
+class RunIndex:
+    """The index of one file store's runs (see the module docstring).
+
+    `scan()` yields, for a rebuild, `(run_id, first_event, last_event)` of every journal
+    (None for events that cannot be read: such a run is indexed open, to be looked at).
+    """
+
+    def __init__(self, root: str, scan: Callable[[], Iterator[tuple[str, Any, Any]]]) -> None:
+        self._root, self._scan = root, scan
+        self._folder = os.path.join(root, FOLDER)
+        self._path = os.path.join(self._folder, DB)
+        self._conn: sqlite3.Connection | None = None
+        self._inode = (-1, -1)
+        self._mutex = threading.RLock()  # one connection, shared by this store's threads
+        self._ends: list[Row] = []  # finished runs whose rows are not written yet
+        self._ends_lock = threading.Lock()
+
+    # -- opening --------------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        """The open connection; opened (and rebuilt if need be) on first use, and again when
+        the index file was replaced (deleted, rebuilt by another process)."""
+        conn = self._conn
+        if conn is not None:
+            try:
+                st = os.stat(self._path)
+                if (st.st_dev, st.st_ino) == self._inode:
+                    return conn
+            except OSError:
+                pass
+            self.close()
+        with sql_errors(self._path):
+            return self._open()
+
+    def ready(self) -> bool:
+        """Whether the index can be used now (else readers read the journals themselves)."""
+        try:
+            with self._mutex:
+                self._db()
+        except OSError:
+            return False
+        return True
+
+    def _open(self) -> sqlite3.Connection:
+        import sqlite3  # here: `import intemporal` does not load it
+
+        from .safefs import open_folder
+
+        fd = open_folder(self._root, FOLDER, create=True)  # 0700, never through a link
+        try:
+            lock = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=fd)
+        finally:
+            os.close(fd)
+        try:
+            _flock(lock)  # one process checks and rebuilds at a time
+            try:
+                conn = self._connect(sqlite3)
+                if not self._usable(conn):
+                    conn.close()
+                    conn = self._rebuild(sqlite3)
+            except sqlite3.DatabaseError:  # not a database any more: made again
+                conn = self._rebuild(sqlite3)
+        finally:
+            os.close(lock)  # drops the flock
+        st = os.stat(self._path)
+        self._conn, self._inode = conn, (st.st_dev, st.st_ino)
+        return conn
+
+    def _connect(self, sqlite3: Any) -> sqlite3.Connection:
+        for name in (DB, DB + "-wal", DB + "-shm"):  # SQLite follows links: refuse them
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISLNK(os.lstat(os.path.join(self._folder, name)).st_mode):
+                    raise UnsafeStore(
+                        os.path.join(self._folder, name),
+                        "is a symbolic link; the store never follows one",
+                    )
+        # Made private (0600) first: SQLite gives its -wal and -shm files the database's
+        # permissions (no umask is touched: it is the whole process's).
+        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        conn = sqlite3.connect(
+            self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        # No fsync: a SIGKILL loses nothing the kernel has, and after a power cut the index
+        # is rebuilt (another boot id). The journals carry the durability.
+        conn.execute("PRAGMA synchronous=OFF")
+        return conn
+
+    def _usable(self, conn: sqlite3.Connection) -> bool:
+        """Whether the index is complete, of this format, and written since this boot."""
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except Exception:  # no table yet: never built
+            return False
+        return meta.get("format") == FORMAT and meta.get("boot") == boot_id()
+
+    def _rebuild(self, sqlite3: Any) -> sqlite3.Connection:
+        """Make the index again from the journals (the caller holds `.index/lock`)."""
+        for name in (DB, DB + "-wal", DB + "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._folder, name))
+        conn = self._connect(sqlite3)
+        conn.executescript(_SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            batch: list[Row] = []
+            for run_id, first, last in self._scan():
+                if isinstance(first, dict):
+                    batch.append(row_of(run_id, first, last if isinstance(last, dict) else None))
+                else:  # unreadable: indexed open, so `recover` and `list` look at it
+                    batch.append((run_id, "?", None, None, 0.0, 0.0, OPEN))
+                if len(batch) >= 4096:
+                    _insert(conn, batch)
+                    batch = []
+            _insert(conn, batch)
+            conn.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [("format", FORMAT), ("boot", boot_id()), ("built", str(time.time()))],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        if self._ends:
+            with contextlib.suppress(Exception):
+                self.flush()
+        with self._mutex:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    # -- writing --------------------------------------------------------------------------------
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        """Run one statement; a failure of SQLite (a full disk, say) is an `OSError`."""
+        with self._mutex, sql_errors(self._path):
+            self._db().execute(sql, args)
+
+    def created(self, run_id: str, first: Event) -> None:
+        """Before a run's journal is made: its row, open (kept if it exists already)."""
+        self._write(
+            "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row_of(run_id, first)
+        )
+
+    def ended(self, run_id: str, event: Event) -> None:
+        """After a terminal `event` is in the run's journal: the row will say how it ended.
+
+        Written in batches (by `flush`, before this process reads the index, and every
+        `BATCH` ends): meanwhile the row is open, and other processes read its journal, as
+        they do after a crash. A batch never overwrites a row reopened since (`settled`).
+        """
+        status = TERMINAL_EVENTS[event["type"]].value
+        row = (run_id, "", None, None, 0.0, float(event.get("ts", 0.0)), status)
+        with self._ends_lock:
+            self._ends.append(row)
+            full = len(self._ends) >= BATCH
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the ends `ended` keeps for a batch (best effort)."""
+        with self._ends_lock:
+            rows, self._ends = self._ends, []
+        self.settled(rows)
+
+    def reopened(self, run_id: str) -> None:
+        """Before a finished run's journal takes a restart line (`run_resumed`): open again.
+
+        `updated` becomes now: a reader's repair from an older look at the journal (the
+        run still failed) is then refused (`settled`).
+        """
+        self._write(
+            "UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", (OPEN, time.time(), run_id)
+        )
+
+    def damaged(self, run_id: str) -> None:
+        """A reader found the run's journal damaged: the row is looked at again by `open_ids`
+        (a worker's start-up reports it) until a reader finds it readable."""
+        with contextlib.suppress(OSError):
+            self._write("UPDATE runs SET status = ? WHERE run_id = ?", (DAMAGED, run_id))
+
+    def removed(self, run_ids: list[str]) -> None:
+        """After runs' journals are deleted: their rows go too (best effort: a row without a
+        journal is skipped by readers, and removed by the next `gc`)."""
+        self._many("DELETE FROM runs WHERE run_id = ?", [(r,) for r in run_ids])
+
+    def settled(self, rows: list[Row]) -> None:
+        """Rows as a reader found their journals (a repair): open or damaged ones as they
+        are; a finished status only over an open or damaged row not reopened since."""
+        unsure = [(r[6], r[5], r[0]) for r in rows if r[6] in UNSURE]
+        self._many("UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", unsure)
+        ended = [(r[6], r[5], r[0], r[5]) for r in rows if r[6] not in UNSURE]
+        self._many(
+            f"UPDATE runs SET status = ?, updated = ? WHERE run_id = ? "
+            f"AND status IN ('{OPEN}', '{DAMAGED}') AND updated <= ?",
+            ended,
+        )
+
+    def _many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One statement for each of `rows`, in one transaction; best effort."""
+        if not rows:
+            return
+        with self._mutex, contextlib.suppress(Exception):
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(sql, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # -- reading --------------------------------------------------------------------------------
+    def _rows(self, sql: str, args: tuple[Any, ...], chunk: int = 256) -> Iterator[Row]:
+        """Rows of a query, fetched `chunk` at a time (the mutex is not held between chunks)."""
+        if self._ends:
+            self.flush()  # what this process knows, first
+        with self._mutex, sql_errors(self._path):
+            cur = self._db().execute(sql, args)
+            first = cur.fetchmany(chunk)
+        yield from first
+        while len(first) == chunk:
+            with self._mutex, sql_errors(self._path):
+                first = cur.fetchmany(chunk)
+            yield from first
+
+    def newest(
+        self,
+        statuses: tuple[str, ...] | None = None,
+        workflow: str | None = None,
+        queue: str | None = None,
+        parent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[Row]:
+        """Rows newest first (by created, then run id), filtered on what the index keeps."""
+        where, args = _where(statuses, workflow, queue, parent, since, until)
+        sql = "SELECT * FROM runs" + where + " ORDER BY created DESC, run_id DESC"
+        return self._rows(sql, args)
+
+    def count(
+        self,
+        workflow: str | None = None,
+        queue: str | None = None,
+        parent: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> int:
+        """How many rows pass the filters (of `newest`, without a status)."""
+        where, args = _where(None, workflow, queue, parent, since, until)
+        if self._ends:
+            self.flush()
+        with self._mutex, sql_errors(self._path):
+            return int(self._db().execute("SELECT COUNT(*) FROM runs" + where, args).fetchone()[0])
+
+    def open_ids(self) -> list[tuple[str, str]]:
+        """The ids and statuses of the rows not finished (or damaged), oldest first."""
+        return [
+            (r[0], r[6])
+            for r in self._rows(
+                f"SELECT * FROM runs WHERE status IN ('{OPEN}', '{DAMAGED}') "
+                "ORDER BY created, run_id",
+                (),
+            )
+        ]
+
+    def ended_before(self, cutoff: float) -> list[Row]:
+        """Finished rows whose last event is older than `cutoff` (epoch seconds)."""
+        return list(
+            self._rows(f"SELECT * FROM runs WHERE status != '{OPEN}' AND updated <= ?", (cutoff,))
+        )
+
+    def nested(self) -> list[Row]:
+        """The rows whose id has a "/" (child runs, and runs a user named so)."""
+        return list(self._rows("SELECT * FROM runs WHERE instr(run_id, '/') > 0", ()))
+
+    def ids(self, run_ids: list[str]) -> set[str]:
+        """Which of `run_ids` have a row."""
+        out: set[str] = set()
+        for i in range(0, len(run_ids), 500):
+            part = run_ids[i : i + 500]
+            sql = f"SELECT run_id FROM runs WHERE run_id IN ({', '.join('?' * len(part))})"
+            with self._mutex, sql_errors(self._path):
+                out.update(r[0] for r in self._db().execute(sql, part))
+        return out
+
+
+def _where(
+    statuses: tuple[str, ...] | None,
+    workflow: str | None,
+    queue: str | None,
+    parent: str | None,
+    since: float | None,
+    until: float | None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE clause of a query on runs (or ""), and its arguments."""
+    where: list[str] = []
+    args: list[Any] = []
+    if statuses is not None:
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        args.extend(statuses)
+    for column, value in (("workflow", workflow), ("queue", queue), ("parent", parent)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            args.append(value)
+    if since is not None:
+        where.append("created >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("created < ?")
+        args.append(until)
+    return (" WHERE " + " AND ".join(where) if where else ""), tuple(args)
+
+
+@contextlib.contextmanager
+def sql_errors(path: str) -> Iterator[None]:
+    """SQLite's errors as `OSError`s (a full disk as ENOSPC): what the store's callers map."""
+    import sqlite3
+
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = errno.ENOSPC if "full" in str(exc) else errno.EIO
+        raise OSError(code, f"the run index {path}: {exc}") from exc
+
+
+def _insert(conn: Any, rows: list[Row]) -> None:
+    conn.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def _flock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): SQLite's own locking only
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+class IndexedLease(Lease):
+    """A `FileLease` that keeps the index told: a finished run's row says how it ended (after
+    the line), a resumed one's is open again (before it)."""
+
+    def __init__(self, lease: Lease, index: RunIndex) -> None:
+        self._lease, self._index = lease, index
+        self.run_id, self.token = lease.run_id, lease.token
+
+    def append(self, event: Event, sync: bool) -> None:
+        kind = event["type"]
+        if kind in RESTART_EVENTS:
+            self._index.reopened(self.run_id)
+        self._lease.append(event, sync)
+        if kind in TERMINAL_EVENTS:
+            self._index.ended(self.run_id, event)
+
+    def renew(self) -> None:
+        self._lease.renew()
+
+    def release(self) -> None:
+        self._lease.release()
+
+
+def statuses_for(status: RunStatus | None) -> tuple[str, ...] | None:
+    """The row statuses that may hold runs of `status` now (an open row may have ended)."""
+    if status is None:
+        return None
+    if status.finished:
+        return (status.value, *UNSURE)
+    return UNSURE
