@@ -53,6 +53,7 @@ from .cli_support import (
 from .errors import IntemporalError
 from .handle import RunHandle
 from .housekeeping import collectable, delete_trees, resumable
+from .start_api import PRIORITY_MAX, PRIORITY_MIN
 from .store import RunStatus, check_run_id
 from .ui import ui
 from .verify import verify_replay
@@ -349,7 +350,10 @@ def start(
     priority: Annotated[
         int,
         typer.Option(
-            metavar="N", help="Within its queue, a lower N starts first (ties: the older)."
+            metavar="N",
+            min=PRIORITY_MIN,
+            max=PRIORITY_MAX,
+            help="Within its queue, a lower N starts first (ties: the older).",
         ),
     ] = 0,
     delay: Annotated[

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from .store.queueing import QueueSpec
 
@@ -45,10 +45,12 @@ class Queue:
     engine. `rate`: `(limit, period_seconds)`, at most `limit` runs started in any rolling
     window of `period_seconds`. None: no limit. A later `Queue` of the same name replaces
     the declaration. Raises `ValueError` for an empty name or a limit that is not
-    positive (`rate` must be a pair of a positive int and a positive number).
+    positive (`rate` must be a pair of a positive int and a positive number); `TypeError` for a
+    limit given by position.
     """
 
     name: str
+    _: KW_ONLY  # `Queue("q", 2)` would not say which limit 2 is
     concurrency: int | None = None
     worker_concurrency: int | None = None
     rate: tuple[int, float] | None = None

@@ -253,6 +253,13 @@ def test_bad_limits_are_refused(options: dict[str, Any], error: type[Exception])
     assert "bad" not in declared_queues.declared()
 
 
+def test_limits_are_keyword_only() -> None:
+    # `Queue(name, *, concurrency=None, ...)`: a bare number would not say which limit it is
+    with pytest.raises(TypeError):
+        Queue("positional", 2)  # type: ignore[call-arg]
+    assert "positional" not in declared_queues.declared()
+
+
 def test_engine_takes_names_and_queue_objects() -> None:
     emails = Queue("emails", concurrency=2, rate=(10, 1.0))
     with Engine(MemoryStore(), queues=[emails, "default"]) as engine:
@@ -301,3 +308,9 @@ def test_queues_command_shows_limits_and_counts(
     table = cli("queues", "--import", "mailapp")
     assert "mail" in table.output and "10/1s" in table.output
     assert cli("start", "mailapp:send", '["c"]', "--delay", "soon").exit_code == 2
+    # A priority outside what every store keeps is a bad option value too: exit 2, no run
+    for bad in ("99999999999", str(-(2**31) - 1)):
+        refused = cli("start", "mailapp:send", '["d"]', "--detach", "--priority", bad)
+        assert refused.exit_code == 2, refused.output
+        assert "--priority" in refused.output
+    assert len(cli("list", "--json").output.splitlines()) == 2  # a and b only
