@@ -24,6 +24,7 @@ from .errors import Cancelled, RunNotFound
 from .events import (
     CHILD_DONE,
     CHILD_STARTED,
+    EXECUTOR,
     OWNER,
     RUN_CANCELLED,
     RUN_FAILED,
@@ -63,6 +64,12 @@ def recoveries(events: list[Event]) -> int:
         elif "seq" in ev or kind in (RUN_RESUMED, RUN_STARTED, RUN_FORKED):
             break
     return n
+
+
+def first_died(started: Event, engine_id: str) -> bool:
+    """Whether a run with only its `run_started` was begun by another engine (which died or
+    stopped before its first step was journaled): executing it now is a recovery."""
+    return started.get(EXECUTOR) not in (None, engine_id)
 
 
 def stuck_event(count: int) -> Event:

@@ -36,6 +36,7 @@ from .errors import (
 from .events import (
     CANCEL,
     CHILD_STARTED,
+    EXECUTOR,
     FINAL_EVENTS,
     SIGNAL,
     TERMINAL_EVENTS,
@@ -198,6 +199,10 @@ class Engine(Worker, Executor, StartAPI):
             return self._start_queued(run_id, first, wf, protocols)
         exe = _Execution(run_id, wf, args, kwargs, protocols)
         exe.start_at = start_at
+        if self.worker and start_at is None:
+            # this engine executes it at once: a later execution by another engine is then a
+            # recovery, counted against `max_recoveries` even if it died in its first step
+            first[EXECUTOR] = self.engine_id
         if inline and self.worker and current() is None:
             # `run()` waits anyway: execute on the caller's thread, no pool hand-off; the
             # run is durable by its first durable step, before `run()` can return.

@@ -31,6 +31,8 @@ Event = dict[str, Any]
 JOURNAL_VERSION = 1
 #: the field naming the engine that appended an event (all events after `run_started`)
 OWNER = "owner"
+#: `run_started` field: the engine that began executing the run when it was started
+EXECUTOR = "executor"
 
 # -- the journal: the run's own events ---------------------------------------------------------
 RUN_STARTED = "run_started"  # first line: workflow, args, code reference, queue, parent

@@ -59,8 +59,7 @@ def clone_prefix(store: Store, src: str, dst: str, keep: int) -> list[dict[str, 
     """
     events = store.read(src)[:keep]
     first = dict(events[0], run_id=dst)
-    assert store.create(dst, first)
-    lease = store.claim(dst)
+    lease = store.create_claimed(dst, first)  # claimed as created: a live worker cannot take it
     assert lease is not None
     try:
         for event in events[1:]:

@@ -20,7 +20,7 @@ from ..async_replay import AsyncRunContext
 from ..attempts import _current
 from ..clock import Clock
 from ..codec import encode
-from ..control import recoveries, restart_kind, stuck_event, terminated
+from ..control import first_died, recoveries, restart_kind, stuck_event, terminated
 from ..deadlines import arm, deadline_for, wake_by
 from ..errors import (
     Cancelled,
@@ -343,7 +343,7 @@ class Executor:
         else:
             ctx = RunContext(self, lease, events, exe.protocols)
         exe.ctx = ctx
-        if len(events) > 1 and after == "crash":
+        if after == "crash" and (len(events) > 1 or first_died(events[0], self.engine_id)):
             ctx.marker = {"type": RUN_RECOVERED, "after": last}
         obs, workflow = self.observer, ctx.workflow
         queue, headers = events[0].get("queue"), events[0].get("headers") or {}
