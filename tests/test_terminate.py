@@ -38,7 +38,8 @@ def _state(engine: Engine, run_id: str) -> str:
     """A run's status and journal, and this process's threads: what a timeout reports."""
     try:
         kinds = [e["type"] for e in engine.history(run_id)]
-        seen = f"{engine.get_run(run_id).status.value} {kinds}"
+        info = engine.get_run(run_id)
+        seen = f"{info.status.value} {kinds} {info.error}"
     except Exception as exc:  # not even recorded: say so
         seen = repr(exc)
     return f"run {run_id}: {seen}\n{thread_stacks()}"
