@@ -15,7 +15,9 @@ with intemporal.Engine(store=".intemporal") as engine:
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 
 TYPE_CHECKING = False  # typing's own constant costs `import typing`: ~5 ms
 
@@ -121,6 +123,19 @@ _LAZY = {
         "workflow_api",
     ),
 }
+
+
+class _Package(ModuleType):
+    """This package: importing the submodule `intemporal.saga` (`from intemporal.saga import
+    Saga`) must not rebind the public function `intemporal.saga` to that module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "saga" and isinstance(value, ModuleType):  # the import system binding it
+            value = value.saga
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:

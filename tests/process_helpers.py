@@ -79,15 +79,32 @@ _CALLS = {
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds.
+
+    The failure names `what` and shows where every thread of this process stands
+    (`thread_stacks`): a flaky timeout under load says what the engine was doing."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what}\n{thread_stacks()}"
+            )
         time.sleep(0.002)
+
+
+def thread_stacks(limit: int = 6) -> str:
+    """Where each thread of this process stands now: its name and innermost `limit` frames."""
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame, limit=limit))
+        out.append(f"--- thread {names.get(ident, ident)}\n{stack}")
+    return "\n".join(out)
 
 
 def read_lines(path: Path) -> list[str]:

@@ -7,6 +7,8 @@ try/except form and in the `with intemporal.saga() as saga:` form.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -409,3 +411,15 @@ def test_the_journal_marks_where_compensating_begins(engine: Engine) -> None:
     assert marks[0]["compensations"] == ["cancel_flight", "cancel_hotel"]
     failed = next(i for i, e in enumerate(events) if e["type"] == "activity_failed")
     assert events[failed + 1] is marks[0]
+
+
+def test_importing_the_saga_submodule_keeps_intemporal_saga_the_function() -> None:
+    # Given a fresh process that imports `intemporal.saga` the module (for `Saga`, say)
+    # before using `intemporal.saga()`: the import system binds the submodule on the package
+    code = (
+        "import intemporal\nfrom intemporal.saga import Saga\n"
+        "assert callable(intemporal.saga) and intemporal.saga.__module__ == 'intemporal.saga'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # Then `intemporal.saga` is still the function (it was the module: "not callable")
+    assert done.returncode == 0, done.stderr

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 from helpers import UNDONE, book, unbook
-from process_helpers import wait_until
+from process_helpers import thread_stacks, wait_until
 
 import intemporal
 from intemporal import Engine, RunNotFound, RunStatus
@@ -34,6 +34,17 @@ def trip(item: str, wait: str) -> str:
         return book("more")
 
 
+def _state(engine: Engine, run_id: str) -> str:
+    """A run's status and journal, and this process's threads: what a timeout reports."""
+    try:
+        kinds = [e["type"] for e in engine.history(run_id)]
+        info = engine.get_run(run_id)
+        seen = f"{info.status.value} {kinds} {info.error}"
+    except Exception as exc:  # not even recorded: say so
+        seen = repr(exc)
+    return f"run {run_id}: {seen}\n{thread_stacks()}"
+
+
 def _ended(engine: Engine, run_id: str) -> None:
     info = engine.get_run(run_id)
     assert info.status is RunStatus.CANCELLED
@@ -48,7 +59,10 @@ def test_a_waiting_run_is_terminated_without_compensation(engine: Engine) -> Non
     UNDONE.clear()
     # Given a run parked on a signal, with a compensation registered
     handle = engine.start(trip, "hotel", "signal", run_id="t-wait")
-    wait_until(lambda: handle.status() is RunStatus.WAITING)
+    try:
+        wait_until(lambda: handle.status() is RunStatus.WAITING, what="the run to wait")
+    except AssertionError:
+        raise AssertionError(_state(engine, "t-wait")) from None
     # When it is terminated with a reason
     engine.terminate("t-wait", reason="duplicate order")
     # Then it ends cancelled at once, the reason recorded, nothing compensated
@@ -65,7 +79,7 @@ def test_an_executing_run_stops_at_its_next_operation(engine: Engine) -> None:
     started.clear()
     # Given a run executing an activity
     handle = engine.start(trip, "car", "activity", run_id="t-busy")
-    assert started.wait(10)
+    assert started.wait(10), _state(engine, "t-busy")
     # When it is terminated meanwhile, then the activity finishes
     engine.terminate("t-busy", reason="stop now")
     release.set()
