@@ -39,6 +39,7 @@ from .events import (
     EXECUTOR,
     FINAL_EVENTS,
     SIGNAL,
+    SIGNAL_RECEIVED,
     TERMINAL_EVENTS,
     check_version,
 )
@@ -433,7 +434,24 @@ class Engine(Worker, Executor, StartAPI):
         }
         with store_call(run_id, f"send signal {name!r} to run {run_id!r}", caller=True):
             self.store.send(run_id, message)
-        self.poke(run_id)
+            self.poke(run_id)
+            self._pass_on(run_id, message)
+
+    def _pass_on(self, run_id: str, message: Event) -> None:
+        """Send `message` on down the chain when run `run_id` continued as new before taking
+        it: it came after the run had passed its unread signals on (`lineage.replay_signals`).
+        The next run takes each signal id once, so a copy sent twice is taken once."""
+        info = self.get_run(run_id)
+        while info.status is RunStatus.COMPLETED and info.raw.get("continued_as"):
+            taken = any(
+                e["type"] == SIGNAL_RECEIVED and e.get("signal_id") == message["signal_id"]
+                for e in self.history(info.run_id)
+            )
+            if taken:
+                return
+            info = self.get_run(str(info.raw["continued_as"]))
+            self.store.send(info.run_id, message)
+            self.poke(info.run_id)
 
     def close(self) -> None:
         """Stop taking work, let in-flight activities finish, leave unfinished runs resumable."""
