@@ -27,13 +27,12 @@ from .queues import Queue
 from .runtime.control import Control
 from .runtime.executor import Executor
 from .runtime.lifecycle import Lifecycle
-from .runtime.starting import Starting
 from .runtime.worker import Worker
 from .start_api import StartAPI
 from .store import Event, RunInfo, RunStatus, Store, check_run_id
 
 
-class Engine(StartAPI, Control, Starting, Worker, Executor, Lifecycle):
+class Engine(StartAPI, Control, Worker, Executor, Lifecycle):
     """Runs workflows durably on a thread pool over a `Store`.
 
     `store`: a directory path (`FileStore`), a `Store`, a URL, or None for

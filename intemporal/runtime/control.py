@@ -20,15 +20,15 @@ from ..handle import RunHandle, chain_end
 from ..lineage import check_step, fork_run
 from ..runs import new_run_id as random_id
 from ..store import Event, RunInfo, RunStatus, Store, check_run_id
+from .starting import Starting
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
-
-    from ..store import Lease
+    from collections.abc import Mapping
 
 
-class Control:
-    """The engine's calls on runs that exist: cancel, terminate, signal, fork."""
+class Control(Starting):
+    """The engine's calls on runs that exist: cancel, terminate, signal, fork (which
+    executes the fork as `Starting._resume` executes a claimed run)."""
 
     store: Store
     clock: Clock
@@ -48,14 +48,6 @@ class Control:
             *,
             protocols: Mapping[Any, Any] | None = None,
             imports: list[str] | None = None,
-        ) -> RunHandle[Any]: ...
-        def _resume(
-            self,
-            run_id: str,
-            protocols: Mapping[type, Any] | None,
-            imports: list[str] | None,
-            lease: Lease | None,
-            gated: Collection[str] | None = None,
         ) -> RunHandle[Any]: ...
 
     def _cancel(self, run_id: str) -> None:
