@@ -21,7 +21,7 @@ from typing import Any
 from .clock import Clock
 from .control import MAX_RECOVERIES
 from .errors import RunNotFound
-from .handle import RunHandle, _Execution, wait_for_event
+from .handle import Execution, RunHandle, wait_for_event
 from .observe import Observer
 from .queues import Queue
 from .runtime.control import Control
@@ -133,8 +133,9 @@ class Engine(StartAPI, Control, Worker, Executor, Lifecycle):
             raise RunNotFound(run_id)
         return RunHandle(self, run_id, self._active.get(run_id))
 
-    def execution(self, run_id: str) -> _Execution | None:
-        """The execution of `run_id` in this engine now, if any: what a `RunHandle` waits on."""
+    def execution(self, run_id: str) -> Execution | None:
+        """The `intemporal.handle.Execution` of `run_id` in this engine now, or None if the run
+        does not execute here: what a `RunHandle` waits on."""
         return self._active.get(run_id)
 
     def get_event(self, run_id: str, key: str, timeout: float | None = None) -> Any:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock
-from ..handle import RunHandle, _Execution
+from ..handle import Execution, RunHandle
 from ..observe import LoggingObserver, Observer, Observers
 from ..parking import Parking
 from ..queues import Queue, split
@@ -53,7 +53,7 @@ class Lifecycle:
 
         def start(self, fn: Any, /, *args: Any, **kwargs: Any) -> RunHandle[Any]: ...
         def poke(self, run_id: str) -> None: ...
-        def _relaunch(self, exe: _Execution) -> None: ...
+        def _relaunch(self, exe: Execution) -> None: ...
         def _poll_queues(self, names: list[str]) -> None: ...
         def _stop_loop(self) -> None: ...
 
@@ -88,9 +88,10 @@ class Lifecycle:
         self.durability, self.codec, self.sync = durability, codec, durability == "fsync"
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="intemporal-run")
         self._activity_pool: ThreadPoolExecutor | None = None
-        self._active: dict[str, _Execution] = {}
+        self._active: dict[str, Execution] = {}
         self._mutex = threading.RLock()
-        self.changed = threading.Condition(self._mutex)  # notified whenever an execution stops
+        self.changed = threading.Condition(self._mutex)
+        """Notified whenever an execution here stops: what a `RunHandle` waits on between looks."""
         self._closing = threading.Event()
         self.adopted: collections.deque[RunHandle[Any]] = collections.deque(maxlen=10_000)
         """Handles of runs this worker took as clients recorded them (for `intemporal worker`)."""

@@ -18,7 +18,7 @@ from ..clock import Clock
 from ..deadlines import deadline_for
 from ..errors import store_call
 from ..events import EXECUTOR, FINAL_EVENTS, check_version
-from ..handle import EngineCalls, RunHandle, _Execution
+from ..handle import EngineCalls, Execution, RunHandle
 from ..lineage import stamp
 from ..loader import load_workflow
 from ..replay import current
@@ -43,7 +43,7 @@ class Starting:
     version: str | None
     engine_id: str
     _mutex: threading.RLock
-    _active: dict[str, _Execution]
+    _active: dict[str, Execution]
 
     if TYPE_CHECKING:
         _queue_rt: QueueRuntime
@@ -54,10 +54,10 @@ class Starting:
         def _calls(self) -> EngineCalls: ...
         def _with_headers(self, first: Event) -> Event: ...
         def _launch(
-            self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
-        ) -> _Execution: ...
+            self, exe: Execution, events: list[Event] | None, lease: Lease | None = None
+        ) -> Execution: ...
         def _execute_here(
-            self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+            self, exe: Execution, events: list[Event] | None, lease: Lease | None = None
         ) -> bool: ...
         def _claim_ready(
             self, run_ids: list[str] | None, busy_only: bool = False
@@ -87,7 +87,7 @@ class Starting:
         self._with_headers(first)  # on the caller's thread: a tracer takes its span here
         if self._queue_rt.limited(first["queue"]) is not None:
             return self._start_queued(run_id, first, wf, protocols)
-        exe = _Execution(run_id, wf, args, kwargs, protocols)
+        exe = Execution(run_id, wf, args, kwargs, protocols)
         exe.start_at = start_at
         if self.worker and start_at is None:
             # this engine executes it at once: a later execution by another engine is then a
@@ -170,7 +170,7 @@ class Starting:
             if lease is not None:
                 lease.release()
             raise
-        exe = _Execution(run_id, wf, args, kwargs, impls, first.get("parent"))
+        exe = Execution(run_id, wf, args, kwargs, impls, first.get("parent"))
         exe.start_at = first.get("start_at")
         return RunHandle(self._calls, run_id, self._launch(exe, None, lease))
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock
 from ..errors import StoreError
-from ..handle import RunHandle, _Execution
+from ..handle import Execution, RunHandle
 from ..store import Lease, Store
 from ..versions import OtherVersions
 from .starting import Starting
@@ -37,7 +37,7 @@ class Worker(Starting):
     adopted: collections.deque[RunHandle[Any]]
     clock: Clock
     _mutex: threading.RLock
-    _active: dict[str, _Execution]
+    _active: dict[str, Execution]
     _sleeping: dict[str, tuple[Any, float | None]]
 
     if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class Worker(Starting):
 
         @property
         def closing(self) -> bool: ...
-        def _relaunch(self, exe: _Execution) -> None: ...
+        def _relaunch(self, exe: Execution) -> None: ...
 
     def _take(self, lease: Lease, gated: Collection[str]) -> RunHandle[Any] | None:
         """Execute a run `claim_next` gave this engine; None if it cannot (logged).
@@ -148,7 +148,7 @@ class Worker(Starting):
         if ctx.deliver(messages):
             self._rewake(exe)
 
-    def _rewake(self, exe: _Execution) -> None:
+    def _rewake(self, exe: Execution) -> None:
         # The execution may have stopped since `poke` looked: set the flag under the mutex
         # `_stopped` reads it with, or wake the run now if it was parked meanwhile (else a
         # message delivered to a context that just suspended is lost until the next one).
