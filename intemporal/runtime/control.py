@@ -15,7 +15,14 @@ from ..clock import Clock
 from ..codec import encode
 from ..control import check_reason, terminate_run
 from ..errors import IntemporalError, RunNotFound, store_call
-from ..events import CANCEL, CHILD_STARTED, SIGNAL, SIGNAL_RECEIVED, TERMINAL_EVENTS
+from ..events import (
+    CANCEL,
+    CHILD_STARTED,
+    SIGNAL,
+    SIGNAL_RECEIVED,
+    TERMINAL_EVENTS,
+    check_version,
+)
 from ..handle import RunHandle, chain_end
 from ..lineage import check_step, fork_run
 from ..runs import new_run_id as random_id
@@ -80,6 +87,7 @@ class Control(Starting):
 
     def _fork(self, run_id: str, from_step: int, new_run_id: str | None) -> RunHandle[Any]:
         events = self.history(run_id)
+        check_version(events[0])  # before a copy of it is written under the fork's id
         step = check_step(events, from_step, run_id)
         new_id = check_run_id(new_run_id) if new_run_id is not None else random_id()
         with store_call(new_id, f"create run {new_id!r}", caller=True, started=False):

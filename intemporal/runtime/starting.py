@@ -126,7 +126,9 @@ class Starting:
     def _existing(
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
     ) -> RunHandle[Any]:
-        check_same_run(run_id, self.store.read(run_id)[0], wf)
+        first = self.store.read(run_id)[0]
+        check_version(first)  # a newer intemporal's run: refused here, not by its handle later
+        check_same_run(run_id, first, wf)
         if self.worker:  # left behind (pending, orphaned) and nobody's: resume it here
             for lease in self._claim_ready([run_id], busy_only=True):
                 return self._resume(run_id, protocols or None, None, lease)
