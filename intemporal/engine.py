@@ -4,12 +4,13 @@
         handle = engine.start(booking, order, run_id="order-42")   # returns at once
         result = handle.result(timeout=60)
 
-`Engine` is a facade: each public method is typed and documented here and done by one of
-its parts, each a module named by its role (README "Development"):
-`runtime/lifecycle.py` (options, what an engine holds, `close`), `start_api.py` and
+`Engine` is a facade: its public methods are typed and documented here (`start` and `run`
+in `start_api.py`, typed from the workflow's signature; `recover` and `poke` in
+`runtime/worker.py`) and done by its parts, each a module named by its role (README
+"Development"): `runtime/lifecycle.py` (options, what an engine holds, `close`),
 `runtime/starting.py` (`start`, `run`, `resume`), `runtime/executor.py` (executing a run
-on a pool thread), `runtime/worker.py` (`recover`, taking runs, waking them) and
-`runtime/control.py` (`cancel`, `terminate`, `signal`, `fork`).
+on a pool thread), `runtime/worker.py` (taking runs, waking them) and `runtime/control.py`
+(`cancel`, `terminate`, `signal`, `fork`).
 """
 
 from __future__ import annotations
