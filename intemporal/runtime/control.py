@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from ..clock import Clock
 from ..codec import encode
 from ..control import check_reason, terminate_run
 from ..errors import IntemporalError, RunNotFound, store_call
@@ -26,7 +25,7 @@ from ..events import (
 from ..handle import RunHandle, chain_end
 from ..lineage import check_step, fork_run
 from ..runs import new_run_id as random_id
-from ..store import Event, RunInfo, RunStatus, Store, check_run_id
+from ..store import Event, RunInfo, RunStatus, check_run_id
 from .starting import Starting
 
 if TYPE_CHECKING:
@@ -36,13 +35,6 @@ if TYPE_CHECKING:
 class Control(Starting):
     """The engine's calls on runs that exist: cancel, terminate, signal, fork (which
     executes the fork as `Starting._resume` executes a claimed run)."""
-
-    store: Store
-    clock: Clock
-    codec: str
-    sync: bool
-    version: str | None
-    engine_id: str
 
     if TYPE_CHECKING:
 
