@@ -41,6 +41,7 @@ from .events import (
     TIMER_STARTED,
 )
 from .handle import chain_end
+from .housekeeping import taken
 from .store import Event, RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -453,8 +454,8 @@ def held_by(engine: Engine, info: RunInfo) -> str | None:
     """
     if info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
         return None
-    if info.executing:
-        return "executing"
+    if info.executing or (info.status is RunStatus.FAILED and taken(engine.store, info.run_id)):
+        return "executing"  # a failed run: a process resumed it, and retries its failed step
     if info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned:
         return "waiting"
     return None

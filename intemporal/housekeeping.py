@@ -100,14 +100,15 @@ def collectable(
         # A run that cannot be read may be a child: keep every run its id may sit under.
         if any(u.startswith(info.run_id + "/") for u in damaged for info in tree.runs):
             continue
-        if probe and any(_taken(store, info.run_id) for info in tree.runs):
+        if probe and any(taken(store, info.run_id) for info in tree.runs):
             continue  # a failed run being resumed right now (`delete_trees` claims anyway)
         out.append(tree)
     return out
 
 
-def _taken(store: Store, run_id: str) -> bool:
-    """Whether a live process holds run `run_id` now: claimed, and given back at once."""
+def taken(store: Store, run_id: str) -> bool:
+    """Whether a live process holds run `run_id` now, finished runs too (`RunInfo.executing`
+    does not say for them: a failed run being resumed): claimed, and given back at once."""
     try:
         lease = store.claim(run_id)
     except RunNotFound:  # deleted meanwhile: nobody's
@@ -176,4 +177,6 @@ def resumable(store: Store, info: RunInfo, failed: bool = False) -> bool:
         wanted = info.orphaned or info.owner is None
     else:
         wanted = info.status is RunStatus.RUNNING and info.orphaned
+    if info.status is RunStatus.FAILED:  # being resumed elsewhere? `executing` does not say
+        return wanted and not taken(store, info.run_id)
     return wanted and not info.executing

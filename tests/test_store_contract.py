@@ -185,27 +185,27 @@ def test_a_waiting_run_stays_with_its_live_owner_and_goes_to_any_worker_once_it_
 def test_summary_says_whether_a_live_lease_holds_the_run(store: Store) -> None:
     # Given runs nobody holds
     make(store, "r")
+    make(store, "parked", parked_by("gone"))
     make(store, "failed", {"type": ev.RUN_FAILED, "error": {"type": "E", "message": "m"}})
-    make(store, "done", {"type": ev.RUN_COMPLETED, "result": 1})
-    assert not any(store.summary(rid).executing for rid in ("r", "failed", "done"))
-    # When each is claimed, Then the store reports the unfinished and the failed one (a
-    # resume retries it) executing; a completed run never is
-    leases = [store.claim(rid, "other") for rid in ("r", "failed", "done")]
-    assert all(lease is not None for lease in leases)
-    infos = {rid: store.summary(rid) for rid in ("r", "failed", "done")}
+    ids = ("r", "parked", "failed")
+    assert not any(store.summary(rid).executing for rid in ids)
+    # When each is claimed, Then the store reports the unfinished ones executing, not the
+    # finished one (whose summary never depends on an owner: a claim tells)
+    leases = [store.claim(rid, "other") for rid in ids]
+    infos = {rid: store.summary(rid) for rid in ids}
     assert {rid: i.executing for rid, i in infos.items()} == {
         "r": True,
-        "failed": True,
-        "done": False,
+        "parked": True,
+        "failed": False,
     }
     assert infos["r"].status is RunStatus.RUNNING and not infos["r"].orphaned
-    assert infos["failed"].status is RunStatus.FAILED
-    assert sorted(i.run_id for i in store.list_runs() if i.executing) == ["failed", "r"]
+    assert sorted(i.run_id for i in store.list_runs() if i.executing) == ["parked", "r"]
+    assert store.claim("failed") is None
     # And once released, nobody holds them
     for lease in leases:
         assert lease is not None
         lease.release()
-    assert not any(store.summary(rid).executing for rid in ("r", "failed", "done"))
+    assert not any(store.summary(rid).executing for rid in ids)
 
 
 def test_iter_runs_lists_the_unfinished_runs_with_their_queue_and_start(store: Store) -> None:

@@ -29,8 +29,8 @@ The interface speaks of runs, ownership and wake-ups; this is all of it (nothing
                 Lease: token, append (LeaseLost once fenced out), sync, renew, release
     wake-ups    send(run_id, message)   inbox(run_id, cursor)   wait(cursor, timeout)
     listing     summary -> RunInfo (status, queue, owner, `executing`: a live lease holds
-                it now)   summary_or_unreadable   list_runs   iter_runs   count_runs
-                ended_before (what `gc` looks at)   queue_starts   close
+                the unfinished run now)   summary_or_unreadable   list_runs   iter_runs
+                count_runs   ended_before (what `gc` looks at)   queue_starts   close
     attributes  location (a URL or path)   shared_by_hosts   wait_blocks
 
 A store rings its own doorbell: `create` (a run for whichever worker takes it) and `send`

@@ -80,8 +80,8 @@ class RunInfo:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     queue: str | None = None  # the queue it was started on (`start(queue=...)`)
     start_at: float | None = None  # epoch seconds: not started before (`start(delay=...)`)
-    #: a live process holds the run's lease as the store looked: it executes it (a failed
-    #: run: it retries it). Never for a completed or cancelled run. Decide with `claim`.
+    #: a live process holds the unfinished run's lease as the store looked: it executes
+    #: it. Never set for a finished run (a failed one being resumed: claim it to know).
     executing: bool = False
 
     def matches(self, status: RunStatus | None, workflow: str | None) -> bool:
@@ -143,9 +143,7 @@ def summarize_state(run_id: str, state: RunState, claimed: bool) -> RunInfo:
         raw=raw,
         queue=state.queue,
         start_at=state.start_at,
-        executing=claimed
-        and status is not RunStatus.COMPLETED
-        and status is not RunStatus.CANCELLED,
+        executing=claimed and not status.finished,
     )
 
 
