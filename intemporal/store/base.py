@@ -522,9 +522,14 @@ class Store(ABC):
         `since`/`until` bound `created_at` (epoch seconds, `until` excluded); `unfinished`:
         only the runs not finished (pending, running, waiting, stuck, and the unreadable
         ones, which may be any). This default reads every run first; the file store reads
-        only the runs asked for (its index).
+        only the runs asked for (its index); with `unfinished`, the ones `_unfinished` names.
         """
-        for info in self.list_runs(status=status, workflow=workflow):
+        if unfinished:  # a few among many finished runs: not every summary
+            infos = [self.summary_or_unreadable(rid) for rid in self._unfinished()]
+            want = RunStatus(status) if status is not None else None
+            found = [i for i in infos if i is not None and i.matches(want, workflow)]
+            found.sort(key=lambda i: (i.created_at, i.run_id), reverse=True)
+        for info in found if unfinished else self.list_runs(status=status, workflow=workflow):
             if self._kept(info, queue, parent, since, until, unfinished):
                 yield info
 

@@ -544,6 +544,10 @@ class PostgresStore(Wakeups, Store):
     def run_ids(self) -> Iterator[str]:
         yield from (r[0] for r in self._execute("SELECT run_id FROM runs", (), "list runs").rows)
 
+    def _unfinished(self) -> Iterator[str]:
+        query = f"SELECT run_id FROM runs WHERE {UNFINISHED} ORDER BY created_at"
+        yield from (r[0] for r in self._execute(query, (), "list unfinished runs").rows)
+
     def delete(self, run_id: str) -> None:
         self._held = {t: r for t, r in self._held.items() if r != run_id}
         self._execute("DELETE FROM runs WHERE run_id = %s", (run_id,), "delete run", run_id)
@@ -566,7 +570,7 @@ class PostgresStore(Wakeups, Store):
     def lease_owner(self, owner: str) -> OwnerLease:
         query = """INSERT INTO engines VALUES (%s, now() + %s * interval '1 second')
             ON CONFLICT (engine_id) DO UPDATE SET expires = EXCLUDED.expires"""
-        self._execute(query, (owner, self.lease), "take the lease of owner", owner)
+        self._execute(query, (owner, self.lease), f"take the lease of owner {owner!r}")
         self._engines.add(owner)
         self._beat_soon()
 
@@ -574,16 +578,18 @@ class PostgresStore(Wakeups, Store):
             self._engines.discard(owner)
             query = "DELETE FROM engines WHERE engine_id = %s"
             with contextlib.suppress(StoreUnavailable):  # it expires by itself
-                self._execute(query, (owner,), "release the lease of owner", owner)
+                self._execute(query, (owner,), f"release the lease of owner {owner!r}")
 
         def renew() -> None:
             query = (
                 "UPDATE engines SET expires = now() + %s * interval '1 second' WHERE engine_id = %s"
             )
-            self._execute(query, (self.lease, owner), "renew the lease of owner", owner, False)
+            self._execute(
+                query, (self.lease, owner), f"renew the lease of owner {owner!r}", None, False
+            )
 
         return OwnerLease(owner, release, renew)
 
     def _owner_alive(self, owner: str) -> bool:
         query = "SELECT 1 FROM engines WHERE engine_id = %s AND expires > now()"
-        return bool(self._execute(query, (owner,), "look up owner", owner).rows)
+        return bool(self._execute(query, (owner,), f"look up owner {owner!r}").rows)
