@@ -150,5 +150,5 @@ class Lifecycle:
         """This engine's id, marked alive in the store so no other engine takes its parked runs."""
         with self._mutex:
             if self._release_hold is None:
-                self._release_hold = self.store.hold_engine(self.engine_id)
+                self._release_hold = self.store.lease_owner(self.engine_id).release
         return self.engine_id
