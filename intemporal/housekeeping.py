@@ -108,12 +108,21 @@ def collectable(
 def delete_trees(
     store: Store, doomed: list[Tree], unreadable: set[str] | None = None
 ) -> list[Tree]:
-    """Delete each tree whole, deepest run first; return the trees deleted.
+    """Delete each tree whole; return the trees deleted.
 
-    Every run of a tree is claimed first and read again: a tree one of whose runs another
-    process took meanwhile (a resume), or that changed since it was looked at, is left
-    whole. So is a tree with a run that cannot be read: its id goes to `unreadable`.
+    The store's bulk way first (`Store.delete_ended_trees`: the file store holds one lock
+    for the whole store, deletes top-level runs before the runs below them, and reads only
+    journals changed since they ended). Else run by run, deepest first: every run of a tree
+    is claimed and read again. Either way a tree one of whose runs another process took
+    meanwhile (a resume), or that changed since it was looked at, is left whole. So is a
+    tree with a run that cannot be read: its id goes to `unreadable`.
     """
+    found: set[str] = set()
+    bulk = store.delete_ended_trees([tree.runs for tree in doomed], found)
+    if unreadable is not None:
+        unreadable |= found
+    if bulk is not None:  # the store's own way (the file store: one lock for all)
+        return [tree for tree, gone in zip(doomed, bulk, strict=True) if gone]
     deleted = []
     for tree in doomed:
         leases = []

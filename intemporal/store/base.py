@@ -396,6 +396,19 @@ class Store(ABC):
         finally:
             lease.release()
 
+    def delete_ended_trees(
+        self, trees: list[list[RunInfo]], unreadable: set[str]
+    ) -> list[bool] | None:
+        """`gc`'s bulk way, where a backend has one: delete each group of runs (a tree,
+        deepest first, as `ended_before` described them) whole, or not at all when one of
+        its runs is owned, changed since, gone, or cannot be read (its id then goes to
+        `unreadable`); one bool per group, True where it was deleted.
+
+        None when the backend has no bulk way now: the caller claims and deletes run by
+        run (`housekeeping.delete_trees`). This default returns None.
+        """
+        return None
+
     def summary(self, run_id: str) -> RunInfo:
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
         return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))
