@@ -25,6 +25,7 @@ from rich.text import Text
 from typer._click import exceptions as click
 from typer.core import TyperGroup
 
+from . import cli_coerce
 from . import cli_render as render
 from .cli_render import Outcome
 from .errors import IntemporalError
@@ -115,6 +116,8 @@ class JsonErrorsGroup(TyperGroup):
             raise SystemExit(_fail("aborted", 1, True).exit_code) from None
         raise SystemExit(code if isinstance(code, int) else 0)
 
+
+cli_coerce.install()  # usual option values read without Pydantic: a faster start
 
 app = typer.Typer(
     name="intemporal",

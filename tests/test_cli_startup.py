@@ -4,6 +4,9 @@
 | ------------------------------------ | ------------------------------------------------- |
 | `list`, `show RUN`, `tree`, `count`  | `cli_inspect` only: no engine, no `cli_run`       |
 | `--help`, any other command          | every command (the full `intemporal --help` list) |
+
+Usual option values (text, digits, flags) are read without Pydantic (`cli_coerce.py`); any
+other value goes through Typer's own conversion, so its errors read as before.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytest
 
 from intemporal import FileStore
 from intemporal.cli import command_name
+from intemporal.cli_coerce import _SLOW, quick
 
 PROBE = """
 import json, sys
@@ -27,7 +31,7 @@ try:
 except SystemExit:
     pass
 loaded = [m for m in ("intemporal.engine", "intemporal.cli_run", "intemporal.cli_worker",
-                      "asyncio", "dill") if m in sys.modules]
+                      "asyncio", "dill", "pydantic") if m in sys.modules]
 print(json.dumps(loaded))
 """
 
@@ -79,3 +83,33 @@ def test_the_command_is_the_first_word_that_is_not_a_root_option() -> None:
     assert command_name(["--store=s", "--strict", "list", "--limit", "3"]) == "list"
     assert command_name(["-h"]) is None and command_name([]) is None
     assert command_name(["--", "list"]) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["list", "--limit", "abc"], "Input should be a valid integer"),
+        (["list", "--limit", "0"], "Input should be greater than or equal to 1"),
+        (["list", "--offset", "-1"], "Input should be greater than or equal to 0"),
+        (["list", "--limit", "1.5"], "Input should be a valid integer"),
+    ],
+)
+def test_an_unusual_value_is_judged_by_typer_as_before(
+    store: Path, args: list[str], error: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "intemporal.cli", "--store", str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and error in proc.stderr, proc.stderr
+
+
+def test_usual_values_are_read_as_typer_reads_them(store: Path) -> None:
+    assert quick(int, None, "10") == 10 and quick(str, None, "x") == "x"
+    assert quick(bool, None, True) is True and quick(int, None, 0) == 0
+    for annotation, value in [(int, " 7"), (int, "+3"), (int, "٣"), (int, "1.5"), (bool, "1")]:
+        assert quick(annotation, None, value) is _SLOW, value  # Typer's own conversion
+    loaded, out = _loaded("--store", str(store), "list", "--limit", " 7")  # Typer's: 7
+    assert "one" in out and "pydantic" in loaded
