@@ -61,7 +61,9 @@ def trees(store: Store, cutoff: float | None = None) -> tuple[list[Tree], set[st
             roots.append(info)
 
     def deepest_first(info: RunInfo) -> list[RunInfo]:
-        below = [r for child in children.get(info.run_id, []) for r in deepest_first(child)]
+        if info.run_id not in children:  # most runs: a tree of one
+            return [info]
+        below = [r for child in children[info.run_id] for r in deepest_first(child)]
         return [*below, info]
 
     return [Tree(root, deepest_first(root)) for root in roots], unreadable
@@ -97,7 +99,7 @@ def collectable(
         if not all(info.status.finished for info in tree.runs) or tree.ended > cutoff:
             continue
         # A run that cannot be read may be a child: keep every run its id may sit under.
-        if any(u.startswith(info.run_id + "/") for u in damaged for info in tree.runs):
+        if damaged and any(u.startswith(i.run_id + "/") for u in damaged for i in tree.runs):
             continue
         if probe and any(store.is_claimed(info.run_id) for info in tree.runs):
             continue  # a failed run being resumed right now (`delete_trees` claims anyway)

@@ -261,12 +261,14 @@ class FileCollector(FileListing):
     ) -> list[Future[None]]:
         """Start deleting the runs' files (inbox, lock file, journal), in inode order."""
         files: list[list[str]] = []
+        logged: list[str] = []
         for _, run_id in sorted(runs):
             nested = "/" in run_id
             names = [run_id + s for s in (INBOX, LOCK) if nested or run_id + s in extra]
-            if self._wal is not None:  # so a replay does not bring them back
-                self._wal.forget(*(n for n in (*names, run_id + JOURNAL) if not n.endswith(LOCK)))
             files.append([*names, run_id + JOURNAL])  # the inbox first: never one alone
+            logged += [n for n in files[-1] if not n.endswith(LOCK)]
+        if self._wal is not None:  # so a replay does not bring them back (one look at .wal/)
+            self._wal.forget(*logged)
 
         def unlink(part: list[list[str]]) -> None:
             for names in part:
