@@ -203,9 +203,9 @@ class FileStore(FileCollector):
             if self._wal is not None:  # the first synced append logs this line with its own
                 logged = Logged(self._wal, name + JOURNAL, *((0, data, True) if sync else ()))
                 lease = FileLease(run_id, None, fd, log=logged)
-                return IndexedLease(lease, self.index, self._gclock)
+                return IndexedLease(lease, self.index, self._gclock.shared)
             lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
-            return IndexedLease(lease, self.index, self._gclock)
+            return IndexedLease(lease, self.index, self._gclock.shared)
         except FileExistsError:
             os.close(fd)
             return None
@@ -360,7 +360,7 @@ class FileStore(FileCollector):
             raise
         logged = None if self._wal is None else Logged(self._wal, run_id + JOURNAL)
         lease = FileLease(run_id, lock, fd, log=logged)
-        gate = self._gclock if fcntl is not None else None
+        gate = self._gclock.shared if fcntl is not None else None
         return IndexedLease(lease, self.index, gate, held)
 
     def is_claimed(self, run_id: str) -> bool:

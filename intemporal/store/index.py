@@ -46,9 +46,6 @@ from .base import Lease
 if TYPE_CHECKING:
     import sqlite3
 
-    from .filegc import GcLock
-    from .fileio import FileLease
-
 FOLDER = ".index"
 DB = "runs.sqlite3"
 LOCK = "lock"
@@ -482,19 +479,20 @@ def _flock(fd: int) -> None:
 
 class IndexedLease(Lease):
     """A `FileLease` that keeps the index told: a finished run's row says how it ended (after
-    the line, with the journal's length), a resumed one's is open again (before it).
+    the line, with the journal's size and time), a resumed one's is open again (before it).
 
-    `gate`: the store's gc lock (`filegc.GcLock`), None where there is none. A restart line
-    (`run_resumed`, ...) is appended holding it shared, and so is a claimed finished run
-    until then (`held`: its release): a `gc` deleting finished runs holds it exclusive, so
-    it never deletes a run on its way back to life, nor one that a claim holds finished.
+    `gate`: takes the store's gc lock shared and returns its release (`filegc.GcLock.shared`),
+    None where there is none. A restart line (`run_resumed`, ...) is appended holding it, and
+    a claimed finished run holds it until then (`held`: its release): a `gc` deleting
+    finished runs holds it exclusive, so it never deletes a run on its way back to life, nor
+    one a claim holds finished.
     """
 
     def __init__(
         self,
-        lease: FileLease,
+        lease: Any,  # a `fileio.FileLease` (its `stat()` and `linked()` are used)
         index: RunIndex,
-        gate: GcLock | None = None,
+        gate: Callable[[], Callable[[], None]] | None = None,
         held: Callable[[], None] | None = None,
     ) -> None:
         self._lease, self._index = lease, index
@@ -513,7 +511,7 @@ class IndexedLease(Lease):
     def _restart(self, event: Event, sync: bool) -> None:
         held, self._held = self._held, None
         if held is None and self._gate is not None:
-            held = self._gate.shared()  # waits for a gc deleting finished runs
+            held = self._gate()  # waits for a gc deleting finished runs
         try:
             if held is not None and not self._lease.linked():  # that gc deleted it
                 raise RunNotFound(self.run_id)
