@@ -145,9 +145,11 @@ def test_a_claimed_finished_run_makes_gc_go_run_by_run_and_keeps_it(
 
 
 def _blocked_flock() -> bool:
-    """Whether some process waits for a flock now (`/proc/locks` marks waiters with ->)."""
+    """Whether a thread of this process waits for a flock now (`/proc/locks` marks waiters
+    with ->, and names the process)."""
+    pid = str(os.getpid())
     with open("/proc/locks") as f:
-        return any("->" in line and "FLOCK" in line for line in f)
+        return any("->" in line and "FLOCK" in line and pid in line.split() for line in f)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
@@ -183,6 +185,39 @@ def test_a_claim_of_a_finished_run_waits_for_gc_then_finds_it_gone(
         with Engine(home, threads=2) as engine:
             handle = engine.start(flows.job, 1, run_id="new")
             assert handle.result(timeout=10) == 1
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="needs Linux's /proc/locks")
+def test_a_restart_line_waits_for_gc_and_is_refused_once_the_run_is_gone(tmp_path: Path) -> None:
+    home = tmp_path / "store"
+    store = FileStore(home)
+    first = {"type": "run_started", "workflow": "wf", "args": [], "kwargs": {}, "ts": 1.0}
+    store.create("p", first)  # pending: its claim takes nothing store-wide
+    lease = store.claim("p")
+    assert lease is not None
+    got: list[Any] = []
+
+    def restart() -> None:
+        try:
+            lease.append({"type": "run_resumed", "ts": 2.0}, False)
+            got.append("appended")
+        except RunNotFound as exc:
+            got.append(exc)
+
+    # Given a gc holding the store-wide lock, When a restart line comes, Then it waits
+    gc_side = FileStore(home)
+    with gc_side._gclock.exclusive() as alone:
+        assert alone
+        thread = threading.Thread(target=restart)
+        thread.start()
+        wait_until(_blocked_flock, what="the restart line to wait for the gc lock")
+        assert got == []
+        gc_side.delete("p")
+    thread.join(timeout=10)
+    lease.release()
+    # And is refused: the run is gone, nothing was written into a deleted journal
+    assert len(got) == 1 and isinstance(got[0], RunNotFound), got
+    assert not store.exists("p")
 
 
 GC_CHILD = """

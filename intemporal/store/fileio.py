@@ -406,8 +406,9 @@ class FileLease(Lease):
             return None
 
     def linked(self) -> bool:
-        """Whether the journal still has a name (False once deleted)."""
-        return os.fstat(self._fd).st_nlink > 0
+        """Whether the journal still has a name (False once deleted; True once released:
+        `append` then says so)."""
+        return self._fd < 0 or os.fstat(self._fd).st_nlink > 0
 
     def _check(self) -> None:
         if self._failed is not None:
