@@ -22,6 +22,7 @@ from .activity_steps import ActivitySteps, Retry
 from .attempts import WorkflowInfo, _activity, _current, run_attempt
 from .clock import INLINE_WAIT, Clock
 from .codec import decode, encode
+from .deadlines import DEADLINE_PASSED, overdue
 from .errors import (
     Cancelled,
     IntemporalError,
@@ -494,11 +495,12 @@ class RunContext(ActivitySteps):
         Cancellation is delivered here, recorded at `seq`; a closing engine raises `_Shutdown`.
         """
         self.wake.clear()  # before looking, so a poke after the look is not lost
-        value = ready()
-        if value is not NOT_READY:
+        value, now = ready(), self.host.clock.time()
+        late = overdue(self, until, now)  # timed out before this wait ended: cancelled below
+        if value is not NOT_READY and not late:
             return value, None
-        remaining = None if until is None else until - self.host.clock.time()
-        if remaining is not None and remaining <= 0:
+        remaining = None if until is None else until - now
+        if remaining is not None and remaining <= 0 and not late:
             return TIMED_OUT, None
         if self.terminated is not None:
             raise self.terminated
@@ -592,7 +594,6 @@ class ChildNotFinished(Exception):
 
 NOT_READY: Any = object()  # `block`'s "keep waiting"
 TIMED_OUT: Any = object()  # `block`'s "the deadline passed"
-DEADLINE_PASSED = "timed out"  # the reason a run whose deadline passed is cancelled with
 
 
 def child_id(parent: str, seq: int) -> str:

@@ -48,11 +48,11 @@ RANKS = {
     "store": 8,
     # one run's context: what executes on a thread (attempts), replay, durable operations
     "attempts": 8,
+    "deadlines": 8,
     "activity_steps": 8,
     "replay": 9,
     "async_replay": 10,
     "control": 10,
-    "deadlines": 10,
     "versions": 10,
     # what workflow code calls
     "api": 10,
