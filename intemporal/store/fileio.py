@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import JournalCorrupted, LeaseLost
-from ..events import RUN_STARTED, SIGNAL
+from ..events import ACTIVITY_COMPLETED, RUN_STARTED, SIGNAL
 from .base import Event, Lease
 from .safefs import open_file
 from .wal import Logged
@@ -37,24 +37,74 @@ _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _utf8_string = json.encoder.encode_basestring  # the C one where there is one
 
 
+#: an activity's result as the run context journals it: these keys, in this order
+_COMPLETED_KEYS = ("type", "seq", "name", "attempts", "started", "result", "ts", "owner")
+_COMPLETED_HEAD = '{"type":' + _encode(ACTIVITY_COMPLETED) + ',"seq":'
+_float_text = float.__repr__  # what the encoder writes for a finite float
+
+
+def _json(value: Any) -> str:
+    if _c_make_encoder is None:
+        return _encode(value)
+    # The arguments of JSONEncoder.iterencode's one-shot path, with the default options;
+    # a fresh markers dict per call, as there, for the circular-reference check.
+    return "".join(
+        _c_make_encoder({}, _default, _utf8_string, None, ":", ",", False, False, True)(value, 0)
+    )
+
+
+# One encoder for every result: without markers (their circular-reference check) since a
+# result is exact JSON, nested at most `codec.MAX_JSON_DEPTH` deep, or made of it.
+_result_encoder = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(None, _default, _utf8_string, None, ":", ",", False, False, True)
+)
+
+
+def _exact_json(value: Any) -> str:
+    if _result_encoder is None:
+        return _encode(value)
+    return "".join(_result_encoder(value, 0))
+
+
+def _completed_line(event: Event) -> str | None:
+    """The line of an `activity_completed` event with the run context's keys and types,
+    its constant parts spelled out (the hot path: ~1.5 µs less than the encoder); None
+    for any other event."""
+    if len(event) != 8 or tuple(event) != _COMPLETED_KEYS:
+        return None
+    _, seq, name, attempts, started, result, ts, owner = event.values()
+    if (
+        type(seq) is not int
+        or type(attempts) is not int
+        or type(name) is not str
+        or type(owner) is not str
+        or type(started) is not float
+        or type(ts) is not float
+        or started - started != 0.0  # not finite: the encoder's spelling
+        or ts - ts != 0.0
+    ):
+        return None
+    return (
+        f'{_COMPLETED_HEAD}{seq},"name":{_utf8_string(name)},"attempts":{attempts},'
+        f'"started":{_float_text(started)},"result":{_exact_json(result)},'
+        f'"ts":{_float_text(ts)},"owner":{_utf8_string(owner)}}}'
+    )
+
+
 def dumps(event: Event) -> bytes:
     """One journal line: compact JSON in UTF-8 and a newline (the bytes of
     `json.dumps(event, separators=(",", ":"), ensure_ascii=False)`, built with the C encoder
-    directly: ~1 µs less per append).
+    directly: ~1 µs less per append; an activity's result line from its parts).
 
     Text is written as UTF-8, not as `\\u` escapes (3x smaller for non-Latin text); a
     string UTF-8 cannot hold (a lone surrogate) makes that line ASCII with escapes, as
     journals were written before. Readers take both.
     """
-    if _c_make_encoder is None:
-        text = _encode(event)
-    else:
-        # The arguments of JSONEncoder.iterencode's one-shot path, with the default options;
-        # a fresh markers dict per call, as there, for the circular-reference check.
-        chunks = _c_make_encoder({}, _default, _utf8_string, None, ":", ",", False, False, True)(
-            event, 0
-        )
-        text = "".join(chunks)
+    text = _completed_line(event) if event.get("type") == ACTIVITY_COMPLETED else None
+    if text is None:
+        text = _json(event)
     try:
         return (text + "\n").encode()
     except UnicodeEncodeError:  # a lone surrogate: escaped, as `\\udc80`
