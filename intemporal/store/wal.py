@@ -79,7 +79,7 @@ class _Item:
     thread that leads writes its own record without one.
     """
 
-    __slots__ = ("body", "crc", "wanted", "waiter", "done", "lead", "error")
+    __slots__ = ("body", "crc", "done", "error", "lead", "waiter", "wanted")
 
     def __init__(self, body: bytes, crc: int, wanted: bool) -> None:
         self.body = body
