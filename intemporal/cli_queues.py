@@ -21,11 +21,10 @@ from rich.table import Table
 
 from . import cli_render as render
 from .cli_support import ImportOption, JsonOption, UserError, _import, _open, command
-from .events import fold
+from .events import RunStatus
 from .queues import Queue, declared
 from .schedules import latest_tick, schedules, tick_text
 from .store import MemoryStore, Store
-from .store.queueing import fresh
 
 NO_QUEUE = "(none)"  # how a run recorded on no queue is shown
 
@@ -63,17 +62,13 @@ def queue_lines(store: Store, now: float) -> list[QueueLine]:
     claimed by a worker), the runs that hold a slot.
     """
     lines: dict[str | None, QueueLine] = {n: QueueLine(n, q) for n, q in declared().items()}
-    for run_id in store.unfinished():
-        try:
-            state = fold(store.read(run_id))
-        except Exception:  # deleted meanwhile, or unreadable: `list` shows it
-            continue
-        if state.parent is not None:
-            continue  # a child run shares its parent's slot
-        line = lines.setdefault(state.queue, QueueLine(state.queue))
-        if not fresh(state) or store.is_claimed(run_id):
+    for info in store.iter_runs(unfinished=True):
+        if info.parent is not None or info.status is RunStatus.UNREADABLE:
+            continue  # a child run shares its parent's slot; `list` shows an unreadable one
+        line = lines.setdefault(info.queue, QueueLine(info.queue))
+        if info.status is not RunStatus.PENDING:  # started, or claimed by a worker now
             line.executing += 1
-        elif state.start_at is not None and state.start_at > now:
+        elif info.start_at is not None and info.start_at > now:
             line.delayed += 1
         else:
             line.pending += 1

@@ -41,6 +41,7 @@ from .events import (
     TIMER_STARTED,
 )
 from .handle import chain_end
+from .housekeeping import taken
 from .store import Event, RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -347,7 +348,7 @@ def wait(
             info = chain_end(engine.get_run, engine.get_run(rid))  # continued as new: the last
             if info.status.finished:  # it may have ended just after this look timed out
                 return _ended(engine, handle)
-            if info.status is RunStatus.WAITING and not engine.store.is_claimed(info.run_id):
+            if info.status is RunStatus.WAITING:  # parked: no process executes it now
                 what = long_wait(engine.history(info.run_id))
                 if what is not None:  # may take days: do not hold the terminal
                     return Outcome(rid, info.status.value, waiting_for=what)
@@ -453,8 +454,8 @@ def held_by(engine: Engine, info: RunInfo) -> str | None:
     """
     if info.status in (RunStatus.COMPLETED, RunStatus.CANCELLED):
         return None
-    if engine.store.is_claimed(info.run_id):
-        return "executing"
+    if info.executing or (info.status is RunStatus.FAILED and taken(engine.store, info.run_id)):
+        return "executing"  # a failed run: a process resumed it, and retries its failed step
     if info.status is RunStatus.WAITING and info.owner is not None and not info.orphaned:
         return "waiting"
     return None

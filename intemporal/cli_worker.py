@@ -271,9 +271,8 @@ def _give_up_after(grace: float, board: Board, left: Callable[[], list[str]]) ->
 def _unreadable(engine: Engine) -> Iterator[RunInfo]:
     """The damaged runs a worker would otherwise take: among the unfinished ones (the file
     store's index names them, and the runs found damaged since), not every run's journal."""
-    for run_id in engine.store.unfinished():
-        info = engine.store.summary_or_unreadable(run_id)
-        if info is not None and info.status is RunStatus.UNREADABLE:
+    for info in engine.store.iter_runs(unfinished=True):
+        if info.status is RunStatus.UNREADABLE:
             yield info
 
 
@@ -352,6 +351,6 @@ def _look(engine: Engine, rid: str, once: bool) -> Outcome | None:
         return replace(final_outcome(info), run_id=rid)
     if once and info.status is RunStatus.WAITING:  # it may take days
         what = render.long_wait(engine.history(info.run_id))
-        if what is not None and not engine.store.is_claimed(info.run_id):
+        if what is not None:  # parked: no process executes it now
             return Outcome(rid, info.status.value, waiting_for=what)
     return None

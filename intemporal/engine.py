@@ -212,9 +212,8 @@ class Engine(Worker, Executor, StartAPI):
             if lease is not None:
                 self._execute_here(exe, [first], lease)
                 return RunHandle(self, run_id, exe)
-        elif self._create(run_id, first):
-            if not self.worker:
-                self.store.notify(run_id)  # so a running worker takes it without polling
+        elif self._create(run_id, first, self.engine_id if self.worker else None):
+            if not self.worker:  # the store woke the workers: one takes it without polling
                 return RunHandle(self, run_id)
             return RunHandle(self, run_id, self._launch(exe, [first]))
         return self._existing(run_id, wf, protocols)
@@ -223,16 +222,15 @@ class Engine(Worker, Executor, StartAPI):
         self, run_id: str, first: Event, wf: Workflow[Any, Any], protocols: dict[type, Any]
     ) -> RunHandle[Any]:
         """Record a run of a limited queue pending: a worker starts it when the queue has room."""
-        if not self._create(run_id, first):
+        if not self._create(run_id, first):  # for any worker its queue has room for
             return self._existing(run_id, wf, protocols)
-        self.store.notify(run_id)
         if self.worker:
             self._queue_rt.started(first["queue"])
         return RunHandle(self, run_id)
 
-    def _create(self, run_id: str, first: Event) -> bool:
+    def _create(self, run_id: str, first: Event, owner: str | None = None) -> bool:
         with store_call(run_id, f"create run {run_id!r}", caller=True, started=False):
-            return self.store.create(run_id, first, self.sync)
+            return self.store.create(run_id, first, self.sync, owner)
 
     def _existing(
         self, run_id: str, wf: Workflow[Any, Any], protocols: dict[type, Any]
@@ -475,7 +473,7 @@ class Engine(Worker, Executor, StartAPI):
         """This engine's id, marked alive in the store so no other engine takes its parked runs."""
         with self._mutex:
             if self._release_hold is None:
-                self._release_hold = self.store.hold_engine(self.engine_id)
+                self._release_hold = self.store.lease_owner(self.engine_id).release
         return self.engine_id
 
     def __enter__(self) -> Engine:

@@ -1,8 +1,9 @@
 """Which runs `gc` may delete and which ones `resume --all` takes: rules over `Store` calls.
 
 Written once, above the stores, with nothing but `Store` operations (`ended_before`,
-`is_claimed`, `claim`, `read`, `delete`), so every backend (the file store, memory, a
-future PostgreSQL store) follows the same rules.
+`claim`, `read`, `delete`, `delete_if_ended`), so every backend (the file store, memory,
+PostgreSQL) follows the same rules: whether a live process has a run is decided by
+claiming it.
 
     trees = collectable(store, older_than=7 * 86400, status="completed")
     delete_trees(store, trees)
@@ -83,7 +84,7 @@ def collectable(
     `unreadable`, if given, receives the ids of the runs that cannot be read: never
     collected (nor any tree they may belong to), for the caller to report. `probe=False`
     leaves out the trees' runs a live process owns only when deleting (`delete_trees`
-    claims each run, and leaves a taken tree whole): one lock probe per run fewer.
+    claims each run, and leaves a taken tree whole): one claim per run fewer.
     """
     want = RunStatus(status) if status is not None else None
     cutoff = (time.time() if now is None else now) - older_than
@@ -99,10 +100,23 @@ def collectable(
         # A run that cannot be read may be a child: keep every run its id may sit under.
         if any(u.startswith(info.run_id + "/") for u in damaged for info in tree.runs):
             continue
-        if probe and any(store.is_claimed(info.run_id) for info in tree.runs):
+        if probe and any(taken(store, info.run_id) for info in tree.runs):
             continue  # a failed run being resumed right now (`delete_trees` claims anyway)
         out.append(tree)
     return out
+
+
+def taken(store: Store, run_id: str) -> bool:
+    """Whether a live process holds run `run_id` now, finished runs too (`RunInfo.executing`
+    does not say for them: a failed run being resumed): claimed, and given back at once."""
+    try:
+        lease = store.claim(run_id)
+    except RunNotFound:  # deleted meanwhile: nobody's
+        return False
+    if lease is None:
+        return True
+    lease.release()
+    return False
 
 
 def delete_trees(
@@ -163,4 +177,6 @@ def resumable(store: Store, info: RunInfo, failed: bool = False) -> bool:
         wanted = info.orphaned or info.owner is None
     else:
         wanted = info.status is RunStatus.RUNNING and info.orphaned
-    return wanted and not store.is_claimed(info.run_id)
+    if info.status is RunStatus.FAILED:  # being resumed elsewhere? `executing` does not say
+        return wanted and not taken(store, info.run_id)
+    return wanted and not info.executing

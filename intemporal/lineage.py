@@ -82,6 +82,7 @@ class ChainHost(Protocol):
     sync: bool
     version: str | None
     clock: Clock
+    engine_id: str
 
     def _with_headers(self, first: Event) -> Event: ...
 
@@ -109,7 +110,9 @@ def continue_run(
         new["priority"] = first["priority"]
     stamp(host._with_headers(new), host.version, first.get("deadline"))
     with store_call(nxt, f"create run {nxt!r}"):
-        if not host.store.create(nxt, new, host.sync):  # made before a crash: the same run?
+        # Launched by the caller: no wake-up for other workers (`Store.create`'s `owner`).
+        # Made before a crash? Then it must be the same run.
+        if not host.store.create(nxt, new, host.sync, host.engine_id):
             check_same_run(nxt, host.store.read(nxt)[0], wf, parent=parent)
         replay_signals(host.store, ctx.run_id, nxt, host.store.read(ctx.run_id))
     ctx.append({"type": RUN_COMPLETED, "result": {"continued_as": nxt}, "continued_as": nxt})

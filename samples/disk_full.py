@@ -43,7 +43,7 @@ class FillingDisk(intemporal.FileStore):
     def create_claimed(
         self, run_id: str, first: Event, sync: bool = True, owner: str = ""
     ) -> Lease | None:
-        if not self.create(run_id, first, sync):
+        if not self.create(run_id, first, sync, owner):  # its creator executes it: no wake-up
             return None
         return self.claim(run_id, owner)
 

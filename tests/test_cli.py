@@ -140,7 +140,8 @@ def assert_user_error(result: Result, *words: str, code: int = 1) -> None:
 def clone_prefix(store: intemporal.Store, src: str, dst: str, keep: int) -> None:
     """Make run `dst` a copy of the first `keep` events of run `src`, left unclaimed."""
     events = store.read(src)[:keep]
-    assert store.create(dst, dict(events[0], run_id=dst))
+    # created as its crashed creator did, for itself: no wake-up takes it meanwhile
+    assert store.create(dst, dict(events[0], run_id=dst), owner="crashed")
     lease = store.claim(dst)
     assert lease is not None
     for event in events[1:]:

@@ -382,8 +382,9 @@ def test_sigterm_stops_the_worker_gracefully_releasing_its_runs(
         assert "left 1 unfinished run(s), resumable by any worker: graceful" in out
         steps = [e for e in store.read("graceful") if e["type"] == "activity_completed"]
         assert len(steps) == 1
-        assert not store.is_claimed("graceful")  # released now, not when its lease expires
-        assert store.summary("graceful").status is RunStatus.RUNNING
+        info = store.summary("graceful")
+        assert not info.executing  # released now, not when its lease expires
+        assert info.status is RunStatus.RUNNING and info.orphaned
     finally:
         if proc.poll() is None:
             proc.kill()

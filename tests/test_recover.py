@@ -157,4 +157,8 @@ def test_unfinished_lists_exactly_the_runs_without_an_end(store: intemporal.Stor
     run("midway", {"type": "activity_completed", "seq": 1, "name": "a", "result": 1})
     run("parked", {"type": "run_suspended", "reason": "sleep", "until": None})
     # When listing the unfinished ones, Then exactly the open runs come back
-    assert sorted(store.unfinished()) == ["midway", "parked", "pending"]
+    assert sorted(i.run_id for i in store.iter_runs(unfinished=True)) == [
+        "midway",
+        "parked",
+        "pending",
+    ]

@@ -156,6 +156,71 @@ def test_claim_next_takes_exactly_the_runs_nobody_executes(store: Store) -> None
     held.release()
 
 
+def parked_by(owner: str) -> dict[str, Any]:
+    return {"type": ev.RUN_SUSPENDED, "reason": "signal:go", "until": None, "owner": owner}
+
+
+def test_a_waiting_run_stays_with_its_live_owner_and_goes_to_any_worker_once_it_is_gone(
+    store: Store,
+) -> None:
+    # Given a run parked by an owner whose own lease holds
+    alive = store.lease_owner("parker")
+    assert alive.owner == "parker"
+    make(store, "parked", parked_by("parker"))
+    alive.renew()  # a heartbeat: the owner still lives
+    # Then no other worker takes it, and it is not shown orphaned
+    assert store.claim_next("me") == []
+    info = store.summary("parked")
+    assert (info.status, info.owner, info.orphaned) == (RunStatus.WAITING, "parker", False)
+    # When the owner gives its lease up (an engine closing), Then the run was left by a dead
+    # owner: shown orphaned, and the next worker that asks takes it
+    alive.release()
+    alive.release()  # idempotent
+    assert store.summary("parked").orphaned
+    (lease,) = store.claim_next("me")
+    assert lease.run_id == "parked"
+    lease.release()
+
+
+def test_summary_says_whether_a_live_lease_holds_the_run(store: Store) -> None:
+    # Given runs nobody holds
+    make(store, "r")
+    make(store, "parked", parked_by("gone"))
+    make(store, "failed", {"type": ev.RUN_FAILED, "error": {"type": "E", "message": "m"}})
+    ids = ("r", "parked", "failed")
+    assert not any(store.summary(rid).executing for rid in ids)
+    # When each is claimed, Then the store reports the unfinished ones executing, not the
+    # finished one (whose summary never depends on an owner: a claim tells)
+    leases = [store.claim(rid, "other") for rid in ids]
+    infos = {rid: store.summary(rid) for rid in ids}
+    assert {rid: i.executing for rid, i in infos.items()} == {
+        "r": True,
+        "parked": True,
+        "failed": False,
+    }
+    assert infos["r"].status is RunStatus.RUNNING and not infos["r"].orphaned
+    assert sorted(i.run_id for i in store.list_runs() if i.executing) == ["parked", "r"]
+    assert store.claim("failed") is None
+    # And once released, nobody holds them
+    for lease in leases:
+        assert lease is not None
+        lease.release()
+    assert not any(store.summary(rid).executing for rid in ids)
+
+
+def test_iter_runs_lists_the_unfinished_runs_with_their_queue_and_start(store: Store) -> None:
+    make(store, "delayed", ts=1.0, queue="q", start_at=50.0)
+    make(store, "parked", parked_by("gone"), ts=2.0)
+    make(store, "done", {"type": ev.RUN_COMPLETED, "result": 1}, ts=3.0, queue="q")
+    make(store, "failed", {"type": ev.RUN_FAILED, "error": {"type": "E", "message": "m"}})
+    infos = {i.run_id: i for i in store.iter_runs(unfinished=True)}
+    assert sorted(infos) == ["delayed", "parked"]
+    assert (infos["delayed"].queue, infos["delayed"].start_at) == ("q", 50.0)
+    assert (infos["parked"].queue, infos["parked"].start_at) == (None, None)
+    assert [i.run_id for i in store.iter_runs(queue="q")] == ["done", "delayed"]
+    assert [i.run_id for i in store.iter_runs(queue="q", unfinished=True)] == ["delayed"]
+
+
 def test_claim_next_keeps_to_queues_limit_among_and_skip(store: Store) -> None:
     for i in range(4):
         make(store, f"a{i}", queue="a")
@@ -322,6 +387,25 @@ def test_wait_returns_the_runs_messaged_since_the_cursor(store: Store) -> None:
     assert store.wait(cursor, 0)[0] == []
 
 
+def test_a_run_created_for_any_worker_wakes_the_waiting_ones(store: Store) -> None:
+    # Given a worker waiting for wake-ups
+    _, cursor = store.wait(None, 0)
+    ids, cursor = store.wait(cursor, 0.05)
+    assert ids == []
+    # When one run is created for its creator to execute, and one for any worker
+    assert store.create("mine", started("mine"), owner="creator")
+    assert store.create("any", started("any"))
+    # Then the wait names the second only: nobody called anything but `create`
+    seen: set[str] = set()
+    deadline = time.monotonic() + 5
+    while "any" not in seen and time.monotonic() < deadline:
+        ids, cursor = store.wait(cursor, 1.0)
+        seen |= set(ids or ())
+    assert seen == {"any"}
+    assert not store.create("any", started("any"))  # an existing run rings nothing
+    assert store.wait(cursor, 0)[0] == []
+
+
 # -- listing ---------------------------------------------------------------------------------------
 def test_list_runs_newest_first_filtered(store: Store) -> None:
     make(store, "old", ts=1.0)
@@ -351,6 +435,31 @@ sys.stdin.read()  # hold the run until killed
 """
 
 
+def spawn(script: str, store: Store, kind: str, *args: str) -> subprocess.Popen[str]:
+    """A child process running `script` on `store` (its location, then `args`; a short
+    lease where leases expire), once it printed "held"."""
+    assert store.location is not None
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, store.location, *args, *LEASED.get(kind, [])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n", proc.stderr
+    return proc
+
+
+def kill_then_claim_next(proc: subprocess.Popen[str], store: Store) -> list[Lease]:
+    """SIGKILL `proc`, then what `claim_next` gives within 5 s (leases expire meanwhile)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while not (got := store.claim_next("me")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
+
+
 @pytest.mark.parametrize("kind", SHARED)
 def test_a_claim_excludes_other_processes_until_the_owner_dies(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -358,28 +467,15 @@ def test_a_claim_excludes_other_processes_until_the_owner_dies(
     # Given a run claimed by another process
     store = STORES[kind](tmp_path, request)
     make(store, "r")
-    assert store.location is not None
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, store.location, "r", *LEASED.get(kind, [])],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn(HOLDER, store, kind, "r")
     try:
-        assert proc.stdout is not None and proc.stdout.readline() == "held\n", proc.stderr
         # Then nobody here may execute it
         assert store.claim("r", "me") is None
         assert store.claim_next("me") == []
         assert store.summary("r").status is RunStatus.RUNNING and not store.summary("r").orphaned
         # When its owner dies, Then the run is left for anyone: claim_next takes it (once
         # the dead owner's lease expired, where the store's leases expire)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        deadline = time.monotonic() + 5
-        while not (got := store.claim_next("me")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        (lease,) = got
+        (lease,) = kill_then_claim_next(proc, store)
         assert lease.run_id == "r"
         lease.append({"type": ev.RUN_COMPLETED, "result": 1, "ts": 3.0}, True)
         lease.release()
@@ -394,6 +490,41 @@ def test_a_claim_excludes_other_processes_until_the_owner_dies(
         store.close()
 
 
+OWNER_HOLDER = """
+import sys
+from intemporal import PostgresStore
+from intemporal.store import open_store
+
+store = open_store(sys.argv[1]) if len(sys.argv) < 3 else PostgresStore(sys.argv[1], lease=1.0)
+store.lease_owner("parker")
+print("held", flush=True)
+sys.stdin.read()  # live until killed
+"""
+
+
+@pytest.mark.parametrize("kind", SHARED)
+def test_a_run_parked_by_an_owner_in_another_process_is_taken_once_that_process_dies(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Given a waiting run whose owner (an engine) lives in another process
+    store = STORES[kind](tmp_path, request)
+    make(store, "parked", parked_by("parker"))
+    proc = spawn(OWNER_HOLDER, store, kind)
+    try:
+        # Then this process does not take it
+        assert store.claim_next("me") == []
+        assert not store.summary("parked").orphaned
+        # When the owner's process dies, Then the run is left by a dead owner: taken here
+        (lease,) = kill_then_claim_next(proc, store)
+        assert lease.run_id == "parked"
+        lease.release()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        store.close()
+
+
 # -- the least a backend implements ------------------------------------------------------------------
 class MinimalStore(Store):
     """Only the abstract operations (a memory store underneath): everything else is the base's."""
@@ -401,8 +532,10 @@ class MinimalStore(Store):
     def __init__(self) -> None:
         self._inner = MemoryStore()
 
-    def create(self, run_id: str, first: dict[str, Any], sync: bool = True) -> bool:
-        return self._inner.create(run_id, first, sync)
+    def create(
+        self, run_id: str, first: dict[str, Any], sync: bool = True, owner: str | None = None
+    ) -> bool:
+        return self._inner.create(run_id, first, sync, owner)
 
     def read(self, run_id: str) -> list[dict[str, Any]]:
         return self._inner.read(run_id)
@@ -444,7 +577,7 @@ def test_a_store_with_only_the_abstract_operations_runs_workflows() -> None:
         # When a run waits for a signal, and gets it
         handle = engine.start(contract_flow, 1, run_id="min")
         wait_until(lambda: handle.status() is RunStatus.WAITING, what="the run waits")
-        assert not store.is_claimed("min")  # the default probe: claim, give back
+        assert not store.summary("min").executing  # the default probe: claim, give back
         handle.signal("go", 10)
         # Then it finishes: with no doorbell, `wait` says "look at every run you hold"
         assert handle.result(timeout=10) == 12

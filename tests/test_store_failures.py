@@ -185,11 +185,11 @@ def breaker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Breaker]]
                 orig = getattr(store_type, name)
 
                 def create(
-                    self: Any, run_id: str, first: Any, sync: bool = True, _o: Any = orig
-                ) -> Any:
+                    self: Any, run_id: str, first: Any, *more: Any, _o: Any = orig
+                ) -> Any:  # `more`: sync, and the owner
                     if "/" not in run_id:
                         b.hit({"type": "create"})
-                    return _o(self, run_id, first, sync)
+                    return _o(self, run_id, first, *more)
 
                 monkeypatch.setattr(store_type, name, create)
         return b

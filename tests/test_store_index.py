@@ -127,7 +127,7 @@ def test_a_missing_or_damaged_index_is_rebuilt_from_the_journals(
         assert {i.run_id: i.status.value for i in fresh.list_runs()} == expected, damage
         failed = [i.run_id for i in fresh.list_runs(status="failed")]
         assert sorted(failed) == sorted(r for r, s in expected.items() if s == "failed")
-        assert list(fresh.unfinished()) == ["w"]
+        assert list(fresh._unfinished()) == ["w"]
         assert [i.run_id for i in fresh.list_runs(workflow="waits")] == ["w"]
         _consistent(store)
 
@@ -148,7 +148,7 @@ def test_stale_rows_are_read_past_and_repaired(tmp_path: Path, flows: Any) -> No
     assert _rows(store)["r0"] == "completed" and _rows(store)["r7"] == "failed"
     # And what a listing returns is what the journal says, whatever the row says
     assert {i.run_id: i.status.value for i in fresh.list_runs()} == expected
-    assert list(fresh.unfinished()) == ["w"]
+    assert list(fresh._unfinished()) == ["w"]
 
 
 def test_an_index_from_another_boot_is_rebuilt(
@@ -194,7 +194,7 @@ def test_listing_recover_and_gc_read_only_the_journals_they_return(
     assert {rel.split(".")[0] for rel in opened} <= {"r59", "r55", "r51", "w"}, opened
     # When the unfinished runs are looked for (`recover`), Then only the open one is read
     opened.clear()
-    assert list(fresh.unfinished()) == ["w"]
+    assert list(fresh._unfinished()) == ["w"]
     assert set(opened) <= {"w.jsonl"}
     # When nothing ended before the cutoff, Then gc reads no finished journal
     opened.clear()

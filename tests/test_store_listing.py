@@ -66,18 +66,18 @@ def test_claim_probe_and_release_with_flock(tmp_path: Path) -> None:
     # Given a run
     store = FileStore(tmp_path)
     assert store.create("r1", {"type": "run_started", "workflow": "w", "ts": 1.0})
-    assert not store.is_claimed("r1")  # never claimed
+    assert not store._is_claimed("r1")  # never claimed
 
     # When it is claimed, Then others see it claimed and cannot claim it
     lease = store.claim("r1")
     assert lease is not None
-    assert store.is_claimed("r1")
+    assert store._is_claimed("r1")
     assert store.claim("r1") is None
     assert not (tmp_path / "r1.lock").exists()  # the journal itself is locked
 
     # and once released it is free again, and a torn tail is cut on the next claim
     lease.release()
-    assert not store.is_claimed("r1")
+    assert not store._is_claimed("r1")
     with open(tmp_path / "r1.jsonl", "ab") as f:
         f.write(b'{"type":"activity_compl')
     lease = store.claim("r1")
@@ -103,7 +103,7 @@ def test_create_once_private_and_without_leftovers(tmp_path: Path, tmpfile: bool
     assert store.read("r1") == [first]
     assert stat.S_IMODE(os.stat(tmp_path / "r1.jsonl").st_mode) == 0o600
     assert stat.S_IMODE(os.stat(tmp_path / "r1").st_mode) == 0o700
-    aside = (".wal", ".index")  # the write-ahead log and the run index
+    aside = (".wal", ".index", ".doorbell")  # the write-ahead log, the index, the wake-ups
     made = [p for p in tmp_path.rglob("*") if not set(aside) & set(p.relative_to(tmp_path).parts)]
     assert sorted(p.name for p in made) == ["2.jsonl", "r1", "r1.jsonl"]
     # and the write-ahead log that made them durable is private too

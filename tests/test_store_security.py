@@ -194,7 +194,7 @@ def test_no_store_file_is_opened_through_a_link(
     os.replace(home / "done.jsonl", tmp_path / "done.jsonl")
     (home / "done.jsonl").symlink_to(tmp_path / "done.jsonl")
     before = (tmp_path / "done.jsonl").read_bytes()
-    for call in (store.read, store.claim, store.is_claimed, store.summary):
+    for call in (store.read, store.claim, store._is_claimed, store.summary):
         with pytest.raises(UnsafeStore, match=r"done\.jsonl is a symbolic link"):
             call("done")
     with Engine(store) as engine:
@@ -215,7 +215,7 @@ def test_no_store_file_is_opened_through_a_link(
     moved = tmp_path / "moved"
     _link(home / "p" / "1", moved)
     kept = sorted(p.name for p in moved.iterdir())
-    for probe in (store.read, store.exists, store.delete, store.is_claimed):
+    for probe in (store.read, store.exists, store.delete, store._is_claimed):
         with pytest.raises(UnsafeStore, match=f"{home / 'p' / '1'} is a symbolic link"):
             probe("p/1/c")
     with pytest.raises(UnsafeStore):
@@ -226,21 +226,21 @@ def test_no_store_file_is_opened_through_a_link(
     (home / ".engines").mkdir(exist_ok=True)
     (home / ".engines" / "e1.lock").symlink_to(outside)
     with pytest.raises(UnsafeStore, match=r"e1\.lock is a symbolic link"):
-        store.hold_engine("e1")
+        store.lease_owner("e1")
     with pytest.raises(UnsafeStore):
-        store.engine_alive("e1")
+        store._owner_alive("e1")
     _link(home / ".engines", tmp_path / "engines-elsewhere")
     with pytest.raises(UnsafeStore, match=r"\.engines is a symbolic link"):
-        store.hold_engine("e2")
+        store.lease_owner("e2")
     assert not (tmp_path / "engines-elsewhere" / "e2.lock").exists()
 
     # The doorbell as a link: neither rung nor read
     (home / ".doorbell").unlink(missing_ok=True)
     (home / ".doorbell").symlink_to(outside)
     with pytest.raises(UnsafeStore, match=r"\.doorbell is a symbolic link"):
-        store.notify("w")
+        store.create("rung", {"type": "run_started", "workflow": "x", "ts": 1.0})  # rings
     with pytest.raises(UnsafeStore):
-        store.changes(0)
+        store.wait(0, 0)
     with pytest.raises(UnsafeStore):
         Engine(store)  # an engine follows the doorbell from its start
     assert outside.read_bytes() == PRECIOUS
@@ -326,7 +326,7 @@ def test_store_folders_are_0700_and_files_0600(home: Path) -> None:
             handle = engine.start(sec_waiter, run_id="w")
             engine.signal("w", "go", 1)
             assert handle.result(timeout=10) == 1
-            engine.store.hold_engine("probe")  # the engines' lock folder and a lock file
+            engine.store.lease_owner("probe")  # the engines' lock folder and a lock file
     finally:
         os.umask(old)
     folders = [home, home / "parent", home / "parent" / "1", home / ".engines"]

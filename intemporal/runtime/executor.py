@@ -500,7 +500,12 @@ class Executor:
         stamp(first, self.version, deadline_for(now, None, wf.timeout, ctx.deadline))
         with store_call(cid, f"create child run {cid!r}"):
             fresh = not self.store.exists(cid)
-            fresh = fresh and self.store.create(cid, self._with_headers(first), self.sync)
+            fresh = fresh and self.store.create(
+                cid,
+                self._with_headers(first),
+                self.sync,
+                self.engine_id,  # executed here
+            )
             if not fresh:  # made by an earlier execution, or a run someone else put at that id
                 check_same_run(cid, self.store.read(cid)[0], wf, parent=ctx.run_id)
             info = chain_end(self.store.summary, self.store.summary(cid))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .base import Event, Lease, RunStatus, Store
+from .base import Event, Lease, OwnerLease, RunStatus, Store
 from .file import FileStore
 from .locate import Located, locate
 from .memory import MemoryStore
@@ -20,6 +20,7 @@ __all__ = [
     "Lease",
     "Located",
     "MemoryStore",
+    "OwnerLease",
     "PostgresStore",
     "RunInfo",
     "RunStatus",

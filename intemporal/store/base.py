@@ -6,18 +6,46 @@ claim: the process executing a run holds its `Lease` until it stops, and only th
 appends to the journal. Replay, retries and locking policy live above, in the engine.
 
     store = MemoryStore()
-    store.create("r1", {"type": "run_started", "workflow": "wf", "ts": 0.0})
+    store.create("r1", {"type": "run_started", "workflow": "wf", "ts": 0.0})  # rings `wait`
     lease = store.claim("r1", owner)     # None when another owner holds the run
     lease.append({"type": "run_completed", "result": 1, "ts": 1.0}, sync=True)
     lease.release()
     leases = store.claim_next(owner, queues=None, limit=8)   # the runs to execute now
-    ids, cursor = store.wait(cursor, timeout=1.0)            # runs messaged since `cursor`
+    ids, cursor = store.wait(cursor, timeout=1.0)            # runs created or messaged since
+    alive = store.lease_owner(owner)     # while held, the runs `owner` parked stay its own
 
-A backend implements the abstract operations (create, read, exists, claim, send, inbox,
-run_ids, delete); `claim_next`, `wait`, `list_runs` and `summary` are written once here
-over them, and `is_claimed`, `changes`, `notify`, `hold_engine`, `engine_alive` and
-`unfinished` have defaults a backend may replace with something cheaper (the file store
-does). `tests/test_store_contract.py` is what every backend must pass.
+The interface speaks of runs, ownership and wake-ups; this is all of it (nothing outside
+`intemporal/store/` calls anything else: `tests/test_store_boundary.py` checks it):
+
+    runs        create(run_id, first, sync, owner)   create_claimed(...) -> Lease | None
+                read   exists   delete   delete_if_ended   run_ids
+    ownership   claim(run_id, owner) -> Lease | None      a named run: a resume, a child
+                claim_next(owner, queues, limit) -> [Lease]  what `owner` may execute
+                    now: pending (and due), running with no live lease (its process
+                    died), waiting with a dead owner; `among` = the ids `wait` named;
+                    each limited queue's room decided under its lock (`_queue_ledger`)
+                lease_owner(owner) -> OwnerLease     an engine's own lease: while it holds,
+                    the waiting runs it parked are not "left by a dead owner"
+                Lease: token, append (LeaseLost once fenced out), sync, renew, release
+    wake-ups    send(run_id, message)   inbox(run_id, cursor)   wait(cursor, timeout)
+    listing     summary -> RunInfo (status, queue, owner, `executing`: a live lease holds
+                the unfinished run now)   summary_or_unreadable   list_runs   iter_runs
+                count_runs   ended_before (what `gc` looks at)   queue_starts   close
+    attributes  location (a URL or path)   shared_by_hosts   wait_blocks
+
+A store rings its own doorbell: `create` (a run for whichever worker takes it) and `send`
+wake `wait`; nobody else rings. A backend implements the abstract operations (create, read,
+exists, claim, send, inbox, run_ids, delete); the rest is written once here over them and
+over private hooks a backend may replace with something cheaper: `_is_claimed` (a live
+lease holds the run; this default claims and gives back), `_changes` (the doorbell `wait`
+polls; this default has none: "look at every run"), `_owner_alive` (with `lease_owner`:
+whether the owner that parked a waiting run lives), `_unfinished` (the runs `claim_next`
+looks at), `_queue_ledger` (a limited queue's lock and ledger; this default: one process)
+and `_modified_at`. The file store keeps its flock on the journal as the run's lease, a
+`.doorbell` file, and a flock per engine (`.engines/ID.lock`) as the owner's lease;
+PostgreSQL keeps leases in rows with an expiry renewed by a heartbeat, a doorbell table
+with LISTEN/NOTIFY, and an `engines` table of owners' leases.
+`tests/test_store_contract.py` is what every backend must pass.
 """
 
 from __future__ import annotations
@@ -38,7 +66,7 @@ from .queueing import QueueSpec
 from .runinfo import RunInfo, summarize
 
 POLL = 0.02  # seconds between looks of the polling `Store.wait`
-_LEDGER_LOCK = threading.Lock()  # the default `Store.queue_ledger`'s lock (one process)
+_LEDGER_LOCK = threading.Lock()  # the default `Store._queue_ledger`'s lock (one process)
 
 
 def with_signal_id(message: Event) -> Event:
@@ -84,8 +112,40 @@ class Lease(ABC):
         """Give the run up so another process (or a later resume) may claim it."""
 
 
+class OwnerLease:
+    """An owner's (an engine's) own lease, from `Store.lease_owner`: held while it lives.
+
+    A waiting run records the owner that parked it (`run_suspended`'s `owner`); while that
+    owner's lease holds, the run is its own (it wakes the run itself, on a timer or a
+    message) and `claim_next` leaves it. Once released (`Engine.close`), or lapsed with its
+    process (the file store's flock, a database row's expiry), the run is *left by a dead
+    owner* and any worker takes it. `renew` is a heartbeat: nothing to do where the OS holds
+    the lock; a store with expiring rows renews them itself while the process lives.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        release: Callable[[], None] | None = None,
+        renew: Callable[[], None] | None = None,
+    ) -> None:
+        self.owner = owner
+        self._release, self._renew = release, renew
+
+    def renew(self) -> None:
+        """Tell the store this owner still lives."""
+        if self._renew is not None and self._release is not None:
+            self._renew()
+
+    def release(self) -> None:
+        """Give the lease up: the runs this owner parked become any worker's. Idempotent."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
 class Store(ABC):
-    """The storage interface: journals, inboxes and ownership, per run id."""
+    """The storage interface: journals, inboxes and ownership, per run id (module docstring)."""
 
     #: a URL or path that names this store for another process (None: not shareable)
     location: str | None = None
@@ -96,10 +156,15 @@ class Store(ABC):
     wait_blocks: bool = False
 
     @abstractmethod
-    def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
+    def create(
+        self, run_id: str, first: Event, sync: bool = True, owner: str | None = None
+    ) -> bool:
         """Create a run whose journal starts with `first`; False if it exists.
 
-        With `sync`, return only once the run is on stable storage.
+        With `sync`, return only once the run is on stable storage. `owner`: the engine
+        that claims the run itself next (a worker's own `start`, a parent's child run); None
+        for a run any worker may take, for which the store rings its doorbell (`wait`
+        returns its id), so a waiting worker takes it without polling.
         """
 
     def create_claimed(
@@ -111,7 +176,7 @@ class Store(ABC):
         append (or its release): the caller executes it before telling anyone it exists
         (`Engine.run`), so a store may fold the creation's sync into that append.
         """
-        if not self.create(run_id, first, sync):
+        if not self.create(run_id, first, sync, owner):
             return None
         return self.claim(run_id, owner)
 
@@ -159,7 +224,7 @@ class Store(ABC):
         now = time.time() if now is None else now
         leases: list[Lease] = []
         fresh: list[RunState] = []
-        for run_id in self.unfinished() if among is None else among:
+        for run_id in self._unfinished() if among is None else among:
             if limit is not None and len(leases) >= limit:
                 break
             if run_id in skip:
@@ -169,7 +234,7 @@ class Store(ABC):
                 if queues is not None and state.queue not in queues:
                     continue
                 if queueing.fresh(state):  # pending: only `_start_fresh` takes it
-                    if self.is_claimed(run_id):  # executing now (or a probe holds it)
+                    if self._is_claimed(run_id):  # executing now (or a probe holds it)
                         continue
                     # A run not due yet is taken only where no limit holds it back: its
                     # engine parks it until then. A limited queue admits it once due.
@@ -196,9 +261,9 @@ class Store(ABC):
         if queues is not None and state.queue not in queues:
             return False
         if state.status is RunStatus.WAITING:
-            return bool(state.owner) and not self.engine_alive(str(state.owner))
+            return bool(state.owner) and not self._owner_alive(str(state.owner))
         if state.status is RunStatus.PENDING or state.status is RunStatus.RUNNING:
-            return claimed or not self.is_claimed(run_id)
+            return claimed or not self._is_claimed(run_id)
         return False
 
     def _start_fresh(
@@ -229,7 +294,7 @@ class Store(ABC):
                 spec = replace(
                     spec, local=min(left, spec.local if spec.local is not None else left)
                 )
-            with self.queue_ledger(queue) as ledger:
+            with self._queue_ledger(queue) as ledger:
                 leases += queueing.admit(
                     spec,
                     ledger,
@@ -261,7 +326,7 @@ class Store(ABC):
             return True
 
     @contextlib.contextmanager
-    def queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
+    def _queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
         """Hold queue `name`'s lock and yield its ledger (`queueing.admit`), saved on exit.
 
         This default keeps both in this process (enough for the memory store); a store
@@ -273,13 +338,22 @@ class Store(ABC):
 
     def queue_starts(self, name: str, since: float) -> int:
         """How many runs of queue `name` its limits admitted after `since` (epoch seconds)."""
-        with self.queue_ledger(name) as ledger:
+        with self._queue_ledger(name) as ledger:
             return queueing.started_since(ledger, since)
 
-    # -- below: the file store's own mechanics, with defaults here. A backend need not
-    # implement them: deciding who executes a run is `claim` / `claim_next`, waking is `wait`.
-    def is_claimed(self, run_id: str) -> bool:
-        """Tell whether some live owner holds the run now (for display: decide with `claim`).
+    def lease_owner(self, owner: str) -> OwnerLease:
+        """Take `owner`'s own lease (an engine id): see `OwnerLease`. Raises `RuntimeError`
+        where another live holder has that id (an id is unique to its engine).
+
+        This default holds nothing: a waiting run then stays with the engine that parked it
+        (`_owner_alive` says yes), and is resumed by name if that engine is gone.
+        """
+        return OwnerLease(owner)
+
+    # -- private hooks, written once here over the abstract operations; a backend may
+    # replace them with something cheaper. Only the store's own calls use them.
+    def _is_claimed(self, run_id: str) -> bool:
+        """Whether a live lease holds the run now (what `summary` reports as `executing`).
 
         This default claims the run and gives it back at once.
         """
@@ -300,29 +374,27 @@ class Store(ABC):
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         """Return the inbox messages after `cursor`, and the cursor to pass next time."""
 
-    def notify(self, run_id: str) -> None:  # noqa: B027 - optional: a store may have no doorbell
-        """Ring the doorbell for `run_id` with no message (a new pending run, say)."""
-
     def wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
-        """Wait up to `timeout` seconds for messages; return the runs that got one, and the
-        cursor to pass next time (None as `cursor`: start now, returning `([], cursor)`).
+        """Wait up to `timeout` seconds for a wake-up; return the runs it names (created for
+        any worker, or messaged), and the cursor to pass next time (None as `cursor`: start
+        now, returning `([], cursor)`).
 
         The ids may be None for "look at every run you hold" (the store lost track). This
-        one polls `changes` every `POLL` seconds; a store that can block (a database's
+        one polls `_changes` every `POLL` seconds; a store that can block (a database's
         LISTEN) overrides it.
         """
         if cursor is None:
-            return self.changes(None)
+            return self._changes(None)
         deadline = time.monotonic() + timeout
         while True:
-            ids, cursor = self.changes(cursor)
+            ids, cursor = self._changes(cursor)
             left = deadline - time.monotonic()
             if ids is None or ids or left <= 0:
                 return ids, cursor
             time.sleep(min(POLL, left))
 
-    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
-        """Which runs got inbox messages since `cursor`: the ids, or None for "look at all".
+    def _changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
+        """Which runs the doorbell named since `cursor`: the ids, or None for "look at all".
 
         A cheap doorbell for `wait`: with `cursor=None` it returns `([], now)`, the cursor
         to start from. This default has no doorbell: always "look at all".
@@ -337,22 +409,14 @@ class Store(ABC):
     def delete(self, run_id: str) -> None:
         """Remove a run and everything stored for it."""
 
-    def hold_engine(self, engine_id: str) -> Callable[[], None]:
-        """Mark engine `engine_id` alive until the returned function is called (or it dies).
+    def _owner_alive(self, owner: str) -> bool:
+        """Whether `owner`'s lease (`lease_owner`) holds, in any process.
 
-        This default marks nothing: see `engine_alive`.
-        """
-        return lambda: None
-
-    def engine_alive(self, engine_id: str) -> bool:
-        """Tell whether the engine that parked a waiting run still lives (in any process).
-
-        This default says yes: a waiting run stays with the engine that parked it (resume
-        it by name if that engine is gone).
+        This default says yes: see `lease_owner`.
         """
         return True
 
-    def unfinished(self) -> Iterator[str]:
+    def _unfinished(self) -> Iterator[str]:
         """Yield the ids of runs not finished (no terminal event); backends may read less."""
         for run_id in self.run_ids():
             try:
@@ -398,7 +462,7 @@ class Store(ABC):
 
     def summary(self, run_id: str) -> RunInfo:
         """Return the run's `RunInfo`; backends may override with a cheaper read."""
-        return self.adopt(summarize(run_id, self.read(run_id), self.is_claimed(run_id)))
+        return self._adopt(summarize(run_id, self.read(run_id), self._is_claimed(run_id)))
 
     def summary_or_unreadable(self, run_id: str) -> RunInfo | None:
         """The run's `RunInfo` for a listing; an `UNREADABLE` one saying why it cannot be read.
@@ -414,16 +478,16 @@ class Store(ABC):
             reason = (
                 str(exc) if isinstance(exc, IntemporalError) else f"{type(exc).__name__}: {exc}"
             )
-            when = self.modified_at(run_id)
+            when = self._modified_at(run_id)
             return RunInfo(run_id, "?", RunStatus.UNREADABLE, when, when, error=reason)
 
-    def modified_at(self, run_id: str) -> float:
+    def _modified_at(self, run_id: str) -> float:
         """When the run's journal last changed (epoch seconds), where a store knows; else 0."""
         return 0.0
 
-    def adopt(self, info: RunInfo) -> RunInfo:
+    def _adopt(self, info: RunInfo) -> RunInfo:
         """Mark a waiting run orphaned when the engine that parked it is gone."""
-        if info.status is RunStatus.WAITING and info.owner and not self.engine_alive(info.owner):
+        if info.status is RunStatus.WAITING and info.owner and not self._owner_alive(info.owner):
             info.orphaned = True
         return info
 
@@ -451,14 +515,22 @@ class Store(ABC):
         parent: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        unfinished: bool = False,
     ) -> Iterator[RunInfo]:
         """Run summaries newest first, filtered, yielded as they are read (`intemporal list`).
 
-        `since`/`until` bound `created_at` (epoch seconds, `until` excluded). This default
-        reads every run first; the file store reads only the runs asked for (its index).
+        `since`/`until` bound `created_at` (epoch seconds, `until` excluded); `unfinished`:
+        only the runs not finished (pending, running, waiting, stuck, and the unreadable
+        ones, which may be any). This default reads every run first; the file store reads
+        only the runs asked for (its index); with `unfinished`, the ones `_unfinished` names.
         """
-        for info in self.list_runs(status=status, workflow=workflow):
-            if self._kept(info, queue, parent, since, until):
+        if unfinished:  # a few among many finished runs: not every summary
+            infos = [self.summary_or_unreadable(rid) for rid in self._unfinished()]
+            want = RunStatus(status) if status is not None else None
+            found = [i for i in infos if i is not None and i.matches(want, workflow)]
+            found.sort(key=lambda i: (i.created_at, i.run_id), reverse=True)
+        for info in found if unfinished else self.list_runs(status=status, workflow=workflow):
+            if self._kept(info, queue, parent, since, until, unfinished):
                 yield info
 
     def _kept(
@@ -468,21 +540,16 @@ class Store(ABC):
         parent: str | None,
         since: float | None,
         until: float | None,
+        unfinished: bool = False,
     ) -> bool:
         """Whether `info` passes `iter_runs`' filters (beyond status and workflow)."""
         return (
             (parent is None or info.parent == parent)
             and (since is None or info.created_at >= since)
             and (until is None or info.created_at < until)
-            and (queue is None or self._queue_of(info.run_id) == queue)
+            and (queue is None or info.queue == queue)
+            and not (unfinished and info.status.finished)
         )
-
-    def _queue_of(self, run_id: str) -> str | None:
-        try:
-            queue = self.read(run_id)[0].get("queue")
-        except Exception:  # deleted meanwhile, or unreadable
-            return None
-        return queue if isinstance(queue, str) else None
 
     def count_runs(self, **filters: Any) -> int | None:
         """How many runs `iter_runs(**filters)` yields, where a store can tell without reading

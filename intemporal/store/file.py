@@ -5,8 +5,9 @@
                               flocked by the process executing the run
       order-42.inbox          signals and cancellation requests from any process
       order-42/3.jsonl        a child run "order-42/3"
-      .doorbell               which runs got a message: engines stat this one file
-      .engines/ID.lock        held by each live engine that parks waiting runs
+      .doorbell               which runs were created for any worker or got a message:
+                              engines stat this one file (`wait`)
+      .engines/ID.lock        each live engine's own lease (`lease_owner`), flocked
       .wal/                   the write-ahead log: every durable write goes there first,
                               synced by group commit (`wal.py`); files are synced in bulk
       .queues/NAME-HASH.ledger  a limited queue's admitted runs, flocked while deciding
@@ -18,7 +19,10 @@ journal itself, through the descriptor the run appends with: what `filelock` doe
 Unix, without its ~80 µs of bookkeeping and without a lock file per run (creating a file
 is the dearest system call a run makes). `filelock` on `<run>.lock` is the fallback where
 there is no `fcntl`. The OS drops a flock when its process dies, so "lock free and status
-running" means "orphaned, resumable"; there is no stale lock to clean.
+running" means "orphaned, resumable"; there is no stale lock to clean. An engine's own
+lease (`lease_owner`) is the same: a flock on `.engines/ID.lock`, one per engine, not per
+parked run, so 10,000 waiting runs cost no descriptors; a waiting run whose owner's lock
+is free was left by a dead owner (`claim_next` takes it).
 
 Listing, `gc` and `recover` find runs through the index (`filelist.py`) and read the
 journals of the runs they return: `list --limit 10` over 100,000 runs reads 10 journals.
@@ -43,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
 from . import queueing
-from .base import Event, Lease, with_signal_id
+from .base import Event, Lease, OwnerLease, with_signal_id
 from .fileio import (
     FileLease,
     check_messages,
@@ -68,10 +72,10 @@ if TYPE_CHECKING:
 
 JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
-QUEUES = ".queues"  # one ledger per limited queue, its own lock (`queue_ledger`)
+QUEUES = ".queues"  # one ledger per limited queue, its own lock (`_queue_ledger`)
 DOORBELL = ".doorbell"  # one line per message sent: which run to look at
 DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then look at all runs
-CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `is_claimed` probe
+CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `_is_claimed` probe
 
 
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until linked
@@ -137,7 +141,9 @@ class FileStore(FileListing):
         for d in reversed(missing):  # Path.mkdir(parents=True) ignores `mode` for parents
             d.mkdir(mode=0o700, exist_ok=True)
 
-    def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
+    def create(
+        self, run_id: str, first: Event, sync: bool = True, owner: str | None = None
+    ) -> bool:
         # Few system calls: under load each one may hand the GIL to another thread and
         # wait to get it back, and `Engine.start` calls this on the caller's thread.
         data = dumps(first)
@@ -175,6 +181,8 @@ class FileStore(FileListing):
         finally:
             if not top:
                 os.close(dfd)
+        if owner is None:  # for any worker: wake the waiting ones
+            self._ring(run_id)
         return True
 
     def create_claimed(
@@ -310,7 +318,7 @@ class FileStore(FileListing):
 
     def claim(self, run_id: str, owner: str = "") -> Lease | None:
         base = self._base(run_id)
-        # `is_claimed` probes by taking the lock for a moment: wait out such a probe
+        # `_is_claimed` probes by taking the lock for a moment: wait out such a probe
         # (from any process) instead of mistaking it for an owner and dropping the run.
         lock: Any = None
         fd = -1
@@ -351,18 +359,40 @@ class FileStore(FileListing):
         logged = None if self._wal is None else Logged(self._wal, run_id + JOURNAL)
         return IndexedLease(FileLease(run_id, lock, fd, log=logged), self.index)
 
-    def is_claimed(self, run_id: str) -> bool:
+    def _is_claimed(self, run_id: str) -> bool:
         suffix = JOURNAL if fcntl is not None else LOCK
         return is_locked(self._base(run_id) + suffix, self._opener(run_id + suffix))
 
     def summary(self, run_id: str) -> RunInfo:
-        events = self.read(run_id)
-        # A finished run's summary does not depend on an owner: skip the lock probe.
-        finished = len(events) > 1 and events[-1]["type"] in TERMINAL_EVENTS
-        claimed = False if finished else self.is_claimed(run_id)
-        return self.adopt(summarize(run_id, events, claimed))
+        if fcntl is None:
+            events = self.read(run_id)
+            return self._adopt(summarize(run_id, events, self._claimed(run_id, events, -1)))
+        # One descriptor read and, where it matters, probed: the lock probe costs one
+        # `flock` (its lock goes with the `close` the read needs anyway).
+        try:
+            fd = self._open(run_id + JOURNAL, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise RunNotFound(run_id) from None
+        with open(fd, "rb") as f:
+            events = self._events_of(run_id, f.read(), self._base(run_id) + JOURNAL)
+            claimed = self._claimed(run_id, events, fd)
+        return self._adopt(summarize(run_id, events, claimed))
 
-    def modified_at(self, run_id: str) -> float:
+    def _claimed(self, run_id: str, events: list[Event], fd: int) -> bool:
+        """Whether a live lease holds a run with these `events` (`fd`: its journal, read
+        only, to probe; -1: probe by path). A finished run's summary does not depend on an
+        owner: not probed (a `flock` costs as much as a fifth of a summary)."""
+        if len(events) > 1 and events[-1]["type"] in TERMINAL_EVENTS:
+            return False
+        if fd < 0 or fcntl is None:
+            return self._is_claimed(run_id)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # dropped as `fd` is closed
+        except BlockingIOError:
+            return True
+        return False
+
+    def _modified_at(self, run_id: str) -> float:
         try:
             return os.lstat(self._base(run_id) + JOURNAL).st_mtime
         except (OSError, ValueError):
@@ -405,9 +435,6 @@ class FileStore(FileListing):
         finally:
             os.close(dfd)
 
-    def notify(self, run_id: str) -> None:
-        self._ring(run_id)
-
     def _ring(self, run_id: str) -> None:
         # Engines stat this one file instead of every waiting run's inbox. Not fsynced: after
         # a power cut, engines restart and look at every run anyway.
@@ -432,7 +459,7 @@ class FileStore(FileListing):
         finally:
             os.close(fd)
 
-    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
+    def _changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         path = os.path.join(self._root, DOORBELL)
         try:
             st = os.lstat(path)  # the idle case: one stat, nothing to open
@@ -474,33 +501,33 @@ class FileStore(FileListing):
             folder / (engine_id + LOCK), mode=0o600, thread_local=False, preserve_lock_file=True
         )
 
-    def hold_engine(self, engine_id: str) -> Callable[[], None]:
+    def lease_owner(self, owner: str) -> OwnerLease:
         # One lock per engine, not per parked run: 10,000 waiting runs cost no descriptors.
-        rel = f"{ENGINES}/{check_run_id(engine_id)}{LOCK}"
+        rel = f"{ENGINES}/{check_run_id(owner)}{LOCK}"
         if fcntl is None:
-            lock = self._engine_lock(engine_id)
+            lock = self._engine_lock(owner)
             lock.acquire(timeout=0)
-            return lock.release
+            return OwnerLease(owner, lock.release)
         # Our own flock, not filelock's, which opens with O_TRUNC and follows a link.
         handle = try_lock(rel, opener=self._opener(rel, mkdirs=True))
         if handle is None:  # an id is unique to its engine: nobody else may hold it
-            raise RuntimeError(f"engine id {engine_id!r} is already held")
+            raise RuntimeError(f"owner {owner!r} is already held")
 
         def release() -> None:
             unlock(handle)
             with contextlib.suppress(FileNotFoundError, UnsafeStore):
                 unlink_in(self._root, rel)  # unique to this engine: nobody else takes it
 
-        return release
+        return OwnerLease(owner, release)
 
-    def engine_alive(self, engine_id: str) -> bool:
-        rel = f"{ENGINES}/{check_run_id(engine_id)}{LOCK}"
+    def _owner_alive(self, owner: str) -> bool:
+        rel = f"{ENGINES}/{check_run_id(owner)}{LOCK}"
         if fcntl is None:
             if not (self.root / rel).exists():
                 return False
             import filelock
 
-            lock = self._engine_lock(engine_id)
+            lock = self._engine_lock(owner)
             try:
                 lock.acquire(timeout=0)
             except filelock.Timeout:
@@ -513,9 +540,9 @@ class FileStore(FileListing):
             return False
 
     @contextlib.contextmanager
-    def queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
+    def _queue_ledger(self, name: str) -> Iterator[queueing.Ledger]:
         if fcntl is None:  # no flock here: this process only
-            with super().queue_ledger(name) as ledger:
+            with super()._queue_ledger(name) as ledger:
                 yield ledger
             return
         fd = self._open(f"{QUEUES}/{queueing.file_name(name)}", os.O_RDWR | os.O_CREAT, True)

@@ -3,7 +3,8 @@ of the runs it returns, and the last line of the open ones.
 
     store.iter_runs(status="failed", workflow="checkout")   # newest first, lazily
     store.list_runs(limit=10)                               # ~10 journals read
-    store.unfinished()                                      # the open rows' last lines
+    store.iter_runs(unfinished=True)                        # the open rows' journals
+    store._unfinished()                                     # the open rows' last lines
     store.ended_before(cutoff)                              # what `gc` may look at
 
 `FileListing` is a part of `FileStore`: it needs its `read`, `summary`, `run_ids` and a
@@ -29,7 +30,7 @@ from .runinfo import RunInfo
 JOURNAL = ".jsonl"
 TAIL = 4096  # bytes read from a journal's end to find its last event
 HEAD = 65536  # bytes read from a journal's start to find its first event
-PATIENCE = 0.05  # seconds a delete waits for a lock held by a mere `is_claimed` probe
+PATIENCE = 0.05  # seconds a delete waits for a lock held by a mere `_is_claimed` probe
 GHOST_AGE = 60.0  # seconds after which a row without a journal is a leftover of a crash
 _DAMAGED = object()
 
@@ -110,11 +111,11 @@ class FileListing(Store):
             return _DAMAGED
         return last if isinstance(last, dict) else _DAMAGED
 
-    def unfinished(self) -> Iterator[str]:
+    def _unfinished(self) -> Iterator[str]:
         # The index's open rows, oldest first, each journal's last line read: a store of
         # 100,000 finished runs and none open reads no journal at all (`recover()`).
         if not self.index.ready():  # no index to be had (a full disk): every journal
-            yield from Store.unfinished(self)
+            yield from Store._unfinished(self)
             return
         self._forget()
         ended: list[Row] = []
@@ -140,23 +141,26 @@ class FileListing(Store):
         parent: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        unfinished: bool = False,
     ) -> Iterator[RunInfo]:
         """Run summaries newest first, read lazily: each from its journal, as it is asked for.
 
-        `since`/`until` bound `created_at` (epoch seconds, `until` excluded). An unreadable
-        run is yielded with no status filter; `status="unreadable"` reads every journal (a
-        finished run's row is never looked at again otherwise).
+        `since`/`until` bound `created_at` (epoch seconds, `until` excluded); `unfinished`:
+        only the open rows' runs. An unreadable run is yielded with no status filter;
+        `status="unreadable"` reads every journal (a finished run's row is never looked at
+        again otherwise).
         """
         want = RunStatus(status) if status is not None else None
         if want is RunStatus.UNREADABLE or not self.index.ready():
             # every journal: a finished run damaged since is found only by reading it (and
             # without an index to be had, a full disk, there is nothing else to read)
-            yield from self._every(want, workflow, queue, parent, since, until)
+            yield from self._every(want, workflow, queue, parent, since, until, unfinished)
             return
         self._forget()
         # `since`/`until` are checked on each journal only: one whose times were edited by
         # hand is still found (a listing bounded by them reads more journals, not fewer)
-        rows = self.index.newest(statuses_for(want), workflow, queue, parent)
+        statuses = UNSURE if unfinished else statuses_for(want)
+        rows = self.index.newest(statuses, workflow, queue, parent)
         settled: list[Row] = []
         gone: list[str] = []
         for row in rows:
@@ -177,6 +181,7 @@ class FileListing(Store):
                 and (parent is None or info.parent == parent)
                 and (since is None or info.created_at >= since)
                 and (until is None or info.created_at < until)
+                and not (unfinished and info.status.finished)
             ):
                 yield info
         self.index.settled(settled)
@@ -191,23 +196,18 @@ class FileListing(Store):
         parent: str | None,
         since: float | None,
         until: float | None,
+        unfinished: bool,
     ) -> Iterator[RunInfo]:
         """`iter_runs` over every journal, without the index."""
         for info in Store.list_runs(self, status=want, workflow=workflow):
-            if self._kept(info, queue, parent, since, until):
+            if self._kept(info, queue, parent, since, until, unfinished):
                 yield info
-
-    def _queue_of(self, run_id: str) -> str | None:
-        try:
-            first, _ = self._ends(run_id)
-        except RunNotFound:
-            return None
-        queue = first.get("queue") if isinstance(first, dict) else None
-        return queue if isinstance(queue, str) else None
 
     def count_runs(self, **filters: Any) -> int | None:
         """The index's count, when no status nor time bound is asked for (those need the
         journals)."""
+        if filters.pop("unfinished", False):
+            return None  # the journals decide it
         if any(filters.get(k) is not None for k in ("status", "since", "until")):
             return None  # the journals decide these
         if not self.index.ready():
@@ -238,7 +238,7 @@ class FileListing(Store):
         if not self.index.ready():  # no index to be had (a full disk): every journal
             return Store.ended_before(self, cutoff)
         self._forget()
-        damaged = {rid for rid in self.unfinished() if self._last_damaged(rid)}
+        damaged = {rid for rid in self._unfinished() if self._last_damaged(rid)}
         candidates = self.index.ended_before(cutoff)
         parents = [r[3] for r in candidates if r[3] is not None]
         present = self.index.ids(parents) if parents else set()
@@ -344,4 +344,4 @@ class FileListing(Store):
 def _info(row: Row) -> RunInfo:
     """A run as its index row has it (status "open" shown as running: not finished)."""
     status = RunStatus.RUNNING if row[6] in UNSURE else RunStatus(row[6])
-    return RunInfo(row[0], row[1], status, row[4], row[5], parent=row[3])
+    return RunInfo(row[0], row[1], status, row[4], row[5], parent=row[3], queue=row[2])

@@ -8,10 +8,10 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from ..errors import LeaseLost, RunNotFound
-from .base import Event, Lease, Store, with_signal_id
+from .base import Event, Lease, OwnerLease, Store, with_signal_id
 from .runinfo import check_run_id
 
 
@@ -52,12 +52,16 @@ class MemoryStore(Store):
         self._doorbell: list[str] = []
         self._engines: set[str] = set()
 
-    def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
+    def create(
+        self, run_id: str, first: Event, sync: bool = True, owner: str | None = None
+    ) -> bool:
         check_run_id(run_id)
         with self._mutex:
             if run_id in self._journals:
                 return False
             self._journals[run_id] = [json.loads(json.dumps(first))]
+            if owner is None:  # for any worker: wake the waiting ones
+                self._doorbell.append(run_id)
             return True
 
     def read(self, run_id: str) -> list[Event]:
@@ -80,7 +84,7 @@ class MemoryStore(Store):
             self._claimed[run_id] = self._epoch
             return MemoryLease(self, run_id, self._epoch)
 
-    def is_claimed(self, run_id: str) -> bool:
+    def _is_claimed(self, run_id: str) -> bool:
         return run_id in self._claimed
 
     def send(self, run_id: str, message: Event) -> None:
@@ -91,11 +95,7 @@ class MemoryStore(Store):
             self._inboxes.setdefault(run_id, []).append(stamped)
             self._doorbell.append(run_id)
 
-    def notify(self, run_id: str) -> None:
-        with self._mutex:
-            self._doorbell.append(run_id)
-
-    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
+    def _changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         with self._mutex:
             end = len(self._doorbell)
             if cursor is None:
@@ -107,12 +107,15 @@ class MemoryStore(Store):
             box = self._inboxes.get(run_id, [])
             return copy.deepcopy(box[cursor:]), len(box)
 
-    def hold_engine(self, engine_id: str) -> Callable[[], None]:
-        self._engines.add(engine_id)
-        return lambda: self._engines.discard(engine_id)
+    def lease_owner(self, owner: str) -> OwnerLease:
+        with self._mutex:
+            if owner in self._engines:
+                raise RuntimeError(f"owner {owner!r} is already held")
+            self._engines.add(owner)
+        return OwnerLease(owner, lambda: self._engines.discard(owner))
 
-    def engine_alive(self, engine_id: str) -> bool:
-        return engine_id in self._engines
+    def _owner_alive(self, owner: str) -> bool:
+        return owner in self._engines
 
     def run_ids(self) -> Iterator[str]:
         with self._mutex:

@@ -10,8 +10,11 @@ heartbeat renews every lease it holds each third of `lease` seconds, so a worker
 (or is cut off) loses its runs once `lease` passes, and any live worker claims them
 (`FOR UPDATE SKIP LOCKED`). Every append is fenced by the run's lease epoch in the same
 statement: a stale owner's append writes nothing and raises `LeaseLost`. New messages ring
-a doorbell table whose trigger NOTIFYs the schema's channel (`wait` LISTENs). A database
-that cannot be reached raises `StoreUnavailable` (connections time out, never hang).
+a doorbell table whose trigger NOTIFYs the schema's channel (`wait` LISTENs); a run created
+for any worker NOTIFYs in the statement that inserts it. An engine's own lease
+(`lease_owner`) is a row of `engines` with an expiry, renewed by the same heartbeat: a
+waiting run whose owner's row expired was left by a dead owner. A database that cannot be
+reached raises `StoreUnavailable` (connections time out, never hang).
 Needs psycopg 3: `pip install 'intemporal[postgres]'`.
 """
 
@@ -22,14 +25,14 @@ import json
 import select
 import threading
 import time
-from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ..errors import LeaseLost, RunNotFound, StoreUnavailable
 from ..events import TERMINAL_EVENTS, RunState, RunStatus, fold
 from . import queueing
-from .base import Event, Lease, Store, with_signal_id
+from .base import Event, Lease, OwnerLease, Store, with_signal_id
 from .postgres_wake import READY, RESCAN, UNFINISHED, Wakeups
 from .queueing import QueueSpec
 from .runinfo import RunInfo, check_run_id, redact, summarize_state
@@ -196,7 +199,7 @@ class PostgresStore(Wakeups, Store):
         self._heart: threading.Thread | None = None
         self._listener: Any = None
         self._rescan_at = time.monotonic() + RESCAN  # when the next safety poll is due
-        self._heard: list[str] = []  # run ids heard by LISTEN, for the next `changes`
+        self._heard: list[str] = []  # run ids heard by LISTEN, for the next `_changes`
         self._freed = False  # a run ended here since the last look for pending runs
         # Runs created here and not claimed yet: queued for this process's own engine, so
         # the looks for ready runs leave them out (a poke would make it execute one twice).
@@ -299,14 +302,14 @@ class PostgresStore(Wakeups, Store):
     def _beat(self) -> None:
         while not self._stop.wait(self.lease / 3):
             with contextlib.suppress(StoreUnavailable):  # the next beat tries again
-                self.renew_all()
+                self._renew_all()
 
     def _release(self, tokens: list[int]) -> None:
         query = """UPDATE runs SET lease_owner = NULL, lease_expires = NULL
             WHERE lease_epoch = ANY(%s)"""
         self._execute(query, (tokens,), "release runs", durable=False)  # lost: it expires
 
-    def renew_all(self) -> None:
+    def _renew_all(self) -> None:
         """Renew every lease and engine mark this store holds, and release the leases given
         up while the database was away (so this worker or another takes them at once)."""
         if self._unreleased:
@@ -340,7 +343,9 @@ class PostgresStore(Wakeups, Store):
         return lease
 
     # -- runs ------------------------------------------------------------------------------
-    def _insert(self, run_id: str, first: Event, owner: str | None) -> Any:
+    def _insert(self, run_id: str, first: Event, owner: str | None, ring: bool = False) -> Any:
+        """Insert a run (claimed by `owner` if not None); its row, none if it exists. `ring`:
+        NOTIFY its id in the same statement (delivered once it commits)."""
         check_run_id(run_id)
         body = json.dumps(first)
         state = fold([json.loads(body)])
@@ -354,13 +359,18 @@ class PostgresStore(Wakeups, Store):
                 VALUES (%(id)s, {", ".join(f"%({c})s" for c in cols)}, 1, {lease})
                 ON CONFLICT DO NOTHING RETURNING {STATE}, lease_epoch),
             e AS (INSERT INTO events (run_id, seq, body) SELECT run_id, 1, %(body)s FROM r)
-            SELECT * FROM r"""
+            SELECT {"pg_notify(%(channel)s, run_id), " if ring else ""}r.* FROM r"""
         params = {**cols, "id": run_id, "body": body, "owner": owner, "lease": self.lease}
-        return self._execute(query, params, "create run", run_id).rows
+        params["channel"] = self._channel
+        rows = self._execute(query, params, "create run", run_id).rows
+        return [row[1:] for row in rows] if ring else rows
 
-    def create(self, run_id: str, first: Event, sync: bool = True) -> bool:
-        made = bool(self._insert(run_id, first, None))
-        if made:  # this process's engine executes it next: not news for its watcher
+    def create(
+        self, run_id: str, first: Event, sync: bool = True, owner: str | None = None
+    ) -> bool:
+        made = bool(self._insert(run_id, first, None, ring=owner is None))
+        if made and owner is not None:  # its engine here executes it next: no news for
+            # this process's watcher (the looks for ready runs leave it out)
             with self._pool_lock:
                 self._created[run_id] = None
                 if len(self._created) > CREATED:
@@ -490,7 +500,7 @@ class PostgresStore(Wakeups, Store):
             AND started_at > %s"""
         return int(self._execute(query, (name, since), "count queue starts").rows[0][0])
 
-    def is_claimed(self, run_id: str) -> bool:
+    def _is_claimed(self, run_id: str) -> bool:
         query = """SELECT 1 FROM runs WHERE run_id = %s AND lease_owner IS NOT NULL
             AND lease_expires > now()"""
         return bool(self._execute(query, (run_id,), "look up run", run_id).rows)
@@ -504,7 +514,7 @@ class PostgresStore(Wakeups, Store):
         return self._info(rows[0])
 
     def _info(self, row: tuple[Any, ...]) -> RunInfo:
-        return self.adopt(summarize_state(row[0], _state(row[:-1]), row[-1]))
+        return self._adopt(summarize_state(row[0], _state(row[:-1]), row[-1]))
 
     def list_runs(
         self,
@@ -534,9 +544,9 @@ class PostgresStore(Wakeups, Store):
     def run_ids(self) -> Iterator[str]:
         yield from (r[0] for r in self._execute("SELECT run_id FROM runs", (), "list runs").rows)
 
-    def unfinished(self) -> Iterator[str]:
+    def _unfinished(self) -> Iterator[str]:
         query = f"SELECT run_id FROM runs WHERE {UNFINISHED} ORDER BY created_at"
-        yield from (r[0] for r in self._execute(query, (), "list runs").rows)
+        yield from (r[0] for r in self._execute(query, (), "list unfinished runs").rows)
 
     def delete(self, run_id: str) -> None:
         self._held = {t: r for t, r in self._held.items() if r != run_id}
@@ -551,37 +561,35 @@ class PostgresStore(Wakeups, Store):
         if self._execute(query, (body, run_id), "send to run", run_id).rowcount != 1:
             raise RunNotFound(run_id)
 
-    def notify(self, run_id: str) -> None:
-        # A NOTIFY alone writes nothing to disk: a listening worker hears the run's id at
-        # once (`_listen`), one that is not listening finds the run by its safety poll.
-        self._created.pop(run_id, None)  # a client's run: for any worker, this one's too
-        query = "SELECT pg_notify(%s, %s)"
-        self._execute(query, (self._channel, run_id), "ring the doorbell of run", run_id, False)
-
     def inbox(self, run_id: str, cursor: int = 0) -> tuple[list[Event], int]:
         query = "SELECT id, body FROM inbox WHERE run_id = %s AND id > %s ORDER BY id"
         rows = self._execute(query, (run_id, cursor), "read the inbox of run", run_id).rows
         return [json.loads(r[1]) for r in rows], (rows[-1][0] if rows else cursor)
 
-    # -- engines ----------------------------------------------------------------------------
-    def hold_engine(self, engine_id: str) -> Callable[[], None]:
-        self._execute(
-            """INSERT INTO engines VALUES (%s, now() + %s * interval '1 second')
-            ON CONFLICT (engine_id) DO UPDATE SET expires = EXCLUDED.expires""",
-            (engine_id, self.lease),
-            "mark engine alive",
-        )
-        self._engines.add(engine_id)
+    # -- owners: an engine's own lease, a row that expires unless the heartbeat renews it ----
+    def lease_owner(self, owner: str) -> OwnerLease:
+        query = """INSERT INTO engines VALUES (%s, now() + %s * interval '1 second')
+            ON CONFLICT (engine_id) DO UPDATE SET expires = EXCLUDED.expires"""
+        self._execute(query, (owner, self.lease), f"take the lease of owner {owner!r}")
+        self._engines.add(owner)
         self._beat_soon()
 
         def release() -> None:
-            self._engines.discard(engine_id)
+            self._engines.discard(owner)
             query = "DELETE FROM engines WHERE engine_id = %s"
             with contextlib.suppress(StoreUnavailable):  # it expires by itself
-                self._execute(query, (engine_id,), "release engine")
+                self._execute(query, (owner,), f"release the lease of owner {owner!r}")
 
-        return release
+        def renew() -> None:
+            query = (
+                "UPDATE engines SET expires = now() + %s * interval '1 second' WHERE engine_id = %s"
+            )
+            self._execute(
+                query, (self.lease, owner), f"renew the lease of owner {owner!r}", None, False
+            )
 
-    def engine_alive(self, engine_id: str) -> bool:
+        return OwnerLease(owner, release, renew)
+
+    def _owner_alive(self, owner: str) -> bool:
         query = "SELECT 1 FROM engines WHERE engine_id = %s AND expires > now()"
-        return bool(self._execute(query, (engine_id,), "look up engine").rows)
+        return bool(self._execute(query, (owner,), f"look up owner {owner!r}").rows)

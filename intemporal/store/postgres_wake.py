@@ -24,7 +24,7 @@ PENDING = "status = 'pending' AND lease_owner IS NULL"
 
 
 class Wakeups:
-    """`changes` and `wait` of `PostgresStore` (which provides the connections)."""
+    """`_changes` and `wait` of `PostgresStore` (which provides the connections)."""
 
     _channel: str
     _held: dict[int, str]
@@ -41,7 +41,7 @@ class Wakeups:
 
     def _connect(self, durable: bool = True) -> Any: ...
 
-    def changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
+    def _changes(self, cursor: int | None = None) -> tuple[list[str] | None, int]:
         if cursor is None:
             now = self._execute("SELECT coalesce(max(id), 0) FROM doorbell", (), "read doorbell")
             return [], int(now.rows[0][0])
@@ -68,7 +68,7 @@ class Wakeups:
 
         The next one is due when the first lease held elsewhere expires (so a dead worker's
         run is taken over as its lease ends), RESCAN seconds at most. (A run that ends here
-        makes `changes` look for pending runs at once: a thread is free for one.)"""
+        makes `_changes` look for pending runs at once: a thread is free for one.)"""
         query = f"""SELECT run_id, NULL FROM (SELECT run_id FROM runs WHERE {READY}
                 ORDER BY created_at LIMIT 100) ready
             UNION ALL SELECT NULL, extract(epoch FROM min(lease_expires) - now()) FROM runs
@@ -96,14 +96,14 @@ class Wakeups:
 
     def _wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
         if cursor is None or timeout <= 0:
-            return self.changes(cursor)
+            return self._changes(cursor)
         deadline = time.monotonic() + timeout
         while True:
             now = time.monotonic()
             if self._listen(min(deadline, self._rescan_at) - now) or (
                 time.monotonic() >= self._rescan_at
             ):
-                ids, cursor = self.changes(cursor)
+                ids, cursor = self._changes(cursor)
                 if ids:
                     return ids, cursor
             elif self._freed and (ids := self._pending()):
@@ -125,10 +125,10 @@ class Wakeups:
             if timeout <= 0:
                 timeout = 0.0
             for note in self._listener.notifies(timeout=timeout, stop_after=1):
-                self._heard.append(note.payload)  # a run id (see `notify` and `ring`)
+                self._heard.append(note.payload)  # a run id (see `create` and `ring`)
                 return True
             return False
         except psycopg.Error:
             self._listener = None
-            time.sleep(min(max(timeout, 0.0), 0.5))  # `changes` reports the database down
+            time.sleep(min(max(timeout, 0.0), 0.5))  # `_changes` reports the database down
             return True

@@ -34,7 +34,7 @@ from ..events import RunState, RunStatus
 
 try:
     import fcntl
-except ImportError:  # not on this system: `FileStore.queue_ledger` keeps ledgers in-process
+except ImportError:  # not on this system: `FileStore._queue_ledger` keeps ledgers in-process
     fcntl = None  # type: ignore[assignment]
 
 L = TypeVar("L")  # a store's lease

@@ -2,7 +2,8 @@
 and the two checks every store applies to names: `check_run_id` and `redact` (a store
 location with its password masked).
 
-    info = summarize("order-42", events, claimed=False)   # status, times, result or error
+    info = summarize("order-42", events, claimed=False)   # status, times, result or error,
+                                                            # whether a live lease holds it
     check_run_id("order-42/3")                              # ValueError if malformed
     redact("postgresql://u:pw@db/x")                        # 'postgresql://u:***@db/x'
 """
@@ -77,6 +78,11 @@ class RunInfo:
     owner: str | None = None  # the engine that parked a waiting run
     version: str | None = None  # the `Engine(version=...)` that started it
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    queue: str | None = None  # the queue it was started on (`start(queue=...)`)
+    start_at: float | None = None  # epoch seconds: not started before (`start(delay=...)`)
+    #: a live process holds the unfinished run's lease as the store looked: it executes
+    #: it. Never set for a finished run (a failed one being resumed: claim it to know).
+    executing: bool = False
 
     def matches(self, status: RunStatus | None, workflow: str | None) -> bool:
         """Whether this run passes the filters of `list_runs` (None: any)."""
@@ -135,6 +141,9 @@ def summarize_state(run_id: str, state: RunState, claimed: bool) -> RunInfo:
         owner=state.owner if status is RunStatus.WAITING else None,
         version=state.code_version,
         raw=raw,
+        queue=state.queue,
+        start_at=state.start_at,
+        executing=claimed and not status.finished,
     )
 
 
