@@ -464,6 +464,9 @@ class IndexedLease(Lease):
         if kind in TERMINAL_EVENTS:
             self._index.ended(self.run_id, event)
 
+    def sync(self) -> None:
+        self._lease.sync()  # `join_all`: the submitted activities' results, on disk now
+
     def renew(self) -> None:
         self._lease.renew()
 
