@@ -21,9 +21,7 @@ from rich.text import Text
 
 from . import cli_render as render
 from . import cli_timeline as view
-from .cli_support import JsonOption, RunArg, UserError, _engine, command, parse_age
-from .codec import masked
-from .engine import Engine
+from .cli_support import JsonOption, Reader, RunArg, UserError, _reader, command, parse_age
 from .store import RunInfo, RunStatus
 
 STATES = [
@@ -82,7 +80,7 @@ def parse_when(text: str, utc: bool = False) -> float:
 
 
 def _filters(
-    engine: Engine,
+    engine: Reader,
     status: str | None,
     workflow: str | None,
     queue: str | None,
@@ -108,7 +106,7 @@ def _filters(
     }
 
 
-def _matching(engine: Engine, filters: dict[str, Any]) -> Iterator[RunInfo]:
+def _matching(engine: Reader, filters: dict[str, Any]) -> Iterator[RunInfo]:
     version = filters.get("version")
     for info in engine.store.iter_runs(**_counted(filters)):
         if (not filters["orphaned"] or info.orphaned) and (
@@ -168,7 +166,7 @@ def list_runs(
       intemporal list --limit 50 --offset 50 --utc
       intemporal list --json | jq -r 'select(.orphaned) | .run_id'
     """
-    with _engine(ctx, worker=False) as engine:
+    with _reader(ctx) as engine:
         filters = _filters(engine, status, workflow, queue, parent, since, until, utc)
         filters["version"] = version
         runs = _matching(engine, filters)
@@ -238,7 +236,7 @@ def count(
       intemporal count --status failed --since 24h
       intemporal count --status orphaned --json
     """
-    with _engine(ctx, worker=False) as engine:
+    with _reader(ctx) as engine:
         filters = _filters(engine, status, workflow, queue, parent, since, until, False)
         n = None if filters["orphaned"] else engine.store.count_runs(**_counted(filters))
         if n is None:  # a status asks each journal
@@ -246,7 +244,7 @@ def count(
     typer.echo(json.dumps({"count": n}) if as_json else str(n))
 
 
-def _children(engine: Engine, events: list[Any]) -> dict[str, RunInfo]:
+def _children(engine: Reader, events: list[Any]) -> dict[str, RunInfo]:
     out = {}
     for cid in view.child_ids(events):
         try:
@@ -291,16 +289,22 @@ def show(
       intemporal show order-42 --follow
       intemporal show order-42 --json | jq -c 'select(.type == "run_failed")'
     """
-    with _engine(ctx, worker=False) as engine:
+    with _reader(ctx) as engine:
         events = engine.history(run)
         info = engine.get_run(run)
         if as_json:
             for event in events:
-                typer.echo(json.dumps(masked(event)))  # a Secret's value reads "***"
+                typer.echo(json.dumps(_masked(event)))  # a Secret's value reads "***"
         else:
             view.show_run(render.console(), info, events, _children(engine, events), utc, full)
         if follow:
             _follow(engine, info, events, utc, full, as_json)
+
+
+def _masked(value: Any) -> Any:
+    from .codec import masked  # (it loads the pickling machinery: not for `list`)
+
+    return masked(value)
 
 
 FOLLOW_POLL = 0.2  # seconds between two reads of a followed journal
@@ -312,7 +316,7 @@ def _pause(seconds: float) -> None:
 
 
 def _follow(
-    engine: Engine, info: RunInfo, events: list[Any], utc: bool, full: bool, as_json: bool
+    engine: Reader, info: RunInfo, events: list[Any], utc: bool, full: bool, as_json: bool
 ) -> None:
     """Print the events a run records from now on, until it ends."""
     out = render.console()
@@ -328,7 +332,7 @@ def _follow(
             continue
         if as_json:
             for event in events[seen_events:]:
-                typer.echo(json.dumps(masked(event)))
+                typer.echo(json.dumps(_masked(event)))
         else:
             body = view.rows(events, _children(engine, events), utc)
             for line in view.event_lines(body[seen_rows:], full):
@@ -339,13 +343,13 @@ def _follow(
         out.print(Text.assemble("run ", (info.run_id, "bold"), " ended ", view.status_text(info)))
 
 
-def _tree_json(engine: Engine, info: RunInfo) -> dict[str, Any]:
+def _tree_json(engine: Reader, info: RunInfo) -> dict[str, Any]:
     node = info.to_json()
     node["children"] = [_tree_json(engine, c) for c in _child_infos(engine, info)]
     return node
 
 
-def _child_infos(engine: Engine, info: RunInfo) -> list[RunInfo]:
+def _child_infos(engine: Reader, info: RunInfo) -> list[RunInfo]:
     return list(_children(engine, engine.history(info.run_id)).values())
 
 
@@ -365,7 +369,7 @@ def tree(
       intemporal tree order-42
       intemporal tree order-42 --json | jq '.children[].status'
     """
-    with _engine(ctx, worker=False) as engine:
+    with _reader(ctx) as engine:
         root = engine.get_run(run)
         if as_json:
             typer.echo(json.dumps(_tree_json(engine, root)))

@@ -22,17 +22,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.text import Text
 
-from .async_replay import AsyncRunContext
 from .codec import is_exact_json, peek
 from .events import (
     ACTIVITY_COMPLETED,
@@ -40,11 +31,12 @@ from .events import (
     SIGNAL_WAIT,
     TIMER_STARTED,
 )
-from .handle import chain_end
 from .housekeeping import taken
 from .store import Event, RunInfo, RunStatus
 
 if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
     from .engine import Engine, RunHandle
 
 STATUS_STYLE = {
@@ -241,7 +233,7 @@ def settle(engine: Engine, run_id: str, timeout: float | None) -> Outcome:
     deadline = None if timeout is None else time.monotonic() + timeout
     poll = 0.01
     while True:
-        info = chain_end(engine.get_run, engine.get_run(run_id))  # continued as new: the last
+        info = _chain_end(engine, run_id)  # continued as new: the last
         if info.status.finished:
             return replace(final_outcome(info), run_id=run_id)
         if info.status is RunStatus.UNREADABLE:
@@ -251,6 +243,13 @@ def settle(engine: Engine, run_id: str, timeout: float | None) -> Outcome:
             return Outcome(run_id, "still-running")
         time.sleep(poll if left is None else min(poll, left))
         poll = min(poll * 2, 0.2)
+
+
+def _chain_end(engine: Engine, run_id: str) -> RunInfo:
+    """The run, or the last of the runs it continued as (`handle.chain_end`)."""
+    from .handle import chain_end  # it loads asyncio: not for `list`
+
+    return chain_end(engine.get_run, engine.get_run(run_id))
 
 
 def report(out: Console, o: Outcome, as_json: bool) -> None:
@@ -309,6 +308,8 @@ def async_long_wait(engine: Engine, run_id: str) -> str | None:
     An async run does not suspend (`run_suspended`): its open waits are read from the
     journal instead, a `signal_wait` not yet answered at its step, or a `timer_started`.
     """
+    from .async_replay import AsyncRunContext  # only where runs execute (not `list`)
+
     exe = engine.execution(run_id)
     ctx = exe.ctx if exe is not None else None
     if not isinstance(ctx, AsyncRunContext) or not ctx.idle():
@@ -345,7 +346,7 @@ def wait(
         except TimeoutError:  # our own timeout, or the workflow's TimeoutError
             if on_poll is not None:
                 on_poll()
-            info = chain_end(engine.get_run, engine.get_run(rid))  # continued as new: the last
+            info = _chain_end(engine, rid)  # continued as new: the last
             if info.status.finished:  # it may have ended just after this look timed out
                 return _ended(engine, handle)
             if info.status is RunStatus.WAITING:  # parked: no process executes it now
@@ -373,7 +374,7 @@ def _ended(engine: Engine, handle: RunHandle) -> Outcome:
     try:
         return Outcome(handle.run_id, RunStatus.COMPLETED.value, value=handle.result())
     except Exception as exc:  # the workflow's own error (a TimeoutError too), or Cancelled
-        info = chain_end(engine.get_run, engine.get_run(handle.run_id))
+        info = _chain_end(engine, handle.run_id)
         return Outcome(handle.run_id, info.status.value, error=describe(exc))
 
 
@@ -390,6 +391,8 @@ def follow(
     by the run being waited for, as its journal grows, and names its latest step; with
     more than one run, a second bar counts the runs. A pipe gets the result lines only.
     """
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

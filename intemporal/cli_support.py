@@ -18,20 +18,31 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from types import ModuleType
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.text import Text
 from typer._click import exceptions as click
 from typer.core import TyperGroup
 
+from . import cli_coerce
 from . import cli_render as render
-from .api import Workflow, not_a_workflow
 from .cli_render import Outcome
-from .engine import Engine
 from .errors import IntemporalError
-from .loader import import_code
-from .store import Located, RunStatus, Store, locate, open_store, redact
+from .store import (
+    Event,
+    Located,
+    RunInfo,
+    RunStatus,
+    Store,
+    check_run_id,
+    locate,
+    open_store,
+    redact,
+)
+
+if TYPE_CHECKING:  # loaded by the commands that run workflows, not by `list` or `show`
+    from .engine import Engine
 
 
 class UserError(Exception):
@@ -106,6 +117,8 @@ class JsonErrorsGroup(TyperGroup):
         raise SystemExit(code if isinstance(code, int) else 0)
 
 
+cli_coerce.install()  # usual option values read without Pydantic: a faster start
+
 app = typer.Typer(
     name="intemporal",
     cls=JsonErrorsGroup,
@@ -115,6 +128,43 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,  # click's plain help: no `<bool>` metavars, choices kept whole
 )
+
+_STORE_HELP = (
+    "The store: a directory (file store) or a URL. Default: $INTEMPORAL_HOME, else the "
+    "nearest .intemporal in this folder or a parent, else ./.intemporal."
+)
+StoreOption = Annotated[str | None, typer.Option(metavar="PATH_OR_URL", help=_STORE_HELP)]
+
+
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        envvar="INTEMPORAL_STRICT",
+        help="Refuse a store folder that group or others may write to, or another user owns.",
+    ),
+]
+
+
+@app.callback()
+def _root(ctx: typer.Context, store: StoreOption = None, strict: StrictOption = False) -> None:
+    """Durable workflows from the terminal: list, inspect, start, resume, cancel and signal runs.
+
+    The store is --store PATH_OR_URL, else $INTEMPORAL_HOME, else the nearest .intemporal
+    directory in this folder or a parent (as git finds .git), else ./.intemporal: the same
+    rule as Engine(store=None). Every command takes --json.
+
+    \b
+    Examples:
+      intemporal list --status failed
+      intemporal show order-42
+      intemporal resume --all
+    """
+    ctx.obj = store  # the location, read by _open
+    ctx.meta[STRICT] = strict
+    _add_cwd()
+    _show_warnings()
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -183,7 +233,35 @@ STRICT = "intemporal.strict"
 
 
 def _engine(ctx: typer.Context, **options: Any) -> Engine:
+    from .engine import Engine
+
     return Engine(_open(ctx, create=options.pop("create", False)), **options)
+
+
+class Reader:
+    """What the commands that only look (`list`, `show`, `tree`, `count`) ask of an `Engine`,
+    answered by the store alone: a process that imports no engine starts faster."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """As `Engine.get_run`: the run's `RunInfo`; `RunNotFound` for an unknown id."""
+        return self.store.summary(check_run_id(run_id))
+
+    def history(self, run_id: str) -> list[Event]:
+        """As `Engine.history`: the run's journal events, oldest first."""
+        return self.store.read(check_run_id(run_id))
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
+
+
+def _reader(ctx: typer.Context) -> Reader:
+    return Reader(_open(ctx))
 
 
 def _add_cwd() -> None:
@@ -196,6 +274,8 @@ def _add_cwd() -> None:
 def _import(module: str) -> ModuleType:
     """Import MODULE, or load a script given by its path (`--import path/to/shop.py`)."""
     _add_cwd()
+    from .loader import import_code
+
     try:
         return import_code(module)
     except Exception as exc:  # the module's own top level may raise anything
@@ -223,6 +303,8 @@ def _load_target(target: str) -> Any:
         raise UserError(f"expected MODULE:WORKFLOW (e.g. shop.flows:checkout), got {target!r}", 2)
     if module.endswith(".py") or "/" in module or os.sep in module:
         raise UserError(_module_hint(module, qualname), 2)
+    from .api import Workflow, not_a_workflow
+
     obj: Any = _import(module)
     for part in qualname.split("."):
         if not hasattr(obj, part):

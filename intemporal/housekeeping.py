@@ -62,7 +62,9 @@ def trees(store: Store, cutoff: float | None = None) -> tuple[list[Tree], set[st
             roots.append(info)
 
     def deepest_first(info: RunInfo) -> list[RunInfo]:
-        below = [r for child in children.get(info.run_id, []) for r in deepest_first(child)]
+        if info.run_id not in children:  # most runs: a tree of one
+            return [info]
+        below = [r for child in children[info.run_id] for r in deepest_first(child)]
         return [*below, info]
 
     return [Tree(root, deepest_first(root)) for root in roots], unreadable
@@ -98,7 +100,7 @@ def collectable(
         if not all(info.status.finished for info in tree.runs) or tree.ended > cutoff:
             continue
         # A run that cannot be read may be a child: keep every run its id may sit under.
-        if any(u.startswith(info.run_id + "/") for u in damaged for info in tree.runs):
+        if damaged and any(u.startswith(i.run_id + "/") for u in damaged for i in tree.runs):
             continue
         if probe and any(taken(store, info.run_id) for info in tree.runs):
             continue  # a failed run being resumed right now (`delete_trees` claims anyway)
@@ -122,12 +124,21 @@ def taken(store: Store, run_id: str) -> bool:
 def delete_trees(
     store: Store, doomed: list[Tree], unreadable: set[str] | None = None
 ) -> list[Tree]:
-    """Delete each tree whole, deepest run first; return the trees deleted.
+    """Delete each tree whole; return the trees deleted.
 
-    Every run of a tree is claimed first and read again: a tree one of whose runs another
-    process took meanwhile (a resume), or that changed since it was looked at, is left
-    whole. So is a tree with a run that cannot be read: its id goes to `unreadable`.
+    The store's bulk way first (`Store.delete_ended_trees`: the file store holds one lock
+    for the whole store, deletes top-level runs before the runs below them, and reads only
+    journals changed since they ended). Else run by run, deepest first: every run of a tree
+    is claimed and read again. Either way a tree one of whose runs another process took
+    meanwhile (a resume), or that changed since it was looked at, is left whole. So is a
+    tree with a run that cannot be read: its id goes to `unreadable`.
     """
+    found: set[str] = set()
+    bulk = store.delete_ended_trees([tree.runs for tree in doomed], found)
+    if unreadable is not None:
+        unreadable |= found
+    if bulk is not None:  # the store's own way (the file store: one lock for all)
+        return [tree for tree, gone in zip(doomed, bulk, strict=True) if gone]
     deleted = []
     for tree in doomed:
         leases = []

@@ -38,6 +38,7 @@ RANKS = {
     "store.fileio": 6,
     "store.index": 6,
     "store.filelist": 6.5,
+    "store.filegc": 6.7,
     "store.memory": 7,
     "store.file": 7,
     "store.locate": 7,
@@ -79,6 +80,7 @@ RANKS = {
     "async_engine": 16,
     "pytest_plugin": 17,
     # front ends
+    "cli_coerce": 17.5,
     "cli_render": 18,
     "cli_timeline": 19,
     "cli_support": 19,
@@ -89,11 +91,14 @@ RANKS = {
     "cli_worker": 20,
     "cli_queues": 20,
     "ui": 21,
+    "cli_run": 21.5,
     "cli": 22,
     "": 30,  # intemporal/__init__.py: re-exports
 }
 FRONT_ENDS = {
     "cli",
+    "cli_coerce",
+    "cli_run",
     "cli_control",
     "cli_inspect",
     "cli_render",

@@ -31,6 +31,7 @@ INTERFACE = frozenset(
         "exists",
         "delete",
         "delete_if_ended",
+        "delete_ended_trees",
         "run_ids",
         # ownership
         "claim",

@@ -48,6 +48,7 @@ from ..errors import RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
 from . import queueing
 from .base import Event, Lease, OwnerLease, with_signal_id
+from .filegc import FileCollector, GcLock, ends_finished
 from .fileio import (
     FileLease,
     check_messages,
@@ -60,7 +61,6 @@ from .fileio import (
     unlock,
     write,
 )
-from .filelist import FileListing
 from .index import IndexedLease
 from .runinfo import RunInfo, check_run_id, summarize
 from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
@@ -84,7 +84,7 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _STORE_DOWN = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE})
 
 
-class FileStore(FileListing):
+class FileStore(FileCollector):
     """A directory of run journals; see the module docstring for the layout.
 
     >>> store = FileStore(".intemporal")
@@ -98,6 +98,7 @@ class FileStore(FileListing):
         self._root_fd = -1
         self._root_lock = threading.Lock()
         self._tmpfile_ok = _O_TMPFILE != 0  # until the system says otherwise
+        self._gclock = GcLock(self._root)  # `gc` deletes finished runs under it (`filegc.py`)
         # The write-ahead log (`wal.py`; its files made on first use): None where the
         # system cannot keep one, and then each durable write syncs its own file.
         self._wal = WriteAheadLog(self._root) if wal_supported() else None
@@ -209,9 +210,10 @@ class FileStore(FileListing):
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
             if self._wal is not None:  # the first synced append logs this line with its own
                 logged = Logged(self._wal, name + JOURNAL, *((0, data, True) if sync else ()))
-                return IndexedLease(FileLease(run_id, None, fd, log=logged), self.index)
+                lease = FileLease(run_id, None, fd, log=logged)
+                return IndexedLease(lease, self.index, self._gclock.shared)
             lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
-            return IndexedLease(lease, self.index)
+            return IndexedLease(lease, self.index, self._gclock.shared)
         except FileExistsError:
             os.close(fd)
             return None
@@ -246,6 +248,7 @@ class FileStore(FileListing):
             os.close(fd)
         if self._wal is not None:
             self._wal.close()  # opened again if the store is used again
+        self._gclock.close()
         self.close_index()
 
     def __del__(self) -> None:
@@ -351,13 +354,22 @@ class FileStore(FileListing):
             if good < size:
                 os.ftruncate(fd, good)
                 os.fsync(fd)
+            held = None
+            if fcntl is not None and ends_finished(fd, good):
+                # A finished run: held from a `gc` until it takes a restart line or is let go
+                held = self._gclock.shared()  # (waits while a gc deletes)
+                if os.fstat(fd).st_nlink == 0:  # ...and that gc deleted it
+                    held()
+                    raise RunNotFound(run_id)
         except BaseException:
             os.close(fd)
             if lock is not None:
                 unlock(lock)
             raise
         logged = None if self._wal is None else Logged(self._wal, run_id + JOURNAL)
-        return IndexedLease(FileLease(run_id, lock, fd, log=logged), self.index)
+        lease = FileLease(run_id, lock, fd, log=logged)
+        gate = self._gclock.shared if fcntl is not None else None
+        return IndexedLease(lease, self.index, gate, held)
 
     def _is_claimed(self, run_id: str) -> bool:
         suffix = JOURNAL if fcntl is not None else LOCK

@@ -438,6 +438,18 @@ class FileLease(Lease):
                 os.close(self._unsynced_dir)
                 self._unsynced_dir = -1
 
+    def stat(self) -> os.stat_result | None:
+        """The journal's `os.fstat` now (None if it cannot be told)."""
+        try:
+            return os.fstat(self._fd)
+        except OSError:
+            return None
+
+    def linked(self) -> bool:
+        """Whether the journal still has a name (False once deleted; True once released:
+        `append` then says so)."""
+        return self._fd < 0 or os.fstat(self._fd).st_nlink > 0
+
     def _check(self) -> None:
         if self._failed is not None:
             raise OSError(

@@ -248,6 +248,7 @@ class FileListing(Store):
             for n in range(1, len(parts)):
                 below.setdefault("/".join(parts[:n]), []).append(nested)
         infos: dict[str, RunInfo] = {}
+        ghosts: list[str] = []
         for row in candidates:
             parent = row[3]
             if parent is not None and parent in present and self.exists(parent):
@@ -264,6 +265,7 @@ class FileListing(Store):
                 try:  # its last line: a torn or damaged one is never claimed (nor cut)
                     last = self._last(run[0])
                 except RunNotFound:  # a row left by a crash, or a run deleted by hand
+                    ghosts.append(run[0])  # finished: not one being created (rows are open then)
                     continue
                 if last is _DAMAGED:
                     damaged.add(run[0])
@@ -271,6 +273,8 @@ class FileListing(Store):
                     continue
                 info = infos[run[0]] = _info(run)  # `delete_trees` reads it whole again
                 info.updated_at = last.get("ts", info.updated_at)
+        if ghosts:
+            self.index.removed(ghosts)
         return infos, damaged
 
     def _last_damaged(self, run_id: str) -> bool:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UnsafeStore
+from ..errors import RunNotFound, UnsafeStore
 from ..events import RESTART_EVENTS, TERMINAL_EVENTS, Event, RunStatus
 from .base import Lease
 
@@ -70,6 +70,15 @@ CREATE INDEX IF NOT EXISTS runs_created ON runs (created, run_id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created, run_id);
 CREATE INDEX IF NOT EXISTS runs_workflow ON runs (workflow, created, run_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+# How long each finished journal was, and when it was last modified (ns), once its last
+# event (stamped `updated`) was written: `gc` deletes a run whose journal is still so
+# without reading it (`filegc.py`).
+# A table of its own (made where missing), so an index an older version built stays usable.
+_ENDS = """
+CREATE TABLE IF NOT EXISTS ends (
+    run_id TEXT PRIMARY KEY, updated REAL NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL
+) WITHOUT ROWID
 """
 
 
@@ -121,6 +130,7 @@ class RunIndex:
         self._inode = (-1, -1)
         self._mutex = threading.RLock()  # one connection, shared by this store's threads
         self._ends: list[Row] = []  # finished runs whose rows are not written yet
+        self._sizes: list[tuple[str, float, int, int]] = []  # and their journals' (size, mtime)
         self._ends_lock = threading.Lock()
 
     # -- opening --------------------------------------------------------------------------------
@@ -165,8 +175,10 @@ class RunIndex:
                 if not self._usable(conn):
                     conn.close()
                     conn = self._rebuild(sqlite3)
+                conn.execute(_ENDS)  # an index built by a version without it
             except sqlite3.DatabaseError:  # not a database any more: made again
                 conn = self._rebuild(sqlite3)
+                conn.execute(_ENDS)
         finally:
             os.close(lock)  # drops the flock
         st = os.stat(self._path)
@@ -254,8 +266,9 @@ class RunIndex:
             "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row_of(run_id, first)
         )
 
-    def ended(self, run_id: str, event: Event) -> None:
-        """After a terminal `event` is in the run's journal: the row will say how it ended.
+    def ended(self, run_id: str, event: Event, journal: os.stat_result | None = None) -> None:
+        """After a terminal `event` is in the run's journal (`journal`: its `fstat` now, if
+        known): the row will say how it ended.
 
         Written in batches (by `flush`, before this process reads the index, and every
         `BATCH` ends): meanwhile the row is open, and other processes read its journal, as
@@ -265,6 +278,8 @@ class RunIndex:
         row = (run_id, "", None, None, 0.0, float(event.get("ts", 0.0)), status)
         with self._ends_lock:
             self._ends.append(row)
+            if journal is not None:
+                self._sizes.append((run_id, row[5], journal.st_size, journal.st_mtime_ns))
             full = len(self._ends) >= BATCH
         if full:
             self.flush()
@@ -273,7 +288,10 @@ class RunIndex:
         """Write the ends `ended` keeps for a batch (best effort)."""
         with self._ends_lock:
             rows, self._ends = self._ends, []
+            sizes, self._sizes = self._sizes, []
         self.settled(rows)
+        # A fact about the journal whatever the row says now: `gc` compares both times.
+        self._many("INSERT OR REPLACE INTO ends VALUES (?, ?, ?, ?)", sizes)
 
     def reopened(self, run_id: str) -> None:
         """Before a finished run's journal takes a restart line (`run_resumed`): open again.
@@ -294,7 +312,9 @@ class RunIndex:
     def removed(self, run_ids: list[str]) -> None:
         """After runs' journals are deleted: their rows go too (best effort: a row without a
         journal is skipped by readers, and removed by the next `gc`)."""
-        self._many("DELETE FROM runs WHERE run_id = ?", [(r,) for r in run_ids])
+        ids = [(r,) for r in run_ids]
+        self._many("DELETE FROM runs WHERE run_id = ?", ids)
+        self._many("DELETE FROM ends WHERE run_id = ?", ids)
 
     def settled(self, rows: list[Row]) -> None:
         """Rows as a reader found their journals (a repair): open or damaged ones as they
@@ -382,6 +402,15 @@ class RunIndex:
             self._rows(f"SELECT * FROM runs WHERE status != '{OPEN}' AND updated <= ?", (cutoff,))
         )
 
+    def end_stats(self) -> dict[str, tuple[float, int, int]]:
+        """Run id -> (the ts of its journal's last event, the journal's size and mtime in ns
+        then), for the finished runs whose end this index was told of with those."""
+        if self._ends:
+            self.flush()
+        with self._mutex, sql_errors(self._path):
+            rows = self._db().execute("SELECT * FROM ends").fetchall()
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
     def nested(self) -> list[Row]:
         """The rows whose id has a "/" (child runs, and runs a user named so)."""
         return list(self._rows("SELECT * FROM runs WHERE instr(run_id, '/') > 0", ()))
@@ -450,19 +479,47 @@ def _flock(fd: int) -> None:
 
 class IndexedLease(Lease):
     """A `FileLease` that keeps the index told: a finished run's row says how it ended (after
-    the line), a resumed one's is open again (before it)."""
+    the line, with the journal's size and time), a resumed one's is open again (before it).
 
-    def __init__(self, lease: Lease, index: RunIndex) -> None:
+    `gate`: takes the store's gc lock shared and returns its release (`filegc.GcLock.shared`),
+    None where there is none. A restart line (`run_resumed`, ...) is appended holding it, and
+    a claimed finished run holds it until then (`held`: its release): a `gc` deleting
+    finished runs holds it exclusive, so it never deletes a run on its way back to life, nor
+    one a claim holds finished.
+    """
+
+    def __init__(
+        self,
+        lease: Any,  # a `fileio.FileLease` (its `stat()` and `linked()` are used)
+        index: RunIndex,
+        gate: Callable[[], Callable[[], None]] | None = None,
+        held: Callable[[], None] | None = None,
+    ) -> None:
         self._lease, self._index = lease, index
+        self._gate, self._held = gate, held
         self.run_id, self.token = lease.run_id, lease.token
 
     def append(self, event: Event, sync: bool) -> None:
         kind = event["type"]
         if kind in RESTART_EVENTS:
-            self._index.reopened(self.run_id)
+            self._restart(event, sync)
+            return
         self._lease.append(event, sync)
         if kind in TERMINAL_EVENTS:
-            self._index.ended(self.run_id, event)
+            self._index.ended(self.run_id, event, self._lease.stat())
+
+    def _restart(self, event: Event, sync: bool) -> None:
+        held, self._held = self._held, None
+        if held is None and self._gate is not None:
+            held = self._gate()  # waits for a gc deleting finished runs
+        try:
+            if held is not None and not self._lease.linked():  # that gc deleted it
+                raise RunNotFound(self.run_id)
+            self._index.reopened(self.run_id)
+            self._lease.append(event, sync)
+        finally:
+            if held is not None:
+                held()
 
     def sync(self) -> None:
         self._lease.sync()  # `join_all`: the submitted activities' results, on disk now
@@ -471,7 +528,12 @@ class IndexedLease(Lease):
         self._lease.renew()
 
     def release(self) -> None:
-        self._lease.release()
+        held, self._held = self._held, None
+        try:
+            self._lease.release()
+        finally:
+            if held is not None:
+                held()
 
 
 def statuses_for(status: RunStatus | None) -> tuple[str, ...] | None:
