@@ -101,6 +101,33 @@ def test_a_fan_out_of_ten_activities_and_its_join_cost_at_most_two_syncs(
     assert sum(e["type"] == "activity_completed" for e in events) == 10
 
 
+SYNCS_SEEN: list[_Syncs] = []
+
+
+@intemporal.activity
+def syncs_so_far() -> int:
+    return SYNCS_SEEN[0].count
+
+
+@intemporal.workflow
+def fan_out_then_more(n: int) -> int:
+    intemporal.join_all([intemporal.submit(echo, i) for i in range(n)])
+    return syncs_so_far()
+
+
+def test_join_all_returns_once_the_submitted_results_are_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a durable engine on a file store (with its run index), warmed up
+    with Engine(FileStore(tmp_path / "s"), threads=8) as engine:
+        assert engine.run(fan_out, 2) == 1
+        SYNCS_SEEN[:] = [_Syncs(monkeypatch)]
+        # When a run joins 3 submitted activities, then goes on to another one
+        seen = engine.run(fan_out_then_more, 3)
+    # Then their results were synced before the workflow went on (once, together)
+    assert seen == 1
+
+
 def test_a_sequential_run_syncs_once_per_activity_and_once_at_its_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

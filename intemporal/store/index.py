@@ -521,6 +521,9 @@ class IndexedLease(Lease):
             if held is not None:
                 held()
 
+    def sync(self) -> None:
+        self._lease.sync()  # `join_all`: the submitted activities' results, on disk now
+
     def renew(self) -> None:
         self._lease.renew()
 
