@@ -357,7 +357,11 @@ def test_a_run_deleted_while_waited_for_is_its_own_error_and_the_others_go_on(
     # command with "no run with id ...", the runs after it never reported.
     done = engine.start(plain, 7, run_id="after-it")
     outcomes = render.follow(
-        engine, [_Vanished(), done], None, render.console(), as_json=True  # type: ignore[list-item]
+        engine,
+        [_Vanished(), done],
+        None,
+        render.console(),
+        as_json=True,  # type: ignore[list-item]
     )
     assert [(o.run_id, o.status) for o in outcomes] == [
         ("gone-by-gc", "error"),
