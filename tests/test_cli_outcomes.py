@@ -356,13 +356,8 @@ def test_a_run_deleted_while_waited_for_is_its_own_error_and_the_others_go_on(
     # the time it waits for it. That run is an error (exit 1); it used to end the whole
     # command with "no run with id ...", the runs after it never reported.
     done = engine.start(plain, 7, run_id="after-it")
-    outcomes = render.follow(
-        engine,
-        [_Vanished(), done],
-        None,
-        render.console(),
-        as_json=True,  # type: ignore[list-item]
-    )
+    runs: list[Any] = [_Vanished(), done]
+    outcomes = render.follow(engine, runs, None, render.console(), as_json=True)
     assert [(o.run_id, o.status) for o in outcomes] == [
         ("gone-by-gc", "error"),
         ("after-it", "completed"),
