@@ -521,6 +521,9 @@ class IndexedLease(Lease):
             if held is not None:
                 held()
 
+    def sync(self) -> None:
+        self._lease.sync()  # the lines of submitted activities, durable at their join
+
     def renew(self) -> None:
         self._lease.renew()
 
