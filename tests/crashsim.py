@@ -381,7 +381,7 @@ def replay_cut(recording: Path, into: Path) -> tuple[Disk, list[Any], set[str], 
     """Rebuild the disk of a failed cut from the recording `_check_cut` pickled: the same
     operations, the same cut, the rng as it was (its next draws rebuild the same disk).
 
-    Returns (disk, acks, deleted runs, cut, rng); call `_check_rebuilt` with them."""
+    Returns (disk, acks, deleted runs, cut, rng): `test_wal._check_cut`'s arguments."""
     with recording.open("rb") as f:
         ops, folders, root_id, acks, deleted, cut, state = pickle.load(f)
     disk = Disk.__new__(Disk)

@@ -190,14 +190,17 @@ def _reboot(monkeypatch: pytest.MonkeyPatch, boot: str) -> None:
 
 
 def _run_in_boot_a(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool = True
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: bool = True, steps: int = 0
 ) -> tuple[Path, FileStore, Lease]:
-    """A store opened in boot "a", and its run "r" created claimed."""
+    """A store opened in boot "a", and its run "r" created claimed, with `steps` synced
+    steps appended."""
     _reboot(monkeypatch, "boot-a")
     root = tmp_path / "s"
     store = FileStore(root)
     lease = store.create_claimed("r", _started(), sync=sync)
     assert lease is not None
+    for j in range(steps):
+        lease.append({"type": "side_effect", "seq": j + 1, "name": "n", "ts": 1.0}, True)
     return root, store, lease
 
 
@@ -205,9 +208,7 @@ def test_after_a_reboot_opening_the_store_puts_back_what_the_journals_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a run with three synced steps and a signal, in boot A
-    root, store, lease = _run_in_boot_a(tmp_path, monkeypatch)
-    for j in range(3):
-        lease.append({"type": "side_effect", "seq": j + 1, "name": "n", "ts": 1.0}, True)
+    root, store, lease = _run_in_boot_a(tmp_path, monkeypatch, steps=3)
     lease.release()
     store.send("r", {"type": "signal", "name": "go", "payload": None, "ts": 1.0})
     store.close()
@@ -300,11 +301,12 @@ def _check_cut(
     (`lose_all`: whether every unsynced write is lost; None: at random, by `rng`).
 
     On a failure the message ends with the operations around the cut and the acks near
-    it, and the whole recording is pickled next to `into` (`crashsim.replay_cut` replays
-    the same cut: the same rebuilt disk, whatever order the threads ran in)."""
+    it, and the whole recording is pickled next to `into` (`crashsim.replay_cut` gives
+    back this call's arguments: the same rebuilt disk, whatever order the threads ran in)."""
     state = rng.getstate()
     try:
-        _check_rebuilt(disk, cut, into, rng, deleted, lose_all)
+        disk.rebuild(cut, into, rng, lose_all=rng.random() < 0.5 if lose_all is None else lose_all)
+        _check_store(disk, cut, into, deleted)
     except Exception as exc:
         dump = into.parent / f"{into.name}.pickle"
         with dump.open("wb") as f:
@@ -320,15 +322,7 @@ def _check_cut(
         raise AssertionError(f"{exc}\n{detail}") from exc
 
 
-def _check_rebuilt(
-    disk: Disk,
-    cut: int,
-    into: Path,
-    rng: random.Random,
-    deleted: set[str],
-    lose_all: bool | None = None,
-) -> None:
-    disk.rebuild(cut, into, rng, lose_all=rng.random() < 0.5 if lose_all is None else lose_all)
+def _check_store(disk: Disk, cut: int, into: Path, deleted: set[str]) -> None:
     store = FileStore(into)  # a new boot: replays the log
     try:
         present = set(store.run_ids())
@@ -462,9 +456,7 @@ def test_a_state_write_torn_by_a_power_cut_leaves_the_last_checkpoint_and_the_lo
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a run with synced steps in boot A, its log's state written twice (both copies)
-    root, store, lease = _run_in_boot_a(tmp_path, monkeypatch)
-    for j in range(3):
-        lease.append({"type": "side_effect", "seq": j + 1, "name": "n", "ts": 1.0}, True)
+    root, store, lease = _run_in_boot_a(tmp_path, monkeypatch, steps=3)
     lease.release()
     store.close()
     folder = root / ".wal"
