@@ -21,6 +21,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -374,6 +375,20 @@ def measure_list(ctx: sc.Ctx) -> dict[str, Any]:
     return r
 
 
+def long_reps(table: Table, n: str, r: dict[str, Any]) -> None:
+    """The long runs' repetitions: wall and CPU time per activity, min-max and median."""
+    wall, cpu = r.get("us_per_step_long_runs_reps"), r.get("cpu_us_per_step_long_runs_reps")
+    if not wall or not cpu:
+        return
+    table.add(
+        n,
+        "long runs, µs per activity: wall min-max / CPU (all threads) median, min-max",
+        f"{min(wall):,.1f}-{max(wall):,.1f} / {statistics.median(cpu):,.1f} "
+        f"({min(cpu):,.1f}-{max(cpu):,.1f})",
+        None,
+    )
+
+
 def tabulate(raw: dict[str, Any]) -> Table:
     """The results table (and notes) from the raw figures of a run."""
     table = Table()
@@ -439,6 +454,7 @@ def tabulate(raw: dict[str, Any]) -> Table:
             target=None if inplace is None else f"≤ 1.15x {inplace:.0f} µs (a sync in place)",
             met=None if inplace is None else r["us_per_step_long_runs"] <= 1.15 * inplace,
         )
+        long_reps(table, "1", r)
         if "fan_out_syncs_max" in r:
             table.add(
                 "1",
@@ -537,6 +553,7 @@ def tabulate(raw: dict[str, Any]) -> Table:
             met=r["us_per_step_long_runs"] <= 8,
             unit="µs",
         )
+        long_reps(table, "3", r)
         dm = d_seq.get("us_per_step_marginal")
         table.add(
             "3",

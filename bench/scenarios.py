@@ -203,12 +203,13 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
         # long runs: the per-workflow cost spread over many activities, beside one sync in
         # place measured just before (this disk's latency drifts over minutes)
         inplace = inplace_sync_us(ctx, 100) if durability == "fsync" else None
-        times_long = []
+        times_long, cpu_long = [], []
         for _ in range(sz.reps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()  # CPU: every thread's
             for j in range(sz.long_w):
                 engine.run(workload.seq_workflow, sz.long_k, j)
             times_long.append(time.perf_counter() - t0)
+            cpu_long.append(time.process_time() - c0)
         fan = fan_out_syncs(engine, runs=3 if sz.quick else 20)
     ctx.drop(store)
     t_k, t_0 = med(times_k), med(times_0)
@@ -218,6 +219,9 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
         "us_per_step_long_runs": med(times_long) / (sz.long_w * sz.long_k) * 1e6,
         "us_per_step_long_runs_reps": [
             round(t / (sz.long_w * sz.long_k) * 1e6, 1) for t in times_long
+        ],
+        "cpu_us_per_step_long_runs_reps": [
+            round(t / (sz.long_w * sz.long_k) * 1e6, 1) for t in cpu_long
         ],
         **fan,
         "inplace_sync_us": inplace,

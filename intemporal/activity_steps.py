@@ -127,7 +127,7 @@ class ActivitySteps:
         """Tell observers attempt `attempt` of activity `name` starts; return the time."""
         if self.observer.on_activity_started:
             self.observer.on_activity_started(ActivityStarted(self.run_id, name, seq, attempt))
-        return round(self.host.clock.time(), 6)
+        return self.host.clock.stamp()
 
     def attempt_failed(
         self, seq: int, name: str, attempt: int, exc: Exception, retry: Retry
@@ -185,10 +185,9 @@ class ActivitySteps:
         exc: BaseException | None = None,
     ) -> None:
         started, first_started = times
-        self.append(
-            {"type": kind, "seq": seq, "name": name, "attempts": attempts, "started": started}
-            | {key: data}
-        )
+        event = {"type": kind, "seq": seq, "name": name, "attempts": attempts, "started": started}
+        event[key] = data
+        self.append(event)
         if self.observer.on_activity_finished:
             took = self.host.clock.time() - first_started
             self.observer.on_activity_finished(

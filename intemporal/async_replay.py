@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from .activity_steps import Retry, Steps, advance
-from .attempts import WorkflowInfo, enter_attempt, run_attempt
+from .attempts import Step, enter_attempt, run_attempt
 from .errors import ActivityTimeout, Cancelled, NonDeterminismError, _Shutdown
 from .events import (
     ACTIVITY_COMPLETED,
@@ -399,13 +399,13 @@ class AsyncRunContext(RunContext):
         kwargs: dict[str, Any],
         timeout: float | None,
     ) -> Any:
-        step = WorkflowInfo(self.run_id, self.workflow, self.parent, name, seq, attempt)
+        step: Step = (self, name, seq, attempt)
         if not inspect.iscoroutinefunction(fn):  # a plain function: on an activity thread
             done: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
             def job() -> None:
                 try:
-                    done.set_result(run_attempt(self, name, fn, args, kwargs, timeout, step))
+                    done.set_result(run_attempt(fn, args, kwargs, timeout, step))
                 except BaseException as exc:
                     done.set_exception(exc)
 
@@ -415,7 +415,7 @@ class AsyncRunContext(RunContext):
                 result = await result
             return result
         context = contextvars.copy_context()
-        context.run(enter_attempt, self, step)
+        context.run(enter_attempt, step)
         task = self.loop.create_task(fn(*args, **kwargs), context=context)
         self._attempts.add(task)
         try:

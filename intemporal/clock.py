@@ -17,6 +17,22 @@ from datetime import timedelta
 INLINE_WAIT = 1.0  # a wait shorter than this keeps its thread; a longer one suspends the run
 
 
+def stamp(seconds: float) -> float:
+    """`round(seconds, 6)`, as a journal's times are, without its trip through decimal
+    digits (~1 µs a call, twice per step on the hot path): the whole seconds apart, the
+    rest to the microsecond; the same float, a tie or a time past 2**33 s handed to `round`."""
+    if -_BIG < seconds < _BIG:
+        whole = int(seconds)
+        micros = (seconds - whole) * 1e6  # exact but for the product's last bit
+        near = round(micros)
+        if abs(micros - near) != 0.5:
+            return (whole * 1_000_000 + near) / 1e6
+    return round(seconds, 6)
+
+
+_BIG = float(1 << 33)
+
+
 class Clock:
     """Real time: `time()` is `time.time()`, `wait()` really waits.
 
@@ -25,6 +41,19 @@ class Clock:
     """
 
     inline_wait = INLINE_WAIT
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "time" in vars(cls) and "stamp" not in vars(cls):
+            cls.stamp = Clock._stamp_of_time  # type: ignore[method-assign]  # its own time
+
+    def stamp(self) -> float:
+        """Now, to the microsecond, as a journal's times are (`round(time(), 6)`, read from
+        the nanosecond clock without a trip through decimal digits: ~0.5 µs less a call)."""
+        return (time.time_ns() + 500) // 1000 / 1e6
+
+    def _stamp_of_time(self) -> float:
+        return stamp(self.time())
 
     @property
     def skipped(self) -> float:

@@ -13,12 +13,23 @@ inherits what is left of its parent's time (or its own timeout, if that ends soo
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 from .clock import Clock
-from .replay import DEADLINE_PASSED, RunContext
 
 #: the reason recorded in `run_cancelled` (and said by `Cancelled`) when a deadline passed
-TIMED_OUT = DEADLINE_PASSED
+DEADLINE_PASSED = TIMED_OUT = "timed out"
+
+
+class Timed(Protocol):
+    """What this module reads of a run's context (`replay.RunContext`, which sits above)."""
+
+    deadline: float | None  # epoch seconds, from `run_started`
+    cancel_delivered: bool
+
+    def expire(self) -> None: ...
+
+
 #: seconds: a deadline further away than this (some 31 years) arms no timer
 TIMER_MAX = 1e9
 
@@ -39,7 +50,7 @@ def deadline_for(
     return round(min(found), 6) if found else None
 
 
-def wake_by(until: float | None, ctx: RunContext) -> float | None:
+def wake_by(until: float | None, ctx: Timed) -> float | None:
     """When a run suspending now must be executed again: at `until` (None: on a message
     only), or at its deadline if that comes first and its cancellation is not delivered."""
     deadline = ctx.deadline
@@ -48,12 +59,26 @@ def wake_by(until: float | None, ctx: RunContext) -> float | None:
     return deadline if until is None else min(until, deadline)
 
 
-def expire(ctx: RunContext) -> None:
+def overdue(ctx: Timed, until: float | None, now: float) -> bool:
+    """Whether the run's deadline passed before a wait that ends at `until` (epoch seconds;
+    None: on a message only) ended, looked at `now`: then its cancellation, "timed out",
+    comes first, whatever the wait finds (a run executed again after both its deadline and
+    its timer passed, say after its process died, is timed out, not woken by the timer)."""
+    deadline = ctx.deadline
+    if deadline is None or ctx.cancel_delivered or now < deadline:
+        return False
+    if until is not None and until < deadline:
+        return False  # the timer was due first: the wait ended before the deadline
+    expire(ctx)
+    return True
+
+
+def expire(ctx: Timed) -> None:
     """Request the cancellation of a run whose deadline passed, with the reason "timed out"."""
     ctx.expire()
 
 
-def arm(ctx: RunContext, clock: Clock) -> threading.Timer | None:
+def arm(ctx: Timed, clock: Clock) -> threading.Timer | None:
     """Watch the deadline of the run `ctx` executes: expired now if it has passed, else a
     timer that expires it while it executes (cancel the timer when the execution stops)."""
     if ctx.deadline is None:

@@ -1,6 +1,6 @@
 """`RunHandle`: a reference to one run, its status and its result, from any process.
 
-Also the record of one execution of a run in this process (`_Execution`), which a handle
+Also the record of one execution of a run in this process (`Execution`), which a handle
 waits on when the run executes here.
 """
 
@@ -38,14 +38,18 @@ if TYPE_CHECKING:
 
 
 class EngineCalls(Protocol):
-    """The public calls of `intemporal.Engine` a handle uses (and nothing else of it)."""
+    """The public calls of `intemporal.Engine` a handle uses, and nothing else of it
+    (`tests/test_handle_calls.py` checks): its `codec` and `clock`, `halted` (run id -> the
+    error its execution here stopped on, unrecorded), `changed` (a `threading.Condition`
+    notified whenever an execution here stops), `execution(run_id)` (the `Execution` of
+    the run in this engine now, or None), `get_run`, `history`, `cancel` and `signal`."""
 
     codec: str
     clock: Clock
     halted: dict[str, BaseException]
     changed: threading.Condition
 
-    def execution(self, run_id: str) -> _Execution | None: ...
+    def execution(self, run_id: str) -> Execution | None: ...
     def get_run(self, run_id: str) -> RunInfo: ...
     def history(self, run_id: str) -> list[Event]: ...
     def cancel(self, run_id: str) -> None: ...
@@ -59,8 +63,16 @@ DONE = threading.Event()
 DONE.set()
 
 
-class _Execution:
-    """One run executing (or queued to execute) in this engine, and how it ended."""
+class Execution:
+    """One run executing (or queued to execute) in this engine, and how it ended: what
+    `Engine.execution(run_id)` returns and a `RunHandle` waits on.
+
+    A handle reads `run_id`, `done` (a `threading.Event`, set once this execution stopped),
+    `outcome` (None while it executes; then `("ok", value)`, `("error", exception)`,
+    `("continued", next_run_id)` or `("stopped", why)` for a run that suspended or that
+    another process executes) and `ctx` (its `RunContext`, while it executes). The rest is
+    the executor's (`runtime/executor.py`).
+    """
 
     __slots__ = (
         "args",
@@ -123,7 +135,7 @@ class RunHandle(Generic[R]):
     """
 
     def __init__(
-        self, engine: EngineCalls, run_id: str, execution: _Execution | None = None
+        self, engine: EngineCalls, run_id: str, execution: Execution | None = None
     ) -> None:
         self.engine, self.run_id, self._exe = engine, run_id, execution
 

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol, cast
 
 from .activity_steps import ActivitySteps, Retry
-from .attempts import WorkflowInfo, _activity, _current, run_attempt
+from .attempts import WorkflowInfo, _current, attempting, run_attempt
 from .clock import INLINE_WAIT, Clock
 from .codec import decode, encode
+from .deadlines import DEADLINE_PASSED, overdue
 from .errors import (
     Cancelled,
     IntemporalError,
@@ -35,6 +36,7 @@ from .errors import (
     store_error,
 )
 from .events import (
+    ACTIVITY_COMPLETED,
     ACTIVITY_FAILED,
     ATTEMPT_FAILED,
     CANCEL,
@@ -73,7 +75,7 @@ def current() -> RunContext | None:
 
 def activity_context() -> RunContext | None:
     """The context of the run whose activity is executing on this thread, if any."""
-    return cast("RunContext | None", _activity.get())  # set by `RunContext._attempt` only
+    return cast("RunContext | None", attempting())  # set by `run_attempt` only
 
 
 class Host(Protocol):
@@ -190,7 +192,7 @@ class RunContext(ActivitySteps):
         """
         if self.store_failed is not None:
             raise self.store_failed
-        event["ts"] = round(self.host.clock.time(), 6)
+        event["ts"] = self.host.clock.stamp()
         if sync is None:
             sync = self.host.sync and not getattr(self._unsynced, "on", False)
         event.setdefault(OWNER, self.host.engine_id)  # which engine executed this step
@@ -378,11 +380,10 @@ class RunContext(ActivitySteps):
         attempt = self.failed_attempts.get(seq, 0) + 1
         if attempt > 1:
             self.host.pause(self, self.backoff_left(seq, retry, attempt))
-        first_started = self.host.clock.time()
+        first_started = started = self.attempt_started(seq, name, attempt)
         while True:
-            started = self.attempt_started(seq, name, attempt)
             try:
-                result = self._attempt(name, fn, args, kwargs, timeout, seq, attempt)
+                result = run_attempt(fn, args, kwargs, timeout, (self, name, seq, attempt))
                 value = encode(result, self.host.codec)
             except Exception as exc:
                 delay = self.attempt_failed(seq, name, attempt, exc, retry)
@@ -390,27 +391,17 @@ class RunContext(ActivitySteps):
                     self.host.pause(self, delay)
                     if not self._cancel_pending():
                         attempt += 1
+                        started = self.attempt_started(seq, name, attempt)
                         continue
                     exc = Cancelled(f"run {self.run_id!r} was cancelled")
                 self.activity_failed(seq, name, attempt, (started, first_started), exc)
                 raise exc
-            return self.activity_done(seq, name, attempt, (started, first_started), result, value)
+            times = (started, first_started)
+            self._journal_outcome(ACTIVITY_COMPLETED, seq, name, attempt, times, "result", value)
+            return result
 
     def _cancel_pending(self) -> bool:
         return self.cancel_requested.is_set() and not self.cancel_delivered
-
-    def _attempt(
-        self,
-        name: str,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        timeout: float | None,
-        seq: int = 0,
-        attempt: int = 1,
-    ) -> Any:
-        step = WorkflowInfo(self.run_id, self.workflow, self.parent, name, seq, attempt)
-        return run_attempt(self, name, fn, args, kwargs, timeout, step)
 
     # -- other operations, provided by the engine's features -----------------------------
     def protocol_impl(self, proto: type) -> Any:
@@ -494,11 +485,12 @@ class RunContext(ActivitySteps):
         Cancellation is delivered here, recorded at `seq`; a closing engine raises `_Shutdown`.
         """
         self.wake.clear()  # before looking, so a poke after the look is not lost
-        value = ready()
-        if value is not NOT_READY:
+        value, now = ready(), self.host.clock.time()
+        late = overdue(self, until, now)  # timed out before this wait ended: cancelled below
+        if value is not NOT_READY and not late:
             return value, None
-        remaining = None if until is None else until - self.host.clock.time()
-        if remaining is not None and remaining <= 0:
+        remaining = None if until is None else until - now
+        if remaining is not None and remaining <= 0 and not late:
             return TIMED_OUT, None
         if self.terminated is not None:
             raise self.terminated
@@ -592,7 +584,6 @@ class ChildNotFinished(Exception):
 
 NOT_READY: Any = object()  # `block`'s "keep waiting"
 TIMED_OUT: Any = object()  # `block`'s "the deadline passed"
-DEADLINE_PASSED = "timed out"  # the reason a run whose deadline passed is cancelled with
 
 
 def child_id(parent: str, seq: int) -> str:

@@ -169,13 +169,11 @@ def test_saga_rolls_back_on_cancel_at_the_await(engine: Engine) -> None:
     wait_until(lambda: of_type(engine, "as-cancel", "signal_wait"), what="the wait")
 
     # When it is cancelled
-    asked = time.monotonic()
     handle.cancel()
 
     # Then Cancelled is raised at the await, the saga undoes both bookings, the run is cancelled
     with pytest.raises(intemporal.Cancelled):
         handle.result(timeout=10)
-    assert time.monotonic() - asked < 1.0
     assert calls == ["book hotel", "book flight", "cancel flight-1", "cancel hotel-1"]
     assert engine.get_run("as-cancel").status is RunStatus.CANCELLED
 

@@ -150,13 +150,26 @@ def test_a_journal_of_a_newer_version_is_refused_naming_both_versions() -> None:
     first = {**first_event("future", jf_double, (1,), {}, "auto", None, {}), "version": newer}
     assert store.create("future", first)
     with Engine(store=store) as engine:
-        # When it is resumed or looked at, Then it is refused with both versions named
-        for attempt in (lambda: engine.resume("future"), lambda: engine.get_run("future")):
+        # When it is resumed, started again, looked at, signalled, cancelled or forked
+        attempts = {
+            "resume": lambda: engine.resume("future"),
+            "start": lambda: engine.start(jf_double, 1, run_id="future"),
+            "run": lambda: engine.run(jf_double, 1, run_id="future"),
+            "get_run": lambda: engine.get_run("future"),
+            "result": lambda: engine.handle("future").result(timeout=5),
+            "signal": lambda: engine.signal("future", "go"),
+            "cancel": lambda: engine.cancel("future"),
+            "fork": lambda: engine.fork("future", 1, new_run_id="future-fork"),
+        }
+        for call, attempt in attempts.items():
+            # Then each is refused with both versions and the run named
             with pytest.raises(JournalCorrupted) as err:
                 attempt()
-            assert f"version {newer}" in str(err.value)
-            assert f"({ev.JOURNAL_VERSION})" in str(err.value)
-        # And nothing was written to it
+            assert f"version {newer}" in str(err.value), call
+            assert f"({ev.JOURNAL_VERSION})" in str(err.value), call
+            assert "'future'" in str(err.value), call
+        # And nothing was written to it, nor any fork of it made
         assert engine.history("future") == [first]
+        assert [i.run_id for i in engine.list_runs()] == ["future"]
     # A journal without a version predates the field: it reads as version 1
     assert ev.fold([{k: v for k, v in first.items() if k != "version"}]).status is RunStatus.PENDING

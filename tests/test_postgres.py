@@ -67,6 +67,37 @@ def test_a_url_names_the_store_for_the_engine_the_cli_and_intemporal_home(pg_dsn
     assert list(open_store(pg_dsn).run_ids()) == []
 
 
+def test_a_lease_sync_makes_the_appends_made_without_one_durable(
+    pg_server: PgServer, pg_dsn: str
+) -> None:
+    # Given a server whose log writer flushes asynchronous commits only every 10 s
+    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            store = PostgresStore(pg_dsn)
+            lease = store.create_claimed("synced", {"type": "run_started", "workflow": "w"})
+            assert lease is not None
+            # When results are appended without a sync (submitted activities) and then synced
+            for seq in (1, 2):
+                lease.append({"type": "side_effect", "seq": seq, "value": seq}, False)
+            (written,) = admin.execute("SELECT pg_current_wal_insert_lsn()").fetchone() or ()
+            lease.sync()
+            # Then the server's log is on disk past them (`join_all` returns only then)
+            (flushed,) = admin.execute("SELECT pg_current_wal_flush_lsn()").fetchone() or ()
+            lease.release()
+            store.close()
+        finally:
+            admin.execute("ALTER SYSTEM RESET wal_writer_delay")
+            admin.execute("SELECT pg_reload_conf()")
+    assert _lsn(flushed) >= _lsn(written)
+
+
+def _lsn(text: str) -> int:
+    high, low = str(text).split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
 def test_the_schema_is_created_once_and_a_newer_one_is_refused(pg_dsn: str) -> None:
     # Given a store opened twice (the second open migrates nothing)
     PostgresStore(pg_dsn, schema="app").close()

@@ -18,6 +18,7 @@ from process_helpers import run_and_kill, wait_until
 
 import intemporal
 from intemporal import Engine, FileStore, MemoryStore, RunStatus, Store
+from intemporal.clock import Clock
 
 
 @intemporal.workflow(name="timeout.trip")
@@ -26,6 +27,15 @@ def trip(item: str) -> str:
         book(item)
         saga.add_compensation(unbook, item)
         intemporal.sleep(3600)  # far past any deadline below
+        return "done"
+
+
+@intemporal.workflow(name="timeout.trip_for")
+def trip_for(item: str, seconds: float) -> str:
+    with intemporal.saga() as saga:
+        book(item)
+        saga.add_compensation(unbook, item)
+        intemporal.sleep(seconds)
         return "done"
 
 
@@ -38,6 +48,36 @@ def child(item: str) -> str:
 @intemporal.workflow(name="timeout.parent", timeout=0.4)
 def parent(item: str) -> str:
     return child(item)
+
+
+class _Later(Clock):
+    """The wall clock, moved on by `ahead` seconds: a process that comes back much later."""
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+
+@pytest.mark.parametrize("timeout", [300.0, 3599.0])
+def test_a_run_executed_again_after_its_deadline_and_its_timer_passed_is_timed_out(
+    tmp_path: Path, timeout: float
+) -> None:
+    UNDONE.clear()
+    store = tmp_path / "s"
+    # Given a run parked on a 3600 s sleep with a deadline before it (by 3300 s, or by one),
+    # by an engine that then stops
+    with Engine(FileStore(store)) as engine:
+        engine.start(trip_for, "boat", 3600.0, run_id="both", timeout=timeout)
+        wait_until(lambda: engine.get_run("both").status is RunStatus.WAITING, timeout=10)
+    # When an engine resumes it long after both the deadline and the timer passed
+    with Engine(FileStore(store), clock=_Later(2 * 3600)) as engine:
+        # Then the deadline, which came first, wins: timed out and compensated, not woken
+        with pytest.raises(intemporal.Cancelled, match="timed out"):
+            engine.resume("both").result(timeout=10)
+        _timed_out(engine, "both")
+    assert UNDONE == ["boat"]
 
 
 def _timed_out(engine: Engine, run_id: str) -> None:
@@ -153,8 +193,8 @@ def test_timeouts_are_checked_and_skip_with_virtual_time() -> None:
         with pytest.raises(TypeError):
             engine.start(trip, "x", timeout="soon")  # type: ignore[arg-type]
         assert engine.list_runs() == []
-        # A day-long sleep under an hour's timeout ends in virtual time
-        handle = engine.start(trip, "car", timeout=3600)
+        # An hour-long sleep under a minute's timeout ends in virtual time
+        handle = engine.start(trip, "car", timeout=60)
         with pytest.raises(intemporal.Cancelled, match="timed out"):
             handle.result(timeout=10)
     with pytest.raises(ValueError):

@@ -43,7 +43,9 @@ def check_booking_saga(out: str) -> None:
     # the cancellation roll-back: the sleeping run is woken at once, undone, cancelled
     assert "calls:   book_hotel, book_flight, cancel_flight, cancel_hotel\n" in out
     took = re.search(r"result\(\) raised Cancelled after ([0-9.]+) s", out)
-    assert took is not None and float(took.group(1)) < 1.0, out
+    assert took is not None and float(took.group(1)) < 10, (
+        out
+    )  # its result(timeout=10), not an hour
     assert re.search(r"run trip-cancelled-\w+ is cancelled: Cancelled", out), out
 
 
@@ -133,7 +135,8 @@ def check_secret_token(out: str) -> None:
 
 def check_async_crawl(out: str) -> None:
     took = re.search(r"5 pages fetched in ([0-9.]+) s", out)
-    assert took is not None and float(took.group(1)) < 0.6, out  # gathered, not one by one
+    # gathered: one after the other, 5 fetches of 0.2 s each take 1.0 s at the least
+    assert took is not None and float(took.group(1)) < 1.0, out
     assert "checksum from the fast mirror" in out
     assert "journal: fetch x5, mirror x2 (1 cancelled), store, run_completed" in out
     assert "the sync Engine ran it too: 5 pages" in out
@@ -231,8 +234,9 @@ def test_approval_is_signalled_from_the_cli_within_seconds(tmp_path: Path) -> No
     started = time.monotonic()
     proc = run_sample(SAMPLES / "approval.py", tmp_path, "--store", str(tmp_path / "store"))
 
-    # Then (auto mode: stdin is not a terminal) it finishes in a few seconds
+    # Then (auto mode: stdin is not a terminal) the CLI's signal, not the 300 s approval
+    # timeout, ends the wait: the run is paid, well before that timeout
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--auto: running that command in a subprocess" in proc.stdout
     check_approval(proc.stdout)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 300

@@ -103,6 +103,33 @@ def test_a_fan_out_of_ten_activities_and_its_join_cost_at_most_two_syncs(
     assert sum(e["type"] == "activity_completed" for e in events) == 10
 
 
+SYNCS_SEEN: list[_Syncs] = []
+
+
+@intemporal.activity
+def syncs_so_far() -> int:
+    return SYNCS_SEEN[0].count
+
+
+@intemporal.workflow
+def fan_out_then_more(n: int) -> int:
+    intemporal.join_all([intemporal.submit(echo, i) for i in range(n)])
+    return syncs_so_far()
+
+
+def test_join_all_returns_once_the_submitted_results_are_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a durable engine on a file store (with its run index), warmed up
+    with Engine(FileStore(tmp_path / "s"), threads=8) as engine:
+        assert engine.run(fan_out, 2) == 1
+        SYNCS_SEEN[:] = [_Syncs(monkeypatch)]
+        # When a run joins 3 submitted activities, then goes on to another one
+        seen = engine.run(fan_out_then_more, 3)
+    # Then their results were synced before the workflow went on (once, together)
+    assert seen == 1
+
+
 def test_a_sequential_run_syncs_once_per_activity_and_once_at_its_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -351,17 +378,23 @@ def _check_store(disk: Disk, cut: int, into: Path, deleted: set[str]) -> None:
         store.close()
 
 
-def _fuzz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, runs: int, cuts: int) -> None:
-    rng = random.Random(seed)
-    monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 2048)  # the log laps: checkpoints too
-    monkeypatch.setattr(wal_module, "MAX_SEGMENT", 2048)
-    monkeypatch.setattr(wal_module, "BULK", 8)  # and some checkpoints sync everything
+def _recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Disk]:
+    """A new store's folder, its disk recorded from now on (once installed), in a boot."""
     root = tmp_path / "store"
     root.mkdir(mode=0o700)
     disk = Disk(root)
     ACKS.clear()
     DISK[:] = [disk]
     _reboot(monkeypatch, "boot-before")
+    return root, disk
+
+
+def _fuzz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, runs: int, cuts: int) -> None:
+    rng = random.Random(seed)
+    monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 2048)  # the log laps: checkpoints too
+    monkeypatch.setattr(wal_module, "MAX_SEGMENT", 2048)
+    monkeypatch.setattr(wal_module, "BULK", 8)  # and some checkpoints sync everything
+    root, disk = _recorded(tmp_path, monkeypatch)
     with disk.installed(monkeypatch):
         started, deleted = _workload(root, rng, runs)
     _reboot(monkeypatch, "boot-after")
@@ -414,12 +447,7 @@ def test_submitted_activities_results_are_durable_once_the_workflow_joins_them(
     # fan-out of 3 submitted activities (their results appended unsynced), then takes one
     # more submitted activity's result
     monkeypatch.setattr(file_store_module, "wal_supported", lambda: log)
-    root = tmp_path / "store"
-    root.mkdir(mode=0o700)
-    disk = Disk(root)
-    ACKS.clear()
-    DISK[:] = [disk]
-    _reboot(monkeypatch, "boot-before")
+    root, disk = _recorded(tmp_path, monkeypatch)
     with disk.installed(monkeypatch), Engine(FileStore(root), threads=4) as engine:
         assert engine.run(joined, "j", run_id="j") == 10
     _reboot(monkeypatch, "boot-after")

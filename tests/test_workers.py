@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from process_helpers import wait_until
 
 import intemporal
@@ -125,3 +126,37 @@ def test_a_client_engine_starts_no_thread(store: Store) -> None:
         started = [t.name for t in threading.enumerate() if t.ident not in before]
         assert started == []
         assert client.get_run("client-only").status is RunStatus.PENDING
+
+
+@intemporal.workflow(name="workers.waits")
+def waits(x: int) -> int:
+    intemporal.set_event("seen", x)
+    return intemporal.wait_for_signal("go")
+
+
+def test_a_client_engine_starts_no_thread_whatever_it_is_asked(store: Store) -> None:
+    # Given a client engine that knows a limited queue (a worker would poll it)
+    before = {t.ident for t in threading.enumerate()}
+    client = Engine(store, worker=False, queues=[intemporal.Queue("few", concurrency=1)])
+    # When it records runs of every kind and acts on them as a client does
+    plain = client.start(waits, 1, run_id="c-plain")
+    client.start(waits, 2, run_id="c-later", delay=3600)
+    client.start(waits, 3, run_id="c-few", queue="few")
+    assert client.start(waits, 1, run_id="c-plain").run_id == "c-plain"  # idempotent start
+    with pytest.raises(TimeoutError):
+        plain.result(timeout=0.05)
+    assert client.get_event("c-plain", "seen", timeout=0.01) is None
+    assert client.handle("c-few").status() is RunStatus.PENDING
+    assert [e["type"] for e in client.history("c-later")] == ["run_started"]
+    client.signal("c-plain", "go", 5)
+    client.cancel("c-later")
+    assert {i.run_id for i in client.list_runs()} == {"c-plain", "c-later", "c-few"}
+    # Then no thread was started
+    assert [t.name for t in threading.enumerate() if t.ident not in before] == []
+    # And ending a run nobody executes takes its lease, no thread of the engine: only a
+    # store whose leases expire (PostgreSQL) keeps them alive with its heartbeat
+    client.terminate("c-few", reason="not needed")
+    client.close()
+    heartbeat = ["intemporal-pg-heartbeat"] if store.shared_by_hosts else []
+    assert [t.name for t in threading.enumerate() if t.ident not in before] in ([], heartbeat)
+    assert Engine(store, worker=False).get_run("c-few").status is RunStatus.CANCELLED

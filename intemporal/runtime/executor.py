@@ -48,7 +48,7 @@ from ..events import (
     TERMINAL_EVENTS,
 )
 from ..failures import encode_error
-from ..handle import DONE, EngineCalls, _Execution, chain_end, final_outcome
+from ..handle import DONE, EngineCalls, Execution, chain_end, final_outcome
 from ..lineage import continue_run, stamp
 from ..observe import (
     Observers,
@@ -98,7 +98,7 @@ class Executor:
     _closing: threading.Event
     _pool: ThreadPoolExecutor
     _activity_pool: ThreadPoolExecutor | None
-    _active: dict[str, _Execution]
+    _active: dict[str, Execution]
     _sleeping: dict[str, tuple[Any, float | None]]
     _parking: Parking
     _loop: asyncio.AbstractEventLoop | None
@@ -145,8 +145,8 @@ class Executor:
         self._activity_pool.submit(job)
 
     def _launch(
-        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
-    ) -> _Execution:
+        self, exe: Execution, events: list[Event] | None, lease: Lease | None = None
+    ) -> Execution:
         with self._mutex:
             running = self._active.get(exe.run_id)
             if (self.closing or running is not None) and lease is not None:
@@ -173,7 +173,7 @@ class Executor:
         return exe
 
     def _on_loop(
-        self, exe: _Execution, events: list[Event] | None, lease: Lease | None
+        self, exe: Execution, events: list[Event] | None, lease: Lease | None
     ) -> concurrent.futures.Future[None]:
         """Execute an async run as a task on the engine's event loop."""
         with self._mutex:
@@ -197,7 +197,7 @@ class Executor:
             thread.stop()
 
     def _execute_here(
-        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+        self, exe: Execution, events: list[Event] | None, lease: Lease | None = None
     ) -> bool:
         """Execute on the calling thread (claimed by the caller: `lease`); False if it is already."""
         with self._mutex:
@@ -227,12 +227,12 @@ class Executor:
         return True
 
     def _execute(
-        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+        self, exe: Execution, events: list[Event] | None, lease: Lease | None = None
     ) -> None:
         drive(self._execution(exe, events, lease))
 
     def _execution(
-        self, exe: _Execution, events: list[Event] | None, lease: Lease | None = None
+        self, exe: Execution, events: list[Event] | None, lease: Lease | None = None
     ) -> Steps:
         """One execution of a run, as steps (`runtime/aio.py`): it yields only to await an
         async workflow."""
@@ -274,7 +274,7 @@ class Executor:
                 first["headers"] = headers
         return first
 
-    def _stopped(self, exe: _Execution) -> None:
+    def _stopped(self, exe: Execution) -> None:
         """Bookkeeping once an execution ends: park a waiting run, wake a parent, notify."""
         kind, value = exe.outcome or ("stopped", None)
         with self._mutex:
@@ -306,12 +306,12 @@ class Executor:
             except Exception:  # a parent that was deleted: nobody waits any more
                 pass
 
-    def _relaunch(self, exe: _Execution) -> None:
-        fresh = _Execution(exe.run_id, exe.wf, exe.args, exe.kwargs, exe.protocols, exe.parent)
+    def _relaunch(self, exe: Execution) -> None:
+        fresh = Execution(exe.run_id, exe.wf, exe.args, exe.kwargs, exe.protocols, exe.parent)
         if not self.closing:
             self._launch(fresh, None)
 
-    def _run_body(self, exe: _Execution, lease: Lease, events: list[Event]) -> Steps:
+    def _run_body(self, exe: Execution, lease: Lease, events: list[Event]) -> Steps:
         last = events[-1]["type"]
         if last in FINAL_EVENTS:
             exe.finish("stopped")  # finished by someone else meanwhile
@@ -391,7 +391,7 @@ class Executor:
                 nxt = continue_run(self, ctx, events, exe.wf, exe.protocols, continued)
                 exe.finish("continued", nxt, terminal=True)
                 self._finished(exe, events, RunStatus.COMPLETED, None)
-                then = _Execution(nxt, exe.wf, continued.args, continued.kwargs, exe.protocols)
+                then = Execution(nxt, exe.wf, continued.args, continued.kwargs, exe.protocols)
                 then.parent = exe.parent
                 queue = events[0].get("queue")
                 if exe.parent is None and queue and self._queue_rt.limited(queue) is not None:
@@ -457,7 +457,7 @@ class Executor:
                 timer.cancel()
 
     def _terminated(
-        self, exe: _Execution, ctx: RunContext, events: list[Event], exc: Terminated
+        self, exe: Execution, ctx: RunContext, events: list[Event], exc: Terminated
     ) -> None:
         """End a run that `engine.terminate()` stopped: CANCELLED, nothing compensated."""
         event, error = terminated(exe.run_id, exc.reason, self.codec)
@@ -466,7 +466,7 @@ class Executor:
         self._finished(exe, events, RunStatus.CANCELLED, error)
 
     def _finished(
-        self, exe: _Execution, events: list[Event], status: RunStatus, exc: BaseException | None
+        self, exe: Execution, events: list[Event], status: RunStatus, exc: BaseException | None
     ) -> None:
         if self.observer.on_run_finished:
             now = self.clock.time()
@@ -513,7 +513,7 @@ class Executor:
             raise _Wait(f"child {info.run_id}", None)
         if info.status.finished and not (wait and ctx.retries_child(seq, info)):
             return final_outcome(info, self._calls, ctx) if wait else None
-        exe = _Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
+        exe = Execution(cid, wf, args, kwargs, ctx.protocols, ctx.run_id)
         with self._mutex:
             idle = cid not in self._active and not self.closing
         if not wait:

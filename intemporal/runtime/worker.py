@@ -11,19 +11,20 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Collection, Container, Mapping
+from collections.abc import Collection, Container
 from typing import TYPE_CHECKING, Any
 
 from ..clock import Clock
 from ..errors import StoreError
-from ..handle import RunHandle, _Execution
+from ..handle import Execution, RunHandle
 from ..store import Lease, Store
 from ..versions import OtherVersions
+from .starting import Starting
 
 log = logging.getLogger("intemporal")
 
 
-class Worker:
+class Worker(Starting):
     """The engine's claiming half: `recover`, `poke` and the runs it adopts."""
 
     store: Store
@@ -36,7 +37,7 @@ class Worker:
     adopted: collections.deque[RunHandle[Any]]
     clock: Clock
     _mutex: threading.RLock
-    _active: dict[str, _Execution]
+    _active: dict[str, Execution]
     _sleeping: dict[str, tuple[Any, float | None]]
 
     if TYPE_CHECKING:
@@ -48,22 +49,14 @@ class Worker:
 
         @property
         def closing(self) -> bool: ...
-        def _relaunch(self, exe: _Execution) -> None: ...
-        def _resume(
-            self,
-            run_id: str,
-            protocols: Mapping[type, Any] | None,
-            imports: list[str] | None,
-            lease: Lease | None,
-            gated: Collection[str] | None = None,
-        ) -> RunHandle[Any]: ...
+        def _relaunch(self, exe: Execution) -> None: ...
 
     def _take(self, lease: Lease, gated: Collection[str]) -> RunHandle[Any] | None:
         """Execute a run `claim_next` gave this engine; None if it cannot (logged).
 
         `gated`: the limited queues the claim knew of. A fresh run of a queue whose limits
         only its workflow's module declares (imported as the run is loaded) is put back for
-        the queue's gate (`Engine._resume`)."""
+        the queue's gate (`Starting._resume`)."""
         try:
             return self._resume(lease.run_id, None, None, lease, gated)
         except Exception as exc:  # one unreadable or unloadable run must not stop the rest
@@ -155,7 +148,7 @@ class Worker:
         if ctx.deliver(messages):
             self._rewake(exe)
 
-    def _rewake(self, exe: _Execution) -> None:
+    def _rewake(self, exe: Execution) -> None:
         # The execution may have stopped since `poke` looked: set the flag under the mutex
         # `_stopped` reads it with, or wake the run now if it was parked meanwhile (else a
         # message delivered to a context that just suspended is lost until the next one).

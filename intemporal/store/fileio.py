@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import JournalCorrupted, LeaseLost
-from ..events import RUN_STARTED, SIGNAL
+from ..events import ACTIVITY_COMPLETED, RUN_STARTED, SIGNAL
 from .base import Event, Lease
 from .safefs import open_file
 from .wal import Logged
@@ -37,24 +37,64 @@ _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _utf8_string = json.encoder.encode_basestring  # the C one where there is one
 
 
+#: an activity's result as the run context journals it: these keys, in this order
+_COMPLETED_KEYS = ("type", "seq", "name", "attempts", "started", "result", "ts", "owner")
+_COMPLETED_HEAD = '{"type":' + _encode(ACTIVITY_COMPLETED) + ',"seq":'
+_float_text = float.__repr__  # what the encoder writes for a finite float
+
+
+def _json(value: Any) -> str:
+    if _c_make_encoder is None:
+        return _encode(value)
+    # The arguments of JSONEncoder.iterencode's one-shot path, with the default options;
+    # a fresh markers dict per call, as there, for the circular-reference check.
+    return "".join(
+        _c_make_encoder({}, _default, _utf8_string, None, ":", ",", False, False, True)(value, 0)
+    )
+
+
+# One encoder for every result: without markers (their circular-reference check) since a
+# result is exact JSON, nested at most `codec.MAX_JSON_DEPTH` deep, or made of it.
+_result_chunks: Callable[[Any, int], Any] = (
+    (lambda value, _: [_encode(value)])
+    if _c_make_encoder is None
+    else _c_make_encoder(None, _default, _utf8_string, None, ":", ",", False, False, True)
+)
+
+
 def dumps(event: Event) -> bytes:
     """One journal line: compact JSON in UTF-8 and a newline (the bytes of
     `json.dumps(event, separators=(",", ":"), ensure_ascii=False)`, built with the C encoder
     directly: ~1 µs less per append).
 
+    An activity's result with the run context's keys and types (the hot path) is spelled
+    from its parts, only its result through the encoder: ~1.5 µs less again.
+
     Text is written as UTF-8, not as `\\u` escapes (3x smaller for non-Latin text); a
     string UTF-8 cannot hold (a lone surrogate) makes that line ASCII with escapes, as
     journals were written before. Readers take both.
     """
-    if _c_make_encoder is None:
-        text = _encode(event)
-    else:
-        # The arguments of JSONEncoder.iterencode's one-shot path, with the default options;
-        # a fresh markers dict per call, as there, for the circular-reference check.
-        chunks = _c_make_encoder({}, _default, _utf8_string, None, ":", ",", False, False, True)(
-            event, 0
-        )
-        text = "".join(chunks)
+    text = None
+    if len(event) == 8 and tuple(event) == _COMPLETED_KEYS:
+        kind, seq, name, attempts, started, result, ts, owner = event.values()
+        if (
+            kind == ACTIVITY_COMPLETED
+            and type(seq) is int
+            and type(attempts) is int
+            and type(name) is str
+            and type(owner) is str
+            and type(started) is float
+            and type(ts) is float
+            and started - started == 0.0  # finite: else the encoder's spelling
+            and ts - ts == 0.0
+        ):
+            text = (
+                f'{_COMPLETED_HEAD}{seq},"name":{_utf8_string(name)},"attempts":{attempts},'
+                f'"started":{_float_text(started)},"result":{"".join(_result_chunks(result, 0))},'
+                f'"ts":{_float_text(ts)},"owner":{_utf8_string(owner)}}}'
+            )
+    if text is None:
+        text = _json(event)
     try:
         return (text + "\n").encode()
     except UnicodeEncodeError:  # a lone surrogate: escaped, as `\\udc80`
@@ -435,26 +475,29 @@ class FileLease(Lease):
             if self._size < 0:
                 self._size = os.fstat(self._fd).st_size
             start = self._size
-            try:
-                write(self._fd, data, False)
+            try:  # `write(fd, data, False)` written out: every step's path
+                written = os.write(self._fd, data)
+                if written != len(data):
+                    raise _short(written, data)
             except OSError as exc:
                 self._cut(exc)
                 raise
             self._size += len(data)
             if log.covered >= 0:  # else (flush mode, a claimed run) nothing to keep
                 log.add(self._fd, start, data)
-            item = None
-            if sync:
-                log.sync_on_release = False
-                item = log.take(self._fd, self._size)
-        self._wait(item)
+            if not sync:
+                return
+            log.sync_on_release = False
+            item = log.take(self._fd, self._size)
+        if item is not None:
+            self._wait(item)
 
     def _wait(self, item: Any) -> None:
         if item is None:
             return
         assert self._log is not None
         try:
-            self._log.wait(item)
+            self._log.wal.wait(item)
         except OSError as exc:  # the line is whole; whether it reached the disk is unknown
             self._failed = exc
             raise

@@ -522,7 +522,7 @@ class IndexedLease(Lease):
                 held()
 
     def sync(self) -> None:
-        self._lease.sync()  # the lines of submitted activities, durable at their join
+        self._lease.sync()  # `join_all`: the submitted activities' results, on disk now
 
     def renew(self) -> None:
         self._lease.renew()

@@ -145,11 +145,19 @@ class PostgresLease(Lease):
             raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
         self._state, self._ended = state, ends
 
+    def sync(self) -> None:
+        """Make the appends made with `sync=False` durable (`join_all`): a synchronous commit
+        waits for the server's log up to itself, which holds every commit made before it."""
+        self._renew(durable=True)
+
     def renew(self) -> None:
+        self._renew(durable=False)
+
+    def _renew(self, durable: bool) -> None:
         query = """UPDATE runs SET lease_expires = now() + %s * interval '1 second'
             WHERE run_id = %s AND lease_epoch = %s AND lease_owner IS NOT NULL"""
         params = (self._store.lease, self.run_id, self.token)
-        done = self._store._execute(query, params, "renew the lease of", self.run_id, False)
+        done = self._store._execute(query, params, "renew the lease of", self.run_id, durable)
         if done.rowcount != 1:
             raise LeaseLost(f"run {self.run_id!r} is no longer owned by this lease")
 

@@ -34,7 +34,6 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from . import walfile
 from .safefs import open_in
@@ -70,18 +69,29 @@ BULK = 4096  # a checkpoint naming more files than this syncs the whole filesyst
 _TAIL = struct.Struct("<QQQ")
 _FULL = 1 << 62  # an offset past any segment's end: the next batch opens a new one
 _RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
+_IOV_MAX = 1024  # the fewest buffers one pwritev takes (Linux's UIO_MAXIOV)
 
 
-@dataclass(eq=False)
 class _Item:
-    """A queued record: its bytes without the crc and segment number, and who waits."""
+    """A queued record: its bytes without the crc and segment number, and who waits.
 
-    body: bytes
-    crc: int  # crc32 of `body`, to be continued over the segment number
-    waiter: threading.Lock | None = None
-    done: bool = False
-    lead: bool = False  # woken to lead the next batch, not because it is written
-    error: OSError | None = None
+    `waiter` is made only for a thread that finds another leading (it blocks on it): a
+    thread that leads writes its own record without one.
+    """
+
+    __slots__ = ("body", "crc", "done", "error", "lead", "waiter", "wanted")
+
+    def __init__(self, body: bytes, crc: int, wanted: bool) -> None:
+        self.body = body
+        self.crc = crc  # crc32 of `body`, to be continued over the segment number
+        self.wanted = wanted  # someone will wait for it (`wait`): else written by the leader
+        self.waiter: threading.Lock | None = None
+        self.done = False
+        self.lead = False  # woken to lead the next batch, not because it is written
+        self.error: OSError | None = None
+
+
+_CRC = struct.Struct("<I")
 
 
 class WriteAheadLog:
@@ -125,33 +135,35 @@ class WriteAheadLog:
     def enqueue(self, kind: int, path: str, offset: int, data: bytes, wait: bool = True) -> _Item:
         """Queue a record (in this order among the queued); `wait(item)` waits for it."""
         body, crc = record(kind, path, offset, data)
-        item = _Item(body, crc)
-        if wait:
-            item.waiter = threading.Lock()
-            item.waiter.acquire()
+        item = _Item(body, crc, wait)
         with self._mu:
             self._queue.append(item)
         return item
 
     def wait(self, item: _Item) -> None:
-        """Return once `item` is on disk: lead a batch, or wait for the one covering it."""
+        """Return once `item` is on disk: lead a batch, or wait for the one covering it.
+
+        A thread alone (a sequential run's step) leads at once: it writes its own record
+        and returns, without a lock of its own or a hand-off to another thread.
+        """
         with self._mu:
-            lead = not self._leading and not item.done
-            if lead:
+            if item.done:
+                waiter = None
+            elif self._leading:
+                waiter = item.waiter = threading.Lock()
+                waiter.acquire()  # released by the leader that writes it, or to lead
+            else:
                 self._leading = True
-        if not lead:
-            assert item.waiter is not None
-            item.waiter.acquire()  # released by the leader that wrote it, or to lead
-            if not item.lead:
-                if item.error is not None:
-                    raise item.error
-                return
-        self._lead()
+                waiter = None
+        if waiter is not None:
+            waiter.acquire()
+        if item.lead or not item.done:
+            self._lead()
         if item.error is not None:
             raise item.error
 
     def _lead(self) -> None:
-        """Write the queued batch, wake who it covered, pass the lead to a later waiter."""
+        """Write the queued batch, wake who it covered, pass the lead to a waiting thread."""
         while True:
             with self._mu:
                 batch, self._queue = self._queue, []
@@ -161,21 +173,26 @@ class WriteAheadLog:
                     self._write(batch)
                 except OSError as exc:
                     error = exc
-            for it in batch:
-                it.error, it.done = error, True
-                if it.waiter is not None and not it.lead:
-                    it.waiter.release()
-            with self._mu:
-                nxt = next((it for it in self._queue if it.waiter is not None), None)
-                if nxt is None and self._queue:
-                    continue  # only records nobody waits for: write them too
+            with self._mu:  # `wait` makes a waiter under it: none is missed
+                for it in batch:
+                    it.error, it.done = error, True
+                    if it.waiter is not None and not it.lead:
+                        it.waiter.release()
+                nxt = None
+                for it in self._queue:
+                    if it.waiter is not None:  # a thread blocked on it: it leads next
+                        nxt = it
+                        break
                 if nxt is None:
+                    if any(not it.wanted for it in self._queue):
+                        continue  # records nobody waits for (deletions): write them too
+                    # Records whose threads are not waiting yet: each leads when it does.
                     self._leading = False
                     return
                 nxt.lead = True  # it writes the next batch, its own record included
-            assert nxt.waiter is not None
-            nxt.waiter.release()
-            return
+                assert nxt.waiter is not None
+                nxt.waiter.release()
+                return
 
     def forget(self, *paths: str) -> None:
         """Log that `paths` are deleted (written with the next sync, not waited for), so a
@@ -195,30 +212,37 @@ class WriteAheadLog:
     def _write(self, batch: list[_Item]) -> None:
         if self._failed is not None:
             raise OSError(errno.EIO, f"the write-ahead log failed to sync before: {self._failed}")
-        self._open()
-        assert self._tail is not None
-        with self._locked():
-            segno, off, pending = _TAIL.unpack_from(self._tail)
-            if pending > off:  # its writer died: past its batch if the batch is there
-                head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
-                off = pending if parse(head, 0, segno)[0] is not None else off
-            if segno == 0:  # a new log: its first segment
-                segno, off = self._advance(0)
-            chunk: list[bytes] = []
-            start = off
-            for it in batch:
-                size = len(it.body) + 8 + 4
-                if off + size > self._segment_size(segno):
-                    if chunk:
-                        self._write_chunk(segno, start, chunk)
-                        chunk = []
-                    segno, off = self._advance(segno)
-                    start = off
+        if self._tail is None:
+            self._open()
+        tail = self._tail
+        assert tail is not None and fcntl is not None
+        with self._file_mu:  # `_locked()` written out: this is every sync's path
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                segno, off, pending = _TAIL.unpack_from(tail)
+                if pending > off:  # its writer died: past its batch if the batch is there
+                    head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
+                    off = pending if parse(head, 0, segno)[0] is not None else off
+                if segno == 0:  # a new log: its first segment
+                    segno, off = self._advance(0)
+                chunk: list[bytes] = []
+                start, end = off, self._segment_size(segno)
                 seg = SEGNO.pack(segno)
-                chunk += [struct.pack("<I", zlib.crc32(seg, it.crc)), it.body, seg]
-                off += size
-            if chunk:
-                self._write_chunk(segno, start, chunk)
+                for it in batch:
+                    size = len(it.body) + 12  # crc + body + segno
+                    if off + size > end:
+                        if chunk:
+                            self._write_chunk(segno, start, chunk, off - start)
+                            chunk = []
+                        segno, off = self._advance(segno)
+                        start, end = off, self._segment_size(segno)
+                        seg = SEGNO.pack(segno)
+                    chunk += [_CRC.pack(zlib.crc32(seg, it.crc)), it.body, seg]
+                    off += size
+                if chunk:
+                    self._write_chunk(segno, start, chunk, off - start)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -232,27 +256,31 @@ class WriteAheadLog:
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _write_chunk(self, segno: int, offset: int, chunk: list[bytes]) -> None:
-        assert self._tail is not None
-        fd = self._slot_fd(segno % SLOTS)
-        data = b"".join(chunk)
-        _TAIL.pack_into(self._tail, 0, segno, offset, offset + len(data))
+    def _write_chunk(self, segno: int, offset: int, chunk: list[bytes], size: int) -> None:
+        """Write `chunk` (`size` bytes in all) at `offset` of segment `segno`, synced."""
+        tail = self._tail
+        assert tail is not None
+        fd = self._fds.get(segno % SLOTS)
+        if fd is None:
+            fd = self._slot_fd(segno % SLOTS)
+        _TAIL.pack_into(tail, 0, segno, offset, offset + size)
         try:
             if _RWF_DSYNC:
-                written = os.pwritev(fd, [data], offset, _RWF_DSYNC)
+                parts = chunk if len(chunk) <= _IOV_MAX else [b"".join(chunk)]
+                written = os.pwritev(fd, parts, offset, _RWF_DSYNC)  # the parts: no copy
             else:
-                written = os.pwrite(fd, data, offset)
+                written = os.pwrite(fd, b"".join(chunk), offset)
                 os.fdatasync(fd)
         except OSError as exc:
-            _TAIL.pack_into(self._tail, 0, segno, offset, 0)
+            _TAIL.pack_into(tail, 0, segno, offset, 0)
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 self._failed = exc  # the page cache's state is unknown: no more promises
             raise
         self.syncs += 1
-        if written != len(data):
-            _TAIL.pack_into(self._tail, 0, segno, offset, 0)
+        if written != size:
+            _TAIL.pack_into(tail, 0, segno, offset, 0)
             raise OSError(errno.ENOSPC, "short write to the write-ahead log")
-        _TAIL.pack_into(self._tail, 0, segno, offset + len(data), 0)
+        _TAIL.pack_into(tail, 0, segno, offset + size, 0)
 
     def _segment_size(self, segno: int) -> int:
         slot = segno % SLOTS
