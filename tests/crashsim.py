@@ -1,7 +1,7 @@
 """A simulated power cut for the file store: record every write and sync, rebuild a cut.
 
-`Disk(root)` wraps the `os` calls the store makes (open, write, pwrite, pwritev, ftruncate,
-fsync, fdatasync, link, unlink, mkdir, rmdir, and the log's `syncfs`) while it is
+`Disk(root)` wraps the `os` calls the store makes (open, dup, write, pwrite, pwritev,
+ftruncate, fsync, fdatasync, link, unlink, mkdir, rmdir, and the log's `syncfs`) while it is
 installed, and records, in the order they happened, what each did below `root`: bytes
 written at an offset of a file, a file cut, a name added to or removed from a folder, a
 file or folder synced. Calls pass through to the real filesystem; `mark()` names the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import pickle
 import random
 import stat
 import threading
@@ -168,6 +169,13 @@ class Disk:
                 self._sync(fd)
             return n
 
+    def dup(self, fd: int) -> int:
+        with self.lock:
+            new: int = self.real["dup"](fd)
+            if self._gen_of_fd(fd) is not None:
+                self._fds[new] = self._fds[fd]  # the store syncs a new run's folder by a dup
+            return new
+
     def ftruncate(self, fd: int, length: int) -> None:
         with self.lock:
             self.real["ftruncate"](fd, length)
@@ -246,7 +254,7 @@ class Disk:
     def installed(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
         """Record while inside; `os` is itself again afterwards."""
         names: tuple[str, ...] = ("open", "write", "pwrite", "pwritev", "ftruncate", "fsync")
-        names += ("fdatasync", "link", "unlink", "rmdir", "mkdir")
+        names += ("fdatasync", "link", "unlink", "rmdir", "mkdir", "dup")
         for name in (*names, "fstat", "stat", "lseek"):
             self.real[name] = getattr(os, name)
         with monkeypatch.context() as m:
@@ -254,6 +262,49 @@ class Disk:
                 m.setattr(os, name, getattr(self, name))
             m.setattr(walfile, "syncfs", self.syncfs)
             yield self
+
+    def names(self) -> dict[int, str]:
+        """Each generation's last path below the root (by the links recorded)."""
+        parent: dict[int, tuple[int, str]] = {}
+        for op in self.ops:
+            if op[0] == "link":
+                parent[op[3]] = (op[1], op[2])
+        out: dict[int, str] = {self.root_id: "."}
+
+        def name(gen: int, depth: int = 0) -> str:
+            if gen not in out:
+                if gen not in parent or depth > 64:
+                    return f"#{gen}"
+                up, base = parent[gen]
+                head = name(up, depth + 1)
+                out[gen] = base if head == "." else f"{head}/{base}"
+            return out[gen]
+
+        for gen in list(parent):
+            name(gen)
+        return out
+
+    def describe(self, lo: int, hi: int) -> str:
+        """Operations `lo` to `hi` (numbered as `mark` counts them: op i is the i+1-th),
+        one a line, files and folders by name: for a failing cut's message."""
+        names = self.names()
+        lines = []
+        for i in range(max(0, lo), min(hi, len(self.ops))):
+            op = self.ops[i]
+            what: list[str] = [op[0]]
+            if len(op) > 1:
+                what.append(names.get(op[1], f"#{op[1]}"))
+            if op[0] == "write":
+                data = op[3]
+                what.append(f"@{op[2]} +{len(data)} {data[:60]!r}")
+            elif op[0] == "trunc":
+                what.append(f"to {op[2]}")
+            elif op[0] in ("link", "unlink"):
+                what.append(op[2])
+                if op[0] == "link":
+                    what.append(f"-> #{op[3]}")
+            lines.append(f"{i + 1:6d} " + " ".join(what))
+        return "\n".join(lines)
 
     # -- rebuilding ------------------------------------------------------------------------
     def rebuild(self, cut: int, into: Path, rng: random.Random, lose_all: bool = False) -> None:
@@ -324,3 +375,19 @@ class Disk:
             else:
                 (into / name).write_bytes(bytes(contents.get(gen, b"")))
                 (into / name).chmod(0o600)
+
+
+def replay_cut(recording: Path, into: Path) -> tuple[Disk, list[Any], set[str], int, random.Random]:
+    """Rebuild the disk of a failed cut from the recording `_check_cut` pickled: the same
+    operations, the same cut, the rng as it was (its next draws rebuild the same disk).
+
+    Returns (disk, acks, deleted runs, cut, rng): `test_wal._check_cut`'s arguments."""
+    with recording.open("rb") as f:
+        ops, folders, root_id, acks, deleted, cut, state = pickle.load(f)
+    disk = Disk.__new__(Disk)
+    disk.ops, disk.folders, disk.root_id, disk.real = ops, folders, root_id, {}
+    disk.lock = threading.RLock()
+    rng = random.Random()
+    rng.setstate(state)
+    into.mkdir(mode=0o700, exist_ok=True)
+    return disk, acks, deleted, cut, rng

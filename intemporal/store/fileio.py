@@ -381,6 +381,7 @@ class FileLease(Lease):
         self._size = -1  # the journal's length (its lines so far); -1 until the first append
         self._failed: OSError | None = None  # an append failed: nothing more is written
         self._log = log  # with a write-ahead log: lines written unsynced, then logged
+        self._synced = -1  # without one: the length `sync()` last made durable
 
     def append(self, event: Event, sync: bool) -> None:
         """Append one line; on any failure (a short write too) cut the journal back to what
@@ -415,14 +416,18 @@ class FileLease(Lease):
         finally:
             self._writing.release()
         if sync and not sync_here:
-            try:
-                if self._unsynced_dir >= 0:
-                    self._sync_new()
-                else:
-                    os.fdatasync(self._fd)
-            except OSError as exc:  # the line is whole; whether it reached the disk is unknown
-                self._failed = exc
-                raise
+            self._sync_file()
+
+    def _sync_file(self) -> None:
+        """fdatasync the journal (and its folder while its name is new); a failure is kept."""
+        try:
+            if self._unsynced_dir >= 0:
+                self._sync_new()
+            else:
+                os.fdatasync(self._fd)
+        except OSError as exc:  # the line is whole; whether it reached the disk is unknown
+            self._failed = exc
+            raise
 
     def _cut(self, exc: OSError) -> None:
         """After a failed or short write: the journal back to its length before it."""
@@ -499,9 +504,17 @@ class FileLease(Lease):
 
     def sync(self) -> None:
         """Make every line appended so far durable (one sync, shared with other threads')."""
-        if self._fd < 0 or self._log is None:
+        if self._fd < 0:
             return
         log = self._log
+        if log is None:  # no log: the file itself (and its new name) synced here
+            with self._writing:
+                self._check()
+                end = self._size
+            if end < 0 or end != self._synced:  # (a join's futures sync once, not each)
+                self._sync_file()
+                self._synced = end
+            return
         with self._writing:
             self._check()
             log.sync_on_release = False

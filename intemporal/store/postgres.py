@@ -148,12 +148,9 @@ class PostgresLease(Lease):
     def sync(self) -> None:
         """Make the appends made with `sync=False` durable (`join_all`): a synchronous commit
         waits for the server's log up to itself, which holds every commit made before it."""
-        self._renew(durable=True)
+        self.renew(durable=True)
 
-    def renew(self) -> None:
-        self._renew(durable=False)
-
-    def _renew(self, durable: bool) -> None:
+    def renew(self, durable: bool = False) -> None:
         query = """UPDATE runs SET lease_expires = now() + %s * interval '1 second'
             WHERE run_id = %s AND lease_epoch = %s AND lease_owner IS NOT NULL"""
         params = (self._store.lease, self.run_id, self.token)

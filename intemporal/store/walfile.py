@@ -32,6 +32,11 @@ BODY = struct.Struct("<BQH")  # kind, offset, len(path)
 SEGNO = struct.Struct("<Q")
 OVERHEAD = HEAD.size + BODY.size + SEGNO.size
 _STATE = struct.Struct("<I36sQQQd")  # crc, boot, version, checkpoint segno, offset, time
+# Where the two copies of the state start: in sectors of their own (a torn write of one
+# never reaches the other). 64 is where earlier versions wrote the odd copy, overlapping
+# the even one's last 8 bytes: still read, so an older store is replayed after an upgrade.
+_COPIES = (0, 512)
+_OLD_ODD = 64
 
 
 _BOOT: list[str | None] = []  # read once: a process lives in one boot
@@ -183,7 +188,7 @@ def load_state(folder: str) -> tuple[str, int, int, int, float] | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     best = None
-    for pos in (0, 64):
+    for pos in (*_COPIES, _OLD_ODD):
         chunk = data[pos : pos + _STATE.size]
         if len(chunk) < _STATE.size:
             continue
@@ -200,7 +205,7 @@ def write_state(folder: str, boot: str, version: int, segno: int, off: int) -> N
     data = struct.pack("<I", zlib.crc32(rest)) + rest
     fd = open_in(folder, "state", os.O_RDWR | os.O_CREAT)
     try:
-        os.pwrite(fd, data, 64 * (version % 2))
+        os.pwrite(fd, data, _COPIES[version % 2])
         os.fdatasync(fd)
     finally:
         os.close(fd)
