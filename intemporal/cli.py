@@ -36,17 +36,20 @@ LOOKING = {
     "tree": "cli_inspect",
 }
 _ROOT_VALUES = {"--store"}  # root options that take a value (`--store PATH`)
+_HELP = {"--help", "-h"}  # before the command, the root's help: every command listed
 
 
 def command_name(argv: Sequence[str]) -> str | None:
-    """The command a command line names: its first word that is not a root option."""
+    """The command a command line names: its first word that is not a root option; None
+    for none, or when the root's `--help` comes first (`intemporal --help list` lists every
+    command, as the root's help does)."""
     skip = False
     for arg in argv:
         if skip:
             skip = False
         elif arg in _ROOT_VALUES:
             skip = True
-        elif arg == "--":
+        elif arg == "--" or arg in _HELP:
             return None
         elif not arg.startswith("-"):
             return arg

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .codec import is_exact_json, peek
+from .errors import RunNotFound
 from .events import (
     ACTIVITY_COMPLETED,
     RUN_SUSPENDED,
@@ -359,7 +360,10 @@ def wait(
             if deadline is not None and time.monotonic() >= deadline:
                 return Outcome(rid, "still-running")
         except Exception as exc:
-            info = engine.get_run(rid)
+            try:
+                info = engine.get_run(rid)
+            except RunNotFound:  # deleted meanwhile (a `gc`): this run's error, not the command's
+                return Outcome(rid, "error", error=describe(exc))
             status = info.status.value if info.status.finished else "error"
             return Outcome(rid, status, error=describe(exc))
         except BaseException as exc:  # the workflow's KeyboardInterrupt or SystemExit

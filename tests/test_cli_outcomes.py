@@ -338,3 +338,29 @@ def test_resume_of_a_failed_run_another_process_is_resuming_exits_0(
         lease.release()
     assert result.exit_code == 0, result.output
     assert "retrying running: another process has it (executing)" in result.stdout
+
+
+class _Vanished:
+    """A handle of a run a `gc` deleted while it was waited for: its result is RunNotFound."""
+
+    run_id = "gone-by-gc"
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise intemporal.RunNotFound(self.run_id)
+
+
+def test_a_run_deleted_while_waited_for_is_its_own_error_and_the_others_go_on(
+    engine: Engine,
+) -> None:
+    # `resume --all --failed` while a `gc` deletes failed runs: one it listed is gone by
+    # the time it waits for it. That run is an error (exit 1); it used to end the whole
+    # command with "no run with id ...", the runs after it never reported.
+    done = engine.start(plain, 7, run_id="after-it")
+    runs: list[Any] = [_Vanished(), done]
+    outcomes = render.follow(engine, runs, None, render.console(), as_json=True)
+    assert [(o.run_id, o.status) for o in outcomes] == [
+        ("gone-by-gc", "error"),
+        ("after-it", "completed"),
+    ]
+    assert "RunNotFound" in (outcomes[0].error or "")
+    assert render.exit_code(outcomes) == 1

@@ -83,6 +83,23 @@ def test_the_command_is_the_first_word_that_is_not_a_root_option() -> None:
     assert command_name(["--store=s", "--strict", "list", "--limit", "3"]) == "list"
     assert command_name(["-h"]) is None and command_name([]) is None
     assert command_name(["--", "list"]) is None
+    # the root's help before the command lists every command (it listed only `list`)
+    assert command_name(["--help", "list"]) is None
+    assert command_name(["--strict", "-h", "show", "x"]) is None
+    assert command_name(["list", "--help"]) == "list"  # the command's own help
+
+
+def test_the_roots_help_before_a_looking_command_lists_every_command(store: Path) -> None:
+    for args in (["--help", "list"], ["--store", str(store), "-h", "count"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "intemporal.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        for name in ("list", "count", "resume", "gc", "worker", "start"):
+            assert f"  {name} " in proc.stdout, (name, proc.stdout)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -263,6 +264,16 @@ def test_a_sigkill_in_the_middle_of_gc_leaves_a_consistent_store(
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     left = {str(p.relative_to(home))[: -len(".jsonl")] for p in home.rglob("*.jsonl")}
     assert 0 < len(left) < journals
+    assert _rows(home) > left  # the killed gc's rows without journals
+
+    # Then `count` counts the runs there are, not the rows (it said all 360); and a later
+    # gc that deletes nothing (another cutoff) removes those rows all the same
+    swept = tmp_path / "swept"
+    shutil.copytree(home, swept)
+    assert cli_on(home)("count").output.strip() == str(len(left))
+    assert cli_on(swept)("gc", "--older-than", "7d").exit_code == 0
+    assert _rows(swept) == left
+    assert cli_on(swept)("count", "--json").output.strip() == f'{{"count": {len(left)}}}'
 
     # Then no run left needs a deleted one: a top-level run that is there has its children
     for run_id in left:

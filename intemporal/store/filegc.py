@@ -28,6 +28,9 @@ on a file system that discards freed blocks as it frees them: 30 s. Here instead
   run of that id would read). Rows go after the files, in one transaction per batch: a crash
   in between leaves rows without journals, which readers skip and the next `gc` removes.
   The write-ahead log is told of each deletion first, so a replay never brings one back.
+  The index's `meta` says a `gc` is deleting (`RunIndex.deleting`) from before the first
+  unlink to after the last rows: left there by a SIGKILL, `count` asks the journals, not the
+  rows, and the next `gc` removes every row without a journal, whatever its cutoff.
 """
 
 from __future__ import annotations
@@ -161,6 +164,8 @@ class FileCollector(FileListing):
         with self._gclock.exclusive() as alone:
             if not alone:  # a finished run is claimed: run by run, each journal locked
                 return None
+            killed = self.index.deleting_since_crash()  # a gc before this one was killed
+            self.index.deleting(True)
             ends = self.index.end_stats()
             root = self._open_root()
             extra = self._extras(root)
@@ -176,7 +181,15 @@ class FileCollector(FileListing):
                     last = self._start(batch, pool, root, extra)
                 if last is not None:
                     self._finish(last)
+            if killed:  # rows it left that this gc did not look at (a later cutoff)
+                self._sweep()
+            self.index.deleting(False)
             return done
+
+    def _sweep(self) -> None:
+        """Remove the finished runs' rows whose journals are gone (one `lstat` each)."""
+        gone = [r[0] for r in self.index.ended_before(float("inf")) if not self.exists(r[0])]
+        self.index.removed(gone)
 
     def _check(
         self,

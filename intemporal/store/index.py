@@ -303,6 +303,21 @@ class RunIndex:
             "UPDATE runs SET status = ?, updated = ? WHERE run_id = ?", (OPEN, time.time(), run_id)
         )
 
+    def deleting(self, on: bool) -> None:
+        """A bulk `gc` starts deleting (True) or has deleted and removed every row it left
+        without a journal (False). Left set by a `gc` killed in between: rows may name
+        deleted runs, so `count` asks the journals (`deleting_since_crash`)."""
+        if on:
+            self._write("INSERT OR REPLACE INTO meta VALUES ('gc', ?)", (str(time.time()),))
+        else:
+            self._write("DELETE FROM meta WHERE key = 'gc'", ())
+
+    def deleting_since_crash(self) -> bool:
+        """Whether a bulk `gc` is deleting now, or was killed while it did (see `deleting`)."""
+        with self._mutex, sql_errors(self._path):
+            row = self._db().execute("SELECT 1 FROM meta WHERE key = 'gc'").fetchone()
+        return row is not None
+
     def damaged(self, run_id: str) -> None:
         """A reader found the run's journal damaged: the row is looked at again by `open_ids`
         (a worker's start-up reports it) until a reader finds it readable."""
