@@ -18,7 +18,7 @@ from typing import Protocol
 from .clock import Clock
 
 #: the reason recorded in `run_cancelled` (and said by `Cancelled`) when a deadline passed
-DEADLINE_PASSED = TIMED_OUT = "timed out"
+DEADLINE_PASSED = "timed out"
 
 
 class Timed(Protocol):

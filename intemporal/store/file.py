@@ -63,14 +63,22 @@ from .fileio import (
 )
 from .index import IndexedLease
 from .runinfo import RunInfo, check_run_id, summarize
-from .safefs import check_trust, open_folder, open_in, remove_folder, unlink_in
+from .safefs import (
+    INBOX,
+    JOURNAL,
+    LOCK,
+    check_trust,
+    open_folder,
+    open_in,
+    remove_folder,
+    unlink_in,
+)
 from .wal import Logged, WriteAheadLog
 from .walfile import supported as wal_supported
 
 if TYPE_CHECKING:
     import filelock
 
-JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 ENGINES = ".engines"  # one lock per live engine that parks waiting runs
 QUEUES = ".queues"  # one ledger per limited queue, its own lock (`_queue_ledger`)
 DOORBELL = ".doorbell"  # one line per message sent: which run to look at

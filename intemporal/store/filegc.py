@@ -46,13 +46,12 @@ from dataclasses import dataclass, field
 from ..errors import IntemporalError, RunNotFound
 from ..events import TERMINAL_EVENTS
 from .fileio import fcntl
-from .filelist import JOURNAL, TAIL, FileListing
+from .filelist import TAIL, FileListing
 from .runinfo import RunInfo
-from .safefs import open_folder, open_in, remove_folder, unlink_in
+from .safefs import INBOX, JOURNAL, LOCK, open_folder, open_in, remove_folder, unlink_in
 from .wal import WriteAheadLog
 
 GCLOCK = ".gclock"
-INBOX, LOCK = ".inbox", ".lock"
 THREADS = 16  # unlinks waiting on the disk at once
 BATCH = 8192  # runs whose files, then rows, are deleted together
 

@@ -26,8 +26,8 @@ from .base import Store
 from .fileio import check_journal, fcntl, parse_lines, try_lock
 from .index import DAMAGED, OPEN, UNSURE, Row, RunIndex, row_of, statuses_for
 from .runinfo import RunInfo
+from .safefs import JOURNAL
 
-JOURNAL = ".jsonl"
 TAIL = 4096  # bytes read from a journal's end to find its last event
 HEAD = 65536  # bytes read from a journal's start to find its first event
 PATIENCE = 0.05  # seconds a delete waits for a lock held by a mere `_is_claimed` probe

@@ -25,6 +25,8 @@ import warnings
 
 from ..errors import UnsafeStore
 
+#: the suffixes of a run's files in the store: its journal, its lock file, its inbox
+JOURNAL, LOCK, INBOX = ".jsonl", ".lock", ".inbox"
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # Python opens non-inheritable anyway (PEP 446)
 DIRECTORY = getattr(os, "O_DIRECTORY", 0)

@@ -19,7 +19,7 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from .safefs import open_file, open_in, unlink_in
+from .safefs import JOURNAL, open_file, open_in, unlink_in
 
 try:
     import fcntl
@@ -131,9 +131,6 @@ def apply(root: str, rec: Record) -> None:
         os.pwrite(fd, rec.data, rec.offset)
     finally:
         os.close(fd)
-
-
-JOURNAL = ".jsonl"
 
 
 def drop_unborn(root: str, since: float) -> list[str]:
