@@ -242,6 +242,31 @@ def test_claim_next_keeps_to_queues_limit_among_and_skip(store: Store) -> None:
         lease.release()
 
 
+def test_a_run_one_worker_passes_over_is_not_hidden_from_another(store: Store) -> None:
+    # Given a pending run, and a worker slow to decide it passes over it (another version's)
+    make(store, "r")
+    asked, decided = threading.Event(), threading.Event()
+    passed: list[list[Lease]] = []
+
+    class Slow:
+        def __contains__(self, run_id: object) -> bool:
+            asked.set()
+            decided.wait(10)
+            return True
+
+    other = threading.Thread(target=lambda: passed.append(store.claim_next("other", skip=Slow())))
+    other.start()
+    assert asked.wait(10)
+    # When another worker claims meanwhile, Then it takes the run (the first locked nothing)
+    try:
+        got = store.claim_next("me")
+    finally:
+        decided.set()
+        other.join(10)
+    assert [lease.run_id for lease in got] == ["r"] and passed == [[]]
+    got[0].release()
+
+
 # -- claim_next with queue limits: decided under the queue's lock ---------------------------------
 def _done(lease: Lease) -> None:
     lease.append({"type": ev.RUN_COMPLETED, "result": 1, "ts": 9.0}, True)

@@ -214,7 +214,8 @@ class Store(ABC):
         with no live owner (its process died), or waiting with a dead owner. A failed run
         is not ready (it is resumed on request only). `among`: look only at these run ids
         (the ones a wake-up named; None: every unfinished run); `skip`: ids the caller
-        already holds. Each run is checked again once claimed, so two owners never both
+        already holds or passes over, asked before any run is locked (a run one worker passes
+        over stays free for the others). Each run is checked again once claimed, so two owners never both
         take it. A run that cannot be read is left for `show` to report.
 
         Pending top-level runs are taken by priority then age; those of a queue in `specs`

@@ -443,12 +443,9 @@ class PostgresStore(Wakeups, Store):
         if among is not None:
             where.append("run_id = ANY(%(among)s)")
             params["among"] = list(among)
-        pick = f"""SELECT run_id FROM runs WHERE {" AND ".join(where)}
-            ORDER BY priority, created_at, run_id"""
         with self._connection("claim runs") as conn:
             with conn.transaction():
-                found = conn.execute(pick + " FOR UPDATE SKIP LOCKED", params).fetchall()
-                ids = [r[0] for r in found if r[0] not in skip][:limit]
+                ids = self._pick(conn, " AND ".join(where), params, skip, limit)
                 rows = self._take(conn, ids, params)
             for spec in gated.values():
                 left = None if limit is None else limit - len(rows)
@@ -490,15 +487,30 @@ class PostgresStore(Wakeups, Store):
         room = spec.room(counts[0], counts[1])
         if room <= 0:
             return []
-        found = conn.execute(
-            f"""SELECT run_id FROM runs WHERE {READY} AND queue = %(queue)s AND parent IS NULL
-            AND status = 'pending' AND started_at IS NULL
-            AND (start_at IS NULL OR start_at <= %(now)s)
-            ORDER BY priority, created_at, run_id LIMIT %(room)s FOR UPDATE SKIP LOCKED""",
-            {**params, "queue": spec.name, "room": room},
-        ).fetchall()
-        ids = [r[0] for r in found if r[0] not in skip]
+        where = f"""{READY} AND queue = %(queue)s AND parent IS NULL AND status = 'pending'
+            AND started_at IS NULL AND (start_at IS NULL OR start_at <= %(now)s)"""
+        ids = self._pick(conn, where, {**params, "queue": spec.name}, skip, room)
         return self._take(conn, ids, params, ", started_at = %(now)s")
+
+    def _pick(
+        self, conn: Any, where: str, params: Any, skip: Container[str], limit: int | None
+    ) -> list[str]:
+        """Up to `limit` ids of the runs `where` holds for, not in `skip`, in claiming order,
+        locked by the caller's transaction (rows another transaction locks are passed over).
+
+        `skip` is asked before any row is locked: a worker passing over a run (one of another
+        code version, say) must not hide it from the worker that would take it."""
+        order = "ORDER BY priority, created_at, run_id"
+        found = conn.execute(f"SELECT run_id FROM runs WHERE {where} {order}", params)
+        ids = [r[0] for r in found.fetchall() if r[0] not in skip]
+        if not ids:
+            return []
+        locked = conn.execute(
+            f"""SELECT run_id FROM runs WHERE run_id = ANY(%(ids)s) AND {where} {order}
+            LIMIT %(limit)s FOR UPDATE SKIP LOCKED""",
+            {**params, "ids": ids, "limit": limit},
+        )
+        return [r[0] for r in locked.fetchall()]
 
     def queue_starts(self, name: str, since: float) -> int:
         query = """SELECT count(*) FROM runs WHERE queue = %s AND parent IS NULL
