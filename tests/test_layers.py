@@ -36,6 +36,7 @@ RANKS = {
     "store.queueing": 2,
     "queues": 3,
     "store.fileio": 6,
+    "store.pending": 5.5,
     "store.index": 6,
     "store.filelist": 6.5,
     "store.filegc": 6.7,

@@ -79,6 +79,10 @@ def _fill(store: Path, flows: Any, n: int = 8) -> dict[str, str]:
 
 
 def _rows(store: Path) -> dict[str, str]:
+    """The index's rows: runs.sqlite3's, once a reader merged the pending files into it."""
+    reader = FileStore(store)
+    assert reader.index.ready()
+    reader.close()
     with sqlite3.connect(store / FOLDER / "runs.sqlite3") as db:
         return dict(db.execute("SELECT run_id, status FROM runs").fetchall())
 

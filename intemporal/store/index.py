@@ -3,14 +3,22 @@
     .intemporal/.index/runs.sqlite3     one row per run: workflow, queue, parent, created,
                                         updated, and status: "open" (pending, running or
                                         waiting: the journal says which) or how it ended
+    .intemporal/.index/pending-*.rows   rows of runs just created, one JSON object a line,
+                                        not merged into runs.sqlite3 yet (`pending.py`)
 
 So `list --limit`, `list --status`, `list --workflow`, `gc` and `recover()` read the rows
 they need and the journals of the runs they return, not every journal of the store. The
 journals stay the truth; the index only says where to look:
 
-- **A row is written before its journal.** `create` inserts the row (open), then makes the
-  journal: a crash in between leaves a row without a journal (skipped, removed by `gc`),
-  never a run the index does not know.
+- **A row is written before its journal.** `create` appends the row (open) to its
+  process's pending file (one `write`, no SQLite: `created`), then makes the journal: a
+  crash in between leaves a row without a journal (skipped, removed by `gc`), never a run
+  the index does not know. **Every reader merges the pending rows first** (`_fresh`:
+  `INSERT OR IGNORE`, in one transaction), so a run is found by any process as soon as
+  its `start()` returned; a process also merges its own every `EVERY` rows and
+  when it closes, then empties its file. A line that is not a row (torn by a power cut,
+  garbage) is skipped. `pending.py` says why no row is lost to concurrent writers,
+  mergers, kills and rebuilds.
 - **A finished status is written after the journal's last line.** A crash in between
   leaves the row open, and every reader of open rows reads their journal's last line
   (`settle`): an open row may be finished, a finished row is finished. A failed run that is
@@ -21,11 +29,14 @@ journals stay the truth; the index only says where to look:
   format version, left half-built by a crash, or written before this machine last booted
   (rows are written without `fsync`: a power cut may lose or tear them; a SIGKILL loses
   nothing the kernel has). The first process to open it rebuilds it, holding the flock of
-  `.index/lock`; the others wait for it.
+  `.index/lock`; the others wait for it. Pending files whose process is gone when it
+  starts are dropped (the journals have their runs); the others are merged in its
+  transaction, after the scan: a run created during a rebuild is not missed.
 
 Several processes (engines, workers, the CLI) share it: SQLite's own locking orders their
 writes (WAL mode: readers never wait for a writer). A journal written by hand, or by an
-intemporal older than the index, is not seen until the index is rebuilt: delete `.index/`.
+intemporal older than the index, is not seen until the index is rebuilt: delete `.index/`
+(while no process creates runs: their pending rows would go with it), or `runs.sqlite3`.
 """
 
 from __future__ import annotations
@@ -42,11 +53,23 @@ from typing import TYPE_CHECKING, Any
 from ..errors import RunNotFound, UnsafeStore
 from ..events import RESTART_EVENTS, TERMINAL_EVENTS, Event, RunStatus
 from .base import Lease
+from .pending import (
+    EVERY,
+    FOLDER,
+    KEY,
+    Dead,
+    Writer,
+    behind,
+    dead_files,
+    line_of,
+    merge,
+    offsets,
+    usable,
+)
 
 if TYPE_CHECKING:
     import sqlite3
 
-FOLDER = ".index"
 DB = "runs.sqlite3"
 LOCK = "lock"
 FORMAT = "1"  # the schema's version: another one is rebuilt
@@ -91,7 +114,7 @@ def boot_id() -> str:
         return ""
 
 
-#: the columns of a row, as `Row` holds them
+#: the columns of a row: run id, workflow, queue, parent, created, updated, status
 Row = tuple[str, str, "str | None", "str | None", float, float, str]
 
 
@@ -132,6 +155,9 @@ class RunIndex:
         self._ends: list[Row] = []  # finished runs whose rows are not written yet
         self._sizes: list[tuple[str, float, int, int]] = []  # and their journals' (size, mtime)
         self._ends_lock = threading.Lock()
+        self._dfd = -1  # the `.index/` folder, opened with the database
+        # this index's pending file (None without flock: each row is inserted at once)
+        self._writer = Writer(root) if usable() else None
 
     # -- opening --------------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -150,10 +176,11 @@ class RunIndex:
             return self._open()
 
     def ready(self) -> bool:
-        """Whether the index can be used now (else readers read the journals themselves)."""
+        """Whether the index can be used now, its pending rows merged (else readers read
+        the journals themselves)."""
         try:
-            with self._mutex:
-                self._db()
+            with self._mutex, sql_errors(self._path):
+                self._fresh()
         except OSError:
             return False
         return True
@@ -166,23 +193,30 @@ class RunIndex:
         fd = open_folder(self._root, FOLDER, create=True)  # 0700, never through a link
         try:
             lock = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=fd)
-        finally:
-            os.close(fd)
-        try:
-            _flock(lock)  # one process checks and rebuilds at a time
             try:
-                conn = self._connect(sqlite3)
-                if not self._usable(conn):
-                    conn.close()
-                    conn = self._rebuild(sqlite3)
-                conn.execute(_ENDS)  # an index built by a version without it
-            except sqlite3.DatabaseError:  # not a database any more: made again
-                conn = self._rebuild(sqlite3)
-                conn.execute(_ENDS)
-        finally:
-            os.close(lock)  # drops the flock
-        st = os.stat(self._path)
-        self._conn, self._inode = conn, (st.st_dev, st.st_ino)
+                _flock(lock)  # one process checks and rebuilds at a time
+                conn = None
+                try:
+                    conn = self._connect(sqlite3)
+                    if not self._usable(conn):
+                        conn.close()
+                        conn = None
+                        conn = self._rebuild(sqlite3, fd)
+                    conn.execute(_ENDS)  # an index built by a version without it
+                except sqlite3.DatabaseError:  # not a database any more: made again
+                    if conn is not None:
+                        conn.close()
+                    conn = self._rebuild(sqlite3, fd)
+                    _ends(conn)
+            finally:
+                os.close(lock)  # drops the flock
+            st = os.stat(self._path)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._dfd >= 0:
+            os.close(self._dfd)
+        self._conn, self._inode, self._dfd = conn, (st.st_dev, st.st_ino), fd
         return conn
 
     def _connect(self, sqlite3: Any) -> sqlite3.Connection:
@@ -199,10 +233,14 @@ class RunIndex:
         conn = sqlite3.connect(
             self._path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
-        # No fsync: a SIGKILL loses nothing the kernel has, and after a power cut the index
-        # is rebuilt (another boot id). The journals carry the durability.
-        conn.execute("PRAGMA synchronous=OFF")
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            # No fsync: a SIGKILL loses nothing the kernel has, and after a power cut the
+            # index is rebuilt (another boot id). The journals carry the durability.
+            conn.execute("PRAGMA synchronous=OFF")
+        except BaseException:
+            conn.close()  # (a full disk, not a database): never left open
+            raise
         return conn
 
     def _usable(self, conn: sqlite3.Connection) -> bool:
@@ -213,58 +251,174 @@ class RunIndex:
             return False
         return meta.get("format") == FORMAT and meta.get("boot") == boot_id()
 
-    def _rebuild(self, sqlite3: Any) -> sqlite3.Connection:
-        """Make the index again from the journals (the caller holds `.index/lock`)."""
-        for name in (DB, DB + "-wal", DB + "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self._folder, name))
-        conn = self._connect(sqlite3)
-        conn.executescript(_SCHEMA)
-        conn.execute("BEGIN IMMEDIATE")
+    def _rebuild(self, sqlite3: Any, dfd: int) -> sqlite3.Connection:
+        """Make the index again from the journals (the caller holds `.index/lock`), then
+        merge the pending rows of live processes in the same transaction (`pending.py`)."""
+        dead = dead_files(dfd) if self._writer is not None else Dead()
         try:
-            batch: list[Row] = []
-            for run_id, first, last in self._scan():
-                if isinstance(first, dict):
-                    batch.append(row_of(run_id, first, last if isinstance(last, dict) else None))
-                else:  # unreadable: indexed open, so `recover` and `list` look at it
-                    batch.append((run_id, "?", None, None, 0.0, 0.0, OPEN))
-                if len(batch) >= 4096:
-                    _insert(conn, batch)
-                    batch = []
-            _insert(conn, batch)
-            conn.executemany(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                [("format", FORMAT), ("boot", boot_id()), ("built", str(time.time()))],
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
-            conn.close()
-            raise
+            for name in (DB, DB + "-wal", DB + "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self._folder, name))
+            conn = self._connect(sqlite3)
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                batch: list[Row] = []
+                for run_id, first, last in self._scan():
+                    if isinstance(first, dict):
+                        last = last if isinstance(last, dict) else None
+                        batch.append(row_of(run_id, first, last))
+                    else:  # unreadable: indexed open, so `recover` and `list` look at it
+                        batch.append((run_id, "?", None, None, 0.0, 0.0, OPEN))
+                    if len(batch) >= 4096:
+                        _insert(conn, batch)
+                        batch = []
+                _insert(conn, batch)
+                ended = Dead()
+                if self._writer is not None:  # appended during the scan: not missed
+                    self._rehome()
+                    ended = merge(conn, dfd, self._writer.name, dead.names())
+                conn.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [("format", FORMAT), ("boot", boot_id()), ("built", str(time.time()))],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+                conn.close()
+                raise
+            ended.unlink(dfd)
+            dead.unlink(dfd)  # their runs are the journals' (a file from before a reboot)
+        finally:
+            dead.close()
         return conn
 
     def close(self) -> None:
         if self._ends:
             with contextlib.suppress(Exception):
                 self.flush()
+        writer = self._writer
+        if writer is not None and writer.fd >= 0:
+            self._compact(final=True)  # its rows merged, its file unlinked (best effort)
+            writer.close()  # else left to the next reader: no owner any more
         with self._mutex:
             conn, self._conn = self._conn, None
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
+            fd, self._dfd = self._dfd, -1
+            if fd >= 0:
+                os.close(fd)
+
+    # -- pending rows (`pending.py`) --------------------------------------------------------
+    def _fresh(self) -> sqlite3.Connection:
+        """The open connection, the pending files' rows merged into it first (the caller
+        holds the mutex): what every reader of rows reads through."""
+        conn = self._db()
+        if self._writer is None:
+            return conn
+        self._rehome()
+        if not behind(self._dfd, conn):  # the usual case: no write transaction
+            return conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            dead = merge(conn, self._dfd, self._writer.name)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+        if dead.files:
+            with self._shared() as ok:
+                if ok:
+                    dead.unlink(self._dfd)
+            dead.close()
+        return conn
+
+    def _rehome(self) -> None:
+        """This index's pending file, unlinked under it (`.index/` deleted), written again."""
+        writer = self._writer
+        if writer is not None and writer.fd >= 0:
+            with writer.lock:
+                if writer.unlinked():
+                    writer.rehome()
+
+    @contextlib.contextmanager
+    def _shared(self) -> Iterator[bool]:
+        """Holds `.index/lock` shared, if it can at once (no rebuild meanwhile), and yields
+        whether it does and the index is still the database this connection opened: only
+        then may rows merged into it leave their pending file."""
+        try:
+            lock = os.open(LOCK, os.O_RDWR | os.O_NOFOLLOW, dir_fd=self._dfd)
+        except OSError:
+            yield False
+            return
+        try:
+            ok = _flock(lock, shared=True)
+            if ok:
+                st = os.stat(self._path)
+                ok = (st.st_dev, st.st_ino) == self._inode
+            yield ok
+        finally:
+            os.close(lock)
+
+    def _compact(self, final: bool = False) -> None:
+        """Merge, then empty this index's own pending file (`final`: unlink it), where a
+        committed merge covers all of it and no row was appended since (best effort)."""
+        writer = self._writer
+        assert writer is not None
+        writer.due = writer.rows + EVERY  # not again before that many rows
+        emptied = False
+        with self._mutex, contextlib.suppress(Exception):
+            conn = self._fresh()
+            with self._shared() as ok:
+                if not ok:
+                    return
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    with writer.lock:  # no row appended by this process meanwhile
+                        key = KEY + writer.name
+                        done = offsets(conn).get(writer.name)
+                        if writer.fd < 0 or done != os.fstat(writer.fd).st_size:
+                            conn.execute("ROLLBACK")
+                            return
+                        emptied = True
+                        if final:
+                            os.unlink(writer.name, dir_fd=self._dfd)
+                            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+                        else:
+                            os.ftruncate(writer.fd, 0)
+                            conn.execute("UPDATE meta SET value = '0' WHERE key = ?", (key,))
+                        conn.execute("COMMIT")
+                        writer.rows, writer.due = 0, EVERY
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                    if emptied:  # its offset not reset: the file is left, another made
+                        writer.close()
+                    raise
 
     # -- writing --------------------------------------------------------------------------------
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
         """Run one statement; a failure of SQLite (a full disk, say) is an `OSError`."""
         with self._mutex, sql_errors(self._path):
-            self._db().execute(sql, args)
+            self._fresh().execute(sql, args)
 
     def created(self, run_id: str, first: Event) -> None:
-        """Before a run's journal is made: its row, open (kept if it exists already)."""
-        self._write(
-            "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row_of(run_id, first)
-        )
+        """Before a run's journal is made: its row, open (kept if it exists already).
+
+        One line appended to this index's pending file, no SQLite (`pending.py`): every
+        `EVERY` rows the rows before are merged and the file emptied first. Raises
+        `OSError` (a full disk: ENOSPC) and `UnsafeStore` (a link in `.index/`)."""
+        row = row_of(run_id, first)
+        writer = self._writer
+        if writer is None:
+            self._write("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            return
+        if writer.rows >= writer.due:  # the rows before this one: their journals are made
+            self._compact()
+        writer.append(line_of(row))
 
     def ended(self, run_id: str, event: Event, journal: os.stat_result | None = None) -> None:
         """After a terminal `event` is in the run's journal (`journal`: its `fstat` now, if
@@ -348,7 +502,7 @@ class RunIndex:
         if not rows:
             return
         with self._mutex, contextlib.suppress(Exception):
-            db = self._db()
+            db = self._fresh()
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(sql, rows)
@@ -363,7 +517,7 @@ class RunIndex:
         if self._ends:
             self.flush()  # what this process knows, first
         with self._mutex, sql_errors(self._path):
-            cur = self._db().execute(sql, args)
+            cur = self._fresh().execute(sql, args)
             first = cur.fetchmany(chunk)
         yield from first
         while len(first) == chunk:
@@ -398,7 +552,9 @@ class RunIndex:
         if self._ends:
             self.flush()
         with self._mutex, sql_errors(self._path):
-            return int(self._db().execute("SELECT COUNT(*) FROM runs" + where, args).fetchone()[0])
+            return int(
+                self._fresh().execute("SELECT COUNT(*) FROM runs" + where, args).fetchone()[0]
+            )
 
     def open_ids(self) -> list[tuple[str, str]]:
         """The ids and statuses of the rows not finished (or damaged), oldest first."""
@@ -423,7 +579,7 @@ class RunIndex:
         if self._ends:
             self.flush()
         with self._mutex, sql_errors(self._path):
-            rows = self._db().execute("SELECT * FROM ends").fetchall()
+            rows = self._fresh().execute("SELECT * FROM ends").fetchall()
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def nested(self) -> list[Row]:
@@ -437,7 +593,7 @@ class RunIndex:
             part = run_ids[i : i + 500]
             sql = f"SELECT run_id FROM runs WHERE run_id IN ({', '.join('?' * len(part))})"
             with self._mutex, sql_errors(self._path):
-                out.update(r[0] for r in self._db().execute(sql, part))
+                out.update(r[0] for r in self._fresh().execute(sql, part))
         return out
 
 
@@ -480,16 +636,34 @@ def sql_errors(path: str) -> Iterator[None]:
         raise OSError(code, f"the run index {path}: {exc}") from exc
 
 
+def _ends(conn: Any) -> None:
+    """Make the `ends` table of a rebuilt index (the connection closed if it cannot)."""
+    try:
+        conn.execute(_ENDS)
+    except BaseException:
+        conn.close()
+        raise
+
+
 def _insert(conn: Any, rows: list[Row]) -> None:
     conn.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def _flock(fd: int) -> None:
+def _flock(fd: int, shared: bool = False) -> bool:
+    """Take `fd`'s flock: exclusive (waiting for it), or `shared` (only if it is free at
+    once). True if taken, or where there is no flock (Windows: SQLite's locking only)."""
     try:
         import fcntl
-    except ImportError:  # no flock (Windows): SQLite's own locking only
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX)
+    except ImportError:
+        return True
+    if not shared:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class IndexedLease(Lease):

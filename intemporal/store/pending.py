@@ -1,0 +1,341 @@
+"""The rows of runs just created, on their way into the run index (`index.py`).
+
+    .index/pending-<pid>-<hex>.rows   one file per `RunIndex` that created runs (one per
+                                      process, most often): one JSON object a line, the row
+                                      of a run whose journal was about to be made
+
+    {"run_id":"order-42","workflow":"ship","queue":null,"parent":null,"created":1764475200.5}
+
+Writing a row into SQLite costs ~70 µs and a dozen system calls on the caller's thread of
+`start()`; appending a line to a file the process keeps open is one `write` (~3 µs), and
+what the kernel has survives a SIGKILL as the INSERT did. Every reader of the index first
+merges these lines into SQLite (`merge`), so a run is listed by any process as soon as its
+`start()` returned. Why no row is ever lost:
+
+- **An owner per file.** A file is made by one `Writer` (`O_EXCL`, a name never used
+  again), which holds an exclusive flock on it for as long as it keeps it open: a file
+  whose flock another process can take has no owner left ("dead"); nothing is appended to
+  it ever again. Each row is one `write` of a whole line (`O_APPEND`): no lock per row.
+- **How far each file is merged** is kept in the index itself (`meta`: `pending:<name>` ->
+  bytes), written in the transaction that inserts the rows (`INSERT OR IGNORE`: a row that
+  exists is kept). A merger reads from there to the last whole line (a line being
+  written is left for the next one); a dead file to its end (a torn last line is skipped,
+  as any line that is not a row: the journals stay the truth).
+- **Only the owner empties its file** (every `EVERY` rows and when it closes), and only
+  once a committed merge covered every byte of it: under its own lock (no append of its
+  process meanwhile), in a transaction that sets its offset back to 0, holding
+  `.index/lock` shared (no rebuild meanwhile) and having checked the index is still the
+  database those rows went into. A merger that read the offset before sees a file shorter
+  than it or its offset changed: it merges in a write transaction, after the owner's.
+- **A dead file** is merged to its end, then unlinked (holding its flock, `.index/lock`
+  shared, after the commit): a crash in between only merges its lines again.
+- **A rebuild** (`RunIndex._rebuild`, holding `.index/lock` exclusive) takes the flocks of
+  the files dead when it starts: every run of theirs whose journal was ever made is in the
+  journals it scans, so they are dropped unread (a file left from before a reboot, torn by
+  a power cut, included). The others' lines, all of them, are merged in its transaction
+  once the scan is over: a row appended during the scan is never missed.
+- **A file unlinked under its owner** (`.index/` deleted by hand): the owner notices when it
+  merges (every `EVERY` rows, or any read of its process) and writes its lines again into a
+  new file. Delete `.index/` while no process creates runs (or delete only `runs.sqlite3`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+import stat
+import threading
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from .safefs import open_file, open_folder
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): the index inserts each row itself
+    fcntl = None  # type: ignore[assignment]
+
+FOLDER = ".index"
+PREFIX, SUFFIX = "pending-", ".rows"
+KEY = "pending:"  # a `meta` key: how far (bytes) the file named after it was merged
+EVERY = 256  # rows its owner appends before it merges and empties its file
+
+#: a row as `index.Row` holds it: run id, workflow, queue, parent, created, updated, status
+Row = tuple[str, str, "str | None", "str | None", float, float, str]
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ascii = json.JSONEncoder(separators=(",", ":")).encode
+_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def line_of(row: Row) -> bytes:
+    """A pending file's line for a new run's row (UTF-8 JSON and a newline)."""
+    obj: dict[str, Any] = {"run_id": row[0], "workflow": row[1], "queue": row[2]}
+    obj["parent"], obj["created"] = row[3], row[4]
+    try:
+        return (_encode(obj) + "\n").encode()
+    except UnicodeEncodeError:  # a lone surrogate: escaped, as JSON allows
+        return (_ascii(obj) + "\n").encode()
+
+
+def row_of_line(line: bytes, status: str) -> Row | None:
+    """The row a line holds, with `status`; None for a line that is not one (torn, garbage)."""
+    try:
+        obj = json.loads(line)
+        run_id, workflow, created = obj["run_id"], obj["workflow"], obj["created"]
+        queue, parent = obj.get("queue"), obj.get("parent")
+    except Exception:
+        return None
+    if not (isinstance(run_id, str) and run_id and isinstance(workflow, str)):
+        return None
+    if not all(v is None or isinstance(v, str) for v in (queue, parent)):
+        return None
+    if not isinstance(created, (int, float)) or isinstance(created, bool):
+        return None
+    return (run_id, workflow, queue, parent, float(created), float(created), status)
+
+
+class Writer:
+    """The owner's side: one pending file of the store's `.index/` (see the module
+    docstring), made on the first `append`, flocked while open."""
+
+    def __init__(self, root: str) -> None:
+        self._root = root
+        self.fd = -1
+        self.name = ""
+        self.lock = threading.Lock()  # appends of this process, against `empty`
+        self.rows = 0  # rows appended since the file was made or emptied
+        self.due = EVERY  # `rows` at which the owner merges and empties it next
+        _writers.add(self)
+
+    def append(self, line: bytes) -> int:
+        """Append one row's line (`line_of`); return the rows appended since the file was
+        last emptied. Raises `OSError` (ENOSPC for a short write: that file is then left,
+        a torn line at its end, and the next row goes to a new one) and `UnsafeStore`."""
+        with self.lock:
+            fd = self.fd if self.fd >= 0 else self._open()
+            try:
+                written = os.write(fd, line)
+            except OSError:
+                self._leave()  # it may hold a part of the line: no row after it
+                raise
+            if written != len(line):
+                self._leave()
+                raise OSError(errno.ENOSPC, f"short write of a run's row: {written} bytes")
+            self.rows += 1
+            return self.rows
+
+    def _open(self) -> int:
+        """A new file of this writer's own, flocked (the caller holds `lock`)."""
+        dfd = open_folder(self._root, FOLDER, create=True)
+        try:
+            while True:
+                name = f"{PREFIX}{os.getpid()}-{secrets.token_hex(6)}{SUFFIX}"
+                flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL
+                fd = open_file(name, flags, 0o600, dfd, os.path.join(self._root, FOLDER, name))
+                # A merger may have found it before this flock (unlocked: "dead") and
+                # unlinked it: then it is left, and another is made.
+                if _try_lock(fd) and os.fstat(fd).st_nlink:
+                    self.fd, self.name, self.rows, self.due = fd, name, 0, EVERY
+                    return fd
+                os.close(fd)
+        finally:
+            os.close(dfd)
+
+    def _leave(self) -> None:
+        """Close the file (the caller holds `lock`): its owner is gone, mergers take it."""
+        fd, self.fd, self.name, self.rows = self.fd, -1, "", 0
+        if fd >= 0:
+            os.close(fd)
+
+    def close(self) -> None:
+        with self.lock:
+            self._leave()
+
+    def unlinked(self) -> bool:
+        """Whether the file was unlinked under its owner (the caller holds `lock`)."""
+        return self.fd >= 0 and os.fstat(self.fd).st_nlink == 0
+
+    def rehome(self) -> None:
+        """Write the lines of a file unlinked under us into a new one (the caller holds
+        `lock`): `.index/` was deleted, and a rebuild may not have seen their journals."""
+        data = _read(self.fd, 0, os.fstat(self.fd).st_size)
+        data = data[: data.rfind(b"\n") + 1]  # a torn last line stays behind
+        self._leave()
+        if data:
+            fd = self._open()
+            written = os.write(fd, data)
+            if written != len(data):
+                self._leave()
+                raise OSError(errno.ENOSPC, "short write of pending rows")
+            self.rows = data.count(b"\n")
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's files stay the parent's (a new one when needed)."""
+    for w in list(_writers):
+        w.lock = threading.Lock()
+        w.fd, w.name, w.rows, w.due = -1, "", 0, EVERY  # the inherited descriptor is left open: its
+        # flock is shared with the parent, and closing it here would not release it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def usable() -> bool:
+    """Whether pending files can be used here (flock: Linux, macOS, BSD)."""
+    return fcntl is not None
+
+
+def _try_lock(fd: int) -> bool:
+    """Take `fd`'s flock exclusive without waiting: True if taken."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _read(fd: int, start: int, end: int) -> bytes:
+    parts, at = [], start
+    while at < end:
+        chunk = os.pread(fd, end - at, at)
+        if not chunk:
+            break
+        parts.append(chunk)
+        at += len(chunk)
+    return b"".join(parts)
+
+
+def sizes(dfd: int) -> dict[str, int]:
+    """The pending files in the folder `dfd` (`.index/`), and their sizes."""
+    try:
+        names = [n for n in os.listdir(dfd) if n.startswith(PREFIX) and n.endswith(SUFFIX)]
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        with contextlib.suppress(OSError):
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):  # a link planted there is never followed
+                out[name] = st.st_size
+    return out
+
+
+def offsets(conn: Any) -> dict[str, int]:
+    """How far each pending file was merged, by name, as the index says."""
+    rows = conn.execute(
+        "SELECT key, value FROM meta WHERE key >= ? AND key < ?", (KEY, KEY[:-1] + ";")
+    ).fetchall()
+    out = {}
+    for key, value in rows:
+        with contextlib.suppress(ValueError):
+            out[key[len(KEY) :]] = int(value)
+    return out
+
+
+def behind(dfd: int, conn: Any) -> bool:
+    """Whether some pending file has bytes not merged yet (cheap: no write transaction).
+
+    The sizes are taken before the offsets: an owner empties its file in a transaction
+    that sets its offset back to 0, so an offset read later that equals a size means the
+    bytes seen were merged."""
+    found = sizes(dfd)
+    if not found:
+        return False
+    done = offsets(conn)
+    return any(done.get(name, 0) != size for name, size in found.items())
+
+
+class Dead:
+    """Files found without an owner, flocked by us: unlinked once their rows are committed."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[str, int]] = []
+
+    def names(self) -> set[str]:
+        return {name for name, _ in self.files}
+
+    def unlink(self, dfd: int) -> None:
+        """Unlink them from the folder `dfd` (still flocked: no owner can take one), close."""
+        for name, _ in self.files:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=dfd)
+        self.close()
+
+    def close(self) -> None:
+        files, self.files = self.files, []
+        for _, fd in files:
+            os.close(fd)
+
+
+def dead_files(dfd: int) -> Dead:
+    """The pending files whose owner is gone, flocked now (for a rebuild to drop)."""
+    dead = Dead()
+    for name in sizes(dfd):
+        fd = _open_file(dfd, name)
+        if fd < 0:
+            continue
+        if _try_lock(fd):
+            dead.files.append((name, fd))
+        else:
+            os.close(fd)
+    return dead
+
+
+def _open_file(dfd: int, name: str) -> int:
+    """A pending file opened for reading, -1 if it is gone or is not a plain file."""
+    try:
+        return open_file(name, os.O_RDONLY, 0, dfd)
+    except Exception:  # gone meanwhile, or a link: never followed
+        return -1
+
+
+def merge(conn: Any, dfd: int, own: str, skip: Iterable[str] = (), status: str = "open") -> Dead:
+    """Insert every pending file's rows not merged yet, in the caller's write transaction,
+    and record how far each file is merged. `dfd`: the `.index/` folder; files in `skip`
+    are left alone; `own` (this index's) is never taken for dead. Returns the dead files
+    merged to their end, flocked: the caller unlinks them after its commit (`Dead.unlink`),
+    or closes them."""
+    done = offsets(conn)
+    found = sizes(dfd)
+    skipped = set(skip)
+    rows: list[Row] = []
+    marks: list[tuple[str, str]] = []
+    dead = Dead()
+    try:
+        for name in found:
+            if name in skipped:
+                continue
+            fd = _open_file(dfd, name)
+            if fd < 0:
+                continue
+            owned = name == own or not _try_lock(fd)
+            size = os.fstat(fd).st_size
+            start = done.get(name, 0)
+            if start > size:  # emptied by its owner, whose commit did not happen
+                start = 0
+            data = _read(fd, start, size)
+            if owned:
+                data = data[: data.rfind(b"\n") + 1]  # a line being written: next time
+                os.close(fd)
+            else:
+                dead.files.append((name, fd))
+            for line in data.split(b"\n"):
+                row = row_of_line(line, status) if line.strip() else None
+                if row is not None:
+                    rows.append(row)
+            marks.append((KEY + name, str(start + len(data))))
+        conn.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", marks)
+        gone = [(KEY + name,) for name in done if name not in found]
+        conn.executemany("DELETE FROM meta WHERE key = ?", gone)
+    except BaseException:
+        dead.close()
+        raise
+    return dead
