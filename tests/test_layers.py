@@ -38,6 +38,7 @@ RANKS = {
     "store.fileio": 6,
     "store.pending": 5.5,
     "store.index": 6,
+    "store.indexlease": 6.2,
     "store.filelist": 6.5,
     "store.filegc": 6.7,
     "store.memory": 7,

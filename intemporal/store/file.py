@@ -61,7 +61,7 @@ from .fileio import (
     unlock,
     write,
 )
-from .index import IndexedLease
+from .indexlease import IndexedLease
 from .runinfo import RunInfo, check_run_id, summarize
 from .safefs import (
     INBOX,

@@ -50,20 +50,19 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RunNotFound, UnsafeStore
-from ..events import RESTART_EVENTS, TERMINAL_EVENTS, Event, RunStatus
-from .base import Lease
+from ..errors import UnsafeStore
+from ..events import TERMINAL_EVENTS, Event, RunStatus
 from .pending import (
     EVERY,
     FOLDER,
-    KEY,
+    LOCK,
     Dead,
     Writer,
-    behind,
+    catch_up,
     dead_files,
+    empty,
     line_of,
     merge,
-    offsets,
     usable,
 )
 
@@ -71,7 +70,6 @@ if TYPE_CHECKING:
     import sqlite3
 
 DB = "runs.sqlite3"
-LOCK = "lock"
 FORMAT = "1"  # the schema's version: another one is rebuilt
 OPEN = "open"  # a row's status while the run is not finished
 DAMAGED = "unreadable"  # a row whose journal a reader found damaged: looked at again
@@ -276,7 +274,7 @@ class RunIndex:
                 _insert(conn, batch)
                 ended = Dead()
                 if self._writer is not None:  # appended during the scan: not missed
-                    self._rehome()
+                    self._writer.rehome()
                     ended = merge(conn, dfd, self._writer.name, dead.names())
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -316,88 +314,22 @@ class RunIndex:
         """The open connection, the pending files' rows merged into it first (the caller
         holds the mutex): what every reader of rows reads through."""
         conn = self._db()
-        if self._writer is None:
-            return conn
-        self._rehome()
-        if not behind(self._dfd, conn):  # the usual case: no write transaction
-            return conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            dead = merge(conn, self._dfd, self._writer.name)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
-            raise
-        if dead.files:
-            with self._shared() as ok:
-                if ok:
-                    dead.unlink(self._dfd)
-            dead.close()
+        if self._writer is not None:
+            catch_up(conn, self._dfd, self._writer, self._ours)
         return conn
 
-    def _rehome(self) -> None:
-        """This index's pending file, unlinked under it (`.index/` deleted), written again."""
-        writer = self._writer
-        if writer is not None and writer.fd >= 0:
-            with writer.lock:
-                if writer.unlinked():
-                    writer.rehome()
-
-    @contextlib.contextmanager
-    def _shared(self) -> Iterator[bool]:
-        """Holds `.index/lock` shared, if it can at once (no rebuild meanwhile), and yields
-        whether it does and the index is still the database this connection opened: only
-        then may rows merged into it leave their pending file."""
-        try:
-            lock = os.open(LOCK, os.O_RDWR | os.O_NOFOLLOW, dir_fd=self._dfd)
-        except OSError:
-            yield False
-            return
-        try:
-            ok = _flock(lock, shared=True)
-            if ok:
-                st = os.stat(self._path)
-                ok = (st.st_dev, st.st_ino) == self._inode
-            yield ok
-        finally:
-            os.close(lock)
+    def _ours(self) -> bool:
+        """Whether the index is still the database this connection opened."""
+        st = os.stat(self._path)
+        return (st.st_dev, st.st_ino) == self._inode
 
     def _compact(self, final: bool = False) -> None:
-        """Merge, then empty this index's own pending file (`final`: unlink it), where a
-        committed merge covers all of it and no row was appended since (best effort)."""
+        """Merge, then empty (`final`: unlink) this index's pending file (best effort)."""
         writer = self._writer
         assert writer is not None
         writer.due = writer.rows + EVERY  # not again before that many rows
-        emptied = False
         with self._mutex, contextlib.suppress(Exception):
-            conn = self._fresh()
-            with self._shared() as ok:
-                if not ok:
-                    return
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    with writer.lock:  # no row appended by this process meanwhile
-                        key = KEY + writer.name
-                        done = offsets(conn).get(writer.name)
-                        if writer.fd < 0 or done != os.fstat(writer.fd).st_size:
-                            conn.execute("ROLLBACK")
-                            return
-                        emptied = True
-                        if final:
-                            os.unlink(writer.name, dir_fd=self._dfd)
-                            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
-                        else:
-                            os.ftruncate(writer.fd, 0)
-                            conn.execute("UPDATE meta SET value = '0' WHERE key = ?", (key,))
-                        conn.execute("COMMIT")
-                        writer.rows, writer.due = 0, EVERY
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        conn.execute("ROLLBACK")
-                    if emptied:  # its offset not reset: the file is left, another made
-                        writer.close()
-                    raise
+            empty(self._fresh(), self._dfd, writer, self._ours, final)
 
     # -- writing --------------------------------------------------------------------------------
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
@@ -649,80 +581,12 @@ def _insert(conn: Any, rows: list[Row]) -> None:
     conn.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def _flock(fd: int, shared: bool = False) -> bool:
-    """Take `fd`'s flock: exclusive (waiting for it), or `shared` (only if it is free at
-    once). True if taken, or where there is no flock (Windows: SQLite's locking only)."""
+def _flock(fd: int) -> None:
     try:
         import fcntl
-    except ImportError:
-        return True
-    if not shared:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-class IndexedLease(Lease):
-    """A `FileLease` that keeps the index told: a finished run's row says how it ended (after
-    the line, with the journal's size and time), a resumed one's is open again (before it).
-
-    `gate`: takes the store's gc lock shared and returns its release (`filegc.GcLock.shared`),
-    None where there is none. A restart line (`run_resumed`, ...) is appended holding it, and
-    a claimed finished run holds it until then (`held`: its release): a `gc` deleting
-    finished runs holds it exclusive, so it never deletes a run on its way back to life, nor
-    one a claim holds finished.
-    """
-
-    def __init__(
-        self,
-        lease: Any,  # a `fileio.FileLease` (its `stat()` and `linked()` are used)
-        index: RunIndex,
-        gate: Callable[[], Callable[[], None]] | None = None,
-        held: Callable[[], None] | None = None,
-    ) -> None:
-        self._lease, self._index = lease, index
-        self._gate, self._held = gate, held
-        self.run_id, self.token = lease.run_id, lease.token
-
-    def append(self, event: Event, sync: bool) -> None:
-        kind = event["type"]
-        if kind in RESTART_EVENTS:
-            self._restart(event, sync)
-            return
-        self._lease.append(event, sync)
-        if kind in TERMINAL_EVENTS:
-            self._index.ended(self.run_id, event, self._lease.stat())
-
-    def _restart(self, event: Event, sync: bool) -> None:
-        held, self._held = self._held, None
-        if held is None and self._gate is not None:
-            held = self._gate()  # waits for a gc deleting finished runs
-        try:
-            if held is not None and not self._lease.linked():  # that gc deleted it
-                raise RunNotFound(self.run_id)
-            self._index.reopened(self.run_id)
-            self._lease.append(event, sync)
-        finally:
-            if held is not None:
-                held()
-
-    def sync(self) -> None:
-        self._lease.sync()  # `join_all`: the submitted activities' results, on disk now
-
-    def renew(self) -> None:
-        self._lease.renew()
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        try:
-            self._lease.release()
-        finally:
-            if held is not None:
-                held()
+    except ImportError:  # no flock (Windows): SQLite's own locking only
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def statuses_for(status: RunStatus | None) -> tuple[str, ...] | None:

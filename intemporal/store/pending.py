@@ -49,7 +49,7 @@ import secrets
 import stat
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .safefs import open_file, open_folder
@@ -60,6 +60,7 @@ except ImportError:  # no flock (Windows): the index inserts each row itself
     fcntl = None  # type: ignore[assignment]
 
 FOLDER = ".index"
+LOCK = "lock"  # `.index/lock`: exclusive while the index is checked or rebuilt
 PREFIX, SUFFIX = "pending-", ".rows"
 KEY = "pending:"  # a `meta` key: how far (bytes) the file named after it was merged
 EVERY = 256  # rows its owner appends before it merges and empties its file
@@ -156,13 +157,16 @@ class Writer:
         with self.lock:
             self._leave()
 
-    def unlinked(self) -> bool:
-        """Whether the file was unlinked under its owner (the caller holds `lock`)."""
-        return self.fd >= 0 and os.fstat(self.fd).st_nlink == 0
-
     def rehome(self) -> None:
-        """Write the lines of a file unlinked under us into a new one (the caller holds
-        `lock`): `.index/` was deleted, and a rebuild may not have seen their journals."""
+        """If the file was unlinked under its owner (`.index/` deleted), write its lines
+        into a new one: a rebuild may not have seen their journals."""
+        if self.fd < 0:
+            return
+        with self.lock:
+            if self.fd >= 0 and os.fstat(self.fd).st_nlink == 0:
+                self._rehome()
+
+    def _rehome(self) -> None:
         data = _read(self.fd, 0, os.fstat(self.fd).st_size)
         data = data[: data.rfind(b"\n") + 1]  # a torn last line stays behind
         self._leave()
@@ -173,6 +177,81 @@ class Writer:
                 self._leave()
                 raise OSError(errno.ENOSPC, "short write of pending rows")
             self.rows = data.count(b"\n")
+
+
+def catch_up(conn: Any, dfd: int, writer: Writer, ours: Callable[[], bool]) -> None:
+    """Merge every pending file's rows not merged yet into the index `conn` (`.index/` is
+    `dfd`, `writer` the index's own file, `ours()` whether `conn` is still the index), in
+    one write transaction, only when some file has bytes not merged. Dead files merged to
+    their end are unlinked then (see the module docstring)."""
+    writer.rehome()
+    if not behind(dfd, conn):  # the usual case: no write transaction
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        dead = merge(conn, dfd, writer.name)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+        raise
+    if dead.files:
+        with shared(dfd, ours) as ok:
+            if ok:
+                dead.unlink(dfd)
+        dead.close()
+
+
+def empty(conn: Any, dfd: int, writer: Writer, ours: Callable[[], bool], final: bool) -> None:
+    """Empty `writer`'s file (`final`: unlink it), where a committed merge into `conn`
+    covers every byte of it and `conn` is still the index; else leave it as it is."""
+    emptied = False
+    with shared(dfd, ours) as ok:
+        if not ok:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            with writer.lock:  # no row appended by this process meanwhile
+                key = KEY + writer.name
+                done = offsets(conn).get(writer.name)
+                if writer.fd < 0 or done != os.fstat(writer.fd).st_size:
+                    conn.execute("ROLLBACK")
+                    return
+                emptied = True
+                if final:
+                    os.unlink(writer.name, dir_fd=dfd)
+                    conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    os.ftruncate(writer.fd, 0)
+                    conn.execute("UPDATE meta SET value = '0' WHERE key = ?", (key,))
+                conn.execute("COMMIT")
+                writer.rows, writer.due = 0, EVERY
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            if emptied:  # its offset not set back: the file is left, another one made
+                writer.close()
+            raise
+
+
+@contextlib.contextmanager
+def shared(dfd: int, ours: Callable[[], bool]) -> Iterator[bool]:
+    """Holds `.index/lock` shared if it is free at once (no rebuild meanwhile) and yields
+    whether it does and `ours()`: only then may rows merged leave their pending file."""
+    try:
+        lock = os.open(LOCK, os.O_RDWR | os.O_NOFOLLOW, dir_fd=dfd)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield ours()
+    finally:
+        os.close(lock)
 
 
 def _after_fork() -> None:
