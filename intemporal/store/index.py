@@ -63,6 +63,7 @@ from .pending import (
     empty,
     line_of,
     merge,
+    sweep,
     usable,
 )
 
@@ -169,7 +170,7 @@ class RunIndex:
                     return conn
             except OSError:
                 pass
-            self.close()
+            self._drop()  # (ends and pending rows kept: written into the new one)
         with sql_errors(self._path):
             return self._open()
 
@@ -300,6 +301,13 @@ class RunIndex:
         if writer is not None and writer.fd >= 0:
             self._compact(final=True)  # its rows merged, its file unlinked (best effort)
             writer.close()  # else left to the next reader: no owner any more
+        elif writer is not None and self._conn is not None:
+            with self._mutex, contextlib.suppress(Exception):
+                sweep(self._conn, self._dfd, "", self._ours)
+        self._drop()
+
+    def _drop(self) -> None:
+        """Close the connection and the folder (opened again when used again)."""
         with self._mutex:
             conn, self._conn = self._conn, None
             if conn is not None:
@@ -320,7 +328,10 @@ class RunIndex:
 
     def _ours(self) -> bool:
         """Whether the index is still the database this connection opened."""
-        st = os.stat(self._path)
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return False
         return (st.st_dev, st.st_ino) == self._inode
 
     def _compact(self, final: bool = False) -> None:
@@ -330,6 +341,7 @@ class RunIndex:
         writer.due = writer.rows + EVERY  # not again before that many rows
         with self._mutex, contextlib.suppress(Exception):
             empty(self._fresh(), self._dfd, writer, self._ours, final)
+            sweep(self._fresh(), self._dfd, writer.name, self._ours)
 
     # -- writing --------------------------------------------------------------------------------
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:

@@ -226,12 +226,34 @@ def empty(conn: Any, dfd: int, writer: Writer, ours: Callable[[], bool], final: 
                     conn.execute("UPDATE meta SET value = '0' WHERE key = ?", (key,))
                 conn.execute("COMMIT")
                 writer.rows, writer.due = 0, EVERY
+                if final:
+                    writer._leave()  # (unlinked: not to be taken for one deleted under us)
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.execute("ROLLBACK")
             if emptied:  # its offset not set back: the file is left, another one made
                 writer.close()
             raise
+
+
+def sweep(conn: Any, dfd: int, own: str, ours: Callable[[], bool]) -> None:
+    """Unlink the dead files every byte of which `conn` has merged: left by processes that
+    exited without closing their store, merged while they lived (see `catch_up`)."""
+    done = offsets(conn)
+    dead = Dead()
+    for name, size in sizes(dfd).items():
+        if name == own or done.get(name) != size:
+            continue
+        fd = _open_file(dfd, name)
+        if fd >= 0 and _try_lock(fd) and os.fstat(fd).st_size == size:
+            dead.files.append((name, fd))
+        elif fd >= 0:
+            os.close(fd)
+    if dead.files:
+        with shared(dfd, ours) as ok:
+            if ok:
+                dead.unlink(dfd)
+        dead.close()
 
 
 @contextlib.contextmanager
