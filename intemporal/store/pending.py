@@ -68,36 +68,70 @@ EVERY = 256  # rows its owner appends before it merges and empties its file
 #: a row as `index.Row` holds it: run id, workflow, queue, parent, created, updated, status
 Row = tuple[str, str, "str | None", "str | None", float, float, str]
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_string = json.encoder.encode_basestring  # the C encoder's, UTF-8 kept as itself
 _ascii = json.JSONEncoder(separators=(",", ":")).encode
 _writers: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
 def line_of(row: Row) -> bytes:
     """A pending file's line for a new run's row (UTF-8 JSON and a newline)."""
-    obj: dict[str, Any] = {"run_id": row[0], "workflow": row[1], "queue": row[2]}
-    obj["parent"], obj["created"] = row[3], row[4]
-    try:
-        return (_encode(obj) + "\n").encode()
-    except UnicodeEncodeError:  # a lone surrogate: escaped, as JSON allows
-        return (_ascii(obj) + "\n").encode()
+    run_id, workflow, queue, parent, created = row[:5]
+    if created - created == 0.0:  # finite: spelled here, the strings by the C encoder
+        q = "null" if queue is None else _string(queue)
+        p = "null" if parent is None else _string(parent)
+        text = (
+            f'{{"run_id":{_string(run_id)},"workflow":{_string(workflow)},"queue":{q},'
+            f'"parent":{p},"created":{float(created)!r}}}\n'
+        )
+        with contextlib.suppress(UnicodeEncodeError):
+            return text.encode()
+    obj = {"run_id": run_id, "workflow": workflow, "queue": queue, "parent": parent}
+    obj["created"] = created  # (a lone surrogate, or a time not finite: the encoder's way)
+    return (_ascii(obj) + "\n").encode()
 
 
-def row_of_line(line: bytes, status: str) -> Row | None:
-    """The row a line holds, with `status`; None for a line that is not one (torn, garbage)."""
+def rows_of(data: bytes, status: str) -> list[Row]:
+    """The rows whole lines of a pending file hold (`data`), with `status`; a line that is
+    not one (torn, garbage, another shape) is skipped."""
+    lines = [line.strip() for line in data.split(b"\n") if line.strip()]
+    try:  # the usual case: every line an object, all read in one call
+        if not all(line[:1] == b"{" and line[-1:] == b"}" for line in lines):
+            raise ValueError
+        objs = json.loads(b"[" + b",".join(lines) + b"]")
+        if not isinstance(objs, list) or len(objs) != len(lines):
+            raise ValueError
+    except ValueError:  # (UnicodeDecodeError too) some line is not: one by one
+        objs = []
+        for line in lines:
+            try:
+                objs.append(json.loads(line))
+            except ValueError:
+                continue
+    rows = []
+    for obj in objs:
+        row = _row(obj, status)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+def _row(obj: Any, status: str) -> Row | None:
+    """The row a line's JSON value holds, or None if it is not one."""
     try:
-        obj = json.loads(line)
         run_id, workflow, created = obj["run_id"], obj["workflow"], obj["created"]
         queue, parent = obj.get("queue"), obj.get("parent")
-    except Exception:
+    except (TypeError, KeyError, AttributeError):  # not an object, or not of a row
         return None
-    if not (isinstance(run_id, str) and run_id and isinstance(workflow, str)):
-        return None
-    if not all(v is None or isinstance(v, str) for v in (queue, parent)):
-        return None
-    if not isinstance(created, (int, float)) or isinstance(created, bool):
-        return None
-    return (run_id, workflow, queue, parent, float(created), float(created), status)
+    if (
+        type(run_id) is str
+        and run_id
+        and type(workflow) is str
+        and (queue is None or type(queue) is str)
+        and (parent is None or type(parent) is str)
+        and type(created) in (float, int)
+    ):
+        return (run_id, workflow, queue, parent, float(created), float(created), status)
+    return None
 
 
 class Writer:
@@ -427,10 +461,7 @@ def merge(conn: Any, dfd: int, own: str, skip: Iterable[str] = (), status: str =
                 os.close(fd)
             else:
                 dead.files.append((name, fd))
-            for line in data.split(b"\n"):
-                row = row_of_line(line, status) if line.strip() else None
-                if row is not None:
-                    rows.append(row)
+            rows.extend(rows_of(data, status))
             marks.append((KEY + name, str(start + len(data))))
         conn.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", marks)
