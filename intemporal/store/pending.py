@@ -85,8 +85,8 @@ def line_of(row: Row) -> bytes:
         )
         with contextlib.suppress(UnicodeEncodeError):
             return text.encode()
-    obj = {"run_id": run_id, "workflow": workflow, "queue": queue, "parent": parent}
-    obj["created"] = created  # (a lone surrogate, or a time not finite: the encoder's way)
+    obj: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "queue": queue}
+    obj["parent"], obj["created"] = parent, created  # (a lone surrogate, or a time not finite: the encoder's way)
     return (_ascii(obj) + "\n").encode()
 
 
