@@ -86,7 +86,10 @@ def line_of(row: Row) -> bytes:
         with contextlib.suppress(UnicodeEncodeError):
             return text.encode()
     obj: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "queue": queue}
-    obj["parent"], obj["created"] = parent, created  # (a lone surrogate, or a time not finite: the encoder's way)
+    obj["parent"], obj["created"] = (
+        parent,
+        created,
+    )  # (a lone surrogate, or a time not finite: the encoder's way)
     return (_ascii(obj) + "\n").encode()
 
 
