@@ -362,6 +362,9 @@ class RunIndex:
             return
         if writer.rows >= writer.due:  # the rows before this one: their journals are made
             self._compact()
+        elif writer.fd < 0 and self._conn is None:  # opened (built) now, in a new store
+            with self._mutex, contextlib.suppress(OSError), sql_errors(self._path):
+                self._db()  # with no journal to read yet, not after hundreds of runs
         writer.append(line_of(row))
 
     def ended(self, run_id: str, event: Event, journal: os.stat_result | None = None) -> None:
