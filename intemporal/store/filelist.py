@@ -24,7 +24,7 @@ from ..errors import JournalCorrupted, RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS, Event, RunStatus
 from .base import Store
 from .fileio import check_journal, fcntl, parse_lines, try_lock
-from .index import DAMAGED, OPEN, UNSURE, Row, RunIndex, row_of, statuses_for
+from .index import DAMAGED, OPEN, UNSURE, Row, RunIndex, row_of
 from .runinfo import RunInfo
 from .safefs import JOURNAL
 
@@ -349,3 +349,12 @@ def _info(row: Row) -> RunInfo:
     """A run as its index row has it (status "open" shown as running: not finished)."""
     status = RunStatus.RUNNING if row[6] in UNSURE else RunStatus(row[6])
     return RunInfo(row[0], row[1], status, row[4], row[5], parent=row[3], queue=row[2])
+
+
+def statuses_for(status: RunStatus | None) -> tuple[str, ...] | None:
+    """The row statuses that may hold runs of `status` now (an open row may have ended)."""
+    if status is None:
+        return None
+    if status.finished:
+        return (status.value, *UNSURE)
+    return UNSURE

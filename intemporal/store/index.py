@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UnsafeStore
-from ..events import TERMINAL_EVENTS, Event, RunStatus
+from ..events import TERMINAL_EVENTS, Event
 from .pending import (
     EVERY,
     FOLDER,
@@ -159,7 +159,7 @@ class RunIndex:
         self._writer = Writer(root) if usable() else None
 
     # -- opening --------------------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
+    def _db(self, wait: bool = True) -> sqlite3.Connection:
         """The open connection; opened (and rebuilt if need be) on first use, and again when
         the index file was replaced (deleted, rebuilt by another process)."""
         conn = self._conn
@@ -172,7 +172,7 @@ class RunIndex:
                 pass
             self._drop()  # (ends and pending rows kept: written into the new one)
         with sql_errors(self._path):
-            return self._open()
+            return self._open(wait)
 
     def ready(self) -> bool:
         """Whether the index can be used now, its pending rows merged (else readers read
@@ -184,7 +184,7 @@ class RunIndex:
             return False
         return True
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, wait: bool = True) -> sqlite3.Connection:
         import sqlite3  # here: `import intemporal` does not load it
 
         from .safefs import open_folder
@@ -193,20 +193,8 @@ class RunIndex:
         try:
             lock = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=fd)
             try:
-                _flock(lock)  # one process checks and rebuilds at a time
-                conn = None
-                try:
-                    conn = self._connect(sqlite3)
-                    if not self._usable(conn):
-                        conn.close()
-                        conn = None
-                        conn = self._rebuild(sqlite3, fd)
-                    conn.execute(_ENDS)  # an index built by a version without it
-                except sqlite3.DatabaseError:  # not a database any more: made again
-                    if conn is not None:
-                        conn.close()
-                    conn = self._rebuild(sqlite3, fd)
-                    _ends(conn)
+                _flock(lock, wait)  # one process checks and rebuilds at a time
+                conn = self._existing(sqlite3) or self._rebuild(sqlite3, fd)
             finally:
                 os.close(lock)  # drops the flock
             st = os.stat(self._path)
@@ -242,26 +230,37 @@ class RunIndex:
             raise
         return conn
 
-    def _usable(self, conn: sqlite3.Connection) -> bool:
-        """Whether the index is complete, of this format, and written since this boot."""
+    def _existing(self, sqlite3: Any) -> sqlite3.Connection | None:
+        """The index as it is, if complete, of this format and written since this boot
+        (its `ends` table made where missing); None (closed) if it must be rebuilt."""
+        try:
+            conn = self._connect(sqlite3)
+        except sqlite3.DatabaseError:  # not a database any more: made again
+            return None
         try:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except Exception:  # no table yet: never built
-            return False
-        return meta.get("format") == FORMAT and meta.get("boot") == boot_id()
+            if meta.get("format") == FORMAT and meta.get("boot") == boot_id():
+                conn.execute(_ENDS)  # an index built by a version without it
+                return conn
+        except sqlite3.DatabaseError:  # no table yet (never built), or not a database
+            pass
+        conn.close()
+        return None
 
     def _rebuild(self, sqlite3: Any, dfd: int) -> sqlite3.Connection:
         """Make the index again from the journals (the caller holds `.index/lock`), then
         merge the pending rows of live processes in the same transaction (`pending.py`)."""
         dead = dead_files(dfd) if self._writer is not None else Dead()
+        died = Dead()  # files whose process ended during the scan: merged, then unlinked
         try:
             for name in (DB, DB + "-wal", DB + "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self._folder, name))
             conn = self._connect(sqlite3)
-            conn.executescript(_SCHEMA)
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                conn.executescript(_SCHEMA)
+                conn.execute(_ENDS)
+                conn.execute("BEGIN IMMEDIATE")
                 batch: list[Row] = []
                 for run_id, first, last in self._scan():
                     if isinstance(first, dict):
@@ -273,10 +272,9 @@ class RunIndex:
                         _insert(conn, batch)
                         batch = []
                 _insert(conn, batch)
-                ended = Dead()
                 if self._writer is not None:  # appended during the scan: not missed
                     self._writer.rehome()
-                    ended = merge(conn, dfd, self._writer.name, dead.names())
+                    died = merge(conn, dfd, self._writer.name, dead.names())
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [("format", FORMAT), ("boot", boot_id()), ("built", str(time.time()))],
@@ -287,9 +285,10 @@ class RunIndex:
                     conn.execute("ROLLBACK")
                 conn.close()
                 raise
-            ended.unlink(dfd)
+            died.unlink(dfd)
             dead.unlink(dfd)  # their runs are the journals' (a file from before a reboot)
         finally:
+            died.close()
             dead.close()
         return conn
 
@@ -318,10 +317,10 @@ class RunIndex:
                 os.close(fd)
 
     # -- pending rows (`pending.py`) --------------------------------------------------------
-    def _fresh(self) -> sqlite3.Connection:
+    def _fresh(self, wait: bool = True) -> sqlite3.Connection:
         """The open connection, the pending files' rows merged into it first (the caller
         holds the mutex): what every reader of rows reads through."""
-        conn = self._db()
+        conn = self._db(wait)
         if self._writer is not None:
             catch_up(conn, self._dfd, self._writer, self._ours)
         return conn
@@ -340,8 +339,9 @@ class RunIndex:
         assert writer is not None
         writer.due = writer.rows + EVERY  # not again before that many rows
         with self._mutex, contextlib.suppress(Exception):
-            empty(self._fresh(), self._dfd, writer, self._ours, final)
-            sweep(self._fresh(), self._dfd, writer.name, self._ours)
+            conn = self._fresh(wait=final)  # a start() never waits for a rebuild
+            empty(conn, self._dfd, writer, self._ours, final)
+            sweep(conn, self._dfd, writer.name, self._ours)
 
     # -- writing --------------------------------------------------------------------------------
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
@@ -364,7 +364,8 @@ class RunIndex:
             self._compact()
         elif writer.fd < 0 and self._conn is None:  # opened (built) now, in a new store
             with self._mutex, contextlib.suppress(OSError), sql_errors(self._path):
-                self._db()  # with no journal to read yet, not after hundreds of runs
+                self._db(wait=False)  # with no journal to read yet (never waiting for
+                # a rebuild: the rows are appended meanwhile, and it merges them)
         writer.append(line_of(row))
 
     def ended(self, run_id: str, event: Event, journal: os.stat_result | None = None) -> None:
@@ -583,31 +584,14 @@ def sql_errors(path: str) -> Iterator[None]:
         raise OSError(code, f"the run index {path}: {exc}") from exc
 
 
-def _ends(conn: Any) -> None:
-    """Make the `ends` table of a rebuilt index (the connection closed if it cannot)."""
-    try:
-        conn.execute(_ENDS)
-    except BaseException:
-        conn.close()
-        raise
-
-
 def _insert(conn: Any, rows: list[Row]) -> None:
     conn.executemany("INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def _flock(fd: int) -> None:
+def _flock(fd: int, wait: bool = True) -> None:
+    """Take `fd`'s flock exclusive; BlockingIOError if another has it and not `wait`."""
     try:
         import fcntl
     except ImportError:  # no flock (Windows): SQLite's own locking only
         return
-    fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def statuses_for(status: RunStatus | None) -> tuple[str, ...] | None:
-    """The row statuses that may hold runs of `status` now (an open row may have ended)."""
-    if status is None:
-        return None
-    if status.finished:
-        return (status.value, *UNSURE)
-    return UNSURE
+    fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
