@@ -145,3 +145,15 @@ def book(item: str) -> str:
 def unbook(item: str) -> None:
     """Its compensation: recorded in `UNDONE`."""
     UNDONE.append(item)
+
+
+def importable(folder: Path, name: str, source: str) -> Iterator[Any]:
+    """`source` as the module `name`, importable here and by child processes (from
+    `folder`, put on `sys.path`); forgotten again after the `yield` (a fixture's body)."""
+    (folder / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(folder))
+    try:
+        yield __import__(name)
+    finally:
+        sys.modules.pop(name, None)
+        sys.path.remove(str(folder))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import importable
 
 from intemporal import Engine, FileStore
 from intemporal.store import index as index_module
@@ -35,14 +36,9 @@ def job(i):
 
 
 @pytest.fixture
-def flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def flows(tmp_path: Path) -> Iterator[Any]:
     """The workflow above as an importable module `pend_flows` (child processes import it)."""
-    (tmp_path / "pend_flows.py").write_text(FLOWS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import pend_flows
-
-    yield pend_flows
-    sys.modules.pop("pend_flows", None)
+    yield from importable(tmp_path, "pend_flows", FLOWS)
 
 
 def _first(i: float = 0.0, workflow: str = "w") -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import cli_on
+from helpers import cli_on, importable
 from process_helpers import wait_until
 
 from intemporal import Engine, FileStore, RunStatus
@@ -57,14 +57,9 @@ def waits():
 
 
 @pytest.fixture
-def flows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def flows(tmp_path: Path) -> Iterator[Any]:
     """The workflows above as an importable module `idx_flows` (child processes import it)."""
-    (tmp_path / "idx_flows.py").write_text(FLOWS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import idx_flows
-
-    yield idx_flows
-    sys.modules.pop("idx_flows", None)
+    yield from importable(tmp_path, "idx_flows", FLOWS)
 
 
 def _fill(store: Path, flows: Any, n: int = 8) -> dict[str, str]:
