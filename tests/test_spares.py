@@ -28,6 +28,7 @@ from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, FileStore, StoreUnavailable
+from intemporal.store import spares
 from intemporal.store.spares import MOST, O_TMPFILE, Spares
 
 pytestmark = pytest.mark.skipif(not O_TMPFILE, reason="no O_TMPFILE on this system")
@@ -209,6 +210,7 @@ def _assert_whole_and_distinct(root: Path, names: list[str]) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_never_links_its_parents_spare_files(tmp_path: Path) -> None:
     # Given a store with spares ready
     store = FileStore(tmp_path / "store")
@@ -232,21 +234,29 @@ def test_a_forked_child_never_links_its_parents_spare_files(tmp_path: Path) -> N
     store.close()
 
 
-def test_a_pool_used_from_another_process_closes_the_spares_it_copied(tmp_path: Path) -> None:
+def test_a_pool_used_from_another_process_closes_the_spares_it_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a store with spares ready, seen from a "forked" process whose fork hook did
-    # not run (the pool's process id is not this one)
+    # not run: the pool's process id is not this one, nor its refill thread's
     store = FileStore(tmp_path / "store")
     pool = _warm(store)
     held = list(pool._fds)
     pool._pid = -1
+    stale = spares._Refiller()
+    stale._pid, stale._thread = -1, threading.Thread()  # the parent's, never ours
+    monkeypatch.setattr(spares, "_refiller", stale)
     # When it takes a spare, Then it gets none of them, and they are closed
     assert pool.take() == -1
     assert pool.ready == 0 and pool._pid == os.getpid()
     for fd in held:
         with pytest.raises(OSError):
             os.fstat(fd)
+    # and it creates runs, then makes spares of its own (with a refill thread of its own)
     _create_many(store, "after", 2)
     _assert_whole_and_distinct(store.root, ["after-0", "after-1"])
+    wait_until(lambda: pool.ready >= 2, what="spares of this process")
+    assert stale._pid == os.getpid() and stale._thread is not None and stale._thread.is_alive()
     store.close()
 
 

@@ -168,8 +168,11 @@ class _Refiller:
         self._cond = threading.Condition(threading.Lock())
         self._asked: collections.deque[Spares] = collections.deque()
         self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
 
     def ask(self, pool: Spares) -> None:
+        if self._pid != os.getpid():  # forked without the fork hook: no thread of ours yet
+            self.forked()
         with self._cond:
             self._asked.append(pool)
             if self._thread is None:
@@ -196,6 +199,7 @@ class _Refiller:
         self._cond = threading.Condition(threading.Lock())
         self._asked = collections.deque()
         self._thread = None
+        self._pid = os.getpid()
 
 
 _pools: weakref.WeakSet[Spares] = weakref.WeakSet()
