@@ -342,12 +342,14 @@ def _created_claimed(
 
 
 def _named_descriptors() -> set[int]:
-    """This process's descriptors of files with a name: not the store's spare files (unnamed
-    files made ahead of need by a background thread, `spares.py`), which come and go."""
+    """This process's descriptors of plain files with a name: not the store's spare files
+    (unnamed files made ahead of need by a background thread, `spares.py`, which also
+    opens the store's folder while it makes them): those come and go."""
     named = set()
     for fd in map(int, os.listdir("/proc/self/fd")):
         with contextlib.suppress(OSError):  # closed meanwhile
-            if os.fstat(fd).st_nlink:
+            st = os.fstat(fd)
+            if st.st_nlink and stat.S_ISREG(st.st_mode):
                 named.add(fd)
     return named
 

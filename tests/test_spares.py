@@ -252,10 +252,11 @@ def test_a_pool_used_from_another_process_closes_the_spares_it_copied(
     for fd in held:
         with pytest.raises(OSError):
             os.fstat(fd)
+    made = pool.made
     # and it creates runs, then makes spares of its own (with a refill thread of its own)
     _create_many(store, "after", 2)
     _assert_whole_and_distinct(store.root, ["after-0", "after-1"])
-    wait_until(lambda: pool.ready >= 2, what="spares of this process")
+    wait_until(lambda: pool.made > made, what="spares of this process")
     assert stale._pid == os.getpid() and stale._thread is not None and stale._thread.is_alive()
     store.close()
 
