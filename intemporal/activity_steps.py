@@ -78,7 +78,6 @@ class ActivitySteps:
     cancel_delivered: bool
 
     if TYPE_CHECKING:
-
         unsynced_results: bool
 
         def append(self, event: Event, sync: bool | None = None) -> None: ...
