@@ -79,6 +79,7 @@ class ActivitySteps:
 
     if TYPE_CHECKING:
         unsynced_results: bool
+        deferring: bool
 
         def append(self, event: Event, sync: bool | None = None) -> None: ...
         def before_effect(self) -> None: ...
@@ -193,11 +194,12 @@ class ActivitySteps:
         started, first_started = times
         event = {"type": kind, "seq": seq, "name": name, "attempts": attempts, "started": started}
         event[key] = data
-        # Unsynced: durable with the run's next effect or its end (`RunContext.before_effect`).
-        # A submitted activity's is taken by the workflow later (`DurableFuture.result`).
-        self.append(event, False)
-        if not self.submitted():
-            self.unsynced_results = True
+        if self.deferring:  # unsynced: durable with the run's next effect or its end
+            self.append(event, False)  # (`RunContext.before_effect`); a submitted activity's
+            if not self.submitted():  # is taken by the workflow later (`DurableFuture.result`)
+                self.unsynced_results = True
+        else:  # flush mode, or a store whose sync is a round trip of its own
+            self.append(event)
         if self.observer.on_activity_finished:
             took = self.host.clock.time() - first_started
             self.observer.on_activity_finished(

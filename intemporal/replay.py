@@ -165,6 +165,9 @@ class RunContext(ActivitySteps):
         # cleared on the workflow's thread (or event loop) only, set once the line is
         # written, cleared before a sync is asked for.
         self.unsynced_results = False
+        # fsync mode on a store whose sync costs what a synced append does: activity
+        # outcomes are appended unsynced (`Lease.defer_sync`); else synced as they come
+        self.deferring = host.sync and lease.defer_sync
         self.events = events
         self._index(events)
 
