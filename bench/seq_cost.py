@@ -60,12 +60,19 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="activities per run (default 10)")
     parser.add_argument("--quick", action="store_true", help="W=5: a smoke run")
     parser.add_argument("--tmp", default=None, help="where the store goes (default: tmp)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the store (deleting thousands of journals makes the next invocation's "
+        "file creation dearer on some filesystems: alternate invocations with it)",
+    )
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="intemporal-seq-cost-", dir=args.tmp)
     try:
         print(json.dumps(measure(5 if args.quick else args.w, args.k, folder)))
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
