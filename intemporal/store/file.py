@@ -72,7 +72,7 @@ from .safefs import (
     remove_folder,
     unlink_in,
 )
-from .spares import MISFIT, O_TMPFILE, STORE_DOWN, Spares, link_named, link_new
+from .spares import MISFIT, O_TMPFILE, UNSUPPORTED, Spares, link_named, link_new
 from .wal import Logged, WriteAheadLog
 from .walfile import supported as wal_supported
 
@@ -210,7 +210,8 @@ class FileStore(FileCollector):
             if fd < 0:
                 fd = os.open(".", os.O_RDWR | os.O_APPEND | O_TMPFILE, 0o600, dir_fd=dfd)
         except OSError as exc:
-            self._tmpfile_ok = exc.errno in STORE_DOWN  # else: none here, not tried again
+            if exc.errno in UNSUPPORTED:  # no unnamed files here: not tried again
+                self._tmpfile_ok = False
             return super().create_claimed(run_id, first, sync, owner)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it

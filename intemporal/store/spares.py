@@ -40,6 +40,8 @@ O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until li
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 # A failure of the store itself, not of the O_TMPFILE feature: the named way fails too.
 STORE_DOWN = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE})
+# The kernel or the filesystem has no O_TMPFILE (EISDIR: a kernel older than it).
+UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 # A spare's link failing so says nothing of the store: the caller's own file tells (a
 # folder deleted under the store, no /proc, the store's folder now on another filesystem).
 MISFIT = frozenset({errno.ENOENT, errno.EXDEV})
