@@ -259,7 +259,9 @@ def test_a_store_folder_deleted_under_a_store_with_spare_files_is_made_again(
     assert store.read("two") == [first]
     assert os.stat(tmp_path / "store" / "two.jsonl").st_nlink == 1
     # and the spares of the deleted folder were dropped, not linked: the pool starts anew
-    assert (pool.ready, pool._target) == (0, 0) and pool.taken <= 1
+    # (the run's index row, one write to an open pending file, does not notice the deletion:
+    # `create_claimed` and then its fallback `create` may each take one before it is seen)
+    assert (pool.ready, pool._target) == (0, 0) and pool.taken <= 2
     assert sorted(store.run_ids()) == ["two"]
     store.close()
 
