@@ -78,6 +78,20 @@ def test_seq_cost_counts_k_syncs_per_workflow_of_k_activities(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
+def test_index_row_cost_prints_its_figures(tmp_path: Path) -> None:
+    # Given the index row's cost script at a smoke size
+    cmd = [sys.executable, str(REPO / "bench" / "index_row_cost.py"), "--tmp", str(tmp_path)]
+    cmd += ["--calls", "300", "--runs", "20", "--reps", "1"]
+    # When it runs
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    # Then it prints the cost of `created` alone and on start()'s thread, and cleans up
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout)
+    assert 0 < figures["RunIndex.created"]["median_us"] <= figures["RunIndex.created"]["p99_us"]
+    assert set(figures["_index_row on start()'s thread"]) == {"busy engine", "client engine"}
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow  # ~10-25 s: a server, seven worker processes, a lease to expire
 def test_quick_postgres_scenario_prints_its_figures(tmp_path: Path) -> None:
     # Given scenario 8 at its smoke size (a throwaway PostgreSQL server), without DBOS
