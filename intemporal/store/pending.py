@@ -28,7 +28,10 @@ merges these lines into SQLite (`merge`), so a run is listed by any process as s
   database those rows went into. A merger that read the offset before sees a file shorter
   than it or its offset changed: it merges in a write transaction, after the owner's.
 - **A dead file** is merged to its end, then unlinked (holding its flock, `.index/lock`
-  shared, after the commit): a crash in between only merges its lines again.
+  shared, after the commit): a crash in between only merges its lines again. One merged
+  whole while its process lived is unlinked by the next store that closes (`sweep`).
+- **`created` never waits**: not for a merge of another process (no lock per row), nor
+  for a rebuild (its merges every `EVERY` rows are skipped while one runs).
 - **A rebuild** (`RunIndex._rebuild`, holding `.index/lock` exclusive) takes the flocks of
   the files dead when it starts: every run of theirs whose journal was ever made is in the
   journals it scans, so they are dropped unread (a file left from before a reboot, torn by
