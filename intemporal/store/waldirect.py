@@ -95,6 +95,8 @@ class DirectTail:
         self.folder, self.block = folder, block
         self.rereads = 0
         self._buf = mmap.mmap(-1, max(4 * block, 1 << 16))
+        self._view = memoryview(self._buf)
+        self._zeros = memoryview(bytes(block))
         self._at = (0, -1)  # (segno, offset) the buffer's first block is the log's tail at
         self._fds: dict[int, int] = {}
 
@@ -130,47 +132,43 @@ class DirectTail:
             )
         if stop - start > len(self._buf):
             self._grow(stop - start, head if self._at == (segno, offset) else 0)
-        buf = self._buf
+        view = self._view
         if head and self._at != (segno, offset):
             self._reread(fd, start)
         self._at = (0, -1)  # unknown until this write is whole
         pos = head
         for part in chunk:
-            buf[pos : pos + len(part)] = part
+            view[pos : pos + len(part)] = part
             pos += len(part)
-        buf[pos : stop - start] = bytes(stop - start - pos)
-        with memoryview(buf) as view:
-            written = os.pwritev(fd, [view[: stop - start]], start, _RWF_DSYNC)
+        view[pos : stop - start] = self._zeros[: stop - start - pos]
+        written = os.pwritev(fd, [view[: stop - start]], start, _RWF_DSYNC)
         if written != stop - start:
             return max(0, min(size, written - head))
         end = offset + size
         keep = end % block
         if keep:
-            buf.move(0, end - keep - start, keep)
+            self._buf.move(0, end - keep - start, keep)
         self._at = (segno, end)
         return size
 
     def _grow(self, size: int, keep: int) -> None:
         bigger = mmap.mmap(-1, -(-size // (1 << 16)) * (1 << 16))
         bigger[:keep] = self._buf[:keep]
+        self._view.release()
         self._buf.close()
-        self._buf = bigger
+        self._buf, self._view = bigger, memoryview(bigger)
 
     def _reread(self, fd: int, start: int) -> None:
         """The tail block as it is on disk, into the buffer (the copy was not ours)."""
         self.rereads += 1
-        with memoryview(self._buf) as view:
-            got = os.preadv(fd, [view[: self.block]], start)
+        got = os.preadv(fd, [self._view[: self.block]], start)
         if got < self.block:
-            self._buf[got : self.block] = bytes(self.block - got)
-
-    def forget(self) -> None:
-        """Drop the buffered tail block: the next batch reads it back first."""
-        self._at = (0, -1)
+            self._view[got : self.block] = self._zeros[got:]
 
     def close(self) -> None:
         for fd in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
+        self._view.release()
         self._buf.close()
