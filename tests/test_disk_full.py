@@ -34,7 +34,7 @@ from helpers import Calls
 
 import intemporal
 from intemporal import Engine, FileStore, StoreUnavailable
-from intemporal.store import fileio
+from intemporal.store import fileio, wal
 
 calls = Calls()
 BIG = 40_000  # bytes: more than the last page of a journal can still take
@@ -142,7 +142,10 @@ class Disk:
 def disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Iterator[Disk]:
-    d = DISK["disk"] = Disk(tmp_path / "disk", monkeypatch, getattr(request, "param", "tmpfs"))
+    fs = getattr(request, "param", "tmpfs")
+    if fs == "ext4":  # a disk the write-ahead log writes direct, when asked
+        monkeypatch.setattr(wal, "DIRECT", True)
+    d = DISK["disk"] = Disk(tmp_path / "disk", monkeypatch, fs)
     try:
         yield d
     finally:

@@ -2,6 +2,7 @@
 
 | kind                                                  | tests                                      |
 | ----------------------------------------------------- | ------------------------------------------ |
+| direct only when asked (INTEMPORAL_WAL_DIRECT=1)     | test_the_log_is_written_direct_only_*      |
 | direct on a disk, buffered on tmpfs, same bytes       | test_the_log_is_written_direct_on_a_disk_* |
 | direct and buffered logs read each other's            | test_a_log_written_direct_is_read_*        |
 | a buffered read right after a direct write            | test_a_buffered_read_right_after_*         |
@@ -57,8 +58,11 @@ def _takes_direct_writes(folder: Path) -> bool:
 
 
 @pytest.fixture
-def on_disk(tmp_path: Path) -> Path:
-    """A folder on a disk the log writes direct (the tests' temporary folder, if it is one)."""
+def on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on a disk the log writes direct (the tests' temporary folder, if it is one),
+    direct writes asked for (`INTEMPORAL_WAL_DIRECT=1`)."""
+    monkeypatch.setattr(wal_module, "DIRECT", True)
+    monkeypatch.setenv("INTEMPORAL_WAL_DIRECT", "1")  # for the processes it starts
     if waldirect.filesystem(str(tmp_path)) in waldirect.IN_MEMORY:
         pytest.skip("the temporary folder is in memory: no disk to write direct to")
     if not _takes_direct_writes(tmp_path):
@@ -80,6 +84,32 @@ def _write(folder: Path, records: list[tuple[str, int, bytes]]) -> WriteAheadLog
     for rec in records:
         log.log(*rec)
     return log
+
+
+_MODE = """
+import sys
+from intemporal.store.wal import WriteAheadLog
+log = WriteAheadLog(sys.argv[1])
+log.log("a", 0, b"a")
+print(log.direct)
+log.close()
+"""
+
+
+@pytest.mark.parametrize("asked", ["1", "0", None])
+def test_the_log_is_written_direct_only_when_asked(
+    on_disk: Path, monkeypatch: pytest.MonkeyPatch, asked: str | None
+) -> None:
+    # Given a process started with INTEMPORAL_WAL_DIRECT=1, =0 or without it
+    if asked is None:
+        monkeypatch.delenv("INTEMPORAL_WAL_DIRECT")
+    else:
+        monkeypatch.setenv("INTEMPORAL_WAL_DIRECT", asked)
+    # When it logs a record on this disk, Then it wrote direct only if asked to
+    out = subprocess.run(
+        [sys.executable, "-c", _MODE, str(on_disk)], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == str(asked == "1")
 
 
 def test_the_log_is_written_direct_on_a_disk_and_buffered_on_tmpfs(on_disk: Path) -> None:
