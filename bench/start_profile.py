@@ -34,7 +34,7 @@ import workload  # noqa: E402
 
 import intemporal  # noqa: E402
 from intemporal.store import file as file_module  # noqa: E402
-from intemporal.store import fileio  # noqa: E402
+from intemporal.store import fileio, waldirect, walfile  # noqa: E402
 from intemporal.store import wal as wal_module  # noqa: E402
 
 TIMED = ("open", "pwritev", "write", "fdatasync", "link", "fsync", "close")
@@ -79,7 +79,8 @@ def profile(
         finally:
             spent["FileStore.create, all of it"] += time.perf_counter() - t0
 
-    file_module.os, fileio.os, wal_module.os = timed, timed, timed  # type: ignore[assignment]
+    for module in (file_module, fileio, wal_module, walfile, waldirect):
+        module.os = timed  # type: ignore[attr-defined]
     file_module.FileStore.create = create  # type: ignore[method-assign]
     try:
         for _ in range(reps):
@@ -104,7 +105,8 @@ def profile(
             per_rep["start(), the whole call"].append(loop / runs * 1e6)
             per_rep["steps/s"].append(runs * k / total)
     finally:
-        file_module.os, fileio.os, wal_module.os = os, os, os  # type: ignore[assignment]
+        for module in (file_module, fileio, wal_module, walfile, waldirect):
+            module.os = os  # type: ignore[attr-defined]
         file_module.FileStore.create = real_create  # type: ignore[method-assign]
     return {name: statistics.median(values) for name, values in per_rep.items()}
 
