@@ -211,6 +211,7 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
             times_long.append(time.perf_counter() - t0)
             cpu_long.append(time.process_time() - c0)
         fan = fan_out_syncs(engine, runs=3 if sz.quick else 20)
+        fan.update(seq_syncs(engine, k, runs=3 if sz.quick else 20))
     ctx.drop(store)
     t_k, t_0 = med(times_k), med(times_0)
     return {
@@ -236,18 +237,34 @@ def sequential(ctx: Ctx, durability: str) -> dict[str, Any]:
     }
 
 
-def fan_out_syncs(engine: Any, n: int = 10, runs: int = 20) -> dict[str, Any]:
-    """Syncs per run of `workload.fan_out_workflow` (submit `n` activities, join them,
-    return): counted by the store's write-ahead log (max over `runs` runs)."""
+def syncs_per_run(engine: Any, workflow: Any, n: int, runs: int) -> list[int]:
+    """The syncs of the store's write-ahead log in each of `runs` runs of `workflow(n, j)`
+    ([] without a log)."""
     log = getattr(engine.store, "_wal", None)
     if log is None:
-        return {}
+        return []
     counts = []
     for j in range(runs):
         before = log.syncs
-        engine.run(workload.fan_out_workflow, n, j)
+        engine.run(workflow, n, j)
         counts.append(log.syncs - before)
+    return counts
+
+
+def fan_out_syncs(engine: Any, n: int = 10, runs: int = 20) -> dict[str, Any]:
+    """Syncs per run of `workload.fan_out_workflow` (submit `n` activities, join them,
+    return): counted by the store's write-ahead log (max over `runs` runs)."""
+    counts = syncs_per_run(engine, workload.fan_out_workflow, n, runs)
+    if not counts:
+        return {}
     return {"fan_out_n": n, "fan_out_syncs_max": max(counts), "fan_out_syncs_med": med(counts)}
+
+
+def seq_syncs(engine: Any, k: int, runs: int = 20) -> dict[str, Any]:
+    """Syncs per run of `workload.seq_workflow` (`k` activities in a row), by `engine.run`:
+    counted by the store's write-ahead log (max over `runs` runs)."""
+    counts = syncs_per_run(engine, workload.seq_workflow, k, runs)
+    return {"seq_syncs_max": max(counts)} if counts else {}
 
 
 # -- 2: concurrent -------------------------------------------------------------------------

@@ -78,8 +78,12 @@ class ActivitySteps:
     cancel_delivered: bool
 
     if TYPE_CHECKING:
+        unsynced_results: bool
+        deferring: bool
 
         def append(self, event: Event, sync: bool | None = None) -> None: ...
+        def before_effect(self) -> None: ...
+        def submitted(self) -> bool: ...
         def _cancel_pending(self) -> bool: ...
 
     def retrying(
@@ -124,7 +128,10 @@ class ActivitySteps:
         return min(left, retry.delay(attempt - 1))
 
     def attempt_started(self, seq: int, name: str, attempt: int) -> float:
-        """Tell observers attempt `attempt` of activity `name` starts; return the time."""
+        """Make the outcomes taken so far durable (the attempt is an effect: `before_effect`),
+        tell observers attempt `attempt` of activity `name` starts; return the time."""
+        if self.unsynced_results:
+            self.before_effect()
         if self.observer.on_activity_started:
             self.observer.on_activity_started(ActivityStarted(self.run_id, name, seq, attempt))
         return self.host.clock.stamp()
@@ -187,7 +194,12 @@ class ActivitySteps:
         started, first_started = times
         event = {"type": kind, "seq": seq, "name": name, "attempts": attempts, "started": started}
         event[key] = data
-        self.append(event)
+        if self.deferring:  # unsynced: durable with the run's next effect or its end
+            self.append(event, False)  # (`RunContext.before_effect`); a submitted activity's
+            if not self.submitted():  # is taken by the workflow later (`DurableFuture.result`)
+                self.unsynced_results = True
+        else:  # flush mode, or a store whose sync is a round trip of its own
+            self.append(event)
         if self.observer.on_activity_finished:
             took = self.host.clock.time() - first_started
             self.observer.on_activity_finished(

@@ -285,6 +285,7 @@ class AsyncRunContext(RunContext):
     ) -> Any:
         if rec is not None and rec["type"] == CANCEL_DELIVERED:
             return await self.replay_outcome(seq, rec)
+        self.before_effect()  # the outcomes taken so far are durable before it starts
         self.host.run_child(self, seq, wf, args, kwargs, False)  # created once, started here
 
         def outcome() -> Any:

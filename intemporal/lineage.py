@@ -100,6 +100,7 @@ def continue_run(
     The caller launches the next run. Raises `SerializationError` (nothing written) when
     the new arguments cannot be stored.
     """
+    ctx.before_effect()  # the next run may depend on the last results: durable first
     first, nxt = events[0], next_in_chain(ctx.run_id)
     check_run_id(nxt)
     parent = first.get("parent")

@@ -9,6 +9,13 @@ journal before the workflow proceeds.
 
 The workflow function runs top to bottom once per execution: replay happens only when a
 run starts again, so a run of N activities costs O(N), not O(N^2).
+
+An activity's outcome is appended without a sync: it becomes durable with the run's next
+effect outside itself (`RunContext.before_effect`), or with the next record appended with
+a sync (a timer, a signal wait, the run's end...), whichever comes first. In between, only
+the workflow's own deterministic code runs: after a power cut there, the activity, never
+acknowledged, runs again and the workflow replays to the same point. So a run of K
+sequential activities costs K syncs in fsync mode: its end shares the last one's.
 """
 
 from __future__ import annotations
@@ -153,6 +160,14 @@ class RunContext(ActivitySteps):
         self.marker: Event | None = None
         self._marker_lock = threading.Lock()
         self._unsynced = threading.local()  # .on: this thread executes a submitted activity
+        # The workflow took an activity's outcome appended without a sync since the last
+        # synced line: the run's next effect syncs it first (`before_effect`). Set and
+        # cleared on the workflow's thread (or event loop) only, set once the line is
+        # written, cleared before a sync is asked for.
+        self.unsynced_results = False
+        # fsync mode on a store whose sync costs what a synced append does: activity
+        # outcomes are appended unsynced (`Lease.defer_sync`); else synced as they come
+        self.deferring = host.sync and lease.defer_sync
         self.events = events
         self._index(events)
 
@@ -194,8 +209,10 @@ class RunContext(ActivitySteps):
             raise self.store_failed
         event["ts"] = self.host.clock.stamp()
         if sync is None:
-            sync = self.host.sync and not getattr(self._unsynced, "on", False)
+            sync = self.host.sync and not self.submitted()
         event.setdefault(OWNER, self.host.engine_id)  # which engine executed this step
+        if sync:
+            self.unsynced_results = False  # this line's sync covers every line before it
         try:
             if self.marker is not None:
                 self._write_marker(event["ts"])
@@ -203,9 +220,36 @@ class RunContext(ActivitySteps):
         except Exception as exc:  # whatever the store raises: the workflow never sees it
             raise self._store_failure(exc) from exc
 
+    def before_effect(self) -> None:
+        """Make the activity outcomes appended unsynced durable (in fsync mode), before the
+        run does anything seen outside it; nothing to do when none is pending (the usual
+        case: one attribute read).
+
+        Called before each of the run's effects: an activity's attempt executes
+        (`attempt_started`, on the workflow's thread or its event loop), a submitted activity
+        is handed to a thread (`submit`), a side effect's function is called, a child run is
+        started (`call_child`), the run continues as new (`lineage.continue_run`), and, in
+        the executor, before the run's lease is released (it parked to wait for a timer, a
+        signal or a child, or stopped: shutdown, an interrupt, divergent code), so no other
+        process claims it with a result not durable. Every other record a workflow writes
+        (a timer, a signal wait or its taking, a side effect's value, an event, a
+        compensation's start, a delivered cancellation, a failed attempt before its retry,
+        the run's end whatever it is) is appended with a sync, which covers the pending
+        outcomes in the same sync: the result reaches its caller only once durable. The
+        outcomes of submitted activities count once the workflow takes them (`join_all`,
+        `.result()`), and their threads never sync: a whole fan-out and what follows it
+        share one sync.
+        """
+        if self.unsynced_results and not self.submitted():
+            self.unsynced_results = False
+            self.sync_journal()
+
+    def submitted(self) -> bool:
+        """Whether this thread executes a submitted activity of the run (not the workflow)."""
+        return getattr(self._unsynced, "on", False)
+
     def sync_journal(self) -> None:
-        """Make every appended event durable (in fsync mode): the results of submitted
-        activities, appended unsynced, share one sync when the workflow takes them."""
+        """Make every appended event durable (in fsync mode), those appended unsynced too."""
         if self.store_failed is not None:
             raise self.store_failed
         if self.host.sync:
@@ -366,7 +410,8 @@ class RunContext(ActivitySteps):
         sync: bool | None = None,
     ) -> Any:
         """Execute activity `name` as operation `seq` with retries; journal its outcome.
-        `sync=False` (a submitted one): synced when the workflow takes it (`sync_journal`).
+        `sync=False` (a submitted one): runs on a thread of the activity pool, which never
+        syncs; like every outcome, synced by the run's next effect (`before_effect`).
 
         `ActivitySteps.retrying` written out for this thread: the same steps without a
         generator to drive, which costs ~1.4 µs per activity on this, the hot path.
@@ -429,6 +474,7 @@ class RunContext(ActivitySteps):
         if self.observer.on_child_started:
             cid = child_id(self.run_id, seq)
             self.observer.on_child_started(ChildStarted(self.run_id, cid, wf.name, rec is not None))
+        self.before_effect()  # replayed: what was taken before it may still be pending
         try:
             return self.host.run_child(self, seq, wf, args, kwargs, wait)
         except Cancelled:

@@ -239,6 +239,7 @@ def side_effect(fn: Callable[..., T], *args: Any) -> T:
     seq, rec = ctx.next(op)
     if rec is not None:
         return ctx.replayed(rec)
+    ctx.before_effect()  # `fn` may act on the world: what was taken before it is durable
     value = fn(*args)
     ctx.append(
         {"type": SIDE_EFFECT, "seq": seq, "name": op, "result": encode(value, ctx.host.codec)}
@@ -284,6 +285,7 @@ class DurableFuture(Generic[T]):
         self._value: Any = None
         self._error: BaseException | None = None
         self._child: Callable[[], Any] | None = None
+        self._fresh = False  # an activity executed now: its outcome was appended unsynced
 
     def _set(self, value: Any = None, error: BaseException | None = None) -> None:
         self._value, self._error = value, error
@@ -319,7 +321,8 @@ class DurableFuture(Generic[T]):
     def result(self) -> T:
         """Wait for the result and return it, or raise the activity's or child's exception."""
         self._wait()
-        self.ctx.sync_journal()  # its record durable before the workflow acts on it
+        if self._fresh:  # taken: its record is made durable by the run's next effect, or end
+            self.ctx.unsynced_results = True
         if self._error is not None:
             raise self._error
         return self._value
@@ -351,6 +354,8 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableF
             fut._set(error=exc)
         return fut
 
+    fut._fresh = True
+
     def job() -> None:
         try:
             fut._set(
@@ -363,6 +368,7 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableF
         finally:
             ctx.inflight.discard(fut)
 
+    ctx.before_effect()  # the outcomes taken so far are durable before this one executes
     ctx.inflight.add(fut)
     ctx.host.submit_activity(job)
     return fut
@@ -371,13 +377,12 @@ def submit(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> DurableF
 def join_all(futures: Sequence[DurableFuture[T]]) -> list[T]:
     """Wait for every future; return their results in order (raising the first error, in order).
 
-    Futures of one result type `T` give a `list[T]`. The results not yet durable are
-    synced together, once all are in: one sync for the whole fan-out.
+    Futures of one result type `T` give a `list[T]`. The results are made durable
+    together, by the run's next effect (an activity, a wait, a child run) or its end: one
+    sync for the whole fan-out and what follows it.
     """
     for f in futures:
         f._wait()
-    if futures:
-        futures[0].ctx.sync_journal()
     return [f.result() for f in futures]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -60,6 +61,21 @@ def test_start_profile_splits_the_callers_time_by_system_call(tmp_path: Path) ->
     assert 0 < int(rows["FileStore.create, all of it"]) <= int(rows["start(), the whole call"])
     assert re.search(r"throughput of the busy engine: [\d,]+ steps/s", proc.stdout), proc.stdout
     assert list(tmp_path.iterdir()) == []  # its stores removed
+
+
+def test_seq_cost_counts_k_syncs_per_workflow_of_k_activities(tmp_path: Path) -> None:
+    # Given the scenario-1 cost script at its smoke size (5 runs of K=10)
+    cmd = [sys.executable, str(REPO / "bench" / "seq_cost.py"), "--quick", "--tmp", str(tmp_path)]
+    # When it runs
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    # Then it prints one JSON line: 10 syncs per workflow (the end shares the last
+    # result's), some wall and CPU time, and leaves no store behind
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout)
+    assert (figures["W"], figures["K"]) == (5, 10)
+    assert figures["syncs_per_workflow"] in (10.0, -1)  # -1: no write-ahead log here
+    assert figures["wall_us_per_workflow"] > 0 and figures["cpu_us_per_workflow"] > 0
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow  # ~10-25 s: a server, seven worker processes, a lease to expire

@@ -255,15 +255,29 @@ class Executor:
             exe.finish("error", exc)
         finally:
             if lease is not None:
-                try:
-                    lease.release()
-                except Exception as exc:  # a last sync failed: the run may not be durable
-                    exe.finish("error", store_error(exc, f"sync run {exe.run_id!r}", exe.run_id))
+                self._let_go(exe, lease)
             if exe.ctx is not None and self.observer.on_run_stopped:
                 kind, value = exe.outcome or ("stopped", None)
                 why = value if kind == "error" and not exe.terminal else None  # not a shutdown
                 self.observer.on_run_stopped(RunStopped(exe.run_id, exe.ctx.workflow, why))
             self._stopped(exe)
+
+    @staticmethod
+    def _let_go(exe: Execution, lease: Lease) -> None:
+        """Release a run's lease once its last outcomes are durable: a run that parks (a
+        timer, a signal, a child) or stops unended (shutdown, an interrupt, divergent
+        code) is let go to whoever claims it next only with what it took on disk."""
+        ctx = exe.ctx
+        try:
+            if ctx is not None and ctx.store_failed is None:
+                ctx.before_effect()
+        except StoreFailure as failure:  # the run stops unrecorded: resumable, said why
+            exe.finish("error", failure.error)
+        finally:
+            try:
+                lease.release()
+            except Exception as exc:  # a last sync failed: the run may not be durable
+                exe.finish("error", store_error(exc, f"sync run {exe.run_id!r}", exe.run_id))
 
     def _with_headers(self, first: Event) -> Event:
         """`first` (a new run's `run_started`) with the observers' `headers`, if any."""

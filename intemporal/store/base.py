@@ -92,6 +92,11 @@ class Lease(ABC):
 
     run_id: str
     token: int = 0
+    #: whether a run appends an activity's result unsynced and makes it durable with its
+    #: next effect (`sync()`, or its next synced append): True where that sync costs what
+    #: a synced append does (a file's write-ahead log, an fdatasync), so a run saves one;
+    #: False where `sync()` is a round trip of its own (a database): results are synced
+    defer_sync: bool = True
 
     @abstractmethod
     def append(self, event: Event, sync: bool) -> None:

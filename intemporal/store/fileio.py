@@ -382,6 +382,10 @@ class FileLease(Lease):
         self._failed: OSError | None = None  # an append failed: nothing more is written
         self._log = log  # with a write-ahead log: lines written unsynced, then logged
         self._synced = -1  # without one: the length `sync()` last made durable
+        # Without one: every line before the next is synced. RWF_DSYNC syncs the range it
+        # writes only, so a synced line after unsynced ones (an activity's outcome) is
+        # written, then the whole file fdatasynced.
+        self._clean = True
 
     def append(self, event: Event, sync: bool) -> None:
         """Append one line; on any failure (a short write too) cut the journal back to what
@@ -406,13 +410,14 @@ class FileLease(Lease):
                 )
             if self._size < 0:
                 self._size = os.fstat(self._fd).st_size
-            sync_here = sync and alone and self._unsynced_dir < 0
+            sync_here = sync and alone and self._unsynced_dir < 0 and self._clean
             try:
                 write(self._fd, data, sync_here)  # one write: O_APPEND keeps the line whole
             except OSError as exc:
                 self._cut(exc)
                 raise
             self._size += len(data)
+            self._clean = sync  # a sync (here or below) covers every line written so far
         finally:
             self._writing.release()
         if sync and not sync_here:
@@ -510,7 +515,7 @@ class FileLease(Lease):
         if log is None:  # no log: the file itself (and its new name) synced here
             with self._writing:
                 self._check()
-                end = self._size
+                end, self._clean = self._size, True
             if end < 0 or end != self._synced:  # (a join's futures sync once, not each)
                 self._sync_file()
                 self._synced = end

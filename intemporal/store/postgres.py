@@ -122,6 +122,8 @@ APPEND_AND_RELEASE = _APPEND.format(
 class PostgresLease(Lease):
     """A claim on one run of a `PostgresStore`, fenced by its epoch (`token`)."""
 
+    defer_sync = False  # a `sync()` is a statement of its own: results are appended synced
+
     def __init__(self, store: PostgresStore, state: RunState, token: int) -> None:
         self._store, self._state, self.token = store, state, token
         self.run_id = state.run_id or ""
