@@ -13,9 +13,8 @@ writes every queued record of every thread in one `pwritev(RWF_DSYNC)` in place 
 zero-filled segment (no size or block change: the cheapest sync the disk offers), then
 wakes exactly the waiters it covered, one lock each, and hands leadership to the next
 waiter queued meanwhile. Processes sharing the store serialize their writes with a flock.
-With `INTEMPORAL_WAL_DIRECT=1`, where the filesystem allows it (Linux; not tmpfs), the
-batch is written with direct I/O instead, whole blocks from an aligned copy of the log's
-last block (`waldirect.py`): the same bytes on disk (off by default: see `DIRECT`).
+With `INTEMPORAL_WAL_DIRECT=1`, where the filesystem allows it (not tmpfs), the batch is
+written with direct I/O, whole blocks, the same bytes on disk (`waldirect.py`).
 
 A power cut loses what was not synced: the run files may lack lines the log has. So when
 a store is opened in a boot other than the one its log was last checked in, the log is
@@ -68,10 +67,7 @@ FIRST_SEGMENT = 1 << 16  # a new store's log starts small (a test's store costs 
 MAX_SEGMENT = 1 << 22  # ...and grows x4 per segment up to 4 MiB
 UNBORN_SLACK = 60.0  # s: a journal linked this long before a checkpoint had its record in
 BULK = 4096  # a checkpoint naming more files than this syncs the whole filesystem (syncfs)
-# Write the log with direct I/O where the filesystem allows it (waldirect.py): off unless
-# INTEMPORAL_WAL_DIRECT=1. On the disk measured (virtio, write-back cache, no FUA) it saved
-# ~0-3 µs of the sync and no CPU against the buffered write into segments zero-filled in
-# 64 KiB pieces, less than the copy into the aligned block costs in Python.
+# direct I/O where the filesystem allows it (waldirect.py): off unless asked, no gain measured
 DIRECT = os.environ.get("INTEMPORAL_WAL_DIRECT") == "1"
 
 # segno, offset, and the end of a batch being written (0: none): a writer killed in
