@@ -9,6 +9,7 @@
 | two processes writing turn by turn in one tail block  | test_two_processes_taking_turns_*          |
 | a power cut tearing a rewrite of acknowledged records | test_a_power_cut_tearing_a_batch_*         |
 | a filesystem refusing direct writes after all         | test_a_log_whose_direct_write_is_refused_* |
+| a checkpoint leaves the segment being written alone   | test_a_checkpoint_copies_the_log_before_*  |
 
 A full disk under a log written direct: `test_disk_full.py` (its ext4 disk).
 """
@@ -293,3 +294,36 @@ def test_a_file_store_on_a_disk_writes_its_log_direct(on_disk: Path) -> None:
     assert store._wal is not None and store._wal.direct
     assert [e["type"] for e in store.read("r")] == ["run_started"]
     store.close()
+
+
+def test_a_checkpoint_copies_the_log_before_it_not_the_segment_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a log of tiny segments, written into its third one, no checkpoint made yet
+    monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 4096)
+    monkeypatch.setattr(wal_module, "MAX_SEGMENT", 4096)
+    log = WriteAheadLog(str(tmp_path))
+    monkeypatch.setattr(log, "_checkpoint_behind", lambda upto: None)
+    records = [(f"f{i}", 0, b"x" * 300) for i in range(30)]
+    for rec in records:
+        log.log(*rec)
+    assert log._tail is not None and wal_module._TAIL.unpack_from(log._tail)[0] == 3
+    copied: list[int] = []
+    real = wal_module.read_all
+
+    def read_all(fd: int) -> bytes:
+        copied.append(next(s for s, f in log._fds.items() if f == fd))
+        return real(fd)
+
+    monkeypatch.setattr(wal_module, "read_all", read_all)
+    # When a checkpoint moves to the start of that third segment
+    log._checkpoint_outside((3, 0))
+    # Then it copied the two segments before it only (not the one being written, whose
+    # pages the page cache would then hold again for each direct write to drop)...
+    assert sorted(copied) == [1, 2]
+    state = walfile.read_state(log.folder)
+    assert state is not None and state[1:] == (3, 0)
+    # ...and the log still reads back every record after it
+    log.log("g", 0, b"y")
+    assert [r.path for r in log.records(3, 0)][-1] == "g"
+    log.close()

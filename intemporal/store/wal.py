@@ -431,15 +431,16 @@ class WriteAheadLog:
                 self._checkpoint_outside(upto)
 
     def _checkpoint_outside(self, upto: tuple[int, int]) -> None:
-        """A checkpoint to `upto` holding the lock only to copy the segments and to write
-        the state: the files are synced while records keep being logged."""
+        """A checkpoint to `upto`, the lock held only to copy the log before it (not the
+        segment being written) and to write the state: files sync while records are logged."""
         with self._locked():
             state = read_state(self.folder)
             if state is None or state[1:] >= upto:
                 return
             pages = {
-                s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0] + 1)
+                s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0])
             }
+            pages[upto[0] % SLOTS] = os.pread(self._slot_fd(upto[0] % SLOTS), upto[1], 0)
         self._sync_files(self.records(state[1], state[2], upto, pages))
         with self._locked():
             now = read_state(self.folder)
