@@ -2,6 +2,7 @@
 
     python bench/start_profile.py               # 1,000 runs of K=10 on threads=32, 3 reps
     python bench/start_profile.py --quick       # a smoke run (the test suite runs it)
+    python bench/start_profile.py --spares-ab   # spare files on/off, in one process
 
 Scenario 2 is as fast as its start loop: the runs finish about as soon as the last one is
 started. This runs that loop and times, on the caller's thread only, each system call the
@@ -9,6 +10,10 @@ file store makes to create a journal, plus one `os.fstat` per start: a call that
 ~1 µs alone, so what it takes here is the wait to get the GIL back from the run threads.
 The same loop on a client engine (`worker=False`: it records the runs, nothing executes
 them) gives each call's cost alone. Medians over the repetitions; per start, in µs.
+
+The store creates a journal from a spare file (`intemporal/store/spares.py`: an unnamed
+file a background thread opened ahead of need) when one is ready: then the `open` is not
+on the caller's thread and not counted here; the last line says how many starts had one.
 """
 
 from __future__ import annotations
@@ -35,8 +40,11 @@ import workload  # noqa: E402
 import intemporal  # noqa: E402
 from intemporal.store import file as file_module  # noqa: E402
 from intemporal.store import fileio, waldirect, walfile  # noqa: E402
+from intemporal.store import spares as spares_module  # noqa: E402
 from intemporal.store import wal as wal_module  # noqa: E402
 
+# the store's, whose `os` is timed
+MODULES = (file_module, fileio, wal_module, walfile, waldirect, spares_module)
 TIMED = ("open", "pwritev", "write", "fdatasync", "link", "fsync", "close")
 
 
@@ -79,7 +87,7 @@ def profile(
         finally:
             spent["FileStore.create, all of it"] += time.perf_counter() - t0
 
-    for module in (file_module, fileio, wal_module, walfile, waldirect):
+    for module in MODULES:
         module.os = timed  # type: ignore[attr-defined]
     file_module.FileStore.create = create  # type: ignore[method-assign]
     try:
@@ -89,6 +97,8 @@ def profile(
                 if worker:
                     engine.run(workload.seq_workflow, k, -1)  # warm-up
                 spent.clear()
+                pool = getattr(engine.store, "_spares", None)  # spare files (spares.py)
+                taken = pool.taken if pool is not None else 0
                 t0 = time.perf_counter()
                 handles = []
                 for j in range(runs):
@@ -100,15 +110,57 @@ def profile(
                 for h in handles if worker else ():
                     h.result(timeout=600)
                 total = time.perf_counter() - t0
+                spared = (pool.taken - taken) / runs if pool is not None else 0.0
             for name, seconds in spent.items():
                 per_rep[name].append(seconds / runs * 1e6)
             per_rep["start(), the whole call"].append(loop / runs * 1e6)
             per_rep["steps/s"].append(runs * k / total)
+            per_rep["spared"].append(spared)
     finally:
-        for module in (file_module, fileio, wal_module, walfile, waldirect):
+        for module in MODULES:
             module.os = os  # type: ignore[attr-defined]
         file_module.FileStore.create = real_create  # type: ignore[method-assign]
     return {name: statistics.median(values) for name, values in per_rep.items()}
+
+
+def spares_ab(blocks: int, per: int, tmp: Path) -> None:
+    """Spare files on and off in one process, in alternating blocks of `per` runs (off: the
+    caller opens its own unnamed file, as before them): the same disk, the same load.
+
+    Three ways a run is created: `start()` on a client engine, `run()` of a workflow of no
+    activity, `start()` of K=10 runs on an engine executing them on 32 threads. Prints,
+    per run, the medians over the blocks (min-max) of the wall time, the caller thread's
+    CPU and the whole process's CPU (the background thread's included), in µs."""
+    print(f"spare files on/off, {blocks} alternating blocks of {per} runs (medians, min-max; µs)")
+    for way, worker, threads, k in (
+        ("start(), client engine", False, 4, 0),
+        ("run(), K=0", True, 4, 0),
+        ("start(), busy engine (K=10)", True, 32, 10),
+    ):
+        got: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+        store = Path(tempfile.mkdtemp(prefix="spares-ab-", dir=tmp))
+        with intemporal.Engine(store, threads=threads, worker=worker) as engine:
+            pool = engine.store._spares  # type: ignore[attr-defined]
+            take, n = pool.take, 0
+            for b in range(-1, blocks):  # block -1 warms up (the pool grows), not counted
+                on = b % 2 == 0 or b < 0
+                pool.take = take if on else (lambda: -1)
+                t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
+                for _ in range(per):
+                    if way.startswith("run"):
+                        engine.run(workload.seq_workflow, k, n)
+                    else:
+                        engine.start(workload.seq_workflow, k, n)
+                    n += 1
+                t1, c1, p1 = time.perf_counter(), time.thread_time(), time.process_time()
+                if b >= 0:
+                    got[on].append(((t1 - t0) / per, (c1 - c0) / per, (p1 - p0) / per))
+        for on in (False, True):
+            cells = []
+            for i, what in enumerate(("wall", "caller CPU", "process CPU")):
+                us = [row[i] * 1e6 for row in got[on]]
+                cells.append(f"{what} {statistics.median(us):5.0f} ({min(us):.0f}-{max(us):.0f})")
+            print(f"  {way:28} spares {'on ' if on else 'off'}  " + "  ".join(cells))
 
 
 def main() -> None:
@@ -119,12 +171,23 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="50 runs, 1 rep: a smoke run")
     ap.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
+    ap.add_argument(
+        "--spares-ab",
+        action="store_true",
+        help="spare files on and off in one process, alternating blocks (see `spares_ab`)",
+    )
     a = ap.parse_args()
     if a.quick:
         a.runs, a.reps = 50, 1
     # Stores are deleted at the end only: deleting thousands of files slowed the creation
     # of new ones for seconds on this disk (see `settle` in scenarios.py).
     root = Path(tempfile.mkdtemp(prefix="start-profile-", dir=a.tmp))
+    if a.spares_ab:
+        try:
+            spares_ab(4 if a.quick else 20, 25 if a.quick else 100, root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     try:
         busy = profile(a.runs, a.k, a.threads, a.reps, root, worker=True)
         alone = profile(a.runs, a.k, a.threads, a.reps, root, worker=False)
@@ -132,6 +195,7 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     whole = busy.pop("start(), the whole call")
     steps = busy.pop("steps/s")
+    spared, spared_alone = busy.pop("spared"), alone.pop("spared")
     print(f"{a.runs} start() calls, K={a.k}, threads={a.threads}, {a.reps} reps (medians, µs)")
     print(f"  {'':34} {'busy engine':>12} {'share':>6} {'alone':>8}")
     print(
@@ -140,6 +204,10 @@ def main() -> None:
     for name, us in sorted(busy.items(), key=lambda kv: -kv[1]):
         print(f"  {name:34} {us:12.0f} {us / whole:6.0%} {alone.get(name, 0.0):8.0f}")
     print(f"  throughput of the busy engine: {steps:,.0f} steps/s")
+    print(
+        f"  journals made from a spare file: {spared:.0%} busy, {spared_alone:.0%} alone"
+        " (unnamed files opened ahead by a background thread: their `open` is not the caller's)"
+    )
 
 
 if __name__ == "__main__":

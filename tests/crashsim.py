@@ -13,7 +13,9 @@ crash-test VFS model it: of each file, what its last sync before the cut covered
 (at random, with `rng`) a prefix of the later writes, the last of them maybe torn; of
 each folder, the names its last sync covered, plus a prefix of the later changes. A file
 whose name was never synced into its folder is gone, and so is everything in a folder
-whose own name was lost. `syncfs` syncs everything.
+whose own name was lost. `syncfs` syncs everything. An unnamed file (`O_TMPFILE`, a
+store's spare made ahead by another thread, before or while recording) is recorded from
+its open or its first use ("make"), and is gone after a cut unless a link named it.
 
 A write on a descriptor opened `O_DSYNC` (or `O_SYNC`), like one with `RWF_DSYNC`, is
 synced when it returns: a cut can only fall inside it (between the write and its sync).
@@ -80,15 +82,25 @@ class Disk:
 
     def _gen_of_fd(self, fd: int) -> int | None:
         known = self._fds.get(fd)
-        if known is None:
-            return None
         try:
             st = self.real["fstat"](fd)
         except OSError:
             return None
-        if st.st_ino != known[0] or st.st_dev != self._dev:
-            return None  # the descriptor number was reused for another file meanwhile
+        if st.st_dev != self._dev:
+            return None
+        if known is None or st.st_ino != known[0]:  # unknown, or the number reused since
+            if st.st_nlink == 0 and stat.S_ISREG(st.st_mode):
+                return self._unnamed(fd, st.st_ino)  # a spare opened before recording
+            return None
         return known[1]
+
+    def _unnamed(self, fd: int, ino: int) -> int:
+        """A new unnamed file (O_TMPFILE) behind `fd`: the store's spares are opened ahead
+        of need, by another thread, maybe before recording began (then met at first use)."""
+        gen = self._new(ino)
+        self._fds[fd] = (ino, gen)
+        self.ops.append(("make", gen))  # no name, nothing to rebuild: a cut point's marker
+        return gen
 
     def _folder_of(self, path: Any, dir_fd: int | None) -> tuple[int | None, str]:
         """(generation of the folder holding `path`, its last component)."""
@@ -128,7 +140,7 @@ class Disk:
                 if parent is None:
                     parent, _ = self._folder_of(os.path.join(os.fsdecode(path), "x"), None)
                 if parent is not None:
-                    self._fds[fd] = (st.st_ino, self._new(st.st_ino))
+                    self._unnamed(fd, st.st_ino)
                 return fd
             if stat.S_ISDIR(st.st_mode):
                 gen = self._by_ino.get(st.st_ino)

@@ -10,7 +10,7 @@ finishes the run, running again at most the step that was in flight.
 | kind                                   | tests                                                  |
 | -------------------------------------- | ------------------------------------------------------ |
 | disk full at an activity's result      | test_disk_full_at_an_activity_result_*                 |
-| disk full at the run's creation        | test_disk_full_at_the_runs_creation_*                  |
+| disk full at the run's creation        | test_disk_full_at_the_runs_creation_* (and from a spare) |
 | disk full at the final record          | test_disk_full_at_the_final_record_*                   |
 | read-only store: start, resume         | test_read_only_store_*                                 |
 | disk full when a signal is sent        | test_disk_full_when_a_signal_is_sent_*                 |
@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 from helpers import Calls
+from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, FileStore, StoreUnavailable
@@ -237,6 +238,59 @@ def test_disk_full_at_the_runs_creation_raises_store_unavailable(disk: Disk, cal
             else:
                 engine.start(echo, "z" * BIG, run_id=f"new-{caller}")
         assert engine.list_runs() == []
+        # When space is freed, Then the same start succeeds
+        disk.free()
+        assert engine.run(echo, "z" * BIG, run_id=f"new-{caller}") == BIG
+
+
+@pytest.mark.parametrize("full", ["disk", "journal"])
+@pytest.mark.parametrize("caller", ["run", "start"])
+def test_disk_full_at_the_runs_creation_from_a_spare_file_raises_store_unavailable(
+    disk: Disk, monkeypatch: pytest.MonkeyPatch, caller: str, full: str
+) -> None:
+    # Given a store with spare files ready (unnamed files made ahead of need), then a full
+    # disk: all of it, or (injected) only for the new journal's first line, into its spare
+    real_write, real_pwritev = os.write, os.pwritev
+    refused: list[int] = []
+
+    def refuse(fd: int) -> None:
+        if full == "journal" and disk.failing == errno.ENOSPC and os.fstat(fd).st_nlink == 0:
+            refused.append(fd)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def write(fd: int, data: Any) -> int:
+        refuse(fd)
+        return real_write(fd, data)
+
+    def pwritev(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        refuse(fd)
+        return real_pwritev(fd, buffers, offset, flags)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "pwritev", pwritev)
+    with Engine(disk.path, threads=2) as engine:
+        store = engine.store
+        assert isinstance(store, FileStore)
+        for n in range(2):
+            engine.run(echo, "warm", run_id=f"warm-{caller}-{n}")
+        pool = store._spares
+        wait_until(lambda: pool.ready >= 1, what="a spare file")
+        taken = pool.taken
+        if full == "disk":
+            disk.fill()
+        else:
+            disk.failing = errno.ENOSPC
+        # When a run is started, Then the caller is told at once; nothing is left
+        with pytest.raises(StoreUnavailable, match="start it again") as caught:
+            if caller == "run":
+                engine.run(echo, "z" * BIG, run_id=f"new-{caller}")
+            else:
+                engine.start(echo, "z" * BIG, run_id=f"new-{caller}")
+        assert isinstance(caught.value.__cause__, OSError)
+        assert caught.value.__cause__.errno == errno.ENOSPC
+        if full == "journal":  # the spare took the first line, and the disk refused it
+            assert pool.taken == taken + 1 and len(refused) == 1
+        assert [i.run_id for i in engine.list_runs()] == [f"warm-{caller}-1", f"warm-{caller}-0"]
         # When space is freed, Then the same start succeeds
         disk.free()
         assert engine.run(echo, "z" * BIG, run_id=f"new-{caller}") == BIG

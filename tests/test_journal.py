@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from helpers import Calls, clone_prefix
+from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, FileStore, JournalCorrupted, RetryPolicy, RunStatus
@@ -234,6 +236,34 @@ def test_a_store_folder_deleted_under_a_live_store_is_made_again(tmp_path: Path)
     assert (tmp_path / "store" / "two.jsonl").exists()
 
 
+@pytest.mark.parametrize("caller", ["create", "create_claimed"])
+def test_a_store_folder_deleted_under_a_store_with_spare_files_is_made_again(
+    tmp_path: Path, caller: str
+) -> None:
+    # Given a file store with spare files ready (unnamed, made in its folder ahead of need)
+    store = FileStore(tmp_path / "store")
+    first = {"type": "run_started", "workflow": "w", "ts": 1.0}
+    for n in range(2):
+        assert store.create(f"warm-{n}", first)
+    pool = store._spares
+    wait_until(lambda: pool.ready >= 2, what="2 spare files")
+    # When its folder is deleted
+    shutil.rmtree(tmp_path / "store")
+    # Then the next run is made in a new folder, readable, under one name of its own
+    if caller == "create":
+        assert store.create("two", first)
+    else:
+        lease = store.create_claimed("two", first)
+        assert lease is not None
+        lease.release()
+    assert store.read("two") == [first]
+    assert os.stat(tmp_path / "store" / "two.jsonl").st_nlink == 1
+    # and the spares of the deleted folder were dropped, not linked: the pool starts anew
+    assert (pool.ready, pool._target) == (0, 0) and pool.taken <= 1
+    assert sorted(store.run_ids()) == ["two"]
+    store.close()
+
+
 @pytest.mark.parametrize("dsync", [True, False], ids=["pwritev-RWF_DSYNC", "write+fdatasync"])
 def test_durable_appends_land_whole_and_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dsync: bool
@@ -311,6 +341,19 @@ def _created_claimed(
     return spy, lease
 
 
+def _named_descriptors() -> set[int]:
+    """This process's descriptors of plain files with a name: not the store's spare files
+    (unnamed files made ahead of need by a background thread, `spares.py`, which also
+    opens the store's folder while it makes them): those come and go."""
+    named = set()
+    for fd in map(int, os.listdir("/proc/self/fd")):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            st = os.fstat(fd)
+            if st.st_nlink and stat.S_ISREG(st.st_mode):
+                named.add(fd)
+    return named
+
+
 def _effect(seq: int) -> dict[str, Any]:
     return {"type": "side_effect", "seq": seq, "name": "n", "ts": 1.0}
 
@@ -340,13 +383,13 @@ def test_a_run_created_claimed_and_released_unsynced_is_synced_by_the_release(
     # Given a run created claimed, released before any durable append (no log: see below)
     file_store._wal = None
     file_store.create("warm-up", _started())  # opens the store's folder descriptor, once
-    open_before = len(os.listdir("/proc/self/fd"))
+    open_before = _named_descriptors()
     spy, lease = _created_claimed(file_store, monkeypatch, sync)
     lease.release()
     # Then a durable store synced it (file and folder) on release; a flush one did not
     assert spy.calls == (["fdatasync", "dir"] if sync else [])
     # And the lease left no descriptor open behind it
-    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert _named_descriptors() == open_before
     assert file_store.read("r")[0]["type"] == "run_started"
 
 

@@ -40,6 +40,7 @@ RANKS = {
     "store.index": 6,
     "store.filelist": 6.5,
     "store.filegc": 6.7,
+    "store.spares": 6.6,
     "store.memory": 7,
     "store.file": 7,
     "store.locate": 7,

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from crashsim import Disk
+from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, FileStore
@@ -262,6 +263,7 @@ def test_after_a_reboot_opening_the_store_puts_back_what_the_journals_lost(
 # -- the power-cut fuzz --------------------------------------------------------------------
 ACKS: list[tuple[int, str, str, Any]] = []
 DISK: list[Disk] = []
+SPARES_TAKEN: list[int] = [0]  # runs the workload created from a spare file
 
 
 def _ack(kind: str, run_id: str, what: Any) -> None:
@@ -333,6 +335,7 @@ def _workload(root: Path, rng: random.Random, runs: int) -> tuple[set[str], set[
                     handles.pop(r, None)
         for rid, h in handles.items():
             _ack("end", rid, h.result(timeout=60))
+        SPARES_TAKEN[:] = [engine.store._spares.taken]  # type: ignore[attr-defined]
     return started, deleted
 
 
@@ -433,8 +436,16 @@ def _fuzz(
     assert wrote_direct == (direct and waldirect.block_size(str(root / ".wal")) > 0)
     total = len(disk.ops)
     syncs = [i + 1 for i, op in enumerate(disk.ops) if op[0] in ("sync", "syncall")]
+    # and cuts while the store's spare files (unnamed, made ahead by another thread) are
+    # open: just after one is made, and just before one holding a run's first line is linked
+    made = {op[1]: i + 1 for i, op in enumerate(disk.ops) if op[0] == "make"}
+    linking = [i for i, op in enumerate(disk.ops) if op[0] == "link" and op[3] in made]
+    assert SPARES_TAKEN[0] > 0 and linking, "no run was created from a spare file"
+    spares = rng.sample(sorted(made.values()), min(len(made), cuts // 10))
+    spares += rng.sample(linking, min(len(linking), cuts // 10))
     points = sorted(
-        {rng.randint(0, total) for _ in range(cuts // 2)}
+        {rng.randint(0, total) for _ in range(cuts // 2 - len(spares))}
+        | set(spares)
         | set(rng.sample(syncs, min(len(syncs), cuts - cuts // 2)))
     )
     for n, cut in enumerate(points):
@@ -460,6 +471,39 @@ def test_no_acknowledged_record_is_lost_at_hundreds_of_power_cuts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
     _fuzz(tmp_path, monkeypatch, seed=seed, runs=40, cuts=400)
+
+
+@pytest.mark.parametrize("log", [True, False], ids=["logged", "each-file-synced"])
+def test_runs_created_from_spare_files_made_before_recording_survive_a_power_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, log: bool
+) -> None:
+    # Given a store whose spare files (unnamed, made by a background thread) were opened
+    # before the simulated disk began recording (without a log: only the files tell)
+    root, disk = _recorded(tmp_path, monkeypatch)
+    store = FileStore(root)
+    if not log:
+        store._wal = None
+    pool = store._spares
+    assert pool.take() == pool.take() == -1  # a second miss asks for spares
+    wait_until(lambda: pool.ready >= 2, what="2 spare files")
+    # When runs are created from them while recording, each acknowledged
+    with disk.installed(monkeypatch):
+        for rid in ("a", "b"):
+            assert store.create(rid, _started(rid))
+            _ack("run", rid, None)
+    store.close()
+    assert pool.taken == 2
+    # Then the recording knows their files from their first use: written, then named...
+    named = {op[2]: op[3] for op in disk.ops if op[0] == "link"}
+    made = {op[1] for op in disk.ops if op[0] == "make"}
+    assert {"a.jsonl", "b.jsonl"} <= named.keys() and named["a.jsonl"] in made
+    assert any(op[0] == "write" and op[1] == named["b.jsonl"] for op in disk.ops)
+    # ...and a power cut after the acks, losing all that was not synced, keeps both runs
+    _reboot(monkeypatch, "boot-after")
+    for lose_all in (True, False):
+        into = tmp_path / f"cut-{lose_all}"
+        into.mkdir(mode=0o700)
+        _check_cut(disk, len(disk.ops), into, random.Random(1), set(), lose_all=lose_all)
 
 
 @intemporal.workflow

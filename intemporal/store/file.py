@@ -35,7 +35,6 @@ raises `JournalCorrupted` with the file and line number.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 import threading
@@ -73,6 +72,7 @@ from .safefs import (
     remove_folder,
     unlink_in,
 )
+from .spares import MISFIT, O_TMPFILE, UNSUPPORTED, Spares, link_named, link_new
 from .wal import Logged, WriteAheadLog
 from .walfile import supported as wal_supported
 
@@ -86,10 +86,7 @@ DOORBELL_MAX = 1 << 20  # past this size a sender truncates it; readers then loo
 CLAIM_PATIENCE = 0.05  # seconds `claim` waits for a lock held by a mere `_is_claimed` probe
 
 
-_O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until linked
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-# A failure of the store itself, not of the O_TMPFILE feature: the named way fails too.
-_STORE_DOWN = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE})
 
 
 class FileStore(FileCollector):
@@ -105,7 +102,8 @@ class FileStore(FileCollector):
         self._bases: dict[str, str] = {}
         self._root_fd = -1
         self._root_lock = threading.Lock()
-        self._tmpfile_ok = _O_TMPFILE != 0  # until the system says otherwise
+        self._tmpfile_ok = O_TMPFILE != 0  # until the system says otherwise
+        self._spares = Spares(self._root)  # unnamed files made ahead of `create` (spares.py)
         self._gclock = GcLock(self._root)  # `gc` deletes finished runs under it (`filegc.py`)
         # The write-ahead log (`wal.py`; its files made on first use): None where the
         # system cannot keep one, and then each durable write syncs its own file.
@@ -207,9 +205,13 @@ class FileStore(FileCollector):
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
         if sync and self._wal is not None:
             self._wal.open()
+        fd = self._spares.take()  # made ahead: no file created on the caller's path
         try:
-            fd = os.open(".", os.O_RDWR | os.O_APPEND | _O_TMPFILE, 0o600, dir_fd=dfd)
-        except OSError:
+            if fd < 0:
+                fd = os.open(".", os.O_RDWR | os.O_APPEND | O_TMPFILE, 0o600, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno in UNSUPPORTED:  # no unnamed files here: not tried again
+                self._tmpfile_ok = False
             return super().create_claimed(run_id, first, sync, owner)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
@@ -225,12 +227,12 @@ class FileStore(FileCollector):
         except FileExistsError:
             os.close(fd)
             return None
-        except FileNotFoundError:  # no /proc, or the store's folder deleted: `create` copes
+        except BaseException as exc:
             os.close(fd)
-            return super().create_claimed(run_id, first, sync, owner)
-        except BaseException:  # the run stays, pending and unlocked: `recover` takes it
-            os.close(fd)
-            raise
+            if isinstance(exc, OSError) and exc.errno in MISFIT:
+                # no /proc, the store's folder deleted (or now on another disk): `create` copes
+                return super().create_claimed(run_id, first, sync, owner)
+            raise  # the run stays, pending and unlocked: `recover` takes it
 
     def _index_row(self, run_id: str, first: Event) -> None:
         """The new run's index row, before its journal: the index never misses a run."""
@@ -254,6 +256,7 @@ class FileStore(FileCollector):
         fd, self._root_fd = self._root_fd, -1
         if fd >= 0:
             os.close(fd)
+        self._spares.close()  # their unnamed files are gone with them
         if self._wal is not None:
             self._wal.close()  # opened again if the store is used again
         self._gclock.close()
@@ -264,42 +267,15 @@ class FileStore(FileCollector):
             self.close()
 
     def _link_new(self, dfd: int, name: str, data: bytes, sync: bool) -> bool:
-        """Write `data` aside, sync it, then hard-link it as `name` in folder `dfd`.
-
-        Readers never see a half-written first line, and of two processes creating the same
-        name exactly one wins (the other's link fails: False). An unnamed O_TMPFILE needs
-        no temporary name, nor its removal, and leaves nothing behind after a crash; where
-        the kernel, the filesystem or /proc cannot do that, a named temporary file is used.
-        """
+        """Write `data` aside, sync it, then hard-link it as `name` in folder `dfd`: an
+        unnamed file (a spare made ahead, `spares.py`) where the system has them, else a
+        named temporary file. False when `name` exists (made by another process)."""
         if self._tmpfile_ok:
-            try:
-                fd = os.open(".", os.O_WRONLY | _O_TMPFILE, 0o600, dir_fd=dfd)
-            except OSError as exc:
-                if exc.errno in _STORE_DOWN:  # not a missing feature: tell the caller
-                    raise
-                self._tmpfile_ok = False
-            else:
-                try:
-                    write(fd, data, sync)
-                    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dfd)  # linkat, FOLLOW
-                    return True
-                except FileExistsError:
-                    return False
-                except FileNotFoundError:  # no /proc here: the named way below
-                    self._tmpfile_ok = False
-                finally:
-                    os.close(fd)
-        tmp = f".{name}.{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
-        try:
-            write(fd, data, sync)
-            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            os.close(fd)
-            os.unlink(tmp, dir_fd=dfd)
+            created = link_new(dfd, name, data, sync, self._spares)
+            if created is not None:
+                return created
+            self._tmpfile_ok = False
+        return link_named(dfd, name, data, sync, f".{name}.{uuid.uuid4().hex}.tmp")
 
     def read(self, run_id: str) -> list[Event]:
         path = self._base(run_id) + JOURNAL
