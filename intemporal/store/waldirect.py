@@ -7,13 +7,14 @@ write returns, without the page cache's copy, writeback and wait. `block_size(fo
 tells, once per store, whether it can: else the log writes buffered
 (`pwritev(RWF_DSYNC)`), with the same bytes on disk either way.
 
-Measured on a virtio disk with a write-back cache and no FUA (2026-11-30): a direct
-4 KiB write + sync cost the same as a buffered one into a segment zero-filled in 64 KiB
-pieces (~1-3 µs less at the median, the same CPU), and the copy into the aligned block
-costs ~1.5-4 µs of Python: no gain, so it is off by default. (A buffered sync is ~10 µs
-dearer into a file whose pages came from one large write, held in large folios: not the
-log's case.) A disk with FUA writes may differ: a direct `O_DSYNC` overwrite is then one
-FUA write, where the buffered one is a write and a cache flush.
+Measured on a virtio disk with a write-back cache and no FUA (2026-11-30,
+`bench/wal_direct.py`): a direct 4 KiB write + sync took 3-4 µs less at the median than a
+buffered one into a segment zero-filled in 64 KiB pieces, and ~2 µs less CPU, and the copy
+into the aligned block gave that back (through `WriteAheadLog.log`: -0.5 to +6.7 µs, CPU
++2 to +4 µs): no gain, so it is off by default. (A buffered sync is ~11 µs dearer into a
+file whose pages came from one large write, held in large folios: not the log's case.) A
+disk with FUA writes may differ: a direct `O_DSYNC` overwrite is then one FUA write, where
+the buffered one is a write and a cache flush.
 
 A direct write covers whole blocks (offset, length and buffer address multiples of the
 block: the filesystem's, 4 KiB here). So `DirectTail` keeps the log's last partial block in
