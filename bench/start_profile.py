@@ -39,11 +39,12 @@ import workload  # noqa: E402
 
 import intemporal  # noqa: E402
 from intemporal.store import file as file_module  # noqa: E402
-from intemporal.store import fileio  # noqa: E402
+from intemporal.store import fileio, waldirect, walfile  # noqa: E402
 from intemporal.store import spares as spares_module  # noqa: E402
 from intemporal.store import wal as wal_module  # noqa: E402
 
-MODULES = (file_module, fileio, wal_module, spares_module)  # the store's, whose `os` is timed
+# the store's, whose `os` is timed
+MODULES = (file_module, fileio, wal_module, walfile, waldirect, spares_module)
 TIMED = ("open", "pwritev", "write", "fdatasync", "link", "fsync", "close")
 
 

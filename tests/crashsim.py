@@ -17,6 +17,12 @@ whose own name was lost. `syncfs` syncs everything. An unnamed file (`O_TMPFILE`
 store's spare made ahead by another thread, before or while recording) is recorded from
 its open or its first use ("make"), and is gone after a cut unless a link named it.
 
+A write on a descriptor opened `O_DSYNC` (or `O_SYNC`), like one with `RWF_DSYNC`, is
+synced when it returns: a cut can only fall inside it (between the write and its sync).
+A write opened `O_DIRECT` is torn at sector granularity when a cut tears it: each
+512-byte sector it covers is either new or as it was (the sector-atomicity a disk gives),
+not a prefix of its bytes.
+
 Files are told apart by a generation number of their own, not by inode: a freed inode is
 soon reused for a new file.
 """
@@ -39,6 +45,9 @@ import pytest
 from intemporal.store import walfile
 
 Op = tuple[Any, ...]
+SECTOR = 512  # bytes: what a disk writes whole or not at all
+_DSYNC = getattr(os, "O_DSYNC", 0) | getattr(os, "O_SYNC", 0)
+_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
 class Disk:
@@ -148,13 +157,19 @@ class Disk:
             self._fds[fd] = (st.st_ino, gen)
             return fd
 
-    def _write_at(self, fd: int, n: int, data: bytes, offset: int | None) -> None:
+    def _write_at(
+        self, fd: int, n: int, data: bytes, offset: int | None, sync: bool = False
+    ) -> None:
         gen = self._gen_of_fd(fd)
         if gen is None or n <= 0:
             return
         if offset is None:
             offset = self.real["lseek"](fd, 0, os.SEEK_CUR) - n
-        self.ops.append(("write", gen, offset, bytes(data[:n])))
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        direct = bool(flags & _DIRECT)
+        self.ops.append(("write", gen, offset, bytes(data[:n]), direct))
+        if sync or flags & _DSYNC:
+            self.ops.append(("sync", gen))
 
     def write(self, fd: int, data: bytes) -> int:
         with self.lock:
@@ -176,9 +191,7 @@ class Disk:
                 fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
             )
             at = self.real["fstat"](fd).st_size - n if appending else offset
-            self._write_at(fd, n, data, at)
-            if flags & getattr(os, "RWF_DSYNC", 0):
-                self._sync(fd)
+            self._write_at(fd, n, data, at, bool(flags & getattr(os, "RWF_DSYNC", 0)))
             return n
 
     def dup(self, fd: int) -> int:
@@ -308,7 +321,8 @@ class Disk:
                 what.append(names.get(op[1], f"#{op[1]}"))
             if op[0] == "write":
                 data = op[3]
-                what.append(f"@{op[2]} +{len(data)} {data[:60]!r}")
+                what.append(f"@{op[2]} +{len(data)}{' direct' if op[4:5] == (True,) else ''}")
+                what.append(repr(data[:60]))
             elif op[0] == "trunc":
                 what.append(f"to {op[2]}")
             elif op[0] in ("link", "unlink"):
@@ -346,8 +360,7 @@ class Disk:
                 n = rng.randint(0, len(later))
                 tail = later[:n]
                 if tail and tail[-1][0] == "write" and rng.random() < 0.5:
-                    w = tail[-1]
-                    tail[-1] = (w[0], w[1], w[2], w[3][: rng.randint(0, len(w[3]))])
+                    tail[-1:] = _torn(tail[-1], rng)
                 kept += tail
             if gen in self.folders:
                 names: dict[str, int] = {}
@@ -361,7 +374,7 @@ class Disk:
                 buf = bytearray()
                 for op in kept:
                     if op[0] == "write":
-                        _, _, off, data = op
+                        off, data = op[2], op[3]
                         if len(buf) < off:
                             buf.extend(bytes(off - len(buf)))
                         buf[off : off + len(data)] = data
@@ -387,6 +400,19 @@ class Disk:
             else:
                 (into / name).write_bytes(bytes(contents.get(gen, b"")))
                 (into / name).chmod(0o600)
+
+
+def _torn(write: Op, rng: random.Random) -> list[Op]:
+    """A write a power cut tore, as the writes of what reached the disk: a direct one, a
+    random subset of its sectors; a buffered one, a prefix of its bytes."""
+    _, gen, off, data, *direct = write
+    if not direct or not direct[0]:
+        return [("write", gen, off, data[: rng.randint(0, len(data))])]
+    out: list[Op] = []
+    for at in range(0, len(data), SECTOR):
+        if rng.random() < 0.5:
+            out.append(("write", gen, off + at, data[at : at + SECTOR]))
+    return out
 
 
 def replay_cut(recording: Path, into: Path) -> tuple[Disk, list[Any], set[str], int, random.Random]:

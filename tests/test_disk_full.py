@@ -35,7 +35,7 @@ from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, FileStore, StoreUnavailable
-from intemporal.store import fileio
+from intemporal.store import fileio, wal
 
 calls = Calls()
 BIG = 40_000  # bytes: more than the last page of a journal can still take
@@ -43,18 +43,30 @@ DISK: dict[str, Disk] = {}  # the disk of the running test, for the activities
 
 
 class Disk:
-    """A 2 MB tmpfs at `path`, or (where mount is not permitted) injected failures there.
+    """A 2 MB tmpfs at `path` (`fs="ext4"`: a 4 MB ext4 image mounted by a loop device, a
+    disk the write-ahead log writes with direct I/O), or (where mount is not permitted)
+    injected failures there.
 
     `fill()` takes every free byte, `free()` gives them back; `read_only()` / `writable()`
     remount it (the store's files must not be open for writing then).
     """
 
-    def __init__(self, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.path, self.mp = path, monkeypatch
+    def __init__(self, path: Path, monkeypatch: pytest.MonkeyPatch, fs: str = "tmpfs") -> None:
+        self.path, self.mp, self.fs = path, monkeypatch, fs
         path.mkdir()
         mount = ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(path)]
+        if fs == "ext4":
+            image = path.with_suffix(".img")
+            image.write_bytes(b"")
+            os.truncate(image, 4 << 20)
+            mkfs = ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(image)]
+            made = subprocess.run(mkfs, capture_output=True).returncode == 0
+            mount = ["mount", "-o", "loop", str(image), str(path)] if made else ["false"]
         no_mount = os.environ.get("INTEMPORAL_TEST_NO_MOUNT") == "1"  # try the fallback
         self.real = not no_mount and subprocess.run(mount, capture_output=True).returncode == 0
+        if self.real and fs == "ext4":
+            (path / "lost+found").rmdir()
+            path.chmod(0o700)
         self.failing: int | None = None  # the errno injected, when not real
         if not self.real:
             self._inject()
@@ -128,8 +140,13 @@ class Disk:
 
 
 @pytest.fixture
-def disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Disk]:
-    d = DISK["disk"] = Disk(tmp_path / "disk", monkeypatch)
+def disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[Disk]:
+    fs = getattr(request, "param", "tmpfs")
+    if fs == "ext4":  # a disk the write-ahead log writes direct, when asked
+        monkeypatch.setattr(wal, "DIRECT", True)
+    d = DISK["disk"] = Disk(tmp_path / "disk", monkeypatch, fs)
     try:
         yield d
     finally:
@@ -168,13 +185,14 @@ def three_steps(tag: str, journal: str) -> Any:
         return f"swallowed {type(exc).__name__}"
 
 
+@pytest.mark.parametrize("disk", ["tmpfs", "ext4"], indirect=True)
 @pytest.mark.parametrize("durability", ["fsync", "flush"])
 @pytest.mark.parametrize("caller", ["run", "start"])
 def test_disk_full_at_an_activity_result_stops_the_run_and_a_resume_finishes_it(
     disk: Disk, caller: str, durability: str
 ) -> None:
     # Given a store on a small disk, and a step that fills the disk before its record
-    tag = f"full-{caller}-{durability}"
+    tag = f"full-{caller}-{durability}-{disk.fs}"
     journal = disk.path / f"{tag}.jsonl"
     with Engine(disk.path, threads=2, durability=durability) as engine:
         # When the run appends that record
@@ -192,6 +210,9 @@ def test_disk_full_at_an_activity_result_stops_the_run_and_a_resume_finishes_it(
         assert [e["type"] for e in events] == ["run_started", "activity_completed"]
         assert [i.run_id for i in engine.list_runs()] == [tag]
         assert not engine.get_run(tag).status.finished
+        log = getattr(engine.store, "_wal", None)  # on ext4, the log writes direct
+        if log is not None and durability == "fsync":
+            assert log.direct == (disk.fs == "ext4" and disk.real)
         # When space is freed and the run resumed
         disk.free()
         result = engine.resume(tag).result(timeout=30)

@@ -32,6 +32,7 @@ RANKS = {
     "tracing": 6,
     "store.safefs": 1,
     "store.walfile": 2,
+    "store.waldirect": 2,
     "store.wal": 3,
     "store.queueing": 2,
     "queues": 3,

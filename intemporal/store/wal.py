@@ -13,6 +13,8 @@ writes every queued record of every thread in one `pwritev(RWF_DSYNC)` in place 
 zero-filled segment (no size or block change: the cheapest sync the disk offers), then
 wakes exactly the waiters it covered, one lock each, and hands leadership to the next
 waiter queued meanwhile. Processes sharing the store serialize their writes with a flock.
+With `INTEMPORAL_WAL_DIRECT=1`, where the filesystem allows it (not tmpfs), the batch is
+written with direct I/O, whole blocks, the same bytes on disk (`waldirect.py`).
 
 A power cut loses what was not synced: the run files may lack lines the log has. So when
 a store is opened in a boot other than the one its log was last checked in, the log is
@@ -37,6 +39,7 @@ from collections.abc import Iterator
 
 from . import walfile
 from .safefs import open_in
+from .waldirect import DirectTail, block_size
 from .walfile import (
     DELETE,
     OVERHEAD,
@@ -53,6 +56,7 @@ from .walfile import (
     record,
     sync_folder,
     write_state,
+    write_synced,
 )
 
 __all__ = ["DELETE", "WAL", "WRITE", "Logged", "WriteAheadLog"]
@@ -63,13 +67,13 @@ FIRST_SEGMENT = 1 << 16  # a new store's log starts small (a test's store costs 
 MAX_SEGMENT = 1 << 22  # ...and grows x4 per segment up to 4 MiB
 UNBORN_SLACK = 60.0  # s: a journal linked this long before a checkpoint had its record in
 BULK = 4096  # a checkpoint naming more files than this syncs the whole filesystem (syncfs)
+# direct I/O where the filesystem allows it (waldirect.py): off unless asked, no gain measured
+DIRECT = os.environ.get("INTEMPORAL_WAL_DIRECT") == "1"
 
 # segno, offset, and the end of a batch being written (0: none): a writer killed in
 # between leaves it set, and the next one finds out whether that batch is in the log.
 _TAIL = struct.Struct("<QQQ")
 _FULL = 1 << 62  # an offset past any segment's end: the next batch opens a new one
-_RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
-_IOV_MAX = 1024  # the fewest buffers one pwritev takes (Linux's UIO_MAXIOV)
 
 
 class _Item:
@@ -112,6 +116,7 @@ class WriteAheadLog:
         self._sizes: dict[int, int] = {}
         self._lock_fd = -1
         self._tail: mmap.mmap | None = None
+        self._direct: DirectTail | None = None  # chosen at open: see `direct`
         self._failed: OSError | None = None
         self._open_lock = threading.Lock()
         self._file_mu = threading.Lock()  # the flock excludes processes; this, our threads
@@ -119,6 +124,11 @@ class WriteAheadLog:
         self._behind = threading.Condition()  # the checkpointer thread's wake-up
         self._behind_upto: tuple[int, int] | None = None
         self._checkpointer: threading.Thread | None = None
+
+    @property
+    def direct(self) -> bool:
+        """Whether the log is written with direct I/O (decided when it is opened)."""
+        return self._direct is not None
 
     # -- writing ---------------------------------------------------------------------------
     def log(self, path: str, offset: int, data: bytes) -> None:
@@ -264,13 +274,14 @@ class WriteAheadLog:
         if fd is None:
             fd = self._slot_fd(segno % SLOTS)
         _TAIL.pack_into(tail, 0, segno, offset, offset + size)
+        direct, written = self._direct, -1
         try:
-            if _RWF_DSYNC:
-                parts = chunk if len(chunk) <= _IOV_MAX else [b"".join(chunk)]
-                written = os.pwritev(fd, parts, offset, _RWF_DSYNC)  # the parts: no copy
-            else:
-                written = os.pwrite(fd, b"".join(chunk), offset)
-                os.fdatasync(fd)
+            if direct is not None and direct.fits(offset, size, self._sizes[segno % SLOTS]):
+                written = direct.write(segno % SLOTS, segno, offset, chunk, size)
+                if written < 0:  # the filesystem refused direct I/O after all: buffered then
+                    self._direct = None
+            if written < 0:
+                written = write_synced(fd, offset, chunk)
         except OSError as exc:
             _TAIL.pack_into(tail, 0, segno, offset, 0)
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -298,6 +309,8 @@ class WriteAheadLog:
         elif state is not None and new > 1:
             self._checkpoint_behind((new, 0))  # long before this slot comes round again
         want = min(MAX_SEGMENT, FIRST_SEGMENT << min(2 * (new - 1), 16))
+        if self._direct is not None:  # whole blocks, for its direct writes
+            want = -(-want // self._direct.block) * self._direct.block
         fd = self._slot_fd(slot)
         have = os.fstat(fd).st_size
         if have < want:
@@ -351,6 +364,8 @@ class WriteAheadLog:
                         sync_folder(self.root)
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            block = block_size(self.folder) if DIRECT else 0
+            self._direct = DirectTail(self.folder, block) if block else None
             self._tail = tail
 
     # -- checkpoints and replay ------------------------------------------------------------
@@ -416,15 +431,16 @@ class WriteAheadLog:
                 self._checkpoint_outside(upto)
 
     def _checkpoint_outside(self, upto: tuple[int, int]) -> None:
-        """A checkpoint to `upto` holding the lock only to copy the segments and to write
-        the state: the files are synced while records keep being logged."""
+        """A checkpoint to `upto`, the lock held only to copy the log before it (not the
+        segment being written) and to write the state: files sync while records are logged."""
         with self._locked():
             state = read_state(self.folder)
             if state is None or state[1:] >= upto:
                 return
             pages = {
-                s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0] + 1)
+                s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0])
             }
+            pages[upto[0] % SLOTS] = os.pread(self._slot_fd(upto[0] % SLOTS), upto[1], 0)
         self._sync_files(self.records(state[1], state[2], upto, pages))
         with self._locked():
             now = read_state(self.folder)
@@ -512,6 +528,9 @@ class WriteAheadLog:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
