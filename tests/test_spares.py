@@ -11,6 +11,7 @@
 | a full disk with spares ready                               | test_disk_full.py (…_from_a_spare…) |
 | the store's folder deleted under spares                     | test_journal.py (…_with_spares…)    |
 | a power cut while spares are open                           | test_wal.py (the power-cut fuzz)    |
+| few descriptors left: spares leave the process half of them | test_spares_leave_the_process_*     |
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import errno
 import fcntl
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -313,3 +316,34 @@ def test_without_o_tmpfile_runs_are_created_through_named_files_and_no_spare_is_
         "r3.jsonl",
         "s.jsonl",
     ]
+
+
+_FEW_DESCRIPTORS = """
+import os, resource, sys, time
+from intemporal.store.spares import MOST, Spares
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+pool = Spares(sys.argv[1])
+for _ in range(8):  # takes finding none: the pool wants its most
+    pool.take()
+assert pool._target == MOST
+deadline = time.monotonic() + 30
+while pool._queued and time.monotonic() < deadline:
+    time.sleep(0.005)
+fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(30)]  # the user's own files
+print(pool.ready, pool.spared)
+"""
+
+
+def test_spares_leave_the_process_half_its_descriptors(tmp_path: Path) -> None:
+    # Given a process allowed 64 descriptors whose pool wants its most (32 spares)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FEW_DESCRIPTORS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then its refill stopped at half the limit (a spare past it closed, counted), and
+    # the process still opens 30 files of its own
+    assert proc.returncode == 0, proc.stderr
+    ready, spared = map(int, proc.stdout.split())
+    assert 0 < ready < MOST and spared == 1

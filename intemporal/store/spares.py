@@ -19,6 +19,9 @@ or a power cut; a file the kernel freed without a name never holds anyone's data
 
 A failure of the background thread (a full disk, no `O_TMPFILE` here) is only counted:
 the caller then finds no spare, opens its own file, and sees the real error itself.
+Spares never take a process's last descriptors: a refill stops at the first spare whose
+descriptor number reaches half the soft `RLIMIT_NOFILE` (descriptors are numbered from the
+lowest free one, so half of them are in use), which it closes and counts in `spared`.
 
 A forked child never uses its parent's spares (both would link the same file under two
 names): they are closed in the child right after `fork` (`os.register_at_fork`), and
@@ -33,6 +36,11 @@ import errno
 import os
 import threading
 import weakref
+
+try:
+    import resource
+except ImportError:  # not on this system: no limit known
+    resource = None  # type: ignore[assignment]
 
 from .fileio import write
 
@@ -54,7 +62,8 @@ class Spares:
 
     Counters, for tests and benchmarks: `made` (spares opened by the background thread),
     `taken` (handed out by `take`), `missed` (takes that found none), `failed` (background
-    opens that failed; `error` is the last one's `OSError`).
+    opens that failed; `error` is the last one's `OSError`), `spared` (refills stopped to
+    leave the process half its descriptors).
     """
 
     def __init__(self, folder: str) -> None:
@@ -65,7 +74,7 @@ class Spares:
         self._queued = False  # a refill is asked for, or under way
         self._gen = 0  # bumped by `close` and a fork: a refill under way then keeps nothing
         self._pid = os.getpid()
-        self.made = self.taken = self.missed = self.failed = 0
+        self.made = self.taken = self.missed = self.failed = self.spared = 0
         self.error: OSError | None = None
         _pools.add(self)
 
@@ -115,6 +124,7 @@ class Spares:
         except OSError as exc:
             self._failed(exc)
             return
+        ceiling = _ceiling()
         try:
             while True:
                 with self._lock:
@@ -125,6 +135,12 @@ class Spares:
                     fd = os.open(".", _SPARE, 0o600, dir_fd=dfd)
                 except OSError as exc:
                     self._failed(exc)
+                    return
+                if fd >= ceiling:  # half the process's descriptors in use: leave the rest
+                    os.close(fd)
+                    with self._lock:
+                        self.spared += 1
+                        self._queued = False  # asked again by a later take that finds none
                     return
                 with self._lock:
                     if self._gen == gen:
@@ -155,6 +171,14 @@ class Spares:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             _close_all(self._fds)
+
+
+def _ceiling() -> int:
+    """The lowest descriptor number a spare may have: half the soft `RLIMIT_NOFILE`."""
+    if resource is None:
+        return 1 << 30
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 30 if soft == resource.RLIM_INFINITY else soft // 2
 
 
 def _close_all(fds: list[int]) -> None:
