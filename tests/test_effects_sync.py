@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from crashsim import Disk
-from process_helpers import journal_events, run_and_kill
+from process_helpers import journal_events, run_and_kill, wait_until
 
 import intemporal
 from intemporal import Engine, FileStore
@@ -267,3 +267,37 @@ def test_without_a_log_a_synced_line_after_unsynced_ones_syncs_the_whole_journal
     assert calls in (["pwritev-dsync"], ["fdatasync"])  # one sync, in place where it can
     lease.release()
     store.close()
+
+
+STOPS_FIRST: list[bool] = []
+
+
+@intemporal.workflow
+def stops_once() -> int:
+    got = step(4)  # appended unsynced by the execution that dies below
+    if STOPS_FIRST:
+        STOPS_FIRST.pop()
+        raise Stop
+    return got + effect_step()
+
+
+def test_a_result_left_unsynced_by_a_dead_process_is_on_disk_before_the_resumed_runs_effect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: Disk
+) -> None:
+    # Given a run whose execution appended an activity's result unsynced, then died before
+    # its next effect (as SIGKILL does: its lease let go without a sync; the line is in the
+    # page cache, not on disk)
+    STOPS_FIRST[:] = [True]
+    with monkeypatch.context() as m:
+        m.setattr(intemporal.replay.RunContext, "before_effect", lambda self: None)
+        with Engine(FileStore(disk.root), threads=2) as engine:
+            engine.start(stops_once, run_id="r")
+            wait_until(lambda: not STOPS_FIRST, what="the first execution to stop")
+    # When another engine recovers the run, replays that result, and executes the next
+    # activity
+    with Engine(FileStore(disk.root), threads=2) as engine:
+        assert engine.resume("r").result(timeout=10) == 41
+    # Then a power cut as that activity runs finds the replayed result on disk
+    events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
+    done = [e for e in events if e["type"] == "activity_completed"]
+    assert [(e["seq"], e["result"]) for e in done][:1] == [(1, 40)], events
