@@ -79,6 +79,7 @@ class ActivitySteps:
 
     if TYPE_CHECKING:
         unsynced_results: bool
+        untaken_results: bool
         deferring: bool
 
         def append(self, event: Event, sync: bool | None = None) -> None: ...
@@ -126,6 +127,16 @@ class ActivitySteps:
         the rest of the recorded one, or the current policy's, if the code now asks less."""
         left = self.retry_at.get(seq, 0.0) - self.host.clock.time()
         return min(left, retry.delay(attempt - 1))
+
+    def before_release(self) -> None:
+        """`before_effect`, with the outcomes of submitted activities the workflow has not
+        taken yet (appended unsynced since the last synced line, `untaken_results`) made
+        durable too: called before the run's lease is let go (it parks or stops), as the
+        execution that claims it next takes them as recorded."""
+        if self.untaken_results:
+            self.untaken_results = False
+            self.unsynced_results = True
+        self.before_effect()
 
     def attempt_started(self, seq: int, name: str, attempt: int) -> float:
         """Make the outcomes taken so far durable (the attempt is an effect: `before_effect`),
@@ -198,6 +209,8 @@ class ActivitySteps:
             self.append(event, False)  # (`RunContext.before_effect`); a submitted activity's
             if not self.submitted():  # is taken by the workflow later (`DurableFuture.result`)
                 self.unsynced_results = True
+            else:  # or, not taken yet, synced when the run is let go (`before_release`)
+                self.untaken_results = True
         else:  # flush mode, or a store whose sync is a round trip of its own
             self.append(event)
         if self.observer.on_activity_finished:

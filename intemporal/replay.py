@@ -165,6 +165,7 @@ class RunContext(ActivitySteps):
         # cleared on the workflow's thread (or event loop) only, set once the line is
         # written, cleared before a sync is asked for.
         self.unsynced_results = False
+        self.untaken_results = False  # the same for submitted ones not taken: `before_release`
         # fsync mode on a store whose sync costs what a synced append does: activity
         # outcomes are appended unsynced (`Lease.defer_sync`); else synced as they come
         self.deferring = host.sync and lease.defer_sync
@@ -211,8 +212,8 @@ class RunContext(ActivitySteps):
         if sync is None:
             sync = self.host.sync and not self.submitted()
         event.setdefault(OWNER, self.host.engine_id)  # which engine executed this step
-        if sync:
-            self.unsynced_results = False  # this line's sync covers every line before it
+        if sync:  # this line's sync covers every line before it
+            self.unsynced_results = self.untaken_results = False
         try:
             if self.marker is not None:
                 self._write_marker(event["ts"])
@@ -229,9 +230,9 @@ class RunContext(ActivitySteps):
         (`attempt_started`, on the workflow's thread or its event loop), a submitted activity
         is handed to a thread (`submit`), a side effect's function is called, a child run is
         started (`call_child`), the run continues as new (`lineage.continue_run`), and, in
-        the executor, before the run's lease is released (it parked to wait for a timer, a
-        signal or a child, or stopped: shutdown, an interrupt, divergent code), so no other
-        process claims it with a result not durable. Every other record a workflow writes
+        the executor, before the run's lease is released (`before_release`: it parked to
+        wait for a timer, a signal or a child, or stopped: shutdown, an interrupt, divergent
+        code), so no other process claims it with a result not durable. Every other record a workflow writes
         (a timer, a signal wait or its taking, a side effect's value, an event, a
         compensation's start, a delivered cancellation, a failed attempt before its retry,
         the run's end whatever it is) is appended with a sync, which covers the pending

@@ -24,6 +24,7 @@ from process_helpers import journal_events, run_and_kill, wait_until
 
 import intemporal
 from intemporal import Engine, FileStore
+from intemporal.clock import VirtualClock
 from intemporal.observe import Observer, RunStopped
 from intemporal.store import walfile
 
@@ -301,3 +302,33 @@ def test_a_result_left_unsynced_by_a_dead_process_is_on_disk_before_the_resumed_
     events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
     done = [e for e in events if e["type"] == "activity_completed"]
     assert [(e["seq"], e["result"]) for e in done][:1] == [(1, 40)], events
+
+
+@intemporal.activity
+def late_step() -> int:
+    # Returns once the run's timer is journaled: its result is appended after that record
+    wait_until(
+        lambda: b"timer_started" in Path(DISKS[0].root, "r.jsonl").read_bytes(), what="timer"
+    )
+    return 7
+
+
+@intemporal.workflow
+def submits_then_sleeps() -> int:
+    fut = intemporal.submit(late_step)
+    intemporal.sleep(3600)  # parks: the submitted activity finishes first, its result not taken
+    return fut.result() + effect_step()
+
+
+def test_a_submitted_result_not_yet_taken_is_on_disk_before_the_parked_run_is_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: Disk
+) -> None:
+    # Given a run that submits an activity, then parks on a timer before taking its result
+    # (the activity finishes after the timer's record: its result appended unsynced)
+    with Engine(FileStore(disk.root), threads=2, clock=VirtualClock()) as engine:
+        # When the timer fires, the run takes the result and executes its next activity
+        assert engine.start(submits_then_sleeps, run_id="r").result(timeout=10) == 8
+    # Then a power cut as that activity runs finds the submitted one's result on disk
+    events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
+    done = [e for e in events if e["type"] == "activity_completed"]
+    assert [(e["seq"], e["result"]) for e in done][:1] == [(1, 7)], events

@@ -270,7 +270,7 @@ class Executor:
         ctx = exe.ctx
         try:
             if ctx is not None and ctx.store_failed is None:
-                ctx.before_effect()
+                ctx.before_release()
         except StoreFailure as failure:  # the run stops unrecorded: resumable, said why
             exe.finish("error", failure.error)
         finally:
