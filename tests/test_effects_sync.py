@@ -27,6 +27,7 @@ from intemporal import Engine, FileStore
 from intemporal.clock import VirtualClock
 from intemporal.observe import Observer, RunStopped
 from intemporal.store import walfile
+from intemporal.store.fileio import FileLease
 
 pytestmark = pytest.mark.skipif(not walfile.supported(), reason="no flock/pwritev/boot id")
 
@@ -332,3 +333,31 @@ def test_a_submitted_result_not_yet_taken_is_on_disk_before_the_parked_run_is_le
     events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
     done = [e for e in events if e["type"] == "activity_completed"]
     assert [(e["seq"], e["result"]) for e in done][:1] == [(1, 7)], events
+
+
+@intemporal.workflow
+def stops_before_a_step() -> int:
+    if STOPS_FIRST:
+        STOPS_FIRST.pop()
+        raise Stop
+    return effect_step()
+
+
+def test_a_journal_run_made_unsynced_is_on_disk_before_the_recovered_runs_first_effect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: Disk
+) -> None:
+    # Given a run `run()` created (its journal made unsynced: its first sync logs it), whose
+    # process died before that sync (its lease let go without one, as SIGKILL does)
+    STOPS_FIRST[:] = [True]
+    with monkeypatch.context() as m:
+        m.setattr(intemporal.replay.RunContext, "before_effect", lambda self: None)
+        m.setattr(FileLease, "release", lambda self: os.close(self._fd))
+        with Engine(FileStore(disk.root), threads=2) as engine:
+            with pytest.raises(Stop):
+                engine.run(stops_before_a_step, run_id="r")
+    # When another engine recovers it and executes its first activity
+    with Engine(FileStore(disk.root), threads=2) as engine:
+        assert engine.resume("r").result(timeout=10) == 1
+    # Then a power cut as that activity runs finds the run's journal on disk
+    events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
+    assert [e["type"] for e in events][:1] == ["run_started"], events

@@ -359,9 +359,9 @@ class Executor:
         exe.ctx = ctx
         if after == "crash" and (len(events) > 1 or first_died(events[0], self.engine_id)):
             ctx.marker = {"type": RUN_RECOVERED, "after": last}
-            # The execution that stopped may have left results appended unsynced (killed
-            # before its next effect): replayed here, they are made durable by this one's.
-            ctx.unsynced_results = ctx.deferring and len(events) > 1
+            # The execution that died may have left lines unsynced (results appended before
+            # its next effect, a journal `run()` created): durable before this one's first.
+            ctx.unsynced_results = ctx.deferring
         obs, workflow = self.observer, ctx.workflow
         queue, headers = events[0].get("queue"), events[0].get("headers") or {}
         if len(events) == 1 and obs.on_run_started:
