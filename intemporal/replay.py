@@ -242,7 +242,7 @@ class RunContext(ActivitySteps):
         share one sync.
         """
         if self.unsynced_results and not self.submitted():
-            self.unsynced_results = False
+            self.unsynced_results = self.untaken_results = False  # covered by this sync
             self.sync_journal()
 
     def submitted(self) -> bool:
