@@ -19,9 +19,9 @@ or a power cut; a file the kernel freed without a name never holds anyone's data
 
 A failure of the background thread (a full disk, no `O_TMPFILE` here) is only counted:
 the caller then finds no spare, opens its own file, and sees the real error itself.
-Spares never take a process's last descriptors: a refill stops at the first spare whose
-descriptor number reaches half the soft `RLIMIT_NOFILE` (descriptors are numbered from the
-lowest free one, so half of them are in use), which it closes and counts in `spared`.
+Spares never take a process's last descriptors: a refill stops (counted in `spared`) where
+the next descriptor's number would reach half the soft `RLIMIT_NOFILE` (descriptors are
+numbered from the lowest free one: half of them are in use), told by a `dup`, no file made.
 
 A forked child never uses its parent's spares (both would link the same file under two
 names): they are closed in the child right after `fork` (`os.register_at_fork`), and
@@ -132,15 +132,16 @@ class Spares:
                         self._queued = False
                         return
                 try:
+                    fd = os.dup(dfd)  # the number a spare would have (no file made for it)
+                    os.close(fd)
+                    if fd >= ceiling:  # half the process's descriptors in use: leave the rest
+                        with self._lock:
+                            self.spared += 1
+                            self._queued = False  # asked again by a take that finds none
+                        return
                     fd = os.open(".", _SPARE, 0o600, dir_fd=dfd)
                 except OSError as exc:
                     self._failed(exc)
-                    return
-                if fd >= ceiling:  # half the process's descriptors in use: leave the rest
-                    os.close(fd)
-                    with self._lock:
-                        self.spared += 1
-                        self._queued = False  # asked again by a later take that finds none
                     return
                 with self._lock:
                     if self._gen == gen:
