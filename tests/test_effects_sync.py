@@ -275,34 +275,37 @@ STOPS_FIRST: list[bool] = []
 
 
 @intemporal.workflow
-def stops_once() -> int:
-    got = step(4)  # appended unsynced by the execution that dies below
+def stops_once(before_a_step: bool) -> int:
+    got = 0 if before_a_step else step(4)  # appended unsynced by the execution that dies
     if STOPS_FIRST:
         STOPS_FIRST.pop()
         raise Stop
     return got + effect_step()
 
 
-def test_a_result_left_unsynced_by_a_dead_process_is_on_disk_before_the_resumed_runs_effect(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: Disk
+@pytest.mark.parametrize("before_a_step", [False, True], ids=["a-result", "a-new-journal"])
+def test_what_a_dead_process_left_unsynced_is_on_disk_before_the_recovered_runs_effect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: Disk, before_a_step: bool
 ) -> None:
-    # Given a run whose execution appended an activity's result unsynced, then died before
-    # its next effect (as SIGKILL does: its lease let go without a sync; the line is in the
-    # page cache, not on disk)
+    # Given a run whose execution died before its next effect, its lease let go without a
+    # sync (as SIGKILL does), leaving lines in the page cache, not on disk: an activity's
+    # result appended unsynced, or the journal `run()` made (its first sync logs it)
     STOPS_FIRST[:] = [True]
     with monkeypatch.context() as m:
         m.setattr(intemporal.replay.RunContext, "before_effect", lambda self: None)
+        m.setattr(FileLease, "release", lambda self: os.close(self._fd))
         with Engine(FileStore(disk.root), threads=2) as engine:
-            engine.start(stops_once, run_id="r")
-            wait_until(lambda: not STOPS_FIRST, what="the first execution to stop")
-    # When another engine recovers the run, replays that result, and executes the next
+            with pytest.raises(Stop):
+                engine.run(stops_once, before_a_step, run_id="r")
+    # When another engine recovers the run, replays what it finds, and executes the next
     # activity
     with Engine(FileStore(disk.root), threads=2) as engine:
-        assert engine.resume("r").result(timeout=10) == 41
-    # Then a power cut as that activity runs finds the replayed result on disk
+        assert engine.resume("r").result(timeout=10) == (1 if before_a_step else 41)
+    # Then a power cut as that activity runs finds the journal, and the result, on disk
     events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
-    done = [e for e in events if e["type"] == "activity_completed"]
-    assert [(e["seq"], e["result"]) for e in done][:1] == [(1, 40)], events
+    assert [e["type"] for e in events][:1] == ["run_started"], events
+    done = [(e["seq"], e["result"]) for e in events if e["type"] == "activity_completed"]
+    assert done[:1] == ([] if before_a_step else [(1, 40)]), events
 
 
 @intemporal.activity
@@ -333,31 +336,3 @@ def test_a_submitted_result_not_yet_taken_is_on_disk_before_the_parked_run_is_le
     events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
     done = [e for e in events if e["type"] == "activity_completed"]
     assert [(e["seq"], e["result"]) for e in done][:1] == [(1, 7)], events
-
-
-@intemporal.workflow
-def stops_before_a_step() -> int:
-    if STOPS_FIRST:
-        STOPS_FIRST.pop()
-        raise Stop
-    return effect_step()
-
-
-def test_a_journal_run_made_unsynced_is_on_disk_before_the_recovered_runs_first_effect(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: Disk
-) -> None:
-    # Given a run `run()` created (its journal made unsynced: its first sync logs it), whose
-    # process died before that sync (its lease let go without one, as SIGKILL does)
-    STOPS_FIRST[:] = [True]
-    with monkeypatch.context() as m:
-        m.setattr(intemporal.replay.RunContext, "before_effect", lambda self: None)
-        m.setattr(FileLease, "release", lambda self: os.close(self._fd))
-        with Engine(FileStore(disk.root), threads=2) as engine:
-            with pytest.raises(Stop):
-                engine.run(stops_before_a_step, run_id="r")
-    # When another engine recovers it and executes its first activity
-    with Engine(FileStore(disk.root), threads=2) as engine:
-        assert engine.resume("r").result(timeout=10) == 1
-    # Then a power cut as that activity runs finds the run's journal on disk
-    events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
-    assert [e["type"] for e in events][:1] == ["run_started"], events
