@@ -6,7 +6,9 @@ something seen outside it (the next activity executes, a child run starts, a sid
 function is called, the run parks or stops, continues as new) or reports its end (whose
 record is synced, carrying the result in the same sync). Here a simulated power cut
 (`crashsim.Disk`, every unsynced write lost) at each effect finds the result there, and a
-process killed between the last activity and the end resumes to the same result.
+process killed between the last activity and the end resumes to the same result. What a
+dead process left unsynced is synced before the recovered run's first effect, and a parked
+run is let go with its submitted activities' results durable, taken or not.
 """
 
 from __future__ import annotations
