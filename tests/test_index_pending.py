@@ -281,6 +281,29 @@ def test_a_rebuild_racing_creations_misses_none_and_drops_dead_files(
     creator.close()
 
 
+def test_a_rebuild_does_not_bring_back_runs_deleted_since_their_rows_were_pending(
+    tmp_path: Path,
+) -> None:
+    # Given a live store whose pending file still names 3 runs (made over a minute ago),
+    # deleted since (their journals gone, their rows removed, as `gc` does), and 1 run kept
+    root = tmp_path / "store"
+    live = FileStore(root)
+    for i in range(4):
+        live.create(f"r{i}", _first(float(i)))
+    assert live.count_runs() == 4
+    for i in range(3):
+        (root / f"r{i}.jsonl").unlink()
+    live.index.removed([f"r{i}" for i in range(3)])
+    # When the index is deleted (README: allowed) and another process's reader rebuilds it
+    (root / FOLDER / "runs.sqlite3").unlink()
+    other = FileStore(root)
+    # Then it counts the one run that is left, not the deleted ones again
+    assert other.count_runs() == 1
+    assert [r.run_id for r in other.iter_runs()] == ["r3"]
+    other.close()
+    live.close()
+
+
 def _racing(scan: Iterator[tuple[str, Any, Any]], creator: FileStore) -> Iterator[Any]:
     """The rebuild's scan, creating 10 runs (row, then journal) half-way through it."""
     for n, item in enumerate(scan):

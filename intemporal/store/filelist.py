@@ -25,13 +25,13 @@ from ..events import TERMINAL_EVENTS, Event, RunStatus
 from .base import Store
 from .fileio import check_journal, fcntl, parse_lines, try_lock
 from .index import DAMAGED, OPEN, UNSURE, Row, RunIndex, row_of
+from .pending import GHOST_AGE
 from .runinfo import RunInfo
 from .safefs import JOURNAL
 
 TAIL = 4096  # bytes read from a journal's end to find its last event
 HEAD = 65536  # bytes read from a journal's start to find its first event
 PATIENCE = 0.05  # seconds a delete waits for a lock held by a mere `_is_claimed` probe
-GHOST_AGE = 60.0  # seconds after which a row without a journal is a leftover of a crash
 _DAMAGED = object()
 
 

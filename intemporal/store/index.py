@@ -14,11 +14,10 @@ journals stay the truth; the index only says where to look:
   process's pending file (one `write`, no SQLite: `created`), then makes the journal: a
   crash in between leaves a row without a journal (skipped, removed by `gc`), never a run
   the index does not know. **Every reader merges the pending rows first** (`_fresh`:
-  `INSERT OR IGNORE`, in one transaction), so a run is found by any process as soon as
-  its `start()` returned; a process also merges its own every `EVERY` rows and
-  when it closes, then empties its file. A line that is not a row (torn by a power cut,
-  garbage) is skipped. `pending.py` says why no row is lost to concurrent writers,
-  mergers, kills and rebuilds.
+  `INSERT OR IGNORE`, one transaction): any process finds a run once its `start()`
+  returned; a process merges its own every `EVERY` rows and when it closes, then empties
+  its file. A line not a row (torn, garbage) is skipped. `pending.py` says why no row is
+  lost to concurrent writers, mergers, kills and rebuilds.
 - **A finished status is written after the journal's last line.** A crash in between
   leaves the row open, and every reader of open rows reads their journal's last line
   (`settle`): an open row may be finished, a finished row is finished. A failed run that is
@@ -31,7 +30,8 @@ journals stay the truth; the index only says where to look:
   nothing the kernel has). The first process to open it rebuilds it, holding the flock of
   `.index/lock`; the others wait for it. Pending files whose process is gone when it
   starts are dropped (the journals have their runs); the others are merged in its
-  transaction, after the scan: a run created during a rebuild is not missed.
+  transaction, after the scan (a run created meanwhile is not missed), but for rows over
+  a minute old whose journal is gone (`gc` deleted them since: `drop_ghosts`).
 
 Several processes (engines, workers, the CLI) share it: SQLite's own locking orders their
 writes (WAL mode: readers never wait for a writer). A journal written by hand, or by an
@@ -52,14 +52,17 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UnsafeStore
 from ..events import TERMINAL_EVENTS, Event
+from . import walfile
 from .pending import (
     EVERY,
     FOLDER,
+    GHOST_AGE,
     LOCK,
     Dead,
     Writer,
     catch_up,
     dead_files,
+    drop_ghosts,
     empty,
     line_of,
     merge,
@@ -106,11 +109,7 @@ CREATE TABLE IF NOT EXISTS ends (
 
 def boot_id() -> str:
     """This boot of the machine (Linux), or "" where it cannot be told."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return walfile.boot_id() or ""
 
 
 #: the columns of a row: run id, workflow, queue, parent, created, updated, status
@@ -262,7 +261,9 @@ class RunIndex:
                 conn.execute(_ENDS)
                 conn.execute("BEGIN IMMEDIATE")
                 batch: list[Row] = []
+                scanned: set[str] = set()
                 for run_id, first, last in self._scan():
+                    scanned.add(run_id)
                     if isinstance(first, dict):
                         last = last if isinstance(last, dict) else None
                         batch.append(row_of(run_id, first, last))
@@ -275,6 +276,7 @@ class RunIndex:
                 if self._writer is not None:  # appended during the scan: not missed
                     self._writer.rehome()
                     died = merge(conn, dfd, self._writer.name, dead.names())
+                    drop_ghosts(conn, scanned, time.time() - GHOST_AGE, self._root)
                 conn.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [("format", FORMAT), ("boot", boot_id()), ("built", str(time.time()))],

@@ -55,7 +55,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .safefs import open_file, open_folder
+from .safefs import JOURNAL, open_file, open_folder
 
 try:
     import fcntl
@@ -435,6 +435,26 @@ def _open_file(dfd: int, name: str) -> int:
         return open_file(name, os.O_RDONLY, 0, dfd)
     except Exception:  # gone meanwhile, or a link: never followed
         return -1
+
+
+GHOST_AGE = 60.0  # seconds after which a row without a journal is a leftover of a crash
+
+
+def drop_ghosts(conn: Any, scanned: set[str], before: float, root: str) -> int:
+    """Delete the rows, created before `before` (epoch seconds), of runs that a rebuild's
+    scan did not see (`scanned`) and that have no journal below `root` now; return how many.
+
+    A rebuild merges a live process's pending file whole, rows of runs `gc` deleted since
+    included; a row is written µs before its journal, so one without a journal that old is
+    such a leftover (the rule `list` applies to the rows it reads), never a run being made."""
+    old = conn.execute("SELECT run_id FROM runs WHERE created < ?", (before,)).fetchall()
+    gone = [
+        (run_id,)
+        for (run_id,) in old
+        if run_id not in scanned and not os.path.exists(os.path.join(root, run_id + JOURNAL))
+    ]
+    conn.executemany("DELETE FROM runs WHERE run_id = ?", gone)
+    return len(gone)
 
 
 def merge(conn: Any, dfd: int, own: str, skip: Iterable[str] = (), status: str = "open") -> Dead:
