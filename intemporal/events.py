@@ -201,3 +201,41 @@ def fold(events: Iterable[Event], state: RunState | None = None) -> RunState:
         elif "seq" in ev:
             s.status = RunStatus.RUNNING
     return s
+
+
+def failures_to_retry(events: list[Event]) -> tuple[set[int], dict[int, Event]]:
+    """What `run_resumed` markers retry: activity failures (the indexes of their events),
+    and child runs ({seq: the parent's `run_failed` error}).
+
+    Every resume of a failed run retries the step that failed it, however many resumes
+    failed before: the operation right before a `run_failed`, when it is an activity
+    failure with the same error, or a child run (retried if it failed with that error,
+    `replay.RunContext.retries_child`). Failures the workflow handled (caught, or compensated
+    after) stay part of its history.
+    """
+    out: set[int] = set()
+    children: dict[int, Event] = {}
+    last_op: tuple[int, Event] | None = None
+    pending: tuple[int, Event] | None = None  # (index of the failed operation, run_failed)
+    for i, ev in enumerate(events):
+        t = ev["type"]
+        if t == RUN_FAILED and last_op is not None:
+            op, run_err = last_op[1], ev.get("error") or {}
+            retried = op["type"] == CHILD_STARTED or same_error(op.get("error"), run_err)
+            pending = (last_op[0], run_err) if retried else None
+        elif t == RUN_RESUMED and pending is not None:
+            op = events[pending[0]]
+            if op["type"] == CHILD_STARTED:
+                children[op["seq"]] = pending[1]
+            elif op["type"] == ACTIVITY_FAILED:
+                out.add(pending[0])
+            pending = None
+        elif "seq" in ev and t != ATTEMPT_FAILED:
+            last_op = (i, ev)
+    return out, children
+
+
+def same_error(a: Event | None, b: Event | None) -> bool:
+    """Whether two recorded errors have the same type and message."""
+    a, b = a or {}, b or {}
+    return bool(a) and (a.get("type"), a.get("message")) == (b.get("type"), b.get("message"))

@@ -44,18 +44,17 @@ from .errors import (
 )
 from .events import (
     ACTIVITY_COMPLETED,
-    ACTIVITY_FAILED,
     ATTEMPT_FAILED,
     CANCEL,
     CANCEL_DELIVERED,
     CHILD_STARTED,
     OWNER,
-    RUN_FAILED,
-    RUN_RESUMED,
     SIGNAL,
     SIGNAL_RECEIVED,
     TERMINATE,
     check_version,
+    failures_to_retry,
+    same_error,
 )
 from .failures import rebuild_error
 from .observe import (
@@ -173,7 +172,7 @@ class RunContext(ActivitySteps):
         self._index(events)
 
     def _index(self, events: list[Event]) -> None:
-        forgotten, self.retry_children = _failures_to_retry(events)
+        forgotten, self.retry_children = failures_to_retry(events)
         last_forgotten = {events[i]["seq"]: i for i in sorted(forgotten)}
         self.recorded: dict[int, Event] = {}
         self.lines: dict[int, int] = {}  # seq -> journal line of its record (1-based)
@@ -580,49 +579,11 @@ class RunContext(ActivitySteps):
     def retries_child(self, seq: int, info: RunInfo) -> bool:
         """Whether this resume retries child run `info` (at `seq`): it failed this run."""
         failure = self.retry_children.get(seq)
-        return info.status is RunStatus.FAILED and _same_error(info.raw.get("error"), failure)
+        return info.status is RunStatus.FAILED and same_error(info.raw.get("error"), failure)
 
     def info(self) -> WorkflowInfo:
         """What this run knows about itself."""
         return WorkflowInfo(self.run_id, self.workflow, self.parent, seq=self.seq)
-
-
-def _failures_to_retry(events: list[Event]) -> tuple[set[int], dict[int, Event]]:
-    """What `run_resumed` markers retry: activity failures (the indexes of their events),
-    and child runs ({seq: the parent's `run_failed` error}).
-
-    Every resume of a failed run retries the step that failed it, however many resumes
-    failed before: the operation right before a `run_failed`, when it is an activity
-    failure with the same error, or a child run (retried if it failed with that error,
-    `RunContext.retries_child`). Failures the workflow handled (caught, or compensated
-    after) stay part of its history.
-    """
-    out: set[int] = set()
-    children: dict[int, Event] = {}
-    last_op: tuple[int, Event] | None = None
-    pending: tuple[int, Event] | None = None  # (index of the failed operation, run_failed)
-    for i, ev in enumerate(events):
-        t = ev["type"]
-        if t == RUN_FAILED and last_op is not None:
-            op, run_err = last_op[1], ev.get("error") or {}
-            retried = op["type"] == CHILD_STARTED or _same_error(op.get("error"), run_err)
-            pending = (last_op[0], run_err) if retried else None
-        elif t == RUN_RESUMED and pending is not None:
-            op = events[pending[0]]
-            if op["type"] == CHILD_STARTED:
-                children[op["seq"]] = pending[1]
-            elif op["type"] == ACTIVITY_FAILED:
-                out.add(pending[0])
-            pending = None
-        elif "seq" in ev and t != ATTEMPT_FAILED:
-            last_op = (i, ev)
-    return out, children
-
-
-def _same_error(a: Event | None, b: Event | None) -> bool:
-    """Whether two recorded errors have the same type and message."""
-    a, b = a or {}, b or {}
-    return bool(a) and (a.get("type"), a.get("message")) == (b.get("type"), b.get("message"))
 
 
 class ChildNotFinished(Exception):
