@@ -48,6 +48,7 @@ RANKS = {
     "store.locate": 7,
     "store.postgres_schema": 6,
     "store.postgres_wake": 6,
+    "store.postgres_lease": 6,
     "store.postgres": 7,
     "store": 8,
     # one run's context: what executes on a thread (attempts), replay, durable operations
