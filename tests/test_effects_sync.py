@@ -285,6 +285,14 @@ def stops_once(before_a_step: bool) -> int:
     return got + effect_step()
 
 
+def _drop_unsynced(lease: FileLease) -> None:
+    """`FileLease.release` as a SIGKILL does it: the descriptor (and its flock) closed, no
+    sync; the lease then holds nothing, so nothing can close that number again."""
+    fd, lease._fd = lease._fd, -1
+    if fd >= 0:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("before_a_step", [False, True], ids=["a-result", "a-new-journal"])
 def test_what_a_dead_process_left_unsynced_is_on_disk_before_the_recovered_runs_effect(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, disk: Disk, before_a_step: bool
@@ -295,14 +303,18 @@ def test_what_a_dead_process_left_unsynced_is_on_disk_before_the_recovered_runs_
     STOPS_FIRST[:] = [True]
     with monkeypatch.context() as m:
         m.setattr(intemporal.replay.RunContext, "before_effect", lambda self: None)
-        m.setattr(FileLease, "release", lambda self: os.close(self._fd))
-        with Engine(FileStore(disk.root), threads=2) as engine:
+        m.setattr(FileLease, "release", _drop_unsynced)
+        dying = FileStore(disk.root)
+        with Engine(dying, threads=2) as engine:
             with pytest.raises(Stop):
                 engine.run(stops_once, before_a_step, run_id="r")
+        dying.close()  # now, not whenever the collector finds it
     # When another engine recovers the run, replays what it finds, and executes the next
     # activity
-    with Engine(FileStore(disk.root), threads=2) as engine:
+    recovering = FileStore(disk.root)
+    with Engine(recovering, threads=2) as engine:
         assert engine.resume("r").result(timeout=10) == (1 if before_a_step else 41)
+    recovering.close()
     # Then a power cut as that activity runs finds the journal, and the result, on disk
     events = _after_cut(disk, MARKS["activity"], tmp_path / "cut", monkeypatch)
     assert [e["type"] for e in events][:1] == ["run_started"], events
