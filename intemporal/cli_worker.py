@@ -280,17 +280,30 @@ def _unreadable(engine: Engine) -> Iterator[RunInfo]:
 def _signals() -> Iterator[Callable[[], None]]:
     """SIGTERM (as systemd and docker send) stops the worker as Ctrl-C does, gracefully;
     calling the function yielded makes a second SIGINT or SIGTERM end the process at once.
-    The handlers before are back at the end (only the main thread may set any)."""
+    The handlers before are back at the end (only the main thread may set any).
+
+    The second signal is seen by a thread reading the signal module's wakeup pipe, not by a
+    Python handler: the kernel may hand a process's signal to any thread (for one, to
+    another thread while the main one creates a thread and blocks signals for a moment),
+    and a handler runs only when the main thread next runs Python, which it may never do
+    again while it waits for an activity that does not end."""
     main = threading.current_thread() is threading.main_thread()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    pipe: list[int] = []
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     def stopping() -> None:
-        if main:
+        if main and not pipe:
+            pipe.extend(os.pipe())
+            os.set_blocking(pipe[1], False)
+            pipe.append(signal.set_wakeup_fd(pipe[1], warn_on_full_buffer=False))
             for sig in previous:
                 signal.signal(sig, lambda signum, frame: os._exit(128 + signum))
+            threading.Thread(
+                target=_exit_on_signal, args=(pipe[0],), name="intemporal-stop", daemon=True
+            ).start()
 
     if main:
         signal.signal(signal.SIGTERM, interrupt)
@@ -300,6 +313,18 @@ def _signals() -> Iterator[Callable[[], None]]:
         if main:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if pipe:
+                signal.set_wakeup_fd(pipe[2])
+                os.close(pipe[1])  # the reading thread sees the end of the pipe and ends
+
+
+def _exit_on_signal(reader: int) -> None:
+    """End the process at once (code 128 + the signal's number, as a shell reports it) when
+    SIGINT or SIGTERM comes through the wakeup pipe `reader`; return when the pipe closes."""
+    with open(reader, "rb", buffering=0) as pipe:
+        while number := pipe.read(1):
+            if number[0] in (signal.SIGINT, signal.SIGTERM):
+                os._exit(128 + number[0])
 
 
 def _take(
