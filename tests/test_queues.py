@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,6 +233,20 @@ def test_a_run_that_continues_as_new_takes_its_queues_gate_again(
         assert engine.history("loop~4")[0]["priority"] == -1  # its place kept along the chain
     assert len(marks.read_text().splitlines()) == 9
     assert flows.most_at_once(str(marks)) == 1
+
+
+def test_close_returns_once_the_watcher_and_the_queue_poller_ended(store: Store) -> None:
+    # Given an engine whose doorbell watcher and limited-queue poller run
+    before = set(threading.enumerate())
+    engine = Engine(store, queues=[Queue("closing", concurrency=1)])
+    assert engine.start(stamped, queue="closing").result(timeout=30) > 0
+    mine = {"intemporal-watcher", "intemporal-queues"}
+    assert mine <= {t.name for t in set(threading.enumerate()) - before}
+    # When it is closed
+    engine.close()
+    # Then neither is left running: they used to see close() up to a poll later, using the
+    # store meanwhile (a PostgreSQL store closed next had its listener opened again)
+    assert [t.name for t in set(threading.enumerate()) - before if t.name in mine] == []
 
 
 # -- declaring queues -------------------------------------------------------------------------------
