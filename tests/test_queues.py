@@ -255,6 +255,7 @@ def test_close_returns_once_the_watcher_and_the_queue_poller_ended(store: Store)
     # Given an engine whose doorbell watcher and limited-queue poller run
     before = set(threading.enumerate())
     engine = Engine(store, queues=[Queue("closing", concurrency=1)])
+    engine.recover()  # a worker's: it follows the doorbell and polls its limited queues
     assert engine.start(stamped, queue="closing").result(timeout=30) > 0
     mine = {"intemporal-watcher", "intemporal-queues"}
     assert mine <= {t.name for t in set(threading.enumerate()) - before}
