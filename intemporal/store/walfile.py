@@ -30,6 +30,7 @@ WRITE, DELETE = 1, 2
 HEAD = struct.Struct("<II")  # crc, size (of kind..data)
 BODY = struct.Struct("<BQH")  # kind, offset, len(path)
 SEGNO = struct.Struct("<Q")
+_SIZE = struct.Struct("<I")  # the size field alone: a record's bytes start with it
 OVERHEAD = HEAD.size + BODY.size + SEGNO.size
 _STATE = struct.Struct("<I36sQQQd")  # crc, boot, version, checkpoint segno, offset, time
 # Where the two copies of the state start: in sectors of their own (a torn write of one
@@ -83,9 +84,10 @@ class Record:
 def record(kind: int, path: str, offset: int, data: bytes) -> tuple[bytes, int]:
     """The bytes of a record (without crc and segment number) and their crc so far."""
     raw = path.encode()
-    body = BODY.pack(kind, offset, len(raw)) + raw + data
-    head = struct.pack("<I", len(body))
-    return head + body, zlib.crc32(body, zlib.crc32(head))
+    body = b"".join(
+        (_SIZE.pack(BODY.size + len(raw) + len(data)), BODY.pack(kind, offset, len(raw)), raw, data)
+    )
+    return body, zlib.crc32(body)
 
 
 def parse(data: bytes, off: int, segno: int) -> tuple[Record | None, int]:
