@@ -248,7 +248,7 @@ class RunContext(ActivitySteps):
         `.result()`), and their threads never sync: a whole fan-out and what follows it
         share one sync.
         """
-        if self.unsynced_results and not self.submitted():
+        if self.unsynced_results and not self._unsynced.on:  # (`submitted()`, written out)
             self.unsynced_results = self.untaken_results = False  # covered by this sync
             self.sync_journal()
 

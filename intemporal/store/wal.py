@@ -663,7 +663,8 @@ class Logged:
             blob, start = b"".join(self.pending), self.covered
         self.pending.clear()
         self.size = 0
-        if start < 0 or not self.wal.fits(len(blob)):  # too large for a record: sync it here
+        if start < 0 or len(blob) + OVERHEAD + 256 > FIRST_SEGMENT:  # too large for a record
+            # (`WriteAheadLog.fits`, written out): the file synced here
             os.fdatasync(fd)
             if start <= 0:  # its name may be new too
                 sync_folder(os.path.join(self.wal.root, os.path.dirname(self.path)))
