@@ -226,7 +226,8 @@ def _tiny_logs(
     checkpoints made only when a test asks, and what each checkpoint synced."""
     monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 4096)
     monkeypatch.setattr(wal_module, "MAX_SEGMENT", 4096)
-    logs, synced = [], []
+    logs: list[WriteAheadLog] = []
+    synced: list[dict[str, bool]] = []
     for _ in range(count):
         log = WriteAheadLog(str(tmp_path))
         monkeypatch.setattr(log, "_checkpoint_behind", lambda upto: None)
@@ -244,7 +245,7 @@ def test_a_checkpoint_of_segments_only_this_log_wrote_syncs_their_files_unread(
     for i in range(30):
         log.log(f"f{i % 12}", 0 if i < 12 else 300, b"x" * 300)
     assert log._tail is not None and wal_module._TAIL.unpack_from(log._tail)[0] == 3
-    named = wal_module._names(log.records(1, 0, (3, 0)))  # what reading the log back finds
+    named = walfile.names(log.records(1, 0, (3, 0)))  # what reading the log back finds
     monkeypatch.setattr(wal_module, "read_all", lambda fd: pytest.fail("the log was read"))
     monkeypatch.setattr(wal_module, "read_file", lambda *a: pytest.fail("the log was read"))
     # When a checkpoint moves to the start of the segment being written
@@ -273,7 +274,7 @@ def test_a_checkpoint_syncs_the_files_another_process_logged_in_its_segments(
     segno = wal_module._TAIL.unpack_from(mine._tail)[0]
     state = walfile.read_state(mine.folder)
     assert segno == 3 and state is not None and state[1:] == (1, 0)
-    named = wal_module._names(mine.records(state[1], state[2], (segno, 0)))
+    named = walfile.names(mine.records(state[1], state[2], (segno, 0)))
     # When the first checkpoints everything before the segment being written
     mine._checkpoint_outside((segno, 0))
     # Then the other log's files were synced too (its segments were read back), and the
@@ -282,7 +283,7 @@ def test_a_checkpoint_syncs_the_files_another_process_logged_in_its_segments(
     for i in range(15):
         mine.log(f"last{i}", 0, b"z" * 300)
     upto = wal_module._TAIL.unpack_from(mine._tail)[0]
-    named = wal_module._names(mine.records(segno, 0, (upto, 0)))
+    named = walfile.names(mine.records(segno, 0, (upto, 0)))
     monkeypatch.setattr(wal_module, "read_all", lambda fd: pytest.fail("the log was read"))
     monkeypatch.setattr(wal_module, "read_file", lambda *a: pytest.fail("the log was read"))
     mine._checkpoint_outside((upto, 0))

@@ -73,8 +73,9 @@ from .safefs import (
     unlink_in,
 )
 from .spares import MISFIT, O_TMPFILE, UNSUPPORTED, Spares, link_named, link_new
-from .wal import Logged, WriteAheadLog
+from .wal import WriteAheadLog
 from .walfile import supported as wal_supported
+from .wallogged import Logged
 
 if TYPE_CHECKING:
     import filelock

@@ -23,7 +23,7 @@ from ..errors import JournalCorrupted, LeaseLost
 from ..events import ACTIVITY_COMPLETED, RUN_STARTED, SIGNAL
 from .base import Event, Lease
 from .safefs import open_file
-from .wal import Logged
+from .wallogged import Logged
 
 try:
     import fcntl

@@ -59,7 +59,7 @@ from .walfile import (
     write_synced,
 )
 
-__all__ = ["DELETE", "WAL", "WRITE", "Logged", "WriteAheadLog"]
+__all__ = ["DELETE", "WAL", "WRITE", "WriteAheadLog"]
 
 WAL = ".wal"
 SLOTS = 4  # segment files, reused round-robin
@@ -439,7 +439,7 @@ class WriteAheadLog:
         named = None if replay or upto[1] else self._named(segno, upto[0])
         if named is None:
             records = self.records(segno, off, upto)
-            named = _names(self._applied(records) if replay else records)
+            named = walfile.names(self._applied(records) if replay else records)
         self._sync_files(named)
         write_state(self.folder, walfile.boot_id() or "", version + 1, *upto)
         self._checked(upto[0])
@@ -451,24 +451,7 @@ class WriteAheadLog:
 
     def _sync_files(self, paths: dict[str, bool]) -> None:
         """Sync every file of `paths` (and the folder of those marked: made or deleted)."""
-        folders = {os.path.dirname(path): None for path, folder in paths.items() if folder}
-        if len(paths) > BULK:
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                walfile.syncfs(fd)
-            finally:
-                os.close(fd)
-        else:
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    fd = open_in(self.root, path, os.O_RDONLY)
-                    try:
-                        os.fdatasync(fd)
-                    finally:
-                        os.close(fd)
-            for folder in folders:
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    sync_folder(os.path.join(self.root, folder))
+        walfile.sync_files(self.root, paths, BULK)
 
     def _checkpoint_behind(self, upto: tuple[int, int]) -> None:
         """Have the checkpointer thread move the checkpoint to `upto`, off the commit path."""
@@ -507,7 +490,7 @@ class WriteAheadLog:
                 }
                 pages[upto[0] % SLOTS] = os.pread(self._slot_fd(upto[0] % SLOTS), upto[1], 0)
         if named is None:
-            named = _names(self.records(state[1], state[2], upto, pages))
+            named = walfile.names(self.records(state[1], state[2], upto, pages))
         self._sync_files(named)
         with self._locked():
             now = read_state(self.folder)
@@ -605,74 +588,3 @@ class WriteAheadLog:
         if self._tail is not None:
             self._tail.close()
             self._tail = None
-
-
-def _names(records: Iterator[Record]) -> dict[str, bool]:
-    """The files `records` name, each with whether its folder needs a sync too (a record
-    of a deletion or of a new file)."""
-    named: dict[str, bool] = {}
-    for rec in records:
-        named[rec.path] = rec.kind == DELETE or rec.offset == 0 or named.get(rec.path, False)
-    return named
-
-
-PENDING_MAX = 1 << 16  # unsynced lines a lease keeps to log; past it, the file is synced
-
-
-class Logged:
-    """One file written through the log: how much of it is durable, and the lines since.
-
-    `covered`: its first bytes known to be on disk (synced, or in the log); -1 when
-    unknown (a run claimed after another engine, maybe one that never synced): then its
-    next record holds the whole file, or the file is synced itself when it is large.
-    """
-
-    def __init__(
-        self,
-        wal: WriteAheadLog,
-        path: str,
-        covered: int = -1,
-        first: bytes = b"",
-        sync: bool = False,
-    ) -> None:
-        self.wal, self.path, self.covered = wal, path, covered
-        self.pending: list[bytes] = [first] if first else []
-        self.size = len(first)
-        self.sync_on_release = sync  # a durable run created claimed: durable by its release
-
-    def add(self, fd: int, start: int, data: bytes) -> None:
-        """A line written unsynced at `start` (in order, under the writer's lock)."""
-        if self.covered < 0:
-            return
-        self.pending.append(data)
-        self.size += len(data)
-        if self.size > PENDING_MAX:  # flush mode never syncs: keep no more than this
-            self.pending.clear()
-            self.size, self.covered = 0, -1
-
-    def take(self, fd: int, end: int) -> _Item | None:
-        """The record making the file durable up to `end`, queued (wait for it), or None
-        when it already is (nothing pending, or synced right here)."""
-        if self.covered == end:
-            return None
-        if self.covered < 0 and end <= PENDING_MAX:
-            blob, start = os.pread(fd, end, 0), 0
-        elif self.covered < 0:
-            blob, start = b"", -1
-        else:
-            blob, start = b"".join(self.pending), self.covered
-        self.pending.clear()
-        self.size = 0
-        if start < 0 or len(blob) + OVERHEAD + 256 > FIRST_SEGMENT:  # too large for a record
-            # (`WriteAheadLog.fits`, written out): the file synced here
-            os.fdatasync(fd)
-            if start <= 0:  # its name may be new too
-                sync_folder(os.path.join(self.wal.root, os.path.dirname(self.path)))
-            self.wal.syncs += 1
-            self.covered = end
-            return None
-        self.covered = end
-        return self.wal.enqueue(WRITE, self.path, start, blob)
-
-    def wait(self, item: _Item) -> None:
-        self.wal.wait(item)

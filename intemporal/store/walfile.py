@@ -17,6 +17,7 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .safefs import JOURNAL, open_file, open_in, unlink_in
@@ -133,6 +134,37 @@ def apply(root: str, rec: Record) -> None:
         os.pwrite(fd, rec.data, rec.offset)
     finally:
         os.close(fd)
+
+
+def names(records: Iterable[Record]) -> dict[str, bool]:
+    """The files `records` name, each with whether its folder needs a sync too (a record
+    of a deletion or of a new file)."""
+    named: dict[str, bool] = {}
+    for rec in records:
+        named[rec.path] = rec.kind == DELETE or rec.offset == 0 or named.get(rec.path, False)
+    return named
+
+
+def sync_files(root: str, paths: dict[str, bool], bulk: int) -> None:
+    """Sync every file of `paths` under `root` (and the folder of those marked True: made
+    or deleted); more than `bulk` of them: the whole filesystem at once (`syncfs`)."""
+    if len(paths) > bulk:
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
+        return
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            fd = open_in(root, path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+    for folder in {os.path.dirname(path): None for path, made in paths.items() if made}:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            sync_folder(os.path.join(root, folder))
 
 
 def drop_unborn(root: str, since: float) -> list[str]:
