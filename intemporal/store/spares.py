@@ -42,7 +42,7 @@ try:
 except ImportError:  # not on this system: no limit known
     resource = None  # type: ignore[assignment]
 
-from .fileio import write
+from .fileio import fcntl, write
 
 O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until linked
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -84,8 +84,9 @@ class Spares:
         return len(self._fds)
 
     def take(self) -> int:
-        """A spare's descriptor (`O_RDWR | O_APPEND`, unnamed, empty), now the caller's to
-        write, link and close; -1 when none is ready (then the caller opens its own)."""
+        """A spare's descriptor (`O_RDWR | O_APPEND`, unnamed, empty, flocked where there is
+        `fcntl`), now the caller's to write, link and close; -1 when none is ready (then
+        the caller opens its own)."""
         if self._pid != os.getpid():  # forked without the fork hook: the parent's, not ours
             self._forked()
         with self._lock:
@@ -140,6 +141,8 @@ class Spares:
                             self._queued = False  # asked again by a take that finds none
                         return
                     fd = os.open(".", _SPARE, 0o600, dir_fd=dfd)
+                    if fcntl is not None:  # unnamed: nobody else can hold it
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError as exc:
                     self._failed(exc)
                     return
