@@ -182,7 +182,7 @@ class FileStore(FileCollector):
             if not created:
                 return False
             if wal is not None:
-                wal.log(run_id + JOURNAL, 0, data, urgent=True)  # replayed after a power cut
+                wal.log(run_id + JOURNAL, 0, data)  # replayed after a power cut, name and all
             elif sync:
                 os.fsync(dfd)  # the new name itself must survive a power cut
         finally:

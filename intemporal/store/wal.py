@@ -66,8 +66,6 @@ SLOTS = 4  # segment files, reused round-robin
 FIRST_SEGMENT = 1 << 16  # a new store's log starts small (a test's store costs 64 KiB)...
 MAX_SEGMENT = 1 << 22  # ...and grows x4 per segment up to 4 MiB
 UNBORN_SLACK = 60.0  # s: a journal linked this long before a checkpoint had its record in
-LEAD_ROUNDS = 8  # batches a leader writes in a row while other threads wait (`_lead`)
-HOLD_BATCHES = 16  # batches written under the log's locks before letting other processes in
 BULK = 4096  # a checkpoint naming more files than this syncs the whole filesystem (syncfs)
 # direct I/O where the filesystem allows it (waldirect.py): off unless asked, no gain measured
 DIRECT = os.environ.get("INTEMPORAL_WAL_DIRECT") == "1"
@@ -85,9 +83,9 @@ class _Item:
     thread that leads writes its own record without one.
     """
 
-    __slots__ = ("body", "crc", "done", "error", "lead", "urgent", "waiter", "wanted")
+    __slots__ = ("body", "crc", "done", "error", "lead", "waiter", "wanted")
 
-    def __init__(self, body: bytes, crc: int, wanted: bool, urgent: bool = False) -> None:
+    def __init__(self, body: bytes, crc: int, wanted: bool) -> None:
         self.body = body
         self.crc = crc  # crc32 of `body`, to be continued over the segment number
         self.wanted = wanted  # someone will wait for it (`wait`): else written by the leader
@@ -95,7 +93,6 @@ class _Item:
         self.done = False
         self.lead = False  # woken to lead the next batch, not because it is written
         self.error: OSError | None = None
-        self.urgent = urgent  # woken before the rest of its batch (a caller's `start()`)
 
 
 _CRC = struct.Struct("<I")
@@ -123,7 +120,6 @@ class WriteAheadLog:
         self._failed: OSError | None = None
         self._open_lock = threading.Lock()
         self._file_mu = threading.Lock()  # the flock excludes processes; this, our threads
-        self._held = 0  # batches written since the leader(s) took both (`_lead`)
         self.end = (0, 0)  # where the last `records` stopped
         self._behind = threading.Condition()  # the checkpointer thread's wake-up
         self._behind_upto: tuple[int, int] | None = None
@@ -135,33 +131,21 @@ class WriteAheadLog:
         return self._direct is not None
 
     # -- writing ---------------------------------------------------------------------------
-    def log(self, path: str, offset: int, data: bytes, urgent: bool = False) -> None:
+    def log(self, path: str, offset: int, data: bytes) -> None:
         """Write `data` at `offset` of `path` into the log and return once it is synced.
 
-        `urgent`: a new journal's first line, which its creator (`start()`, `run()`) waits
-        for: woken first once its batch is on disk, before the other waiters queue for the
-        GIL, and leading no more than one batch (every run a caller starts waits on it).
         Raises `OSError` when the log cannot be written or synced (a full disk).
         """
-        self.wait(self.enqueue(WRITE, path, offset, data, urgent=urgent))
+        self.wait(self.enqueue(WRITE, path, offset, data))
 
     def fits(self, size: int) -> bool:
         """Whether a record of `size` data bytes fits in a segment (larger: sync the file)."""
         return size + OVERHEAD + 256 <= FIRST_SEGMENT
 
-    def enqueue(
-        self,
-        kind: int,
-        path: str,
-        offset: int,
-        data: bytes,
-        wait: bool = True,
-        urgent: bool = False,
-    ) -> _Item:
-        """Queue a record (in this order among the queued); `wait(item)` waits for it.
-        `urgent`: as for `log`."""
+    def enqueue(self, kind: int, path: str, offset: int, data: bytes, wait: bool = True) -> _Item:
+        """Queue a record (in this order among the queued); `wait(item)` waits for it."""
         body, crc = record(kind, path, offset, data)
-        item = _Item(body, crc, wait, urgent)
+        item = _Item(body, crc, wait)
         with self._mu:
             self._queue.append(item)
         return item
@@ -184,23 +168,13 @@ class WriteAheadLog:
         if waiter is not None:
             waiter.acquire()
         if item.lead or not item.done:
-            self._lead(item.urgent)
+            self._lead()
         if item.error is not None:
             raise item.error
 
-    def _lead(self, urgent: bool = False) -> None:
-        """Write the queued batches, wake who they covered, pass the lead to a waiting thread.
-
-        While threads wait, the leader writes the next batch at once, up to `LEAD_ROUNDS`
-        batches: handing the lead over costs the next leader a wait for the GIL behind
-        every thread the last batch woke. The log's locks (`_write`) go with the lead, up
-        to `HOLD_BATCHES` batches: each lock or unlock of the flock costs such a wait too.
-        A caller's `start()` (`urgent`: its record) hands the lead over after its batch.
-        """
-        rounds = 0
+    def _lead(self) -> None:
+        """Write the queued batch, wake who it covered, pass the lead to a waiting thread."""
         while True:
-            if self._held >= HOLD_BATCHES:
-                self._unlock()  # let other processes (and the checkpointer) write
             with self._mu:
                 batch, self._queue = self._queue, []
             error: OSError | None = None
@@ -209,43 +183,26 @@ class WriteAheadLog:
                     self._write(batch)
                 except OSError as exc:
                     error = exc
-                except BaseException:
-                    if self._held:
-                        self._unlock()
-                    raise
-            rounds += 1
             with self._mu:  # `wait` makes a waiter under it: none is missed
                 for it in batch:
                     it.error, it.done = error, True
-                    if it.urgent and it.waiter is not None and not it.lead:
-                        it.waiter.release()  # first in line for the GIL
-                for it in batch:
-                    if it.waiter is not None and not it.lead and not it.urgent:
+                    if it.waiter is not None and not it.lead:
                         it.waiter.release()
-                nxt = self._next()
-                if nxt is None and any(not it.wanted for it in self._queue):
-                    continue  # records nobody waits for (deletions): write them too
-                if nxt is not None and rounds < LEAD_ROUNDS and not urgent:
-                    continue  # the next batch leaves before the threads just woken run
-                if nxt is not None:
-                    nxt.lead = True  # it writes the next batch, its own record included
-                    assert nxt.waiter is not None
-                    nxt.waiter.release()  # (the log's locks, if held, are its now)
-                    return
-            if self._held:  # the lead ends: the locks first (outside `_mu`: a system call)
-                self._unlock()
-            with self._mu:
-                if self._next() is None and all(it.wanted for it in self._queue):
+                nxt = None
+                for it in self._queue:
+                    if it.waiter is not None:  # a thread blocked on it: it leads next
+                        nxt = it
+                        break
+                if nxt is None:
+                    if any(not it.wanted for it in self._queue):
+                        continue  # records nobody waits for (deletions): write them too
                     # Records whose threads are not waiting yet: each leads when it does.
                     self._leading = False
                     return
-
-    def _next(self) -> _Item | None:
-        """The first queued record a thread is blocked on (under `_mu`): it leads next."""
-        for it in self._queue:
-            if it.waiter is not None:
-                return it
-        return None
+                nxt.lead = True  # it writes the next batch, its own record included
+                assert nxt.waiter is not None
+                nxt.waiter.release()
+                return
 
     def forget(self, *paths: str) -> None:
         """Log that `paths` are deleted (written with the next sync, not waited for), so a
@@ -269,45 +226,33 @@ class WriteAheadLog:
             self._open()
         tail = self._tail
         assert tail is not None and fcntl is not None
-        if not self._held:  # `_locked()` written out, kept by `_lead` across its batches
-            self._file_mu.acquire()
+        with self._file_mu:  # `_locked()` written out: this is every sync's path
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-            except BaseException:
-                self._file_mu.release()
-                raise
-        self._held += 1
-        segno, off, pending = _TAIL.unpack_from(tail)
-        if pending > off:  # its writer died: past its batch if the batch is there
-            head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
-            off = pending if parse(head, 0, segno)[0] is not None else off
-        if segno == 0:  # a new log: its first segment
-            segno, off = self._advance(0)
-        chunk: list[bytes] = []
-        start, end = off, self._segment_size(segno)
-        seg = SEGNO.pack(segno)
-        for it in batch:
-            size = len(it.body) + 12  # crc + body + segno
-            if off + size > end:
-                if chunk:
-                    self._write_chunk(segno, start, chunk, off - start)
-                    chunk = []
-                segno, off = self._advance(segno)
+                segno, off, pending = _TAIL.unpack_from(tail)
+                if pending > off:  # its writer died: past its batch if the batch is there
+                    head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
+                    off = pending if parse(head, 0, segno)[0] is not None else off
+                if segno == 0:  # a new log: its first segment
+                    segno, off = self._advance(0)
+                chunk: list[bytes] = []
                 start, end = off, self._segment_size(segno)
                 seg = SEGNO.pack(segno)
-            chunk += [_CRC.pack(zlib.crc32(seg, it.crc)), it.body, seg]
-            off += size
-        if chunk:
-            self._write_chunk(segno, start, chunk, off - start)
-
-    def _unlock(self) -> None:
-        """Let go of the log's locks `_write` took (the flock, then the thread mutex)."""
-        assert fcntl is not None
-        self._held = 0
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        finally:
-            self._file_mu.release()
+                for it in batch:
+                    size = len(it.body) + 12  # crc + body + segno
+                    if off + size > end:
+                        if chunk:
+                            self._write_chunk(segno, start, chunk, off - start)
+                            chunk = []
+                        segno, off = self._advance(segno)
+                        start, end = off, self._segment_size(segno)
+                        seg = SEGNO.pack(segno)
+                    chunk += [_CRC.pack(zlib.crc32(seg, it.crc)), it.body, seg]
+                    off += size
+                if chunk:
+                    self._write_chunk(segno, start, chunk, off - start)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -649,7 +594,7 @@ class Logged:
             self.covered = end
             return None
         self.covered = end
-        return self.wal.enqueue(WRITE, self.path, start, blob, urgent=start == 0)
+        return self.wal.enqueue(WRITE, self.path, start, blob)
 
     def wait(self, item: _Item) -> None:
         self.wal.wait(item)
