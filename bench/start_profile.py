@@ -3,6 +3,8 @@
     python bench/start_profile.py               # 1,000 runs of K=10 on threads=32, 3 reps
     python bench/start_profile.py --quick       # a smoke run (the test suite runs it)
     python bench/start_profile.py --spares-ab   # spare files on/off, in one process
+    python bench/start_profile.py --cost        # what the whole scenario costs: CPU, syncs,
+                                                # context switches (--durability flush too)
 
 Scenario 2 is as fast as its start loop: the runs finish about as soon as the last one is
 started. This runs that loop and times, on the caller's thread only, each system call the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -163,6 +166,48 @@ def spares_ab(blocks: int, per: int, tmp: Path) -> None:
             print(f"  {way:28} spares {'on ' if on else 'off'}  " + "  ".join(cells))
 
 
+def cost(runs: int, k: int, threads: int, reps: int, tmp: Path, durability: str) -> None:
+    """Scenario 2 as `make bench` runs it, with what it cost the process: per repetition,
+    the start loop and the whole wall time, the CPU of the process (user and system) and
+    of the caller's thread, the log's syncs and the context switches (voluntary: a thread
+    blocked, on a lock or the GIL; involuntary: preempted). Medians (min-max).
+
+    Steadier than wall time on a shared machine; compare two checkouts by running this
+    file from each (`PYTHONPATH=/other/checkout python /other/checkout/bench/...`)."""
+    rows: dict[str, list[float]] = collections.defaultdict(list)
+    for rep in range(reps):
+        store = Path(tempfile.mkdtemp(prefix="start-cost-", dir=tmp))
+        with intemporal.Engine(store, threads=threads, durability=durability) as engine:
+            engine.run(workload.seq_workflow, k, -1)  # warm-up: threads, imports
+            wal = getattr(engine.store, "_wal", None)
+            syncs = wal.syncs if wal is not None else 0
+            r0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.thread_time()
+            t0 = time.perf_counter()
+            handles = [engine.start(workload.seq_workflow, k, rep * runs + j) for j in range(runs)]
+            t1, c1 = time.perf_counter(), time.thread_time()
+            for h in handles:
+                h.result(timeout=600)
+            t2, r2 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+            rows["start loop, s"].append(t1 - t0)
+            rows["all done, s"].append(t2 - t0)
+            rows["steps/s"].append(runs * k / (t2 - t0))
+            rows["process CPU, user s"].append(r2.ru_utime - r0.ru_utime)
+            rows["process CPU, system s"].append(r2.ru_stime - r0.ru_stime)
+            rows["caller's CPU per start, µs"].append((c1 - c0) / runs * 1e6)
+            rows["syncs of the log"].append((wal.syncs - syncs) if wal is not None else 0)
+            rows["context switches, voluntary"].append(r2.ru_nvcsw - r0.ru_nvcsw)
+            rows["context switches, involuntary"].append(r2.ru_nivcsw - r0.ru_nivcsw)
+    print(
+        f"{runs} x {k}, threads={threads}, durability={durability}, {reps} reps: median (min-max)"
+    )
+    for name, values in rows.items():
+        med = statistics.median(values)
+        fmt = "{:,.3f}" if name.endswith(" s") else "{:,.0f}"
+        print(
+            f"  {name:32} {fmt.format(med):>10} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=1000)
@@ -176,12 +221,24 @@ def main() -> None:
         action="store_true",
         help="spare files on and off in one process, alternating blocks (see `spares_ab`)",
     )
+    ap.add_argument(
+        "--cost",
+        action="store_true",
+        help="what the whole scenario costs the process: CPU, syncs, context switches",
+    )
+    ap.add_argument("--durability", choices=["fsync", "flush"], default="fsync")
     a = ap.parse_args()
     if a.quick:
         a.runs, a.reps = 50, 1
     # Stores are deleted at the end only: deleting thousands of files slowed the creation
     # of new ones for seconds on this disk (see `settle` in scenarios.py).
     root = Path(tempfile.mkdtemp(prefix="start-profile-", dir=a.tmp))
+    if a.cost:
+        try:
+            cost(a.runs, a.k, a.threads, a.reps, root, a.durability)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     if a.spares_ab:
         try:
             spares_ab(4 if a.quick else 20, 25 if a.quick else 100, root)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -143,3 +146,17 @@ def test_starts_interleaved_with_busy_runs_keep_every_record_and_result(tmp_path
         for i in (0, 99, 199):
             events = engine.store.read(f"m{i}")
             assert [e["type"] for e in events][-1] == "run_completed"
+
+
+def test_the_start_profiles_cost_mode_reports_cpu_syncs_and_context_switches(
+    tmp_path: Path,
+) -> None:
+    # When the bench's cost mode runs scenario 2 small (50 runs of 10 activities)
+    bench = Path(__file__).resolve().parent.parent / "bench" / "start_profile.py"
+    cmd = [sys.executable, str(bench), "--cost", "--quick", "--tmp", str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    # Then it reports each figure, and the log synced at least once per start
+    figures = dict(re.findall(r"^  (\S.*?\S)\s{2,}([\d,.]+) \(", out, re.MULTILINE))
+    for name in ("start loop, s", "process CPU, user s", "context switches, voluntary"):
+        assert name in figures, out
+    assert float(figures["syncs of the log"].replace(",", "")) >= 50, out
