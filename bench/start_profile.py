@@ -11,7 +11,10 @@ started. This runs that loop and times, on the caller's thread only, each system
 file store makes to create a journal, plus one `os.fstat` per start: a call that costs
 ~1 µs alone, so what it takes here is the wait to get the GIL back from the run threads.
 The same loop on a client engine (`worker=False`: it records the runs, nothing executes
-them) gives each call's cost alone. Medians over the repetitions; per start, in µs.
+them) gives each call's cost alone. Medians over the repetitions; per start, in µs. The
+busy engine creates a run claimed when a thread is free to execute it (its first line
+synced before `start()` returns, the lease handed to that thread: "created claimed +
+synced"), else through `FileStore.create`, as the client engine always does.
 
 The store creates a journal from a spare file (`intemporal/store/spares.py`: an unnamed
 file a background thread opened ahead of need) when one is ready: then the `open` is not
@@ -41,6 +44,7 @@ for _p in (str(BENCH), str(BENCH.parent)):
 import workload  # noqa: E402
 
 import intemporal  # noqa: E402
+from intemporal.runtime import starting  # noqa: E402
 from intemporal.store import file as file_module  # noqa: E402
 from intemporal.store import fileio, waldirect, walfile  # noqa: E402
 from intemporal.store import spares as spares_module  # noqa: E402
@@ -49,6 +53,8 @@ from intemporal.store import wal as wal_module  # noqa: E402
 # the store's, whose `os` is timed
 MODULES = (file_module, fileio, wal_module, walfile, waldirect, spares_module)
 TIMED = ("open", "pwritev", "write", "fdatasync", "link", "fsync", "close")
+# a worker engine with a thread free creates the run claimed, synced, and hands its lease over
+CLAIMED = "created claimed + synced, all of it"
 
 
 class _TimedOs:
@@ -82,6 +88,7 @@ def profile(
     spent: collections.Counter[str] = collections.Counter()
     timed = _TimedOs(threading.get_ident(), spent)
     real_create = file_module.FileStore.create
+    real_claimed = starting.Starting._create_claimed
 
     def create(self: Any, *args: Any, **kwargs: Any) -> bool:
         t0 = time.perf_counter()
@@ -90,9 +97,17 @@ def profile(
         finally:
             spent["FileStore.create, all of it"] += time.perf_counter() - t0
 
+    def create_claimed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return real_claimed(self, *args, **kwargs)
+        finally:
+            spent[CLAIMED] += time.perf_counter() - t0
+
     for module in MODULES:
         module.os = timed  # type: ignore[attr-defined]
     file_module.FileStore.create = create  # type: ignore[method-assign]
+    starting.Starting._create_claimed = create_claimed  # type: ignore[method-assign]
     try:
         for _ in range(reps):
             store = Path(tempfile.mkdtemp(prefix="start-profile-", dir=tmp))
@@ -123,6 +138,7 @@ def profile(
         for module in MODULES:
             module.os = os  # type: ignore[attr-defined]
         file_module.FileStore.create = real_create  # type: ignore[method-assign]
+        starting.Starting._create_claimed = real_claimed  # type: ignore[method-assign]
     return {name: statistics.median(values) for name, values in per_rep.items()}
 
 
@@ -252,13 +268,15 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     whole = busy.pop("start(), the whole call")
     steps = busy.pop("steps/s")
+    alone.pop("steps/s", None)
     spared, spared_alone = busy.pop("spared"), alone.pop("spared")
     print(f"{a.runs} start() calls, K={a.k}, threads={a.threads}, {a.reps} reps (medians, µs)")
     print(f"  {'':34} {'busy engine':>12} {'share':>6} {'alone':>8}")
     print(
         f"  {'start(), the whole call':34} {whole:12.0f} {'':>6} {alone.pop('start(), the whole call'):8.0f}"
     )
-    for name, us in sorted(busy.items(), key=lambda kv: -kv[1]):
+    for name in sorted(busy.keys() | alone.keys(), key=lambda n: -busy.get(n, 0.0)):
+        us = busy.get(name, 0.0)
         print(f"  {name:34} {us:12.0f} {us / whole:6.0%} {alone.get(name, 0.0):8.0f}")
     print(f"  throughput of the busy engine: {steps:,.0f} steps/s")
     print(

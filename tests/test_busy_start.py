@@ -19,6 +19,7 @@ from process_helpers import wait_until
 import intemporal
 from intemporal import Engine, FileStore
 from intemporal.store import file as file_store_module
+from intemporal.store import spares as spares_module
 from intemporal.store import wal as wal_module
 from intemporal.store import walfile
 from intemporal.store.spares import Spares
@@ -98,8 +99,7 @@ def test_with_every_thread_busy_a_started_run_holds_no_descriptor_until_a_thread
     store = FileStore(tmp_path / "s")
     pool = store._spares  # spare files come and go meanwhile: not counted
     with Engine(store, threads=1) as engine:
-        busy = engine.start(flow, 0, run_id="busy")
-        wait_until(lambda: "busy" in engine._active, what="the first run executing")
+        busy = engine.start(flow, 0, run_id="busy")  # executing once start() returns
         before = _descriptors() - pool.ready
         # When 30 more runs are started
         handles = [engine.start(flow, i, run_id=f"q{i}") for i in range(30)]
@@ -160,3 +160,26 @@ def test_the_start_profiles_cost_mode_reports_cpu_syncs_and_context_switches(
     for name in ("start loop, s", "process CPU, user s", "context switches, voluntary"):
         assert name in figures, out
     assert float(figures["syncs of the log"].replace(",", "")) >= 50, out
+
+
+def test_a_spare_that_cannot_be_locked_is_closed_and_the_failure_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pool whose new spares cannot be flocked (an I/O error)
+    class _Refusing:
+        LOCK_EX, LOCK_NB = fcntl.LOCK_EX, fcntl.LOCK_NB
+
+        @staticmethod
+        def flock(fd: int, op: int) -> None:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(spares_module, "fcntl", _Refusing)
+    pool = Spares(str(tmp_path))
+    before = _descriptors()
+    # When a refill is asked for (the second take that finds none)
+    assert pool.take() == -1 and pool.take() == -1
+    # Then it fails, counted with its error, and keeps no descriptor open
+    wait_until(lambda: pool.failed >= 1, what="the refill failing")
+    assert pool.ready == 0 and isinstance(pool.error, OSError)
+    wait_until(lambda: _descriptors() <= before, what="every descriptor closed")
+    pool.close()

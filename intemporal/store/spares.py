@@ -141,8 +141,7 @@ class Spares:
                             self._queued = False  # asked again by a take that finds none
                         return
                     fd = os.open(".", _SPARE, 0o600, dir_fd=dfd)
-                    if fcntl is not None:  # unnamed: nobody else can hold it
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    _lock(fd)
                 except OSError as exc:
                     self._failed(exc)
                     return
@@ -175,6 +174,17 @@ class Spares:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             _close_all(self._fds)
+
+
+def _lock(fd: int) -> None:
+    """flock a new spare (unnamed: nobody else can hold it); closed if that fails."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
 
 
 def _ceiling() -> int:
