@@ -25,7 +25,7 @@ from ..events import TERMINAL_EVENTS, Event, RunStatus
 from .base import Store
 from .fileio import check_journal, fcntl, parse_lines, try_lock
 from .index import DAMAGED, OPEN, UNSURE, Row, RunIndex, row_of
-from .pending import GHOST_AGE, written_since
+from .pending import GHOST_AGE
 from .runinfo import RunInfo
 from .safefs import JOURNAL
 
@@ -185,9 +185,8 @@ class FileListing(Store):
             ):
                 yield info
         self.index.settled(settled)
-        if gone:  # but for rows of runs being made now, whatever their time
-            recent = written_since(self._root, time.time() - GHOST_AGE)
-            self.index.removed([run_id for run_id in gone if run_id not in recent])
+        if gone:
+            self.index.removed(gone)
 
     def _every(
         self,

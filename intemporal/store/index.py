@@ -31,8 +31,7 @@ journals stay the truth; the index only says where to look:
   `.index/lock`; the others wait for it. Pending files whose process is gone when it
   starts are dropped (the journals have their runs); the others are merged in its
   transaction, after the scan (a run created meanwhile is not missed), but for rows over
-  a minute old whose journal is gone and whose pending file has not changed for a minute
-  (`gc` deleted them since: `drop_ghosts`).
+  a minute old whose journal is gone (`gc` deleted them since: `drop_ghosts`).
 
 Several processes (engines, workers, the CLI) share it: SQLite's own locking orders their
 writes (WAL mode: readers never wait for a writer). A journal written by hand, or by an

@@ -442,50 +442,19 @@ GHOST_AGE = 60.0  # seconds after which a row without a journal is a leftover of
 
 def drop_ghosts(conn: Any, scanned: set[str], before: float, root: str) -> int:
     """Delete the rows, created before `before` (epoch seconds), of runs that a rebuild's
-    scan did not see (`scanned`) and that have no journal below `root` now, but for those
-    in a pending file appended to since `before`; return how many.
+    scan did not see (`scanned`) and that have no journal below `root` now; return how many.
 
     A rebuild merges a live process's pending file whole, rows of runs `gc` deleted since
-    included; a row is written µs before its journal, so one without a journal whose file
-    has not changed for that long is such a leftover (the rule `list` applies to the rows
-    it reads). A run's `created` is its first event's time, which its creator chose (an
-    import, a test, a clock of its own may make it old): a row in a file written since
-    may be of a run whose journal is being made now, and is kept."""
+    included; a row is written µs before its journal, so one without a journal that old is
+    such a leftover (the rule `list` applies to the rows it reads), never a run being made."""
     old = conn.execute("SELECT run_id FROM runs WHERE created < ?", (before,)).fetchall()
-    recent = written_since(root, before) if old else set()
     gone = [
         (run_id,)
         for (run_id,) in old
-        if run_id not in scanned
-        and run_id not in recent
-        and not os.path.exists(os.path.join(root, run_id + JOURNAL))
+        if run_id not in scanned and not os.path.exists(os.path.join(root, run_id + JOURNAL))
     ]
     conn.executemany("DELETE FROM runs WHERE run_id = ?", gone)
     return len(gone)
-
-
-def written_since(root: str, since: float) -> set[str]:
-    """The run ids in the pending files below `root` modified at or after `since` (epoch
-    seconds): rows that may be of runs whose journal is being made now."""
-    ids: set[str] = set()
-    try:
-        dfd = open_folder(root, FOLDER)
-    except Exception:  # gone, or a link planted there: no file to keep rows of
-        return ids
-    try:
-        for name in sizes(dfd):
-            fd = _open_file(dfd, name)
-            if fd < 0:
-                continue
-            try:
-                st = os.fstat(fd)
-                if st.st_mtime >= since:
-                    ids.update(row[0] for row in rows_of(_read(fd, 0, st.st_size), "open"))
-            finally:
-                os.close(fd)
-    finally:
-        os.close(dfd)
-    return ids
 
 
 def merge(conn: Any, dfd: int, own: str, skip: Iterable[str] = (), status: str = "open") -> Dead:
