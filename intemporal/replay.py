@@ -43,7 +43,6 @@ from .errors import (
     store_error,
 )
 from .events import (
-    ACTIVITY_COMPLETED,
     ATTEMPT_FAILED,
     CANCEL,
     CANCEL_DELIVERED,
@@ -218,6 +217,27 @@ class RunContext(ActivitySteps):
                 self._write_marker(event["ts"])
             self.lease.append(event, sync)
         except Exception as exc:  # whatever the store raises: the workflow never sees it
+            raise self._store_failure(exc) from exc
+
+    def append_result(
+        self, seq: int, name: str, attempts: int, started: int, result: Any, sync: bool | None
+    ) -> None:
+        """`append` for an activity's result (`Lease.append_result`: the file store spells
+        its line from the parts): `started` and the line's time in whole microseconds."""
+        if self.store_failed is not None:
+            raise self.store_failed
+        ts = self.host.clock.stamp_us()
+        if sync is None:
+            sync = self.host.sync and not self.submitted()
+        if sync:
+            self.unsynced_results = self.untaken_results = False
+        try:
+            if self.marker is not None:
+                self._write_marker(ts / 1e6)
+            self.lease.append_result(
+                seq, name, attempts, started, result, ts, self.host.engine_id, sync
+            )
+        except Exception as exc:  # as in `append`
             raise self._store_failure(exc) from exc
 
     def before_effect(self) -> None:
@@ -441,8 +461,7 @@ class RunContext(ActivitySteps):
                     exc = Cancelled(f"run {self.run_id!r} was cancelled")
                 self.activity_failed(seq, name, attempt, (started, first_started), exc)
                 raise exc
-            times = (started, first_started)
-            self._journal_outcome(ACTIVITY_COMPLETED, seq, name, attempt, times, "result", value)
+            self._journal_outcome(seq, name, attempt, (started, first_started), value)
             return result
 
     def _cancel_pending(self) -> bool:

@@ -78,6 +78,20 @@ def test_seq_cost_counts_k_syncs_per_workflow_of_k_activities(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
+def test_flush_step_prints_the_cost_of_one_activity(tmp_path: Path) -> None:
+    # Given scenario 3's per-activity script at its smoke size (2 runs of K=50, 2 reps)
+    cmd = [sys.executable, str(REPO / "bench" / "flush_step.py"), "--quick", "--tmp", str(tmp_path)]
+    # When it runs
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    # Then it prints one JSON line of wall and CPU µs per activity, and leaves no store behind
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout)
+    assert (figures["W"], figures["K"]) == (2, 50)
+    assert 0 < figures["cpu_min_max"][0] <= figures["cpu_us"] <= figures["cpu_min_max"][1]
+    assert figures["wall_us"] > 0
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_index_row_cost_prints_its_figures(tmp_path: Path) -> None:
     # Given the index row's cost script at a smoke size
     cmd = [sys.executable, str(REPO / "bench" / "index_row_cost.py"), "--tmp", str(tmp_path)]
