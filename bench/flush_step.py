@@ -81,7 +81,7 @@ def child(tree: str, args: argparse.Namespace) -> dict[str, object]:
 
 def instructions(tree: str, big: int = 1200, small: int = 200) -> float:
     """Instructions per activity (callgrind, every thread) of this script run from `tree`."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, str(BENCH)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, str(BENCH)]), PYTHONHASHSEED="0")
     counts = []
     for k in (big, small):
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]

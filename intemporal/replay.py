@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol, cast
 
 from .activity_steps import ActivitySteps, Retry
-from .attempts import WorkflowInfo, _current, attempting, run_attempt
+from .attempts import WorkflowInfo, attempting, current_run, run_attempt
 from .clock import INLINE_WAIT, Clock
-from .codec import decode, encode
+from .codec import decode, encode, is_exact_json
 from .deadlines import DEADLINE_PASSED, overdue
 from .errors import (
     Cancelled,
@@ -75,7 +75,7 @@ class Named(Protocol):
 
 def current() -> RunContext | None:
     """The context of the workflow running on this thread, or None outside workflows."""
-    return cast("RunContext | None", _current.get())  # only run contexts are set
+    return cast("RunContext | None", current_run())  # only run contexts are set
 
 
 def activity_context() -> RunContext | None:
@@ -449,7 +449,8 @@ class RunContext(ActivitySteps):
         while True:
             try:
                 result = run_attempt(fn, args, kwargs, timeout, (self, name, seq, attempt))
-                value = encode(result, self.host.codec)
+                # (`encode` checks this first: one call less for the usual value)
+                value = result if is_exact_json(result) else encode(result, self.host.codec)
             except Exception as exc:
                 delay = self.attempt_failed(seq, name, attempt, exc, retry)
                 if delay is not None:

@@ -80,6 +80,7 @@ def test_an_activity_result_line_is_the_bytes_json_dumps_writes(changes: dict[st
         {"started": 0, "ts": 500_000},  # under a second: written by repr
         {"started": -1_500_000, "ts": 2**33 * 10**6},  # before 1970, after 2242
         {"seq": True, "attempts": 2.0},  # not ints: the general path
+        {"started": 1_764_468_000_123_456.0, "ts": True},
         {"name": 5},
     ],
 )
