@@ -82,34 +82,25 @@ def result_line(
 ) -> bytes:
     """The line `dumps` writes for `result_event(seq, ...)` (an activity's result, the hot
     path of every step), spelled from its parts: only the result goes through the encoder,
-    and each time (in whole µs) is written from its digits (`_stamp_text`)."""
-    if (
-        type(name) is str
-        and type(owner) is str
-        and type(seq) is int
-        and type(attempts) is int
-        and type(started) is int
-        and type(ts) is int
-    ):
-        begun, done = f"{started}", f"{ts}"  # `_stamp_text` written out: two calls less
-        if _LOW <= started < _DIGITS_MAX and begun[-1] != "0":
-            begun = f"{begun[:-6]}.{begun[-6:]}"
-        else:
-            begun = _stamp_text(started)
-        if _LOW <= ts < _DIGITS_MAX and done[-1] != "0":
-            done = f"{done[:-6]}.{done[-6:]}"
-        else:
-            done = _stamp_text(ts)
-        text = (
+    and each time is written from the digits of its microseconds (`_stamp_text`). `seq`,
+    `attempts`, `started` and `ts` are ints, as a run context hands them (`Clock.stamp_us`)."""
+    begun, done = f"{started}", f"{ts}"  # `_stamp_text` written out: two calls less
+    if _LOW <= started < _DIGITS_MAX and begun[-1] != "0":
+        begun = f"{begun[:-6]}.{begun[-6:]}"
+    else:
+        begun = _stamp_text(started)
+    if _LOW <= ts < _DIGITS_MAX and done[-1] != "0":
+        done = f"{done[:-6]}.{done[-6:]}"
+    else:
+        done = _stamp_text(ts)
+    try:
+        return (
             f'{_RESULT_HEAD}{seq},"name":{_utf8_string(name)},"attempts":{attempts},'
             f'"started":{begun},"result":{"".join(_result_chunks(result, 0))},'
             f'"ts":{done},"owner":{_utf8_string(owner)}}}\n'
-        )
-        try:
-            return text.encode()
-        except UnicodeEncodeError:  # a lone surrogate: `dumps` escapes the line
-            pass
-    return dumps(result_event(seq, name, attempts, started, result, ts, owner))
+        ).encode()
+    except (TypeError, UnicodeEncodeError):  # a name that is no text, a lone surrogate
+        return dumps(result_event(seq, name, attempts, started, result, ts, owner))
 
 
 def _stamp_text(us: int) -> str:
