@@ -143,7 +143,9 @@ class RunContext(ActivitySteps):
         self.seq = 0
         self.poisoned: IntemporalError | None = None  # the run stops here, unrecorded
         self.store_failed: StoreFailure | None = None  # once set, nothing more is written
-        self.cancel_requested = threading.Event()
+        # a cancellation came in (set on any thread, read on the run's: a plain flag that
+        # each step reads without a call)
+        self.cancel_requested = False
         self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
         self.thread = threading.get_ident()  # the workflow's own thread: it may park the run
         self.cancel_delivered = False
@@ -315,7 +317,7 @@ class RunContext(ActivitySteps):
             return seq, rec
         if self.host.closing:
             raise _Shutdown("the engine is shutting down")
-        if deliver and self.cancel_requested.is_set() and not self.cancel_delivered:
+        if deliver and self.cancel_requested and not self.cancel_delivered:
             self.cancel_delivered = True
             self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": "intemporal.cancel"})
             raise self._cancelled(seq, False)
@@ -466,7 +468,7 @@ class RunContext(ActivitySteps):
             return result
 
     def _cancel_pending(self) -> bool:
-        return self.cancel_requested.is_set() and not self.cancel_delivered
+        return self.cancel_requested and not self.cancel_delivered
 
     # -- other operations, provided by the engine's features -----------------------------
     def protocol_impl(self, proto: type) -> Any:
@@ -507,15 +509,15 @@ class RunContext(ActivitySteps):
         own delivery, so its compensations that follow run normally."""
         if self.deadline is not None and self.deadline <= self.host.clock.time():
             self.expire()
-        if self.cancel_requested.is_set():
+        if self.cancel_requested:
             self.cancel_delivered = True
 
     def expire(self) -> None:
         """The run's deadline passed: request its cancellation, with the reason "timed out"
         (`deadlines.py` calls it when the deadline's timer fires)."""
-        if not self.cancel_requested.is_set():
+        if not self.cancel_requested:
             self.cancel_reason = DEADLINE_PASSED
-        self.cancel_requested.set()
+        self.cancel_requested = True
         self.wake.set()
 
     # -- waiting ----------------------------------------------------------------------------
@@ -525,8 +527,8 @@ class RunContext(ActivitySteps):
         for msg in messages:
             kind = msg.get("type")
             if kind == CANCEL:
-                news = news or not self.cancel_requested.is_set()
-                self.cancel_requested.set()
+                news = news or not self.cancel_requested
+                self.cancel_requested = True
             elif kind == TERMINATE:
                 self.terminated, news = Terminated(msg.get("reason")), True
             elif kind == SIGNAL:
