@@ -33,6 +33,7 @@ RANKS = {
     "store.safefs": 1,
     "store.walfile": 2,
     "store.waldirect": 2,
+    "store.wallogged": 3.5,
     "store.wal": 3,
     "store.queueing": 2,
     "queues": 3,

@@ -73,8 +73,9 @@ from .safefs import (
     unlink_in,
 )
 from .spares import MISFIT, O_TMPFILE, UNSUPPORTED, Spares, link_named, link_new
-from .wal import Logged, WriteAheadLog
+from .wal import WriteAheadLog
 from .walfile import supported as wal_supported
+from .wallogged import Logged
 
 if TYPE_CHECKING:
     import filelock
@@ -205,7 +206,8 @@ class FileStore(FileCollector):
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
         if sync and self._wal is not None:
             self._wal.open()
-        fd = self._spares.take()  # made ahead: no file created on the caller's path
+        fd = self._spares.take()  # made ahead, flocked: no file created on the caller's path
+        spare = fd >= 0
         try:
             if fd < 0:
                 fd = os.open(".", os.O_RDWR | os.O_APPEND | O_TMPFILE, 0o600, dir_fd=dfd)
@@ -214,15 +216,16 @@ class FileStore(FileCollector):
                 self._tmpfile_ok = False
             return super().create_claimed(run_id, first, sync, owner)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
+            if not spare:  # unnamed yet: nobody else has it
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             data = dumps(first)
             write(fd, data, False)  # whole, or OSError: a short write is refused
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
             if self._wal is not None:  # the first synced append logs this line with its own
                 logged = Logged(self._wal, name + JOURNAL, *((0, data, True) if sync else ()))
-                lease = FileLease(run_id, None, fd, log=logged)
+                lease = FileLease(run_id, None, fd, log=logged, size=len(data))
                 return IndexedLease(lease, self.index, self._gclock.shared)
-            lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
+            lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1, size=len(data))
             return IndexedLease(lease, self.index, self._gclock.shared)
         except FileExistsError:
             os.close(fd)
