@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .codec import encode
 from .errors import Cancelled, SerializationError
-from .events import ACTIVITY_COMPLETED, ACTIVITY_FAILED, ATTEMPT_FAILED
+from .events import ACTIVITY_FAILED, ATTEMPT_FAILED
 from .failures import encode_error
 from .observe import ActivityFinished, ActivityStarted, AttemptFailed, Observers
 from .store.base import Event
@@ -83,6 +83,9 @@ class ActivitySteps:
         deferring: bool
 
         def append(self, event: Event, sync: bool | None = None) -> None: ...
+        def append_result(
+            self, seq: int, name: str, attempts: int, started: int, result: Any, sync: bool | None
+        ) -> None: ...
         def before_effect(self) -> None: ...
         def submitted(self) -> bool: ...
         def _cancel_pending(self) -> bool: ...
@@ -101,7 +104,7 @@ class ActivitySteps:
         n = self.failed_attempts.get(seq, 0) + 1
         if n > 1:  # resumed in the middle of retries: wait out the rest of the backoff
             yield functools.partial(pause, self.backoff_left(seq, retry, n))
-        first_started = self.host.clock.time()
+        first_started = self.host.clock.stamp_us()
         while True:
             times = (self.attempt_started(seq, name, n), first_started)
             try:
@@ -120,7 +123,8 @@ class ActivitySteps:
             except asyncio.CancelledError as exc:  # an async workflow cancelled its await
                 self.activity_failed(seq, name, n, times, exc)
                 raise
-            return self.activity_done(seq, name, n, times, result, value)
+            self._journal_outcome(seq, name, n, times, value)
+            return result
 
     def backoff_left(self, seq: int, retry: Retry, attempt: int) -> float:
         """Seconds left of the backoff before attempt `attempt` of a run resumed mid-retries:
@@ -138,14 +142,15 @@ class ActivitySteps:
             self.unsynced_results = True
         self.before_effect()
 
-    def attempt_started(self, seq: int, name: str, attempt: int) -> float:
+    def attempt_started(self, seq: int, name: str, attempt: int) -> int:
         """Make the outcomes taken so far durable (the attempt is an effect: `before_effect`),
-        tell observers attempt `attempt` of activity `name` starts; return the time."""
+        tell observers attempt `attempt` of activity `name` starts; return the time (whole
+        microseconds since the epoch: `Clock.stamp_us`)."""
         if self.unsynced_results:
             self.before_effect()
         if self.observer.on_activity_started:
             self.observer.on_activity_started(ActivityStarted(self.run_id, name, seq, attempt))
-        return self.host.clock.stamp()
+        return self.host.clock.stamp_us()
 
     def attempt_failed(
         self, seq: int, name: str, attempt: int, exc: Exception, retry: Retry
@@ -169,52 +174,39 @@ class ActivitySteps:
         return delay
 
     def activity_failed(
-        self, seq: int, name: str, attempts: int, times: tuple[float, float], exc: BaseException
+        self, seq: int, name: str, attempts: int, times: tuple[int, int], exc: BaseException
     ) -> None:
         """Journal that activity `name` failed with `exc` after `attempts`.
-        `times`: when its last attempt and its first one started."""
+        `times`: when its last attempt and its first one started (whole µs)."""
         if isinstance(exc, Cancelled):
             self.cancel_delivered = True
-        error = encode_error(exc, self.host.codec)
-        self._journal_outcome(ACTIVITY_FAILED, seq, name, attempts, times, "error", error, exc)
-
-    def activity_done(
-        self,
-        seq: int,
-        name: str,
-        attempts: int,
-        times: tuple[float, float],
-        result: Any,
-        value: Any,
-    ) -> Any:
-        """Journal that activity `name` returned `result` (stored as `value`); return `result`."""
-        self._journal_outcome(ACTIVITY_COMPLETED, seq, name, attempts, times, "result", value)
-        return result
+        self._journal_outcome(seq, name, attempts, times, encode_error(exc, self.host.codec), exc)
 
     def _journal_outcome(
         self,
-        kind: str,
         seq: int,
         name: str,
         attempts: int,
-        times: tuple[float, float],
-        key: str,
-        data: Any,
+        times: tuple[int, int],
+        stored: Any,
         exc: BaseException | None = None,
     ) -> None:
+        """Journal activity `name`'s outcome: its result (`stored`, as `encode` made it), or
+        with `exc` its failure (`stored`: the error encoded); tell observers."""
         started, first_started = times
-        event = {"type": kind, "seq": seq, "name": name, "attempts": attempts, "started": started}
-        event[key] = data
-        if self.deferring:  # unsynced: durable with the run's next effect or its end
-            self.append(event, False)  # (`RunContext.before_effect`); a submitted activity's
-            if not self.submitted():  # is taken by the workflow later (`DurableFuture.result`)
+        sync = False if self.deferring else None  # unsynced: durable with the run's next
+        if exc is None:  # effect or its end (`RunContext.before_effect`)
+            self.append_result(seq, name, attempts, started, stored, sync)
+        else:
+            event = {"type": ACTIVITY_FAILED, "seq": seq, "name": name, "attempts": attempts}
+            self.append(event | {"started": started / 1e6, "error": stored}, sync)
+        if self.deferring:  # a submitted activity's is taken by the workflow later
+            if not self.submitted():  # (`DurableFuture.result`)
                 self.unsynced_results = True
             else:  # or, not taken yet, synced when the run is let go (`before_release`)
                 self.untaken_results = True
-        else:  # flush mode, or a store whose sync is a round trip of its own
-            self.append(event)
         if self.observer.on_activity_finished:
-            took = self.host.clock.time() - first_started
+            took = self.host.clock.time() - first_started / 1e6
             self.observer.on_activity_finished(
                 ActivityFinished(self.run_id, name, seq, attempts, took, exc)
             )

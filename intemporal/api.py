@@ -26,7 +26,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
 from . import attempts, replay
 from .clock import check_seconds
 
-_current_run = attempts._current.get  # the run context of the workflow on this thread
+_current_run = attempts._current.get  # the run context of the workflow on this thread, or a step
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,9 +143,9 @@ class Activity(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx: replay.RunContext | None = _current_run()  # type: ignore[assignment]
         if ctx is None:
-            if replay.activity_context() is not None:  # inside a run's activity: plain call
-                return self.fn(*args, **kwargs)
             return cast(R, attempts.run_plainly(self.fn, args, kwargs))
+        if type(ctx) is tuple:  # inside a run's activity (its `attempts.Step`): a plain call
+            return self.fn(*args, **kwargs)
         # The hot path of every durable call: no `cast` call, no lookup in a module.
         return ctx.call_activity(self.name, self.fn, args, kwargs, self.retry, self.timeout)
 

@@ -139,6 +139,7 @@ class AsyncEngine:
         activities in flight; unfinished runs stay durable and resumable."""
         engine = self.engine
         with engine._mutex:
+            engine.closing = True
             engine._closing.set()
             for exe in engine._active.values():
                 if exe.ctx is not None:

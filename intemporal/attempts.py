@@ -1,9 +1,9 @@
 """What executes on this thread: the run whose workflow or activity it is, and heartbeats.
 
-Context variables say which run's workflow (`_current`) or activity attempt (`_activity`:
-the run, the activity, its step and attempt) executes on a thread; `run_attempt` sets them
+A context variable (`_current`) says which run's workflow, or which activity attempt (the
+run, the activity, its step and attempt), executes on a thread; `run_attempt` sets it
 around one attempt of an activity, on the calling thread or, with a timeout, on a daemon
-thread. `heartbeat()` reads them to deliver a cancellation to the activity. Nothing here knows the journal: a run context
+thread. `heartbeat()` reads it to deliver a cancellation to the activity. Nothing here knows the journal: a run context
 (`intemporal.replay.RunContext`) is seen through `Attempting`.
 """
 
@@ -34,27 +34,39 @@ class Attempting(Protocol):
         """Whether the run was cancelled and the cancellation is not delivered yet."""
 
 
-_current: contextvars.ContextVar[Attempting | None] = contextvars.ContextVar(
-    "intemporal_run", default=None
-)
-
 #: the attempt of a run's activity executing on this thread: (run context, activity name,
-#: seq, attempt), made into a `WorkflowInfo` only when `info()` asks (one variable set per
-#: attempt, not one per fact, and no object built: ~1 µs less per step on the hot path)
+#: seq, attempt), made into a `WorkflowInfo` only when `info()` asks (no object built)
 Step = tuple[Attempting, str, int, int]
-_activity: contextvars.ContextVar[Step | None] = contextvars.ContextVar(
-    "intemporal_activity", default=None
+
+#: What executes on this thread: a run's workflow (its run context), an attempt of a run's
+#: activity (its `Step`: a tuple), or neither (None). One variable, not one for each: an
+#: attempt sets one (~2,000 instructions less per step on the hot path).
+_current: contextvars.ContextVar[Attempting | Step | None] = contextvars.ContextVar(
+    "intemporal_run", default=None
 )
 
 
 _plain: contextvars.ContextVar[bool] = contextvars.ContextVar("intemporal_plain", default=False)
-# The threads executing an attempt of a run's activity now (`heartbeat` checks for helpers).
-_ATTEMPT_THREADS: set[int] = set()
+# One item per attempt of a run's activity executing now, on any thread (`heartbeat` tells
+# a helper thread from a thread outside runs only while there are some): a list, appended
+# and popped, costs less than a set of thread ids.
+_ATTEMPTS: list[None] = []
+
+
+def current_run() -> Attempting | None:
+    """The run whose workflow executes on this thread (None in an activity, or outside runs)."""
+    ctx = _current.get()
+    return None if isinstance(ctx, tuple) else ctx
+
+
+def _step() -> Step | None:
+    step = _current.get()
+    return step if isinstance(step, tuple) else None
 
 
 def step_info() -> WorkflowInfo | None:
     """What `intemporal.info()` tells the activity executing on this thread (None outside one)."""
-    step = _activity.get()
+    step = _step()
     if step is None:
         return None
     ctx, name, seq, attempt = step
@@ -63,7 +75,7 @@ def step_info() -> WorkflowInfo | None:
 
 def attempting() -> Attempting | None:
     """The run whose activity executes on this thread (None outside an attempt)."""
-    step = _activity.get()
+    step = _step()
     return None if step is None else step[0]
 
 
@@ -94,24 +106,21 @@ def run_attempt(
 ) -> Any:
     """Execute one attempt of an activity: `step` is (run context, name, seq, attempt)."""
     # Inside an activity, decorated calls run plainly and heartbeat() finds this run.
-    t_run, t_act = _current.set(None), _activity.set(step)
-    me = threading.get_ident()
-    _ATTEMPT_THREADS.add(me)
+    token = _current.set(step)
+    _ATTEMPTS.append(None)
     try:
         if timeout is None:
             return fn(*args, **kwargs)  # inline: no thread hand-off on the hot path
         return _run_with_timeout(step[1], fn, args, kwargs, timeout)
     finally:
-        _ATTEMPT_THREADS.discard(me)
-        _activity.reset(t_act)
-        _current.reset(t_run)
+        _ATTEMPTS.pop()
+        _current.reset(token)
 
 
 def enter_attempt(step: Step) -> None:
     """Mark the current context as executing the attempt `step` of a run's activity: for an
     async activity, called in the fresh context (`contextvars.copy_context`) of its task."""
-    _current.set(None)
-    _activity.set(step)
+    _current.set(step)
 
 
 def _run_with_timeout(
@@ -170,11 +179,11 @@ def heartbeat() -> None:
     silently missing a cancellation. In a workflow, or in an activity called plainly
     outside any run, it does nothing.
     """
-    step = _activity.get()
-    if step is not None:
+    step = _current.get()
+    if type(step) is tuple:
         ctx = step[0]
         if ctx._cancel_pending():
             raise Cancelled(f"run {ctx.run_id!r} was cancelled")
         return
-    if _ATTEMPT_THREADS and _current.get() is None and not _plain.get():
+    if _ATTEMPTS and step is None and not _plain.get():
         raise IntemporalError(HEARTBEAT_THREAD)

@@ -66,6 +66,24 @@ CHILD_DONE = "child_done"  # child_id: a child run finished
 TERMINATE = "terminate"  # reason: end the run at once, without compensations
 
 
+def result_event(
+    seq: int, name: str, attempts: int, started: int, result: Any, ts: int, owner: str
+) -> Event:
+    """An activity's result as the journal holds it (`ACTIVITY_COMPLETED`), from what a run
+    context hands `Lease.append_result`: `started` and `ts` in whole microseconds since
+    the epoch (seconds in the event), `result` stored as `codec.encode` made it."""
+    return {
+        "type": ACTIVITY_COMPLETED,
+        "seq": seq,
+        "name": name,
+        "attempts": attempts,
+        "started": started / 1e6,
+        "result": result,
+        "ts": ts / 1e6,
+        OWNER: owner,
+    }
+
+
 class RunStatus(StrEnum):
     """The state of a run; the values are the lower-case names (`RunStatus.COMPLETED == "completed"`)."""
 

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Protocol, cast
 
 from .activity_steps import ActivitySteps, Retry
-from .attempts import WorkflowInfo, _current, attempting, run_attempt
+from .attempts import WorkflowInfo, attempting, current_run, run_attempt
 from .clock import INLINE_WAIT, Clock
-from .codec import decode, encode
+from .codec import decode, encode, is_exact_json
 from .deadlines import DEADLINE_PASSED, overdue
 from .errors import (
     Cancelled,
@@ -43,7 +43,6 @@ from .errors import (
     store_error,
 )
 from .events import (
-    ACTIVITY_COMPLETED,
     ATTEMPT_FAILED,
     CANCEL,
     CANCEL_DELIVERED,
@@ -76,7 +75,7 @@ class Named(Protocol):
 
 def current() -> RunContext | None:
     """The context of the workflow running on this thread, or None outside workflows."""
-    return cast("RunContext | None", _current.get())  # only run contexts are set
+    return cast("RunContext | None", current_run())  # only run contexts are set
 
 
 def activity_context() -> RunContext | None:
@@ -152,7 +151,9 @@ class RunContext(ActivitySteps):
         self.seq = 0
         self.poisoned: IntemporalError | None = None  # the run stops here, unrecorded
         self.store_failed: StoreFailure | None = None  # once set, nothing more is written
-        self.cancel_requested = threading.Event()
+        # a cancellation came in (set on any thread, read on the run's: a plain flag that
+        # each step reads without a call)
+        self.cancel_requested = False
         self.wake = threading.Event()  # set to cut a pause short: cancellation, shutdown
         self.thread = threading.get_ident()  # the workflow's own thread: it may park the run
         self.cancel_delivered = False
@@ -226,6 +227,27 @@ class RunContext(ActivitySteps):
                 self._write_marker(event["ts"])
             self.lease.append(event, sync)
         except Exception as exc:  # whatever the store raises: the workflow never sees it
+            raise self._store_failure(exc) from exc
+
+    def append_result(
+        self, seq: int, name: str, attempts: int, started: int, result: Any, sync: bool | None
+    ) -> None:
+        """`append` for an activity's result (`Lease.append_result`: the file store spells
+        its line from the parts): `started` and the line's time in whole microseconds."""
+        if self.store_failed is not None:
+            raise self.store_failed
+        ts = self.host.clock.stamp_us()
+        if sync is None:
+            sync = self.host.sync and not self.submitted()
+        if sync:
+            self.unsynced_results = self.untaken_results = False
+        try:
+            if self.marker is not None:
+                self._write_marker(ts / 1e6)
+            self.lease.append_result(
+                seq, name, attempts, started, result, ts, self.host.engine_id, sync
+            )
+        except Exception as exc:  # as in `append`
             raise self._store_failure(exc) from exc
 
     def before_effect(self) -> None:
@@ -303,7 +325,7 @@ class RunContext(ActivitySteps):
             return seq, rec
         if self.host.closing:
             raise _Shutdown("the engine is shutting down")
-        if deliver and self.cancel_requested.is_set() and not self.cancel_delivered:
+        if deliver and self.cancel_requested and not self.cancel_delivered:
             self.cancel_delivered = True
             self.append({"type": CANCEL_DELIVERED, "seq": seq, "name": "intemporal.cancel"})
             raise self._cancelled(seq, False)
@@ -437,7 +459,8 @@ class RunContext(ActivitySteps):
         while True:
             try:
                 result = run_attempt(fn, args, kwargs, timeout, (self, name, seq, attempt))
-                value = encode(result, self.host.codec)
+                # (`encode` checks this first: one call less for the usual value)
+                value = result if is_exact_json(result) else encode(result, self.host.codec)
             except Exception as exc:
                 delay = self.attempt_failed(seq, name, attempt, exc, retry)
                 if delay is not None:
@@ -449,12 +472,11 @@ class RunContext(ActivitySteps):
                     exc = Cancelled(f"run {self.run_id!r} was cancelled")
                 self.activity_failed(seq, name, attempt, (started, first_started), exc)
                 raise exc
-            times = (started, first_started)
-            self._journal_outcome(ACTIVITY_COMPLETED, seq, name, attempt, times, "result", value)
+            self._journal_outcome(seq, name, attempt, (started, first_started), value)
             return result
 
     def _cancel_pending(self) -> bool:
-        return self.cancel_requested.is_set() and not self.cancel_delivered
+        return self.cancel_requested and not self.cancel_delivered
 
     # -- other operations, provided by the engine's features -----------------------------
     def protocol_impl(self, proto: type) -> Any:
@@ -495,15 +517,15 @@ class RunContext(ActivitySteps):
         own delivery, so its compensations that follow run normally."""
         if self.deadline is not None and self.deadline <= self.host.clock.time():
             self.expire()
-        if self.cancel_requested.is_set():
+        if self.cancel_requested:
             self.cancel_delivered = True
 
     def expire(self) -> None:
         """The run's deadline passed: request its cancellation, with the reason "timed out"
         (`deadlines.py` calls it when the deadline's timer fires)."""
-        if not self.cancel_requested.is_set():
+        if not self.cancel_requested:
             self.cancel_reason = DEADLINE_PASSED
-        self.cancel_requested.set()
+        self.cancel_requested = True
         self.wake.set()
 
     # -- waiting ----------------------------------------------------------------------------
@@ -513,8 +535,8 @@ class RunContext(ActivitySteps):
         for msg in messages:
             kind = msg.get("type")
             if kind == CANCEL:
-                news = news or not self.cancel_requested.is_set()
-                self.cancel_requested.set()
+                news = news or not self.cancel_requested
+                self.cancel_requested = True
             elif kind == TERMINATE:
                 self.terminated, news = Terminated(msg.get("reason")), True
             elif kind == SIGNAL:

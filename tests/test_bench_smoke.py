@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pg_server import INSTALL, find_bindir
@@ -66,18 +67,32 @@ def test_start_profile_splits_the_callers_time_by_system_call(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []  # its stores removed
 
 
-def test_seq_cost_counts_k_syncs_per_workflow_of_k_activities(tmp_path: Path) -> None:
-    # Given the scenario-1 cost script at its smoke size (5 runs of K=10)
-    cmd = [sys.executable, str(REPO / "bench" / "seq_cost.py"), "--quick", "--tmp", str(tmp_path)]
-    # When it runs
+def _quick_figures(script: str, tmp: Path) -> dict[str, Any]:
+    """The one JSON line `bench/<script> --quick --tmp <tmp>` prints (it must succeed)."""
+    cmd = [sys.executable, str(REPO / "bench" / script), "--quick", "--tmp", str(tmp)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout))
+
+
+def test_seq_cost_counts_k_syncs_per_workflow_of_k_activities(tmp_path: Path) -> None:
+    # Given the scenario-1 cost script at its smoke size (5 runs of K=10), When it runs
+    figures = _quick_figures("seq_cost.py", tmp_path)
     # Then it prints one JSON line: 10 syncs per workflow (the end shares the last
     # result's), some wall and CPU time, and leaves no store behind
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    figures = json.loads(proc.stdout)
     assert (figures["W"], figures["K"]) == (5, 10)
     assert figures["syncs_per_workflow"] in (10.0, -1)  # -1: no write-ahead log here
     assert figures["wall_us_per_workflow"] > 0 and figures["cpu_us_per_workflow"] > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flush_step_prints_the_cost_of_one_activity(tmp_path: Path) -> None:
+    # Given scenario 3's per-activity script at its smoke size (2 runs of K=50, 2 reps)
+    figures = _quick_figures("flush_step.py", tmp_path)
+    # Then it prints one JSON line of wall and CPU µs per activity, and leaves no store behind
+    assert (figures["W"], figures["K"]) == (2, 50)
+    assert 0 < figures["cpu_min_max"][0] <= figures["cpu_us"] <= figures["cpu_min_max"][1]
+    assert figures["wall_us"] > 0
     assert list(tmp_path.iterdir()) == []
 
 

@@ -180,6 +180,13 @@ def breaker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Breaker]]
                 _orig(self, event, sync)
 
             monkeypatch.setattr(lease_type, "append", append)
+        original_result = FileLease.append_result  # its own: the line spelled from the parts
+
+        def append_result(self: Any, *parts: Any, _orig: Any = original_result) -> None:
+            b.hit({"type": "activity_completed", "_run": self.run_id})
+            _orig(self, *parts)
+
+        monkeypatch.setattr(FileLease, "append_result", append_result)
         for store_type in (FileStore, MemoryStore, PostgresStore):
             for name in ("create", "create_claimed"):
                 orig = getattr(store_type, name)

@@ -19,8 +19,8 @@ import intemporal
 from intemporal import Engine
 from intemporal.clock import Clock, VirtualClock, stamp
 from intemporal.codec import is_exact_json
-from intemporal.events import ACTIVITY_COMPLETED
-from intemporal.store.fileio import dumps
+from intemporal.events import ACTIVITY_COMPLETED, result_event
+from intemporal.store.fileio import _stamp_text, dumps, result_line
 
 
 def _json_line(event: dict[str, Any]) -> bytes:
@@ -41,17 +41,24 @@ def _completed(**changes: Any) -> dict[str, Any]:
     return event | changes
 
 
+#: odd names, owners and results, for an activity's result line
+ODD_PARTS = [
+    {},
+    {"name": 'naïve "quoted"\n\t日本'},
+    {"owner": "引擎"},
+    {"result": None},
+    {"result": "text"},
+    {"result": 1e300},
+    {"result": float("nan")},  # as json.dumps spells it
+    {"result": {"$dill": "AAAA", "$type": "x.Y"}},
+    {"result": "x\udc80"},  # a lone surrogate: the line escaped as before
+]
+
+
 @pytest.mark.parametrize(
     "changes",
     [
-        {},
-        {"name": 'naïve "quoted"\n\t日本'},
-        {"owner": "引擎"},
-        {"result": None},
-        {"result": "text"},
-        {"result": 1e300},
-        {"result": float("nan")},  # as json.dumps spells it
-        {"result": {"$dill": "AAAA", "$type": "x.Y"}},
+        *ODD_PARTS[:-1],
         {"started": 3, "ts": 4},  # ints: the general path
         {"seq": True},  # a bool where an int belongs: the general path
         {"ts": float("inf")},
@@ -63,6 +70,52 @@ def test_an_activity_result_line_is_the_bytes_json_dumps_writes(changes: dict[st
     event = _completed(**changes)
     # Then its line is the compact UTF-8 JSON the general encoder writes
     assert dumps(event) == _json_line(event)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        *ODD_PARTS,
+        {"started": 1_764_468_000_000_000, "ts": 1_764_468_000_100_000},  # trailing zeros
+        {"started": 0, "ts": 500_000},  # under a second: written by repr
+        {"started": -1_500_000, "ts": 2**33 * 10**6},  # before 1970, after 2242
+        {"name": 5, "owner": ("a", 1)},  # not text: the general path
+    ],
+)
+def test_a_result_line_spelled_from_its_parts_is_what_json_dumps_writes(
+    changes: dict[str, Any],
+) -> None:
+    # Given an activity's result as a run context hands it to the file store's lease
+    parts: dict[str, Any] = {
+        "seq": 7,
+        "name": "step",
+        "attempts": 1,
+        "started": 1_764_468_000_123_456,
+        "result": {"i": 1, "x": [1, 2.5, None, True, "é"]},
+        "ts": 1_764_468_000_123_800,
+        "owner": "host-12-ab",
+    } | changes
+    event = result_event(**parts)
+    # Then its line is what json.dumps writes for the event (ASCII escapes for a surrogate)
+    line = result_line(**parts)
+    ascii_line = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    assert line == (ascii_line if "\udc80" in str(parts["result"]) else _json_line(event))
+    assert line == dumps(event)
+    # And the event holds the times in seconds, to the microsecond
+    assert event["started"] == parts["started"] / 1e6 and event["ts"] == parts["ts"] / 1e6
+
+
+def test_a_stamp_is_written_as_repr_writes_its_float() -> None:
+    # Given whole microseconds near now, across the years to 2242, and at the edges
+    rng = random.Random(33)
+    now = time.time_ns() // 1000
+    values = [now + rng.randrange(-(10**12), 10**13) for _ in range(50_000)]
+    values += [rng.randrange(10**6, 2**33 * 10**6) for _ in range(50_000)]
+    values += [v * 10**k for v in values[:2000] for k in (1, 2, 3, 6)]
+    values += [0, 1, 10**6 - 1, 10**6, 10**6 + 1, 2**33 * 10**6 - 1, 2**33 * 10**6, 10**17]
+    values += [-1, -(10**6), -1_500_001]
+    # Then each is spelled as the encoder spells the float us / 1e6 (its repr)
+    assert [_stamp_text(v) for v in values] == [repr(v / 1e6) for v in values]
 
 
 def test_a_result_line_with_other_keys_or_order_is_encoded_as_given() -> None:
@@ -114,8 +167,26 @@ def test_a_clock_of_its_own_stamps_its_own_time() -> None:
         def time(self) -> float:
             return 1000.0000004
 
-    # Then its stamp is that time to the microsecond
+    # Then its stamp is that time to the microsecond, in seconds and in whole microseconds
     assert Fixed().stamp() == 1000.0
+    assert Fixed().stamp_us() == 1_000_000_000
+
+
+def test_stamps_in_microseconds_are_the_clocks_stamps() -> None:
+    # Given the real clock, a virtual one moved a year ahead, and one that stamps itself
+    class Own(Clock):
+        def stamp(self) -> float:
+            return 1_764_468_000.25
+
+    virtual = VirtualClock()
+    virtual.advance(365 * 86_400)
+    # Then a stamp in microseconds is an int, over 1e6 a stamp of the same clock
+    for clock in (Clock(), virtual):
+        before = clock.stamp()
+        us = clock.stamp_us()
+        after = clock.stamp()
+        assert type(us) is int and before <= us / 1e6 <= after
+    assert Own().stamp_us() == 1_764_468_000_250_000
 
 
 @pytest.mark.parametrize(

@@ -117,10 +117,9 @@ class Executor:
     def _calls(self) -> EngineCalls:
         return cast(EngineCalls, self)  # the `Engine` this executor is a part of
 
-    @property
-    def closing(self) -> bool:
-        """True once `close()` began: runs stop at their next durable operation."""
-        return self._closing.is_set()
+    #: True once `close()` began (with `_closing` set): runs stop at their next durable
+    #: operation. A plain attribute: every step of every run reads it (no call)
+    closing: bool = False
 
     def pause(self, ctx: RunContext, seconds: float) -> None:
         """Wait `seconds` (a retry backoff), cut short by cancellation or shutdown; a long one
@@ -377,7 +376,7 @@ class Executor:
             self._terminated(exe, ctx, events, ctx.terminated)
             return
         timer = arm(ctx, self.clock)  # a deadline that passed: cancellation requested now
-        if ctx.cancel_requested.is_set() and len(events) == 1:
+        if ctx.cancel_requested and len(events) == 1:
             exc = Cancelled(
                 f"run {exe.run_id!r} {ctx.cancel_reason or 'was cancelled'} before it started"
             )

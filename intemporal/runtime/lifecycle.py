@@ -146,6 +146,7 @@ class Lifecycle:
     def _shut_down(self) -> None:
         """`Engine.close()`: stop taking work, let in-flight activities finish."""
         with self._mutex:
+            self.closing = True
             self._closing.set()
             for exe in self._active.values():
                 if exe.ctx is not None:

@@ -47,8 +47,8 @@ class Worker(Starting):
         _parking: Parking
         _queue_rt: QueueRuntime
 
-        @property
-        def closing(self) -> bool: ...
+        closing: bool
+
         def _relaunch(self, exe: Execution) -> None: ...
 
     def _take(self, lease: Lease, gated: Collection[str]) -> RunHandle[Any] | None:

@@ -61,7 +61,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import IntemporalError, RunNotFound
-from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunState, RunStatus, fold
+from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunState, RunStatus, fold, result_event
 from . import queueing
 from .queueing import QueueSpec
 from .runinfo import RunInfo, summarize
@@ -105,6 +105,22 @@ class Lease(ABC):
         Raises `LeaseLost` once the lease is released (or fenced out by a newer claim):
         the caller writes nothing more.
         """
+
+    def append_result(
+        self,
+        seq: int,
+        name: str,
+        attempts: int,
+        started: int,
+        result: Any,
+        ts: int,
+        owner: str,
+        sync: bool,
+    ) -> None:
+        """Append an activity's result: the event `result_event` makes of these (`started`
+        and `ts` in whole microseconds since the epoch). A store whose journal is text
+        spells its line from the parts here (the hot path of every step)."""
+        self.append(result_event(seq, name, attempts, started, result, ts, owner), sync)
 
     def sync(self) -> None:  # noqa: B027 - where every append is durable, nothing to do
         """Make every event appended so far durable, those appended with `sync=False` too

@@ -35,6 +35,8 @@ class IndexedLease(Lease):
         self._lease, self._index = lease, index
         self._gate, self._held = gate, held
         self.run_id, self.token = lease.run_id, lease.token
+        # An activity's result neither ends nor restarts a run: the lease's own, no call more
+        self.append_result = lease.append_result  # type: ignore[method-assign]
 
     def append(self, event: Event, sync: bool) -> None:
         kind = event["type"]
