@@ -294,6 +294,7 @@ def cut_flow(rid: str, steps: int, fan: int, wait: bool) -> int:
     This fuzz used to ack each step as its activity returned, which the store then synced
     at once; nothing is acked later than its effect, so the check is as strict as before.
     """
+    rid = rid or intemporal.info().run_id  # started without an id: the one drawn for it
     for i in range(steps):
         cut_step(rid, i, i)
     if fan:
@@ -314,11 +315,18 @@ def _workload(root: Path, rng: random.Random, runs: int) -> tuple[set[str], set[
     with Engine(FileStore(root), threads=4) as engine:
         handles = {}
         for n in range(runs):
-            rid = f"run-{n}"
             wait = rng.random() < 0.3
-            handles[rid] = engine.start(
-                cut_flow, rid, rng.randint(0, 4), rng.choice([0, 0, 3]), wait, run_id=rid
+            named = n % 2 == 0  # else an id drawn by start(): its creation logged early
+            handle = engine.start(
+                cut_flow,
+                f"run-{n}" if named else "",
+                rng.randint(0, 4),
+                rng.choice([0, 0, 3]),
+                wait,
+                run_id=f"run-{n}" if named else None,
             )
+            rid = handle.run_id
+            handles[rid] = handle
             _ack("run", rid, None)
             started.add(rid)
             if wait:

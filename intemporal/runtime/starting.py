@@ -42,6 +42,7 @@ class Starting:
     worker: bool
     version: str | None
     engine_id: str
+    threads: int
     _mutex: threading.RLock
     _active: dict[str, Execution]
 
@@ -101,6 +102,12 @@ class Starting:
             if lease is not None:
                 self._execute_here(exe, [first], lease)
                 return RunHandle(self._calls, run_id, exe)
+        elif self.worker and start_at is None and len(self._active) < self.threads:
+            # A thread is free to execute it: created claimed, its lease handed to that
+            # thread (which then opens, locks and reads nothing), durable before we return.
+            lease = self._create_claimed(run_id, first)
+            if lease is not None:
+                return RunHandle(self._calls, run_id, self._launch(exe, [first], lease))
         elif self._create(run_id, first, self.engine_id if self.worker else None):
             if not self.worker:  # the store woke the workers: one takes it without polling
                 return RunHandle(self._calls, run_id)
@@ -116,6 +123,19 @@ class Starting:
         if self.worker:
             self._queue_rt.started(first["queue"])
         return RunHandle(self._calls, run_id)
+
+    def _create_claimed(self, run_id: str, first: Event) -> Lease | None:
+        """Create a run claimed by this engine, on disk (with `sync`) when this returns;
+        None if the id exists. The lease is released if the creation cannot be synced."""
+        with store_call(run_id, f"create run {run_id!r}", caller=True, started=False):
+            lease = self.store.create_claimed(run_id, first, self.sync)
+            if lease is not None and self.sync:
+                try:
+                    lease.sync()  # `start()` returns a durable run (`create_claimed` does not)
+                except BaseException:
+                    lease.release()
+                    raise
+        return lease
 
     def _create(self, run_id: str, first: Event, owner: str | None = None) -> bool:
         with store_call(run_id, f"create run {run_id!r}", caller=True, started=False):

@@ -205,7 +205,8 @@ class FileStore(FileCollector):
         dfd = self._root_fd if self._root_fd >= 0 else self._open_root()
         if sync and self._wal is not None:
             self._wal.open()
-        fd = self._spares.take()  # made ahead: no file created on the caller's path
+        fd = self._spares.take()  # made ahead, flocked: no file created on the caller's path
+        spare = fd >= 0
         try:
             if fd < 0:
                 fd = os.open(".", os.O_RDWR | os.O_APPEND | O_TMPFILE, 0o600, dir_fd=dfd)
@@ -214,7 +215,8 @@ class FileStore(FileCollector):
                 self._tmpfile_ok = False
             return super().create_claimed(run_id, first, sync, owner)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # unnamed yet: nobody else has it
+            if not spare:  # unnamed yet: nobody else has it
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             data = dumps(first)
             write(fd, data, False)  # whole, or OSError: a short write is refused
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW

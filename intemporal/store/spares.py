@@ -42,7 +42,7 @@ try:
 except ImportError:  # not on this system: no limit known
     resource = None  # type: ignore[assignment]
 
-from .fileio import write
+from .fileio import fcntl, write
 
 O_TMPFILE = getattr(os, "O_TMPFILE", 0)  # Linux: a file without a name until linked
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -84,8 +84,9 @@ class Spares:
         return len(self._fds)
 
     def take(self) -> int:
-        """A spare's descriptor (`O_RDWR | O_APPEND`, unnamed, empty), now the caller's to
-        write, link and close; -1 when none is ready (then the caller opens its own)."""
+        """A spare's descriptor (`O_RDWR | O_APPEND`, unnamed, empty, flocked where there is
+        `fcntl`), now the caller's to write, link and close; -1 when none is ready (then
+        the caller opens its own)."""
         if self._pid != os.getpid():  # forked without the fork hook: the parent's, not ours
             self._forked()
         with self._lock:
@@ -140,6 +141,7 @@ class Spares:
                             self._queued = False  # asked again by a take that finds none
                         return
                     fd = os.open(".", _SPARE, 0o600, dir_fd=dfd)
+                    _lock(fd)
                 except OSError as exc:
                     self._failed(exc)
                     return
@@ -172,6 +174,17 @@ class Spares:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             _close_all(self._fds)
+
+
+def _lock(fd: int) -> None:
+    """flock a new spare (unnamed: nobody else can hold it); closed if that fails."""
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
 
 
 def _ceiling() -> int:
