@@ -37,6 +37,7 @@ _SYSCALLS = {"x86_64": (425, 426, 427), "aarch64": (425, 426, 427)}  # setup, en
 _OP_UNLINKAT = 36
 _HARDLINK = 1 << 3
 _ENTER_GETEVENTS = 1
+_FEAT_SINGLE_MMAP = 1  # the rings share one mapping
 _REGISTER_IOWQ_MAX_WORKERS = 19
 _OFF_SQES = 0x10000000
 _SQE = struct.Struct("<BBHiQQIIQ")  # opcode, flags, ioprio, fd, off, addr, len, flags, data
@@ -101,6 +102,9 @@ class UnlinkRing:
         params = ctypes.create_string_buffer(120)
         fd = libc.syscall(calls[0], ctypes.c_uint(ENTRIES), params)
         if fd < 0:  # ENOSYS, EPERM (io_uring_disabled, a seccomp filter), ENOMEM
+            return None
+        if not struct.unpack_from("<I", params.raw, 20)[0] & _FEAT_SINGLE_MMAP:
+            os.close(fd)  # before Linux 5.4 (which has no unlinkat in io_uring either)
             return None
         try:
             ring = cls(libc, calls, fd, params.raw)
