@@ -56,6 +56,11 @@ class Parking:
         if until is not None:
             heapq.heappush(self._timers, (until, execution.run_id))
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The watcher thread (None until `start`); it ends once `closing` is set."""
+        return self._watcher
+
     def start(self) -> None:
         """Start the watcher thread, once."""
         with self._mutex:

@@ -207,6 +207,11 @@ class Scheduler:
             if self._served is None or (s.queue or s.workflow.queue) in self._served
         ]
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread firing ticks (None until started); it ends once `closing` is set."""
+        return self._thread
+
     def start(self) -> None:
         """Start the thread, once, if there is a schedule to fire. The engine's start is
         the moment its ticks count from: a tick that comes before the thread's first look

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,14 @@ from pg_server import INSTALL, PgServer, find_bindir, remove, start_server
 from intemporal import Engine, FileStore, MemoryStore, PostgresStore, Store
 
 _databases = itertools.count(1)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Children this suite Ctrl-Cs (workers, samples) stop on SIGINT even when the suite
+    itself was started with SIGINT ignored (`make test &` from a script, nohup): an
+    ignored signal stays ignored across exec, a handled one is reset to the default."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

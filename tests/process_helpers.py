@@ -78,11 +78,14 @@ _CALLS = {
 }
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds.
 
-    The failure names `what` and shows where every thread of this process stands
-    (`thread_stacks`): a flaky timeout under load says what the engine was doing."""
+    `timeout` guards against a hang, it times nothing: a passing test returns as soon as
+    the condition holds. The default covers a child process's start on a loaded CI host
+    (one took over 10 s at a load average of 23). The failure names `what` and shows where
+    every thread of this process stands (`thread_stacks`): a flaky timeout under load says
+    what the engine was doing."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

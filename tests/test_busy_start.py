@@ -42,19 +42,24 @@ def flow(x: int) -> int:
 
 
 class _Calls:
-    """Counts `FileStore.claim` and `FileStore.read` calls per run id."""
+    """Counts `FileStore.claim` and `FileStore.read` calls per run id, of the stores below
+    `root` only: another test's engine still winding down in this process (its "r1") is
+    not this test's."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
         self.claims: list[str] = []
         self.reads: list[str] = []
         claim, read = file_store_module.FileStore.claim, file_store_module.FileStore.read
+        mine = str(root)
 
         def counted_claim(store: FileStore, run_id: str, owner: str = "") -> Any:
-            self.claims.append(run_id)
+            if str(store.location).startswith(mine):
+                self.claims.append(run_id)
             return claim(store, run_id, owner)
 
         def counted_read(store: FileStore, run_id: str) -> Any:
-            self.reads.append(run_id)
+            if str(store.location).startswith(mine):
+                self.reads.append(run_id)
             return read(store, run_id)
 
         monkeypatch.setattr(file_store_module.FileStore, "claim", counted_claim)
@@ -71,7 +76,7 @@ def test_a_run_started_with_a_thread_free_is_durable_at_once_and_its_thread_clai
 ) -> None:
     # Given a durable engine with threads free, its runs' activity held
     GATE.clear()
-    calls = _Calls(monkeypatch)
+    calls = _Calls(monkeypatch, tmp_path)
     with Engine(FileStore(tmp_path / "s"), threads=4) as engine:
         log = engine.store._wal  # type: ignore[attr-defined]
         assert log is not None
@@ -95,7 +100,7 @@ def test_with_every_thread_busy_a_started_run_holds_no_descriptor_until_a_thread
 ) -> None:
     # Given an engine of one thread, busy with a run whose activity is held
     GATE.clear()
-    calls = _Calls(monkeypatch)
+    calls = _Calls(monkeypatch, tmp_path)
     store = FileStore(tmp_path / "s")
     pool = store._spares  # spare files come and go meanwhile: not counted
     with Engine(store, threads=1) as engine:

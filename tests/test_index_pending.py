@@ -9,11 +9,13 @@ none, and drops what dead processes left from before it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -229,13 +231,16 @@ def test_concurrent_creators_and_a_merging_reader_lose_no_row(tmp_path: Path) ->
     assert _pending_files(store) == []  # the one left by the process that did not close: gone
 
 
-def test_a_torn_or_garbage_pending_line_is_skipped(tmp_path: Path) -> None:
-    # Given a pending file left by a dead process: a row, garbage, a line of another shape,
-    # a row whose journal was never made, and a torn last line (a power cut)
+def test_a_torn_or_garbage_pending_line_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a pending file left by a dead process over a minute ago: a row, garbage, a line
+    # of another shape, a row whose journal was never made, and a torn last line (a power cut)
     root = tmp_path / "store"
     store = FileStore(root)
     store.create("kept", _first(1.0))
     store.close()
+    monkeypatch.setattr(pending, "_now", lambda: time.time() - 2 * pending.GHOST_AGE)
     good = pending.line_of(("made", "w", "q", None, 2.0, 2.0, "open"))
     ghost = pending.line_of(("ghost", "w", None, None, 3.0, 3.0, "open"))
     (root / "made.jsonl").write_bytes(b'{"type":"run_started","workflow":"w","ts":2.0}\n')
@@ -282,14 +287,16 @@ def test_a_rebuild_racing_creations_misses_none_and_drops_dead_files(
 
 
 def test_a_rebuild_does_not_bring_back_runs_deleted_since_their_rows_were_pending(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a live store whose pending file still names 3 runs (made over a minute ago),
     # deleted since (their journals gone, their rows removed, as `gc` does), and 1 run kept
     root = tmp_path / "store"
     live = FileStore(root)
+    monkeypatch.setattr(pending, "_now", lambda: time.time() - 2 * pending.GHOST_AGE)
     for i in range(4):
         live.create(f"r{i}", _first(float(i)))
+    monkeypatch.undo()
     assert live.count_runs() == 4
     for i in range(3):
         (root / f"r{i}.jsonl").unlink()
@@ -300,6 +307,32 @@ def test_a_rebuild_does_not_bring_back_runs_deleted_since_their_rows_were_pendin
     # Then it counts the one run that is left, not the deleted ones again
     assert other.count_runs() == 1
     assert [r.run_id for r in other.iter_runs()] == ["r3"]
+    other.close()
+    live.close()
+
+
+@pytest.mark.parametrize("rebuilt", [True, False], ids=["by-a-rebuild", "by-a-listing"])
+def test_a_row_whose_journal_is_being_made_is_kept_whatever_time_its_run_claims(
+    tmp_path: Path, rebuilt: bool
+) -> None:
+    # Given a live store that has appended the row of a run whose first event says it
+    # started long ago (a test's times, a tool's), its journal not made yet (the µs between)
+    root = tmp_path / "store"
+    live = FileStore(root)
+    live.create("before", _first(1.0))
+    live.index.created("late", _first(2.0))
+    # When another process's reader takes that row in meanwhile: rebuilding the index
+    # (README: runs.sqlite3 may be deleted any time), or listing the runs
+    if rebuilt:
+        for name in ("runs.sqlite3", "runs.sqlite3-wal", "runs.sqlite3-shm"):
+            (root / FOLDER / name).unlink(missing_ok=True)
+    other = FileStore(root)
+    assert [r.run_id for r in other.iter_runs()] == ["before"]
+    # and the journal is made then
+    (root / "late.jsonl").write_text(json.dumps(_first(2.0)) + "\n")
+    # Then the run is listed and counted: its row was not taken for a deleted run's
+    assert sorted(r.run_id for r in other.iter_runs()) == ["before", "late"]
+    assert other.count_runs() == 2
     other.close()
     live.close()
 

@@ -34,6 +34,7 @@ RANKS = {
     "store.uring": 1,
     "store.walfile": 2,
     "store.waldirect": 2,
+    "store.wallogged": 3.5,
     "store.wal": 3,
     "store.queueing": 2,
     "queues": 3,

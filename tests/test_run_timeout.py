@@ -3,6 +3,10 @@
 When the durable deadline passes, the run gets `Cancelled` (its saga rolls back) and ends
 cancelled, "timed out"; a child inherits what is left of its parent's time; the deadline
 survives a SIGKILL of the process executing the run.
+
+A test that needs a run to reach a point (booked, asleep) before its deadline gives it a
+minute and moves the engine's clock past the deadline once the run is there (`_Later`):
+a deadline of a fraction of a second passed before the first step on a loaded host.
 """
 
 from __future__ import annotations
@@ -45,13 +49,14 @@ def child(item: str) -> str:
     return item
 
 
-@intemporal.workflow(name="timeout.parent", timeout=0.4)
+@intemporal.workflow(name="timeout.parent", timeout=60)
 def parent(item: str) -> str:
     return child(item)
 
 
 class _Later(Clock):
-    """The wall clock, moved on by `ahead` seconds: a process that comes back much later."""
+    """The wall clock, moved on by `ahead` seconds: a process that comes back much later,
+    or (`ahead` set meanwhile) a deadline a minute away that passes now."""
 
     def __init__(self, ahead: float) -> None:
         self.ahead = ahead
@@ -80,6 +85,12 @@ def test_a_run_executed_again_after_its_deadline_and_its_timer_passed_is_timed_o
     assert UNDONE == ["boat"]
 
 
+def _waiting(engine: Engine, *run_ids: str) -> None:
+    """Wait until each of `run_ids` is parked (status WAITING; a child not created yet is not)."""
+    waiting = lambda: {r.run_id for r in engine.list_runs(status="waiting")}  # noqa: E731
+    wait_until(lambda: set(run_ids) <= waiting(), what=f"{', '.join(run_ids)} waiting")
+
+
 def _timed_out(engine: Engine, run_id: str) -> None:
     assert engine.get_run(run_id).status is RunStatus.CANCELLED
     last = engine.history(run_id)[-1]
@@ -88,10 +99,14 @@ def _timed_out(engine: Engine, run_id: str) -> None:
 
 def test_a_run_sleeping_past_its_deadline_is_cancelled_and_compensates(store: Store) -> None:
     UNDONE.clear()
-    with Engine(store) as engine:
-        # Given a run with a saga that sleeps past its timeout
-        handle = engine.start(trip, "hotel", run_id="late", timeout=0.3)
+    clock = _Later(0.0)
+    with Engine(store, clock=clock) as engine:
+        # Given a run with a saga, booked and asleep for longer than its timeout
+        handle = engine.start(trip, "hotel", run_id="late", timeout=60)
         deadline = engine.history("late")[0]["deadline"]
+        _waiting(engine, "late")
+        # When its deadline passes
+        clock.ahead = 120
         # Then it ends cancelled, "timed out", its booking compensated, at its deadline
         with pytest.raises(intemporal.Cancelled, match="timed out"):
             handle.result(timeout=10)
@@ -101,10 +116,14 @@ def test_a_run_sleeping_past_its_deadline_is_cancelled_and_compensates(store: St
 
 
 def test_a_child_inherits_its_parents_remaining_time(store: Store) -> None:
-    with Engine(store) as engine:
+    clock = _Later(0.0)
+    with Engine(store, clock=clock) as engine:
         # Given a parent with @workflow(timeout=...) whose child sleeps an hour
         handle = engine.start(parent, "x", run_id="p")
-        # Then both end timed out, the child at its parent's deadline
+        _waiting(engine, "p/1", "p")
+        # When the parent's deadline passes, Then both end timed out, the child at its
+        # parent's deadline
+        clock.ahead = 120
         with pytest.raises(intemporal.Cancelled):
             handle.result(timeout=10)
         assert engine.history("p/1")[0]["deadline"] == engine.history("p")[0]["deadline"]
@@ -125,13 +144,16 @@ def test_a_parent_whose_child_ends_cancelled_with_it_still_compensates(
     store: Store, how: str
 ) -> None:
     UNDONE.clear()
-    with Engine(store) as engine:
+    clock = _Later(0.0)
+    with Engine(store, clock=clock) as engine:
         # Given a parent with a saga, waiting for a child when it times out (or is cancelled)
-        timeout = 0.4 if how == "timeout" else None
+        timeout = 60 if how == "timeout" else None
         handle = engine.start(booking_parent, "car", run_id="bp", timeout=timeout)
+        _waiting(engine, "bp/2", "bp")
         if how == "cancel":
-            wait_until(lambda: "bp/2" in {r.run_id for r in engine.list_runs(status="waiting")})
             handle.cancel()
+        else:
+            clock.ahead = 120
         # Then the child's Cancelled is the parent's own: the parent's saga rolls back
         with pytest.raises(intemporal.Cancelled):
             handle.result(timeout=10)
@@ -160,8 +182,10 @@ async def async_parent(item: str) -> str:
 
 def test_an_async_parent_whose_child_times_out_with_it_still_compensates(store: Store) -> None:
     UNDONE.clear()
-    with Engine(store) as engine:
-        handle = engine.start(async_parent, "bike", run_id="ap", timeout=0.4)
+    # (an async run waits on its event loop, not parked: virtual time, which skips to the
+    # deadline once both runs wait, passes it after the booking)
+    with intemporal.testing.engine(store=store) as engine:
+        handle = engine.start(async_parent, "bike", run_id="ap", timeout=60)
         with pytest.raises(intemporal.Cancelled):
             handle.result(timeout=10)
         _timed_out(engine, "ap")
@@ -213,7 +237,7 @@ def unbook(item):
     record("unbook", item)
 
 
-@intemporal.workflow(name=WF_NAME, timeout=1.0)
+@intemporal.workflow(name=WF_NAME, timeout=60)
 def crashing_trip(item):
     with intemporal.saga() as saga:
         book(item)
@@ -239,9 +263,12 @@ def test_the_deadline_survives_a_sigkill(tmp_path: Path) -> None:
         ),
     )
     assert crash.events()[0]["deadline"] > 0
-    # When another process resumes it
-    with Engine(FileStore(crash.store)) as engine:
+    # When another process resumes it, and its deadline passes as it sleeps there
+    clock = _Later(0.0)
+    with Engine(FileStore(crash.store), clock=clock) as engine:
         handle = engine.resume("killed")
+        _waiting(engine, "killed")
+        clock.ahead = 120
         # Then it is cancelled at the recorded deadline and its saga compensates once
         with pytest.raises(intemporal.Cancelled, match="timed out"):
             handle.result(timeout=10)

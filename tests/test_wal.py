@@ -219,6 +219,79 @@ def test_the_log_laps_its_segments_after_a_checkpoint_and_keeps_every_record(
     store.close()
 
 
+def _tiny_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> tuple[list[WriteAheadLog], list[dict[str, bool]]]:
+    """`count` logs of one store (as processes sharing it have), 4 KiB segments, their
+    checkpoints made only when a test asks, and what each checkpoint synced."""
+    monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 4096)
+    monkeypatch.setattr(wal_module, "MAX_SEGMENT", 4096)
+    logs: list[WriteAheadLog] = []
+    synced: list[dict[str, bool]] = []
+    for _ in range(count):
+        log = WriteAheadLog(str(tmp_path))
+        monkeypatch.setattr(log, "_checkpoint_behind", lambda upto: None)
+        monkeypatch.setattr(log, "_sync_files", synced.append)
+        logs.append(log)
+    return logs, synced
+
+
+def test_a_checkpoint_of_segments_only_this_log_wrote_syncs_their_files_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a log alone on its store, written into its third segment: new files, and
+    # later lines of some of them
+    (log,), synced = _tiny_logs(tmp_path, monkeypatch, 1)
+    for i in range(30):
+        log.log(f"f{i % 12}", 0 if i < 12 else 300, b"x" * 300)
+    assert log._tail is not None and wal_module._TAIL.unpack_from(log._tail)[0] == 3
+    named = walfile.names(log.records(1, 0, (3, 0)))  # what reading the log back finds
+    monkeypatch.setattr(wal_module, "read_all", lambda fd: pytest.fail("the log was read"))
+    monkeypatch.setattr(wal_module, "read_file", lambda *a: pytest.fail("the log was read"))
+    # When a checkpoint moves to the start of the segment being written
+    log._checkpoint_outside((3, 0))
+    # Then it read nothing back, and synced each file its records named, with the
+    # folder of each new one, exactly as reading the log back finds
+    assert synced == [named]
+    assert set(named) == {f"f{i}" for i in range(12)} and all(named.values())
+    state = walfile.read_state(log.folder)
+    assert state is not None and state[1:] == (3, 0)
+    assert not [s for s in log._names if s < 3]  # forgotten once checkpointed
+    log.close()
+
+
+def test_a_checkpoint_syncs_the_files_another_process_logged_in_its_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two logs of one store (two processes), writing in turn, then the first alone
+    (mine, theirs), synced = _tiny_logs(tmp_path, monkeypatch, 2)
+    for i in range(10):
+        mine.log(f"mine{i}", 0, b"m" * 300)
+        theirs.log(f"theirs{i}", 0, b"t" * 300)
+    for i in range(10):
+        mine.log(f"later{i}", 0, b"l" * 300)
+    assert mine._tail is not None
+    segno = wal_module._TAIL.unpack_from(mine._tail)[0]
+    state = walfile.read_state(mine.folder)
+    assert segno == 3 and state is not None and state[1:] == (1, 0)
+    named = walfile.names(mine.records(state[1], state[2], (segno, 0)))
+    # When the first checkpoints everything before the segment being written
+    mine._checkpoint_outside((segno, 0))
+    # Then the other log's files were synced too (its segments were read back), and the
+    # next checkpoint, over segments only it wrote since, reads nothing
+    assert synced[-1] == named and {f"theirs{i}" for i in range(10)} <= set(named)
+    for i in range(15):
+        mine.log(f"last{i}", 0, b"z" * 300)
+    upto = wal_module._TAIL.unpack_from(mine._tail)[0]
+    named = walfile.names(mine.records(segno, 0, (upto, 0)))
+    monkeypatch.setattr(wal_module, "read_all", lambda fd: pytest.fail("the log was read"))
+    monkeypatch.setattr(wal_module, "read_file", lambda *a: pytest.fail("the log was read"))
+    mine._checkpoint_outside((upto, 0))
+    assert synced[-1] == named and "last0" in named
+    mine.close()
+    theirs.close()
+
+
 def _reboot(monkeypatch: pytest.MonkeyPatch, boot: str) -> None:
     monkeypatch.setattr(walfile, "boot_id", lambda: boot)
 

@@ -316,6 +316,7 @@ def test_a_checkpoint_copies_the_log_before_it_not_the_segment_being_written(
         return real(fd)
 
     monkeypatch.setattr(wal_module, "read_all", read_all)
+    log._mine_from = wal_module._FULL  # as if another process had written there too
     # When a checkpoint moves to the start of that third segment
     log._checkpoint_outside((3, 0))
     # Then it copied the two segments before it only (not the one being written, whose

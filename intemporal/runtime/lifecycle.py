@@ -14,6 +14,7 @@ import collections
 import concurrent.futures
 import os
 import threading
+import time
 import uuid
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,11 @@ from ..versions import accepted
 from .aio import LoopThread
 from .queues import QueueRuntime
 
+# Seconds `close()` waits at most for the watcher, the queue poller and the scheduler to
+# see it (each looks each WATCH_INTERVAL or QUEUE_POLL; one in a store call that cannot
+# reach a database ends within its connect timeout), so none uses the store once closed.
+HELPERS_STOP = 10.0
+
 
 def check_options(durability: str, codec: str, threads: int, max_recoveries: int) -> None:
     """`ValueError` or `TypeError` naming the first of the engine's options that is wrong."""
@@ -44,6 +50,15 @@ def check_options(durability: str, codec: str, threads: int, max_recoveries: int
         raise TypeError(f"max_recoveries must be an int, not {max_recoveries!r}")
     if max_recoveries < 0:
         raise ValueError(f"max_recoveries must be 0 or more, not {max_recoveries}")
+
+
+def join_all(threads: Sequence[threading.Thread | None], timeout: float = HELPERS_STOP) -> None:
+    """Wait for `threads` (None: never started) to end, `timeout` seconds in all at most;
+    the calling thread itself is not waited for."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class Lifecycle:
@@ -135,6 +150,8 @@ class Lifecycle:
             for exe in self._active.values():
                 if exe.ctx is not None:
                     exe.ctx.wake.set()
+        self._queue_rt.kick()  # its poller sees `_closing` now, not at its next poll
+        join_all([self._parking.thread, self._queue_rt.thread, self._scheduler.thread])
         self._pool.shutdown(wait=True)
         self._stop_loop()
         if self._activity_pool is not None:

@@ -119,6 +119,11 @@ class QueueRuntime:
             self._kick.set()
             self.start()
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The poller thread (None until started); it ends once `closing` is set and kicked."""
+        return self._thread
+
     def start(self) -> None:
         """Start the poller thread, once, if there is a limited queue to poll."""
         with self._mutex:

@@ -73,8 +73,9 @@ from .safefs import (
     unlink_in,
 )
 from .spares import MISFIT, O_TMPFILE, UNSUPPORTED, Spares, link_named, link_new
-from .wal import Logged, WriteAheadLog
+from .wal import WriteAheadLog
 from .walfile import supported as wal_supported
+from .wallogged import Logged
 
 if TYPE_CHECKING:
     import filelock
@@ -222,9 +223,9 @@ class FileStore(FileCollector):
             os.link(f"/proc/self/fd/{fd}", name + JOURNAL, dst_dir_fd=dfd)  # linkat, FOLLOW
             if self._wal is not None:  # the first synced append logs this line with its own
                 logged = Logged(self._wal, name + JOURNAL, *((0, data, True) if sync else ()))
-                lease = FileLease(run_id, None, fd, log=logged)
+                lease = FileLease(run_id, None, fd, log=logged, size=len(data))
                 return IndexedLease(lease, self.index, self._gclock.shared)
-            lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1)
+            lease = FileLease(run_id, None, fd, os.dup(dfd) if sync else -1, size=len(data))
             return IndexedLease(lease, self.index, self._gclock.shared)
         except FileExistsError:
             os.close(fd)

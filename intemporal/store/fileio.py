@@ -23,7 +23,7 @@ from ..errors import JournalCorrupted, LeaseLost
 from ..events import ACTIVITY_COMPLETED, RUN_STARTED, SIGNAL
 from .base import Event, Lease
 from .safefs import open_file
-from .wal import Logged
+from .wallogged import Logged
 
 try:
     import fcntl
@@ -373,12 +373,13 @@ class FileLease(Lease):
         fd: int,
         unsynced_dir: int = -1,
         log: Logged | None = None,
+        size: int = -1,
     ) -> None:
         self.run_id, self._lock, self._fd = run_id, lock, fd  # lock None: the fd holds it
         self._unsynced_dir = unsynced_dir
         self._first_sync = threading.Lock()  # submitted activities append concurrently
         self._writing = threading.Lock()  # one write at a time: each knows where it began
-        self._size = -1  # the journal's length (its lines so far); -1 until the first append
+        self._size = size  # the journal's length (its lines so far); -1: read at first append
         self._failed: OSError | None = None  # an append failed: nothing more is written
         self._log = log  # with a write-ahead log: lines written unsynced, then logged
         self._synced = -1  # without one: the length `sync()` last made durable
@@ -521,11 +522,17 @@ class FileLease(Lease):
                 self._synced = end
             return
         with self._writing:
-            self._check()
+            if self._failed is not None:
+                self._check()
             log.sync_on_release = False
             end = self._size if self._size >= 0 else log.covered + log.size
             item = log.take(self._fd, end) if end >= 0 else None
-        self._wait(item)
+        if item is not None:  # `_wait(item)` written out: every durable step's path
+            try:
+                log.wal.wait(item)
+            except OSError as exc:
+                self._failed = exc
+                raise
 
     def release(self) -> None:
         if self._fd >= 0:

@@ -166,7 +166,7 @@ class FileListing(Store):
         for row in rows:
             info = self.summary_or_unreadable(row[0])
             if info is None:
-                if row[4] < time.time() - GHOST_AGE:
+                if row[5] < time.time() - GHOST_AGE:  # its row written that long ago
                     gone.append(row[0])  # made before a crash, its journal never written
                 continue
             if info.status is RunStatus.UNREADABLE:

@@ -4,7 +4,11 @@
                                       process, most often): one JSON object a line, the row
                                       of a run whose journal was about to be made
 
-    {"run_id":"order-42","workflow":"ship","queue":null,"parent":null,"created":1764475200.5}
+    {"run_id":"order-42","workflow":"ship","queue":null,"parent":null,"created":1764475200.5,"at":1764475200}
+
+(`created`: the run's own time, from its first event; `at`: when the line was written, in
+whole epoch seconds by this machine's clock, which says how old a row without a journal
+is: see `drop_ghosts`.)
 
 Writing a row into SQLite costs ~70 µs and a dozen system calls on the caller's thread of
 `start()`; appending a line to a file the process keeps open is one `write` (~3 µs), and
@@ -51,6 +55,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -66,6 +71,7 @@ FOLDER = ".index"
 LOCK = "lock"  # `.index/lock`: exclusive while the index is checked or rebuilt
 PREFIX, SUFFIX = "pending-", ".rows"
 KEY = "pending:"  # a `meta` key: how far (bytes) the file named after it was merged
+_now = time.time  # the clock of a line's `at` (a test ages rows through it)
 EVERY = 256  # rows its owner appends before it merges and empties its file
 
 #: a row as `index.Row` holds it: run id, workflow, queue, parent, created, updated, status
@@ -84,14 +90,15 @@ def line_of(row: Row) -> bytes:
         p = "null" if parent is None else _string(parent)
         text = (
             f'{{"run_id":{_string(run_id)},"workflow":{_string(workflow)},"queue":{q},'
-            f'"parent":{p},"created":{float(created)!r}}}\n'
+            f'"parent":{p},"created":{float(created)!r},"at":{int(_now())}}}\n'
         )
         with contextlib.suppress(UnicodeEncodeError):
             return text.encode()
     obj: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "queue": queue}
-    obj["parent"], obj["created"] = (
+    obj["parent"], obj["created"], obj["at"] = (
         parent,
         created,
+        int(_now()),
     )  # (a lone surrogate, or a time not finite: the encoder's way)
     return (_ascii(obj) + "\n").encode()
 
@@ -125,7 +132,7 @@ def _row(obj: Any, status: str) -> Row | None:
     """The row a line's JSON value holds, or None if it is not one."""
     try:
         run_id, workflow, created = obj["run_id"], obj["workflow"], obj["created"]
-        queue, parent = obj.get("queue"), obj.get("parent")
+        queue, parent, at = obj.get("queue"), obj.get("parent"), obj.get("at")
     except (TypeError, KeyError, AttributeError):  # not an object, or not of a row
         return None
     if (
@@ -136,7 +143,10 @@ def _row(obj: Any, status: str) -> Row | None:
         and (parent is None or type(parent) is str)
         and type(created) in (float, int)
     ):
-        return (run_id, workflow, queue, parent, float(created), float(created), status)
+        # `updated`: when the row was written, if later than the run's own time (a line of
+        # an older intemporal has no `at`)
+        written = float(at) if type(at) in (int, float) else float(created)
+        return (run_id, workflow, queue, parent, float(created), max(written, created), status)
     return None
 
 
@@ -441,13 +451,17 @@ GHOST_AGE = 60.0  # seconds after which a row without a journal is a leftover of
 
 
 def drop_ghosts(conn: Any, scanned: set[str], before: float, root: str) -> int:
-    """Delete the rows, created before `before` (epoch seconds), of runs that a rebuild's
-    scan did not see (`scanned`) and that have no journal below `root` now; return how many.
+    """Delete the rows, last written before `before` (epoch seconds), of runs that a
+    rebuild's scan did not see (`scanned`) and that have no journal below `root` now; return
+    how many.
 
     A rebuild merges a live process's pending file whole, rows of runs `gc` deleted since
     included; a row is written µs before its journal, so one without a journal that old is
-    such a leftover (the rule `list` applies to the rows it reads), never a run being made."""
-    old = conn.execute("SELECT run_id FROM runs WHERE created < ?", (before,)).fetchall()
+    such a leftover (the rule `list` applies to the rows it reads), never a run being made.
+    The age is the row's `updated` (for a pending row, when its line was written), not the
+    run's `created`: a run's first event may carry any time (a test's, a fork's), and a row
+    of a run being made that claimed an old one was dropped, its run never listed."""
+    old = conn.execute("SELECT run_id FROM runs WHERE updated < ?", (before,)).fetchall()
     gone = [
         (run_id,)
         for (run_id,) in old

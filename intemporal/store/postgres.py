@@ -113,6 +113,8 @@ class PostgresStore(Wakeups, Store):
         self.location = dsn
         self._idle: dict[bool, list[Any]] = {True: [], False: []}  # durable commits or not
         self._pool_lock = threading.Lock()
+        self._generation = 0  # `close` counts: a connection taken before one is not kept
+        self._listen_lock = threading.Lock()  # held by the thread using `_listener`
         self._held: dict[int, str] = {}  # token -> run id of the leases to renew
         self._unreleased: set[int] = set()  # tokens whose release the database missed
         self._engines: set[str] = set()
@@ -154,6 +156,7 @@ class PostgresStore(Wakeups, Store):
         safe to lose (a release, a renewal) or asked for (an append with `sync=False`).
         """
         idle = self._idle[durable]
+        generation = self._generation
         conn = self._reuse(idle)
         try:
             if conn is None:
@@ -171,9 +174,9 @@ class PostgresStore(Wakeups, Store):
             ) from None
         finally:
             if conn is not None:
-                with self._pool_lock:
-                    if len(idle) < IDLE and not conn.closed:
-                        idle.append(conn)
+                with self._pool_lock:  # kept unless the store was closed since it was taken
+                    if len(idle) < IDLE and not conn.closed and generation == self._generation:
+                        self._idle[durable].append(conn)
                         conn = None
                 if conn is not None:
                     conn.close()
@@ -198,14 +201,23 @@ class PostgresStore(Wakeups, Store):
             return Result(cur.rowcount, cur.fetchall() if cur.description else [])
 
     def close(self) -> None:
+        """Close the pooled connections and the listener, stop the heartbeat; a store used
+        again connects again. A connection a thread is using now is closed by that thread
+        when its call ends (one closed under a thread using it is freed memory in libpq)."""
         self._stop.set()
         if self._heart is not None and self._heart is not threading.current_thread():
             self._heart.join(timeout=5)
         with self._pool_lock:
+            self._generation += 1
             idle = [*self._idle[True], *self._idle[False]]
             self._idle = {True: [], False: []}
-            listener, self._listener = self._listener, None
-        for conn in [*idle, listener]:
+        if self._listen_lock.acquire(blocking=False):  # else `_listen` closes it as it ends
+            try:
+                idle.append(self._listener)
+                self._listener = None
+            finally:
+                self._listen_lock.release()
+        for conn in idle:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()

@@ -34,6 +34,9 @@ class Wakeups:
     _freed: bool
     _created: dict[str, None]
     _backoff: float
+    _generation: int
+    _listen_lock: Any
+    _pool_lock: Any
 
     def _execute(
         self, query: str, params: Any, doing: str, run_id: str | None = None, durable: bool = True
@@ -84,7 +87,8 @@ class Wakeups:
         """As `Store.wait`, blocking on LISTEN: it returns as soon as a NOTIFY comes, and
         queries the doorbell only then (or when the safety poll is due). While the database
         cannot be reached it raises `StoreUnavailable` after a pause that doubles each time
-        (0.1 s to BACKOFF), so waiting workers do not hammer a server that restarts."""
+        (0.1 s to BACKOFF), so waiting workers do not hammer a server that restarts. A wait in
+        progress when the store is closed ends with nothing (what it heard: for the next)."""
         try:
             found = self._wait(cursor, timeout)
         except StoreUnavailable:
@@ -97,12 +101,12 @@ class Wakeups:
     def _wait(self, cursor: Any, timeout: float) -> tuple[list[str] | None, Any]:
         if cursor is None or timeout <= 0:
             return self._changes(cursor)
-        deadline = time.monotonic() + timeout
+        deadline, generation = time.monotonic() + timeout, self._generation
         while True:
-            now = time.monotonic()
-            if self._listen(min(deadline, self._rescan_at) - now) or (
-                time.monotonic() >= self._rescan_at
-            ):
+            heard = self._listen(min(deadline, self._rescan_at) - time.monotonic())
+            if generation != self._generation:
+                return [], cursor  # `close` ends the waits in progress
+            if heard or time.monotonic() >= self._rescan_at:
                 ids, cursor = self._changes(cursor)
                 if ids:
                     return ids, cursor
@@ -113,7 +117,23 @@ class Wakeups:
 
     def _listen(self, timeout: float) -> bool:
         """Block until a NOTIFY on this schema's channel, or `timeout` seconds; True if one
-        came, or if the doorbell must be read anyway (the listener is new, or broke)."""
+        came, or if the doorbell must be read anyway (the listener is new, or broke).
+
+        The listener is used under `_listen_lock`; a `close` meanwhile leaves it to this
+        thread to close as it ends (the store's generation changed)."""
+        with self._listen_lock:
+            generation = self._generation
+            try:
+                return self._listen_once(timeout)
+            finally:
+                with self._pool_lock:
+                    closed, listener = generation != self._generation, self._listener
+                    if closed:
+                        self._listener = None
+                if closed and listener is not None:
+                    listener.close()
+
+    def _listen_once(self, timeout: float) -> bool:
         import psycopg  # imported already by the store: no cost
         from psycopg import sql
 
@@ -122,13 +142,12 @@ class Wakeups:
                 self._listener = self._connect()
                 self._listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                 return True  # rings before it listened are in the doorbell only
-            if timeout <= 0:
-                timeout = 0.0
-            for note in self._listener.notifies(timeout=timeout, stop_after=1):
-                self._heard.append(note.payload)  # a run id (see `create` and `ring`)
-                return True
-            return False
+            notes = list(self._listener.notifies(timeout=max(timeout, 0.0), stop_after=1))
+            self._heard += [note.payload for note in notes]  # run ids (`create` and `ring`)
+            return bool(notes)
         except psycopg.Error:
-            self._listener = None
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             time.sleep(min(max(timeout, 0.0), 0.5))  # `_changes` reports the database down
             return True

@@ -59,7 +59,7 @@ from .walfile import (
     write_synced,
 )
 
-__all__ = ["DELETE", "WAL", "WRITE", "Logged", "WriteAheadLog"]
+__all__ = ["DELETE", "WAL", "WRITE", "WriteAheadLog"]
 
 WAL = ".wal"
 SLOTS = 4  # segment files, reused round-robin
@@ -83,10 +83,12 @@ class _Item:
     thread that leads writes its own record without one.
     """
 
-    __slots__ = ("body", "crc", "done", "error", "lead", "waiter", "wanted")
+    __slots__ = ("body", "crc", "done", "error", "folder", "lead", "path", "waiter", "wanted")
 
-    def __init__(self, body: bytes, crc: int, wanted: bool) -> None:
+    def __init__(self, body: bytes, crc: int, wanted: bool, path: str, folder: bool) -> None:
         self.body = body
+        self.path = path  # the file it names: a checkpoint syncs it
+        self.folder = folder  # a deletion or a new file: its folder is synced too
         self.crc = crc  # crc32 of `body`, to be continued over the segment number
         self.wanted = wanted  # someone will wait for it (`wait`): else written by the leader
         self.waiter: threading.Lock | None = None
@@ -124,6 +126,13 @@ class WriteAheadLog:
         self._behind = threading.Condition()  # the checkpointer thread's wake-up
         self._behind_upto: tuple[int, int] | None = None
         self._checkpointer: threading.Thread | None = None
+        # The files our records name, by segment, since the checkpoint: a checkpoint of
+        # segments only we wrote syncs these without reading the log back (`_named`). A
+        # segment another writer may have written in (another process, a writer that
+        # died) is read back: from `_mine_from` on, every record is ours.
+        self._names: dict[int, dict[str, bool]] = {}
+        self._mine_from = _FULL
+        self._last_end = (-1, -1)  # where our last write ended in the log
 
     @property
     def direct(self) -> bool:
@@ -145,7 +154,7 @@ class WriteAheadLog:
     def enqueue(self, kind: int, path: str, offset: int, data: bytes, wait: bool = True) -> _Item:
         """Queue a record (in this order among the queued); `wait(item)` waits for it."""
         body, crc = record(kind, path, offset, data)
-        item = _Item(body, crc, wait)
+        item = _Item(body, crc, wait, path, kind == DELETE or offset == 0)
         with self._mu:
             self._queue.append(item)
         return item
@@ -153,30 +162,36 @@ class WriteAheadLog:
     def wait(self, item: _Item) -> None:
         """Return once `item` is on disk: lead a batch, or wait for the one covering it.
 
-        A thread alone (a sequential run's step) leads at once: it writes its own record
-        and returns, without a lock of its own or a hand-off to another thread.
+        A thread alone (a sequential run's step) leads at once: it takes the queue as it
+        becomes the leader (one lock section), writes its own record and returns, without
+        a lock of its own or a hand-off to another thread.
         """
         with self._mu:
             if item.done:
-                waiter = None
+                batch = waiter = None
             elif self._leading:
-                waiter = item.waiter = threading.Lock()
+                batch, waiter = None, threading.Lock()
+                item.waiter = waiter
                 waiter.acquire()  # released by the leader that writes it, or to lead
             else:
-                self._leading = True
-                waiter = None
+                self._leading, waiter = True, None
+                batch, self._queue = self._queue, []
         if waiter is not None:
             waiter.acquire()
-        if item.lead or not item.done:
-            self._lead()
+            if item.lead:
+                self._lead(None)
+        elif batch is not None:
+            self._lead(batch)
         if item.error is not None:
             raise item.error
 
-    def _lead(self) -> None:
-        """Write the queued batch, wake who it covered, pass the lead to a waiting thread."""
+    def _lead(self, batch: list[_Item] | None) -> None:
+        """Write the queued batch (`batch`: taken already), wake who it covered, pass the
+        lead to a waiting thread."""
         while True:
-            with self._mu:
-                batch, self._queue = self._queue, []
+            if batch is None:
+                with self._mu:
+                    batch, self._queue = self._queue, []
             error: OSError | None = None
             if batch:
                 try:
@@ -188,6 +203,10 @@ class WriteAheadLog:
                     it.error, it.done = error, True
                     if it.waiter is not None and not it.lead:
                         it.waiter.release()
+                batch = None
+                if not self._queue:  # the usual case: nothing queued meanwhile
+                    self._leading = False
+                    return
                 nxt = None
                 for it in self._queue:
                     if it.waiter is not None:  # a thread blocked on it: it leads next
@@ -217,14 +236,15 @@ class WriteAheadLog:
             if not self._queue or self._leading:
                 return
             self._leading = True
-        self._lead()
+        self._lead(None)
 
     def _write(self, batch: list[_Item]) -> None:
         if self._failed is not None:
             raise OSError(errno.EIO, f"the write-ahead log failed to sync before: {self._failed}")
-        if self._tail is None:
-            self._open()
         tail = self._tail
+        if tail is None:
+            self._open()
+            tail = self._tail
         assert tail is not None and fcntl is not None
         with self._file_mu:  # `_locked()` written out: this is every sync's path
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
@@ -233,13 +253,29 @@ class WriteAheadLog:
                 if pending > off:  # its writer died: past its batch if the batch is there
                     head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
                     off = pending if parse(head, 0, segno)[0] is not None else off
+                if (segno, off) != self._last_end:  # someone else wrote since (or nobody yet)
+                    self._mine_from = segno + 1
                 if segno == 0:  # a new log: its first segment
                     segno, off = self._advance(0)
-                chunk: list[bytes] = []
-                start, end = off, self._segment_size(segno)
+                end = self._sizes.get(segno % SLOTS)
+                if end is None:
+                    end = self._segment_size(segno)
                 seg = SEGNO.pack(segno)
+                if len(batch) == 1:  # a lone record (a sequential run's step)
+                    body = batch[0].body
+                    size = len(body) + 12  # crc + body + segno
+                    if off + size > end:
+                        segno, off = self._advance(segno)
+                        seg = SEGNO.pack(segno)
+                    crc = _CRC.pack(zlib.crc32(seg, batch[0].crc))
+                    self._write_chunk(segno, off, [crc, body, seg], size)
+                    self._name(segno, batch[0])
+                    self._last_end = (segno, off + size)
+                    return
+                chunk: list[bytes] = []
+                start = off
                 for it in batch:
-                    size = len(it.body) + 12  # crc + body + segno
+                    size = len(it.body) + 12
                     if off + size > end:
                         if chunk:
                             self._write_chunk(segno, start, chunk, off - start)
@@ -247,12 +283,39 @@ class WriteAheadLog:
                         segno, off = self._advance(segno)
                         start, end = off, self._segment_size(segno)
                         seg = SEGNO.pack(segno)
-                    chunk += [_CRC.pack(zlib.crc32(seg, it.crc)), it.body, seg]
+                    chunk += (_CRC.pack(zlib.crc32(seg, it.crc)), it.body, seg)
+                    self._name(segno, it)  # named before it is written: a superset is safe
                     off += size
                 if chunk:
                     self._write_chunk(segno, start, chunk, off - start)
+                self._last_end = (segno, off)
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _name(self, segno: int, item: _Item) -> None:
+        """Note that a record of segment `segno` names `item.path` (under the log's lock)."""
+        names = self._names.get(segno)
+        if names is None:
+            names = self._names[segno] = {}
+        if item.folder or item.path not in names:
+            names[item.path] = item.folder or names.get(item.path, False)
+
+    def _named(self, first: int, upto: int) -> dict[str, bool] | None:
+        """The files (and whether to sync their folder) our records in segments `first` up
+        to `upto` (excluded) name, or None when another writer may have written there
+        (under the log's lock)."""
+        if first < self._mine_from:
+            return None
+        named: dict[str, bool] = {}
+        for segno in range(first, upto):
+            for path, folder in self._names.get(segno, {}).items():
+                named[path] = folder or named.get(path, False)
+        return named
+
+    def _checked(self, upto: int) -> None:
+        """The checkpoint reached segment `upto`: forget the names of the segments before."""
+        for segno in [s for s in self._names if s < upto]:
+            del self._names[segno]
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -373,40 +436,22 @@ class WriteAheadLog:
         """Make every record from the checkpoint on durable in its file, then move the
         checkpoint to `upto`. `replay`: write the records into their files first."""
         version, segno, off = state
-        records = self.records(segno, off, upto)
-        self._sync_files(self._applied(records) if replay else records)
+        named = None if replay or upto[1] else self._named(segno, upto[0])
+        if named is None:
+            records = self.records(segno, off, upto)
+            named = walfile.names(self._applied(records) if replay else records)
+        self._sync_files(named)
         write_state(self.folder, walfile.boot_id() or "", version + 1, *upto)
+        self._checked(upto[0])
 
     def _applied(self, records: Iterator[Record]) -> Iterator[Record]:
         for rec in records:
             apply(self.root, rec)
             yield rec
 
-    def _sync_files(self, records: Iterator[Record]) -> None:
-        """Sync every file the records name (and the folders of those made or deleted)."""
-        paths: dict[str, None] = {}
-        folders: dict[str, None] = {}
-        for rec in records:
-            paths[rec.path] = None
-            if rec.kind == DELETE or rec.offset == 0:
-                folders[os.path.dirname(rec.path)] = None
-        if len(paths) > BULK:
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                walfile.syncfs(fd)
-            finally:
-                os.close(fd)
-        else:
-            for path in paths:
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    fd = open_in(self.root, path, os.O_RDONLY)
-                    try:
-                        os.fdatasync(fd)
-                    finally:
-                        os.close(fd)
-            for folder in folders:
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    sync_folder(os.path.join(self.root, folder))
+    def _sync_files(self, paths: dict[str, bool]) -> None:
+        """Sync every file of `paths` (and the folder of those marked: made or deleted)."""
+        walfile.sync_files(self.root, paths, BULK)
 
     def _checkpoint_behind(self, upto: tuple[int, int]) -> None:
         """Have the checkpointer thread move the checkpoint to `upto`, off the commit path."""
@@ -436,16 +481,22 @@ class WriteAheadLog:
         with self._locked():
             state = read_state(self.folder)
             if state is None or state[1:] >= upto:
+                self._checked(upto[0])
                 return
-            pages = {
-                s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0])
-            }
-            pages[upto[0] % SLOTS] = os.pread(self._slot_fd(upto[0] % SLOTS), upto[1], 0)
-        self._sync_files(self.records(state[1], state[2], upto, pages))
+            named = None if upto[1] else self._named(state[1], upto[0])
+            if named is None:
+                pages = {
+                    s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0])
+                }
+                pages[upto[0] % SLOTS] = os.pread(self._slot_fd(upto[0] % SLOTS), upto[1], 0)
+        if named is None:
+            named = walfile.names(self.records(state[1], state[2], upto, pages))
+        self._sync_files(named)
         with self._locked():
             now = read_state(self.folder)
             if now is not None and now[1:] < upto:
                 write_state(self.folder, walfile.boot_id() or "", now[0] + 1, *upto)
+            self._checked(upto[0])
 
     def records(
         self,
@@ -537,64 +588,3 @@ class WriteAheadLog:
         if self._tail is not None:
             self._tail.close()
             self._tail = None
-
-
-PENDING_MAX = 1 << 16  # unsynced lines a lease keeps to log; past it, the file is synced
-
-
-class Logged:
-    """One file written through the log: how much of it is durable, and the lines since.
-
-    `covered`: its first bytes known to be on disk (synced, or in the log); -1 when
-    unknown (a run claimed after another engine, maybe one that never synced): then its
-    next record holds the whole file, or the file is synced itself when it is large.
-    """
-
-    def __init__(
-        self,
-        wal: WriteAheadLog,
-        path: str,
-        covered: int = -1,
-        first: bytes = b"",
-        sync: bool = False,
-    ) -> None:
-        self.wal, self.path, self.covered = wal, path, covered
-        self.pending: list[bytes] = [first] if first else []
-        self.size = len(first)
-        self.sync_on_release = sync  # a durable run created claimed: durable by its release
-
-    def add(self, fd: int, start: int, data: bytes) -> None:
-        """A line written unsynced at `start` (in order, under the writer's lock)."""
-        if self.covered < 0:
-            return
-        self.pending.append(data)
-        self.size += len(data)
-        if self.size > PENDING_MAX:  # flush mode never syncs: keep no more than this
-            self.pending.clear()
-            self.size, self.covered = 0, -1
-
-    def take(self, fd: int, end: int) -> _Item | None:
-        """The record making the file durable up to `end`, queued (wait for it), or None
-        when it already is (nothing pending, or synced right here)."""
-        if self.covered == end:
-            return None
-        if self.covered < 0 and end <= PENDING_MAX:
-            blob, start = os.pread(fd, end, 0), 0
-        elif self.covered < 0:
-            blob, start = b"", -1
-        else:
-            blob, start = b"".join(self.pending), self.covered
-        self.pending.clear()
-        self.size = 0
-        if start < 0 or not self.wal.fits(len(blob)):  # too large for a record: sync it here
-            os.fdatasync(fd)
-            if start <= 0:  # its name may be new too
-                sync_folder(os.path.join(self.wal.root, os.path.dirname(self.path)))
-            self.wal.syncs += 1
-            self.covered = end
-            return None
-        self.covered = end
-        return self.wal.enqueue(WRITE, self.path, start, blob)
-
-    def wait(self, item: _Item) -> None:
-        self.wal.wait(item)

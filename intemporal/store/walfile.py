@@ -17,6 +17,7 @@ import os
 import struct
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .safefs import JOURNAL, open_file, open_in, unlink_in
@@ -30,6 +31,7 @@ WRITE, DELETE = 1, 2
 HEAD = struct.Struct("<II")  # crc, size (of kind..data)
 BODY = struct.Struct("<BQH")  # kind, offset, len(path)
 SEGNO = struct.Struct("<Q")
+_SIZE = struct.Struct("<I")  # the size field alone: a record's bytes start with it
 OVERHEAD = HEAD.size + BODY.size + SEGNO.size
 _STATE = struct.Struct("<I36sQQQd")  # crc, boot, version, checkpoint segno, offset, time
 # Where the two copies of the state start: in sectors of their own (a torn write of one
@@ -83,9 +85,10 @@ class Record:
 def record(kind: int, path: str, offset: int, data: bytes) -> tuple[bytes, int]:
     """The bytes of a record (without crc and segment number) and their crc so far."""
     raw = path.encode()
-    body = BODY.pack(kind, offset, len(raw)) + raw + data
-    head = struct.pack("<I", len(body))
-    return head + body, zlib.crc32(body, zlib.crc32(head))
+    body = b"".join(
+        (_SIZE.pack(BODY.size + len(raw) + len(data)), BODY.pack(kind, offset, len(raw)), raw, data)
+    )
+    return body, zlib.crc32(body)
 
 
 def parse(data: bytes, off: int, segno: int) -> tuple[Record | None, int]:
@@ -131,6 +134,37 @@ def apply(root: str, rec: Record) -> None:
         os.pwrite(fd, rec.data, rec.offset)
     finally:
         os.close(fd)
+
+
+def names(records: Iterable[Record]) -> dict[str, bool]:
+    """The files `records` name, each with whether its folder needs a sync too (a record
+    of a deletion or of a new file)."""
+    named: dict[str, bool] = {}
+    for rec in records:
+        named[rec.path] = rec.kind == DELETE or rec.offset == 0 or named.get(rec.path, False)
+    return named
+
+
+def sync_files(root: str, paths: dict[str, bool], bulk: int) -> None:
+    """Sync every file of `paths` under `root` (and the folder of those marked True: made
+    or deleted); more than `bulk` of them: the whole filesystem at once (`syncfs`)."""
+    if len(paths) > bulk:
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
+        return
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            fd = open_in(root, path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+    for folder in {os.path.dirname(path): None for path, made in paths.items() if made}:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            sync_folder(os.path.join(root, folder))
 
 
 def drop_unborn(root: str, since: float) -> list[str]:
