@@ -49,6 +49,7 @@ from typing import Any
 
 from .activity_steps import Retry, Steps, advance
 from .attempts import Step, enter_attempt, run_attempt
+from .deadlines import wake_by
 from .errors import ActivityTimeout, Cancelled, NonDeterminismError, _Shutdown
 from .events import (
     ACTIVITY_COMPLETED,
@@ -354,15 +355,17 @@ class AsyncRunContext(RunContext):
                 return value
             clock = self.host.clock
             advance = getattr(clock, "advance", None)
-            if advance is not None and remaining is not None:
+            due = wake_by(until, self)  # the run's deadline, if sooner, ends the wait too
+            if advance is not None and due is not None:
                 # A virtual clock (intemporal.testing): a timer is skipped at once; a signal
-                # wait's timeout once someone awaits the run's result (a signal may come first).
-                if ready is not never and clock.skip_to(clock.time() + remaining):
+                # wait's timeout (or the run's deadline) once someone awaits the run's result
+                # (a signal may come first).
+                if ready is not never and clock.skip_to(due):
                     continue
                 if ready is never:
-                    advance(remaining)
+                    advance(due - clock.time())
                     continue
-                remaining = min(remaining, VIRTUAL_POLL)
+                remaining = VIRTUAL_POLL if remaining is None else min(remaining, VIRTUAL_POLL)
             await self.changed(remaining)
 
     # -- waking -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import UNDONE, book, unbook
@@ -190,6 +191,30 @@ def test_an_async_parent_whose_child_times_out_with_it_still_compensates(store: 
             handle.result(timeout=10)
         _timed_out(engine, "ap")
     assert UNDONE == ["bike"]
+
+
+@intemporal.workflow(name="timeout.waits_for_go")
+def waits_for_go() -> str:
+    return str(intemporal.wait_for_signal("go"))
+
+
+@intemporal.workflow(name="timeout.awaits_go")
+async def awaits_go() -> str:
+    return str(await intemporal.wait_for_signal_async("go"))
+
+
+@pytest.mark.parametrize("wf", [waits_for_go, awaits_go], ids=["sync", "async"])
+def test_a_deadline_passes_in_virtual_time_while_a_run_waits_for_a_signal_without_timeout(
+    wf: Any,
+) -> None:
+    # Given a run with an hour's timeout waiting for a signal that never comes, on the
+    # testing clock
+    with intemporal.testing.engine() as engine:
+        handle = engine.start(wf, run_id="no-go", timeout=3600)
+        # When its result is awaited, Then the hour passes at once and it is timed out
+        with pytest.raises(intemporal.Cancelled, match="timed out"):
+            handle.result(timeout=10)
+        _timed_out(engine, "no-go")
 
 
 @pytest.mark.parametrize("timeout", [1e10, 1e15, timedelta(days=999_999)])
