@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -216,6 +217,7 @@ def bench_store(sides: list[Side], reps: int, tmp: Path, n: int, only: set[str])
         report(f"engine.recover(), {n:,} runs, none to resume", res, "s", 1.0, "≤ 0.1 s")
     if "gc" in only:
         gc_reps = max(1, min(reps, 3))
+        cpu: dict[str, list[float]] = {s.name: [] for s in sides}
 
         def gc_one(s: Side) -> float:
             copy = tmp / f"gc-{s.name}"
@@ -223,7 +225,10 @@ def bench_store(sides: list[Side], reps: int, tmp: Path, n: int, only: set[str])
             shutil.copytree(store, copy, symlinks=True)
             timed(s.cli(copy, "list", "--limit", "1"), s.env)  # its index, if it keeps one
             os.sync()
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             wall, _ = timed(s.cli(copy, "gc", "--older-than", "0s"), s.env)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[s.name].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             left = sum(1 for p in copy.rglob("*.jsonl"))
             shutil.rmtree(copy, ignore_errors=True)
             if left:
@@ -232,6 +237,9 @@ def bench_store(sides: list[Side], reps: int, tmp: Path, n: int, only: set[str])
 
         res = paired(sides, gc_reps, gc_one)
         report(f"intemporal gc deleting {n:,} runs (whole process)", res, "s", 1.0, "≤ 5 s")
+        report(
+            "  the same, CPU (user + sys, its threads and the kernel's workers)", cpu, "s", 1, "-"
+        )
     shutil.rmtree(store, ignore_errors=True)
 
 

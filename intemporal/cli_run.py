@@ -38,7 +38,7 @@ from .cli_support import (
 )
 from .errors import IntemporalError
 from .handle import RunHandle
-from .housekeeping import collectable, delete_trees, resumable
+from .housekeeping import bulk, collectable, delete_trees, resumable
 from .start_api import PRIORITY_MAX, PRIORITY_MIN
 from .store import RunStatus, check_run_id
 from .ui import ui
@@ -414,19 +414,20 @@ def gc(
     seconds = parse_age(older_than)
     store = _open(ctx)
     unreadable: set[str] = set()
-    doomed = collectable(
-        store,
-        older_than=seconds,
-        status=status and RunStatus(status),
-        unreadable=unreadable,
-        probe=dry_run,
-    )
+    with bulk():
+        doomed = collectable(
+            store,
+            older_than=seconds,
+            status=status and RunStatus(status),
+            unreadable=unreadable,
+            probe=dry_run,
+        )
+        # the top-level run first, then what it started
+        listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
+        doomed = doomed if dry_run else delete_trees(store, doomed, unreadable)
+        store.close()  # the file store's index drops the deleted runs' rows now
+        gone = {i.run_id for tree in doomed for i in tree.runs}
     out = render.console()
-    # the top-level run first, then what it started
-    listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
-    doomed = doomed if dry_run else delete_trees(store, doomed, unreadable)
-    store.close()  # the file store's index drops the deleted runs' rows now
-    gone = {i.run_id for tree in doomed for i in tree.runs}
     for info in listed:
         if as_json:
             action = "would remove" if dry_run else "removed" if info.run_id in gone else "kept"

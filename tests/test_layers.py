@@ -31,6 +31,7 @@ RANKS = {
     "store.base": 5,
     "tracing": 6,
     "store.safefs": 1,
+    "store.uring": 1,
     "store.walfile": 2,
     "store.waldirect": 2,
     "store.wallogged": 3.5,

@@ -49,6 +49,7 @@ from .fileio import fcntl
 from .filelist import TAIL, FileListing
 from .runinfo import RunInfo
 from .safefs import INBOX, JOURNAL, LOCK, open_folder, open_in, remove_folder, unlink_in
+from .uring import UnlinkRing
 from .wal import WriteAheadLog
 
 GCLOCK = ".gclock"
@@ -169,17 +170,25 @@ class FileCollector(FileListing):
             root = self._open_root()
             extra = self._extras(root)
             done: list[bool] = []
-            # One batch is checked here while the previous one is unlinked on the threads.
-            with ThreadPoolExecutor(THREADS, thread_name_prefix="intemporal-gc") as pool:
-                last: Batch | None = None
-                for i in range(0, len(trees), BATCH):
-                    batch = self._check(trees[i : i + BATCH], ends, root, unreadable)
-                    done += batch.verdicts
+            ring = UnlinkRing.open(root)
+            # One batch is checked, and the one before it has its rows removed, while the
+            # batch before is unlinked on the threads (the ring's: one at a time).
+            threads = 1 if ring is not None else THREADS
+            try:
+                with ThreadPoolExecutor(threads, thread_name_prefix="intemporal-gc") as pool:
+                    last: Batch | None = None
+                    for i in range(0, len(trees), BATCH):
+                        batch = self._check(trees[i : i + BATCH], ends, root, unreadable)
+                        done += batch.verdicts
+                        batch = self._start(batch, pool, root, extra, ring)
+                        if last is not None:
+                            self._finish(last)
+                        last = batch
                     if last is not None:
                         self._finish(last)
-                    last = self._start(batch, pool, root, extra)
-                if last is not None:
-                    self._finish(last)
+            finally:
+                if ring is not None:
+                    ring.close()
             if killed:  # rows it left that this gc did not look at (a later cutoff)
                 self._sweep()
             self.index.deleting(False)
@@ -221,13 +230,24 @@ class FileCollector(FileListing):
                 batch.below.extend(inodes[:-1])
         return batch
 
-    def _start(self, batch: Batch, pool: ThreadPoolExecutor, root: int, extra: set[str]) -> Batch:
+    def _start(
+        self,
+        batch: Batch,
+        pool: ThreadPoolExecutor,
+        root: int,
+        extra: set[str],
+        ring: UnlinkRing | None,
+    ) -> Batch:
         """Unlink the batch's top-level runs on the threads (the runs below them after)."""
-        batch.futures = self._unlink(batch.tops, pool, root, extra)
+        if ring is not None:  # one task: the tops, then the runs below them
+            files = self._files(batch.tops, extra), self._files(batch.below, extra)
+            batch.futures = [pool.submit(self._ring_unlink, ring, root, *files)]
+            return batch
+        batch.futures = self._unlink(self._files(batch.tops, extra), pool, root)
         if batch.below:  # only once their top-level runs are gone
             for future in batch.futures:
                 future.result()
-            batch.futures = self._unlink(batch.below, pool, root, extra)
+            batch.futures = self._unlink(self._files(batch.below, extra), pool, root)
         return batch
 
     def _finish(self, batch: Batch) -> None:
@@ -268,19 +288,27 @@ class FileCollector(FileListing):
             return st.st_ino
         return -1
 
-    def _unlink(
-        self, runs: list[tuple[int, str]], pool: ThreadPoolExecutor, root: int, extra: set[str]
-    ) -> list[Future[None]]:
-        """Start deleting the runs' files (inbox, lock file, journal), in inode order."""
+    def _files(self, runs: list[tuple[int, str]], extra: set[str]) -> list[list[str]]:
+        """The runs' files (inbox, lock file, journal), in inode order; the log told of them."""
         files: list[list[str]] = []
-        logged: list[str] = []
         for _, run_id in sorted(runs):
-            nested = "/" in run_id
-            names = [run_id + s for s in (INBOX, LOCK) if nested or run_id + s in extra]
-            files.append([*names, run_id + JOURNAL])  # the inbox first: never one alone
-            logged += [n for n in files[-1] if not n.endswith(LOCK)]
+            if "/" in run_id:
+                names = [run_id + INBOX, run_id + LOCK, run_id + JOURNAL]
+            elif run_id + INBOX in extra or run_id + LOCK in extra:
+                names = [run_id + s for s in (INBOX, LOCK) if run_id + s in extra]
+                names.append(run_id + JOURNAL)
+            else:  # most runs: the journal alone
+                files.append([run_id + JOURNAL])
+                continue
+            files.append(names)  # the inbox first: never one alone
         if self._wal is not None:  # so a replay does not bring them back (one look at .wal/)
-            self._wal.forget(*logged)
+            self._wal.forget(*(n for names in files for n in names if not n.endswith(LOCK)))
+        return files
+
+    def _unlink(
+        self, files: list[list[str]], pool: ThreadPoolExecutor, root: int
+    ) -> list[Future[None]]:
+        """Start deleting each run's files (`_files`), in order, on the threads."""
 
         def unlink(part: list[list[str]]) -> None:
             for names in part:
@@ -293,6 +321,33 @@ class FileCollector(FileListing):
 
         n = min(THREADS, max(1, len(files) // 64))
         return [pool.submit(unlink, files[i::n]) for i in range(n)]
+
+    def _ring_unlink(
+        self, ring: UnlinkRing, root: int, tops: list[list[str]], below: list[list[str]]
+    ) -> None:
+        """Delete the top-level runs' files through the ring, then the runs' below them.
+        A child run's folder is opened as `unlink_in` opens it: never through a link."""
+        folders: dict[str, int] = {}
+        try:
+            for files in (tops, below):
+                chains = []
+                for names in files:
+                    folder = names[-1].rpartition("/")[0]
+                    if not folder:
+                        chains.append((root, names))
+                        continue
+                    if folder not in folders:
+                        try:
+                            folders[folder] = open_folder(self._root, folder)
+                        except (FileNotFoundError, NotADirectoryError):
+                            folders[folder] = -1
+                    if folders[folder] >= 0:
+                        chains.append((folders[folder], [n.rpartition("/")[2] for n in names]))
+                ring.unlink(chains)
+        finally:
+            for fd in folders.values():
+                if fd >= 0:
+                    os.close(fd)
 
     def _extras(self, root: int) -> set[str]:
         """The names of the root's inbox and lock files (one listing, not a stat per run)."""

@@ -345,9 +345,13 @@ class FileListing(Store):
                 self._index_obj.close()
 
 
+# A row's status -> the run's (a dict: `RunStatus(value)` costs ~4 µs, 0.4 s over 100k rows)
+_STATUSES = {**{s.value: s for s in RunStatus}, **dict.fromkeys(UNSURE, RunStatus.RUNNING)}
+
+
 def _info(row: Row) -> RunInfo:
     """A run as its index row has it (status "open" shown as running: not finished)."""
-    status = RunStatus.RUNNING if row[6] in UNSURE else RunStatus(row[6])
+    status = _STATUSES.get(row[6]) or RunStatus(row[6])
     return RunInfo(row[0], row[1], status, row[4], row[5], parent=row[3], queue=row[2])
 
 

@@ -431,9 +431,10 @@ class RunIndex:
     def removed(self, run_ids: list[str]) -> None:
         """After runs' journals are deleted: their rows go too (best effort: a row without a
         journal is skipped by readers, and removed by the next `gc`)."""
-        ids = [(r,) for r in run_ids]
-        self._many("DELETE FROM runs WHERE run_id = ?", ids)
-        self._many("DELETE FROM ends WHERE run_id = ?", ids)
+        r = sorted(run_ids)  # key order, 500 an `IN`: ~1/10 the CPU of one by one at random
+        rows = [(*r[i : i + 500], *r[-1:] * (i + 500 - len(r))) for i in range(0, len(r), 500)]
+        for table in ("runs", "ends"):  # (the last row padded with an id it has)
+            self._many(f"DELETE FROM {table} WHERE run_id IN ({', '.join('?' * 500)})", rows)
 
     def settled(self, rows: list[Row]) -> None:
         """Rows as a reader found their journals (a repair): open or damaged ones as they
