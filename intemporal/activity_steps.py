@@ -199,14 +199,14 @@ class ActivitySteps:
             self.append_result(seq, name, attempts, started, stored, sync)
         else:
             event = {"type": ACTIVITY_FAILED, "seq": seq, "name": name, "attempts": attempts}
-            self.append(event | {"started": started / 1e6, "error": stored}, sync)
+            self.append(event | {"started": started / 1_000_000, "error": stored}, sync)
         if self.deferring:  # a submitted activity's is taken by the workflow later
             if not self.submitted():  # (`DurableFuture.result`)
                 self.unsynced_results = True
             else:  # or, not taken yet, synced when the run is let go (`before_release`)
                 self.untaken_results = True
         if self.observer.on_activity_finished:
-            took = self.host.clock.time() - first_started / 1e6
+            took = self.host.clock.time() - first_started / 1_000_000
             self.observer.on_activity_finished(
                 ActivityFinished(self.run_id, name, seq, attempts, took, exc)
             )

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from fractions import Fraction
 
 INLINE_WAIT = 1.0  # a wait shorter than this keeps its thread; a longer one suspends the run
 
@@ -31,6 +32,7 @@ def stamp(seconds: float) -> float:
 
 
 _BIG = float(1 << 33)
+_US_EXACT = float(1 << 32)  # below: round(seconds * 1e6) is the exact product's
 
 
 class Clock:
@@ -56,7 +58,7 @@ class Clock:
         return (time.time_ns() + 500) // 1000 / 1e6
 
     def stamp_us(self) -> int:
-        """Now, in whole microseconds since the epoch: `stamp_us() / 1e6` is a `stamp()`.
+        """Now, in whole microseconds since the epoch: `stamp_us() / 1_000_000` is a `stamp()`.
         What an activity's result line is stamped with (its digits are the line's text)."""
         return (time.time_ns() + 500) // 1000
 
@@ -64,7 +66,13 @@ class Clock:
         return stamp(self.time())
 
     def _stamp_us_of_stamp(self) -> int:
-        return round(self.stamp() * 1e6)
+        seconds = self.stamp()
+        if -_US_EXACT < seconds < _US_EXACT:
+            return round(seconds * 1e6)
+        # From 2**32 s on the product's rounding can pass a half and the float's neighbours
+        # are ~1 µs apart or more: the exact product's, which `us / 1_000_000` (an int
+        # division, correctly rounded) reads back as `seconds`.
+        return round(Fraction(seconds) * 1_000_000)
 
     @property
     def skipped(self) -> float:

@@ -77,9 +77,9 @@ def result_event(
         "seq": seq,
         "name": name,
         "attempts": attempts,
-        "started": started / 1e6,
+        "started": started / 1_000_000,
         "result": result,
-        "ts": ts / 1e6,
+        "ts": ts / 1_000_000,
         OWNER: owner,
     }
 

@@ -243,7 +243,7 @@ class RunContext(ActivitySteps):
             self.unsynced_results = self.untaken_results = False
         try:
             if self.marker is not None:
-                self._write_marker(ts / 1e6)
+                self._write_marker(ts / 1_000_000)
             self.lease.append_result(
                 seq, name, attempts, started, result, ts, self.host.engine_id, sync
             )

@@ -114,8 +114,9 @@ def test_a_stamp_is_written_as_repr_writes_its_float() -> None:
     values += [v * 10**k for v in values[:2000] for k in (1, 2, 3, 6)]
     values += [0, 1, 10**6 - 1, 10**6, 10**6 + 1, 2**33 * 10**6 - 1, 2**33 * 10**6, 10**17]
     values += [-1, -(10**6), -1_500_001]
-    # Then each is spelled as the encoder spells the float us / 1e6 (its repr)
-    assert [_stamp_text(v) for v in values] == [repr(v / 1e6) for v in values]
+    # Then each is spelled as the encoder spells the float us / 1_000_000 (its repr; an int
+    # division, correctly rounded: `us / 1e6` rounds a `us` past 2**53 twice)
+    assert [_stamp_text(v) for v in values] == [repr(v / 1_000_000) for v in values]
 
 
 def test_a_result_line_with_other_keys_or_order_is_encoded_as_given() -> None:
@@ -187,6 +188,38 @@ def test_stamps_in_microseconds_are_the_clocks_stamps() -> None:
         after = clock.stamp()
         assert type(us) is int and before <= us / 1e6 <= after
     assert Own().stamp_us() == 1_764_468_000_250_000
+
+
+def test_a_result_line_at_a_far_time_holds_the_clocks_stamp() -> None:
+    # Given clocks of their own past 2**32 s (year 2106), into the far future and past
+    class At(Clock):
+        def __init__(self, now: float) -> None:
+            self.now = now
+
+        def time(self) -> float:
+            return self.now
+
+    rng = random.Random(32)
+    nows = [2.0**32 + 0.431641, 4294967296.431641, 2.0**33 + 0.5, 6998302232831.42, 1e12 + 0.3]
+    nows += [rng.uniform(2.0**32, 2.0**40) for _ in range(5_000)]
+    nows += [-rng.uniform(2.0**32, 2.0**40) for _ in range(1_000)]
+    clocks: list[Clock] = [At(now) for now in nows]
+    for clock in clocks:
+        # When an activity's result line is stamped with its microseconds
+        at = clock.stamp()
+        us = clock.stamp_us()
+        line = result_line(3, "charge", 1, us, {"ok": 1}, us, "e1")
+        # Then it holds the clock's stamp, as json.dumps of the event with that float wrote
+        old = _completed(seq=3, name="charge", started=at, result={"ok": 1}, ts=at, owner="e1")
+        assert line == _json_line(old), (clock, at, us)
+        assert result_event(3, "charge", 1, us, {"ok": 1}, us, "e1") == old
+        assert json.loads(line)["ts"] == at
+    # And a virtual clock moved ~320 years stamps its line between its stamps
+    virtual = VirtualClock()
+    virtual.advance(10**10 + 0.123457)
+    for _ in range(1_000):
+        before, us, after = virtual.stamp(), virtual.stamp_us(), virtual.stamp()
+        assert before <= json.loads(result_line(1, "a", 1, us, None, us, "e"))["ts"] <= after
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ def result_line(
 
 
 def _stamp_text(us: int) -> str:
-    """What the encoder writes for the float `us / 1e6` (its `repr`), from the digits of
+    """What the encoder writes for the float `us / 1_000_000` (its `repr`), from the digits of
     `us` instead of `repr`'s trip through `dtoa` (~4,500 instructions less): below 2**33 s
     a float's neighbours are under 1 µs apart, so no shorter text than the six decimals
     of `us` (trailing zeros dropped) reads back as that float."""
@@ -114,7 +114,7 @@ def _stamp_text(us: int) -> str:
         if frac[-1] == "0":
             frac = frac.rstrip("0") or "0"
         return f"{digits[:-6]}.{frac}"
-    return _float_text(us / 1e6)
+    return _float_text(us / 1_000_000)  # int division: correctly rounded
 
 
 def parse_lines(data: bytes, path: str, start_line: int = 1) -> tuple[list[Event], int]:
