@@ -5,6 +5,7 @@ lock per journal, the index's word checked with one `stat`, unlinks on many thre
 | ---------------------------------------------- | ---------------------------------------------- |
 | finished runs, journals as they ended          | deleted without reading a journal; rows gone   |
 | a journal edited after its end, size kept      | read, found damaged, left alone and named      |
+| a folder where a journal was                   | left alone and named; the other runs deleted   |
 | a claimed finished run (a resume in flight)    | bulk way declined: run by run, the run kept    |
 | a claim of a finished run while gc deletes     | waits for gc, then finds the run gone          |
 | SIGKILL in the middle of gc                    | no parent without its children, no inbox       |
@@ -122,6 +123,27 @@ def test_a_journal_edited_after_its_end_is_read_and_a_damaged_one_kept(
     assert "removed 2 run(s)" in result.stdout
     assert "r0001 cannot be read" in result.stderr
     assert [p.name for p in home.glob("*.jsonl")] == ["r0001.jsonl"]
+
+
+def test_a_folder_where_a_journal_was_is_named_and_the_other_runs_deleted(
+    tmp_path: Path, flows: Any
+) -> None:
+    home = tmp_path / "store"
+    _fill(home, flows, 4, families=1)
+    # Given a finished run's journal moved away and a folder made in its place
+    (home / "r0002.jsonl").rename(home / "r0002.moved")
+    (home / "r0002.jsonl").mkdir()
+
+    # When gc runs (it stopped at the folder with "[Errno 21] Is a directory: 22",
+    # deleting nothing), Then it names that run, leaves it, and deletes every other one
+    result = cli_on(home)("gc", "--older-than", "0s")
+    assert result.exit_code == 1, result.output
+    assert "removed 6 run(s)" in result.stdout
+    assert "r0002 cannot be read" in result.stderr and "Errno" not in result.stderr
+    assert sorted(p.name for p in home.iterdir() if not p.name.startswith(".")) == [
+        "r0002.jsonl",
+        "r0002.moved",
+    ]
 
 
 def test_a_claimed_finished_run_makes_gc_go_run_by_run_and_keeps_it(

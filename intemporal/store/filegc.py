@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..errors import IntemporalError, RunNotFound
+from ..errors import IntemporalError, RunNotFound, UnsafeStore
 from ..events import TERMINAL_EVENTS
 from .fileio import fcntl
 from .filelist import TAIL, FileListing
@@ -281,8 +281,12 @@ class FileCollector(FileListing):
             if folder:
                 os.close(dfd)
         seen = (info.updated_at, st.st_size, st.st_mtime_ns)
-        if stat.S_ISREG(st.st_mode) and ends.get(run_id) == seen:
-            return st.st_ino
+        if stat.S_ISREG(st.st_mode):
+            if ends.get(run_id) == seen:
+                return st.st_ino
+        elif not stat.S_ISLNK(st.st_mode):  # a folder in the way: left alone, and named
+            path = os.path.join(self._root, run_id + JOURNAL)
+            raise UnsafeStore(path, "is not a regular file; gc leaves its run alone")
         last = self.read(run_id)[-1]
         if last["type"] in TERMINAL_EVENTS and last.get("ts", 0.0) == info.updated_at:
             return st.st_ino
