@@ -58,6 +58,10 @@ def command_name(argv: Sequence[str]) -> str | None:
 
 def main() -> None:
     """The console-script entry point: `intemporal COMMAND ...`."""
+    for stream in (sys.stdout, sys.stderr):  # a stored lone surrogate is shown escaped,
+        reconfigure = getattr(stream, "reconfigure", None)  # not the end of the command
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     module = LOOKING.get(command_name(sys.argv[1:]) or "")
     importlib.import_module(f"intemporal.{module or 'cli_run'}")  # registers its commands
     from .cli_support import app

@@ -8,7 +8,10 @@ the general path it replaces (`json.dumps`, `round(t, 6)`, the recursive check).
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -264,3 +267,32 @@ def test_a_run_journals_each_result_as_json_dumps_would(tmp_path: Path) -> None:
     # And its times are stamped to the microsecond, each step's start before its end
     for ev in done:
         assert round(ev["ts"], 6) == ev["ts"] and ev["started"] <= ev["ts"]
+
+
+@intemporal.activity
+def wp_odd_text() -> list[Any]:
+    return ["x\udc80", {"k": "\ud800é"}]
+
+
+@intemporal.workflow
+def wp_odd_flow() -> int:
+    return len(wp_odd_text())
+
+
+def test_show_prints_a_result_with_a_lone_surrogate(tmp_path: Path) -> None:
+    # Given a run whose activity returned text with lone surrogates (the codec takes them)
+    home = tmp_path / "store"
+    with Engine(home) as engine:
+        assert engine.run(wp_odd_flow, run_id="odd") == 2
+    # When `intemporal show` prints it to a UTF-8 pipe, as a terminal or `| less` is
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONUTF8": "1"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "intemporal.cli", "--store", str(home), "show", "odd"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    # Then it shows the run, the surrogates escaped (it failed with "'utf-8' codec can't
+    # encode character '\\udc80'", exit 1)
+    assert shown.returncode == 0, shown.stderr.decode(errors="replace")
+    assert b"\\udc80" in shown.stdout and b"journal: " in shown.stdout
