@@ -333,6 +333,33 @@ def test_after_a_reboot_opening_the_store_puts_back_what_the_journals_lost(
     assert (root / "r.inbox").read_bytes() == inbox
 
 
+@intemporal.workflow
+def with_children(n: int) -> int:
+    return sum(in_sequence(i) for i in range(n))
+
+
+def test_a_replay_after_gc_leaves_no_folder_of_the_deleted_child_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given parents with child runs (journals in a folder "<parent>/"), in boot A
+    _reboot(monkeypatch, "boot-a")
+    root = tmp_path / "s"
+    with Engine(root) as engine:
+        for i in range(3):
+            assert engine.run(with_children, 3, run_id=f"p{i}") == 1
+        assert (root / "p0").is_dir()
+    # When gc deletes them, in boot A, and the store is opened in boot B (a replay)
+    store = FileStore(root)
+    assert len(delete_trees(store, collectable(store, older_than=0, probe=False))) == 3
+    store.close()
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == []
+    _reboot(monkeypatch, "boot-b")
+    FileStore(root).close()
+    # Then no run is back, nor an empty folder of their child runs (the replay made the
+    # folder again for the child's creation record, then unlinked only its files)
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == []
+
+
 # -- the power-cut fuzz --------------------------------------------------------------------
 ACKS: list[tuple[int, str, str, Any]] = []
 DISK: list[Disk] = []

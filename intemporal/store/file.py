@@ -69,7 +69,7 @@ from .safefs import (
     check_trust,
     open_folder,
     open_in,
-    remove_folder,
+    prune_folders,
     unlink_in,
 )
 from .spares import MISFIT, O_TMPFILE, UNSUPPORTED, Spares, link_named, link_new
@@ -571,12 +571,4 @@ class FileStore(FileCollector):
                     unlink_in(self._root, run_id + suffix)
         self.forget(run_id)
         # Folders of child runs ("<parent>/<seq>") go once empty, up to the root.
-        parts = run_id.split("/")[:-1]
-        while parts:
-            try:
-                remove_folder(self._root, "/".join(parts[:-1]), parts[-1])
-            except FileNotFoundError:  # already gone: its parent may be empty now
-                pass
-            except OSError:  # not empty, or not a folder
-                break
-            parts.pop()
+        prune_folders(self._root, run_id)

@@ -48,7 +48,7 @@ from ..events import TERMINAL_EVENTS
 from .fileio import fcntl
 from .filelist import TAIL, FileListing
 from .runinfo import RunInfo
-from .safefs import INBOX, JOURNAL, LOCK, open_folder, open_in, remove_folder, unlink_in
+from .safefs import INBOX, JOURNAL, LOCK, open_folder, open_in, prune_folders, unlink_in
 from .uring import UnlinkRing
 from .wal import WriteAheadLog
 
@@ -255,7 +255,7 @@ class FileCollector(FileListing):
         for future in batch.futures:
             future.result()  # an unlink that failed (not a missing file) is raised here
         for _, run_id in batch.below:  # folders of child runs, once empty
-            self._prune(run_id)
+            prune_folders(self._root, run_id)
         if self._wal is not None:
             self._wal.flush()
         ghosts = [g for g in batch.gone if not self.exists(g)]
@@ -357,14 +357,3 @@ class FileCollector(FileListing):
         """The names of the root's inbox and lock files (one listing, not a stat per run)."""
         with os.scandir(root) as it:
             return {e.name for e in it if e.name.endswith((INBOX, LOCK))}
-
-    def _prune(self, run_id: str) -> None:
-        parts = run_id.split("/")[:-1]
-        while parts:
-            try:
-                remove_folder(self._root, "/".join(parts[:-1]), parts[-1])
-            except FileNotFoundError:
-                pass
-            except OSError:  # not empty, or not a folder
-                break
-            parts.pop()

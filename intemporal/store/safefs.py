@@ -127,6 +127,20 @@ def remove_folder(root: str, parent: str, name: str) -> None:
         os.close(dfd)
 
 
+def prune_folders(root: str, path: str) -> None:
+    """Remove the folders above `path` (a `/`-separated name under `root`) left empty, the
+    deepest first: a deleted child run's folder, and its parents' if empty too."""
+    parts = path.split("/")[:-1]
+    while parts:
+        try:
+            remove_folder(root, "/".join(parts[:-1]), parts[-1])
+        except FileNotFoundError:
+            pass
+        except OSError:  # not empty (another run's files), or not a folder
+            return
+        parts.pop()
+
+
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
 

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .safefs import JOURNAL, open_file, open_in, unlink_in
+from .safefs import JOURNAL, open_file, open_in, prune_folders, unlink_in
 
 try:
     import fcntl
@@ -116,6 +116,7 @@ def apply(root: str, rec: Record) -> None:
     if rec.kind == DELETE:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             unlink_in(root, rec.path)
+        prune_folders(root, rec.path)  # a child run's, made again by the records before
         return
     flags = os.O_RDWR | (os.O_CREAT if rec.offset == 0 else 0)
     try:
