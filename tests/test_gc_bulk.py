@@ -6,6 +6,7 @@ lock per journal, the index's word checked with one `stat`, unlinks on many thre
 | finished runs, journals as they ended          | deleted without reading a journal; rows gone   |
 | a journal edited after its end, size kept      | read, found damaged, left alone and named      |
 | a folder where a journal was                   | left alone and named; the other runs deleted   |
+| child runs a failed gc left without a parent   | deleted, their folder too                      |
 | a claimed finished run (a resume in flight)    | bulk way declined: run by run, the run kept    |
 | a claim of a finished run while gc deletes     | waits for gc, then finds the run gone          |
 | SIGKILL in the middle of gc                    | no parent without its children, no inbox       |
@@ -144,6 +145,26 @@ def test_a_folder_where_a_journal_was_is_named_and_the_other_runs_deleted(
         "r0002.jsonl",
         "r0002.moved",
     ]
+
+
+@pytest.mark.parametrize("ring", [True, False], ids=["io_uring", "threads"])
+def test_child_runs_a_failed_gc_left_go_with_their_folder(
+    tmp_path: Path, flows: Any, monkeypatch: pytest.MonkeyPatch, ring: bool
+) -> None:
+    if not ring:
+        monkeypatch.setenv("INTEMPORAL_NO_IO_URING", "1")
+    home = tmp_path / "store"
+    _fill(home, flows, 2, families=2)
+    # Given child runs whose parent's journal a gc deleted before it failed (top-level
+    # runs go first: an unlink refused, or a SIGKILL, stops it before their children)
+    (home / "fam000.jsonl").unlink()
+    assert (home / "fam000").is_dir()
+    # When gc runs again, Then the children go, and their folder with them (it was left
+    # empty: only the folders of runs deleted below a parent were removed)
+    store = FileStore(home)
+    _gc(store)
+    _gc(store)
+    assert sorted(p.name for p in home.iterdir() if not p.name.startswith(".")) == []
 
 
 def test_a_claimed_finished_run_makes_gc_go_run_by_run_and_keeps_it(

@@ -252,10 +252,13 @@ class FileCollector(FileListing):
 
     def _finish(self, batch: Batch) -> None:
         """Wait for the batch's unlinks; then its rows go, in one transaction."""
-        for future in batch.futures:
-            future.result()  # an unlink that failed (not a missing file) is raised here
-        for _, run_id in batch.below:  # folders of child runs, once empty
-            prune_folders(self._root, run_id)
+        try:
+            for future in batch.futures:
+                future.result()  # an unlink that failed (not a missing file) is raised here
+        finally:  # folders of child runs once empty, those of a batch that failed too
+            for _, run_id in (*batch.tops, *batch.below):  # (its runs are gone next time)
+                if "/" in run_id:  # a top-level one too: a child a failed gc left
+                    prune_folders(self._root, run_id)
         if self._wal is not None:
             self._wal.flush()
         ghosts = [g for g in batch.gone if not self.exists(g)]

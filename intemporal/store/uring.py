@@ -204,7 +204,7 @@ class UnlinkRing:
         for index in sorted(failed):  # as Python says it (or done, if the ring was at fault)
             dfd, name, _ = reqs[index]
             try:
-                os.unlink(name[:-1], dir_fd=dfd)
+                os.unlink(os.fsdecode(name[:-1]), dir_fd=dfd)  # its error names it as text
             except (FileNotFoundError, NotADirectoryError):
                 pass
             except OSError as exc:
