@@ -18,10 +18,10 @@ from .errors import Cancelled, SerializationError
 from .events import ACTIVITY_FAILED, ATTEMPT_FAILED
 from .failures import encode_error
 from .observe import ActivityFinished, ActivityStarted, AttemptFailed, Observers
-from .store.base import Event
+from .run_journal import JournalHost, RunJournal
 
 if TYPE_CHECKING:
-    from .clock import Clock
+    pass
 
 
 class Retry(Protocol):
@@ -34,9 +34,8 @@ class Retry(Protocol):
         """Seconds to wait after failed attempt `attempt`."""
 
 
-class _Host(Protocol):
+class _Host(JournalHost, Protocol):
     codec: str
-    clock: Clock
 
 
 # What an activity's retries ask their driver to do: each is a call without arguments (an
@@ -67,10 +66,9 @@ def run_steps(steps: Steps) -> Any:
         return stop.value
 
 
-class ActivitySteps:
+class ActivitySteps(RunJournal):
     """The journal's side of an activity's attempts (a part of `RunContext`)."""
 
-    run_id: str
     host: _Host
     observer: Observers
     retry_at: dict[int, float]
@@ -78,16 +76,8 @@ class ActivitySteps:
     cancel_delivered: bool
 
     if TYPE_CHECKING:
-        unsynced_results: bool
-        untaken_results: bool
         deferring: bool
 
-        def append(self, event: Event, sync: bool | None = None) -> None: ...
-        def append_result(
-            self, seq: int, name: str, attempts: int, started: int, result: Any, sync: bool | None
-        ) -> None: ...
-        def before_effect(self) -> None: ...
-        def submitted(self) -> bool: ...
         def _cancel_pending(self) -> bool: ...
 
     def retrying(

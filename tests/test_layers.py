@@ -56,6 +56,7 @@ RANKS = {
     # one run's context: what executes on a thread (attempts), replay, durable operations
     "attempts": 8,
     "deadlines": 8,
+    "run_journal": 7.9,
     "activity_steps": 8,
     "replay": 9,
     "async_replay": 10,
