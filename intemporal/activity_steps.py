@@ -20,9 +20,6 @@ from .failures import encode_error
 from .observe import ActivityFinished, ActivityStarted, AttemptFailed, Observers
 from .run_journal import JournalHost, RunJournal
 
-if TYPE_CHECKING:
-    pass
-
 
 class Retry(Protocol):
     """What an activity's retry policy (`intemporal.RetryPolicy`) tells a run context."""

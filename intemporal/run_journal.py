@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import IntemporalError, StoreFailure, store_error
+from .errors import StoreFailure, store_error
 from .events import OWNER
 from .store.base import Event, Lease
 
@@ -41,7 +41,6 @@ class RunJournal:
     host: JournalHost
     lease: Lease
     store_failed: StoreFailure | None
-    poisoned: IntemporalError | None
     marker: Event | None
     _marker_lock: threading.Lock
     _unsynced: _Submitted
