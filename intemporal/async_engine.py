@@ -138,12 +138,7 @@ class AsyncEngine:
         """Stop taking work; await the async runs (they stop at their next await) and the
         activities in flight; unfinished runs stay durable and resumable."""
         engine = self.engine
-        with engine._mutex:
-            engine.closing = True
-            engine._closing.set()
-            for exe in engine._active.values():
-                if exe.ctx is not None:
-                    exe.ctx.wake.set()
+        engine._stop_steps()
         runs = [asyncio.wrap_future(f) for f in list(engine._async_runs)]
         if runs and engine._loop is asyncio.get_running_loop():
             await asyncio.wait(runs)

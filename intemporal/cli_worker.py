@@ -231,7 +231,7 @@ def worker(
         except KeyboardInterrupt:
             stopping()
             stopped = True
-            engine._closing.set()  # no new step from now on; leaving `with` waits for them
+            engine._stop_steps()  # no new step from now on; leaving `with` waits for them
             taken = set(engine._active)  # taken here, maybe not yet said: left too
             board.say(
                 "stopping",

@@ -143,14 +143,19 @@ class Lifecycle:
             self._queue_rt.start()  # serving a limited queue: take its runs as room frees
             self._scheduler.start()  # `@scheduled` workflows imported: fire their ticks
 
-    def _shut_down(self) -> None:
-        """`Engine.close()`: stop taking work, let in-flight activities finish."""
+    def _stop_steps(self) -> None:
+        """The start of a close: no new step from now on (`closing`, read by every step, and
+        `_closing`, waited on by the engine's threads), and the runs pausing woken to see it."""
         with self._mutex:
             self.closing = True
             self._closing.set()
             for exe in self._active.values():
                 if exe.ctx is not None:
                     exe.ctx.wake.set()
+
+    def _shut_down(self) -> None:
+        """`Engine.close()`: stop taking work, let in-flight activities finish."""
+        self._stop_steps()
         self._queue_rt.kick()  # its poller sees `_closing` now, not at its next poll
         join_all([self._parking.thread, self._queue_rt.thread, self._scheduler.thread])
         self._pool.shutdown(wait=True)
