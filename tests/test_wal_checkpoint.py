@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def test_much_unwritten_or_few_files_sync_each_file_and_each_new_ones_folder(
     paths = _files(tmp_path, 20)
     calls = _Calls(monkeypatch, dirty=20 * walfile.DIRTY_PER_FILE + 1)
     assert walfile.sync_files(str(tmp_path), paths, 16) is False
-    assert calls.syncfs == 0 and calls.files == [str(tmp_path / p) for p in paths]
+    assert calls.syncfs == 0 and sorted(calls.files) == sorted(str(tmp_path / p) for p in paths)
     assert calls.folders == [str(tmp_path / "sub")]
     # ...and a few files do not even read the system's unwritten bytes
     calls.files.clear()
@@ -113,7 +114,7 @@ def test_a_failed_syncfs_is_not_taken_for_success_each_file_is_synced(
     paths = _files(tmp_path, 20)
     calls = _Calls(monkeypatch, dirty=0, fails=True)
     assert walfile.sync_files(str(tmp_path), paths, 16) is False
-    assert calls.syncfs == 1 and calls.files == [str(tmp_path / p) for p in paths]
+    assert calls.syncfs == 1 and sorted(calls.files) == sorted(str(tmp_path / p) for p in paths)
     assert calls.folders == [str(tmp_path / "sub")]
 
 
@@ -123,15 +124,54 @@ def test_a_file_that_fails_to_sync_after_a_failed_syncfs_fails_the_checkpoint(
     # Given a checkpoint whose syncfs fails, then one of its files' fdatasync
     paths = _files(tmp_path, 20)
     _Calls(monkeypatch, dirty=0, fails=True)
+    # Then it raises, as one whose files are synced each does
+    _fails_on(monkeypatch, tmp_path, paths, None)
+
+
+def _fails_on(
+    monkeypatch: pytest.MonkeyPatch, root: Path, paths: dict[str, bool], bad: str | None
+) -> None:
+    """Check that `sync_files` of `paths` raises the EIO of the file `bad` (None: every
+    file) failing to sync."""
 
     def fdatasync(fd: int) -> None:
-        raise OSError(errno.EIO, "simulated")
+        if bad is None or os.readlink(f"/proc/self/fd/{fd}") == os.path.realpath(root / bad):
+            raise OSError(errno.EIO, "simulated")
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    # Then it raises, as one whose files are synced each does
     with pytest.raises(OSError) as info:
-        walfile.sync_files(str(tmp_path), paths, 16)
+        walfile.sync_files(str(root), paths, 16)
     assert info.value.errno == errno.EIO
+
+
+def test_files_synced_each_are_synced_side_by_side_once_each_and_a_failure_is_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a checkpoint of 200 files, each synced (too much else unwritten)
+    paths = _files(tmp_path, 200)
+    calls = _Calls(monkeypatch, dirty=1 << 50)
+    both = threading.Barrier(2, timeout=30)  # the first two syncs wait for each other
+    threads: set[int] = set()
+    first = [0]
+    lock = threading.Lock()
+    real = os.fdatasync  # `_Calls`'s
+
+    def fdatasync(fd: int) -> None:
+        with lock:
+            threads.add(threading.get_ident())
+            first[0] += 1
+            wait = first[0] <= 2
+        if wait:
+            both.wait()
+        real(fd)  # `calls` notes it
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    # Then each file is synced once, on several threads at once
+    walfile.sync_files(str(tmp_path), paths, 16)
+    assert sorted(calls.files) == sorted(str(tmp_path / p) for p in paths)
+    assert 2 <= len(threads) <= walfile.SYNC_THREADS
+    # ...and when one file fails to sync, the checkpoint raises its error
+    _fails_on(monkeypatch, tmp_path, paths, "sub/f123.jsonl")
 
 
 def test_an_untrusted_or_missing_syncfs_falls_back_to_each_file(

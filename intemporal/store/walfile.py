@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import struct
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Iterable
@@ -48,6 +50,8 @@ _OLD_ODD = 64
 # (this project's disk: ~140 µs a small file's fdatasync, ~500 MB/s): the other programs'
 # unwritten bytes a whole-filesystem sync may take along, per file it saves a flush of.
 DIRTY_PER_FILE = 64 << 10
+SYNC_THREADS = 16  # a checkpoint syncing each file: on this many threads at most...
+SYNC_SHARE = 8  # ...one per this many files
 
 _BOOT: list[str | None] = []  # read once: a process lives in one boot
 
@@ -196,22 +200,66 @@ def names(records: Iterable[Record]) -> dict[str, bool]:
 def sync_files(root: str, paths: dict[str, bool], bulk: int) -> bool:
     """Sync every file of `paths` under `root` (and the folder of those marked True: made
     or deleted); True when that was done by syncing the whole filesystem (`sync_all`),
-    as it is when `whole_filesystem` says so, else each file (a flush each). Raises
+    as it is when `whole_filesystem` says so, else each file (`sync_each`). Raises
     `OSError` when a file cannot be synced (a missing one is no error: deleted since)."""
     many = len(paths) > bulk  # (else no need to read /proc/meminfo)
     if many and whole_filesystem(len(paths), bulk, dirty_bytes()) and sync_all(root):
         return True
-    for path in paths:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            fd = open_in(root, path, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-    for folder in {os.path.dirname(path): None for path, made in paths.items() if made}:
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-            sync_folder(os.path.join(root, folder))
+    sync_each(root, paths)
     return False
+
+
+def sync_each(root: str, paths: dict[str, bool]) -> None:
+    """Sync each file of `paths` under `root`, and the folder of those marked True, on up
+    to `SYNC_THREADS` threads (one per `SYNC_SHARE` of them): each sync ends with a device
+    flush, and flushes asked for at once are merged by the kernel's block layer (400
+    small files on this project's disk: 0.7-2 s one after another, 80-90 ms on 16 threads,
+    half the flushes). Raises the first `OSError` met once every thread stopped."""
+    tasks = [functools.partial(_sync_file, root, path) for path in paths]
+    for folder in {os.path.dirname(path): None for path, made in paths.items() if made}:
+        tasks.append(functools.partial(_sync_file, root, folder, True))
+    workers = min(SYNC_THREADS, len(tasks) // SYNC_SHARE)
+    if workers <= 1:
+        for task in tasks:
+            task()
+        return
+    todo = iter(tasks)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with lock:
+                task = None if errors else next(todo, None)
+            if task is None:
+                return
+            try:
+                task()
+            except BaseException as exc:  # raised by the caller's thread, below
+                with lock:
+                    errors.append(exc)
+
+    threads = [threading.Thread(target=work, name="intemporal-sync") for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _sync_file(root: str, path: str, folder: bool = False) -> None:
+    """fdatasync the file `path` under `root` (`folder`: fsync the folder); nothing if it
+    is gone (deleted since it was logged)."""
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        if folder:
+            sync_folder(os.path.join(root, path))
+            return
+        fd = open_in(root, path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
 
 
 def sync_all(root: str) -> bool:
