@@ -174,6 +174,30 @@ def test_files_synced_each_are_synced_side_by_side_once_each_and_a_failure_is_ra
     _fails_on(monkeypatch, tmp_path, paths, "sub/f123.jsonl")
 
 
+def test_a_folder_on_another_filesystem_has_its_files_synced_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a checkpoint whose files are in a folder that is a mount point of another
+    # filesystem (syncfs of the store's would not reach them)
+    paths = _files(tmp_path, 20)
+    calls = _Calls(monkeypatch, dirty=0)
+    real_stat = os.stat
+    sub = str(tmp_path / "sub")
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> Any:
+        got = real_stat(path, *args, **kwargs)
+        if os.fspath(path) != sub:
+            return got
+        fields = list(got)
+        fields[2] = got.st_dev + 1  # st_dev
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "stat", stat)
+    # Then each file is synced, not the filesystem of the store's folder
+    assert walfile.sync_files(str(tmp_path), paths, 16) is False
+    assert calls.syncfs == 0 and len(calls.files) == 20
+
+
 def test_an_untrusted_or_missing_syncfs_falls_back_to_each_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -203,7 +203,8 @@ def sync_files(root: str, paths: dict[str, bool], bulk: int) -> bool:
     as it is when `whole_filesystem` says so, else each file (`sync_each`). Raises
     `OSError` when a file cannot be synced (a missing one is no error: deleted since)."""
     many = len(paths) > bulk  # (else no need to read /proc/meminfo)
-    if many and whole_filesystem(len(paths), bulk, dirty_bytes()) and sync_all(root):
+    folders = {os.path.dirname(path) for path in paths} if many else set()
+    if many and whole_filesystem(len(paths), bulk, dirty_bytes()) and sync_all(root, folders):
         return True
     sync_each(root, paths)
     return False
@@ -262,10 +263,11 @@ def _sync_file(root: str, path: str, folder: bool = False) -> None:
             os.close(fd)
 
 
-def sync_all(root: str) -> bool:
+def sync_all(root: str, folders: Iterable[str] = ()) -> bool:
     """Make every file and folder of the filesystem holding `root` durable: `syncfs`,
     then an `fsync` of `root`. False when that could not be done or trusted (no `syncfs`,
-    a kernel whose `syncfs` hides write errors, any error): the caller syncs each file.
+    a kernel whose `syncfs` hides write errors, a folder of `folders` (under `root`) on
+    another filesystem, any error): the caller syncs each file then.
 
     The `fsync` after: `syncfs` flushes the device's cache *before* it writes back the
     block device's own buffers (where ext2, or ext4 without a journal, keep inodes and
@@ -278,6 +280,11 @@ def sync_all(root: str) -> bool:
     except OSError:
         return False
     try:
+        device = os.fstat(fd).st_dev
+        for folder in folders:  # a mount point inside the store: not this filesystem
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                if folder and os.stat(os.path.join(root, folder)).st_dev != device:
+                    return False
         syncfs(fd)
         os.fsync(fd)
     except OSError:
