@@ -240,7 +240,9 @@ def sync_each(root: str, paths: dict[str, bool]) -> None:
                 with lock:
                     errors.append(exc)
 
-    threads = [threading.Thread(target=work, name="intemporal-sync") for _ in range(workers)]
+    threads = [
+        threading.Thread(target=work, name="intemporal-sync", daemon=True) for _ in range(workers)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
