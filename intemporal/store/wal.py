@@ -22,10 +22,11 @@ replayed from the checkpoint into the files (idempotent: bytes already there are
 the files are synced, and the checkpoint moves to the end. Without a reboot nothing can
 have been lost (a killed process leaves its writes in the page cache) and nothing is read.
 Before a segment is overwritten, a checkpoint syncs the files its records name (and the
-folders of those made or deleted): each file (a device flush each), or, when they are many
-and the system has little else to write, the whole filesystem with one `syncfs` (one
-flush; `walfile.sync_files` decides). Its checkpointer thread does this off the commit
-path, as the log moves to a new segment.
+folders of those made or deleted): each file (a device flush each, on up to 16 threads),
+or, when they are many and the system has little else to write, the whole filesystem
+with one `syncfs` and an `fsync` of the store's folder (two flushes; `walfile.sync_files`
+decides). Its checkpointer thread does this off the commit path, as the log moves to a
+new segment.
 
 The record format, the state file and the replay of one record are in `walfile.py`.
 """
