@@ -13,9 +13,11 @@ crash-test VFS model it: of each file, what its last sync before the cut covered
 (at random, with `rng`) a prefix of the later writes, the last of them maybe torn; of
 each folder, the names its last sync covered, plus a prefix of the later changes. A file
 whose name was never synced into its folder is gone, and so is everything in a folder
-whose own name was lost. `syncfs` syncs everything. An unnamed file (`O_TMPFILE`, a
-store's spare made ahead by another thread, before or while recording) is recorded from
-its open or its first use ("make"), and is gone after a cut unless a link named it.
+whose own name was lost. `syncfs` syncs everything, unless `syncfs_fails()` says it fails
+this time: then it raises `EIO` and syncs nothing (a failed one may have synced none of
+what was dirty). An unnamed file (`O_TMPFILE`, a store's spare made ahead by another
+thread, before or while recording) is recorded from its open or its first use ("make"),
+and is gone after a cut unless a link named it.
 
 A write on a descriptor opened `O_DSYNC` (or `O_SYNC`), like one with `RWF_DSYNC`, is
 synced when it returns: a cut can only fall inside it (between the write and its sync).
@@ -29,6 +31,7 @@ soon reused for a new file.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import pickle
@@ -65,6 +68,8 @@ class Disk:
         self._dev = os.stat(self.root).st_dev
         self.root_id = self._new(os.stat(self.root).st_ino, folder=True)
         self.real: dict[str, Callable[..., Any]] = {}
+        self.syncfs_fails: Callable[[], bool] = lambda: False
+        self.syncfs_failed = 0  # how many times it did
 
     # -- recording -----------------------------------------------------------------------
     def _new(self, ino: int, folder: bool = False) -> int:
@@ -225,6 +230,10 @@ class Disk:
 
     def syncfs(self, fd: int) -> None:
         with self.lock:
+            if self.syncfs_fails():
+                self.syncfs_failed += 1
+                self.ops.append(("syncfs-failed",))  # nothing synced: a cut point's marker
+                raise OSError(errno.EIO, "syncfs failed (simulated)")
             self.ops.append(("syncall",))
 
     def link(

@@ -9,6 +9,7 @@ nothing doubled.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -528,17 +529,37 @@ def _fuzz(
     runs: int,
     cuts: int,
     direct: bool = True,
+    whole: str = "mixed",
 ) -> None:
+    """The power-cut fuzz. `whole`: how its checkpoints sync: "mixed" (in turn, the whole
+    filesystem at once, each file as the system has too much unwritten, each file as
+    `syncfs` failed), "syncfs" (the whole filesystem, always), "failing" (`syncfs` always
+    fails: each file)."""
     rng = random.Random(seed)
     monkeypatch.setattr(wal_module, "DIRECT", direct)
     monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 2048)  # the log laps: checkpoints too
     monkeypatch.setattr(wal_module, "MAX_SEGMENT", 2048)
-    monkeypatch.setattr(wal_module, "BULK", 8)  # and some checkpoints sync everything
+    monkeypatch.setattr(wal_module, "BULK", 2)  # and checkpoints may sync everything
+    turns = itertools.count()  # the checkpoints that may sync everything, in turn
+    turn = [0]
+
+    def dirty() -> int:
+        turn[0] = next(turns) % 3 if whole == "mixed" else 0
+        return 1 << 40 if turn[0] == 1 else 0
+
+    monkeypatch.setattr(walfile, "dirty_bytes", dirty)
+    monkeypatch.setattr(walfile, "syncfs_reports_errors", lambda: True)
     root, disk = _recorded(tmp_path, monkeypatch)
+    disk.syncfs_fails = lambda: whole == "failing" or turn[0] == 2
     with disk.installed(monkeypatch):
         started, deleted = _workload(root, rng, runs)
     _reboot(monkeypatch, "boot-after")
     assert ACKS and started
+    # its checkpoints synced the whole filesystem, or tried to and synced each file
+    syncalls = [i for i, op in enumerate(disk.ops) if op[0] == "syncall"]
+    failed = [i for i, op in enumerate(disk.ops) if op[0] == "syncfs-failed"]
+    assert bool(syncalls) == (whole != "failing")
+    assert bool(failed) == (whole != "syncfs")
     # the log was written direct where the filesystem allows it (crashsim tears by sectors)
     wrote_direct = any(op[0] == "write" and op[4] for op in disk.ops)
     assert wrote_direct == (direct and waldirect.block_size(str(root / ".wal")) > 0)
@@ -551,6 +572,12 @@ def _fuzz(
     assert SPARES_TAKEN[0] > 0 and linking, "no run was created from a spare file"
     spares = rng.sample(sorted(made.values()), min(len(made), cuts // 10))
     spares += rng.sample(linking, min(len(linking), cuts // 10))
+    # and cuts just before a whole-filesystem sync, after it, and as it goes on; and as
+    # each file is synced instead after `syncfs` failed, and once that checkpoint is done
+    near = sorted({i + d for i in syncalls for d in range(4)})
+    spares += rng.sample(near, min(len(near), cuts // 10))
+    after = sorted({i + d for i in failed for d in range(1, 40)})
+    spares += rng.sample(after, min(len(after), cuts // 10))
     points = sorted(
         {rng.randint(0, total) for _ in range(cuts // 2 - len(spares))}
         | set(spares)

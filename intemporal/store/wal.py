@@ -21,7 +21,12 @@ a store is opened in a boot other than the one its log was last checked in, the 
 replayed from the checkpoint into the files (idempotent: bytes already there are left),
 the files are synced, and the checkpoint moves to the end. Without a reboot nothing can
 have been lost (a killed process leaves its writes in the page cache) and nothing is read.
-Before a segment is overwritten, a checkpoint syncs the files its records name.
+Before a segment is overwritten, a checkpoint syncs the files its records name (and the
+folders of those made or deleted): each file (a device flush each, on up to 16 threads),
+or, when they are many and the system has little else to write, the whole filesystem
+with one `syncfs` and an `fsync` of the store's folder (two flushes; `walfile.sync_files`
+decides). Its checkpointer thread does this off the commit path, as the log moves to a
+new segment.
 
 The record format, the state file and the replay of one record are in `walfile.py`.
 """
@@ -66,7 +71,9 @@ SLOTS = 4  # segment files, reused round-robin
 FIRST_SEGMENT = 1 << 16  # a new store's log starts small (a test's store costs 64 KiB)...
 MAX_SEGMENT = 1 << 22  # ...and grows x4 per segment up to 4 MiB
 UNBORN_SLACK = 60.0  # s: a journal linked this long before a checkpoint had its record in
-BULK = 4096  # a checkpoint naming more files than this syncs the whole filesystem (syncfs)
+# A checkpoint naming more files than this may sync the whole filesystem at once (syncfs)
+# instead of each file: see `walfile.whole_filesystem` for when
+BULK = 16
 # direct I/O where the filesystem allows it (waldirect.py): off unless asked, no gain measured
 DIRECT = os.environ.get("INTEMPORAL_WAL_DIRECT") == "1"
 
@@ -104,13 +111,16 @@ class WriteAheadLog:
     """The log of the file store rooted at `root`; see the module docstring.
 
     `log(path, offset, data)` returns once the record is on disk. `syncs` counts the
-    data syncs this object made (tests and `make bench` count them).
+    data syncs this object made (tests and `make bench` count them); `file_syncs` the files
+    its checkpoints synced one by one, `fs_syncs` those that synced the whole filesystem.
     """
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.folder = os.path.join(root, WAL)
         self.syncs = 0
+        self.file_syncs = 0  # files a checkpoint synced one by one (tests, benchmarks)
+        self.fs_syncs = 0  # checkpoints that synced the whole filesystem at once instead
         self._mu = threading.Lock()
         self._queue: list[_Item] = []
         self._leading = False
@@ -450,8 +460,12 @@ class WriteAheadLog:
             yield rec
 
     def _sync_files(self, paths: dict[str, bool]) -> None:
-        """Sync every file of `paths` (and the folder of those marked: made or deleted)."""
-        walfile.sync_files(self.root, paths, BULK)
+        """Sync every file of `paths` (and the folder of those marked: made or deleted):
+        each file, or the whole filesystem at once (`walfile.sync_files` decides)."""
+        if walfile.sync_files(self.root, paths, BULK):
+            self.fs_syncs += 1
+        else:
+            self.file_syncs += len(paths)
 
     def _checkpoint_behind(self, upto: tuple[int, int]) -> None:
         """Have the checkpointer thread move the checkpoint to `upto`, off the commit path."""
