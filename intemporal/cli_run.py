@@ -402,8 +402,11 @@ def gc(
     ended with --status. A child run is never deleted while its parent is unfinished
     (waiting, crashed, pending), nor on its own. Prints how many runs were removed;
     --dry-run lists them (children included) and deletes nothing. --json prints one
-    object per run (run_id, status, workflow, parent, action). A run whose journal cannot
-    be read is left alone and named on stderr, and the command exits 1.
+    object per run (run_id, status, workflow, parent, action; error for a run kept by a
+    failed unlink). A run whose journal cannot be read is left alone and named on stderr,
+    and the command exits 1; so is a run whose files cannot be deleted (a file made
+    immutable, a read-only file system), with the runs below it: every other run is
+    deleted, and the next gc tries it again.
 
     \b
     Examples:
@@ -414,6 +417,7 @@ def gc(
     seconds = parse_age(older_than)
     store = _open(ctx)
     unreadable: set[str] = set()
+    undeletable: dict[str, str] = {}  # run id -> why its files could not be unlinked
     with bulk():
         doomed = collectable(
             store,
@@ -424,15 +428,18 @@ def gc(
         )
         # the top-level run first, then what it started
         listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
-        doomed = doomed if dry_run else delete_trees(store, doomed, unreadable)
+        doomed = doomed if dry_run else delete_trees(store, doomed, unreadable, undeletable)
         store.close()  # the file store's index drops the deleted runs' rows now
         gone = {i.run_id for tree in doomed for i in tree.runs}
     out = render.console()
     for info in listed:
         if as_json:
             action = "would remove" if dry_run else "removed" if info.run_id in gone else "kept"
-            obj = {"run_id": info.run_id, "status": info.status.value, "workflow": info.workflow}
-            typer.echo(json.dumps({**obj, "parent": info.parent, "action": action}))
+            obj: dict[str, str | None] = {"run_id": info.run_id, "status": info.status.value}
+            obj |= {"workflow": info.workflow, "parent": info.parent, "action": action}
+            if info.run_id in undeletable:
+                obj["error"] = undeletable[info.run_id]
+            typer.echo(json.dumps(obj))
         else:
             below = f", child of {info.parent}" if info.parent else ""
             out.print(
@@ -441,14 +448,23 @@ def gc(
             )
     if not as_json:
         out.print(f"{'would remove' if dry_run else 'removed'} {len(gone)} run(s)")
-    if unreadable:  # left alone, never skipped in silence
-        for rid in sorted(unreadable):
-            render.console(stderr=True).print(
-                f"error: {rid} cannot be read (a damaged journal): left alone; "
-                f"`intemporal show {rid}` says why",
-                style="red",
-                soft_wrap=True,
-            )
+    err = render.console(stderr=True)
+    for rid in sorted(unreadable):  # left alone, never skipped in silence
+        err.print(
+            f"error: {rid} cannot be read (a damaged journal): left alone; "
+            f"`intemporal show {rid}` says why",
+            style="red",
+            soft_wrap=True,
+        )
+    for rid, why in sorted(undeletable.items()):  # so are the runs below it
+        err.print(
+            f"error: {rid} cannot be deleted ({why}): left alone, with the runs below it; "
+            "the next `gc` tries again",
+            style="red",
+            soft_wrap=True,
+            markup=False,
+        )
+    if unreadable or undeletable:
         raise typer.Exit(1)
 
 
