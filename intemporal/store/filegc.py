@@ -20,7 +20,14 @@ on a file system that discards freed blocks as it frees them: 30 s. Here instead
   other (one edited by hand, a link, a run whose end the index learnt from a reader) is read
   whole and checked first, as before: a damaged one is left alone and named.
 - **Unlinks in parallel.** Freeing a file's blocks waits on the disk (on a file system
-  mounted with `discard`, ~0.1 ms); `THREADS` threads wait at once, in inode order.
+  mounted with `discard`, ~0.1 ms); the kernel's workers through io_uring (`uring.py`),
+  else `THREADS` threads, wait at once, in inode order. Both are driven the same way
+  (`_level`): a level of runs none below another, their inboxes and lock files first, then
+  the journals of the runs whose went; then the runs below the ones deleted.
+- **A file that cannot be unlinked** (`chattr +i`, `EPERM`, `EROFS`...) keeps its run, and
+  every run below it, whole: never a journal without the inbox refused before it, never a
+  parent without its children. The run is named with why (`undeletable`), its row stays,
+  every other run goes; the next `gc` tries it again.
 - **Crash-safe order.** A tree's top-level run goes first, then the runs below it: a crash
   (SIGKILL) in between leaves finished child runs whose parent is gone, which are top-level
   runs themselves (the next `gc` takes them), never a parent that would run a deleted child
