@@ -60,6 +60,7 @@ from .uring import UnlinkRing
 from .wal import WriteAheadLog
 
 GCLOCK = ".gclock"
+_FORMAT, _REGULAR = stat.S_IFMT(0o170000), stat.S_IFREG  # `stat.S_ISREG` without a call
 THREADS = 16  # unlinks waiting on the disk at once
 BATCH = 8192  # runs whose files, then rows, are deleted together
 
@@ -227,7 +228,23 @@ class FileCollector(FileListing):
         unreadable: set[str],
     ) -> Batch:
         """Which trees still end as `gc` saw them, every run of each (see `_still_ended`)."""
+        verdicts, tops, lstat = batch.verdicts, batch.tops, os.stat
         for runs in batch.trees:
+            if len(runs) == 1 and "/" not in runs[0].run_id:  # most trees: `_still_ended`'s
+                info = runs[0]  # first look, inlined (100,000 calls fewer)
+                run_id = info.run_id
+                try:
+                    st = lstat(run_id + JOURNAL, dir_fd=root, follow_symlinks=False)
+                except FileNotFoundError:  # `_still_ended` says what then
+                    st = None
+                if (
+                    st is not None
+                    and st.st_mode & _FORMAT == _REGULAR
+                    and ends.get(run_id) == (info.updated_at, st.st_size, st.st_mtime_ns)
+                ):
+                    verdicts.append(True)
+                    tops.append((st.st_ino, run_id))
+                    continue
             inodes = []
             for info in runs:
                 try:
@@ -250,7 +267,7 @@ class FileCollector(FileListing):
                     batch.below.setdefault(info.parent or "", []).append((inode, info.run_id))
         return batch
 
-    def _delete(self, batch: Batch, root: int, extra: set[str], unlink: Unlink) -> None:
+    def _delete(self, batch: Batch, root: int, extra: dict[str, list[str]], unlink: Unlink) -> None:
         """Unlink the batch's top-level runs, then the runs below those deleted, level by
         level: a run that could not be deleted keeps every run below it (`batch.failed`)."""
         folders: dict[str, int] = {}
@@ -271,7 +288,7 @@ class FileCollector(FileListing):
         failed: dict[str, str],
         folders: dict[str, int],
         root: int,
-        extra: set[str],
+        extra: dict[str, list[str]],
         unlink: Unlink,
     ) -> list[str]:
         """Delete runs none of which is below another: their inboxes and lock files first,
@@ -290,12 +307,10 @@ class FileCollector(FileListing):
                 if run_id not in failed:
                     vanished.append(run_id)
                 continue
-            if folder or run_id + INBOX in extra or run_id + LOCK in extra:
-                for suffix in (INBOX, LOCK):
-                    if folder or run_id + suffix in extra:
-                        firsts.append((dfd, name + suffix))
-                        owners.append(run_id)
-                        rels.append(run_id + suffix)
+            for suffix in (INBOX, LOCK) if folder else extra.get(run_id, ()):
+                firsts.append((dfd, name + suffix))
+                owners.append(run_id)
+                rels.append(run_id + suffix)
             journals.append((dfd, name + JOURNAL))
             ids.append(run_id)
         if firsts:
@@ -384,10 +399,18 @@ class FileCollector(FileListing):
             return st.st_ino
         return -1
 
-    def _extras(self, root: int) -> set[str]:
-        """The names of the root's inbox and lock files (one listing, not a stat per run)."""
+    def _extras(self, root: int) -> dict[str, list[str]]:
+        """The top-level runs that have an inbox or a lock file, and the suffixes of those
+        (one listing of the root, not a look per run)."""
+        extra: dict[str, list[str]] = {}
         with os.scandir(root) as it:
-            return {e.name for e in it if e.name.endswith((INBOX, LOCK))}
+            for e in it:
+                for suffix in (INBOX, LOCK):
+                    if e.name.endswith(suffix):
+                        extra.setdefault(e.name[: -len(suffix)], []).append(suffix)
+        for suffixes in extra.values():
+            suffixes.sort(key=(INBOX, LOCK).index)  # the inbox first
+        return extra
 
 
 def _why(exc: OSError, rel: str) -> str:
