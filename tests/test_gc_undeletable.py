@@ -42,6 +42,9 @@ from intemporal.housekeeping import Tree, collectable, delete_trees
 from intemporal.store import filegc, walfile
 from intemporal.store.uring import UnlinkRing
 
+# Faults are found by `/proc/self/fd`; `chattr` and io_uring are Linux's too.
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
 FLOWS = """
 import intemporal
 
@@ -146,7 +149,6 @@ def _gc(home: Path) -> tuple[set[str], dict[str, str], list[Tree]]:
     return {i.run_id for t in trees for i in t.runs}, undeletable, trees
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd is Linux's")
 def test_one_journal_refused_among_many_batches_is_named_and_the_rest_deleted(
     tmp_path: Path, flows: Any, unlinks: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,7 +169,6 @@ def test_one_journal_refused_among_many_batches_is_named_and_the_rest_deleted(
     assert _journals(home) == set() == _rows(home)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd is Linux's")
 def test_a_child_run_refused_stays_as_a_top_level_run_and_its_family_goes(
     tmp_path: Path, flows: Any, unlinks: str
 ) -> None:
@@ -207,7 +208,6 @@ def test_a_child_run_refused_stays_as_a_top_level_run_and_its_family_goes(
     assert sorted(p.name for p in home.iterdir() if not p.name.startswith(".")) == []
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd is Linux's")
 def test_an_inbox_refused_keeps_its_run_whole(tmp_path: Path, flows: Any, unlinks: str) -> None:
     home = tmp_path / "store"
     _fill(home, flows, 6, inbox=(2, 4))
@@ -221,7 +221,6 @@ def test_an_inbox_refused_keeps_its_run_whole(tmp_path: Path, flows: Any, unlink
     assert [p.name for p in home.glob("*.inbox")] == ["r0002.inbox"]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd is Linux's")
 def test_the_cli_names_a_refused_run_and_the_next_gc_gets_past_it(
     tmp_path: Path, flows: Any, unlinks: str
 ) -> None:
@@ -262,7 +261,6 @@ def test_the_cli_names_a_refused_run_and_the_next_gc_gets_past_it(
     assert _journals(home) == set() == _rows(home)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd is Linux's")
 def test_gc_run_by_run_names_a_refused_run_too(tmp_path: Path, flows: Any) -> None:
     home = tmp_path / "store"
     _fill(home, flows, 4, families=2, inbox=(1,))
@@ -304,7 +302,6 @@ def _chattr(path: Path, flag: str) -> str | None:
     return None if proc.returncode == 0 else f"chattr {flag} failed: {proc.stderr.strip()}"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="chattr is Linux's")
 def test_a_journal_made_immutable_with_chattr(tmp_path: Path, flows: Any, unlinks: str) -> None:
     home = tmp_path / "store"
     _fill(home, flows, 30, families=2)
