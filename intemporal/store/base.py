@@ -19,7 +19,7 @@ The interface speaks of runs, ownership and wake-ups; this is all of it (nothing
 
     runs        create(run_id, first, sync, owner)   create_claimed(...) -> Lease | None
                 read   exists   delete   delete_if_ended   run_ids
-                delete_ended_trees(trees, unreadable)   `gc`'s bulk way, or None
+                delete_ended_trees(trees, unreadable, undeletable)   `gc`'s bulk way, or None
     ownership   claim(run_id, owner) -> Lease | None      a named run: a resume, a child
                 claim_next(owner, queues, limit) -> [Lease]  what `owner` may execute
                     now: pending (and due), running with no live lease (its process
