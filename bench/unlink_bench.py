@@ -59,7 +59,7 @@ def unlink(mode: str, dfd: int, names: list[str]) -> None:
     if ring is None:
         raise SystemExit("no io_uring on this system")
     try:
-        ring.unlink([(dfd, [name]) for name in names])
+        ring.unlink([(dfd, name) for name in names])
     finally:
         ring.close()
 

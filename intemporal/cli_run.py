@@ -1,6 +1,6 @@
 """The `intemporal` commands that run workflows and change runs: start, resume, result,
-cancel, signal, gc, replay, ui; importing this module registers every command of the CLI
-(it imports the other command modules first, in the order `intemporal --help` lists them).
+cancel, signal, replay, ui (gc: `cli_gc.py`); importing this module registers every command
+of the CLI (it imports the other command modules in the order `intemporal --help` lists them).
 
 `intemporal/cli.py` is the entry point: it imports only the module a command lives in.
 """
@@ -19,7 +19,6 @@ from . import cli_timeline as view
 from .cli_render import Outcome, describe, exit_code
 from .cli_support import (
     _USER_ERRORS,
-    Finished,
     ImportOption,
     JsonOption,
     RunArg,
@@ -38,9 +37,9 @@ from .cli_support import (
 )
 from .errors import IntemporalError
 from .handle import RunHandle
-from .housekeeping import bulk, collectable, delete_trees, resumable
+from .housekeeping import resumable
 from .start_api import PRIORITY_MAX, PRIORITY_MIN
-from .store import RunStatus, check_run_id
+from .store import check_run_id
 from .ui import ui
 from .verify import verify_replay
 
@@ -375,81 +374,7 @@ def start(
     print_outcome(outcome, as_json)
 
 
-@command()
-def gc(
-    ctx: typer.Context,
-    older_than: Annotated[
-        str,
-        typer.Option(
-            "--older-than",
-            metavar="AGE",
-            help="Only runs that ended longer ago: 90s, 15m, 12h, 7d, 2w.",
-        ),
-    ],
-    status: Annotated[
-        Finished | None, typer.Option(case_sensitive=False, help="Only runs that ended so.")
-    ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
-    ] = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Delete finished runs (completed, failed, cancelled) that ended longer ago than AGE.
-
-    A parent run reads its child runs again when it is replayed, so runs go by whole
-    trees: a top-level run with all its child runs, once every one of them is finished
-    and no process owns any, the last ended longer ago than AGE, and the top-level run
-    ended with --status. A child run is never deleted while its parent is unfinished
-    (waiting, crashed, pending), nor on its own. Prints how many runs were removed;
-    --dry-run lists them (children included) and deletes nothing. --json prints one
-    object per run (run_id, status, workflow, parent, action). A run whose journal cannot
-    be read is left alone and named on stderr, and the command exits 1.
-
-    \b
-    Examples:
-      intemporal gc --older-than 7d
-      intemporal gc --older-than 12h --status completed
-      intemporal gc --older-than 30d --dry-run
-    """
-    seconds = parse_age(older_than)
-    store = _open(ctx)
-    unreadable: set[str] = set()
-    with bulk():
-        doomed = collectable(
-            store,
-            older_than=seconds,
-            status=status and RunStatus(status),
-            unreadable=unreadable,
-            probe=dry_run,
-        )
-        # the top-level run first, then what it started
-        listed = [i for tree in doomed for i in reversed(tree.runs)] if dry_run or as_json else []
-        doomed = doomed if dry_run else delete_trees(store, doomed, unreadable)
-        store.close()  # the file store's index drops the deleted runs' rows now
-        gone = {i.run_id for tree in doomed for i in tree.runs}
-    out = render.console()
-    for info in listed:
-        if as_json:
-            action = "would remove" if dry_run else "removed" if info.run_id in gone else "kept"
-            obj = {"run_id": info.run_id, "status": info.status.value, "workflow": info.workflow}
-            typer.echo(json.dumps({**obj, "parent": info.parent, "action": action}))
-        else:
-            below = f", child of {info.parent}" if info.parent else ""
-            out.print(
-                f"would remove {info.run_id} ({info.status}, {info.workflow}{below})",
-                soft_wrap=True,
-            )
-    if not as_json:
-        out.print(f"{'would remove' if dry_run else 'removed'} {len(gone)} run(s)")
-    if unreadable:  # left alone, never skipped in silence
-        for rid in sorted(unreadable):
-            render.console(stderr=True).print(
-                f"error: {rid} cannot be read (a damaged journal): left alone; "
-                f"`intemporal show {rid}` says why",
-                style="red",
-                soft_wrap=True,
-            )
-        raise typer.Exit(1)
+from . import cli_gc  # noqa: E402, F401 - registers `gc` here: `intemporal --help` lists it after start
 
 
 @command()

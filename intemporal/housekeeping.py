@@ -31,6 +31,8 @@ from .events import TERMINAL_EVENTS
 from .store.base import RunStatus, Store
 from .store.runinfo import RunInfo
 
+_FINISHED = frozenset(s for s in RunStatus if s.finished)
+
 
 @dataclass
 class Tree:
@@ -84,7 +86,8 @@ def trees(store: Store, cutoff: float | None = None) -> tuple[list[Tree], set[st
         below = [r for child in children[info.run_id] for r in deepest_first(child)]
         return [*below, info]
 
-    return [Tree(root, deepest_first(root)) for root in roots], unreadable
+    found = [Tree(r, deepest_first(r) if r.run_id in children else [r]) for r in roots]
+    return found, unreadable
 
 
 def collectable(
@@ -114,7 +117,10 @@ def collectable(
     for tree in found:
         if want is not None and tree.root.status is not want:
             continue
-        if not all(info.status.finished for info in tree.runs) or tree.ended > cutoff:
+        if len(tree.runs) == 1:  # most trees: one run (the rule below, 100,000 times cheaper)
+            if tree.root.status not in _FINISHED or tree.root.updated_at > cutoff:
+                continue
+        elif not all(info.status.finished for info in tree.runs) or tree.ended > cutoff:
             continue
         # A run that cannot be read may be a child: keep every run its id may sit under.
         if damaged and any(u.startswith(i.run_id + "/") for u in damaged for i in tree.runs):
@@ -139,30 +145,72 @@ def taken(store: Store, run_id: str) -> bool:
 
 
 def delete_trees(
-    store: Store, doomed: list[Tree], unreadable: set[str] | None = None
+    store: Store,
+    doomed: list[Tree],
+    unreadable: set[str] | None = None,
+    undeletable: dict[str, str] | None = None,
 ) -> list[Tree]:
     """Delete each tree whole; return the trees deleted.
 
     The store's bulk way first (`Store.delete_ended_trees`: the file store holds one lock
     for the whole store, deletes top-level runs before the runs below them, and reads only
-    journals changed since they ended). Else run by run, deepest first: every run of a tree
-    is claimed and read again. Either way a tree one of whose runs another process took
-    meanwhile (a resume), or that changed since it was looked at, is left whole. So is a
-    tree with a run that cannot be read: its id goes to `unreadable`.
+    journals changed since they ended). Else run by run, the top-level run first: every run
+    of a tree is claimed and read again. Either way a tree one of whose runs another
+    process took meanwhile (a resume), or that changed since it was looked at, is left
+    whole. So is a tree with a run that cannot be read: its id goes to `unreadable`.
+
+    A run whose files cannot be deleted (`chattr +i`, a read-only file system: an
+    `OSError` other than a missing file) stays, and so does every run below it; its id
+    goes to `undeletable` with why ("Operation not permitted: a.jsonl"), and every other
+    run is deleted. Such a tree is returned with the runs that went, if any (its top-level
+    run went, then); the next `gc` tries the runs left again.
     """
     found: set[str] = set()
-    bulk = store.delete_ended_trees([tree.runs for tree in doomed], found)
+    failed: dict[str, str] = {}
+    bulk = store.delete_ended_trees([tree.runs for tree in doomed], found, failed)
     if unreadable is not None:
         unreadable |= found
     if bulk is not None:  # the store's own way (the file store: one lock for all)
-        return [tree for tree, gone in zip(doomed, bulk, strict=True) if gone]
+        deleted = [tree for tree, gone in zip(doomed, bulk, strict=True) if gone]
+        if failed:
+            deleted += [part for tree in doomed if (part := _part(tree, failed)) is not None]
+    else:
+        deleted = _one_by_one(store, doomed, unreadable, failed)
+    if undeletable is not None:
+        undeletable.update(failed)
+    return deleted
+
+
+def _part(tree: Tree, failed: dict[str, str]) -> Tree | None:
+    """What went of a tree some of whose runs could not be deleted (those, and every run
+    below them, stay): None when nothing did, or when none of its runs failed."""
+    if not any(info.run_id in failed for info in tree.runs):
+        return None
+    kept: set[str] = set()
+    for info in reversed(tree.runs):  # the top-level run first, each run before its children
+        if info.run_id in failed or (info.parent is not None and info.parent in kept):
+            kept.add(info.run_id)
+    if tree.root.run_id in kept:
+        return None
+    return Tree(tree.root, [info for info in tree.runs if info.run_id not in kept])
+
+
+def _one_by_one(
+    store: Store, doomed: list[Tree], unreadable: set[str] | None, failed: dict[str, str]
+) -> list[Tree]:
+    """`delete_trees` without the store's bulk way: each run claimed and read again."""
     deleted = []
     for tree in doomed:
         leases = []
         try:
             if len(tree.runs) == 1:  # most trees: one run, deleted in one step
-                if store.delete_if_ended(tree.root.run_id, tree.root.updated_at):
-                    deleted.append(tree)
+                try:
+                    if store.delete_if_ended(tree.root.run_id, tree.root.updated_at):
+                        deleted.append(tree)
+                except IntemporalError:
+                    raise
+                except OSError as exc:
+                    failed[tree.root.run_id] = _why(exc)
                 continue
             for info in tree.runs:
                 lease = store.claim(info.run_id)
@@ -173,9 +221,21 @@ def delete_trees(
                 if last["type"] not in TERMINAL_EVENTS or last.get("ts", 0.0) != info.updated_at:
                     break
             else:
-                for info in tree.runs:
-                    store.delete(info.run_id)
-                deleted.append(tree)
+                skipped: set[str] = set()
+                for info in reversed(tree.runs):  # a parent before the runs below it
+                    if info.parent is not None and info.parent in skipped:
+                        skipped.add(info.run_id)
+                        continue
+                    try:
+                        store.delete(info.run_id)
+                    except IntemporalError:
+                        raise
+                    except OSError as exc:
+                        failed[info.run_id] = _why(exc)
+                        skipped.add(info.run_id)
+                part = _part(tree, failed) if skipped else tree
+                if part is not None:
+                    deleted.append(part)
         except RunNotFound:  # deleted meanwhile, by another gc
             continue
         except IntemporalError:  # damaged, or a link: left alone, and said
@@ -185,6 +245,11 @@ def delete_trees(
             for lease in leases:
                 lease.release()
     return deleted
+
+
+def _why(exc: OSError) -> str:
+    """Why a run's file could not be deleted: "Operation not permitted: a.jsonl"."""
+    return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
 
 
 def resumable(store: Store, info: RunInfo, failed: bool = False) -> bool:

@@ -3,6 +3,7 @@
 | command line                         | loads                                             |
 | ------------------------------------ | ------------------------------------------------- |
 | `list`, `show RUN`, `tree`, `count`  | `cli_inspect` only: no engine, no `cli_run`       |
+| `gc`                                 | `cli_gc` only: no engine, no `cli_run`, no Pydantic |
 | `--help`, any other command          | every command (the full `intemporal --help` list) |
 
 Usual option values (text, digits, flags) are read without Pydantic (`cli_coerce.py`); any
@@ -60,6 +61,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["count"], "1"),
         (["show", "one"], "one"),
         (["tree", "one"], "one"),
+        (["gc", "--older-than", "7d", "--status", "failed"], "removed 0 run(s)"),
     ],
 )
 def test_the_commands_that_look_load_neither_the_engine_nor_the_other_commands(

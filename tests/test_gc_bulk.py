@@ -274,11 +274,12 @@ def slow_unlink(*args, **kwargs):
 os.unlink = slow_unlink
 from intemporal.store.uring import UnlinkRing
 real_ring = UnlinkRing.unlink
-def slow_ring(self, chains):  # a few chains in flight at a time, each chain in order
-    for i in range(0, len(chains), 4):
+def slow_ring(self, names):  # a few names in flight at a time
+    failures = {}
+    for i in range(0, len(names), 4):
         time.sleep(0.008)
-        real_ring(self, chains[i : i + 4])
-    return False
+        failures.update({i + k: e for k, e in real_ring(self, names[i : i + 4]).items()})
+    return failures
 UnlinkRing.unlink = slow_ring
 sys.argv = ["intemporal", "--store", sys.argv[1], "gc", "--older-than", "0s"]
 main()

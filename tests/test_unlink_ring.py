@@ -2,10 +2,10 @@
 
 | kind                                            | right                                       |
 | ----------------------------------------------- | ------------------------------------------- |
-| chains of names, more than the ring holds        | every name gone, each chain in order        |
-| a name missing                                   | not an error; the rest of its chain goes    |
-| a name that cannot be unlinked (a folder)        | raised as `os.unlink` raises it, the rest   |
-|                                                  | deleted first                               |
+| more names than the ring holds                   | every name gone                             |
+| a name missing                                   | not a failure                               |
+| a name that cannot be unlinked (a folder)        | returned by index as `os.unlink` raises it, |
+|                                                  | every other name deleted                    |
 | io_uring off (`INTEMPORAL_NO_IO_URING=1`)        | `open` says None; `gc` deletes on threads   |
 | `gc` of parents and child runs through the ring  | every file gone, child folders removed      |
 """
@@ -37,34 +37,29 @@ def ring_or_skip(fd: int) -> UnlinkRing:
     return ring
 
 
-def test_chains_longer_than_the_ring_are_all_unlinked(
+def test_more_names_than_the_ring_holds_are_all_unlinked(
     folder: tuple[Path, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given more names than the ring holds, in chains of one to three, one name missing
+    # Given more names than the ring holds, two of them missing
     path, fd = folder
     monkeypatch.setattr(uring, "WORKERS", 4)
     names = [f"f{i}" for i in range(uring.ENTRIES * 2 + 5)]
     for name in names:
         (path / name).write_bytes(b"x" * 100)
-    chains: list[tuple[int, list[str]]] = []
-    i = 0
-    while i < len(names):
-        size = 1 + len(chains) % 3
-        chains.append((fd, names[i : i + size]))
-        i += size
-    chains.append((fd, ["missing", "also-missing"]))
     ring = ring_or_skip(fd)
     try:
         # When they are unlinked through the ring
-        retried = ring.unlink(chains)
+        failures = ring.unlink([(fd, n) for n in [*names, "missing", "also-missing"]])
     finally:
         ring.close()
-    # Then every file is gone, and nothing needed a second try
+    # Then every file is gone, and a missing name is no failure
     assert sorted(os.listdir(path)) == []
-    assert retried is False
+    assert failures == {}
 
 
-def test_a_name_that_cannot_be_unlinked_is_raised_after_the_rest(folder: tuple[Path, int]) -> None:
+def test_a_name_that_cannot_be_unlinked_is_returned_and_the_rest_deleted(
+    folder: tuple[Path, int],
+) -> None:
     # Given a folder among files
     path, fd = folder
     (path / "a.inbox").write_text("")
@@ -73,12 +68,14 @@ def test_a_name_that_cannot_be_unlinked_is_raised_after_the_rest(folder: tuple[P
     (path / "b.jsonl").write_text("{}\n")
     ring = ring_or_skip(fd)
     try:
-        # When the three are unlinked
-        with pytest.raises(IsADirectoryError):
-            ring.unlink([(fd, ["a.inbox", "a.jsonl"]), (fd, ["sub"]), (fd, ["b.jsonl"])])
+        # When the four are unlinked
+        failures = ring.unlink([(fd, "a.inbox"), (fd, "a.jsonl"), (fd, "sub"), (fd, "b.jsonl")])
     finally:
         ring.close()
-    # Then the files are gone, the folder stays, as os.unlink would have said
+    # Then the folder's failure is returned by its index, as os.unlink says it; the files
+    # are gone
+    assert list(failures) == [2] and isinstance(failures[2], IsADirectoryError)
+    assert failures[2].filename == "sub"
     assert os.listdir(path) == ["sub"]
 
 

@@ -19,7 +19,7 @@ The interface speaks of runs, ownership and wake-ups; this is all of it (nothing
 
     runs        create(run_id, first, sync, owner)   create_claimed(...) -> Lease | None
                 read   exists   delete   delete_if_ended   run_ids
-                delete_ended_trees(trees, unreadable)   `gc`'s bulk way, or None
+                delete_ended_trees(trees, unreadable, undeletable)   `gc`'s bulk way, or None
     ownership   claim(run_id, owner) -> Lease | None      a named run: a resume, a child
                 claim_next(owner, queues, limit) -> [Lease]  what `owner` may execute
                     now: pending (and due), running with no live lease (its process
@@ -484,12 +484,17 @@ class Store(ABC):
             lease.release()
 
     def delete_ended_trees(
-        self, trees: list[list[RunInfo]], unreadable: set[str]
+        self,
+        trees: list[list[RunInfo]],
+        unreadable: set[str],
+        undeletable: dict[str, str] | None = None,
     ) -> list[bool] | None:
         """`gc`'s bulk way, where a backend has one: delete each group of runs (a tree,
         deepest first, as `ended_before` described them) whole, or not at all when one of
         its runs is owned, changed since, gone, or cannot be read (its id then goes to
-        `unreadable`); one bool per group, True where it was deleted.
+        `unreadable`); one bool per group, True where it was deleted. A run whose files
+        cannot be unlinked (`EPERM`, `EROFS`, ...) stays with every run below it, its id in
+        `undeletable` with why; the rest of its group is deleted (the group says False).
 
         None when the backend has no bulk way now: the caller claims and deletes run by
         run (`housekeeping.delete_trees`). This default returns None.

@@ -559,16 +559,22 @@ class FileStore(FileCollector):
                     yield prefix + name[: -len(JOURNAL)]
 
     def delete(self, run_id: str) -> None:
-        if self._wal is not None:  # so a replay does not bring it back (with the next sync)
-            self._wal.forget(check_run_id(run_id) + JOURNAL, run_id + INBOX)
         top = "/" not in check_run_id(run_id)
         dfd = (self._root_fd if self._root_fd >= 0 else self._open_root()) if top else -1
-        for suffix in (JOURNAL, INBOX, LOCK):
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for suffix in (INBOX, LOCK, JOURNAL):  # never an inbox without its run
+            if self._wal is not None and suffix != LOCK:  # so a replay does not bring it back
+                self._wal.forget(run_id + suffix)  # (with the next sync)
+            try:
                 if top:  # the root's descriptor is open already: one call per file
                     os.unlink(run_id + suffix, dir_fd=dfd)
                 else:
                     unlink_in(self._root, run_id + suffix)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except UnsafeStore:
+                raise
+            except OSError as exc:  # the run stays (`gc` names it): the file, as the store has it
+                raise OSError(exc.errno, exc.strerror, run_id + suffix) from exc
         self.forget(run_id)
         # Folders of child runs ("<parent>/<seq>") go once empty, up to the root.
         prune_folders(self._root, run_id)

@@ -255,10 +255,11 @@ class FileListing(Store):
                 continue  # in its parent's tree: taken with it, or not at all
             # Its children, theirs...: by id prefix, kept when their parent is in the tree
             # (a run merely named "<id>/x" by a user belongs to its own parent, if any).
-            tree = [row, *sorted(below.get(row[0], ()), key=lambda r: len(r[0]))]
-            if len(tree) == 1:  # `delete_if_ended` reads it whole, cutting nothing
+            kids = below.get(row[0])
+            if not kids:  # most runs (`delete_if_ended` reads it whole, cutting nothing)
                 infos[row[0]] = _info(row)
                 continue
+            tree = [row, *sorted(kids, key=lambda r: len(r[0]))]
             for run in tree:
                 if run is not row and run[3] not in infos:
                     continue

@@ -1,7 +1,7 @@
 """Deleting many files at once through Linux's io_uring: `gc`'s unlinks, without a thread each.
 
     ring = UnlinkRing.open(root_fd)     # None where io_uring or its unlinkat is missing
-    ring.unlink([(dir_fd, ["a.inbox", "a.jsonl"]), (dir_fd, ["b.jsonl"])])
+    failures = ring.unlink([(dir_fd, "a.inbox"), (dir_fd, "b.jsonl")])  # {index: OSError}
     ring.close()
 
 Why: on a file system mounted with `discard` (and ext4 without a journal discards as it
@@ -14,10 +14,10 @@ the block layer merges their discards. Measured on this project's disk (ext4 wit
 journal, `discard`): 20 µs an unlink against 60-100 µs on 16-64 threads (README
 "Performance").
 
-Each chain's names are unlinked one after another, in order (`IOSQE_IO_HARDLINK`: the
-next runs even when one is missing), the chains side by side. A name missing
-(`ENOENT`, `ENOTDIR`) is not an error; any other failure is tried again with `os.unlink`,
-which raises it as Python does. The requests are written with `struct` into the ring's
+The names are unlinked side by side, in no order: a caller that needs an order (an inbox
+before its journal) makes two calls. A name missing (`ENOENT`, `ENOTDIR`) is not an error;
+any other failure is tried again with `os.unlink`, and what that raises is returned by
+index, every other name deleted all the same (one file `chattr +i` fails alone). The requests are written with `struct` into the ring's
 `mmap` and the system calls made through `ctypes` (`libc.syscall`): no dependency, and
 nothing outside Linux (`open` returns None: the caller's threads do it).
 """
@@ -35,7 +35,6 @@ ENTRIES = 1024  # requests in the submission ring (the completion ring holds twi
 WORKERS = 64  # the kernel's workers unlinking at once
 _SYSCALLS = {"x86_64": (425, 426, 427), "aarch64": (425, 426, 427)}  # setup, enter, register
 _OP_UNLINKAT = 36
-_HARDLINK = 1 << 3
 _ENTER_GETEVENTS = 1
 _FEAT_SINGLE_MMAP = 1  # the rings share one mapping
 _REGISTER_IOWQ_MAX_WORKERS = 19
@@ -112,7 +111,7 @@ class UnlinkRing:
             os.close(fd)
             return None
         try:
-            failed = ring.unlink([(probe_fd, [".intemporal-io-uring-probe/x"])])
+            failed = bool(ring._submit([(probe_fd, ".intemporal-io-uring-probe/x")]))
         except OSError:
             failed = True
         if failed:
@@ -158,34 +157,42 @@ class UnlinkRing:
         _U32.pack_into(ring, self._cq_head, (head + n) & 0xFFFFFFFF)
         return n
 
-    def unlink(self, chains: list[tuple[int, list[str]]]) -> bool:
-        """Unlink every chain's names (relative to its folder descriptor), each chain in order.
+    def unlink(self, names: list[tuple[int, str]]) -> dict[int, OSError]:
+        """Unlink every name (relative to its folder descriptor), side by side, in no order.
 
-        Returns whether the ring itself failed a name that a plain `os.unlink` then removed
-        (only the probe of `open` cares). Raises `OSError` for a name that cannot be
-        unlinked but is there (`EACCES`, `EISDIR`, ...), after every other name was tried.
+        Returns the failures by index into `names`: a name missing (`ENOENT`, `ENOTDIR`) is
+        not one; a name the ring failed is tried again with `os.unlink`, and the `OSError`
+        that raises (`PermissionError`, `IsADirectoryError`, ...: naming the file as Python
+        does) is the failure. Every name is tried, whatever the others did.
         """
-        reqs = [
-            (dfd, os.fsencode(n) + b"\0", i < len(names) - 1)
-            for dfd, names in chains
-            for i, n in enumerate(names)
-        ]
-        blob = b"".join(r[1] for r in reqs)
+        failures: dict[int, OSError] = {}
+        for index in self._submit(names):  # as Python says it (or done, if the ring was at fault)
+            dfd, name = names[index]
+            try:
+                os.unlink(name, dir_fd=dfd)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError as exc:
+                failures[index] = exc
+        return failures
+
+    def _submit(self, names: list[tuple[int, str]]) -> list[int]:
+        """Unlink the names through the ring; the indexes of those it failed (not missing)."""
+        encoded = [os.fsencode(n) + b"\0" for _, n in names]
+        blob = b"".join(encoded)
         buf = self._ctypes.create_string_buffer(blob, len(blob))
         addr = self._ctypes.addressof(buf)
-        sqes = bytearray(64 * len(reqs))  # every request written once, copied in slices
-        for i, (dfd, name, linked) in enumerate(reqs):
-            flags = _HARDLINK if linked else 0
-            _SQE.pack_into(sqes, i * 64, _OP_UNLINKAT, flags, 0, dfd, 0, addr, 0, 0, i)
-            addr += len(name)
+        sqes = bytearray(64 * len(names))  # every request written once, copied in slices
+        pack = _SQE.pack_into
+        for i, (dfd, _) in enumerate(names):
+            pack(sqes, i * 64, _OP_UNLINKAT, 0, 0, dfd, 0, addr, 0, 0, i)
+            addr += len(encoded[i])
         ring, size, mask = self._ring, self._sq_entries, self._sq_mask
         failed: list[int] = []
         done = inflight = 0
         tail = _U32.unpack_from(ring, self._sq_tail)[0]
-        while done < len(reqs) or inflight:
-            room = min(size - self._queued(), self._cq_entries - inflight, len(reqs) - done)
-            while room and reqs[done + room - 1][2]:  # never cut a chain: its rest would
-                room -= 1  # wait unlinked
+        while done < len(names) or inflight:
+            room = min(size - self._queued(), self._cq_entries - inflight, len(names) - done)
             left, at = room, done
             while left:
                 slot = tail & mask
@@ -196,22 +203,11 @@ class UnlinkRing:
             done += room
             inflight += room
             # Wake up when the kernel's workers are down to two requests each: fewer wake-ups.
-            wait = inflight if done == len(reqs) else max(1, inflight - 2 * WORKERS)
+            wait = inflight if done == len(names) else max(1, inflight - 2 * WORKERS)
             self._enter(wait)
             inflight -= self._reap(failed)
         del buf  # the kernel copied every name when it took its request
-        first: OSError | None = None
-        for index in sorted(failed):  # as Python says it (or done, if the ring was at fault)
-            dfd, name, _ = reqs[index]
-            try:
-                os.unlink(os.fsdecode(name[:-1]), dir_fd=dfd)  # its error names it as text
-            except (FileNotFoundError, NotADirectoryError):
-                pass
-            except OSError as exc:
-                first = first or exc
-        if first is not None:
-            raise first
-        return bool(failed)
+        return sorted(failed)
 
     def close(self) -> None:
         """Unmap the ring and close it (nothing is in flight: `unlink` waits for all)."""
