@@ -6,6 +6,8 @@ activities by `engine.run` on a `FileStore` (nothing synced: the engine's own Py
     python bench/flush_step.py --baseline DIR       # A/B: this tree and DIR's, alternately
     python bench/flush_step.py --instructions       # per activity, by valgrind's callgrind
     python bench/flush_step.py --quick              # a smoke run (the test suite runs it)
+    python bench/flush_step.py --durability fsync --tmp /dev/shm --instructions
+                                                    # a durable step's Python (tmpfs: no disk)
 
 Prints one JSON line per measurement: µs per activity, wall and CPU (`time.process_time`:
 every thread), median and min-max over the reps. With `--baseline DIR`, child processes
@@ -33,15 +35,18 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 
 
-def measure(w: int, k: int, reps: int, folder: str, profile: bool = False) -> dict[str, object]:
-    """`reps` times `w` runs of `workload.seq_workflow(k)` in flush mode: µs per activity."""
+def measure(
+    w: int, k: int, reps: int, folder: str, profile: bool = False, durability: str = "flush"
+) -> dict[str, object]:
+    """`reps` times `w` runs of `workload.seq_workflow(k)` in `durability` mode: µs per
+    activity."""
     import workload
 
     import intemporal
 
     store = intemporal.FileStore(folder)
     walls, cpus = [], []
-    with intemporal.Engine(store, threads=4, durability="flush") as engine:
+    with intemporal.Engine(store, threads=4, durability=durability) as engine:
         engine.run(workload.seq_workflow, k, -1)  # warm-up
         if profile:
             import cProfile
@@ -74,18 +79,20 @@ def child(tree: str, args: argparse.Namespace) -> dict[str, object]:
     """This script's measurement run by a child process with `tree` first on its path."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, str(BENCH)]))
     cmd = [sys.executable, str(BENCH / "flush_step.py"), "--w", str(args.w), "--k", str(args.k)]
-    cmd += ["--reps", str(args.reps)] + (["--tmp", args.tmp] if args.tmp else [])
+    cmd += ["--reps", str(args.reps), "--durability", args.durability]
+    cmd += ["--tmp", args.tmp] if args.tmp else []
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def instructions(tree: str, big: int = 1200, small: int = 200) -> float:
+def instructions(tree: str, args: argparse.Namespace, big: int = 1200, small: int = 200) -> float:
     """Instructions per activity (callgrind, every thread) of this script run from `tree`."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, str(BENCH)]), PYTHONHASHSEED="0")
     counts = []
     for k in (big, small):
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
         cmd += [str(BENCH / "flush_step.py"), "--w", "1", "--k", str(k), "--reps", "1"]
+        cmd += ["--durability", args.durability] + (["--tmp", args.tmp] if args.tmp else [])
         err = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stderr
         refs = [ln for ln in err.splitlines() if "I   refs:" in ln or "I refs:" in ln]
         counts.append(int(refs[-1].split(":")[1].replace(",", "")))
@@ -103,6 +110,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: W=2 K=50, 2 reps")
     parser.add_argument("--instructions", action="store_true", help="count them (valgrind)")
     parser.add_argument("--tmp", help="folder for the temporary store (default: the system's)")
+    parser.add_argument(
+        "--durability", default="flush", choices=("flush", "fsync"), help="the engine's mode"
+    )
     args = parser.parse_args()
     if args.instructions:
         trees = [("this", str(BENCH.parent))]
@@ -110,7 +120,9 @@ def main() -> None:
             trees.append(("baseline", str(Path(args.baseline).resolve())))
         for name, tree in trees:
             print(
-                json.dumps({"tree": name, "instructions_per_activity": round(instructions(tree))})
+                json.dumps(
+                    {"tree": name, "instructions_per_activity": round(instructions(tree, args))}
+                )
             )
         return
     if args.quick:
@@ -148,7 +160,9 @@ def main() -> None:
             sys.path.insert(1, p)
     folder = tempfile.mkdtemp(prefix="flush-step-", dir=args.tmp)
     try:
-        got = measure(args.w, args.k, args.reps, os.path.join(folder, "store"), args.profile)
+        got = measure(
+            args.w, args.k, args.reps, os.path.join(folder, "store"), args.profile, args.durability
+        )
         if got:
             print(json.dumps(got))
     finally:
