@@ -511,7 +511,9 @@ class FileLease(Lease):
         outside the lock (so appends of submitted activities share a sync)."""
         log = self._log
         assert log is not None
-        with self._writing:
+        writing = self._writing
+        writing.acquire()  # not `with`: see `sync`
+        try:
             if self._failed is not None:
                 self._check()
             if self._size < 0:
@@ -531,6 +533,8 @@ class FileLease(Lease):
                 return
             log.sync_on_release = False
             item = log.take(self._fd, self._size)
+        finally:
+            writing.release()
         if item is not None:
             self._wait(item)
 

@@ -110,7 +110,8 @@ class _Item:
         self.wanted = wanted  # someone will wait for it (`wait`): else written by the leader
         self.waiter: threading.Lock | None = None
         self.error: OSError | None = None
-        self.done = self.lead = False  # lead: woken to lead the next batch, not written
+        # lead: it leads the batch it is in (queued alone, or woken to lead the next one)
+        self.done = self.lead = False
 
 
 _CRC = struct.Struct("<I")
@@ -185,17 +186,27 @@ class WriteAheadLog:
         item = _Item(head, data, path, kind == DELETE or offset == 0, wait)
         mu = self._mu
         mu.acquire()  # (not `with`: see `wait`)
-        self._queue.append(item)
+        if wait and not self._leading and not self._queue:
+            self._leading = item.lead = True  # alone: it leads at once (`wait`)
+        else:
+            self._queue.append(item)
         mu.release()
         return item
 
     def wait(self, item: _Item) -> None:
         """Return once `item` is on disk: lead a batch, or wait for the one covering it.
 
-        A thread alone (a sequential run's step) leads at once: it takes the queue as it
-        becomes the leader (one lock section), writes its own record and returns, without
-        a lock of its own or a hand-off to another thread.
+        A thread alone (a sequential run's step) leads at once: its record, queued while
+        nobody led and nothing was queued, made it the leader (`enqueue`, one lock
+        section), so it writes its record and returns, without a lock of its own or a
+        hand-off to another thread. Every `enqueue` that may wait must be followed by
+        `wait`: a leader that never writes would hold up every other.
         """
+        if item.lead:  # queued alone: the leader already
+            self._lead([item])
+            if item.error is not None:
+                raise item.error
+            return
         mu = self._mu
         mu.acquire()  # not `with` (its lookups of __enter__ and __exit__ cost every durable
         # step ~1,000 instructions): nothing here raises
