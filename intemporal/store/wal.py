@@ -115,6 +115,7 @@ class _Item:
 
 
 _CRC = struct.Struct("<I")
+_BODY = BODY.size
 
 
 class WriteAheadLog:
@@ -128,6 +129,7 @@ class WriteAheadLog:
         self.root = root
         self.folder = os.path.join(root, WAL)
         self.syncs = 0
+        self.most = FIRST_SEGMENT - OVERHEAD - 256  # data bytes a record holds (`fits`)
         self._mu = threading.Lock()
         self._queue: list[_Item] = []
         self._leading = False
@@ -166,7 +168,7 @@ class WriteAheadLog:
 
     def fits(self, size: int) -> bool:
         """Whether a record of `size` data bytes fits in a segment (larger: sync the file)."""
-        return size + OVERHEAD + 256 <= FIRST_SEGMENT
+        return size <= self.most
 
     def enqueue(
         self,
@@ -182,7 +184,8 @@ class WriteAheadLog:
         if raw is None:
             raw = path.encode()
         # `walfile.record`'s head, written out: every durable step's path
-        head = PREFIX.pack(BODY.size + len(raw) + len(data), kind, offset, len(raw)) + raw
+        n = len(raw)
+        head = PREFIX.pack(_BODY + n + len(data), kind, offset, n) + raw
         item = _Item(head, data, path, kind == DELETE or offset == 0, wait)
         mu = self._mu
         mu.acquire()  # (not `with`: see `wait`)

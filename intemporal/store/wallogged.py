@@ -60,7 +60,7 @@ class Logged:
         if covered == end:
             return None
         pending = self.pending
-        if covered >= 0 and self.wal.fits(self.size):  # the usual case: the lines since
+        if covered >= 0 and self.size <= self.wal.most:  # the usual case: the lines since
             data = pending[0] if len(pending) == 1 else b"".join(pending)  # one: no copy
             pending.clear()
             self.size, self.covered = 0, end
