@@ -1,5 +1,7 @@
 """What one activity costs in scenario 3's long runs: `durability="flush"`, W runs of K
-activities by `engine.run` on a `FileStore` (nothing synced: the engine's own Python).
+activities by `engine.run` on a `FileStore` (nothing synced: the engine's own Python);
+with `--durability fsync`, scenario 1's long runs (on tmpfs: a durable step's Python
+without the disk's wait).
 
     python bench/flush_step.py                      # W=5 x K=1,000, 5 reps: wall and CPU µs
     python bench/flush_step.py --profile            # cProfile of one rep, top 25 by own time
