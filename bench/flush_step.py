@@ -10,6 +10,8 @@ without the disk's wait).
     python bench/flush_step.py --quick              # a smoke run (the test suite runs it)
     python bench/flush_step.py --durability fsync --tmp /dev/shm --instructions
                                                     # a durable step's Python (tmpfs: no disk)
+    python bench/flush_step.py --store ...          # the store's part alone: the journal's
+                                                    # append, then `Lease.sync()`
 
 Prints one JSON line per measurement: µs per activity, wall and CPU (`time.process_time`:
 every thread), median and min-max over the reps. With `--baseline DIR`, child processes
@@ -24,6 +26,7 @@ machine does not move (with `--baseline DIR`, for both trees).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -32,16 +35,43 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 
 
+def store_steps(store: Any, sync: bool) -> Callable[[int, int], None]:
+    """`steps(k, j)`: the store's part of k activities in a row, without the engine: each
+    result appended unsynced to one run's journal (`Lease.append_result`), then, with
+    `sync`, made durable as the run's next effect makes it (`Lease.sync()`)."""
+    first = {"type": "run_started", "workflow": "w", "args": [], "kwargs": {}, "ts": 1.0}
+    lease = store.create_claimed("steps", first, sync)
+    result, seqs = {"i": 1, "x": 2, "y": 3}, iter(range(1, 1 << 62))
+
+    def steps(k: int, j: int) -> None:
+        append, durable = lease.append_result, lease.sync
+        started = time.time_ns() // 1000
+        for seq in itertools.islice(seqs, k):
+            append(seq, "step", 1, started, result, started + 7, "engine", False)
+            if sync:
+                durable()
+
+    return steps
+
+
 def measure(
-    w: int, k: int, reps: int, folder: str, profile: bool = False, durability: str = "flush"
+    w: int,
+    k: int,
+    reps: int,
+    folder: str,
+    profile: bool = False,
+    durability: str = "flush",
+    store_only: bool = False,
 ) -> dict[str, object]:
     """`reps` times `w` runs of `workload.seq_workflow(k)` in `durability` mode: µs per
-    activity."""
+    activity. `store_only`: the store's part of each activity alone (`store_steps`)."""
     import workload
 
     import intemporal
@@ -49,7 +79,12 @@ def measure(
     store = intemporal.FileStore(folder)
     walls, cpus = [], []
     with intemporal.Engine(store, threads=4, durability=durability) as engine:
-        engine.run(workload.seq_workflow, k, -1)  # warm-up
+
+        def runs(k: int, j: int) -> None:
+            engine.run(workload.seq_workflow, k, j)
+
+        run = store_steps(store, durability == "fsync") if store_only else runs
+        run(k, -1)  # warm-up
         if profile:
             import cProfile
             import pstats
@@ -57,14 +92,14 @@ def measure(
             prof = cProfile.Profile()
             prof.enable()
             for j in range(w):
-                engine.run(workload.seq_workflow, k, j)
+                run(k, j)
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
             return {}
         for _ in range(reps):
             t0, c0 = time.perf_counter(), time.process_time()
             for j in range(w):
-                engine.run(workload.seq_workflow, k, j)
+                run(k, j)
             walls.append((time.perf_counter() - t0) / (w * k) * 1e6)
             cpus.append((time.process_time() - c0) / (w * k) * 1e6)
     return {
@@ -82,6 +117,7 @@ def child(tree: str, args: argparse.Namespace) -> dict[str, object]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, str(BENCH)]))
     cmd = [sys.executable, str(BENCH / "flush_step.py"), "--w", str(args.w), "--k", str(args.k)]
     cmd += ["--reps", str(args.reps), "--durability", args.durability]
+    cmd += ["--store"] if args.store else []
     cmd += ["--tmp", args.tmp] if args.tmp else []
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
@@ -95,6 +131,7 @@ def instructions(tree: str, args: argparse.Namespace, big: int = 1200, small: in
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable]
         cmd += [str(BENCH / "flush_step.py"), "--w", "1", "--k", str(k), "--reps", "1"]
         cmd += ["--durability", args.durability] + (["--tmp", args.tmp] if args.tmp else [])
+        cmd += ["--store"] if args.store else []
         err = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stderr
         refs = [ln for ln in err.splitlines() if "I   refs:" in ln or "I refs:" in ln]
         counts.append(int(refs[-1].split(":")[1].replace(",", "")))
@@ -112,6 +149,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: W=2 K=50, 2 reps")
     parser.add_argument("--instructions", action="store_true", help="count them (valgrind)")
     parser.add_argument("--tmp", help="folder for the temporary store (default: the system's)")
+    parser.add_argument(
+        "--store", action="store_true", help="the store's part of each activity alone"
+    )
     parser.add_argument(
         "--durability", default="flush", choices=("flush", "fsync"), help="the engine's mode"
     )
@@ -162,11 +202,17 @@ def main() -> None:
             sys.path.insert(1, p)
     folder = tempfile.mkdtemp(prefix="flush-step-", dir=args.tmp)
     try:
-        got = measure(
-            args.w, args.k, args.reps, os.path.join(folder, "store"), args.profile, args.durability
+        figures = measure(
+            args.w,
+            args.k,
+            args.reps,
+            os.path.join(folder, "store"),
+            args.profile,
+            args.durability,
+            args.store,
         )
-        if got:
-            print(json.dumps(got))
+        if figures:
+            print(json.dumps(figures))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

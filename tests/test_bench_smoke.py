@@ -86,11 +86,14 @@ def test_seq_cost_counts_k_syncs_per_workflow_of_k_activities(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("durability", ["flush", "fsync"])
-def test_flush_step_prints_the_cost_of_one_activity(tmp_path: Path, durability: str) -> None:
+@pytest.mark.parametrize(
+    "options", [["flush"], ["fsync"], ["fsync", "--store"]], ids=["flush", "fsync", "store"]
+)
+def test_flush_step_prints_the_cost_of_one_activity(tmp_path: Path, options: list[str]) -> None:
     # Given scenario 3's per-activity script at its smoke size (2 runs of K=50, 2 reps),
-    # in either mode (fsync: a durable step's cost, on whatever disk `--tmp` is)
-    figures = _quick_figures("flush_step.py", tmp_path, "--durability", durability)
+    # in either mode (fsync: a durable step's cost, on whatever disk `--tmp` is), or the
+    # store's part of a step alone (`--store`: the journal's append, then `Lease.sync()`)
+    figures = _quick_figures("flush_step.py", tmp_path, "--durability", *options)
     # Then it prints one JSON line of wall and CPU µs per activity, and leaves no store behind
     assert (figures["W"], figures["K"]) == (2, 50)
     assert 0 < figures["cpu_min_max"][0] <= figures["cpu_us"] <= figures["cpu_min_max"][1]
