@@ -67,9 +67,9 @@ def test_start_profile_splits_the_callers_time_by_system_call(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []  # its stores removed
 
 
-def _quick_figures(script: str, tmp: Path) -> dict[str, Any]:
-    """The one JSON line `bench/<script> --quick --tmp <tmp>` prints (it must succeed)."""
-    cmd = [sys.executable, str(REPO / "bench" / script), "--quick", "--tmp", str(tmp)]
+def _quick_figures(script: str, tmp: Path, *more: str) -> dict[str, Any]:
+    """The one JSON line `bench/<script> --quick --tmp <tmp> [more]` prints (it must succeed)."""
+    cmd = [sys.executable, str(REPO / "bench" / script), "--quick", "--tmp", str(tmp), *more]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(json.loads(proc.stdout))
@@ -86,9 +86,14 @@ def test_seq_cost_counts_k_syncs_per_workflow_of_k_activities(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-def test_flush_step_prints_the_cost_of_one_activity(tmp_path: Path) -> None:
-    # Given scenario 3's per-activity script at its smoke size (2 runs of K=50, 2 reps)
-    figures = _quick_figures("flush_step.py", tmp_path)
+@pytest.mark.parametrize(
+    "options", [["flush"], ["fsync"], ["fsync", "--store"]], ids=["flush", "fsync", "store"]
+)
+def test_flush_step_prints_the_cost_of_one_activity(tmp_path: Path, options: list[str]) -> None:
+    # Given scenario 3's per-activity script at its smoke size (2 runs of K=50, 2 reps),
+    # in either mode (fsync: a durable step's cost, on whatever disk `--tmp` is), or the
+    # store's part of a step alone (`--store`: the journal's append, then `Lease.sync()`)
+    figures = _quick_figures("flush_step.py", tmp_path, "--durability", *options)
     # Then it prints one JSON line of wall and CPU µs per activity, and leaves no store behind
     assert (figures["W"], figures["K"]) == (2, 50)
     assert 0 < figures["cpu_min_max"][0] <= figures["cpu_us"] <= figures["cpu_min_max"][1]

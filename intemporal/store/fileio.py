@@ -511,7 +511,9 @@ class FileLease(Lease):
         outside the lock (so appends of submitted activities share a sync)."""
         log = self._log
         assert log is not None
-        with self._writing:
+        writing = self._writing
+        writing.acquire()  # not `with`: see `sync`
+        try:
             if self._failed is not None:
                 self._check()
             if self._size < 0:
@@ -526,11 +528,13 @@ class FileLease(Lease):
                 raise
             self._size = start + written
             if log.covered >= 0:  # else (flush mode, a claimed run) nothing to keep
-                log.add(self._fd, start, data)
+                log.add(data)
             if not sync:
                 return
             log.sync_on_release = False
             item = log.take(self._fd, self._size)
+        finally:
+            writing.release()
         if item is not None:
             self._wait(item)
 
@@ -557,12 +561,16 @@ class FileLease(Lease):
                 self._sync_file()
                 self._synced = end
             return
-        with self._writing:
+        writing = self._writing
+        writing.acquire()  # not `with`: its special-method lookups cost every step ~1,000
+        try:  # instructions (callgrind)
             if self._failed is not None:
                 self._check()
             log.sync_on_release = False
             end = self._size if self._size >= 0 else log.covered + log.size
             item = log.take(self._fd, end) if end >= 0 else None
+        finally:
+            writing.release()
         if item is not None:  # `_wait(item)` written out: every durable step's path
             try:
                 log.wal.wait(item)

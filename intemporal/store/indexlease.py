@@ -37,6 +37,7 @@ class IndexedLease(Lease):
         self.run_id, self.token = lease.run_id, lease.token
         # An activity's result neither ends nor restarts a run: the lease's own, no call more
         self.append_result = lease.append_result  # type: ignore[method-assign]
+        self.sync = lease.sync  # type: ignore[method-assign]  # (a join's, every step's)
 
     def append(self, event: Event, sync: bool) -> None:
         kind = event["type"]
@@ -60,7 +61,7 @@ class IndexedLease(Lease):
             if held is not None:
                 held()
 
-    def sync(self) -> None:
+    def sync(self) -> None:  # bound to the lease's in `__init__`
         self._lease.sync()  # `join_all`: the submitted activities' results, on disk now
 
     def renew(self) -> None:

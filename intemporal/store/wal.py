@@ -46,8 +46,12 @@ from . import walfile
 from .safefs import open_in
 from .waldirect import DirectTail, block_size
 from .walfile import (
+    BODY,
     DELETE,
+    IOV_MAX,
     OVERHEAD,
+    PREFIX,
+    RWF_DSYNC,
     SEGNO,
     WRITE,
     Record,
@@ -58,7 +62,6 @@ from .walfile import (
     read_all,
     read_file,
     read_state,
-    record,
     sync_folder,
     write_state,
     write_synced,
@@ -84,27 +87,43 @@ _FULL = 1 << 62  # an offset past any segment's end: the next batch opens a new 
 
 
 class _Item:
-    """A queued record: its bytes without the crc and segment number, and who waits.
+    """A queued record: its head (size to path) and data, written as they are (no copy
+    joins them), the crc of both, and who waits. Made by `enqueue` alone, which sets every
+    field (no `__init__`: one called through the class costs each record ~1,000
+    instructions more).
 
     `waiter` is made only for a thread that finds another leading (it blocks on it): a
     thread that leads writes its own record without one.
     """
 
-    __slots__ = ("body", "crc", "done", "error", "folder", "lead", "path", "waiter", "wanted")
-
-    def __init__(self, body: bytes, crc: int, wanted: bool, path: str, folder: bool) -> None:
-        self.body = body
-        self.path = path  # the file it names: a checkpoint syncs it
-        self.folder = folder  # a deletion or a new file: its folder is synced too
-        self.crc = crc  # crc32 of `body`, to be continued over the segment number
-        self.wanted = wanted  # someone will wait for it (`wait`): else written by the leader
-        self.waiter: threading.Lock | None = None
-        self.done = False
-        self.lead = False  # woken to lead the next batch, not because it is written
-        self.error: OSError | None = None
+    __slots__ = (
+        "crc",
+        "data",
+        "done",
+        "error",
+        "folder",
+        "head",
+        "lead",
+        "path",
+        "size",
+        "waiter",
+        "wanted",
+    )
+    head: bytes
+    data: bytes
+    size: int  # in the log: crc + head + data + segno
+    crc: int  # crc32 of head and data, to be continued over the segment number
+    path: str  # the file it names: a checkpoint syncs it
+    folder: bool  # a deletion or a new file: its folder is synced too
+    wanted: bool  # someone will wait for it (`wait`): else written by the leader
+    waiter: threading.Lock | None
+    error: OSError | None
+    done: bool
+    lead: bool  # it leads the batch it is in (queued alone, or woken to lead the next one)
 
 
 _CRC = struct.Struct("<I")
+_BODY = BODY.size
 
 
 class WriteAheadLog:
@@ -121,6 +140,7 @@ class WriteAheadLog:
         self.syncs = 0
         self.file_syncs = 0  # files a checkpoint synced one by one (tests, benchmarks)
         self.fs_syncs = 0  # checkpoints that synced the whole filesystem at once instead
+        self.most = FIRST_SEGMENT - OVERHEAD - 256  # data bytes a record holds (`fits`)
         self._mu = threading.Lock()
         self._queue: list[_Item] = []
         self._leading = False
@@ -159,38 +179,68 @@ class WriteAheadLog:
 
     def fits(self, size: int) -> bool:
         """Whether a record of `size` data bytes fits in a segment (larger: sync the file)."""
-        return size + OVERHEAD + 256 <= FIRST_SEGMENT
+        return size <= self.most
 
-    def enqueue(self, kind: int, path: str, offset: int, data: bytes, wait: bool = True) -> _Item:
-        """Queue a record (in this order among the queued); `wait(item)` waits for it."""
-        body, crc = record(kind, path, offset, data)
-        item = _Item(body, crc, wait, path, kind == DELETE or offset == 0)
-        with self._mu:
+    def enqueue(
+        self,
+        kind: int,
+        path: str,
+        offset: int,
+        data: bytes,
+        wait: bool = True,
+        raw: bytes | None = None,
+    ) -> _Item:
+        """Queue a record (in this order among the queued); `wait(item)` waits for it.
+        `raw`: `path` in UTF-8, if the caller keeps it (a `Logged`: one encoding per file)."""
+        if raw is None:
+            raw = path.encode()
+        n = len(raw)
+        item = _Item()
+        item.head = head = PREFIX.pack(_BODY + n + len(data), kind, offset, n) + raw
+        item.data, item.size = data, len(head) + len(data) + 12
+        item.crc = zlib.crc32(data, zlib.crc32(head))
+        item.path, item.folder, item.wanted = path, kind == DELETE or offset == 0, wait
+        item.waiter = item.error = None
+        item.done = item.lead = False
+        mu = self._mu
+        mu.acquire()  # (not `with`: see `wait`)
+        if wait and not self._leading and not self._queue:
+            self._leading = item.lead = True  # alone: it leads at once (`wait`)
+        else:
             self._queue.append(item)
+        mu.release()
         return item
 
     def wait(self, item: _Item) -> None:
         """Return once `item` is on disk: lead a batch, or wait for the one covering it.
 
-        A thread alone (a sequential run's step) leads at once: it takes the queue as it
-        becomes the leader (one lock section), writes its own record and returns, without
-        a lock of its own or a hand-off to another thread.
+        A thread alone (a sequential run's step) leads at once: its record, queued while
+        nobody led and nothing was queued, made it the leader (`enqueue`, one lock
+        section), so it writes its record and returns, without a lock of its own or a
+        hand-off to another thread. Every `enqueue` that may wait must be followed by
+        `wait`: a leader that never writes would hold up every other.
         """
-        with self._mu:
-            if item.done:
-                batch = waiter = None
-            elif self._leading:
-                batch, waiter = None, threading.Lock()
-                item.waiter = waiter
-                waiter.acquire()  # released by the leader that writes it, or to lead
-            else:
-                self._leading, waiter = True, None
-                batch, self._queue = self._queue, []
-        if waiter is not None:
+        if item.lead:  # queued alone: the leader already
+            self._lead([item])
+            if item.error is not None:
+                raise item.error
+            return
+        mu = self._mu
+        mu.acquire()  # not `with` (its lookups of __enter__ and __exit__ cost every durable
+        # step ~1,000 instructions): nothing here raises
+        if item.done:
+            mu.release()
+        elif self._leading:
+            item.waiter = waiter = threading.Lock()
+            waiter.acquire()  # released by the leader that writes it, or to lead
+            mu.release()
             waiter.acquire()
             if item.lead:
                 self._lead(None)
-        elif batch is not None:
+        else:
+            self._leading = True
+            batch, self._queue = self._queue, []
+            mu.release()
             self._lead(batch)
         if item.error is not None:
             raise item.error
@@ -198,9 +248,10 @@ class WriteAheadLog:
     def _lead(self, batch: list[_Item] | None) -> None:
         """Write the queued batch (`batch`: taken already), wake who it covered, pass the
         lead to a waiting thread."""
+        mu = self._mu
         while True:
             if batch is None:
-                with self._mu:
+                with mu:
                     batch, self._queue = self._queue, []
             error: OSError | None = None
             if batch:
@@ -208,30 +259,34 @@ class WriteAheadLog:
                     self._write(batch)
                 except OSError as exc:
                     error = exc
-            with self._mu:  # `wait` makes a waiter under it: none is missed
-                for it in batch:
-                    it.error, it.done = error, True
-                    if it.waiter is not None and not it.lead:
-                        it.waiter.release()
-                batch = None
-                if not self._queue:  # the usual case: nothing queued meanwhile
-                    self._leading = False
-                    return
-                nxt = None
-                for it in self._queue:
-                    if it.waiter is not None:  # a thread blocked on it: it leads next
-                        nxt = it
-                        break
-                if nxt is None:
-                    if any(not it.wanted for it in self._queue):
-                        continue  # records nobody waits for (deletions): write them too
-                    # Records whose threads are not waiting yet: each leads when it does.
-                    self._leading = False
-                    return
-                nxt.lead = True  # it writes the next batch, its own record included
-                assert nxt.waiter is not None
-                nxt.waiter.release()
+            mu.acquire()  # `wait` makes a waiter under it: none is missed
+            for it in batch:
+                it.error, it.done = error, True
+                if it.waiter is not None and not it.lead:
+                    it.waiter.release()
+            batch = None
+            if not self._queue:  # the usual case: nothing queued meanwhile
+                self._leading = False
+                mu.release()
                 return
+            nxt = None
+            for it in self._queue:
+                if it.waiter is not None:  # a thread blocked on it: it leads next
+                    nxt = it
+                    break
+            if nxt is None:
+                if any(not it.wanted for it in self._queue):
+                    mu.release()
+                    continue  # records nobody waits for (deletions): write them too
+                # Records whose threads are not waiting yet: each leads when it does.
+                self._leading = False
+                mu.release()
+                return
+            nxt.lead = True  # it writes the next batch, its own record included
+            assert nxt.waiter is not None
+            nxt.waiter.release()
+            mu.release()
+            return
 
     def forget(self, *paths: str) -> None:
         """Log that `paths` are deleted (written with the next sync, not waited for), so a
@@ -256,36 +311,35 @@ class WriteAheadLog:
             self._open()
             tail = self._tail
         assert tail is not None and fcntl is not None
-        with self._file_mu:  # `_locked()` written out: this is every sync's path
+        file_mu = self._file_mu
+        file_mu.acquire()  # `_locked()` written out, without `with`: every sync's path
+        try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
                 segno, off, pending = _TAIL.unpack_from(tail)
-                if pending > off:  # its writer died: past its batch if the batch is there
-                    head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
-                    off = pending if parse(head, 0, segno)[0] is not None else off
-                if (segno, off) != self._last_end:  # someone else wrote since (or nobody yet)
-                    self._mine_from = segno + 1
-                if segno == 0:  # a new log: its first segment
-                    segno, off = self._advance(0)
+                if pending > off or (segno, off) != self._last_end or not segno:
+                    segno, off = self._resume(segno, off, pending)
                 end = self._sizes.get(segno % SLOTS)
                 if end is None:
                     end = self._segment_size(segno)
-                seg = SEGNO.pack(segno)
                 if len(batch) == 1:  # a lone record (a sequential run's step)
-                    body = batch[0].body
-                    size = len(body) + 12  # crc + body + segno
+                    it = batch[0]
+                    size = it.size
                     if off + size > end:
                         segno, off = self._advance(segno)
-                        seg = SEGNO.pack(segno)
-                    crc = _CRC.pack(zlib.crc32(seg, batch[0].crc))
-                    self._write_chunk(segno, off, [crc, body, seg], size)
-                    self._name(segno, batch[0])
+                    seg = SEGNO.pack(segno)
+                    crc = _CRC.pack(zlib.crc32(seg, it.crc))
+                    self._write_chunk(segno, off, [crc, it.head, it.data, seg], size)
+                    names = self._names.get(segno)
+                    if names is None or it.folder or it.path not in names:
+                        self._name(segno, it)
                     self._last_end = (segno, off + size)
                     return
+                seg = SEGNO.pack(segno)
                 chunk: list[bytes] = []
                 start = off
                 for it in batch:
-                    size = len(it.body) + 12
+                    size = it.size
                     if off + size > end:
                         if chunk:
                             self._write_chunk(segno, start, chunk, off - start)
@@ -293,7 +347,7 @@ class WriteAheadLog:
                         segno, off = self._advance(segno)
                         start, end = off, self._segment_size(segno)
                         seg = SEGNO.pack(segno)
-                    chunk += (_CRC.pack(zlib.crc32(seg, it.crc)), it.body, seg)
+                    chunk += (_CRC.pack(zlib.crc32(seg, it.crc)), it.head, it.data, seg)
                     self._name(segno, it)  # named before it is written: a superset is safe
                     off += size
                 if chunk:
@@ -301,6 +355,21 @@ class WriteAheadLog:
                 self._last_end = (segno, off)
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        finally:
+            file_mu.release()
+
+    def _resume(self, segno: int, off: int, pending: int) -> tuple[int, int]:
+        """Where to write, the tail read (`segno`, `off`, `pending`) not where our last write
+        ended: a writer that died mid-batch, another writer since, or a new log (under the
+        log's lock)."""
+        if pending > off:  # its writer died: past its batch if the batch is there
+            head = os.pread(self._slot_fd(segno % SLOTS), pending - off, off)
+            off = pending if parse(head, 0, segno)[0] is not None else off
+        if (segno, off) != self._last_end:  # someone else wrote since (or nobody yet)
+            self._mine_from = segno + 1
+        if segno == 0:  # a new log: its first segment
+            segno, off = self._advance(0)
+        return segno, off
 
     def _name(self, segno: int, item: _Item) -> None:
         """Note that a record of segment `segno` names `item.path` (under the log's lock)."""
@@ -343,18 +412,16 @@ class WriteAheadLog:
         """Write `chunk` (`size` bytes in all) at `offset` of segment `segno`, synced."""
         tail = self._tail
         assert tail is not None
-        fd = self._fds.get(segno % SLOTS)
+        slot = segno % SLOTS
+        fd = self._fds.get(slot)
         if fd is None:
-            fd = self._slot_fd(segno % SLOTS)
+            fd = self._slot_fd(slot)
         _TAIL.pack_into(tail, 0, segno, offset, offset + size)
-        direct, written = self._direct, -1
         try:
-            if direct is not None and direct.fits(offset, size, self._sizes[segno % SLOTS]):
-                written = direct.write(segno % SLOTS, segno, offset, chunk, size)
-                if written < 0:  # the filesystem refused direct I/O after all: buffered then
-                    self._direct = None
-            if written < 0:
-                written = write_synced(fd, offset, chunk)
+            if self._direct is None and RWF_DSYNC and len(chunk) <= IOV_MAX:
+                written = os.pwritev(fd, chunk, offset, RWF_DSYNC)  # `write_synced`, inlined
+            else:
+                written = self._write_other(fd, slot, segno, offset, chunk, size)
         except OSError as exc:
             _TAIL.pack_into(tail, 0, segno, offset, 0)
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
@@ -365,6 +432,18 @@ class WriteAheadLog:
             _TAIL.pack_into(tail, 0, segno, offset, 0)
             raise OSError(errno.ENOSPC, "short write to the write-ahead log")
         _TAIL.pack_into(tail, 0, segno, offset + size, 0)
+
+    def _write_other(
+        self, fd: int, slot: int, segno: int, offset: int, chunk: list[bytes], size: int
+    ) -> int:
+        """`_write_chunk`'s write with direct I/O, or without RWF_DSYNC: the bytes written."""
+        direct = self._direct
+        if direct is not None and direct.fits(offset, size, self._sizes[slot]):
+            written = direct.write(slot, segno, offset, chunk, size)
+            if written >= 0:
+                return written
+            self._direct = None  # the filesystem refused direct I/O after all: buffered then
+        return write_synced(fd, offset, chunk)
 
     def _segment_size(self, segno: int) -> int:
         slot = segno % SLOTS

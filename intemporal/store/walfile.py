@@ -36,7 +36,9 @@ WRITE, DELETE = 1, 2
 HEAD = struct.Struct("<II")  # crc, size (of kind..data)
 BODY = struct.Struct("<BQH")  # kind, offset, len(path)
 SEGNO = struct.Struct("<Q")
-_SIZE = struct.Struct("<I")  # the size field alone: a record's bytes start with it
+# size, kind, offset, len(path): a record's head after its crc, then path, data, segno
+# (`WriteAheadLog.enqueue` builds it: the crc covers head, path, data and segno)
+PREFIX = struct.Struct("<IBQH")
 OVERHEAD = HEAD.size + BODY.size + SEGNO.size
 _STATE = struct.Struct("<I36sQQQd")  # crc, boot, version, checkpoint segno, offset, time
 # Where the two copies of the state start: in sectors of their own (a torn write of one
@@ -131,15 +133,6 @@ class Record:
     path: str
     offset: int
     data: bytes
-
-
-def record(kind: int, path: str, offset: int, data: bytes) -> tuple[bytes, int]:
-    """The bytes of a record (without crc and segment number) and their crc so far."""
-    raw = path.encode()
-    body = b"".join(
-        (_SIZE.pack(BODY.size + len(raw) + len(data)), BODY.pack(kind, offset, len(raw)), raw, data)
-    )
-    return body, zlib.crc32(body)
 
 
 def parse(data: bytes, off: int, segno: int) -> tuple[Record | None, int]:
@@ -371,18 +364,18 @@ def write_state(folder: str, boot: str, version: int, segno: int, off: int) -> N
         os.close(fd)
 
 
-_RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
-_IOV_MAX = 1024  # the fewest buffers one pwritev takes (Linux's UIO_MAXIOV)
+RWF_DSYNC = getattr(os, "RWF_DSYNC", 0)
+IOV_MAX = 1024  # the fewest buffers one pwritev takes (Linux's UIO_MAXIOV)
 
 
 def write_synced(fd: int, offset: int, chunk: list[bytes]) -> int:
     """Write `chunk` at `offset` of `fd` through the page cache, synced: the bytes written."""
-    if not _RWF_DSYNC:
+    if not RWF_DSYNC:
         written = os.pwrite(fd, b"".join(chunk), offset)
         os.fdatasync(fd)
         return written
-    parts = chunk if len(chunk) <= _IOV_MAX else [b"".join(chunk)]
-    return os.pwritev(fd, parts, offset, _RWF_DSYNC)  # the parts: no copy
+    parts = chunk if len(chunk) <= IOV_MAX else [b"".join(chunk)]
+    return os.pwritev(fd, parts, offset, RWF_DSYNC)  # the parts: no copy
 
 
 def read_all(fd: int) -> bytes:

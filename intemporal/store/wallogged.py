@@ -38,12 +38,13 @@ class Logged:
         sync: bool = False,
     ) -> None:
         self.wal, self.path, self.covered = wal, path, covered
+        self.raw = path.encode()  # as its records name it
         self.pending: list[bytes] = [first] if first else []
         self.size = len(first)
         self.sync_on_release = sync  # a durable run created claimed: durable by its release
 
-    def add(self, fd: int, start: int, data: bytes) -> None:
-        """A line written unsynced at `start` (in order, under the writer's lock)."""
+    def add(self, data: bytes) -> None:
+        """A line written unsynced after the others (in order, under the writer's lock)."""
         if self.covered < 0:
             return
         self.pending.append(data)
@@ -55,25 +56,29 @@ class Logged:
     def take(self, fd: int, end: int) -> _Item | None:
         """The record making the file durable up to `end`, queued (wait for it), or None
         when it already is (nothing pending, or synced right here)."""
-        if self.covered == end:
+        covered = self.covered
+        if covered == end:
             return None
-        if self.covered < 0 and end <= PENDING_MAX:
-            blob, start = os.pread(fd, end, 0), 0
-        elif self.covered < 0:
-            blob, start = b"", -1
-        else:
-            blob, start = b"".join(self.pending), self.covered
-        self.pending.clear()
+        pending = self.pending
+        if covered >= 0 and self.size <= self.wal.most:  # the usual case: the lines since
+            data = pending[0] if len(pending) == 1 else b"".join(pending)  # one: no copy
+            pending.clear()
+            self.size, self.covered = 0, end
+            return self.wal.enqueue(WRITE, self.path, covered, data, True, self.raw)
+        pending.clear()
         self.size = 0
-        if start < 0 or not self.wal.fits(len(blob)):  # too large for a record: sync it here
-            os.fdatasync(fd)
-            if start <= 0:  # its name may be new too
-                sync_folder(os.path.join(self.wal.root, os.path.dirname(self.path)))
-            self.wal.syncs += 1
-            self.covered = end
-            return None
+        if covered < 0 and end <= PENDING_MAX:  # the whole file, if it fits a record
+            data = os.pread(fd, end, 0)
+            if self.wal.fits(len(data)):
+                self.covered = end
+                return self.wal.enqueue(WRITE, self.path, 0, data, True, self.raw)
+        # Too large for a record, or a file not known: synced here
+        os.fdatasync(fd)
+        if covered <= 0:  # its name may be new too
+            sync_folder(os.path.join(self.wal.root, os.path.dirname(self.path)))
+        self.wal.syncs += 1
         self.covered = end
-        return self.wal.enqueue(WRITE, self.path, start, blob)
+        return None
 
     def wait(self, item: _Item) -> None:
         self.wal.wait(item)
