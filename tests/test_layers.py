@@ -35,6 +35,7 @@ RANKS = {
     "store.walfile": 2,
     "store.waldirect": 2,
     "store.wallogged": 3.5,
+    "store.walcheckpoint": 2.5,
     "store.wal": 3,
     "store.queueing": 2,
     "queues": 3,

@@ -31,7 +31,7 @@ from intemporal.events import TERMINAL_EVENTS
 from intemporal.housekeeping import collectable, delete_trees
 from intemporal.store import file as file_store_module
 from intemporal.store import wal as wal_module
-from intemporal.store import waldirect, walfile
+from intemporal.store import walcheckpoint, waldirect, walfile
 from intemporal.store.base import Lease
 from intemporal.store.wal import WriteAheadLog
 
@@ -247,8 +247,8 @@ def test_a_checkpoint_of_segments_only_this_log_wrote_syncs_their_files_unread(
         log.log(f"f{i % 12}", 0 if i < 12 else 300, b"x" * 300)
     assert log._tail is not None and wal_module._TAIL.unpack_from(log._tail)[0] == 3
     named = walfile.names(log.records(1, 0, (3, 0)))  # what reading the log back finds
-    monkeypatch.setattr(wal_module, "read_all", lambda fd: pytest.fail("the log was read"))
-    monkeypatch.setattr(wal_module, "read_file", lambda *a: pytest.fail("the log was read"))
+    monkeypatch.setattr(walcheckpoint, "read_all", lambda fd: pytest.fail("the log was read"))
+    monkeypatch.setattr(walcheckpoint, "read_file", lambda *a: pytest.fail("the log was read"))
     # When a checkpoint moves to the start of the segment being written
     log._checkpoint_outside((3, 0))
     # Then it read nothing back, and synced each file its records named, with the
@@ -285,8 +285,8 @@ def test_a_checkpoint_syncs_the_files_another_process_logged_in_its_segments(
         mine.log(f"last{i}", 0, b"z" * 300)
     upto = wal_module._TAIL.unpack_from(mine._tail)[0]
     named = walfile.names(mine.records(segno, 0, (upto, 0)))
-    monkeypatch.setattr(wal_module, "read_all", lambda fd: pytest.fail("the log was read"))
-    monkeypatch.setattr(wal_module, "read_file", lambda *a: pytest.fail("the log was read"))
+    monkeypatch.setattr(walcheckpoint, "read_all", lambda fd: pytest.fail("the log was read"))
+    monkeypatch.setattr(walcheckpoint, "read_file", lambda *a: pytest.fail("the log was read"))
     mine._checkpoint_outside((upto, 0))
     assert synced[-1] == named and "last0" in named
     mine.close()
@@ -539,7 +539,7 @@ def _fuzz(
     monkeypatch.setattr(wal_module, "DIRECT", direct)
     monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 2048)  # the log laps: checkpoints too
     monkeypatch.setattr(wal_module, "MAX_SEGMENT", 2048)
-    monkeypatch.setattr(wal_module, "BULK", 2)  # and checkpoints may sync everything
+    monkeypatch.setattr(walcheckpoint, "BULK", 2)  # and checkpoints may sync everything
     turns = itertools.count()  # the checkpoints that may sync everything, in turn
     turn = [0]
 

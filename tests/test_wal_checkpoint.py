@@ -2,7 +2,7 @@
 
 A checkpoint makes durable the files the log's records name before their segment is
 overwritten: each with its own `fdatasync` (a device flush each), or, when it names more
-than `wal.BULK` files while the system has little else unwritten, all at once with one
+than `walcheckpoint.BULK` files while the system has little else unwritten, all at once with one
 `syncfs` (then an `fsync` of the store's folder). A `syncfs` that fails, or that cannot be
 trusted to report a failure, is never taken for success: each file is synced then.
 """
@@ -21,7 +21,7 @@ from test_wal import _fuzz, _started
 
 from intemporal import FileStore
 from intemporal.store import wal as wal_module
-from intemporal.store import walfile
+from intemporal.store import walcheckpoint, walfile
 
 pytestmark = pytest.mark.skipif(not walfile.supported(), reason="no flock/pwritev/boot id")
 
@@ -259,7 +259,7 @@ def test_a_store_counts_its_checkpoints_syncs_by_kind(
     # Given a store with tiny segments whose checkpoints name more files than BULK
     monkeypatch.setattr(wal_module, "FIRST_SEGMENT", 4096)
     monkeypatch.setattr(wal_module, "MAX_SEGMENT", 4096)
-    monkeypatch.setattr(wal_module, "BULK", 2)
+    monkeypatch.setattr(walcheckpoint, "BULK", 2)
     monkeypatch.setattr(walfile, "syncfs_reports_errors", lambda: True)
     counted: list[int] = []
     monkeypatch.setattr(walfile, "syncfs", lambda fd: counted.append(fd))

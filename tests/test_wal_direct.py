@@ -33,7 +33,7 @@ from crashsim import Disk
 
 from intemporal import FileStore
 from intemporal.store import wal as wal_module
-from intemporal.store import waldirect, walfile
+from intemporal.store import walcheckpoint, waldirect, walfile
 from intemporal.store.wal import WriteAheadLog
 
 pytestmark = pytest.mark.skipif(not walfile.supported(), reason="no flock/pwritev/boot id")
@@ -309,13 +309,13 @@ def test_a_checkpoint_copies_the_log_before_it_not_the_segment_being_written(
         log.log(*rec)
     assert log._tail is not None and wal_module._TAIL.unpack_from(log._tail)[0] == 3
     copied: list[int] = []
-    real = wal_module.read_all
+    real = walcheckpoint.read_all
 
     def read_all(fd: int) -> bytes:
         copied.append(next(s for s, f in log._fds.items() if f == fd))
         return real(fd)
 
-    monkeypatch.setattr(wal_module, "read_all", read_all)
+    monkeypatch.setattr(walcheckpoint, "read_all", read_all)
     log._mine_from = wal_module._FULL  # as if another process had written there too
     # When a checkpoint moves to the start of that third segment
     log._checkpoint_outside((3, 0))

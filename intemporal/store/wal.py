@@ -44,6 +44,7 @@ from collections.abc import Iterator
 
 from . import walfile
 from .safefs import open_in
+from .walcheckpoint import SLOTS, WAL, Checkpoints
 from .waldirect import DirectTail, block_size
 from .walfile import (
     BODY,
@@ -54,13 +55,9 @@ from .walfile import (
     RWF_DSYNC,
     SEGNO,
     WRITE,
-    Record,
-    apply,
     fcntl,
     make_folder,
     parse,
-    read_all,
-    read_file,
     read_state,
     sync_folder,
     write_state,
@@ -69,14 +66,9 @@ from .walfile import (
 
 __all__ = ["DELETE", "WAL", "WRITE", "WriteAheadLog"]
 
-WAL = ".wal"
-SLOTS = 4  # segment files, reused round-robin
 FIRST_SEGMENT = 1 << 16  # a new store's log starts small (a test's store costs 64 KiB)...
 MAX_SEGMENT = 1 << 22  # ...and grows x4 per segment up to 4 MiB
 UNBORN_SLACK = 60.0  # s: a journal linked this long before a checkpoint had its record in
-# A checkpoint naming more files than this may sync the whole filesystem at once (syncfs)
-# instead of each file: see `walfile.whole_filesystem` for when
-BULK = 16
 # direct I/O where the filesystem allows it (waldirect.py): off unless asked, no gain measured
 DIRECT = os.environ.get("INTEMPORAL_WAL_DIRECT") == "1"
 
@@ -126,20 +118,18 @@ _CRC = struct.Struct("<I")
 _BODY = BODY.size
 
 
-class WriteAheadLog:
+class WriteAheadLog(Checkpoints):
     """The log of the file store rooted at `root`; see the module docstring.
 
     `log(path, offset, data)` returns once the record is on disk. `syncs` counts the
     data syncs this object made (tests and `make bench` count them); `file_syncs` the files
-    its checkpoints synced one by one, `fs_syncs` those that synced the whole filesystem.
+    its checkpoints synced one by one, `fs_syncs` those that synced the whole filesystem
+    (`walcheckpoint.py`: the checkpoint half).
     """
 
     def __init__(self, root: str) -> None:
-        self.root = root
-        self.folder = os.path.join(root, WAL)
+        super().__init__(root)
         self.syncs = 0
-        self.file_syncs = 0  # files a checkpoint synced one by one (tests, benchmarks)
-        self.fs_syncs = 0  # checkpoints that synced the whole filesystem at once instead
         self.most = FIRST_SEGMENT - OVERHEAD - 256  # data bytes a record holds (`fits`)
         self._mu = threading.Lock()
         self._queue: list[_Item] = []
@@ -152,16 +142,7 @@ class WriteAheadLog:
         self._failed: OSError | None = None
         self._open_lock = threading.Lock()
         self._file_mu = threading.Lock()  # the flock excludes processes; this, our threads
-        self.end = (0, 0)  # where the last `records` stopped
-        self._behind = threading.Condition()  # the checkpointer thread's wake-up
-        self._behind_upto: tuple[int, int] | None = None
-        self._checkpointer: threading.Thread | None = None
-        # The files our records name, by segment, since the checkpoint: a checkpoint of
-        # segments only we wrote syncs these without reading the log back (`_named`). A
-        # segment another writer may have written in (another process, a writer that
-        # died) is read back: from `_mine_from` on, every record is ours.
-        self._names: dict[int, dict[str, bool]] = {}
-        self._mine_from = _FULL
+        self._mine_from = _FULL  # from this segment on, every record is ours: see `_named`
         self._last_end = (-1, -1)  # where our last write ended in the log
 
     @property
@@ -371,31 +352,6 @@ class WriteAheadLog:
             segno, off = self._advance(0)
         return segno, off
 
-    def _name(self, segno: int, item: _Item) -> None:
-        """Note that a record of segment `segno` names `item.path` (under the log's lock)."""
-        names = self._names.get(segno)
-        if names is None:
-            names = self._names[segno] = {}
-        if item.folder or item.path not in names:
-            names[item.path] = item.folder or names.get(item.path, False)
-
-    def _named(self, first: int, upto: int) -> dict[str, bool] | None:
-        """The files (and whether to sync their folder) our records in segments `first` up
-        to `upto` (excluded) name, or None when another writer may have written there
-        (under the log's lock)."""
-        if first < self._mine_from:
-            return None
-        named: dict[str, bool] = {}
-        for segno in range(first, upto):
-            for path, folder in self._names.get(segno, {}).items():
-                named[path] = folder or named.get(path, False)
-        return named
-
-    def _checked(self, upto: int) -> None:
-        """The checkpoint reached segment `upto`: forget the names of the segments before."""
-        for segno in [s for s in self._names if s < upto]:
-            del self._names[segno]
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """The log to ourselves: one thread of this process (a mutex: a flock is shared by
@@ -520,115 +476,6 @@ class WriteAheadLog:
             self._direct = DirectTail(self.folder, block) if block else None
             self._tail = tail
 
-    # -- checkpoints and replay ------------------------------------------------------------
-    def _checkpoint(self, state: tuple[int, int, int], upto: tuple[int, int], replay: bool) -> None:
-        """Make every record from the checkpoint on durable in its file, then move the
-        checkpoint to `upto`. `replay`: write the records into their files first."""
-        version, segno, off = state
-        named = None if replay or upto[1] else self._named(segno, upto[0])
-        if named is None:
-            records = self.records(segno, off, upto)
-            named = walfile.names(self._applied(records) if replay else records)
-        self._sync_files(named)
-        write_state(self.folder, walfile.boot_id() or "", version + 1, *upto)
-        self._checked(upto[0])
-
-    def _applied(self, records: Iterator[Record]) -> Iterator[Record]:
-        for rec in records:
-            apply(self.root, rec)
-            yield rec
-
-    def _sync_files(self, paths: dict[str, bool]) -> None:
-        """Sync every file of `paths` (and the folder of those marked: made or deleted):
-        each file, or the whole filesystem at once (`walfile.sync_files` decides)."""
-        if walfile.sync_files(self.root, paths, BULK):
-            self.fs_syncs += 1
-        else:
-            self.file_syncs += len(paths)
-
-    def _checkpoint_behind(self, upto: tuple[int, int]) -> None:
-        """Have the checkpointer thread move the checkpoint to `upto`, off the commit path."""
-        with self._behind:
-            self._behind_upto = upto
-            if self._checkpointer is None or not self._checkpointer.is_alive():
-                self._checkpointer = threading.Thread(
-                    target=self._checkpoints, name="intemporal-checkpoint", daemon=True
-                )
-                self._checkpointer.start()
-            self._behind.notify()
-
-    def _checkpoints(self) -> None:
-        while True:
-            with self._behind:
-                while self._behind_upto is None:
-                    self._behind.wait()
-                upto, self._behind_upto = self._behind_upto, None
-            if upto == (0, 0):  # closed
-                return
-            with contextlib.suppress(OSError):  # the commit path's checkpoint does it then
-                self._checkpoint_outside(upto)
-
-    def _checkpoint_outside(self, upto: tuple[int, int]) -> None:
-        """A checkpoint to `upto`, the lock held only to copy the log before it (not the
-        segment being written) and to write the state: files sync while records are logged."""
-        with self._locked():
-            state = read_state(self.folder)
-            if state is None or state[1:] >= upto:
-                self._checked(upto[0])
-                return
-            named = None if upto[1] else self._named(state[1], upto[0])
-            if named is None:
-                pages = {
-                    s % SLOTS: read_all(self._slot_fd(s % SLOTS)) for s in range(state[1], upto[0])
-                }
-                pages[upto[0] % SLOTS] = os.pread(self._slot_fd(upto[0] % SLOTS), upto[1], 0)
-        if named is None:
-            named = walfile.names(self.records(state[1], state[2], upto, pages))
-        self._sync_files(named)
-        with self._locked():
-            now = read_state(self.folder)
-            if now is not None and now[1:] < upto:
-                write_state(self.folder, walfile.boot_id() or "", now[0] + 1, *upto)
-            self._checked(upto[0])
-
-    def records(
-        self,
-        segno: int,
-        off: int,
-        upto: tuple[int, int] | None = None,
-        pages: dict[int, bytes] | None = None,
-    ) -> Iterator[Record]:
-        """The records from (`segno`, `off`) to `upto` (None: to the log's end); sets `end`.
-        `pages`: the segments' bytes by slot, copied before (else read from their files)."""
-        self.end = (segno, off)
-        while True:
-            fd = self._fds.get(segno % SLOTS)
-            path = os.path.join(self.folder, f"{segno % SLOTS}.log")
-            try:
-                if pages is not None:
-                    data = pages[segno % SLOTS]
-                else:
-                    data = read_all(fd) if fd is not None else read_file(path)
-            except (FileNotFoundError, KeyError):
-                return
-            while upto is None or (segno, off) < upto:
-                rec, size = parse(data, off, segno)
-                if rec is None:
-                    break
-                off += size
-                self.end = (segno, off)
-                yield rec
-            if upto is not None and (segno, off) >= upto:
-                return
-            nxt = os.path.join(self.folder, f"{(segno + 1) % SLOTS}.log")
-            try:
-                head = pages[(segno + 1) % SLOTS] if pages is not None else read_file(nxt, 1 << 16)
-            except (FileNotFoundError, KeyError):
-                return
-            if parse(head, 0, segno + 1)[0] is None and (upto is None or upto[0] != segno + 1):
-                return
-            segno, off = segno + 1, 0
-
     def recover(self) -> int:
         """After a reboot: replay the log into the files; the number of records replayed.
 
@@ -662,13 +509,7 @@ class WriteAheadLog:
         """Write what is queued, and close the log's files."""
         with contextlib.suppress(OSError):
             self.flush()
-        with self._behind:
-            if self._checkpointer is not None:
-                self._behind_upto = (0, 0)  # stop
-                self._behind.notify()
-        if self._checkpointer is not None:
-            self._checkpointer.join(timeout=30)
-            self._checkpointer = None
+        self._stop_checkpoints()
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
