@@ -28,7 +28,7 @@ from .errors import (
 )
 from .events import EVENT_SET, TERMINAL_EVENTS
 from .failures import decode_error, rebuild_error
-from .store import Event, RunInfo, RunStatus
+from .store import Event, Lease, RunInfo, RunStatus
 
 R = TypeVar("R")
 
@@ -76,8 +76,10 @@ class Execution:
 
     __slots__ = (
         "args",
+        "claiming",
         "ctx",
         "done",
+        "handoff",
         "inbox_cursor",
         "inline",
         "kwargs",
@@ -111,6 +113,10 @@ class Execution:
         self.inline = False  # executed on its parent's thread
         self.terminal = False  # this execution recorded the run's end
         self.start_at: float | None = None  # start(delay=): not launched before (epoch s)
+        # Launched without a lease, its thread about to claim the run: an adopter here that
+        # holds the claim meanwhile hands its lease over (`handoff`) instead of dropping it.
+        self.claiming = False
+        self.handoff: Lease | None = None
 
     def finish(self, kind: str, value: Any = None, terminal: bool = False) -> None:
         self.outcome, self.terminal = (kind, value), terminal

@@ -96,6 +96,18 @@ def test_flush_step_prints_the_cost_of_one_activity(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_step_floor_prints_each_way_against_the_probe(tmp_path: Path) -> None:
+    # Given the durable step's floor script at its smoke size (one round of 20 steps a way)
+    figures = _quick_figures("step_floor.py", tmp_path)
+    # Then it prints each way's wall and CPU µs per step and its ratio to the sync in place,
+    # and leaves nothing behind
+    assert set(figures) == {"rounds", "n", "probe", "floor", "warm", "engine"}
+    assert figures["probe"]["over_probe"] == 1.0
+    for way in ("floor", "warm", "engine"):
+        assert figures[way]["wall_us"] > 0 and figures[way]["over_probe"] >= 0
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_index_row_cost_prints_its_figures(tmp_path: Path) -> None:
     # Given the index row's cost script at a smoke size
     cmd = [sys.executable, str(REPO / "bench" / "index_row_cost.py"), "--tmp", str(tmp_path)]

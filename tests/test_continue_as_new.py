@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, MemoryStore, RunStatus, Store
+from intemporal.store import Lease
 from intemporal.verify import verify_replay
 
 
@@ -121,6 +125,60 @@ def test_signals_a_run_left_unread_go_on_to_the_next_run_of_its_chain(engine: En
         if e["type"] == "signal_received"
     ]
     assert len(taken) == len(set(taken)) == 4
+
+
+@intemporal.workflow(name="can.relay")
+def relay(round_: int) -> Any:
+    if round_ == 0:
+        intemporal.continue_as_new(1)
+    return intemporal.wait_for_signal("go", timeout=60)
+
+
+def test_a_run_adopted_here_while_its_execution_here_claims_it_is_executed(store: Store) -> None:
+    # Given the next run of a chain, made for this engine, signalled in the instant before
+    # the engine launched it: the signal's poke claims it ("nobody executes it"), the
+    # execution launched here then fails its own claim on that lease, and the poke finds
+    # the run executing here. It used to release its lease then: nobody executed the run
+    # (a chain of signals timed out under load). Each step waits for the one before it.
+    adopted, claim_failed, signalled = threading.Event(), threading.Event(), threading.Event()
+    create, claim, claim_next = store.create, store.claim, store.claim_next
+    poker: list[threading.Thread] = []
+
+    def signal_then_mark() -> None:
+        engine.signal("chain~1", "go", "hello")
+        signalled.set()
+
+    def creating(run_id: str, *args: Any, **kwargs: Any) -> bool:
+        made = create(run_id, *args, **kwargs)
+        if run_id == "chain~1":
+            poker.append(threading.Thread(target=signal_then_mark, daemon=True))
+            poker[0].start()
+            assert adopted.wait(10), "the signal's poke never claimed the run"
+        return made
+
+    def claiming_next(*args: Any, **kwargs: Any) -> list[Lease]:
+        leases = claim_next(*args, **kwargs)
+        if [lease.run_id for lease in leases] == ["chain~1"] and not adopted.is_set():
+            adopted.set()
+            assert claim_failed.wait(10), "the run was never claimed by its execution here"
+        return leases
+
+    def claiming(run_id: str, *args: Any, **kwargs: Any) -> Lease | None:
+        lease = claim(run_id, *args, **kwargs)
+        mine = poker and threading.current_thread() is not poker[0]
+        if run_id == "chain~1" and mine and not claim_failed.is_set():
+            assert lease is None, "the run's claim must fail while the poke holds it"
+            claim_failed.set()
+            assert signalled.wait(10), "the signal never returned"
+        return lease
+
+    store.create, store.claim, store.claim_next = creating, claiming, claiming_next  # type: ignore[method-assign]
+    with Engine(store, threads=2) as engine:
+        handle = engine.start(relay, 0, run_id="chain")
+        # Then the run is executed here once, with the signal
+        assert handle.result(timeout=15) == "hello"
+        assert adopted.is_set() and claim_failed.is_set() and signalled.is_set()
+        assert [e["type"] for e in engine.history("chain~1")].count("signal_received") == 1
 
 
 def test_continue_as_new_outside_a_workflow_is_refused() -> None:

@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -28,7 +29,7 @@ from typer.testing import CliRunner
 import intemporal
 from intemporal import Engine, PostgresStore, RunStatus, StoreUnavailable
 from intemporal.cli import app
-from intemporal.store import open_store
+from intemporal.store import Event, open_store
 from intemporal.store.postgres_schema import VERSION
 
 
@@ -168,6 +169,41 @@ def test_a_client_waiting_for_a_result_is_told_when_the_database_goes_away(
             pg_server.start()
         # and once it is back the run is there, still pending for a worker
         assert client.get_run("enqueued").status is RunStatus.PENDING
+
+
+# -- wake-ups -------------------------------------------------------------------------------------
+def test_a_run_created_for_this_engine_is_never_offered_to_its_watcher(pg_dsn: str) -> None:
+    # Given the store's looks for ready runs (the watcher's) made in the instant a run
+    # created for this process's own engine has committed, before `create` returns: a
+    # watcher that took it there made its queued execution's claim fail, then gave its own
+    # up ("executing here"), and the run stayed pending for good (a 20 s timeout under load)
+    store = PostgresStore(pg_dsn)
+    insert, seen = store._insert, list[str]()
+
+    def insert_then_look(run_id: str, first: Event, owner: str | None, ring: bool = False) -> Any:
+        rows = insert(run_id, first, owner, ring)
+        store._freed = True  # a run ended here: the watcher looks for pending runs
+        seen.extend(store._pending() + store._safety_poll())
+        return rows
+
+    store._insert = insert_then_look  # type: ignore[method-assign]
+    first: Event = {"type": "run_started", "workflow": "w"}
+    try:
+        # When runs are created for this engine, one of them twice (an idempotent start)
+        assert store.create("mine", first, owner="engine-1")
+        assert not store.create("mine", first, owner="engine-1")
+        assert store.create("also-mine", first, owner="engine-1")
+        # Then no look named them, nor does one after
+        assert seen == []
+        assert store._pending() + store._safety_poll() == []
+        # And a run recorded for any worker (a client's) is offered at once
+        assert store.create("theirs", first)
+        assert seen == ["theirs", "theirs"]
+        # And once this engine claims its runs, nothing is left hidden
+        assert store.claim("mine") is not None and store.claim("also-mine") is not None
+        assert store._created == {}
+    finally:
+        store.close()
 
 
 # -- closing: nothing left open --------------------------------------------------------------------

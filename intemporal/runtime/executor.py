@@ -148,11 +148,12 @@ class Executor:
     ) -> Execution:
         with self._mutex:
             running = self._active.get(exe.run_id)
-            if (self.closing or running is not None) and lease is not None:
+            if self.closing and lease is not None:
                 lease.release()
             if self.closing:
                 raise closed_error()
             if running is not None:
+                self._join(running, lease)
                 return running
             if exe.start_at is not None and exe.start_at > self.clock.time():
                 if lease is not None:
@@ -162,6 +163,7 @@ class Executor:
                 self._parking.start()
                 return exe
             self._active[exe.run_id] = exe
+            exe.claiming = lease is None
             self._sleeping.pop(exe.run_id, None)
             self.halted.pop(exe.run_id, None)
         if is_async(exe.wf.fn):
@@ -170,6 +172,31 @@ class Executor:
             self._pool.submit(self._execute, exe, events, lease)
         self._parking.start()
         return exe
+
+    @staticmethod
+    def _join(running: Execution, lease: Lease | None) -> None:
+        """Under the mutex: `lease`, a claim of a run executing here, goes to `running` if
+        its thread is claiming the run now (a claim that `lease` makes fail), else released."""
+        if lease is not None and running.claiming and running.handoff is None:
+            running.handoff = lease
+        elif lease is not None:
+            lease.release()
+
+    def _claim_queued(self, exe: Execution) -> Lease | None:
+        """Claim a run launched here without a lease; None if another process holds it. An
+        adopter here (a `poke`, `recover`) holding the claim then hands its lease over
+        (`_join`), or, if this claim gave up first, finds the run not executing here."""
+        lease = None
+        try:
+            lease = self.store.claim(exe.run_id)
+        finally:
+            with self._mutex:
+                handed, exe.handoff, exe.claiming = exe.handoff, None, False
+                if lease is None and handed is None and self._active.get(exe.run_id) is exe:
+                    del self._active[exe.run_id]  # given up: whoever holds it executes it
+        if handed is not None and lease is not None:  # both cannot hold it: never happens
+            handed.release()
+        return lease if lease is not None else handed
 
     def _on_loop(
         self, exe: Execution, events: list[Event] | None, lease: Lease | None
@@ -200,10 +227,14 @@ class Executor:
     ) -> bool:
         """Execute on the calling thread (claimed by the caller: `lease`); False if it is already."""
         with self._mutex:
-            admitted = not self.closing and exe.run_id not in self._active
+            running = self._active.get(exe.run_id)
+            admitted = not self.closing and running is None
             if admitted:
                 self._active[exe.run_id] = exe
                 self.halted.pop(exe.run_id, None)
+            elif running is not None and not self.closing:
+                self._join(running, lease)
+                lease = None
         if not admitted:
             if lease is not None:
                 lease.release()
@@ -238,7 +269,7 @@ class Executor:
         try:
             with store_call(exe.run_id, f"claim run {exe.run_id!r}"):
                 if lease is None:
-                    lease = self.store.claim(exe.run_id)
+                    lease = self._claim_queued(exe)
                     # Claimed only now: another engine (an idempotent start of the same id,
                     # a worker's look) may have executed it since `events` were read.
                     events = None
@@ -291,7 +322,8 @@ class Executor:
         """Bookkeeping once an execution ends: park a waiting run, wake a parent, notify."""
         kind, value = exe.outcome or ("stopped", None)
         with self._mutex:
-            self._active.pop(exe.run_id, None)
+            if self._active.get(exe.run_id) is exe:  # not one that took over (`_claim_queued`)
+                del self._active[exe.run_id]
             if kind == "error" and isinstance(value, BaseException) and not exe.terminal:
                 self.halted[exe.run_id] = value  # unrecorded: its handles raise it
             if isinstance(value, _Wait) and not self.closing:

@@ -60,6 +60,8 @@ class Starting:
         def _execute_here(
             self, exe: Execution, events: list[Event] | None, lease: Lease | None = None
         ) -> bool: ...
+        @staticmethod
+        def _join(running: Execution, lease: Lease | None) -> None: ...
         def _claim_ready(
             self, run_ids: list[str] | None, busy_only: bool = False
         ) -> list[Lease]: ...
@@ -173,10 +175,10 @@ class Starting:
                     lease.release()
                 return RunHandle(self._calls, run_id)
             with self._mutex:
-                if run_id in self._active:
-                    if lease is not None:
-                        lease.release()
-                    return RunHandle(self._calls, run_id, self._active[run_id])
+                running = self._active.get(run_id)
+                if running is not None:
+                    self._join(running, lease)  # its own claim may be failing on `lease`
+                    return RunHandle(self._calls, run_id, running)
             first = events[0]
             check_version(first)
             wf = load_workflow(first, imports, copies=self.codec == "auto")

@@ -301,12 +301,23 @@ class PostgresStore(Wakeups, Store):
     def create(
         self, run_id: str, first: Event, sync: bool = True, owner: str | None = None
     ) -> bool:
-        made = bool(self._insert(run_id, first, None, ring=owner is None))
-        if made and owner is not None:  # its engine here executes it next: no news for
-            # this process's watcher (the looks for ready runs leave it out)
+        if owner is None:
+            return bool(self._insert(run_id, first, None, ring=True))
+        # Its engine here executes it next: no news for this process's watcher (the looks
+        # for ready runs leave it out). Marked before the insert commits: a look made in
+        # between would hand it to the watcher, whose claim could fail the execution
+        # queued here and then be given up as "executing here" (the run pending for good).
+        with self._pool_lock:
+            fresh = run_id not in self._created
+            self._created[run_id] = None
+        made = False
+        try:
+            made = bool(self._insert(run_id, first, None))
+        finally:
             with self._pool_lock:
-                self._created[run_id] = None
-                if len(self._created) > CREATED:
+                if not made and fresh:  # an id that exists: not ours to unmark
+                    self._created.pop(run_id, None)
+                elif len(self._created) > CREATED:
                     del self._created[next(iter(self._created))]
         return made
 
