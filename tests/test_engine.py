@@ -773,7 +773,7 @@ def test_a_run_another_engine_took_between_its_creation_and_its_claim_runs_once(
                 assert b.start(counted_once, 1, run_id=run_id).result(timeout=10) == 1
             return made
 
-        store.create = create_then_b_runs_it  # type: ignore[method-assign]
+        store.create = create_then_b_runs_it  # type: ignore[method-assign,assignment]
         # When engine A's start then claims it: it used to execute it again from its start
         assert a.start(counted_once, 1, run_id=run_id).result(timeout=10) == 1
     # Then its body ran once, and its journal holds one end
