@@ -18,6 +18,7 @@ file store), or keeps the fold's fields beside the journal (a database).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -257,3 +258,14 @@ def same_error(a: Event | None, b: Event | None) -> bool:
     """Whether two recorded errors have the same type and message."""
     a, b = a or {}, b or {}
     return bool(a) and (a.get("type"), a.get("message")) == (b.get("type"), b.get("message"))
+
+
+def with_signal_id(message: Event) -> Event:
+    """`message`, with a fresh `signal_id` if it is a signal without one.
+
+    A run takes each signal id once (a retried send is not a second signal): a signal sent
+    without an id gets its own, so two of them are two signals, not one.
+    """
+    if message.get("type") == SIGNAL and not message.get("signal_id"):
+        return {**message, "signal_id": uuid.uuid4().hex}
+    return message

@@ -54,31 +54,19 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Container, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from ..errors import IntemporalError, RunNotFound
-from ..events import SIGNAL, TERMINAL_EVENTS, Event, RunState, RunStatus, fold, result_event
+from ..events import TERMINAL_EVENTS, Event, RunState, RunStatus, fold, result_event
 from . import queueing
 from .queueing import QueueSpec
 from .runinfo import RunInfo, summarize
 
 POLL = 0.02  # seconds between looks of the polling `Store.wait`
 _LEDGER_LOCK = threading.Lock()  # the default `Store._queue_ledger`'s lock (one process)
-
-
-def with_signal_id(message: Event) -> Event:
-    """`message`, with a fresh `signal_id` if it is a signal without one.
-
-    A run takes each signal id once (a retried send is not a second signal): a signal sent
-    without an id gets its own, so two of them are two signals, not one.
-    """
-    if message.get("type") == SIGNAL and not message.get("signal_id"):
-        return {**message, "signal_id": uuid.uuid4().hex}
-    return message
 
 
 class Lease(ABC):

@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RunNotFound, UnsafeStore
-from ..events import TERMINAL_EVENTS
+from ..events import TERMINAL_EVENTS, with_signal_id
 from . import queueing
-from .base import Event, Lease, OwnerLease, with_signal_id
+from .base import Event, Lease, OwnerLease
 from .filegc import FileCollector, GcLock, ends_finished
 from .fileio import (
     FileLease,

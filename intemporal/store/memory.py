@@ -11,7 +11,8 @@ import threading
 from collections.abc import Iterator
 
 from ..errors import LeaseLost, RunNotFound
-from .base import Event, Lease, OwnerLease, Store, with_signal_id
+from ..events import with_signal_id
+from .base import Event, Lease, OwnerLease, Store
 from .runinfo import check_run_id
 
 

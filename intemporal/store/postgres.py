@@ -30,9 +30,9 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from ..errors import RunNotFound, StoreUnavailable
-from ..events import RunState, RunStatus, fold
+from ..events import RunState, RunStatus, fold, with_signal_id
 from . import queueing
-from .base import Event, Lease, OwnerLease, Store, with_signal_id
+from .base import Event, Lease, OwnerLease, Store
 from .postgres_lease import PostgresLease, columns
 from .postgres_wake import READY, RESCAN, UNFINISHED, Wakeups
 from .queueing import QueueSpec
