@@ -44,7 +44,7 @@ from collections.abc import Iterator
 
 from . import walfile
 from .safefs import open_in
-from .walcheckpoint import SLOTS, WAL, Checkpoints
+from .walcheckpoint import SLOTS, WAL, Checkpoints, failed_before
 from .waldirect import DirectTail, block_size
 from .walfile import (
     BODY,
@@ -139,7 +139,6 @@ class WriteAheadLog(Checkpoints):
         self._lock_fd = -1
         self._tail: mmap.mmap | None = None
         self._direct: DirectTail | None = None  # chosen at open: see `direct`
-        self._failed: OSError | None = None
         self._open_lock = threading.Lock()
         self._file_mu = threading.Lock()  # the flock excludes processes; this, our threads
         self._mine_from = _FULL  # from this segment on, every record is ours: see `_named`
@@ -286,7 +285,7 @@ class WriteAheadLog(Checkpoints):
 
     def _write(self, batch: list[_Item]) -> None:
         if self._failed is not None:
-            raise OSError(errno.EIO, f"the write-ahead log failed to sync before: {self._failed}")
+            raise failed_before(self._failed)
         tail = self._tail
         if tail is None:
             self._open()
