@@ -268,12 +268,24 @@ class WriteAheadLog(Checkpoints):
             mu.release()
             return
 
-    def forget(self, *paths: str) -> None:
-        """Log that `paths` are deleted (written with the next sync, not waited for), so a
-        replay does not bring them back; nothing if this store never had a log."""
+    def forget(self, *paths: str, durable: bool = False) -> None:
+        """Log that `paths` are deleted, so a replay does not bring them back; nothing if
+        this store never had a log. Written with the next sync, not waited for; with
+        `durable`, returns once every one is in the log: a file is unlinked only then (a
+        replay makes a file again from its records since the checkpoint, so a deletion
+        still queued when its process died, its file unlinked, came back at the next
+        boot). Raises `OSError` (with `durable`) when the log cannot be written."""
         if self._tail is not None or os.path.isdir(self.folder):
-            for path in paths:
-                self.enqueue(DELETE, path, 0, b"", wait=False)
+            items = [self.enqueue(DELETE, path, 0, b"", wait=durable) for path in paths]
+            if durable:
+                error: OSError | None = None
+                for item in items:  # each one waited for: `enqueue`'s rule
+                    try:
+                        self.wait(item)
+                    except OSError as exc:
+                        error = error or exc
+                if error is not None:
+                    raise error
 
     def flush(self) -> None:
         """Write what is queued (records nobody waits for: deletions) without waiting."""
