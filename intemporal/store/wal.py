@@ -115,6 +115,7 @@ class _Item:
 
 
 _CRC = struct.Struct("<I")
+_ident = threading.get_ident
 _BODY = BODY.size
 
 
@@ -141,6 +142,8 @@ class WriteAheadLog(Checkpoints):
         self._direct: DirectTail | None = None  # chosen at open: see `direct`
         self._open_lock = threading.Lock()
         self._file_mu = threading.Lock()  # the flock excludes processes; this, our threads
+        self._alone: _Item | None = None  # a record that made its thread the leader...
+        self._alone_thread = 0  # ...and that thread, until it leads (`interrupted`)
         self._mine_from = _FULL  # from this segment on, every record is ours: see `_named`
         self._last_end = (-1, -1)  # where our last write ended in the log
 
@@ -186,6 +189,7 @@ class WriteAheadLog(Checkpoints):
         mu.acquire()  # (not `with`: see `wait`)
         if wait and not self._leading and not self._queue:
             self._leading = item.lead = True  # alone: it leads at once (`wait`)
+            self._alone, self._alone_thread = item, _ident()  # until it does (`interrupted`)
         else:
             self._queue.append(item)
         mu.release()
@@ -201,6 +205,7 @@ class WriteAheadLog(Checkpoints):
         `wait`: a leader that never writes would hold up every other.
         """
         if item.lead:  # queued alone: the leader already
+            self._alone = None
             self._lead([item])
             if item.error is not None:
                 raise item.error
@@ -214,7 +219,11 @@ class WriteAheadLog(Checkpoints):
             item.waiter = waiter = threading.Lock()
             waiter.acquire()  # released by the leader that writes it, or to lead
             mu.release()
-            waiter.acquire()
+            try:
+                waiter.acquire()
+            except BaseException:  # interrupted (Ctrl-C): gone, unless it must lead now
+                self._left(item)
+                raise
             if item.lead:
                 self._lead(None)
         else:
@@ -229,6 +238,7 @@ class WriteAheadLog(Checkpoints):
         """Write the queued batch (`batch`: taken already), wake who it covered, pass the
         lead to a waiting thread."""
         mu = self._mu
+        stop: BaseException | None = None  # an interrupt: raised once the lead is handed on
         while True:
             if batch is None:
                 with mu:
@@ -239,6 +249,8 @@ class WriteAheadLog(Checkpoints):
                     self._write(batch)
                 except OSError as exc:
                     error = exc
+                except BaseException as exc:  # Ctrl-C in the main thread: its batch fails
+                    stop, error = exc, OSError(errno.EINTR, "the log's write was interrupted")
             mu.acquire()  # `wait` makes a waiter under it: none is missed
             for it in batch:
                 it.error, it.done = error, True
@@ -248,6 +260,8 @@ class WriteAheadLog(Checkpoints):
             if not self._queue:  # the usual case: nothing queued meanwhile
                 self._leading = False
                 mu.release()
+                if stop is not None:
+                    raise stop
                 return
             nxt = None
             for it in self._queue:
@@ -255,18 +269,43 @@ class WriteAheadLog(Checkpoints):
                     nxt = it
                     break
             if nxt is None:
-                if any(not it.wanted for it in self._queue):
+                if stop is None and any(not it.wanted for it in self._queue):
                     mu.release()
                     continue  # records nobody waits for (deletions): write them too
                 # Records whose threads are not waiting yet: each leads when it does.
                 self._leading = False
                 mu.release()
+                if stop is not None:
+                    raise stop
                 return
             nxt.lead = True  # it writes the next batch, its own record included
             assert nxt.waiter is not None
             nxt.waiter.release()
             mu.release()
+            if stop is not None:
+                raise stop
             return
+
+    def _left(self, item: _Item) -> None:
+        """`item`'s thread stopped waiting for it (interrupted): it leads if it was just
+        handed the lead (else nobody would), or is left to a later batch, unwoken."""
+        with self._mu:
+            lead = item.lead and not item.done
+            if not lead:
+                item.waiter = None  # not handed the lead, nor woken: a later batch writes it
+        if lead:
+            self._lead(None)
+
+    def interrupted(self) -> None:
+        """Called by a thread interrupted (Ctrl-C) between queuing a record and waiting
+        for it: if that record made it the leader (`enqueue`), it leads now, so the log's
+        other threads are not left waiting for a leader that never writes."""
+        with self._mu:
+            item = self._alone
+            if item is None or self._alone_thread != _ident():
+                return
+            self._alone = None
+        self._lead([item])
 
     def forget(self, *paths: str, durable: bool = False) -> None:
         """Log that `paths` are deleted, so a replay does not bring them back; nothing if
