@@ -75,14 +75,14 @@ def test_a_lease_interrupted_between_queuing_and_waiting_leaves_the_log_usable(
         real = wallogged.Logged.take
 
         def take(self: wallogged.Logged, fd: int, end: int) -> Any:
-            item = real(self, fd, end)
+            real(self, fd, end)
             raise KeyboardInterrupt  # Ctrl-C once the record is queued, before its wait
 
         monkeypatch.setattr(wallogged.Logged, "take", take)
         with pytest.raises(KeyboardInterrupt):
             lease.append({"type": "side_effect", "seq": 1, "name": "n", "ts": 1.0}, True)
         monkeypatch.setattr(wallogged.Logged, "take", real)
-        wal = store._wal  # type: ignore[attr-defined]
+        wal = store._wal
         assert wal is not None
         assert _writes_in_time(wal, "b")
         lease.release()
