@@ -34,7 +34,8 @@ on a file system that discards freed blocks as it frees them: 30 s. Here instead
   again. A run's inbox goes before its journal (never an inbox without its run, which a new
   run of that id would read). Rows go after the files, in one transaction per batch: a crash
   in between leaves rows without journals, which readers skip and the next `gc` removes.
-  The write-ahead log is told of each deletion first, so a replay never brings one back.
+  The write-ahead log is told of each deletion, and that is on disk, before the file is
+  unlinked: a replay never brings one back.
   The index's `meta` says a `gc` is deleting (`RunIndex.deleting`) from before the first
   unlink to after the last rows: left there by a SIGKILL, `count` asks the journals, not the
   rows, and the next `gc` removes every row without a journal, whatever its cutoff.
