@@ -137,3 +137,25 @@ def test_a_thread_interrupted_while_it_waits_behind_the_leader_is_not_handed_the
         assert _writes_in_time(wal, "c")
     finally:
         wal.close()
+
+
+def test_a_log_write_interrupted_before_its_wait_leaves_the_log_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal = WriteAheadLog(str(tmp_path))
+    try:
+        wal.log("warm", 0, b"x")
+        real = WriteAheadLog.wait
+
+        def wait(self: WriteAheadLog, item: Any) -> None:
+            monkeypatch.setattr(WriteAheadLog, "wait", real)
+            raise KeyboardInterrupt  # Ctrl-C as `wait` is entered: the record queued
+
+        monkeypatch.setattr(WriteAheadLog, "wait", wait)
+        # When a write (an inbox message's, a new run's) is interrupted before its wait
+        with pytest.raises(KeyboardInterrupt):
+            wal.log("a", 0, b"a")
+        # Then the log goes on
+        assert _writes_in_time(wal, "b")
+    finally:
+        wal.close()

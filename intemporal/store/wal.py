@@ -158,7 +158,11 @@ class WriteAheadLog(Checkpoints):
 
         Raises `OSError` when the log cannot be written or synced (a full disk).
         """
-        self.wait(self.enqueue(WRITE, path, offset, data))
+        try:
+            self.wait(self.enqueue(WRITE, path, offset, data))
+        except BaseException:  # Ctrl-C before its wait: it may lead (`interrupted`)
+            self.interrupted()
+            raise
 
     def fits(self, size: int) -> bool:
         """Whether a record of `size` data bytes fits in a segment (larger: sync the file)."""
@@ -323,6 +327,9 @@ class WriteAheadLog(Checkpoints):
                         self.wait(item)
                     except OSError as exc:
                         error = error or exc
+                    except BaseException:  # Ctrl-C: the rest are written by a later batch
+                        self.interrupted()
+                        raise
                 if error is not None:
                     raise error
 
