@@ -81,6 +81,7 @@ class Execution:
         "done",
         "handoff",
         "inbox_cursor",
+        "inbox_lock",
         "inline",
         "kwargs",
         "outcome",
@@ -109,6 +110,7 @@ class Execution:
         # ("ok", value) | ("error", exc) | ("stopped", exc); None while executing
         self.outcome: tuple[str, Any] | None = None
         self.inbox_cursor = 0
+        self.inbox_lock = threading.Lock()  # one reader of its inbox at a time: in its order
         self.rewake = False  # a message came while executing: execute again if it suspends
         self.inline = False  # executed on its parent's thread
         self.terminal = False  # this execution recorded the run's end

@@ -10,7 +10,8 @@ from process_helpers import wait_until
 
 import intemporal
 from intemporal import Engine, MemoryStore, RunStatus, Store
-from intemporal.store import Lease
+from intemporal.lineage import next_in_chain
+from intemporal.store import Event, Lease
 from intemporal.verify import verify_replay
 
 
@@ -179,6 +180,55 @@ def test_a_run_adopted_here_while_its_execution_here_claims_it_is_executed(store
         assert handle.result(timeout=15) == "hello"
         assert adopted.is_set() and claim_failed.is_set() and signalled.is_set()
         assert [e["type"] for e in engine.history("chain~1")].count("signal_received") == 1
+
+
+@intemporal.workflow(name="can.stepper")
+def stepper(round_: int) -> Any:
+    if round_ < 2:  # "p" waits for "a", "p~1" for "go-on", then "p~2" takes "b"
+        intemporal.wait_for_signal("a" if round_ == 0 else "go-on", timeout=60)
+        intemporal.continue_as_new(round_ + 1)
+    return intemporal.wait_for_signal("b", timeout=60)
+
+
+def test_a_signal_passed_down_a_chain_reaches_a_run_that_continues_as_it_is_sent(
+    store: Store,
+) -> None:
+    # Given a signal "b" for run "p" sent as "p" continues as new, after it passed its
+    # unread signals on: the sender passes it on to "p~1", which continues as new itself
+    # between the sender's look at it (still waiting) and the send. The sender looked only
+    # before the send, so "p~2" never got it (a chain of signals timed out under load).
+    send = store.send
+
+    def then(what: Any) -> None:
+        threading.Thread(target=what, daemon=True).start()
+
+    def continued(run_id: str) -> bool:
+        return engine.get_run(run_id).status is RunStatus.COMPLETED and any(
+            e["type"] == "signal_wait" for e in _history(engine, next_in_chain(run_id))
+        )
+
+    def sending(run_id: str, message: Event) -> None:
+        if message.get("name") == "b" and run_id in ("p", "p~1"):  # the link ends first
+            then(lambda: engine.signal(run_id, "a" if run_id == "p" else "go-on"))
+            wait_until(lambda: continued(run_id), what=f"{run_id} to continue as new")
+        send(run_id, message)
+
+    store.send = sending  # type: ignore[method-assign]
+    with Engine(store, threads=2) as engine:
+        handle = engine.start(stepper, 0, run_id="p")
+        _waiting(engine, "p")
+        # When "b" is sent to "p"
+        engine.signal("p", "b", "hello")
+        # Then the last run takes it
+        assert handle.result(timeout=15) == "hello"
+        assert engine.get_run("p~2").result == "hello"
+
+
+def _history(engine: Engine, run_id: str) -> list[Event]:
+    try:
+        return engine.history(run_id)
+    except intemporal.RunNotFound:  # not created yet
+        return []
 
 
 def test_continue_as_new_outside_a_workflow_is_refused() -> None:

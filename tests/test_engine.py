@@ -16,6 +16,7 @@ from intemporal import (
     Engine,
     FileStore,
     IntemporalError,
+    MemoryStore,
     RetryPolicy,
     RunConflict,
     RunNotFound,
@@ -742,6 +743,42 @@ def test_many_runs_at_once(engine: Engine) -> None:
     handles = [engine.start(wf, i, run_id=f"many-{i:02}") for i in range(24)]
     assert [h.result(timeout=20) for h in handles] == [i + 2 for i in range(24)]
     assert len(engine.list_runs(status="completed")) == 24
+
+
+@intemporal.workflow(name="engine.once")
+def counted_once(x: int) -> int:
+    BODIES.append(x)
+    return x
+
+
+BODIES: list[int] = []
+
+
+@pytest.mark.parametrize("where", ["memory", "file-folder"])
+def test_a_run_another_engine_took_between_its_creation_and_its_claim_runs_once(
+    where: str, tmp_path: Path
+) -> None:
+    # Given a store whose `create_claimed` is a creation then a claim (the `Store` default:
+    # MemoryStore's, a FileStore's run in a folder), and engine B starting the same run id
+    # in between (two workers firing one schedule tick) and executing it to its end
+    store: intemporal.Store = MemoryStore() if where == "memory" else FileStore(tmp_path)
+    run_id = "once" if where == "memory" else "tenant/once"
+    BODIES.clear()
+    create = store.create
+    with Engine(store, threads=2) as a, Engine(store, threads=2) as b:
+
+        def create_then_b_runs_it(rid: str, *args: Any, **kwargs: Any) -> bool:
+            made = create(rid, *args, **kwargs)
+            if made and rid == run_id:
+                assert b.start(counted_once, 1, run_id=run_id).result(timeout=10) == 1
+            return made
+
+        store.create = create_then_b_runs_it  # type: ignore[method-assign,assignment]
+        # When engine A's start then claims it: it used to execute it again from its start
+        assert a.start(counted_once, 1, run_id=run_id).result(timeout=10) == 1
+    # Then its body ran once, and its journal holds one end
+    assert BODIES == [1]
+    assert [e["type"] for e in store.read(run_id)].count("run_completed") == 1
 
 
 def test_flush_durability_runs_the_same(store: intemporal.Store) -> None:

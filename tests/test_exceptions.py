@@ -309,8 +309,8 @@ def test_unrebuildable_exception_stops_the_run_unrecorded(store: Store) -> None:
         events = store.read("orig")
         failed = next(e for e in events if e["type"] == "activity_failed")
         failed["error"] = dict(failed["error"], module="shop_that_was_deleted", type="GoneError")
-        assert store.create("gone", dict(events[0], run_id="gone"))
-        lease = store.claim("gone")
+        # created claimed: a run created for any worker is taken by this engine's watcher
+        lease = store.create_claimed("gone", dict(events[0], run_id="gone"))
         assert lease is not None
         lease.append(dict(failed), sync=True)
         lease.release()

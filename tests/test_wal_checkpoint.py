@@ -81,6 +81,13 @@ class _Calls:
         monkeypatch.setattr(walfile, "dirty_bytes", dirty_bytes)
         monkeypatch.setattr(walfile, "syncfs_reports_errors", lambda: True)
 
+    def each_synced(self, root: Path, paths: dict[str, bool], syncfs: int) -> None:
+        """Check that `sync_files` of `paths` (more than 16) synced each file, once, after
+        `syncfs` calls of `syncfs`."""
+        assert walfile.sync_files(str(root), paths, 16) is False
+        assert self.syncfs == syncfs
+        assert sorted(self.files) == sorted(str(root / p) for p in paths)
+
 
 def _files(root: Path, count: int) -> dict[str, bool]:
     (root / "sub").mkdir()
@@ -104,8 +111,7 @@ def test_much_unwritten_or_few_files_sync_each_file_and_each_new_ones_folder(
 ) -> None:
     paths = _files(tmp_path, 20)
     calls = _Calls(monkeypatch, dirty=20 * walfile.DIRTY_PER_FILE + 1)
-    assert walfile.sync_files(str(tmp_path), paths, 16) is False
-    assert calls.syncfs == 0 and sorted(calls.files) == sorted(str(tmp_path / p) for p in paths)
+    calls.each_synced(tmp_path, paths, syncfs=0)
     assert calls.folders == [str(tmp_path / "sub")]
     # ...and a few files do not even read the system's unwritten bytes
     calls.files.clear()
@@ -118,8 +124,7 @@ def test_a_failed_syncfs_is_not_taken_for_success_each_file_is_synced(
 ) -> None:
     paths = _files(tmp_path, 20)
     calls = _Calls(monkeypatch, dirty=0, fails=True)
-    assert walfile.sync_files(str(tmp_path), paths, 16) is False
-    assert calls.syncfs == 1 and sorted(calls.files) == sorted(str(tmp_path / p) for p in paths)
+    calls.each_synced(tmp_path, paths, syncfs=1)
     assert calls.folders == [str(tmp_path / "sub")]
 
 
@@ -199,8 +204,7 @@ def test_a_folder_on_another_filesystem_has_its_files_synced_each(
 
     monkeypatch.setattr(os, "stat", stat)
     # Then each file is synced, not the filesystem of the store's folder
-    assert walfile.sync_files(str(tmp_path), paths, 16) is False
-    assert calls.syncfs == 0 and len(calls.files) == 20
+    calls.each_synced(tmp_path, paths, syncfs=0)
 
 
 def test_an_untrusted_or_missing_syncfs_falls_back_to_each_file(
@@ -209,8 +213,7 @@ def test_an_untrusted_or_missing_syncfs_falls_back_to_each_file(
     paths = _files(tmp_path, 20)
     calls = _Calls(monkeypatch, dirty=0)
     monkeypatch.setattr(walfile, "syncfs_reports_errors", lambda: False)
-    assert walfile.sync_files(str(tmp_path), paths, 16) is False
-    assert calls.syncfs == 0 and len(calls.files) == 20
+    calls.each_synced(tmp_path, paths, syncfs=0)
 
 
 @pytest.mark.parametrize(

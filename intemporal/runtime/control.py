@@ -111,7 +111,9 @@ class Control(Starting):
     def _pass_on(self, run_id: str, message: Event) -> None:
         """Send `message` on down the chain when run `run_id` continued as new before taking
         it: it came after the run had passed its unread signals on (`lineage.replay_signals`).
-        The next run takes each signal id once, so a copy sent twice is taken once."""
+        The next run takes each signal id once, so a copy sent twice is taken once. Each
+        run is looked at after the send to it: one that ends meanwhile passes on only what
+        its inbox held before."""
         info = self.get_run(run_id)
         while info.status is RunStatus.COMPLETED and info.raw.get("continued_as"):
             taken = any(
@@ -120,6 +122,7 @@ class Control(Starting):
             )
             if taken:
                 return
-            info = self.get_run(str(info.raw["continued_as"]))
-            self.store.send(info.run_id, message)
-            self.poke(info.run_id)
+            nxt = str(info.raw["continued_as"])
+            self.store.send(nxt, message)
+            self.poke(nxt)
+            info = self.get_run(nxt)

@@ -401,9 +401,9 @@ class Executor:
             obs.on_run_resumed(
                 RunResumed(exe.run_id, workflow, after, True, queue, ctx.parent, headers)
             )
-        with store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
+        with exe.inbox_lock, store_call(exe.run_id, f"read the inbox of run {exe.run_id!r}"):
             messages, exe.inbox_cursor = self.store.inbox(exe.run_id)
-        ctx.deliver(messages)
+            ctx.deliver(messages)  # a poke meanwhile waits: it must not deliver out of order
         if ctx.terminated is not None:  # while no process executed it
             self._terminated(exe, ctx, events, ctx.terminated)
             return

@@ -141,11 +141,13 @@ class Worker(Starting):
         if ctx is None:
             self._rewake(exe)
             return
-        try:
-            messages, exe.inbox_cursor = self.store.inbox(run_id, exe.inbox_cursor)
-        except Exception:  # a run deleted under us: its execution reports it
-            return
-        if ctx.deliver(messages):
+        with exe.inbox_lock:  # one reader at a time: delivered in the inbox's order
+            try:
+                messages, exe.inbox_cursor = self.store.inbox(run_id, exe.inbox_cursor)
+            except Exception:  # a run deleted under us: its execution reports it
+                return
+            news = ctx.deliver(messages)
+        if news:
             self._rewake(exe)
 
     def _rewake(self, exe: Execution) -> None:

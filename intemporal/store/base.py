@@ -200,7 +200,11 @@ class Store(ABC):
         """
         if not self.create(run_id, first, sync, owner):
             return None
-        return self.claim(run_id, owner)
+        lease = self.claim(run_id, owner)
+        if lease is not None and len(self.read(run_id)) > 1:  # another owner executed it in
+            lease.release()  # between: the caller must not execute it again from its start
+            return None
+        return lease
 
     @abstractmethod
     def read(self, run_id: str) -> list[Event]:
