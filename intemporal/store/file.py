@@ -561,9 +561,9 @@ class FileStore(FileCollector):
     def delete(self, run_id: str) -> None:
         top = "/" not in check_run_id(run_id)
         dfd = (self._root_fd if self._root_fd >= 0 else self._open_root()) if top else -1
+        if self._wal is not None:  # in the log before unlinked: a replay does not bring it back
+            self._wal.forget(run_id + INBOX, run_id + JOURNAL, durable=True)
         for suffix in (INBOX, LOCK, JOURNAL):  # never an inbox without its run
-            if self._wal is not None and suffix != LOCK:  # so a replay does not bring it back
-                self._wal.forget(run_id + suffix)  # (with the next sync)
             try:
                 if top:  # the root's descriptor is open already: one call per file
                     os.unlink(run_id + suffix, dir_fd=dfd)

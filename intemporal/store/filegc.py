@@ -34,7 +34,8 @@ on a file system that discards freed blocks as it frees them: 30 s. Here instead
   again. A run's inbox goes before its journal (never an inbox without its run, which a new
   run of that id would read). Rows go after the files, in one transaction per batch: a crash
   in between leaves rows without journals, which readers skip and the next `gc` removes.
-  The write-ahead log is told of each deletion first, so a replay never brings one back.
+  The write-ahead log is told of each deletion, and that is on disk, before the file is
+  unlinked: a replay never brings one back.
   The index's `meta` says a `gc` is deleting (`RunIndex.deleting`) from before the first
   unlink to after the last rows: left there by a SIGKILL, `count` asks the journals, not the
   rows, and the next `gc` removes every row without a journal, whatever its cutoff.
@@ -313,15 +314,18 @@ class FileCollector(FileListing):
                 rels.append(run_id + suffix)
             journals.append((dfd, name + JOURNAL))
             ids.append(run_id)
+        # Told to the log first, so a replay does not bring them back (one look at .wal/),
+        # and unlinked once that is on disk: the inboxes, then the journals.
+        if not self._logged_gone([r for r in rels if r.endswith(INBOX)], ids, failed):
+            return vanished
         if firsts:
-            self._logged_gone([r for r in rels if r.endswith(INBOX)])
             for i, exc in unlink(firsts).items():
                 failed.setdefault(owners[i], _why(exc, rels[i]))
             if failed:
                 kept = [i for i, r in enumerate(ids) if r not in failed]
                 journals, ids = [journals[i] for i in kept], [ids[i] for i in kept]
-        # Told to the log first, so a replay does not bring them back (one look at .wal/).
-        self._logged_gone([r + JOURNAL for r in ids])
+        if not self._logged_gone([r + JOURNAL for r in ids], ids, failed):
+            return vanished
         for i, exc in unlink(journals).items():
             failed[ids[i]] = _why(exc, ids[i] + JOURNAL)
         return [r for r in ids if r not in failed] + vanished
@@ -343,10 +347,18 @@ class FileCollector(FileListing):
             folders[folder] = fd
         return fd
 
-    def _logged_gone(self, names: list[str]) -> None:
-        """Tell the log these files are deleted, before they are."""
-        if self._wal is not None and names:
-            self._wal.forget(*names)
+    def _logged_gone(self, names: list[str], ids: list[str], failed: dict[str, str]) -> bool:
+        """Tell the log these files (of runs `ids`) are deleted, before they are, and wait
+        for it: False when the log cannot be written (each run stays, why in `failed`)."""
+        if self._wal is None or not names:
+            return True
+        try:
+            self._wal.forget(*names, durable=True)
+        except OSError as exc:
+            for run_id in ids:
+                failed.setdefault(run_id, f"the write-ahead log: {exc.strerror or exc}")
+            return False
+        return True
 
     def _finish(self, batch: Batch, done: list[bool], undeletable: dict[str, str] | None) -> None:
         """Wait for the batch's unlinks; then its rows go, in one transaction."""

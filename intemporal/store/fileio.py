@@ -512,31 +512,35 @@ class FileLease(Lease):
         log = self._log
         assert log is not None
         writing = self._writing
-        writing.acquire()  # not `with`: see `sync`
         try:
-            if self._failed is not None:
-                self._check()
-            if self._size < 0:
-                self._size = os.fstat(self._fd).st_size
-            start = self._size
-            try:  # `write(fd, data, False)` written out: every step's path
-                written = os.write(self._fd, data)
-                if written != len(data):
-                    raise _short(written, data)
-            except OSError as exc:
-                self._cut(exc)
-                raise
-            self._size = start + written
-            if log.covered >= 0:  # else (flush mode, a claimed run) nothing to keep
-                log.add(data)
-            if not sync:
-                return
-            log.sync_on_release = False
-            item = log.take(self._fd, self._size)
-        finally:
-            writing.release()
-        if item is not None:
-            self._wait(item)
+            writing.acquire()  # not `with`: see `sync`
+            try:
+                if self._failed is not None:
+                    self._check()
+                if self._size < 0:
+                    self._size = os.fstat(self._fd).st_size
+                start = self._size
+                try:  # `write(fd, data, False)` written out: every step's path
+                    written = os.write(self._fd, data)
+                    if written != len(data):
+                        raise _short(written, data)
+                except OSError as exc:
+                    self._cut(exc)
+                    raise
+                self._size = start + written
+                if log.covered >= 0:  # else (flush mode, a claimed run) nothing to keep
+                    log.add(data)
+                if not sync:
+                    return
+                log.sync_on_release = False
+                item = log.take(self._fd, self._size)
+            finally:
+                writing.release()
+            if item is not None:
+                self._wait(item)
+        except BaseException:  # Ctrl-C between queuing a record and its wait: see there
+            log.wal.interrupted()
+            raise
 
     def _wait(self, item: Any) -> None:
         if item is None:
@@ -562,21 +566,25 @@ class FileLease(Lease):
                 self._synced = end
             return
         writing = self._writing
-        writing.acquire()  # not `with`: its special-method lookups cost every step ~1,000
-        try:  # instructions (callgrind)
-            if self._failed is not None:
-                self._check()
-            log.sync_on_release = False
-            end = self._size if self._size >= 0 else log.covered + log.size
-            item = log.take(self._fd, end) if end >= 0 else None
-        finally:
-            writing.release()
-        if item is not None:  # `_wait(item)` written out: every durable step's path
-            try:
-                log.wal.wait(item)
-            except OSError as exc:
-                self._failed = exc
-                raise
+        try:
+            writing.acquire()  # not `with`: its special-method lookups cost every step
+            try:  # ~1,000 instructions (callgrind)
+                if self._failed is not None:
+                    self._check()
+                log.sync_on_release = False
+                end = self._size if self._size >= 0 else log.covered + log.size
+                item = log.take(self._fd, end) if end >= 0 else None
+            finally:
+                writing.release()
+            if item is not None:  # `_wait(item)` written out: every durable step's path
+                try:
+                    log.wal.wait(item)
+                except OSError as exc:
+                    self._failed = exc
+                    raise
+        except BaseException:  # Ctrl-C between queuing a record and its wait: the record
+            log.wal.interrupted()  # made this thread the log's leader, so it leads now
+            raise
 
     def release(self) -> None:
         if self._fd >= 0:

@@ -44,7 +44,7 @@ from collections.abc import Iterator
 
 from . import walfile
 from .safefs import open_in
-from .walcheckpoint import SLOTS, WAL, Checkpoints
+from .walcheckpoint import SLOTS, WAL, Checkpoints, failed_before
 from .waldirect import DirectTail, block_size
 from .walfile import (
     BODY,
@@ -115,6 +115,7 @@ class _Item:
 
 
 _CRC = struct.Struct("<I")
+_ident = threading.get_ident
 _BODY = BODY.size
 
 
@@ -139,9 +140,10 @@ class WriteAheadLog(Checkpoints):
         self._lock_fd = -1
         self._tail: mmap.mmap | None = None
         self._direct: DirectTail | None = None  # chosen at open: see `direct`
-        self._failed: OSError | None = None
         self._open_lock = threading.Lock()
         self._file_mu = threading.Lock()  # the flock excludes processes; this, our threads
+        self._alone: _Item | None = None  # a record that made its thread the leader...
+        self._alone_thread = 0  # ...and that thread, until it leads (`interrupted`)
         self._mine_from = _FULL  # from this segment on, every record is ours: see `_named`
         self._last_end = (-1, -1)  # where our last write ended in the log
 
@@ -156,7 +158,11 @@ class WriteAheadLog(Checkpoints):
 
         Raises `OSError` when the log cannot be written or synced (a full disk).
         """
-        self.wait(self.enqueue(WRITE, path, offset, data))
+        try:
+            self.wait(self.enqueue(WRITE, path, offset, data))
+        except BaseException:  # Ctrl-C before its wait: it may lead (`interrupted`)
+            self.interrupted()
+            raise
 
     def fits(self, size: int) -> bool:
         """Whether a record of `size` data bytes fits in a segment (larger: sync the file)."""
@@ -187,6 +193,7 @@ class WriteAheadLog(Checkpoints):
         mu.acquire()  # (not `with`: see `wait`)
         if wait and not self._leading and not self._queue:
             self._leading = item.lead = True  # alone: it leads at once (`wait`)
+            self._alone, self._alone_thread = item, _ident()  # until it does (`interrupted`)
         else:
             self._queue.append(item)
         mu.release()
@@ -202,6 +209,7 @@ class WriteAheadLog(Checkpoints):
         `wait`: a leader that never writes would hold up every other.
         """
         if item.lead:  # queued alone: the leader already
+            self._alone = None
             self._lead([item])
             if item.error is not None:
                 raise item.error
@@ -215,7 +223,11 @@ class WriteAheadLog(Checkpoints):
             item.waiter = waiter = threading.Lock()
             waiter.acquire()  # released by the leader that writes it, or to lead
             mu.release()
-            waiter.acquire()
+            try:
+                waiter.acquire()
+            except BaseException:  # interrupted (Ctrl-C): gone, unless it must lead now
+                self._left(item)
+                raise
             if item.lead:
                 self._lead(None)
         else:
@@ -230,6 +242,7 @@ class WriteAheadLog(Checkpoints):
         """Write the queued batch (`batch`: taken already), wake who it covered, pass the
         lead to a waiting thread."""
         mu = self._mu
+        stop: BaseException | None = None  # an interrupt: raised once the lead is handed on
         while True:
             if batch is None:
                 with mu:
@@ -240,6 +253,8 @@ class WriteAheadLog(Checkpoints):
                     self._write(batch)
                 except OSError as exc:
                     error = exc
+                except BaseException as exc:  # Ctrl-C in the main thread: its batch fails
+                    stop, error = exc, OSError(errno.EINTR, "the log's write was interrupted")
             mu.acquire()  # `wait` makes a waiter under it: none is missed
             for it in batch:
                 it.error, it.done = error, True
@@ -249,6 +264,8 @@ class WriteAheadLog(Checkpoints):
             if not self._queue:  # the usual case: nothing queued meanwhile
                 self._leading = False
                 mu.release()
+                if stop is not None:
+                    raise stop
                 return
             nxt = None
             for it in self._queue:
@@ -256,25 +273,65 @@ class WriteAheadLog(Checkpoints):
                     nxt = it
                     break
             if nxt is None:
-                if any(not it.wanted for it in self._queue):
+                if stop is None and any(not it.wanted for it in self._queue):
                     mu.release()
                     continue  # records nobody waits for (deletions): write them too
                 # Records whose threads are not waiting yet: each leads when it does.
                 self._leading = False
                 mu.release()
+                if stop is not None:
+                    raise stop
                 return
             nxt.lead = True  # it writes the next batch, its own record included
             assert nxt.waiter is not None
             nxt.waiter.release()
             mu.release()
+            if stop is not None:
+                raise stop
             return
 
-    def forget(self, *paths: str) -> None:
-        """Log that `paths` are deleted (written with the next sync, not waited for), so a
-        replay does not bring them back; nothing if this store never had a log."""
+    def _left(self, item: _Item) -> None:
+        """`item`'s thread stopped waiting for it (interrupted): it leads if it was just
+        handed the lead (else nobody would), or is left to a later batch, unwoken."""
+        with self._mu:
+            lead = item.lead and not item.done
+            if not lead:
+                item.waiter = None  # not handed the lead, nor woken: a later batch writes it
+        if lead:
+            self._lead(None)
+
+    def interrupted(self) -> None:
+        """Called by a thread interrupted (Ctrl-C) between queuing a record and waiting
+        for it: if that record made it the leader (`enqueue`), it leads now, so the log's
+        other threads are not left waiting for a leader that never writes."""
+        with self._mu:
+            item = self._alone
+            if item is None or self._alone_thread != _ident():
+                return
+            self._alone = None
+        self._lead([item])
+
+    def forget(self, *paths: str, durable: bool = False) -> None:
+        """Log that `paths` are deleted, so a replay does not bring them back; nothing if
+        this store never had a log. Written with the next sync, not waited for; with
+        `durable`, returns once every one is in the log: a file is unlinked only then (a
+        replay makes a file again from its records since the checkpoint, so a deletion
+        still queued when its process died, its file unlinked, came back at the next
+        boot). Raises `OSError` (with `durable`) when the log cannot be written."""
         if self._tail is not None or os.path.isdir(self.folder):
-            for path in paths:
-                self.enqueue(DELETE, path, 0, b"", wait=False)
+            items = [self.enqueue(DELETE, path, 0, b"", wait=durable) for path in paths]
+            if durable:
+                error: OSError | None = None
+                for item in items:  # each one waited for: `enqueue`'s rule
+                    try:
+                        self.wait(item)
+                    except OSError as exc:
+                        error = error or exc
+                    except BaseException:  # Ctrl-C: the rest are written by a later batch
+                        self.interrupted()
+                        raise
+                if error is not None:
+                    raise error
 
     def flush(self) -> None:
         """Write what is queued (records nobody waits for: deletions) without waiting."""
@@ -286,7 +343,7 @@ class WriteAheadLog(Checkpoints):
 
     def _write(self, batch: list[_Item]) -> None:
         if self._failed is not None:
-            raise OSError(errno.EIO, f"the write-ahead log failed to sync before: {self._failed}")
+            raise failed_before(self._failed)
         tail = self._tail
         if tail is None:
             self._open()

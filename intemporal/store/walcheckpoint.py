@@ -17,6 +17,7 @@ into their files first (`_checkpoint(..., replay=True)`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -32,6 +33,11 @@ SLOTS = 4  # segment files, reused round-robin
 # A checkpoint naming more files than this may sync the whole filesystem at once (syncfs)
 # instead of each file: see `walfile.whole_filesystem` for when
 BULK = 16
+
+
+def failed_before(exc: OSError) -> OSError:
+    """The error every write and checkpoint of a log raises once a sync of it failed."""
+    return OSError(errno.EIO, f"the write-ahead log failed to sync before: {exc}")
 
 
 class Named(Protocol):
@@ -52,6 +58,7 @@ class Checkpoints:
 
     _fds: dict[int, int]  # the log's segment files by slot (the log opens them)
     _mine_from: int  # from this segment on, every record is ours (the log keeps it)
+    _failed: OSError | None  # a sync failed: the log makes no more promises (`_sync_files`)
 
     def __init__(self, root: str) -> None:
         self.root = root
@@ -67,6 +74,7 @@ class Checkpoints:
         # segment another writer may have written in (another process, a writer that
         # died) is read back.
         self._names: dict[int, dict[str, bool]] = {}
+        self._failed = None
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         """The log to ourselves (the log's mutex and flock)."""
@@ -120,8 +128,20 @@ class Checkpoints:
 
     def _sync_files(self, paths: dict[str, bool]) -> None:
         """Sync every file of `paths` (and the folder of those marked: made or deleted):
-        each file, or the whole filesystem at once (`walfile.sync_files` decides)."""
-        if walfile.sync_files(self.root, paths, BULK):
+        each file, or the whole filesystem at once (`walfile.sync_files` decides).
+
+        A file that fails to sync fails this log for good, as a failed write of the log
+        does (`_failed`): Linux reports a writeback error to one sync only and marks the
+        pages clean, so a later sync of that file "succeeds" with its data never written,
+        and a checkpoint moved past its records then would let the log lose them too."""
+        if self._failed is not None:
+            raise failed_before(self._failed)
+        try:
+            whole = walfile.sync_files(self.root, paths, BULK)
+        except OSError as exc:
+            self._failed = exc
+            raise
+        if whole:
             self.fs_syncs += 1
         else:
             self.file_syncs += len(paths)
