@@ -440,11 +440,7 @@ class FileLease(Lease):
             self._writing.acquire()
         try:
             if self._failed is not None:
-                raise OSError(
-                    errno.EIO,
-                    f"the journal of run {self.run_id!r} takes no more lines after a failed "
-                    f"append ({self._failed})",
-                )
+                self._check()
             if self._size < 0:
                 self._size = os.fstat(self._fd).st_size
             sync_here = sync and alone and self._unsynced_dir < 0 and self._clean
